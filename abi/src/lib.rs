@@ -1,0 +1,104 @@
+//! `bkg-abi`: the one crate a bkg plugin depends on.
+//!
+//! A plugin is a `cdylib` that implements [`Plugin`] and calls [`export_plugin!`] once:
+//!
+//! ```
+//! use bkg_abi::{export_plugin, Context, Error, Host, Manifest, Plugin, Request, Response};
+//!
+//! struct Hello;
+//!
+//! impl Plugin for Hello {
+//!     fn manifest() -> Manifest {
+//!         Manifest::new("hello", "Hello", env!("CARGO_PKG_VERSION")).capability("greet", "says hello")
+//!     }
+//!     fn new(_host: Host) -> Result<Self, Error> {
+//!         Ok(Hello)
+//!     }
+//!     fn invoke(&self, _cap: &str, req: Request<'_>, _ctx: &Context<'_>) -> Result<Response, Error> {
+//!         Ok(Response::text(format!("hello, {}", req.text()?)))
+//!     }
+//! }
+//!
+//! export_plugin!(Hello);
+//! ```
+//!
+//! The [`ffi`] module holds the checked contract the host loads: an `abi_stable` root module
+//! ([`ffi::PluginMod`]) whose layout and semver (this crate's version) are verified on load.
+
+pub mod ffi;
+mod sdk;
+
+pub use abi_stable;
+pub use ffi::{ErrorKind, LogLevel};
+pub use sdk::{Capability, Context, Error, Host, Manifest, Plugin, Request, Response, Stream};
+
+/// The version of the plugin interface: this crate's version. The host refuses a library
+/// built against an incompatible one (for 0.x: a different minor version).
+pub const INTERFACE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::sdk::root_module;
+    /// The exported symbol name abi_stable's loader looks up (checked by a unit test).
+    pub const ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
+}
+
+/// Export a [`Plugin`] type as this library's root module. Call it once per plugin crate.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        fn __bkg_root_module() -> $crate::ffi::PluginModRef {
+            $crate::__private::root_module::<$plugin>()
+        }
+
+        /// The abi_stable library header the bkg host looks up.
+        #[doc(hidden)]
+        #[unsafe(export_name = "_1as_0lib_1header_0root_bmodule_bloader")]
+        pub static __BKG_LIB_HEADER: $crate::abi_stable::library::LibHeader = {
+            extern "C" fn __bkg_erased_module() -> $crate::abi_stable::library::RootModuleResult {
+                $crate::abi_stable::library::__call_root_module_loader(__bkg_root_module)
+            }
+            // SAFETY: this is the expansion of abi_stable's `#[export_root_module]`, written
+            // out so that plugin crates need no direct abi_stable dependency. The constructor
+            // returns a `PluginModRef` erased by `__call_root_module_loader`, which is what
+            // `from_constructor::<PluginModRef>` requires; the layout check stays on.
+            unsafe {
+                $crate::abi_stable::library::LibHeader::from_constructor::<$crate::ffi::PluginModRef>(
+                    __bkg_erased_module,
+                    $crate::abi_stable::library::CheckTypeLayout::Yes,
+                )
+            }
+        };
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn root_module_symbol_matches_abi_stable() {
+        assert_eq!(
+            crate::__private::ROOT_MODULE_SYMBOL,
+            abi_stable::library::ROOT_MODULE_LOADER_NAME
+        );
+    }
+
+    #[test]
+    fn error_kind_codes_are_distinct() {
+        use crate::ErrorKind;
+        let kinds = [
+            ErrorKind::BAD_REQUEST,
+            ErrorKind::NOT_FOUND,
+            ErrorKind::CONFLICT,
+            ErrorKind::UNPROCESSABLE,
+            ErrorKind::CANCELLED,
+            ErrorKind::UNSUPPORTED,
+            ErrorKind::UNAVAILABLE,
+            ErrorKind::TIMEOUT,
+            ErrorKind::PANICKED,
+        ];
+        let codes: std::collections::HashSet<_> = kinds.iter().map(|k| k.code()).collect();
+        assert_eq!(codes.len(), kinds.len());
+        assert_eq!(ErrorKind(418).code(), "plugin_error");
+    }
+}

@@ -1,0 +1,450 @@
+//! The safe side for plugin authors: a plain trait with defaults and small value types.
+//! The adapter in this module turns an author's [`Plugin`] into the FFI [`PluginObject`]
+//! and runs every entry point under `catch_unwind`, so a panic becomes an error value.
+
+use std::any::Any;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{ROption, RResult, RSlice, RStr, RString, RVec},
+};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::ffi::{
+    self, CallContextRef, CallKind, ErrorKind, FfiCapability, FfiError, FfiManifest, FfiRequest,
+    FfiResponse, FfiRoute, HostBox, LogLevel, PluginBox, PluginMod, PluginModRef, PluginObject,
+};
+
+/// An error a plugin returns; the host maps its kind to an HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BAD_REQUEST, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NOT_FOUND, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::CONFLICT, message)
+    }
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::UNSUPPORTED, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::UNAVAILABLE, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::INTERNAL, message)
+    }
+    pub fn cancelled() -> Self {
+        Self::new(ErrorKind::CANCELLED, "call cancelled: the client went away")
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::bad_request(format!("invalid JSON: {e}"))
+    }
+}
+
+impl From<Error> for FfiError {
+    fn from(e: Error) -> Self {
+        FfiError { kind: e.kind, message: e.message.into() }
+    }
+}
+
+impl From<FfiError> for Error {
+    fn from(e: FfiError) -> Self {
+        Error { kind: e.kind, message: e.message.into_string() }
+    }
+}
+
+/// One capability in a [`Manifest`].
+#[derive(Debug, Clone, Default)]
+pub struct Capability {
+    pub name: String,
+    pub description: String,
+    pub input_schema: Option<serde_json::Value>,
+    pub output_schema: Option<serde_json::Value>,
+    pub streaming: bool,
+}
+
+/// What a plugin declares about itself. Build it with the chained methods.
+#[derive(Debug, Clone, Default)]
+pub struct Manifest {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub capabilities: Vec<Capability>,
+    /// Admin routes as (method, path), served under `/api/plugins/{id}/admin{path}`.
+    pub routes: Vec<(String, String)>,
+    pub route_prefix: Option<String>,
+    pub config_schema: Option<serde_json::Value>,
+    pub max_concurrency: u32,
+}
+
+impl Manifest {
+    /// `id` is the stable identity used for routing and hot-swap: `[a-z0-9_-]{1,64}`.
+    pub fn new(id: &str, name: &str, version: &str) -> Self {
+        Self { id: id.into(), name: name.into(), version: version.into(), ..Self::default() }
+    }
+    pub fn description(mut self, text: &str) -> Self {
+        self.description = text.into();
+        self
+    }
+    pub fn capability(mut self, name: &str, description: &str) -> Self {
+        self.capabilities.push(Capability {
+            name: name.into(),
+            description: description.into(),
+            ..Capability::default()
+        });
+        self
+    }
+    /// A capability that may answer with a stream of chunks.
+    pub fn streaming_capability(mut self, name: &str, description: &str) -> Self {
+        self.capabilities.push(Capability {
+            name: name.into(),
+            description: description.into(),
+            streaming: true,
+            ..Capability::default()
+        });
+        self
+    }
+    pub fn with_capability(mut self, capability: Capability) -> Self {
+        self.capabilities.push(capability);
+        self
+    }
+    pub fn route(mut self, method: &str, path: &str) -> Self {
+        self.routes.push((method.to_ascii_uppercase(), path.into()));
+        self
+    }
+    /// Claim a whole top-level path prefix such as `/v1`.
+    pub fn route_prefix(mut self, prefix: &str) -> Self {
+        self.route_prefix = Some(prefix.into());
+        self
+    }
+    pub fn config_schema(mut self, schema: serde_json::Value) -> Self {
+        self.config_schema = Some(schema);
+        self
+    }
+    pub fn max_concurrency(mut self, n: u32) -> Self {
+        self.max_concurrency = n;
+        self
+    }
+
+    fn into_ffi(self) -> FfiManifest {
+        let schema = |s: Option<serde_json::Value>| -> RString {
+            s.map(|v| v.to_string()).unwrap_or_default().into()
+        };
+        FfiManifest {
+            id: self.id.into(),
+            name: self.name.into(),
+            version: self.version.into(),
+            description: self.description.into(),
+            capabilities: self
+                .capabilities
+                .into_iter()
+                .map(|c| FfiCapability {
+                    name: c.name.into(),
+                    description: c.description.into(),
+                    input_schema: schema(c.input_schema),
+                    output_schema: schema(c.output_schema),
+                    streaming: c.streaming,
+                })
+                .collect(),
+            routes: self
+                .routes
+                .into_iter()
+                .map(|(method, path)| FfiRoute { method: method.into(), path: path.into() })
+                .collect(),
+            route_prefix: match self.route_prefix {
+                Some(p) => ROption::RSome(p.into()),
+                None => ROption::RNone,
+            },
+            config_schema: schema(self.config_schema),
+            max_concurrency: self.max_concurrency,
+        }
+    }
+}
+
+/// A request as the plugin sees it: borrowed from the host for the duration of the call.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The capability name, or the route path for [`Plugin::route`].
+    pub target: &'a str,
+    pub method: &'a str,
+    pub query: &'a str,
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+}
+
+impl Request<'_> {
+    /// Parse the body as JSON (an empty body parses as `null`).
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        if self.body.is_empty() {
+            return Ok(serde_json::from_slice(b"null")?);
+        }
+        Ok(serde_json::from_slice(self.body)?)
+    }
+    /// The body as UTF-8 text.
+    pub fn text(&self) -> Result<&str, Error> {
+        std::str::from_utf8(self.body).map_err(|e| Error::bad_request(format!("body is not UTF-8: {e}")))
+    }
+}
+
+/// A complete answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn bytes(content_type: &str, body: Vec<u8>) -> Self {
+        Self { status: 200, content_type: content_type.into(), body }
+    }
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::bytes("text/plain; charset=utf-8", text.into().into_bytes())
+    }
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, Error> {
+        let body = serde_json::to_vec(value).map_err(|e| Error::internal(format!("serialize: {e}")))?;
+        Ok(Self::bytes("application/json", body))
+    }
+    /// An empty answer (used as the end of a streamed one).
+    pub fn empty() -> Self {
+        Self::bytes("", Vec::new())
+    }
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+    /// Parse the body as JSON.
+    pub fn parse_json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        Ok(serde_json::from_slice(&self.body)?)
+    }
+}
+
+/// The host's side of one call: cancellation and streaming.
+pub struct Context<'a> {
+    inner: CallContextRef<'a>,
+}
+
+impl<'a> Context<'a> {
+    /// True once the client went away or the call timed out. Long work should check it.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.is_cancelled()
+    }
+    /// Switch this call to a streamed answer; send chunks with [`Stream::send`].
+    /// What the call finally returns is sent as the last chunk.
+    pub fn stream(&self, content_type: &str) -> Result<Stream<'_, 'a>, Error> {
+        if self.inner.begin_stream(content_type.into()) {
+            Ok(Stream { ctx: &self.inner })
+        } else {
+            Err(Error::cancelled())
+        }
+    }
+}
+
+/// A streamed answer in progress.
+pub struct Stream<'s, 'a> {
+    ctx: &'s CallContextRef<'a>,
+}
+
+impl Stream<'_, '_> {
+    /// Send one chunk; fails with a cancelled error once the client is gone.
+    pub fn send(&self, chunk: &[u8]) -> Result<(), Error> {
+        if self.ctx.send_chunk(RSlice::from_slice(chunk)) {
+            Ok(())
+        } else {
+            Err(Error::cancelled())
+        }
+    }
+}
+
+/// The plugin's handle on the host, given at creation. Cheap to clone.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<HostBox>,
+}
+
+impl Host {
+    pub fn log(&self, level: LogLevel, target: &str, message: &str) {
+        self.inner.log(level, target.into(), message.into());
+    }
+    pub fn info(&self, message: &str) {
+        self.log(LogLevel::INFO, "", message);
+    }
+    pub fn warn(&self, message: &str) {
+        self.log(LogLevel::WARN, "", message);
+    }
+    pub fn error(&self, message: &str) {
+        self.log(LogLevel::ERROR, "", message);
+    }
+    pub fn debug(&self, message: &str) {
+        self.log(LogLevel::DEBUG, "", message);
+    }
+    /// The plugin's own data directory; it survives swaps and restarts.
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from(self.inner.data_dir().into_string())
+    }
+    /// Call another plugin's capability through the host's bus.
+    pub fn call(&self, plugin: &str, capability: &str, content_type: &str, body: &[u8]) -> Result<Response, Error> {
+        match self.inner.call(plugin.into(), capability.into(), content_type.into(), RSlice::from_slice(body)) {
+            RResult::ROk(r) => Ok(Response {
+                status: r.status,
+                content_type: r.content_type.into_string(),
+                body: r.body.into_vec(),
+            }),
+            RResult::RErr(e) => Err(e.into()),
+        }
+    }
+    /// Call another plugin's capability with a JSON value.
+    pub fn call_json<T: Serialize + ?Sized>(&self, plugin: &str, capability: &str, body: &T) -> Result<Response, Error> {
+        let body = serde_json::to_vec(body).map_err(|e| Error::internal(format!("serialize: {e}")))?;
+        self.call(plugin, capability, "application/json", &body)
+    }
+}
+
+/// The trait a plugin author implements. Only `manifest`, `new` and `invoke` are required.
+///
+/// Calls may run concurrently on several host threads, so methods take `&self`; keep mutable
+/// state behind a `Mutex` or atomics. Threads the plugin starts must be joined in `stop`,
+/// otherwise the library can never leave the host's memory.
+pub trait Plugin: Send + Sync + Sized + 'static {
+    /// Who the plugin is and what it offers; read before it is constructed.
+    fn manifest() -> Manifest;
+    /// Construct the plugin. Keep it cheap and side-effect free; do work in `start`.
+    fn new(host: Host) -> Result<Self, Error>;
+    fn start(&self) -> Result<(), Error> {
+        Ok(())
+    }
+    fn stop(&self) -> Result<(), Error> {
+        Ok(())
+    }
+    /// A free-form status report shown by the host's API.
+    fn status(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    fn config(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    fn configure(&self, _config: serde_json::Value) -> Result<(), Error> {
+        Err(Error::unsupported("this plugin takes no config"))
+    }
+    /// Run a capability.
+    fn invoke(&self, capability: &str, request: Request<'_>, ctx: &Context<'_>) -> Result<Response, Error>;
+    /// Serve one of the plugin's routes (admin routes or its claimed prefix).
+    fn route(&self, request: Request<'_>, _ctx: &Context<'_>) -> Result<Response, Error> {
+        Err(Error::not_found(format!("no route {} {}", request.method, request.target)))
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    let text = if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic payload".to_string()
+    };
+    format!("plugin panicked: {text}")
+}
+
+/// Run author code, turning a panic into an error value.
+fn guard<T>(f: impl FnOnce() -> Result<T, Error>) -> RResult<T, FfiError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => RResult::ROk(v),
+        Ok(Err(e)) => RResult::RErr(e.into()),
+        Err(payload) => RResult::RErr(Error::new(ErrorKind::PANICKED, panic_message(payload)).into()),
+    }
+}
+
+fn to_ffi_response(r: Response) -> FfiResponse {
+    FfiResponse { status: r.status, content_type: r.content_type.into(), body: RVec::from(r.body) }
+}
+
+struct Adapter<P: Plugin>(P);
+
+impl<P: Plugin> PluginObject for Adapter<P> {
+    fn start(&self) -> RResult<(), FfiError> {
+        guard(|| self.0.start())
+    }
+    fn stop(&self) -> RResult<(), FfiError> {
+        guard(|| self.0.stop())
+    }
+    fn status(&self) -> RString {
+        match guard(|| Ok(self.0.status().to_string())) {
+            RResult::ROk(s) => s.into(),
+            RResult::RErr(e) => serde_json::json!({ "error": e.message.as_str() }).to_string().into(),
+        }
+    }
+    fn config(&self) -> RString {
+        match guard(|| Ok(self.0.config().to_string())) {
+            RResult::ROk(s) => s.into(),
+            RResult::RErr(_) => "null".into(),
+        }
+    }
+    fn configure(&self, config: RStr<'_>) -> RResult<(), FfiError> {
+        guard(|| {
+            let value: serde_json::Value = serde_json::from_str(config.as_str())?;
+            self.0.configure(value)
+        })
+    }
+    fn call(&self, request: &FfiRequest, ctx: CallContextRef<'_>) -> RResult<FfiResponse, FfiError> {
+        guard(|| {
+            let req = Request {
+                target: request.target.as_str(),
+                method: request.method.as_str(),
+                query: request.query.as_str(),
+                content_type: request.content_type.as_str(),
+                body: request.body.as_slice(),
+            };
+            let ctx = Context { inner: ctx };
+            let response = match request.kind {
+                CallKind::Capability => self.0.invoke(req.target, req, &ctx)?,
+                CallKind::Route => self.0.route(req, &ctx)?,
+            };
+            Ok(to_ffi_response(response))
+        })
+    }
+}
+
+extern "C" fn manifest_entry<P: Plugin>() -> RResult<FfiManifest, FfiError> {
+    guard(|| Ok(P::manifest().into_ffi()))
+}
+
+extern "C" fn create_entry<P: Plugin>(host: HostBox) -> RResult<PluginBox, FfiError> {
+    guard(|| {
+        let plugin = P::new(Host { inner: Arc::new(host) })?;
+        Ok(ffi::PluginObject_TO::from_value(Adapter(plugin), TD_Opaque))
+    })
+}
+
+/// Build the root module for plugin type `P`. Used by [`crate::export_plugin!`].
+#[doc(hidden)]
+pub fn root_module<P: Plugin>() -> PluginModRef {
+    use abi_stable::prefix_type::PrefixTypeTrait;
+    PluginMod { manifest: manifest_entry::<P>, create: create_entry::<P> }.leak_into_prefix()
+}

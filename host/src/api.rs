@@ -1,0 +1,321 @@
+//! The HTTP layer: the only module that knows actix-web and JSON error shapes.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::web::{self, Bytes, Data};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use bkg_abi::ffi::{CallKind, ErrorKind};
+use serde::Serialize;
+
+use crate::dispatch::{self, Answer, DispatchError};
+use crate::exec::{self, Event};
+use crate::registry::{Action, PluginView, RegistryError, RegistryHandle};
+use crate::dispatch::Routing;
+use std::sync::Arc;
+
+/// Shared state of the HTTP layer.
+pub struct AppState {
+    pub registry: RegistryHandle,
+    pub routing: Arc<Routing>,
+}
+
+/// An error answer: `{"error":{"code":"...","message":"..."}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self { status, code: code.into(), message: message.into() }
+    }
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorInner<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorInner<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status)
+            .json(ErrorBody { error: ErrorInner { code: &self.code, message: &self.message } })
+    }
+}
+
+impl From<DispatchError> for ApiError {
+    fn from(e: DispatchError) -> Self {
+        match e {
+            DispatchError::NotLoaded(id) => ApiError::not_found(format!("plugin '{id}' is not loaded")),
+            DispatchError::Stopped(id) => ApiError::new(
+                StatusCode::CONFLICT,
+                "plugin_stopped",
+                format!("plugin '{id}' is stopped; start it with POST /api/core/plugins/{id}/start"),
+            ),
+            DispatchError::Busy(id) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("plugin '{id}' is busy: its call queue is full, try again"),
+            ),
+            DispatchError::Timeout(id, t) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!("plugin '{id}' did not answer within {} ms", t.as_millis()),
+            ),
+            DispatchError::Lost(id) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("plugin '{id}' dropped the call without answering"),
+            ),
+            DispatchError::Plugin(f) => {
+                let status = if f.kind == ErrorKind::PANICKED {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::from_u16(f.kind.0)
+                        .ok()
+                        .filter(|s| s.is_client_error() || s.is_server_error())
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+                };
+                let status = if status.as_u16() == 499 { StatusCode::BAD_REQUEST } else { status };
+                ApiError::new(status, f.kind.code(), f.message)
+            }
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::NotLoaded(_) => ApiError::not_found(e.to_string()),
+            RegistryError::Failed(m) => ApiError::new(StatusCode::CONFLICT, "lifecycle_failed", m),
+            RegistryError::Gone => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string()),
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A plugin's view plus its live call counters.
+#[derive(Serialize)]
+struct PluginDetail {
+    #[serde(flatten)]
+    view: PluginView,
+    calls: Option<CallCounters>,
+}
+
+#[derive(Serialize)]
+struct CallCounters {
+    total: u64,
+    errors: u64,
+    rejected: u64,
+    in_flight: usize,
+}
+
+fn detail(state: &AppState, view: PluginView) -> PluginDetail {
+    let calls = state.routing.get(&view.id).filter(|i| i.generation == view.generation).map(|i| {
+        let s = i.stats();
+        use std::sync::atomic::Ordering::Relaxed;
+        CallCounters {
+            total: s.calls.load(Relaxed),
+            errors: s.errors.load(Relaxed),
+            rejected: s.rejected.load(Relaxed),
+            in_flight: i.in_flight(),
+        }
+    });
+    PluginDetail { view, calls }
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list_plugins(state: Data<AppState>, q: web::Query<ListQuery>) -> HttpResponse {
+    let plugins: Vec<PluginDetail> = state
+        .registry
+        .views()
+        .into_iter()
+        .filter(|v| q.all || v.state != crate::registry::PluginState::Unloaded)
+        .map(|v| detail(&state, v))
+        .collect();
+    HttpResponse::Ok().json(serde_json::json!({ "plugins": plugins }))
+}
+
+async fn get_plugin(state: Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    let view = state.registry.view(&id).ok_or_else(|| ApiError::not_found(format!("no plugin '{id}'")))?;
+    Ok(HttpResponse::Ok().json(detail(&state, view)))
+}
+
+async fn lifecycle(state: Data<AppState>, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+    let (id, verb) = path.into_inner();
+    let action = match verb.as_str() {
+        "start" => Action::Start,
+        "stop" => Action::Stop,
+        "restart" => Action::Restart,
+        other => return Err(ApiError::not_found(format!("no lifecycle action '{other}': use start, stop or restart"))),
+    };
+    let view = state.registry.lifecycle(&id, action).await?;
+    Ok(HttpResponse::Ok().json(detail(&state, view)))
+}
+
+fn content_type(req: &HttpRequest) -> String {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string()
+}
+
+/// Turn a plugin's answer into an HTTP response (streamed answers are forwarded chunk by chunk).
+fn respond(answer: Answer) -> HttpResponse {
+    match answer {
+        Answer::Complete(reply) => {
+            let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+            let mut builder = HttpResponse::build(status);
+            if !reply.content_type.is_empty() {
+                builder.content_type(reply.content_type);
+            }
+            builder.body(reply.body)
+        }
+        Answer::Stream { content_type, events, guard, idle } => {
+            let stream = futures_util::stream::unfold(
+                Some((events, guard)),
+                move |state| async move {
+                    let (mut events, guard) = state?;
+                    match tokio::time::timeout(idle, events.recv()).await {
+                        Ok(Some(Event::Chunk(c))) => Some((Ok::<_, actix_web::Error>(Bytes::from(c)), Some((events, guard)))),
+                        Ok(Some(Event::Begin(_))) => Some((Ok(Bytes::new()), Some((events, guard)))),
+                        Ok(Some(Event::Done(Ok(tail)))) => Some((Ok(Bytes::from(tail.body)), None)),
+                        Ok(Some(Event::Done(Err(f)))) => {
+                            tracing::warn!("streamed call failed after it began: {}", f.message);
+                            Some((Err(actix_web::error::ErrorInternalServerError(f.message)), None))
+                        }
+                        Ok(None) => None,
+                        Err(_) => {
+                            drop(guard);
+                            Some((Err(actix_web::error::ErrorGatewayTimeout("plugin stream went idle")), None))
+                        }
+                    }
+                },
+            );
+            HttpResponse::Ok().content_type(content_type).streaming(stream)
+        }
+    }
+}
+
+async fn invoke(
+    state: Data<AppState>,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
+    let (id, capability) = path.into_inner();
+    let instance = state.routing.get(&id).ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))?;
+    if !instance.manifest.has_capability(&capability) {
+        return Err(ApiError::not_found(format!("plugin '{id}' has no capability '{capability}'")));
+    }
+    drop(instance);
+    let request = exec::request(
+        CallKind::Capability,
+        &capability,
+        "POST",
+        req.query_string(),
+        &content_type(&req),
+        body.to_vec(),
+    );
+    Ok(respond(dispatch::call(&state.routing, &id, request).await?))
+}
+
+async fn admin_route(
+    state: Data<AppState>,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
+    let (id, tail) = path.into_inner();
+    let route = format!("/{tail}");
+    let instance = state.routing.get(&id).ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))?;
+    if !instance.manifest.has_route(req.method().as_str(), &route) {
+        return Err(ApiError::not_found(format!("plugin '{id}' has no route {} {route}", req.method())));
+    }
+    drop(instance);
+    let request = exec::request(
+        CallKind::Route,
+        &route,
+        req.method().as_str(),
+        req.query_string(),
+        &content_type(&req),
+        body.to_vec(),
+    );
+    Ok(respond(dispatch::call(&state.routing, &id, request).await?))
+}
+
+/// Everything not matched above: a plugin's claimed prefix, or 404.
+async fn fallback(state: Data<AppState>, req: HttpRequest, body: Bytes) -> ApiResult<HttpResponse> {
+    let path = req.path().to_string();
+    let Some((_prefix, id)) = state.routing.prefix_owner(&path) else {
+        return Err(ApiError::not_found(format!("no route for {} {path}", req.method())));
+    };
+    let request = exec::request(
+        CallKind::Route,
+        &path,
+        req.method().as_str(),
+        req.query_string(),
+        &content_type(&req),
+        body.to_vec(),
+    );
+    Ok(respond(dispatch::call(&state.routing, &id, request).await?))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(state: Data<AppState>) -> HttpResponse {
+    if state.registry.is_ready() {
+        HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the initial plugin scan is still running")
+            .error_response()
+    }
+}
+
+fn json_error_config() -> web::JsonConfig {
+    web::JsonConfig::default().error_handler(|err, _| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("malformed JSON: {err}")).into()
+    })
+}
+
+/// Mount every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(json_error_config())
+        .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/api/core/plugins", web::get().to(list_plugins))
+        .route("/api/core/plugins/{id}", web::get().to(get_plugin))
+        .route("/api/core/plugins/{id}/{action}", web::post().to(lifecycle))
+        .route("/api/plugins/{id}/admin/{tail:.*}", web::to(admin_route))
+        .route("/api/plugins/{id}/{capability}", web::post().to(invoke))
+        .default_service(web::to(fallback));
+}

@@ -1,0 +1,64 @@
+//! Command-line flags, each with an environment fallback.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "bkg", version, about = "bkg: a host for native plugins, loaded, swapped and unloaded live")]
+pub struct Config {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, env = "BKG_LISTEN", default_value = "127.0.0.1:43121")]
+    pub listen: String,
+    /// Where the host keeps its state (default: $XDG_DATA_HOME/bkg or ~/.local/share/bkg).
+    #[arg(long, env = "BKG_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The watched folder plugins are copied into (default: <data-dir>/plugins).
+    #[arg(long, env = "BKG_PLUGINS_DIR")]
+    pub plugins_dir: Option<PathBuf>,
+    /// How long one plugin call may take before the client gets 504.
+    #[arg(long, env = "BKG_CALL_TIMEOUT_MS", default_value_t = 30_000)]
+    pub call_timeout_ms: u64,
+    /// How long a retiring generation may finish its running calls.
+    #[arg(long, env = "BKG_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
+    /// How long start/stop/config calls into a plugin may take.
+    #[arg(long, env = "BKG_CONTROL_TIMEOUT_MS", default_value_t = 60_000)]
+    pub control_timeout_ms: u64,
+    /// Worker threads per plugin instance (a plugin may ask for fewer or more).
+    #[arg(long, env = "BKG_PLUGIN_WORKERS", default_value_t = 4)]
+    pub plugin_workers: usize,
+    /// Calls queued per plugin instance before the host answers 503.
+    #[arg(long, env = "BKG_QUEUE_DEPTH", default_value_t = 256)]
+    pub queue_depth: usize,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "BKG_HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
+    /// Quiet time before a file whose writer was never seen closing is loaded anyway.
+    #[arg(long, env = "BKG_SETTLE_MS", default_value_t = 2_000)]
+    pub settle_ms: u64,
+}
+
+impl Config {
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(d) = &self.data_dir {
+            return d.clone();
+        }
+        if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(xdg).join("bkg");
+        }
+        match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(home) => PathBuf::from(home).join(".local/share/bkg"),
+            None => PathBuf::from(".bkg"),
+        }
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.plugins_dir.clone().unwrap_or_else(|| self.data_dir().join("plugins"))
+    }
+
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+}

@@ -1,0 +1,546 @@
+//! Execution: every call into a plugin instance runs on threads the host owns for that
+//! instance. The instance's worker threads construct the plugin, run its calls and lifecycle
+//! methods, drop it, and are joined before the library is closed (so no thread-local
+//! destructor of the plugin can pin the library, see docs/ARCHITECTURE.md).
+//!
+//! Calls go through a bounded queue (full = busy); each call carries a cancel flag and a
+//! sink for its events (stream start, chunks, the final result).
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RResult, RSlice, RStr, RString},
+};
+use bkg_abi::ffi::{
+    CallContext, CallContext_TO, ErrorKind, FfiError, FfiManifest, FfiRequest, HostBox, PluginBox,
+    PluginModRef,
+};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use serde::Serialize;
+
+/// Host-owned copy of a plugin's manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestInfo {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub capabilities: Vec<CapabilityInfo>,
+    pub routes: Vec<RouteInfo>,
+    pub route_prefix: Option<String>,
+    pub config_schema: Option<serde_json::Value>,
+    pub max_concurrency: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CapabilityInfo {
+    pub name: String,
+    pub description: String,
+    pub input_schema: Option<serde_json::Value>,
+    pub output_schema: Option<serde_json::Value>,
+    pub streaming: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteInfo {
+    pub method: String,
+    pub path: String,
+}
+
+fn parse_schema(text: &str) -> Option<serde_json::Value> {
+    if text.trim().is_empty() {
+        None
+    } else {
+        serde_json::from_str(text).ok()
+    }
+}
+
+impl ManifestInfo {
+    fn from_ffi(m: FfiManifest) -> Self {
+        Self {
+            id: m.id.into_string(),
+            name: m.name.into_string(),
+            version: m.version.into_string(),
+            description: m.description.into_string(),
+            capabilities: m
+                .capabilities
+                .into_iter()
+                .map(|c| CapabilityInfo {
+                    name: c.name.into_string(),
+                    description: c.description.into_string(),
+                    input_schema: parse_schema(&c.input_schema),
+                    output_schema: parse_schema(&c.output_schema),
+                    streaming: c.streaming,
+                })
+                .collect(),
+            routes: m
+                .routes
+                .into_iter()
+                .map(|r| RouteInfo { method: r.method.into_string(), path: r.path.into_string() })
+                .collect(),
+            route_prefix: m.route_prefix.into_option().map(|p| p.into_string()),
+            config_schema: parse_schema(&m.config_schema),
+            max_concurrency: m.max_concurrency,
+        }
+    }
+
+    pub fn has_capability(&self, name: &str) -> bool {
+        self.capabilities.iter().any(|c| c.name == name)
+    }
+
+    pub fn has_route(&self, method: &str, path: &str) -> bool {
+        self.routes.iter().any(|r| r.method.eq_ignore_ascii_case(method) && r.path == path)
+    }
+}
+
+/// An error the plugin returned (or a panic the SDK caught).
+#[derive(Debug, Clone)]
+pub struct PluginFailure {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl From<FfiError> for PluginFailure {
+    fn from(e: FfiError) -> Self {
+        Self { kind: e.kind, message: e.message.into_string() }
+    }
+}
+
+/// A complete answer, copied into host memory.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// What a call sends back to whoever waits for it.
+#[derive(Debug)]
+pub enum Event {
+    /// The call switched to a streamed answer with this content type.
+    Begin(String),
+    Chunk(Vec<u8>),
+    Done(Result<Reply, PluginFailure>),
+}
+
+/// Where a call's events go: an async HTTP handler or a blocking bus caller.
+pub enum Sink {
+    Async(tokio::sync::mpsc::Sender<Event>),
+    Blocking(crossbeam_channel::Sender<Event>),
+}
+
+impl Sink {
+    fn send(&self, event: Event) -> bool {
+        match self {
+            Sink::Async(tx) => tx.blocking_send(event).is_ok(),
+            Sink::Blocking(tx) => tx.send(event).is_ok(),
+        }
+    }
+    fn is_closed(&self) -> bool {
+        match self {
+            Sink::Async(tx) => tx.is_closed(),
+            Sink::Blocking(_) => false,
+        }
+    }
+}
+
+/// One queued call.
+pub struct CallJob {
+    pub request: FfiRequest,
+    pub sink: Sink,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// Lifecycle operations, run on the instance's own threads.
+#[derive(Debug, Clone)]
+pub enum Control {
+    Start,
+    Stop,
+    Status,
+    Config,
+    Configure(String),
+}
+
+enum Job {
+    Call(CallJob),
+    Control(Control, Sender<Result<String, PluginFailure>>),
+    Exit,
+}
+
+/// Why a call could not be run.
+#[derive(Debug)]
+pub enum SubmitError {
+    /// The instance is stopped by an operator.
+    Stopped,
+    /// The instance is being retired (swapped out or removed): route again.
+    Retired,
+    /// The queue is full.
+    Busy,
+}
+
+const RUNNING: u8 = 0;
+const STOPPED: u8 = 1;
+const RETIRED: u8 = 2;
+
+/// Counters for one instance.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    pub calls: AtomicU64,
+    pub errors: AtomicU64,
+    pub rejected: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub busy_nanos: AtomicU64,
+}
+
+#[derive(Default)]
+struct Shared {
+    in_flight: AtomicUsize,
+    stats: CallStats,
+}
+
+/// Limits for an instance's threads and queue.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub workers: usize,
+    pub queue_depth: usize,
+    pub call_timeout: Duration,
+}
+
+/// One loaded generation of a plugin, with its worker threads.
+pub struct Instance {
+    pub manifest: Arc<ManifestInfo>,
+    pub generation: u64,
+    pub call_timeout: Duration,
+    jobs: Sender<Job>,
+    phase: AtomicU8,
+    shared: Arc<Shared>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Why an instance could not be booted.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("{0}")]
+    Plugin(String),
+    #[error("cannot start a worker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+struct HostCallContext<'a> {
+    cancel: &'a AtomicBool,
+    sink: &'a Sink,
+    streaming: Cell<bool>,
+}
+
+impl CallContext for HostCallContext<'_> {
+    fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) || self.sink.is_closed()
+    }
+    fn begin_stream(&self, content_type: RStr<'_>) -> bool {
+        if self.streaming.get() {
+            return !self.is_cancelled();
+        }
+        self.streaming.set(true);
+        let ok = self.sink.send(Event::Begin(content_type.as_str().to_owned()));
+        if !ok {
+            self.cancel.store(true, Ordering::Relaxed);
+        }
+        ok
+    }
+    fn send_chunk(&self, chunk: RSlice<'_, u8>) -> bool {
+        if !self.streaming.get() && !self.begin_stream("application/octet-stream".into()) {
+            return false;
+        }
+        let ok = self.sink.send(Event::Chunk(chunk.as_slice().to_vec()));
+        if !ok {
+            self.cancel.store(true, Ordering::Relaxed);
+        }
+        ok
+    }
+}
+
+fn run_call(plugin: &PluginBox, job: CallJob, shared: &Shared) {
+    let started = Instant::now();
+    let result = {
+        let ctx = HostCallContext { cancel: &job.cancel, sink: &job.sink, streaming: Cell::new(false) };
+        let ctx_obj = CallContext_TO::from_ptr(&ctx, TD_Opaque);
+        match plugin.call(&job.request, ctx_obj) {
+            RResult::ROk(r) => Ok(Reply {
+                status: r.status,
+                content_type: r.content_type.into_string(),
+                body: r.body.into_vec(),
+            }),
+            RResult::RErr(e) => Err(PluginFailure::from(e)),
+        }
+    };
+    shared.stats.calls.fetch_add(1, Ordering::Relaxed);
+    if result.is_err() {
+        shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    shared.stats.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    job.sink.send(Event::Done(result));
+    drop(job);
+    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn run_control(plugin: &PluginBox, op: Control) -> Result<String, PluginFailure> {
+    let unit = |r: RResult<(), FfiError>| match r {
+        RResult::ROk(()) => Ok(String::new()),
+        RResult::RErr(e) => Err(PluginFailure::from(e)),
+    };
+    match op {
+        Control::Start => unit(plugin.start()),
+        Control::Stop => unit(plugin.stop()),
+        Control::Status => Ok(plugin.status().into_string()),
+        Control::Config => Ok(plugin.config().into_string()),
+        Control::Configure(text) => unit(plugin.configure(RStr::from_str(&text))),
+    }
+}
+
+fn worker_loop(plugin: Arc<PluginBox>, jobs: Receiver<Job>, shared: Arc<Shared>) {
+    for job in jobs.iter() {
+        match job {
+            Job::Call(call) => run_call(&plugin, call, &shared),
+            Job::Control(op, reply) => {
+                let _ = reply.send(run_control(&plugin, op));
+            }
+            Job::Exit => break,
+        }
+    }
+    // The last worker to get here drops the plugin object, on a host-owned thread.
+    drop(plugin);
+}
+
+enum BootMsg {
+    Manifest(ManifestInfo),
+    Created(Arc<PluginBox>),
+    Failed(String),
+}
+
+/// What the caller of [`Instance::boot`] decides once it has read the manifest: the host
+/// handle and generation to construct the plugin with, or why it must not be constructed.
+pub type BootDecision = Result<(HostBox, u64), String>;
+
+impl Instance {
+    /// Read the manifest on a new worker thread, let `decide` validate it, construct the
+    /// plugin on that same thread, then start the remaining workers. The plugin is not started.
+    pub fn boot(
+        module: PluginModRef,
+        limits: &Limits,
+        thread_prefix: &str,
+        decide: impl FnOnce(&ManifestInfo) -> BootDecision,
+    ) -> Result<Arc<Instance>, BootError> {
+        let (jobs_tx, jobs_rx) = bounded::<Job>(limits.queue_depth.max(1));
+        let (boot_tx, boot_rx) = bounded::<BootMsg>(1);
+        let (go_tx, go_rx) = bounded::<Option<HostBox>>(1);
+        let shared = Arc::new(Shared::default());
+
+        let rx0 = jobs_rx.clone();
+        let shared0 = shared.clone();
+        let first = std::thread::Builder::new()
+            .name(format!("{thread_prefix}-w0"))
+            .spawn(move || {
+                let manifest = match (module.manifest())() {
+                    RResult::ROk(m) => ManifestInfo::from_ffi(m),
+                    RResult::RErr(e) => {
+                        let _ = boot_tx.send(BootMsg::Failed(format!("manifest: {}", e.message)));
+                        return;
+                    }
+                };
+                if boot_tx.send(BootMsg::Manifest(manifest)).is_err() {
+                    return;
+                }
+                let Ok(Some(host)) = go_rx.recv() else { return };
+                let plugin = match (module.create())(host) {
+                    RResult::ROk(p) => Arc::new(p),
+                    RResult::RErr(e) => {
+                        let _ = boot_tx.send(BootMsg::Failed(format!("create: {}", e.message)));
+                        return;
+                    }
+                };
+                if boot_tx.send(BootMsg::Created(plugin.clone())).is_err() {
+                    return;
+                }
+                worker_loop(plugin, rx0, shared0);
+            })
+            .map_err(BootError::Thread)?;
+
+        let fail = |first: JoinHandle<()>, message: String| {
+            let _ = first.join();
+            Err(BootError::Plugin(message))
+        };
+        let manifest = match boot_rx.recv() {
+            Ok(BootMsg::Manifest(m)) => m,
+            Ok(BootMsg::Failed(message)) => return fail(first, message),
+            _ => return fail(first, "plugin boot thread died".into()),
+        };
+        let generation = match decide(&manifest) {
+            Ok((host, generation)) => {
+                let _ = go_tx.send(Some(host));
+                generation
+            }
+            Err(message) => {
+                let _ = go_tx.send(None);
+                return fail(first, message);
+            }
+        };
+        let plugin = match boot_rx.recv() {
+            Ok(BootMsg::Created(p)) => p,
+            Ok(BootMsg::Failed(message)) => return fail(first, message),
+            _ => return fail(first, "plugin boot thread died".into()),
+        };
+        let wanted = match manifest.max_concurrency {
+            0 => limits.workers,
+            n => (n as usize).min(limits.workers.max(1) * 4),
+        }
+        .max(1);
+
+        let instance = Arc::new(Instance {
+            manifest: Arc::new(manifest),
+            generation,
+            call_timeout: limits.call_timeout,
+            jobs: jobs_tx,
+            phase: AtomicU8::new(STOPPED),
+            shared: shared.clone(),
+            workers: Mutex::new(vec![first]),
+        });
+        for i in 1..wanted {
+            let (p, rx, s) = (plugin.clone(), jobs_rx.clone(), shared.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("{thread_prefix}-w{i}"))
+                .spawn(move || worker_loop(p, rx, s));
+            match spawned {
+                Ok(handle) => instance.lock_workers().push(handle),
+                Err(e) => {
+                    drop(plugin);
+                    instance.shutdown();
+                    return Err(BootError::Thread(e));
+                }
+            }
+        }
+        // Our clone goes now; the workers hold the others.
+        drop(plugin);
+        Ok(instance)
+    }
+
+    fn lock_workers(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn id(&self) -> &str {
+        &self.manifest.id
+    }
+
+    pub fn stats(&self) -> &CallStats {
+        &self.shared.stats
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.phase.load(Ordering::SeqCst) == RUNNING
+    }
+
+    /// Accept calls.
+    pub fn open(&self) {
+        self.phase.store(RUNNING, Ordering::SeqCst);
+    }
+
+    /// Refuse new calls (as stopped, or as retired) and wait until running ones finish or
+    /// the deadline passes. Returns how many calls were still running at the deadline.
+    pub fn close_and_drain(&self, retire: bool, deadline: Duration) -> usize {
+        self.phase.store(if retire { RETIRED } else { STOPPED }, Ordering::SeqCst);
+        let until = Instant::now() + deadline;
+        loop {
+            let n = self.in_flight();
+            if n == 0 || Instant::now() >= until {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Queue a call. On failure the job is handed back.
+    pub fn submit(&self, job: CallJob) -> Result<(), (SubmitError, CallJob)> {
+        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        let refuse = |e: SubmitError, job: CallJob| {
+            self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Err((e, job))
+        };
+        match self.phase.load(Ordering::SeqCst) {
+            RUNNING => {}
+            STOPPED => return refuse(SubmitError::Stopped, job),
+            _ => return refuse(SubmitError::Retired, job),
+        }
+        match self.jobs.try_send(Job::Call(job)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Job::Call(job))) => {
+                self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                refuse(SubmitError::Busy, job)
+            }
+            Err(TrySendError::Disconnected(Job::Call(job))) => refuse(SubmitError::Retired, job),
+            Err(_) => unreachable!("try_send returns the job it was given"),
+        }
+    }
+
+    /// Run a lifecycle operation on the instance's threads and wait for it.
+    pub fn control(&self, op: Control, timeout: Duration) -> Result<String, PluginFailure> {
+        let (tx, rx) = bounded(1);
+        let timed_out = || PluginFailure {
+            kind: ErrorKind::TIMEOUT,
+            message: format!("the plugin did not answer within {} ms", timeout.as_millis()),
+        };
+        if self.jobs.send_timeout(Job::Control(op, tx), timeout).is_err() {
+            return Err(timed_out());
+        }
+        rx.recv_timeout(timeout).unwrap_or_else(|_| Err(timed_out()))
+    }
+
+    /// Stop every worker and join it; the plugin object is dropped on the last worker.
+    /// Afterwards no code of this instance runs, and its library may be closed.
+    pub fn shutdown(&self) {
+        let workers = std::mem::take(&mut *self.lock_workers());
+        for _ in 0..workers.len() {
+            // Blocking send: queued calls are still served before the workers exit.
+            let _ = self.jobs.send(Job::Exit);
+        }
+        for w in workers {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Sets a call's cancel flag when dropped (the HTTP client went away, or the wait timed out).
+pub struct CancelOnDrop(pub Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Build a request for a capability or a route.
+pub fn request(
+    kind: bkg_abi::ffi::CallKind,
+    target: &str,
+    method: &str,
+    query: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> FfiRequest {
+    FfiRequest {
+        kind,
+        target: RString::from(target),
+        method: RString::from(method),
+        query: RString::from(query),
+        content_type: RString::from(content_type),
+        body: body.into(),
+    }
+}

@@ -1,0 +1,84 @@
+//! The bkg host: loads native plugins from a watched folder, hot-swaps and unloads them,
+//! and serves their capabilities and the admin API over HTTP.
+//!
+//! Parts and owners (see docs/ARCHITECTURE.md): `loader` (the only unsafe code: dlopen,
+//! checks, dlclose), `exec` (the threads plugin code runs on), `registry` (the one thread that
+//! changes the set of loaded plugins), `dispatch` (routing table and calls), `watcher`
+//! (file events to registry commands), `host_api` (what plugins can ask of the host),
+//! `api` (HTTP), `config` (flags).
+
+pub mod api;
+pub mod config;
+pub mod dispatch;
+pub mod exec;
+pub mod host_api;
+pub mod loader;
+pub mod registry;
+pub mod watcher;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web::Data, App, HttpServer};
+use anyhow::Context as _;
+
+pub use config::Config;
+
+/// Run the host until SIGINT/SIGTERM, then drain and unload every plugin.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let data_dir = config.data_dir();
+    let plugins_dir = config.plugins_dir();
+    let shadow_dir = data_dir.join("shadow");
+    for dir in [&data_dir, &plugins_dir, &shadow_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // Shadow copies of a previous run are never in use now.
+    if let Ok(entries) = std::fs::read_dir(&shadow_dir) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+
+    let routing = Arc::new(dispatch::Routing::default());
+    let settings = registry::Settings {
+        shadow_dir,
+        plugin_data_dir: data_dir.join("plugin-data"),
+        limits: exec::Limits {
+            workers: config.plugin_workers.max(1),
+            queue_depth: config.queue_depth.max(1),
+            call_timeout: config.call_timeout(),
+        },
+        drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+        control_timeout: Duration::from_millis(config.control_timeout_ms),
+    };
+    let (registry, registry_thread) = registry::spawn(settings, routing.clone())?;
+
+    let state = Data::new(api::AppState { registry: registry.clone(), routing: routing.clone() });
+    let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
+        .shutdown_timeout(10);
+    if let Some(n) = config.http_workers {
+        server = server.workers(n.max(1));
+    }
+    let server = server.bind(&config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+    for addr in server.addrs() {
+        // Tests and scripts read this line to find an ephemeral port.
+        println!("bkg listening on http://{addr}");
+    }
+    tracing::info!(plugins_dir = %plugins_dir.display(), data_dir = %data_dir.display(), "bkg started");
+
+    let watcher = watcher::watch(
+        &plugins_dir,
+        registry.clone(),
+        watcher::WatchSettings { settle: Duration::from_millis(config.settle_ms), ..Default::default() },
+    )
+    .with_context(|| format!("cannot watch {}", plugins_dir.display()))?;
+
+    // actix stops accepting and finishes in-flight requests on SIGINT/SIGTERM.
+    let result = server.run().await;
+    tracing::info!("shutting down: unloading plugins");
+    drop(watcher);
+    registry.shutdown().await;
+    let _ = registry_thread.join();
+    tracing::info!("bkg stopped");
+    result.context("http server failed")
+}

@@ -1,0 +1,310 @@
+//! The loader: the only module that opens and closes shared libraries, and the only one
+//! with `unsafe` code.
+//!
+//! Every candidate file is copied to a unique shadow path (content hash and a sequence number
+//! in the name) and opened from there, so that a file being replaced in the plugins folder can
+//! never change code that is already mapped, and each version gets its own `dlopen` handle.
+//! Opening goes through abi_stable's lower-level path (`RawLibrary` + `lib_header_from_raw_library`
+//! + `init_root_module`), which keeps every check but, unlike `RootModule::load_from_file`,
+//! neither caches nor leaks the library.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use abi_stable::library::{lib_header_from_raw_library, LibraryError, RawLibrary};
+use bkg_abi::ffi::PluginModRef;
+use sha2::{Digest, Sha256};
+
+/// Why a file could not be loaded. Messages are short and say what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("empty file: nothing to load")]
+    Empty,
+    #[error("not a shared library: {0}")]
+    NotALibrary(String),
+    #[error("truncated library: {0}")]
+    Truncated(String),
+    #[error("cannot write shadow copy {path}: {source}")]
+    Shadow { path: PathBuf, source: std::io::Error },
+    #[error("cannot open library: {0}")]
+    Open(String),
+    #[error("not a bkg plugin: {0}")]
+    NotAPlugin(String),
+    #[error("incompatible plugin interface: {0}")]
+    Incompatible(String),
+    #[error("plugin module failed to initialise: {0}")]
+    Init(String),
+}
+
+/// Whether a closed library really left the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Residency {
+    /// No longer mapped: its code and statics are gone.
+    Unloaded,
+    /// `dlclose` returned but the library is still mapped (e.g. a thread it started still
+    /// runs, or a thread-local destructor it registered is pending). It stays until exit.
+    Pinned,
+    /// This platform gives no way to tell.
+    Unknown,
+}
+
+/// An opened plugin library. Field order matters: `library` is dropped last.
+pub struct LoadedLibrary {
+    module: PluginModRef,
+    pub source: PathBuf,
+    pub shadow: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+    library: RawLibrary,
+}
+
+/// The full sha256 of a file, hex.
+pub fn hash_bytes(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Check the file looks like this platform's shared library before asking the dynamic
+/// linker, so that junk gets a one-line explanation.
+fn preflight(bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.is_empty() {
+        return Err(LoadError::Empty);
+    }
+    let (magic, what): (&[&[u8]], &str) = if cfg!(target_os = "linux") {
+        (&[b"\x7fELF"], "an ELF file")
+    } else if cfg!(target_os = "macos") {
+        (&[b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe"], "a Mach-O file")
+    } else {
+        (&[b"MZ"], "a PE file")
+    };
+    if !magic.iter().any(|m| bytes.starts_with(m)) {
+        return Err(LoadError::NotALibrary(format!(
+            "the file ({} bytes) is not {what}",
+            bytes.len()
+        )));
+    }
+    if cfg!(target_os = "linux") {
+        check_elf_complete(bytes)?;
+    }
+    Ok(())
+}
+
+/// A truncated ELF file can still `dlopen` (the dynamic linker maps what the program headers
+/// name and never looks at the section table at the end) and then fault when a missing page
+/// is touched. So check that every byte the headers refer to is present.
+fn check_elf_complete(bytes: &[u8]) -> Result<(), LoadError> {
+    let len = bytes.len() as u64;
+    let truncated = |needed: u64| {
+        LoadError::Truncated(format!(
+            "the file is {len} bytes but its ELF headers need {needed} (a copy that has not finished?)"
+        ))
+    };
+    // 64-bit little-endian only; other layouts are left to the dynamic linker.
+    if bytes.len() < 64 || bytes[4] != 2 || bytes[5] != 1 {
+        return if bytes.len() < 64 { Err(truncated(64)) } else { Ok(()) };
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as u64;
+    let u64_at = |o: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[o..o + 8]);
+        u64::from_le_bytes(b)
+    };
+    let (phoff, shoff) = (u64_at(0x20), u64_at(0x28));
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    let (shentsize, shnum) = (u16_at(0x3a), u16_at(0x3c));
+    let sh_end = shoff.saturating_add(shentsize.saturating_mul(shnum));
+    if sh_end > len {
+        return Err(truncated(sh_end));
+    }
+    let ph_end = phoff.saturating_add(phentsize.saturating_mul(phnum));
+    if ph_end > len {
+        return Err(truncated(ph_end));
+    }
+    for i in 0..phnum {
+        let at = (phoff + i * phentsize) as usize;
+        if at + 0x28 > bytes.len() {
+            return Err(truncated(ph_end));
+        }
+        let end = u64_at(at + 0x08).saturating_add(u64_at(at + 0x20));
+        if end > len {
+            return Err(truncated(end));
+        }
+    }
+    Ok(())
+}
+
+/// Shorten abi_stable's error reports (the layout report runs to hundreds of lines).
+fn summarize(err: &LibraryError) -> LoadError {
+    match err {
+        LibraryError::OpenError { err, .. } => LoadError::Open(one_line(&err.to_string())),
+        LibraryError::GetSymbolError { .. } => {
+            LoadError::NotAPlugin("the library exports no abi_stable root module".into())
+        }
+        LibraryError::InvalidAbiHeader(h) => LoadError::Incompatible(format!(
+            "built with an incompatible abi_stable (header {h:?})"
+        )),
+        LibraryError::IncompatibleVersionNumber { library_name, expected_version, actual_version } => {
+            LoadError::Incompatible(format!(
+                "{library_name}: the plugin was built against interface {actual_version}, \
+                 this host speaks {expected_version}"
+            ))
+        }
+        LibraryError::AbiInstability(report) => {
+            let text = report.to_string();
+            tracing::debug!(report = %text, "full abi_stable layout report");
+            LoadError::Incompatible(format!("type layout differs from the host's ({})", layout_hint(&text)))
+        }
+        LibraryError::RootModule { err, .. } => LoadError::Init(one_line(&err.to_string())),
+        other => LoadError::Incompatible(one_line(&other.to_string())),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let mut out: String = line.chars().take(300).collect();
+    if line.chars().count() > 300 {
+        out.push('…');
+    }
+    out
+}
+
+/// Pull the most telling lines (the first error and the mismatched types) out of the report.
+fn layout_hint(report: &str) -> String {
+    let interesting: Vec<&str> = report
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("Error:") || l.starts_with("Expected:") || l.starts_with("Found:"))
+        .take(3)
+        .collect();
+    if interesting.is_empty() {
+        one_line(report)
+    } else {
+        one_line(&interesting.join(" "))
+    }
+}
+
+impl LoadedLibrary {
+    /// Read `source`, copy it to a fresh shadow path in `shadow_dir` and open it.
+    pub fn open(source: &Path, shadow_dir: &Path, seq: u64) -> Result<Self, LoadError> {
+        let bytes = fs::read(source).map_err(|e| LoadError::Read { path: source.into(), source: e })?;
+        let sha256 = hash_bytes(&bytes);
+        Self::open_bytes(source, bytes, sha256, shadow_dir, seq)
+    }
+
+    /// Copy the already-read contents of `source` (with their sha256) to a fresh shadow
+    /// path in `shadow_dir` and open that.
+    pub fn open_bytes(
+        source: &Path,
+        bytes: Vec<u8>,
+        sha256: String,
+        shadow_dir: &Path,
+        seq: u64,
+    ) -> Result<Self, LoadError> {
+        preflight(&bytes)?;
+        let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+        let ext = source.extension().and_then(|s| s.to_str()).unwrap_or(std::env::consts::DLL_EXTENSION);
+        let shadow = shadow_dir.join(format!("{stem}-{}-{seq}.{ext}", &sha256[..16]));
+        fs::write(&shadow, &bytes).map_err(|e| LoadError::Shadow { path: shadow.clone(), source: e })?;
+
+        let library = match RawLibrary::load_at(&shadow) {
+            Ok(lib) => lib,
+            Err(e) => {
+                let err = summarize(&e);
+                let _ = fs::remove_file(&shadow);
+                return Err(err);
+            }
+        };
+        // SAFETY: the header and the module reference point into `library`. Both are kept
+        // only inside this struct, which drops `library` last, and `close` is the only way
+        // the library is closed; callers must have dropped every value obtained through the
+        // module (the registry joins the instance's threads first).
+        let module = match unsafe { lib_header_from_raw_library(&library) }
+            .and_then(|header| header.init_root_module::<PluginModRef>())
+        {
+            Ok(module) => module,
+            Err(e) => {
+                // Turn the error into owned text before the library goes away: some
+                // variants borrow from it.
+                let err = summarize(&e);
+                drop(e);
+                drop(library);
+                let _ = fs::remove_file(&shadow);
+                return Err(err);
+            }
+        };
+        Ok(Self { module, source: source.into(), shadow, sha256, size: bytes.len() as u64, library })
+    }
+
+    /// The plugin's root module. Valid only while `self` is alive.
+    pub fn module(&self) -> PluginModRef {
+        self.module
+    }
+
+    /// Close the library and report whether it really left the process. The caller must have
+    /// joined every thread that ran plugin code and dropped every value from the plugin.
+    pub fn close(self) -> Residency {
+        let LoadedLibrary { shadow, library, .. } = self;
+        drop(library);
+        let residency = residency(&shadow);
+        let _ = fs::remove_file(&shadow);
+        residency
+    }
+}
+
+/// Look the shadow path up in the process's memory map.
+pub fn residency(shadow: &Path) -> Residency {
+    if !cfg!(target_os = "linux") {
+        return Residency::Unknown;
+    }
+    match fs::read_to_string("/proc/self/maps") {
+        Ok(maps) => {
+            let needle = shadow.to_string_lossy();
+            if maps.lines().any(|l| l.contains(needle.as_ref())) {
+                Residency::Pinned
+            } else {
+                Residency::Unloaded
+            }
+        }
+        Err(_) => Residency::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preflight_rejects_empty_and_junk() {
+        assert!(matches!(preflight(b""), Err(LoadError::Empty)));
+        let err = preflight(b"hello world, not a library").unwrap_err();
+        assert!(err.to_string().starts_with("not a shared library"), "{err}");
+    }
+
+    #[test]
+    fn preflight_spots_a_truncated_copy_of_a_real_library() {
+        // The running test binary is a complete ELF file; any cut of it must be refused.
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(preflight(&exe).is_ok());
+        for cut in [10, 100, exe.len() / 3, exe.len() - 1] {
+            let err = preflight(&exe[..cut]).unwrap_err();
+            assert!(matches!(err, LoadError::Truncated(_)), "cut at {cut}: {err}");
+        }
+    }
+
+    #[test]
+    fn layout_hint_keeps_the_mismatch() {
+        let report = "lots\nof\nlines\nError: Mismatched field type\nExpected: u32\nFound: u64\nmore";
+        assert_eq!(layout_hint(report), "Error: Mismatched field type Expected: u32 Found: u64");
+    }
+
+    #[test]
+    fn hash_is_hex_sha256() {
+        assert_eq!(
+            hash_bytes(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,567 @@
+//! The registry: ONE thread owns every change to the set of loaded plugins (load, swap,
+//! unload, start, stop). Everything else sends it commands and reads the views it publishes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::dispatch::Routing;
+use crate::exec::{CapabilityInfo, Control, Instance, Limits, ManifestInfo, RouteInfo};
+use crate::host_api;
+use crate::loader::{self, LoadedLibrary, Residency};
+
+/// The lifecycle state of a plugin id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginState {
+    Loading,
+    Running,
+    Stopping,
+    Stopped,
+    Failed,
+    /// No generation is loaded any more (its file was deleted).
+    Unloaded,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastError {
+    pub message: String,
+    pub file: Option<String>,
+    pub at_ms: u64,
+}
+
+/// One generation's life, kept for the API (the `unloaded`/`pinned` record).
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    pub generation: u64,
+    pub version: String,
+    pub file: String,
+    pub sha256: String,
+    pub loaded_at_ms: u64,
+    pub retired_at_ms: Option<u64>,
+    /// Why it was retired: swapped, removed, replaced or shutdown.
+    pub reason: Option<String>,
+    /// `unloaded` or `pinned` once retired; absent while it is loaded.
+    pub residency: Option<Residency>,
+    /// Calls still running when the drain deadline passed.
+    pub abandoned_calls: usize,
+}
+
+/// What the API shows for a plugin id.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginView {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub state: PluginState,
+    pub generation: u64,
+    pub capabilities: Vec<CapabilityInfo>,
+    pub routes: Vec<RouteInfo>,
+    pub route_prefix: Option<String>,
+    pub config_schema: Option<serde_json::Value>,
+    pub file: Option<String>,
+    pub sha256: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub loaded_at_ms: Option<u64>,
+    pub last_error: Option<LastError>,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// Lifecycle operations the API asks for.
+#[derive(Debug, Clone, Copy)]
+pub enum Action {
+    Start,
+    Stop,
+    Restart,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("plugin '{0}' is not loaded")]
+    NotLoaded(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error("the registry is not running")]
+    Gone,
+}
+
+pub type Reply<T> = oneshot::Sender<Result<T, RegistryError>>;
+
+pub enum Command {
+    /// A complete file is in the plugins folder: load it, or hot-swap its plugin.
+    FileReady(PathBuf),
+    /// A file left the plugins folder: unload what it provided.
+    FileRemoved(PathBuf),
+    /// The initial scan is done.
+    Ready,
+    Lifecycle { id: String, action: Action, reply: Reply<PluginView> },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Tunables of the registry.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub shadow_dir: PathBuf,
+    pub plugin_data_dir: PathBuf,
+    pub limits: Limits,
+    pub drain_timeout: Duration,
+    pub control_timeout: Duration,
+}
+
+/// The cheap, cloneable handle the rest of the host uses.
+#[derive(Clone)]
+pub struct RegistryHandle {
+    tx: Sender<Command>,
+    views: Arc<RwLock<BTreeMap<String, PluginView>>>,
+    ready: Arc<AtomicBool>,
+}
+
+impl RegistryHandle {
+    pub fn send(&self, command: Command) -> bool {
+        self.tx.send(command).is_ok()
+    }
+
+    pub fn views(&self) -> Vec<PluginView> {
+        self.views.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    pub fn view(&self, id: &str) -> Option<PluginView> {
+        self.views.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub async fn lifecycle(&self, id: &str, action: Action) -> Result<PluginView, RegistryError> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Command::Lifecycle { id: id.to_string(), action, reply }) {
+            return Err(RegistryError::Gone);
+        }
+        rx.await.unwrap_or(Err(RegistryError::Gone))
+    }
+
+    /// Unload everything and stop the registry thread.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::Shutdown(tx)) {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct Generation {
+    instance: Arc<Instance>,
+    library: LoadedLibrary,
+    started: bool,
+}
+
+#[derive(Default)]
+struct Slot {
+    current: Option<Generation>,
+    state: Option<PluginState>,
+    last_error: Option<LastError>,
+    history: Vec<HistoryEntry>,
+    last_generation: u64,
+    manifest: Option<Arc<ManifestInfo>>,
+    loaded_at_ms: Option<u64>,
+}
+
+const HISTORY_LIMIT: usize = 50;
+const RESERVED_PREFIXES: &[&str] = &["/api", "/ws", "/healthz", "/readyz", "/metrics", "/assets"];
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+struct Registry {
+    settings: Settings,
+    routing: Arc<Routing>,
+    slots: BTreeMap<String, Slot>,
+    /// Which plugin id each file in the folder provided (or failed to provide).
+    files: HashMap<PathBuf, String>,
+    views: Arc<RwLock<BTreeMap<String, PluginView>>>,
+    seq: u64,
+}
+
+/// Start the registry thread.
+pub fn spawn(settings: Settings, routing: Arc<Routing>) -> std::io::Result<(RegistryHandle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let views = Arc::new(RwLock::new(BTreeMap::new()));
+    let ready = Arc::new(AtomicBool::new(false));
+    let handle = RegistryHandle { tx, views: views.clone(), ready: ready.clone() };
+    let registry = Registry { settings, routing, slots: BTreeMap::new(), files: HashMap::new(), views, seq: 0 };
+    let thread = std::thread::Builder::new()
+        .name("bkg-registry".into())
+        .spawn(move || registry.run(rx, ready))?;
+    Ok((handle, thread))
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// True if one path is a prefix of the other on a segment boundary.
+fn prefixes_overlap(a: &str, b: &str) -> bool {
+    let under = |x: &str, y: &str| x == y || x.strip_prefix(y).is_some_and(|rest| rest.starts_with('/'));
+    under(a, b) || under(b, a)
+}
+
+fn file_stem_id(path: &Path) -> String {
+    path.file_stem().and_then(|s| s.to_str()).unwrap_or("unknown").trim_start_matches("lib").to_string()
+}
+
+impl Registry {
+    fn run(mut self, rx: Receiver<Command>, ready: Arc<AtomicBool>) {
+        for command in rx.iter() {
+            match command {
+                Command::FileReady(path) => self.on_file_ready(&path),
+                Command::FileRemoved(path) => self.on_file_removed(&path),
+                Command::Ready => ready.store(true, Ordering::SeqCst),
+                Command::Lifecycle { id, action, reply } => {
+                    let result = self.on_lifecycle(&id, action);
+                    let _ = reply.send(result);
+                }
+                Command::Shutdown(reply) => {
+                    ready.store(false, Ordering::SeqCst);
+                    self.shutdown();
+                    let _ = reply.send(());
+                    return;
+                }
+            }
+            self.publish();
+        }
+        self.shutdown();
+    }
+
+    fn slot(&mut self, id: &str) -> &mut Slot {
+        self.slots.entry(id.to_string()).or_default()
+    }
+
+    fn fail(&mut self, id: &str, file: Option<&Path>, message: String) {
+        tracing::warn!(plugin = id, file = ?file, "{message}");
+        let slot = self.slot(id);
+        slot.last_error = Some(LastError {
+            message,
+            file: file.map(|f| f.display().to_string()),
+            at_ms: now_ms(),
+        });
+        if slot.current.is_none() {
+            slot.state = Some(PluginState::Failed);
+        }
+    }
+
+    fn on_file_ready(&mut self, path: &Path) {
+        let prior_id = self.files.get(path).cloned();
+        let fallback_id = prior_id.clone().unwrap_or_else(|| file_stem_id(path));
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => return self.fail(&fallback_id, Some(path), format!("cannot read {}: {e}", path.display())),
+        };
+        let sha256 = loader::hash_bytes(&bytes);
+        if let Some(id) = &prior_id {
+            let unchanged = self.slots.get(id).and_then(|s| s.current.as_ref()).is_some_and(|g| {
+                g.library.source == path && g.library.sha256 == sha256
+            });
+            if unchanged {
+                tracing::debug!(file = %path.display(), "file unchanged; nothing to do");
+                return;
+            }
+        }
+        self.seq += 1;
+        let library = match LoadedLibrary::open_bytes(path, bytes, sha256, &self.settings.shadow_dir, self.seq) {
+            Ok(lib) => lib,
+            Err(e) => {
+                self.files.insert(path.to_path_buf(), fallback_id.clone());
+                return self.fail(&fallback_id, Some(path), e.to_string());
+            }
+        };
+        self.load(path, library, prior_id, &fallback_id);
+    }
+
+    /// Validate a manifest against the rest of the host. Runs before the plugin is constructed.
+    fn check_manifest(&self, m: &ManifestInfo) -> Result<(), String> {
+        if !valid_id(&m.id) {
+            return Err(format!("invalid plugin id '{}': use 1-64 of a-z, 0-9, '-' and '_'", m.id));
+        }
+        for c in &m.capabilities {
+            if c.name.is_empty() || c.name.contains('/') {
+                return Err(format!("invalid capability name '{}'", c.name));
+            }
+        }
+        for r in &m.routes {
+            if !r.path.starts_with('/') {
+                return Err(format!("route path '{}' must start with '/'", r.path));
+            }
+        }
+        if let Some(prefix) = &m.route_prefix {
+            if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+                return Err(format!("route prefix '{prefix}' must look like '/name'"));
+            }
+            if let Some(r) = RESERVED_PREFIXES.iter().find(|r| prefixes_overlap(prefix, r)) {
+                return Err(format!("route prefix '{prefix}' overlaps the host's own '{r}'"));
+            }
+            if let Some((other, owner)) =
+                self.routing.prefixes_except(&m.id).into_iter().find(|(p, _)| prefixes_overlap(prefix, p))
+            {
+                return Err(format!(
+                    "route prefix '{prefix}' overlaps '{other}', already claimed by plugin '{owner}'"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, path: &Path, library: LoadedLibrary, prior_id: Option<String>, fallback_id: &str) {
+        let module = library.module();
+        let mut chosen: Option<(String, u64)> = None;
+        let limits = self.settings.limits.clone();
+        let thread_prefix = format!("bkg-p{}", self.seq);
+        let booted = Instance::boot(module, &limits, &thread_prefix, |m| {
+            self.check_manifest(m)?;
+            let generation = self.slots.get(&m.id).map_or(0, |s| s.last_generation) + 1;
+            let data_dir = self.settings.plugin_data_dir.join(&m.id);
+            std::fs::create_dir_all(&data_dir)
+                .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
+            chosen = Some((m.id.clone(), generation));
+            Ok((host_api::handle(&m.id, data_dir, Arc::downgrade(&self.routing)), generation))
+        });
+        let instance = match booted {
+            Ok(i) => i,
+            Err(e) => {
+                let id = chosen.map(|c| c.0).unwrap_or_else(|| fallback_id.to_string());
+                library.close();
+                self.files.insert(path.to_path_buf(), id.clone());
+                return self.fail(&id, Some(path), format!("load failed: {e}"));
+            }
+        };
+        let id = instance.id().to_string();
+        let generation = instance.generation;
+        let control_timeout = self.settings.control_timeout;
+
+        // A file that used to provide another id now provides this one: drop the old id's
+        // failure record if it was only a placeholder.
+        if let Some(old) = prior_id.filter(|old| old != &id) {
+            self.retire_file_owner(&old, path, "replaced");
+        }
+
+        let slot = self.slot(&id);
+        let want_running = match &slot.current {
+            Some(g) => g.started || slot.state != Some(PluginState::Stopped),
+            None => slot.state != Some(PluginState::Stopped),
+        };
+        slot.state = Some(if slot.current.is_some() { slot.state.unwrap_or(PluginState::Loading) } else { PluginState::Loading });
+        let mut started = false;
+        if want_running {
+            if let Err(f) = instance.control(Control::Start, control_timeout) {
+                instance.shutdown();
+                library.close();
+                self.files.insert(path.to_path_buf(), id.clone());
+                return self.fail(&id, Some(path), format!("start failed: {}", f.message));
+            }
+            instance.open();
+            started = true;
+        }
+        let entry = HistoryEntry {
+            generation,
+            version: instance.manifest.version.clone(),
+            file: path.display().to_string(),
+            sha256: library.sha256.clone(),
+            loaded_at_ms: now_ms(),
+            retired_at_ms: None,
+            reason: None,
+            residency: None,
+            abandoned_calls: 0,
+        };
+        // Switch routing: from here on new calls go to the new generation.
+        self.routing.install(instance.clone());
+        self.files.insert(path.to_path_buf(), id.clone());
+        let slot = self.slot(&id);
+        slot.manifest = Some(instance.manifest.clone());
+        slot.last_generation = generation;
+        slot.loaded_at_ms = Some(entry.loaded_at_ms);
+        slot.last_error = None;
+        slot.state = Some(if started { PluginState::Running } else { PluginState::Stopped });
+        slot.history.push(entry);
+        if slot.history.len() > HISTORY_LIMIT {
+            slot.history.remove(0);
+        }
+        let old = slot.current.replace(Generation { instance, library, started });
+        tracing::info!(plugin = %id, generation, file = %path.display(), swapped = old.is_some(), "plugin loaded");
+        if let Some(old) = old {
+            self.retire(&id, old, "swapped");
+        }
+    }
+
+    /// Retire whatever `id` runs if it came from `path` (the file now holds something else).
+    fn retire_file_owner(&mut self, id: &str, path: &Path, reason: &str) {
+        let from_path = self.slots.get(id).and_then(|s| s.current.as_ref()).is_some_and(|g| g.library.source == path);
+        if from_path {
+            self.routing.remove(id);
+            if let Some(old) = self.slot(id).current.take() {
+                self.retire(id, old, reason);
+            }
+            self.slot(id).state = Some(PluginState::Unloaded);
+        } else if self.slots.get(id).is_some_and(|s| s.current.is_none()) {
+            self.slots.remove(id);
+        }
+    }
+
+    /// Drain, stop, join and close one generation, and record whether it left memory.
+    fn retire(&mut self, id: &str, old: Generation, reason: &str) {
+        let abandoned = old.instance.close_and_drain(true, self.settings.drain_timeout);
+        if abandoned > 0 {
+            tracing::warn!(plugin = id, abandoned, "drain deadline passed with calls still running");
+        }
+        if old.started {
+            if let Err(f) = old.instance.control(Control::Stop, self.settings.control_timeout) {
+                tracing::warn!(plugin = id, "stop failed while retiring: {}", f.message);
+            }
+        }
+        let generation = old.instance.generation;
+        old.instance.shutdown();
+        drop(old.instance);
+        let residency = old.library.close();
+        tracing::info!(plugin = id, generation, ?residency, reason, "plugin generation retired");
+        if let Some(entry) = self.slot(id).history.iter_mut().rev().find(|h| h.generation == generation) {
+            entry.retired_at_ms = Some(now_ms());
+            entry.reason = Some(reason.to_string());
+            entry.residency = Some(residency);
+            entry.abandoned_calls = abandoned;
+        }
+    }
+
+    fn on_file_removed(&mut self, path: &Path) {
+        let Some(id) = self.files.remove(path) else { return };
+        self.retire_file_owner(&id, path, "removed");
+    }
+
+    fn on_lifecycle(&mut self, id: &str, action: Action) -> Result<PluginView, RegistryError> {
+        let drain = self.settings.drain_timeout;
+        let control_timeout = self.settings.control_timeout;
+        let slot = self.slots.get_mut(id).ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
+        let generation = slot.current.as_mut().ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
+        let stop = |g: &mut Generation| -> Result<(), String> {
+            if g.started {
+                g.instance.close_and_drain(false, drain);
+                g.started = false;
+                g.instance.control(Control::Stop, control_timeout).map_err(|f| format!("stop failed: {}", f.message))?;
+            }
+            Ok(())
+        };
+        let start = |g: &mut Generation| -> Result<(), String> {
+            if !g.started {
+                g.instance.control(Control::Start, control_timeout).map_err(|f| format!("start failed: {}", f.message))?;
+                g.started = true;
+                g.instance.open();
+            }
+            Ok(())
+        };
+        let result = match action {
+            Action::Start => start(generation),
+            Action::Stop => stop(generation),
+            Action::Restart => stop(generation).and_then(|()| start(generation)),
+        };
+        let running = generation.started;
+        match result {
+            Ok(()) => {
+                slot.state = Some(if running { PluginState::Running } else { PluginState::Stopped });
+                slot.last_error = None;
+                tracing::info!(plugin = id, ?action, "lifecycle action done");
+            }
+            Err(message) => {
+                slot.state = Some(PluginState::Failed);
+                slot.last_error = Some(LastError { message: message.clone(), file: None, at_ms: now_ms() });
+                self.publish();
+                return Err(RegistryError::Failed(message));
+            }
+        }
+        self.publish();
+        self.view_of(id).ok_or_else(|| RegistryError::NotLoaded(id.to_string()))
+    }
+
+    fn shutdown(&mut self) {
+        let ids: Vec<String> = self.slots.keys().cloned().collect();
+        for id in ids {
+            self.routing.remove(&id);
+            if let Some(old) = self.slot(&id).current.take() {
+                self.retire(&id, old, "shutdown");
+                self.slot(&id).state = Some(PluginState::Unloaded);
+            }
+        }
+        self.publish();
+    }
+
+    fn view_of(&self, id: &str) -> Option<PluginView> {
+        self.views.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    fn publish(&self) {
+        let mut views = BTreeMap::new();
+        for (id, slot) in &self.slots {
+            let m = slot.manifest.as_deref();
+            let current = slot.current.as_ref();
+            views.insert(
+                id.clone(),
+                PluginView {
+                    id: id.clone(),
+                    name: m.map(|m| m.name.clone()).unwrap_or_else(|| id.clone()),
+                    version: m.map(|m| m.version.clone()).unwrap_or_default(),
+                    description: m.map(|m| m.description.clone()).unwrap_or_default(),
+                    state: slot.state.unwrap_or(PluginState::Failed),
+                    generation: current.map_or(0, |g| g.instance.generation),
+                    capabilities: m.map(|m| m.capabilities.clone()).unwrap_or_default(),
+                    routes: m.map(|m| m.routes.clone()).unwrap_or_default(),
+                    route_prefix: m.and_then(|m| m.route_prefix.clone()),
+                    config_schema: m.and_then(|m| m.config_schema.clone()),
+                    file: current.map(|g| g.library.source.display().to_string()),
+                    sha256: current.map(|g| g.library.sha256.clone()),
+                    size_bytes: current.map(|g| g.library.size),
+                    loaded_at_ms: current.and(slot.loaded_at_ms),
+                    last_error: slot.last_error.clone(),
+                    history: slot.history.clone(),
+                },
+            );
+        }
+        *self.views.write().unwrap_or_else(|p| p.into_inner()) = views;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_overlap_is_segment_wise() {
+        assert!(prefixes_overlap("/v1", "/v1"));
+        assert!(prefixes_overlap("/v1", "/v1/chat"));
+        assert!(prefixes_overlap("/v1/chat", "/v1"));
+        assert!(!prefixes_overlap("/v1", "/v10"));
+        assert!(!prefixes_overlap("/api2", "/api"));
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(valid_id("echo"));
+        assert!(valid_id("my-plugin_2"));
+        assert!(!valid_id(""));
+        assert!(!valid_id("Echo"));
+        assert!(!valid_id("a/b"));
+        assert!(!valid_id(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn stem_drops_lib_prefix() {
+        assert_eq!(file_stem_id(Path::new("/p/libfoo.so")), "foo");
+        assert_eq!(file_stem_id(Path::new("/p/bar.so")), "bar");
+    }
+}

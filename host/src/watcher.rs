@@ -1,0 +1,190 @@
+//! The watcher: turns file-system events in the plugins folder into "this file is complete"
+//! and "this file is gone" commands for the registry.
+//!
+//! A file is handed over only when it is complete: renamed into place (atomic), or closed
+//! after writing (inotify's close-write), and its size and mtime were stable across two
+//! polls. Writers whose close we cannot see are handed over after a longer quiet period.
+//! Hidden and temporary files, and files without the platform's library extension, are ignored.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+
+use crate::registry::{Command, RegistryHandle};
+
+/// Timing of the watcher.
+#[derive(Debug, Clone)]
+pub struct WatchSettings {
+    /// Quiet time after the last event before a complete (renamed / closed) file is handed over.
+    pub debounce: Duration,
+    /// Quiet time before a file whose writer was never seen closing is handed over anyway.
+    pub settle: Duration,
+    /// How often pending files are checked.
+    pub poll: Duration,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self { debounce: Duration::from_millis(20), settle: Duration::from_secs(2), poll: Duration::from_millis(10) }
+    }
+}
+
+/// True for files the host should consider: the platform's library extension, not hidden,
+/// not a temporary or partial download.
+pub fn is_candidate(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+    if name.starts_with('.') || name.starts_with('~') || name.starts_with('#') || name.ends_with('~') {
+        return false;
+    }
+    path.extension().and_then(|e| e.to_str()) == Some(std::env::consts::DLL_EXTENSION)
+}
+
+#[derive(Debug)]
+struct Pending {
+    last_event: Instant,
+    complete: bool,
+    stat: Option<(u64, SystemTime)>,
+}
+
+fn stat(path: &Path) -> Option<(u64, SystemTime)> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    Some((meta.len(), meta.modified().ok()?))
+}
+
+/// The running watcher; dropping it stops watching.
+pub struct PluginWatcher {
+    _watcher: RecommendedWatcher,
+    thread: Option<std::thread::JoinHandle<()>>,
+    stop: crossbeam_channel::Sender<()>,
+}
+
+impl Drop for PluginWatcher {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Scan `dir` once (every existing candidate is handed over), then watch it.
+pub fn watch(dir: &Path, registry: RegistryHandle, settings: WatchSettings) -> notify::Result<PluginWatcher> {
+    let (tx, rx) = crossbeam_channel::unbounded::<notify::Result<notify::Event>>();
+    let mut watcher = notify::recommended_watcher(move |ev| {
+        let _ = tx.send(ev);
+    })?;
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+
+    let mut initial: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_candidate(p) && p.is_file()).collect())
+        .unwrap_or_default();
+    initial.sort();
+    for path in &initial {
+        registry.send(Command::FileReady(path.clone()));
+    }
+    registry.send(Command::Ready);
+
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+    let dir = dir.to_path_buf();
+    let thread = std::thread::Builder::new()
+        .name("bkg-watcher".into())
+        .spawn(move || debounce_loop(dir, rx, stop_rx, registry, settings))?;
+    Ok(PluginWatcher { _watcher: watcher, thread: Some(thread), stop: stop_tx })
+}
+
+fn debounce_loop(
+    dir: PathBuf,
+    rx: Receiver<notify::Result<notify::Event>>,
+    stop: Receiver<()>,
+    registry: RegistryHandle,
+    settings: WatchSettings,
+) {
+    let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
+    loop {
+        if stop.try_recv().is_ok() {
+            return;
+        }
+        match rx.recv_timeout(settings.poll) {
+            Ok(Ok(event)) => {
+                for path in &event.paths {
+                    if path.parent() != Some(dir.as_path()) || !is_candidate(path) {
+                        continue;
+                    }
+                    note(&mut pending, path, &event.kind);
+                }
+                // Drain whatever else is queued before looking at the files.
+                continue;
+            }
+            Ok(Err(e)) => tracing::warn!("watch error: {e}"),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        flush(&mut pending, &registry, &settings);
+    }
+}
+
+fn note(pending: &mut HashMap<PathBuf, Pending>, path: &Path, kind: &EventKind) {
+    let complete = match kind {
+        // Reads (ours included) say nothing about the file's contents.
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => return,
+        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => true,
+        _ => false,
+    };
+    let entry = pending.entry(path.to_path_buf()).or_insert(Pending {
+        last_event: Instant::now(),
+        complete: false,
+        stat: None,
+    });
+    entry.last_event = Instant::now();
+    // A new write after a close starts a new, incomplete round.
+    entry.complete = complete || (entry.complete && matches!(kind, EventKind::Modify(ModifyKind::Metadata(_))));
+    entry.stat = None;
+}
+
+fn flush(pending: &mut HashMap<PathBuf, Pending>, registry: &RegistryHandle, settings: &WatchSettings) {
+    let now = Instant::now();
+    pending.retain(|path, p| {
+        let quiet = now.duration_since(p.last_event);
+        let Some(current) = stat(path) else {
+            if quiet >= settings.debounce {
+                registry.send(Command::FileRemoved(path.clone()));
+                return false;
+            }
+            return true;
+        };
+        let wait = if p.complete { settings.debounce } else { settings.settle };
+        if quiet < wait {
+            return true;
+        }
+        if p.stat == Some(current) {
+            registry.send(Command::FileReady(path.clone()));
+            return false;
+        }
+        p.stat = Some(current);
+        true
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates() {
+        let ext = std::env::consts::DLL_EXTENSION;
+        assert!(is_candidate(Path::new(&format!("/p/echo.{ext}"))));
+        assert!(!is_candidate(Path::new(&format!("/p/.echo.{ext}"))));
+        assert!(!is_candidate(Path::new(&format!("/p/echo.{ext}~"))));
+        assert!(!is_candidate(Path::new(&format!("/p/echo.{ext}.tmp"))));
+        assert!(!is_candidate(Path::new(&format!("/p/echo.{ext}.part"))));
+        assert!(!is_candidate(Path::new("/p/readme.txt")));
+    }
+}

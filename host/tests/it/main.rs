@@ -1,0 +1,8 @@
+//! Integration tests: real `bkg` processes on ephemeral ports, real plugin libraries copied
+//! into real folders.
+
+mod bad_input;
+mod execution;
+mod lifecycle;
+mod support;
+mod swap;

@@ -1,0 +1,210 @@
+//! Test harness: builds the fixture plugins once, starts real hosts on ephemeral ports in
+//! temp dirs, and talks to them over HTTP. On failure a host prints its log.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const FIXTURES: &[&str] = &["echo", "echo-v2", "panicky", "slow", "threaded", "incompatible", "squatter"];
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Build every fixture plugin (once per test run) and return the folder holding them.
+pub fn fixture_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(workspace_root()).args(["build", "--quiet"]);
+        for f in FIXTURES {
+            cmd.args(["-p", &format!("fixture-{f}")]);
+        }
+        let out = cmd.output().expect("run cargo build for the fixtures");
+        assert!(
+            out.status.success(),
+            "building fixtures failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target_dir().join("debug")
+    })
+}
+
+/// The built library of a fixture, e.g. `fixture("echo-v2")`.
+pub fn fixture(name: &str) -> PathBuf {
+    let file = format!(
+        "{}fixture_{}.{}",
+        std::env::consts::DLL_PREFIX,
+        name.replace('-', "_"),
+        std::env::consts::DLL_EXTENSION
+    );
+    let path = fixture_dir().join(file);
+    assert!(path.is_file(), "fixture {name} not built at {}", path.display());
+    path
+}
+
+pub fn lib_name(stem: &str) -> String {
+    format!("{stem}.{}", std::env::consts::DLL_EXTENSION)
+}
+
+/// A real `bkg` process on an ephemeral port with its own data and plugins folders.
+pub struct Host {
+    child: Child,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub plugins: PathBuf,
+    log: PathBuf,
+    agent: ureq::Agent,
+}
+
+impl Host {
+    pub fn start() -> Host {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Host {
+        fixture_dir();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugins).expect("plugins dir");
+        let log = dir.path().join("host.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bkg"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--plugins-dir")
+            .arg(&plugins)
+            .args(extra)
+            .env("RUST_LOG", "info,bkg_host=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("start bkg");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read listen line");
+        let base = line
+            .trim()
+            .strip_prefix("bkg listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from bkg: {line:?}"))
+            .to_string();
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let host = Host { child, base, dir, plugins, log, agent };
+        host.wait_for("readyz", || host.get("/readyz").0 == 200);
+        host
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn finish(resp: Result<ureq::Response, ureq::Error>) -> (u16, String) {
+        match resp {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        Self::finish(self.agent.get(&format!("{}{path}", self.base)).call())
+    }
+
+    pub fn get_json(&self, path: &str) -> (u16, Value) {
+        let (status, body) = self.get(path);
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> (u16, String) {
+        Self::finish(self.agent.post(&format!("{}{path}", self.base)).send_string(body))
+    }
+
+    pub fn post_json(&self, path: &str, body: &str) -> (u16, Value) {
+        let (status, body) = self.post(path, body);
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// `GET /api/core/plugins/{id}`, or Null when unknown.
+    pub fn plugin(&self, id: &str) -> Value {
+        let (status, v) = self.get_json(&format!("/api/core/plugins/{id}"));
+        if status == 200 {
+            v
+        } else {
+            Value::Null
+        }
+    }
+
+    pub fn state(&self, id: &str) -> String {
+        self.plugin(id)["state"].as_str().unwrap_or("").to_string()
+    }
+
+    /// Deploy the way users are told to: copy to a hidden temp name, then rename into place.
+    pub fn install(&self, source: &Path, name: &str) {
+        let tmp = self.plugins.join(format!(".{name}.tmp"));
+        std::fs::copy(source, &tmp).expect("copy plugin");
+        std::fs::rename(&tmp, self.plugins.join(name)).expect("rename plugin into place");
+    }
+
+    /// Write bytes into the folder through a temp name + rename.
+    pub fn install_bytes(&self, bytes: &[u8], name: &str) {
+        let tmp = self.plugins.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, bytes).expect("write file");
+        std::fs::rename(&tmp, self.plugins.join(name)).expect("rename into place");
+    }
+
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.plugins.join(name)).expect("remove plugin file");
+    }
+
+    /// Poll until `cond` holds (bounded at 20 s; a failure prints what was awaited and the log).
+    pub fn wait_for(&self, what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("timed out waiting for {what}\n--- host log ---\n{}", self.log());
+    }
+
+    pub fn wait_state(&self, id: &str, state: &str) {
+        self.wait_for(&format!("{id} to be {state}"), || self.state(id) == state);
+    }
+
+    /// Send SIGTERM and wait for the process to exit.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait bkg") {
+                return (status, self.log());
+            }
+            assert!(Instant::now() < deadline, "bkg did not exit after SIGTERM\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = writeln!(std::io::stderr(), "--- host log ({}) ---\n{}", self.base, self.log());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
