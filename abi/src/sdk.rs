@@ -28,7 +28,10 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::BAD_REQUEST, message)
@@ -69,13 +72,19 @@ impl From<serde_json::Error> for Error {
 
 impl From<Error> for FfiError {
     fn from(e: Error) -> Self {
-        FfiError { kind: e.kind, message: e.message.into() }
+        FfiError {
+            kind: e.kind,
+            message: e.message.into(),
+        }
     }
 }
 
 impl From<FfiError> for Error {
     fn from(e: FfiError) -> Self {
-        Error { kind: e.kind, message: e.message.into_string() }
+        Error {
+            kind: e.kind,
+            message: e.message.into_string(),
+        }
     }
 }
 
@@ -107,7 +116,12 @@ pub struct Manifest {
 impl Manifest {
     /// `id` is the stable identity used for routing and hot-swap: `[a-z0-9_-]{1,64}`.
     pub fn new(id: &str, name: &str, version: &str) -> Self {
-        Self { id: id.into(), name: name.into(), version: version.into(), ..Self::default() }
+        Self {
+            id: id.into(),
+            name: name.into(),
+            version: version.into(),
+            ..Self::default()
+        }
     }
     pub fn description(mut self, text: &str) -> Self {
         self.description = text.into();
@@ -176,7 +190,10 @@ impl Manifest {
             routes: self
                 .routes
                 .into_iter()
-                .map(|(method, path)| FfiRoute { method: method.into(), path: path.into() })
+                .map(|(method, path)| FfiRoute {
+                    method: method.into(),
+                    path: path.into(),
+                })
                 .collect(),
             route_prefix: match self.route_prefix {
                 Some(p) => ROption::RSome(p.into()),
@@ -209,7 +226,8 @@ impl Request<'_> {
     }
     /// The body as UTF-8 text.
     pub fn text(&self) -> Result<&str, Error> {
-        std::str::from_utf8(self.body).map_err(|e| Error::bad_request(format!("body is not UTF-8: {e}")))
+        std::str::from_utf8(self.body)
+            .map_err(|e| Error::bad_request(format!("body is not UTF-8: {e}")))
     }
 }
 
@@ -223,13 +241,18 @@ pub struct Response {
 
 impl Response {
     pub fn bytes(content_type: &str, body: Vec<u8>) -> Self {
-        Self { status: 200, content_type: content_type.into(), body }
+        Self {
+            status: 200,
+            content_type: content_type.into(),
+            body,
+        }
     }
     pub fn text(text: impl Into<String>) -> Self {
         Self::bytes("text/plain; charset=utf-8", text.into().into_bytes())
     }
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, Error> {
-        let body = serde_json::to_vec(value).map_err(|e| Error::internal(format!("serialize: {e}")))?;
+        let body =
+            serde_json::to_vec(value).map_err(|e| Error::internal(format!("serialize: {e}")))?;
         Ok(Self::bytes("application/json", body))
     }
     /// An empty answer (used as the end of a streamed one).
@@ -310,8 +333,19 @@ impl Host {
         PathBuf::from(self.inner.data_dir().into_string())
     }
     /// Call another plugin's capability through the host's bus.
-    pub fn call(&self, plugin: &str, capability: &str, content_type: &str, body: &[u8]) -> Result<Response, Error> {
-        match self.inner.call(plugin.into(), capability.into(), content_type.into(), RSlice::from_slice(body)) {
+    pub fn call(
+        &self,
+        plugin: &str,
+        capability: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Response, Error> {
+        match self.inner.call(
+            plugin.into(),
+            capability.into(),
+            content_type.into(),
+            RSlice::from_slice(body),
+        ) {
             RResult::ROk(r) => Ok(Response {
                 status: r.status,
                 content_type: r.content_type.into_string(),
@@ -321,8 +355,14 @@ impl Host {
         }
     }
     /// Call another plugin's capability with a JSON value.
-    pub fn call_json<T: Serialize + ?Sized>(&self, plugin: &str, capability: &str, body: &T) -> Result<Response, Error> {
-        let body = serde_json::to_vec(body).map_err(|e| Error::internal(format!("serialize: {e}")))?;
+    pub fn call_json<T: Serialize + ?Sized>(
+        &self,
+        plugin: &str,
+        capability: &str,
+        body: &T,
+    ) -> Result<Response, Error> {
+        let body =
+            serde_json::to_vec(body).map_err(|e| Error::internal(format!("serialize: {e}")))?;
         self.call(plugin, capability, "application/json", &body)
     }
 }
@@ -354,10 +394,18 @@ pub trait Plugin: Send + Sync + Sized + 'static {
         Err(Error::unsupported("this plugin takes no config"))
     }
     /// Run a capability.
-    fn invoke(&self, capability: &str, request: Request<'_>, ctx: &Context<'_>) -> Result<Response, Error>;
+    fn invoke(
+        &self,
+        capability: &str,
+        request: Request<'_>,
+        ctx: &Context<'_>,
+    ) -> Result<Response, Error>;
     /// Serve one of the plugin's routes (admin routes or its claimed prefix).
     fn route(&self, request: Request<'_>, _ctx: &Context<'_>) -> Result<Response, Error> {
-        Err(Error::not_found(format!("no route {} {}", request.method, request.target)))
+        Err(Error::not_found(format!(
+            "no route {} {}",
+            request.method, request.target
+        )))
     }
 }
 
@@ -377,12 +425,18 @@ fn guard<T>(f: impl FnOnce() -> Result<T, Error>) -> RResult<T, FfiError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => RResult::ROk(v),
         Ok(Err(e)) => RResult::RErr(e.into()),
-        Err(payload) => RResult::RErr(Error::new(ErrorKind::PANICKED, panic_message(payload)).into()),
+        Err(payload) => {
+            RResult::RErr(Error::new(ErrorKind::PANICKED, panic_message(payload)).into())
+        }
     }
 }
 
 fn to_ffi_response(r: Response) -> FfiResponse {
-    FfiResponse { status: r.status, content_type: r.content_type.into(), body: RVec::from(r.body) }
+    FfiResponse {
+        status: r.status,
+        content_type: r.content_type.into(),
+        body: RVec::from(r.body),
+    }
 }
 
 struct Adapter<P: Plugin>(P);
@@ -397,7 +451,9 @@ impl<P: Plugin> PluginObject for Adapter<P> {
     fn status(&self) -> RString {
         match guard(|| Ok(self.0.status().to_string())) {
             RResult::ROk(s) => s.into(),
-            RResult::RErr(e) => serde_json::json!({ "error": e.message.as_str() }).to_string().into(),
+            RResult::RErr(e) => serde_json::json!({ "error": e.message.as_str() })
+                .to_string()
+                .into(),
         }
     }
     fn config(&self) -> RString {
@@ -412,7 +468,11 @@ impl<P: Plugin> PluginObject for Adapter<P> {
             self.0.configure(value)
         })
     }
-    fn call(&self, request: &FfiRequest, ctx: CallContextRef<'_>) -> RResult<FfiResponse, FfiError> {
+    fn call(
+        &self,
+        request: &FfiRequest,
+        ctx: CallContextRef<'_>,
+    ) -> RResult<FfiResponse, FfiError> {
         guard(|| {
             let req = Request {
                 target: request.target.as_str(),
@@ -437,7 +497,9 @@ extern "C" fn manifest_entry<P: Plugin>() -> RResult<FfiManifest, FfiError> {
 
 extern "C" fn create_entry<P: Plugin>(host: HostBox) -> RResult<PluginBox, FfiError> {
     guard(|| {
-        let plugin = P::new(Host { inner: Arc::new(host) })?;
+        let plugin = P::new(Host {
+            inner: Arc::new(host),
+        })?;
         Ok(ffi::PluginObject_TO::from_value(Adapter(plugin), TD_Opaque))
     })
 }
@@ -446,5 +508,9 @@ extern "C" fn create_entry<P: Plugin>(host: HostBox) -> RResult<PluginBox, FfiEr
 #[doc(hidden)]
 pub fn root_module<P: Plugin>() -> PluginModRef {
     use abi_stable::prefix_type::PrefixTypeTrait;
-    PluginMod { manifest: manifest_entry::<P>, create: create_entry::<P> }.leak_into_prefix()
+    PluginMod {
+        manifest: manifest_entry::<P>,
+        create: create_entry::<P>,
+    }
+    .leak_into_prefix()
 }

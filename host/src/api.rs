@@ -6,10 +6,10 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use bkg_abi::ffi::{CallKind, ErrorKind};
 use serde::Serialize;
 
+use crate::dispatch::Routing;
 use crate::dispatch::{self, Answer, DispatchError};
 use crate::exec::{self, Event};
 use crate::registry::{Action, PluginView, RegistryError, RegistryHandle};
-use crate::dispatch::Routing;
 use std::sync::Arc;
 
 /// Shared state of the HTTP layer.
@@ -28,7 +28,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self { status, code: code.into(), message: message.into() }
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
     }
     fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
@@ -57,19 +61,27 @@ impl ResponseError for ApiError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status)
-            .json(ErrorBody { error: ErrorInner { code: &self.code, message: &self.message } })
+        HttpResponse::build(self.status).json(ErrorBody {
+            error: ErrorInner {
+                code: &self.code,
+                message: &self.message,
+            },
+        })
     }
 }
 
 impl From<DispatchError> for ApiError {
     fn from(e: DispatchError) -> Self {
         match e {
-            DispatchError::NotLoaded(id) => ApiError::not_found(format!("plugin '{id}' is not loaded")),
+            DispatchError::NotLoaded(id) => {
+                ApiError::not_found(format!("plugin '{id}' is not loaded"))
+            }
             DispatchError::Stopped(id) => ApiError::new(
                 StatusCode::CONFLICT,
                 "plugin_stopped",
-                format!("plugin '{id}' is stopped; start it with POST /api/core/plugins/{id}/start"),
+                format!(
+                    "plugin '{id}' is stopped; start it with POST /api/core/plugins/{id}/start"
+                ),
             ),
             DispatchError::Busy(id) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -95,7 +107,11 @@ impl From<DispatchError> for ApiError {
                         .filter(|s| s.is_client_error() || s.is_server_error())
                         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
                 };
-                let status = if status.as_u16() == 499 { StatusCode::BAD_REQUEST } else { status };
+                let status = if status.as_u16() == 499 {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    status
+                };
                 ApiError::new(status, f.kind.code(), f.message)
             }
         }
@@ -107,7 +123,11 @@ impl From<RegistryError> for ApiError {
         match e {
             RegistryError::NotLoaded(_) => ApiError::not_found(e.to_string()),
             RegistryError::Failed(m) => ApiError::new(StatusCode::CONFLICT, "lifecycle_failed", m),
-            RegistryError::Gone => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string()),
+            RegistryError::Gone => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                e.to_string(),
+            ),
         }
     }
 }
@@ -131,16 +151,20 @@ struct CallCounters {
 }
 
 fn detail(state: &AppState, view: PluginView) -> PluginDetail {
-    let calls = state.routing.get(&view.id).filter(|i| i.generation == view.generation).map(|i| {
-        let s = i.stats();
-        use std::sync::atomic::Ordering::Relaxed;
-        CallCounters {
-            total: s.calls.load(Relaxed),
-            errors: s.errors.load(Relaxed),
-            rejected: s.rejected.load(Relaxed),
-            in_flight: i.in_flight(),
-        }
-    });
+    let calls = state
+        .routing
+        .get(&view.id)
+        .filter(|i| i.generation == view.generation)
+        .map(|i| {
+            let s = i.stats();
+            use std::sync::atomic::Ordering::Relaxed;
+            CallCounters {
+                total: s.calls.load(Relaxed),
+                errors: s.errors.load(Relaxed),
+                rejected: s.rejected.load(Relaxed),
+                in_flight: i.in_flight(),
+            }
+        });
     PluginDetail { view, calls }
 }
 
@@ -162,17 +186,27 @@ async fn list_plugins(state: Data<AppState>, q: web::Query<ListQuery>) -> HttpRe
 }
 
 async fn get_plugin(state: Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
-    let view = state.registry.view(&id).ok_or_else(|| ApiError::not_found(format!("no plugin '{id}'")))?;
+    let view = state
+        .registry
+        .view(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no plugin '{id}'")))?;
     Ok(HttpResponse::Ok().json(detail(&state, view)))
 }
 
-async fn lifecycle(state: Data<AppState>, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+async fn lifecycle(
+    state: Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
     let (id, verb) = path.into_inner();
     let action = match verb.as_str() {
         "start" => Action::Start,
         "stop" => Action::Stop,
         "restart" => Action::Restart,
-        other => return Err(ApiError::not_found(format!("no lifecycle action '{other}': use start, stop or restart"))),
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no lifecycle action '{other}': use start, stop or restart"
+            )))
+        }
     };
     let view = state.registry.lifecycle(&id, action).await?;
     Ok(HttpResponse::Ok().json(detail(&state, view)))
@@ -197,28 +231,46 @@ fn respond(answer: Answer) -> HttpResponse {
             }
             builder.body(reply.body)
         }
-        Answer::Stream { content_type, events, guard, idle } => {
-            let stream = futures_util::stream::unfold(
-                Some((events, guard)),
-                move |state| async move {
+        Answer::Stream {
+            content_type,
+            events,
+            guard,
+            idle,
+        } => {
+            let stream =
+                futures_util::stream::unfold(Some((events, guard)), move |state| async move {
                     let (mut events, guard) = state?;
                     match tokio::time::timeout(idle, events.recv()).await {
-                        Ok(Some(Event::Chunk(c))) => Some((Ok::<_, actix_web::Error>(Bytes::from(c)), Some((events, guard)))),
-                        Ok(Some(Event::Begin(_))) => Some((Ok(Bytes::new()), Some((events, guard)))),
+                        Ok(Some(Event::Chunk(c))) => Some((
+                            Ok::<_, actix_web::Error>(Bytes::from(c)),
+                            Some((events, guard)),
+                        )),
+                        Ok(Some(Event::Begin(_))) => {
+                            Some((Ok(Bytes::new()), Some((events, guard))))
+                        }
                         Ok(Some(Event::Done(Ok(tail)))) => Some((Ok(Bytes::from(tail.body)), None)),
                         Ok(Some(Event::Done(Err(f)))) => {
                             tracing::warn!("streamed call failed after it began: {}", f.message);
-                            Some((Err(actix_web::error::ErrorInternalServerError(f.message)), None))
+                            Some((
+                                Err(actix_web::error::ErrorInternalServerError(f.message)),
+                                None,
+                            ))
                         }
                         Ok(None) => None,
                         Err(_) => {
                             drop(guard);
-                            Some((Err(actix_web::error::ErrorGatewayTimeout("plugin stream went idle")), None))
+                            Some((
+                                Err(actix_web::error::ErrorGatewayTimeout(
+                                    "plugin stream went idle",
+                                )),
+                                None,
+                            ))
                         }
                     }
-                },
-            );
-            HttpResponse::Ok().content_type(content_type).streaming(stream)
+                });
+            HttpResponse::Ok()
+                .content_type(content_type)
+                .streaming(stream)
         }
     }
 }
@@ -230,9 +282,14 @@ async fn invoke(
     body: Bytes,
 ) -> ApiResult<HttpResponse> {
     let (id, capability) = path.into_inner();
-    let instance = state.routing.get(&id).ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))?;
+    let instance = state
+        .routing
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))?;
     if !instance.manifest.has_capability(&capability) {
-        return Err(ApiError::not_found(format!("plugin '{id}' has no capability '{capability}'")));
+        return Err(ApiError::not_found(format!(
+            "plugin '{id}' has no capability '{capability}'"
+        )));
     }
     drop(instance);
     let request = exec::request(
@@ -254,9 +311,15 @@ async fn admin_route(
 ) -> ApiResult<HttpResponse> {
     let (id, tail) = path.into_inner();
     let route = format!("/{tail}");
-    let instance = state.routing.get(&id).ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))?;
+    let instance = state
+        .routing
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))?;
     if !instance.manifest.has_route(req.method().as_str(), &route) {
-        return Err(ApiError::not_found(format!("plugin '{id}' has no route {} {route}", req.method())));
+        return Err(ApiError::not_found(format!(
+            "plugin '{id}' has no route {} {route}",
+            req.method()
+        )));
     }
     drop(instance);
     let request = exec::request(
@@ -274,7 +337,10 @@ async fn admin_route(
 async fn fallback(state: Data<AppState>, req: HttpRequest, body: Bytes) -> ApiResult<HttpResponse> {
     let path = req.path().to_string();
     let Some((_prefix, id)) = state.routing.prefix_owner(&path) else {
-        return Err(ApiError::not_found(format!("no route for {} {path}", req.method())));
+        return Err(ApiError::not_found(format!(
+            "no route for {} {path}",
+            req.method()
+        )));
     };
     let request = exec::request(
         CallKind::Route,
@@ -295,14 +361,23 @@ async fn readyz(state: Data<AppState>) -> HttpResponse {
     if state.registry.is_ready() {
         HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
     } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the initial plugin scan is still running")
-            .error_response()
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the initial plugin scan is still running",
+        )
+        .error_response()
     }
 }
 
 fn json_error_config() -> web::JsonConfig {
     web::JsonConfig::default().error_handler(|err, _| {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("malformed JSON: {err}")).into()
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("malformed JSON: {err}"),
+        )
+        .into()
     })
 }
 

@@ -6,7 +6,11 @@ use std::time::Duration;
 use clap::Parser;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "bkg", version, about = "bkg: a host for native plugins, loaded, swapped and unloaded live")]
+#[command(
+    name = "bkg",
+    version,
+    about = "bkg: a host for native plugins, loaded, swapped and unloaded live"
+)]
 pub struct Config {
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
     #[arg(long, env = "BKG_LISTEN", default_value = "127.0.0.1:43121")]
@@ -55,7 +59,9 @@ impl Config {
     }
 
     pub fn plugins_dir(&self) -> PathBuf {
-        self.plugins_dir.clone().unwrap_or_else(|| self.data_dir().join("plugins"))
+        self.plugins_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("plugins"))
     }
 
     pub fn call_timeout(&self) -> Duration {

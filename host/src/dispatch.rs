@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use bkg_abi::ffi::{ErrorKind, FfiRequest};
 
-use crate::exec::{CallJob, CancelOnDrop, Event, Instance, PluginFailure, Reply, Sink, SubmitError};
+use crate::exec::{
+    CallJob, CancelOnDrop, Event, Instance, PluginFailure, Rejected, Reply, Sink, SubmitError,
+};
 
 /// Which instance serves each plugin id, and which id owns each top-level prefix.
 #[derive(Default)]
@@ -20,7 +22,11 @@ pub struct Routing {
 
 impl Routing {
     pub fn get(&self, id: &str) -> Option<Arc<Instance>> {
-        self.plugins.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// Install (or replace) the instance for its id, atomically for readers.
@@ -34,12 +40,21 @@ impl Routing {
                 prefixes.push((p, id.clone()));
             }
         }
-        self.plugins.write().unwrap_or_else(|p| p.into_inner()).insert(id, instance);
+        self.plugins
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, instance);
     }
 
     pub fn remove(&self, id: &str) -> Option<Arc<Instance>> {
-        self.prefixes.write().unwrap_or_else(|p| p.into_inner()).retain(|(_, owner)| owner != id);
-        self.plugins.write().unwrap_or_else(|p| p.into_inner()).remove(id)
+        self.prefixes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(_, owner)| owner != id);
+        self.plugins
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
     }
 
     /// The plugin id owning the prefix that `path` falls under, with that prefix.
@@ -47,18 +62,32 @@ impl Routing {
         let prefixes = self.prefixes.read().unwrap_or_else(|p| p.into_inner());
         prefixes
             .iter()
-            .find(|(p, _)| path == p || path.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with('/')))
+            .find(|(p, _)| {
+                path == p
+                    || path
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
             .map(|(p, id)| (p.clone(), id.clone()))
     }
 
     /// Prefixes claimed by ids other than `id`.
     pub fn prefixes_except(&self, id: &str) -> Vec<(String, String)> {
         let prefixes = self.prefixes.read().unwrap_or_else(|p| p.into_inner());
-        prefixes.iter().filter(|(_, owner)| owner != id).cloned().collect()
+        prefixes
+            .iter()
+            .filter(|(_, owner)| owner != id)
+            .cloned()
+            .collect()
     }
 
     pub fn all(&self) -> Vec<Arc<Instance>> {
-        self.plugins.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 }
 
@@ -78,7 +107,12 @@ pub enum DispatchError {
 /// How a call answered.
 pub enum Answer {
     Complete(Reply),
-    Stream { content_type: String, events: tokio::sync::mpsc::Receiver<Event>, guard: CancelOnDrop, idle: Duration },
+    Stream {
+        content_type: String,
+        events: tokio::sync::mpsc::Receiver<Event>,
+        guard: CancelOnDrop,
+        idle: Duration,
+    },
 }
 
 const ROUTE_ATTEMPTS: usize = 8;
@@ -94,23 +128,44 @@ fn submit_routed(
         };
         match instance.submit(job) {
             Ok(()) => return Ok(instance),
-            Err((SubmitError::Retired, back)) => {
-                job = back;
+            Err(Rejected {
+                reason: SubmitError::Retired,
+                job: back,
+            }) => {
+                job = *back;
                 std::thread::yield_now();
             }
-            Err((SubmitError::Stopped, _)) => return Err(DispatchError::Stopped(id.to_string())),
-            Err((SubmitError::Busy, _)) => return Err(DispatchError::Busy(id.to_string())),
+            Err(Rejected {
+                reason: SubmitError::Stopped,
+                ..
+            }) => return Err(DispatchError::Stopped(id.to_string())),
+            Err(Rejected {
+                reason: SubmitError::Busy,
+                ..
+            }) => return Err(DispatchError::Busy(id.to_string())),
         }
     }
     Err(DispatchError::Busy(id.to_string()))
 }
 
 /// Run a call from async code (the HTTP layer).
-pub async fn call(routing: &Routing, id: &str, request: FfiRequest) -> Result<Answer, DispatchError> {
+pub async fn call(
+    routing: &Routing,
+    id: &str,
+    request: FfiRequest,
+) -> Result<Answer, DispatchError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(32);
     let cancel = Arc::new(AtomicBool::new(false));
     let guard = CancelOnDrop(cancel.clone());
-    let instance = submit_routed(routing, id, CallJob { request, sink: Sink::Async(tx), cancel })?;
+    let instance = submit_routed(
+        routing,
+        id,
+        CallJob {
+            request,
+            sink: Sink::Async(tx),
+            cancel,
+        },
+    )?;
     let timeout = instance.call_timeout;
     drop(instance);
     match tokio::time::timeout(timeout, rx.recv()).await {
@@ -118,17 +173,34 @@ pub async fn call(routing: &Routing, id: &str, request: FfiRequest) -> Result<An
         Ok(None) => Err(DispatchError::Lost(id.to_string())),
         Ok(Some(Event::Done(Ok(reply)))) => Ok(Answer::Complete(reply)),
         Ok(Some(Event::Done(Err(failure)))) => Err(DispatchError::Plugin(failure)),
-        Ok(Some(Event::Begin(content_type))) => Ok(Answer::Stream { content_type, events: rx, guard, idle: timeout }),
+        Ok(Some(Event::Begin(content_type))) => Ok(Answer::Stream {
+            content_type,
+            events: rx,
+            guard,
+            idle: timeout,
+        }),
         Ok(Some(Event::Chunk(_))) => Err(DispatchError::Lost(id.to_string())),
     }
 }
 
 /// Run a call from a plugin's thread (the bus): blocks, collects a streamed answer whole.
-pub fn call_blocking(routing: &Routing, id: &str, request: FfiRequest) -> Result<Reply, DispatchError> {
+pub fn call_blocking(
+    routing: &Routing,
+    id: &str,
+    request: FfiRequest,
+) -> Result<Reply, DispatchError> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
-    let instance = submit_routed(routing, id, CallJob { request, sink: Sink::Blocking(tx), cancel })?;
+    let instance = submit_routed(
+        routing,
+        id,
+        CallJob {
+            request,
+            sink: Sink::Blocking(tx),
+            cancel,
+        },
+    )?;
     let timeout = instance.call_timeout;
     drop(instance);
     let mut streamed: Option<Reply> = None;
@@ -139,7 +211,11 @@ pub fn call_blocking(routing: &Routing, id: &str, request: FfiRequest) -> Result
             }
             Err(_) => return Err(DispatchError::Lost(id.to_string())),
             Ok(Event::Begin(content_type)) => {
-                streamed = Some(Reply { status: 200, content_type, body: Vec::new() })
+                streamed = Some(Reply {
+                    status: 200,
+                    content_type,
+                    body: Vec::new(),
+                })
             }
             Ok(Event::Chunk(chunk)) => {
                 if let Some(r) = streamed.as_mut() {
@@ -164,14 +240,25 @@ impl DispatchError {
     /// The error kind and message, for the bus (which answers plugins, not HTTP clients).
     pub fn to_failure(&self) -> PluginFailure {
         let (kind, message) = match self {
-            DispatchError::NotLoaded(id) => (ErrorKind::NOT_FOUND, format!("plugin '{id}' is not loaded")),
-            DispatchError::Stopped(id) => (ErrorKind::CONFLICT, format!("plugin '{id}' is stopped")),
-            DispatchError::Busy(id) => (ErrorKind::UNAVAILABLE, format!("plugin '{id}' is busy: its queue is full")),
-            DispatchError::Timeout(id, t) => {
-                (ErrorKind::TIMEOUT, format!("plugin '{id}' did not answer within {} ms", t.as_millis()))
+            DispatchError::NotLoaded(id) => {
+                (ErrorKind::NOT_FOUND, format!("plugin '{id}' is not loaded"))
             }
+            DispatchError::Stopped(id) => {
+                (ErrorKind::CONFLICT, format!("plugin '{id}' is stopped"))
+            }
+            DispatchError::Busy(id) => (
+                ErrorKind::UNAVAILABLE,
+                format!("plugin '{id}' is busy: its queue is full"),
+            ),
+            DispatchError::Timeout(id, t) => (
+                ErrorKind::TIMEOUT,
+                format!("plugin '{id}' did not answer within {} ms", t.as_millis()),
+            ),
             DispatchError::Plugin(f) => return f.clone(),
-            DispatchError::Lost(id) => (ErrorKind::INTERNAL, format!("plugin '{id}' dropped the call")),
+            DispatchError::Lost(id) => (
+                ErrorKind::INTERNAL,
+                format!("plugin '{id}' dropped the call"),
+            ),
         };
         PluginFailure { kind, message }
     }

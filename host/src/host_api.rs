@@ -21,12 +21,20 @@ pub struct PluginHost {
 
 /// Build the handle for one plugin instance.
 pub fn handle(plugin_id: &str, data_dir: PathBuf, routing: Weak<Routing>) -> HostBox {
-    HostApi_TO::from_value(PluginHost { plugin_id: plugin_id.to_string(), data_dir, routing }, TD_Opaque)
+    HostApi_TO::from_value(
+        PluginHost {
+            plugin_id: plugin_id.to_string(),
+            data_dir,
+            routing,
+        },
+        TD_Opaque,
+    )
 }
 
 impl HostApi for PluginHost {
     fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
-        let (plugin, target, message) = (self.plugin_id.as_str(), target.as_str(), message.as_str());
+        let (plugin, target, message) =
+            (self.plugin_id.as_str(), target.as_str(), message.as_str());
         match level {
             LogLevel::ERROR => tracing::error!(plugin, target, "{message}"),
             LogLevel::WARN => tracing::warn!(plugin, target, "{message}"),
@@ -78,7 +86,10 @@ impl HostApi for PluginHost {
             }),
             Err(e) => {
                 let f = e.to_failure();
-                RResult::RErr(FfiError { kind: f.kind, message: f.message.into() })
+                RResult::RErr(FfiError {
+                    kind: f.kind,
+                    message: f.message.into(),
+                })
             }
         }
     }

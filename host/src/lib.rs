@@ -53,13 +53,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let (registry, registry_thread) = registry::spawn(settings, routing.clone())?;
 
-    let state = Data::new(api::AppState { registry: registry.clone(), routing: routing.clone() });
-    let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
-        .shutdown_timeout(10);
+    let state = Data::new(api::AppState {
+        registry: registry.clone(),
+        routing: routing.clone(),
+    });
+    let mut server =
+        HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
+            .shutdown_timeout(10);
     if let Some(n) = config.http_workers {
         server = server.workers(n.max(1));
     }
-    let server = server.bind(&config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+    let server = server
+        .bind(&config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
     for addr in server.addrs() {
         // Tests and scripts read this line to find an ephemeral port.
         println!("bkg listening on http://{addr}");
@@ -69,7 +75,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let watcher = watcher::watch(
         &plugins_dir,
         registry.clone(),
-        watcher::WatchSettings { settle: Duration::from_millis(config.settle_ms), ..Default::default() },
+        watcher::WatchSettings {
+            settle: Duration::from_millis(config.settle_ms),
+            ..Default::default()
+        },
     )
     .with_context(|| format!("cannot watch {}", plugins_dir.display()))?;
 

@@ -4,9 +4,9 @@
 //! Every candidate file is copied to a unique shadow path (content hash and a sequence number
 //! in the name) and opened from there, so that a file being replaced in the plugins folder can
 //! never change code that is already mapped, and each version gets its own `dlopen` handle.
-//! Opening goes through abi_stable's lower-level path (`RawLibrary` + `lib_header_from_raw_library`
-//! + `init_root_module`), which keeps every check but, unlike `RootModule::load_from_file`,
-//! neither caches nor leaks the library.
+//! Opening goes through abi_stable's lower-level path (`RawLibrary`, then
+//! `lib_header_from_raw_library`, then `init_root_module`), which keeps every check but,
+//! unlike `RootModule::load_from_file`, neither caches nor leaks the library.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,10 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("empty file: nothing to load")]
     Empty,
     #[error("not a shared library: {0}")]
@@ -27,7 +30,10 @@ pub enum LoadError {
     #[error("truncated library: {0}")]
     Truncated(String),
     #[error("cannot write shadow copy {path}: {source}")]
-    Shadow { path: PathBuf, source: std::io::Error },
+    Shadow {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open library: {0}")]
     Open(String),
     #[error("not a bkg plugin: {0}")]
@@ -104,7 +110,11 @@ fn check_elf_complete(bytes: &[u8]) -> Result<(), LoadError> {
     };
     // 64-bit little-endian only; other layouts are left to the dynamic linker.
     if bytes.len() < 64 || bytes[4] != 2 || bytes[5] != 1 {
-        return if bytes.len() < 64 { Err(truncated(64)) } else { Ok(()) };
+        return if bytes.len() < 64 {
+            Err(truncated(64))
+        } else {
+            Ok(())
+        };
     }
     let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as u64;
     let u64_at = |o: usize| {
@@ -146,16 +156,21 @@ fn summarize(err: &LibraryError) -> LoadError {
         LibraryError::InvalidAbiHeader(h) => LoadError::Incompatible(format!(
             "built with an incompatible abi_stable (header {h:?})"
         )),
-        LibraryError::IncompatibleVersionNumber { library_name, expected_version, actual_version } => {
-            LoadError::Incompatible(format!(
-                "{library_name}: the plugin was built against interface {actual_version}, \
+        LibraryError::IncompatibleVersionNumber {
+            library_name,
+            expected_version,
+            actual_version,
+        } => LoadError::Incompatible(format!(
+            "{library_name}: the plugin was built against interface {actual_version}, \
                  this host speaks {expected_version}"
-            ))
-        }
+        )),
         LibraryError::AbiInstability(report) => {
             let text = report.to_string();
             tracing::debug!(report = %text, "full abi_stable layout report");
-            LoadError::Incompatible(format!("type layout differs from the host's ({})", layout_hint(&text)))
+            LoadError::Incompatible(format!(
+                "type layout differs from the host's ({})",
+                layout_hint(&text)
+            ))
         }
         LibraryError::RootModule { err, .. } => LoadError::Init(one_line(&err.to_string())),
         other => LoadError::Incompatible(one_line(&other.to_string())),
@@ -163,7 +178,11 @@ fn summarize(err: &LibraryError) -> LoadError {
 }
 
 fn one_line(text: &str) -> String {
-    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
     let mut out: String = line.chars().take(300).collect();
     if line.chars().count() > 300 {
         out.push('…');
@@ -171,25 +190,48 @@ fn one_line(text: &str) -> String {
     out
 }
 
-/// Pull the most telling lines (the first error and the mismatched types) out of the report.
+/// Pull the most telling parts (the first error and the mismatched values) out of the report:
+/// `Error:<what>` then `Expected:` and `Found:`, each with its value on the same or next line.
 fn layout_hint(report: &str) -> String {
-    let interesting: Vec<&str> = report
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("Error:") || l.starts_with("Expected:") || l.starts_with("Found:"))
-        .take(3)
-        .collect();
-    if interesting.is_empty() {
-        one_line(report)
-    } else {
-        one_line(&interesting.join(" "))
+    let lines: Vec<&str> = report.lines().map(str::trim).collect();
+    let value_after = |i: usize, label: &str| -> String {
+        let inline = lines[i][label.len()..].trim();
+        if !inline.is_empty() {
+            return inline.to_string();
+        }
+        lines[i + 1..]
+            .iter()
+            .find(|l| !l.is_empty())
+            .map(|l| l.to_string())
+            .unwrap_or_default()
+    };
+    let Some(err) = lines.iter().position(|l| l.starts_with("Error:")) else {
+        return one_line(report);
+    };
+    let mut parts = vec![value_after(err, "Error:")];
+    for label in ["Expected:", "Found:"] {
+        if let Some(i) = lines[err..]
+            .iter()
+            .position(|l| l.starts_with(label))
+            .map(|i| i + err)
+        {
+            parts.push(format!(
+                "{} {}",
+                label.trim_end_matches(':').to_lowercase(),
+                value_after(i, label)
+            ));
+        }
     }
+    one_line(&parts.join("; "))
 }
 
 impl LoadedLibrary {
     /// Read `source`, copy it to a fresh shadow path in `shadow_dir` and open it.
     pub fn open(source: &Path, shadow_dir: &Path, seq: u64) -> Result<Self, LoadError> {
-        let bytes = fs::read(source).map_err(|e| LoadError::Read { path: source.into(), source: e })?;
+        let bytes = fs::read(source).map_err(|e| LoadError::Read {
+            path: source.into(),
+            source: e,
+        })?;
         let sha256 = hash_bytes(&bytes);
         Self::open_bytes(source, bytes, sha256, shadow_dir, seq)
     }
@@ -204,10 +246,19 @@ impl LoadedLibrary {
         seq: u64,
     ) -> Result<Self, LoadError> {
         preflight(&bytes)?;
-        let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
-        let ext = source.extension().and_then(|s| s.to_str()).unwrap_or(std::env::consts::DLL_EXTENSION);
+        let stem = source
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("plugin");
+        let ext = source
+            .extension()
+            .and_then(|s| s.to_str())
+            .unwrap_or(std::env::consts::DLL_EXTENSION);
         let shadow = shadow_dir.join(format!("{stem}-{}-{seq}.{ext}", &sha256[..16]));
-        fs::write(&shadow, &bytes).map_err(|e| LoadError::Shadow { path: shadow.clone(), source: e })?;
+        fs::write(&shadow, &bytes).map_err(|e| LoadError::Shadow {
+            path: shadow.clone(),
+            source: e,
+        })?;
 
         let library = match RawLibrary::load_at(&shadow) {
             Ok(lib) => lib,
@@ -235,7 +286,14 @@ impl LoadedLibrary {
                 return Err(err);
             }
         };
-        Ok(Self { module, source: source.into(), shadow, sha256, size: bytes.len() as u64, library })
+        Ok(Self {
+            module,
+            source: source.into(),
+            shadow,
+            sha256,
+            size: bytes.len() as u64,
+            library,
+        })
     }
 
     /// The plugin's root module. Valid only while `self` is alive.
@@ -246,7 +304,9 @@ impl LoadedLibrary {
     /// Close the library and report whether it really left the process. The caller must have
     /// joined every thread that ran plugin code and dropped every value from the plugin.
     pub fn close(self) -> Residency {
-        let LoadedLibrary { shadow, library, .. } = self;
+        let LoadedLibrary {
+            shadow, library, ..
+        } = self;
         drop(library);
         let residency = residency(&shadow);
         let _ = fs::remove_file(&shadow);
@@ -290,14 +350,26 @@ mod tests {
         assert!(preflight(&exe).is_ok());
         for cut in [10, 100, exe.len() / 3, exe.len() - 1] {
             let err = preflight(&exe[..cut]).unwrap_err();
-            assert!(matches!(err, LoadError::Truncated(_)), "cut at {cut}: {err}");
+            assert!(
+                matches!(err, LoadError::Truncated(_)),
+                "cut at {cut}: {err}"
+            );
         }
     }
 
     #[test]
     fn layout_hint_keeps_the_mismatch() {
-        let report = "lots\nof\nlines\nError: Mismatched field type\nExpected: u32\nFound: u64\nmore";
-        assert_eq!(layout_hint(report), "Error: Mismatched field type Expected: u32 Found: u64");
+        let report =
+            "lots\nof\nlines\nError: Mismatched field type\nExpected: u32\nFound: u64\nmore";
+        assert_eq!(
+            layout_hint(report),
+            "Mismatched field type; expected u32; found u64"
+        );
+        let report = "x\n\nError:mismatched package\nExpected:\n    bkg-abi\nFound:\n    other\n";
+        assert_eq!(
+            layout_hint(report),
+            "mismatched package; expected bkg-abi; found other"
+        );
     }
 
     #[test]

@@ -101,7 +101,11 @@ pub enum Command {
     FileRemoved(PathBuf),
     /// The initial scan is done.
     Ready,
-    Lifecycle { id: String, action: Action, reply: Reply<PluginView> },
+    Lifecycle {
+        id: String,
+        action: Action,
+        reply: Reply<PluginView>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -129,11 +133,20 @@ impl RegistryHandle {
     }
 
     pub fn views(&self) -> Vec<PluginView> {
-        self.views.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.views
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn view(&self, id: &str) -> Option<PluginView> {
-        self.views.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.views
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -142,7 +155,11 @@ impl RegistryHandle {
 
     pub async fn lifecycle(&self, id: &str, action: Action) -> Result<PluginView, RegistryError> {
         let (reply, rx) = oneshot::channel();
-        if !self.send(Command::Lifecycle { id: id.to_string(), action, reply }) {
+        if !self.send(Command::Lifecycle {
+            id: id.to_string(),
+            action,
+            reply,
+        }) {
             return Err(RegistryError::Gone);
         }
         rx.await.unwrap_or(Err(RegistryError::Gone))
@@ -178,7 +195,10 @@ const HISTORY_LIMIT: usize = 50;
 const RESERVED_PREFIXES: &[&str] = &["/api", "/ws", "/healthz", "/readyz", "/metrics", "/assets"];
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 struct Registry {
@@ -192,12 +212,26 @@ struct Registry {
 }
 
 /// Start the registry thread.
-pub fn spawn(settings: Settings, routing: Arc<Routing>) -> std::io::Result<(RegistryHandle, std::thread::JoinHandle<()>)> {
+pub fn spawn(
+    settings: Settings,
+    routing: Arc<Routing>,
+) -> std::io::Result<(RegistryHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let views = Arc::new(RwLock::new(BTreeMap::new()));
     let ready = Arc::new(AtomicBool::new(false));
-    let handle = RegistryHandle { tx, views: views.clone(), ready: ready.clone() };
-    let registry = Registry { settings, routing, slots: BTreeMap::new(), files: HashMap::new(), views, seq: 0 };
+    let handle = RegistryHandle {
+        tx,
+        views: views.clone(),
+        ready: ready.clone(),
+    };
+    let registry = Registry {
+        settings,
+        routing,
+        slots: BTreeMap::new(),
+        files: HashMap::new(),
+        views,
+        seq: 0,
+    };
     let thread = std::thread::Builder::new()
         .name("bkg-registry".into())
         .spawn(move || registry.run(rx, ready))?;
@@ -207,17 +241,24 @@ pub fn spawn(settings: Settings, routing: Arc<Routing>) -> std::io::Result<(Regi
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// True if one path is a prefix of the other on a segment boundary.
 fn prefixes_overlap(a: &str, b: &str) -> bool {
-    let under = |x: &str, y: &str| x == y || x.strip_prefix(y).is_some_and(|rest| rest.starts_with('/'));
+    let under =
+        |x: &str, y: &str| x == y || x.strip_prefix(y).is_some_and(|rest| rest.starts_with('/'));
     under(a, b) || under(b, a)
 }
 
 fn file_stem_id(path: &Path) -> String {
-    path.file_stem().and_then(|s| s.to_str()).unwrap_or("unknown").trim_start_matches("lib").to_string()
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("unknown")
+        .trim_start_matches("lib")
+        .to_string()
 }
 
 impl Registry {
@@ -265,20 +306,34 @@ impl Registry {
         let fallback_id = prior_id.clone().unwrap_or_else(|| file_stem_id(path));
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
-            Err(e) => return self.fail(&fallback_id, Some(path), format!("cannot read {}: {e}", path.display())),
+            Err(e) => {
+                return self.fail(
+                    &fallback_id,
+                    Some(path),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            }
         };
         let sha256 = loader::hash_bytes(&bytes);
         if let Some(id) = &prior_id {
-            let unchanged = self.slots.get(id).and_then(|s| s.current.as_ref()).is_some_and(|g| {
-                g.library.source == path && g.library.sha256 == sha256
-            });
+            let unchanged = self
+                .slots
+                .get(id)
+                .and_then(|s| s.current.as_ref())
+                .is_some_and(|g| g.library.source == path && g.library.sha256 == sha256);
             if unchanged {
                 tracing::debug!(file = %path.display(), "file unchanged; nothing to do");
                 return;
             }
         }
         self.seq += 1;
-        let library = match LoadedLibrary::open_bytes(path, bytes, sha256, &self.settings.shadow_dir, self.seq) {
+        let library = match LoadedLibrary::open_bytes(
+            path,
+            bytes,
+            sha256,
+            &self.settings.shadow_dir,
+            self.seq,
+        ) {
             Ok(lib) => lib,
             Err(e) => {
                 self.files.insert(path.to_path_buf(), fallback_id.clone());
@@ -291,7 +346,10 @@ impl Registry {
     /// Validate a manifest against the rest of the host. Runs before the plugin is constructed.
     fn check_manifest(&self, m: &ManifestInfo) -> Result<(), String> {
         if !valid_id(&m.id) {
-            return Err(format!("invalid plugin id '{}': use 1-64 of a-z, 0-9, '-' and '_'", m.id));
+            return Err(format!(
+                "invalid plugin id '{}': use 1-64 of a-z, 0-9, '-' and '_'",
+                m.id
+            ));
         }
         for c in &m.capabilities {
             if c.name.is_empty() || c.name.contains('/') {
@@ -307,11 +365,19 @@ impl Registry {
             if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
                 return Err(format!("route prefix '{prefix}' must look like '/name'"));
             }
-            if let Some(r) = RESERVED_PREFIXES.iter().find(|r| prefixes_overlap(prefix, r)) {
-                return Err(format!("route prefix '{prefix}' overlaps the host's own '{r}'"));
+            if let Some(r) = RESERVED_PREFIXES
+                .iter()
+                .find(|r| prefixes_overlap(prefix, r))
+            {
+                return Err(format!(
+                    "route prefix '{prefix}' overlaps the host's own '{r}'"
+                ));
             }
-            if let Some((other, owner)) =
-                self.routing.prefixes_except(&m.id).into_iter().find(|(p, _)| prefixes_overlap(prefix, p))
+            if let Some((other, owner)) = self
+                .routing
+                .prefixes_except(&m.id)
+                .into_iter()
+                .find(|(p, _)| prefixes_overlap(prefix, p))
             {
                 return Err(format!(
                     "route prefix '{prefix}' overlaps '{other}', already claimed by plugin '{owner}'"
@@ -321,7 +387,13 @@ impl Registry {
         Ok(())
     }
 
-    fn load(&mut self, path: &Path, library: LoadedLibrary, prior_id: Option<String>, fallback_id: &str) {
+    fn load(
+        &mut self,
+        path: &Path,
+        library: LoadedLibrary,
+        prior_id: Option<String>,
+        fallback_id: &str,
+    ) {
         let module = library.module();
         let mut chosen: Option<(String, u64)> = None;
         let limits = self.settings.limits.clone();
@@ -333,12 +405,17 @@ impl Registry {
             std::fs::create_dir_all(&data_dir)
                 .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
             chosen = Some((m.id.clone(), generation));
-            Ok((host_api::handle(&m.id, data_dir, Arc::downgrade(&self.routing)), generation))
+            Ok((
+                host_api::handle(&m.id, data_dir, Arc::downgrade(&self.routing)),
+                generation,
+            ))
         });
         let instance = match booted {
             Ok(i) => i,
             Err(e) => {
-                let id = chosen.map(|c| c.0).unwrap_or_else(|| fallback_id.to_string());
+                let id = chosen
+                    .map(|c| c.0)
+                    .unwrap_or_else(|| fallback_id.to_string());
                 library.close();
                 self.files.insert(path.to_path_buf(), id.clone());
                 return self.fail(&id, Some(path), format!("load failed: {e}"));
@@ -359,7 +436,11 @@ impl Registry {
             Some(g) => g.started || slot.state != Some(PluginState::Stopped),
             None => slot.state != Some(PluginState::Stopped),
         };
-        slot.state = Some(if slot.current.is_some() { slot.state.unwrap_or(PluginState::Loading) } else { PluginState::Loading });
+        slot.state = Some(if slot.current.is_some() {
+            slot.state.unwrap_or(PluginState::Loading)
+        } else {
+            PluginState::Loading
+        });
         let mut started = false;
         if want_running {
             if let Err(f) = instance.control(Control::Start, control_timeout) {
@@ -390,12 +471,20 @@ impl Registry {
         slot.last_generation = generation;
         slot.loaded_at_ms = Some(entry.loaded_at_ms);
         slot.last_error = None;
-        slot.state = Some(if started { PluginState::Running } else { PluginState::Stopped });
+        slot.state = Some(if started {
+            PluginState::Running
+        } else {
+            PluginState::Stopped
+        });
         slot.history.push(entry);
         if slot.history.len() > HISTORY_LIMIT {
             slot.history.remove(0);
         }
-        let old = slot.current.replace(Generation { instance, library, started });
+        let old = slot.current.replace(Generation {
+            instance,
+            library,
+            started,
+        });
         tracing::info!(plugin = %id, generation, file = %path.display(), swapped = old.is_some(), "plugin loaded");
         if let Some(old) = old {
             self.retire(&id, old, "swapped");
@@ -404,7 +493,11 @@ impl Registry {
 
     /// Retire whatever `id` runs if it came from `path` (the file now holds something else).
     fn retire_file_owner(&mut self, id: &str, path: &Path, reason: &str) {
-        let from_path = self.slots.get(id).and_then(|s| s.current.as_ref()).is_some_and(|g| g.library.source == path);
+        let from_path = self
+            .slots
+            .get(id)
+            .and_then(|s| s.current.as_ref())
+            .is_some_and(|g| g.library.source == path);
         if from_path {
             self.routing.remove(id);
             if let Some(old) = self.slot(id).current.take() {
@@ -418,12 +511,21 @@ impl Registry {
 
     /// Drain, stop, join and close one generation, and record whether it left memory.
     fn retire(&mut self, id: &str, old: Generation, reason: &str) {
-        let abandoned = old.instance.close_and_drain(true, self.settings.drain_timeout);
+        let abandoned = old
+            .instance
+            .close_and_drain(true, self.settings.drain_timeout);
         if abandoned > 0 {
-            tracing::warn!(plugin = id, abandoned, "drain deadline passed with calls still running");
+            tracing::warn!(
+                plugin = id,
+                abandoned,
+                "drain deadline passed with calls still running"
+            );
         }
         if old.started {
-            if let Err(f) = old.instance.control(Control::Stop, self.settings.control_timeout) {
+            if let Err(f) = old
+                .instance
+                .control(Control::Stop, self.settings.control_timeout)
+            {
                 tracing::warn!(plugin = id, "stop failed while retiring: {}", f.message);
             }
         }
@@ -431,8 +533,20 @@ impl Registry {
         old.instance.shutdown();
         drop(old.instance);
         let residency = old.library.close();
-        tracing::info!(plugin = id, generation, ?residency, reason, "plugin generation retired");
-        if let Some(entry) = self.slot(id).history.iter_mut().rev().find(|h| h.generation == generation) {
+        tracing::info!(
+            plugin = id,
+            generation,
+            ?residency,
+            reason,
+            "plugin generation retired"
+        );
+        if let Some(entry) = self
+            .slot(id)
+            .history
+            .iter_mut()
+            .rev()
+            .find(|h| h.generation == generation)
+        {
             entry.retired_at_ms = Some(now_ms());
             entry.reason = Some(reason.to_string());
             entry.residency = Some(residency);
@@ -441,26 +555,38 @@ impl Registry {
     }
 
     fn on_file_removed(&mut self, path: &Path) {
-        let Some(id) = self.files.remove(path) else { return };
+        let Some(id) = self.files.remove(path) else {
+            return;
+        };
         self.retire_file_owner(&id, path, "removed");
     }
 
     fn on_lifecycle(&mut self, id: &str, action: Action) -> Result<PluginView, RegistryError> {
         let drain = self.settings.drain_timeout;
         let control_timeout = self.settings.control_timeout;
-        let slot = self.slots.get_mut(id).ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
-        let generation = slot.current.as_mut().ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
+        let slot = self
+            .slots
+            .get_mut(id)
+            .ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
+        let generation = slot
+            .current
+            .as_mut()
+            .ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
         let stop = |g: &mut Generation| -> Result<(), String> {
             if g.started {
                 g.instance.close_and_drain(false, drain);
                 g.started = false;
-                g.instance.control(Control::Stop, control_timeout).map_err(|f| format!("stop failed: {}", f.message))?;
+                g.instance
+                    .control(Control::Stop, control_timeout)
+                    .map_err(|f| format!("stop failed: {}", f.message))?;
             }
             Ok(())
         };
         let start = |g: &mut Generation| -> Result<(), String> {
             if !g.started {
-                g.instance.control(Control::Start, control_timeout).map_err(|f| format!("start failed: {}", f.message))?;
+                g.instance
+                    .control(Control::Start, control_timeout)
+                    .map_err(|f| format!("start failed: {}", f.message))?;
                 g.started = true;
                 g.instance.open();
             }
@@ -474,19 +600,28 @@ impl Registry {
         let running = generation.started;
         match result {
             Ok(()) => {
-                slot.state = Some(if running { PluginState::Running } else { PluginState::Stopped });
+                slot.state = Some(if running {
+                    PluginState::Running
+                } else {
+                    PluginState::Stopped
+                });
                 slot.last_error = None;
                 tracing::info!(plugin = id, ?action, "lifecycle action done");
             }
             Err(message) => {
                 slot.state = Some(PluginState::Failed);
-                slot.last_error = Some(LastError { message: message.clone(), file: None, at_ms: now_ms() });
+                slot.last_error = Some(LastError {
+                    message: message.clone(),
+                    file: None,
+                    at_ms: now_ms(),
+                });
                 self.publish();
                 return Err(RegistryError::Failed(message));
             }
         }
         self.publish();
-        self.view_of(id).ok_or_else(|| RegistryError::NotLoaded(id.to_string()))
+        self.view_of(id)
+            .ok_or_else(|| RegistryError::NotLoaded(id.to_string()))
     }
 
     fn shutdown(&mut self) {
@@ -502,7 +637,11 @@ impl Registry {
     }
 
     fn view_of(&self, id: &str) -> Option<PluginView> {
-        self.views.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.views
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     fn publish(&self) {

@@ -29,15 +29,25 @@ pub struct WatchSettings {
 
 impl Default for WatchSettings {
     fn default() -> Self {
-        Self { debounce: Duration::from_millis(20), settle: Duration::from_secs(2), poll: Duration::from_millis(10) }
+        Self {
+            debounce: Duration::from_millis(20),
+            settle: Duration::from_secs(2),
+            poll: Duration::from_millis(10),
+        }
     }
 }
 
 /// True for files the host should consider: the platform's library extension, not hidden,
 /// not a temporary or partial download.
 pub fn is_candidate(path: &Path) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
-    if name.starts_with('.') || name.starts_with('~') || name.starts_with('#') || name.ends_with('~') {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    if name.starts_with('.')
+        || name.starts_with('~')
+        || name.starts_with('#')
+        || name.ends_with('~')
+    {
         return false;
     }
     path.extension().and_then(|e| e.to_str()) == Some(std::env::consts::DLL_EXTENSION)
@@ -75,7 +85,11 @@ impl Drop for PluginWatcher {
 }
 
 /// Scan `dir` once (every existing candidate is handed over), then watch it.
-pub fn watch(dir: &Path, registry: RegistryHandle, settings: WatchSettings) -> notify::Result<PluginWatcher> {
+pub fn watch(
+    dir: &Path,
+    registry: RegistryHandle,
+    settings: WatchSettings,
+) -> notify::Result<PluginWatcher> {
     let (tx, rx) = crossbeam_channel::unbounded::<notify::Result<notify::Event>>();
     let mut watcher = notify::recommended_watcher(move |ev| {
         let _ = tx.send(ev);
@@ -83,7 +97,11 @@ pub fn watch(dir: &Path, registry: RegistryHandle, settings: WatchSettings) -> n
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
 
     let mut initial: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_candidate(p) && p.is_file()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| is_candidate(p) && p.is_file())
+                .collect()
+        })
         .unwrap_or_default();
     initial.sort();
     for path in &initial {
@@ -96,7 +114,11 @@ pub fn watch(dir: &Path, registry: RegistryHandle, settings: WatchSettings) -> n
     let thread = std::thread::Builder::new()
         .name("bkg-watcher".into())
         .spawn(move || debounce_loop(dir, rx, stop_rx, registry, settings))?;
-    Ok(PluginWatcher { _watcher: watcher, thread: Some(thread), stop: stop_tx })
+    Ok(PluginWatcher {
+        _watcher: watcher,
+        thread: Some(thread),
+        stop: stop_tx,
+    })
 }
 
 fn debounce_loop(
@@ -145,11 +167,16 @@ fn note(pending: &mut HashMap<PathBuf, Pending>, path: &Path, kind: &EventKind) 
     });
     entry.last_event = Instant::now();
     // A new write after a close starts a new, incomplete round.
-    entry.complete = complete || (entry.complete && matches!(kind, EventKind::Modify(ModifyKind::Metadata(_))));
+    entry.complete =
+        complete || (entry.complete && matches!(kind, EventKind::Modify(ModifyKind::Metadata(_))));
     entry.stat = None;
 }
 
-fn flush(pending: &mut HashMap<PathBuf, Pending>, registry: &RegistryHandle, settings: &WatchSettings) {
+fn flush(
+    pending: &mut HashMap<PathBuf, Pending>,
+    registry: &RegistryHandle,
+    settings: &WatchSettings,
+) {
     let now = Instant::now();
     pending.retain(|path, p| {
         let quiet = now.duration_since(p.last_event);
@@ -160,7 +187,11 @@ fn flush(pending: &mut HashMap<PathBuf, Pending>, registry: &RegistryHandle, set
             }
             return true;
         };
-        let wait = if p.complete { settings.debounce } else { settings.settle };
+        let wait = if p.complete {
+            settings.debounce
+        } else {
+            settings.settle
+        };
         if quiet < wait {
             return true;
         }

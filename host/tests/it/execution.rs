@@ -12,10 +12,22 @@ fn a_panicking_call_is_a_500_and_nothing_else_is_affected() {
         let (status, v) = host.post_json("/api/plugins/panicky/boom", "");
         assert_eq!(status, 500, "{v}");
         assert_eq!(v["error"]["code"], "plugin_panicked");
-        assert!(v["error"]["message"].as_str().unwrap().contains("boom: the fixture panicked on purpose"), "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("boom: the fixture panicked on purpose"),
+            "{v}"
+        );
     }
-    assert_eq!(host.post("/api/plugins/panicky/ok", ""), (200, "ok".to_string()));
-    assert_eq!(host.post("/api/plugins/echo/echo", "still here"), (200, "still here".to_string()));
+    assert_eq!(
+        host.post("/api/plugins/panicky/ok", ""),
+        (200, "ok".to_string())
+    );
+    assert_eq!(
+        host.post("/api/plugins/echo/echo", "still here"),
+        (200, "still here".to_string())
+    );
     assert_eq!(host.state("panicky"), "running");
     let p = host.plugin("panicky");
     assert_eq!(p["calls"]["errors"], 3, "{p}");
@@ -34,15 +46,23 @@ fn a_slow_call_times_out_with_504_while_the_host_stays_responsive() {
         // While the slow call waits, the host and other plugins answer.
         for _ in 0..20 {
             assert_eq!(host.get("/healthz").0, 200);
-            assert_eq!(host.post("/api/plugins/echo/echo", "x"), (200, "x".to_string()));
+            assert_eq!(
+                host.post("/api/plugins/echo/echo", "x"),
+                (200, "x".to_string())
+            );
         }
         let (status, v) = slow.join().unwrap();
         assert_eq!(status, 504, "{v}");
         assert_eq!(v["error"]["code"], "timeout");
     });
     // The timeout cancelled the call: the plugin saw it and returned early.
-    host.wait_for("the slow plugin to notice the cancellation", || host.log().contains("sleep cancelled"));
-    assert_eq!(host.post("/api/plugins/slow/sleep", "10"), (200, "slept 10".to_string()));
+    host.wait_for("the slow plugin to notice the cancellation", || {
+        host.log().contains("sleep cancelled")
+    });
+    assert_eq!(
+        host.post("/api/plugins/slow/sleep", "10"),
+        (200, "slept 10".to_string())
+    );
 }
 
 #[test]
@@ -53,9 +73,13 @@ fn a_full_queue_answers_503() {
     std::thread::scope(|s| {
         // One call runs (the slow fixture takes one at a time), one waits in the queue.
         let running = s.spawn(|| host.post("/api/plugins/slow/sleep", "1500"));
-        host.wait_for("the first call to run", || host.plugin("slow")["calls"]["in_flight"] == 1);
+        host.wait_for("the first call to run", || {
+            host.plugin("slow")["calls"]["in_flight"] == 1
+        });
         let queued = s.spawn(|| host.post("/api/plugins/slow/sleep", "1"));
-        host.wait_for("the second call to queue", || host.plugin("slow")["calls"]["in_flight"] == 2);
+        host.wait_for("the second call to queue", || {
+            host.plugin("slow")["calls"]["in_flight"] == 2
+        });
         let (status, v) = host.post_json("/api/plugins/slow/sleep", "1");
         assert_eq!(status, 503, "{v}");
         assert_eq!(v["error"]["code"], "busy");
@@ -73,26 +97,56 @@ fn streaming_routes_prefixes_and_the_bus() {
     host.wait_state("echo", "running");
     host.wait_state("panicky", "running");
 
-    assert_eq!(host.post("/api/plugins/echo/count", "3"), (200, "1\n2\n3\ndone\n".to_string()));
+    assert_eq!(
+        host.post("/api/plugins/echo/count", "3"),
+        (200, "1\n2\n3\ndone\n".to_string())
+    );
     let (status, v) = host.post_json("/api/plugins/echo/count", "not a number");
-    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("bad_request")));
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
 
-    assert_eq!(host.get("/api/plugins/echo/admin/info"), (200, "echo 1.0.0 route GET /info ?".to_string()));
+    assert_eq!(
+        host.get("/api/plugins/echo/admin/info"),
+        (200, "echo 1.0.0 route GET /info ?".to_string())
+    );
     assert_eq!(host.get("/api/plugins/echo/admin/nope").0, 404);
-    assert_eq!(host.get("/x-echo/a/b?q=1"), (200, "echo 1.0.0 route GET /x-echo/a/b ?q=1".to_string()));
+    assert_eq!(
+        host.get("/x-echo/a/b?q=1"),
+        (200, "echo 1.0.0 route GET /x-echo/a/b ?q=1".to_string())
+    );
     assert_eq!(host.get("/x-echoes").0, 404);
     let (status, v) = host.post_json("/api/plugins/echo/missing", "");
     assert_eq!(status, 404);
-    assert!(v["error"]["message"].as_str().unwrap().contains("no capability 'missing'"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no capability 'missing'"),
+        "{v}"
+    );
 
     // Plugin-to-plugin calls through the host's bus.
-    assert_eq!(host.post("/api/plugins/echo/relay", "panicky ok"), (200, "ok".to_string()));
+    assert_eq!(
+        host.post("/api/plugins/echo/relay", "panicky ok"),
+        (200, "ok".to_string())
+    );
     let (status, v) = host.post_json("/api/plugins/echo/relay", "panicky boom");
     assert_eq!(status, 500, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("panicked"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("panicked"),
+        "{v}"
+    );
     let (status, v) = host.post_json("/api/plugins/echo/relay", "ghost ping");
     assert_eq!(status, 404, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("'ghost' is not loaded"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'ghost' is not loaded"),
+        "{v}"
+    );
 
     // The data dir exists and belongs to the plugin.
     let (_, dir) = host.post("/api/plugins/echo/datadir", "");
@@ -100,6 +154,12 @@ fn streaming_routes_prefixes_and_the_bus() {
     assert!(dir.ends_with("plugin-data/echo"), "{dir}");
 
     // Log lines from the plugin reach the host's log under the plugin's id.
-    assert_eq!(host.post("/api/plugins/echo/log", "hello from the plugin").0, 200);
-    host.wait_for("the plugin log line", || host.log().contains("hello from the plugin"));
+    assert_eq!(
+        host.post("/api/plugins/echo/log", "hello from the plugin")
+            .0,
+        200
+    );
+    host.wait_for("the plugin log line", || {
+        host.log().contains("hello from the plugin")
+    });
 }

@@ -9,14 +9,27 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub const FIXTURES: &[&str] = &["echo", "echo-v2", "panicky", "slow", "threaded", "incompatible", "squatter"];
+pub const FIXTURES: &[&str] = &[
+    "echo",
+    "echo-v2",
+    "panicky",
+    "slow",
+    "threaded",
+    "incompatible",
+    "squatter",
+];
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// Build every fixture plugin (once per test run) and return the folder holding them.
@@ -47,7 +60,11 @@ pub fn fixture(name: &str) -> PathBuf {
         std::env::consts::DLL_EXTENSION
     );
     let path = fixture_dir().join(file);
-    assert!(path.is_file(), "fixture {name} not built at {}", path.display());
+    assert!(
+        path.is_file(),
+        "fixture {name} not built at {}",
+        path.display()
+    );
     path
 }
 
@@ -59,7 +76,8 @@ pub fn lib_name(stem: &str) -> String {
 pub struct Host {
     child: Child,
     pub base: String,
-    pub dir: tempfile::TempDir,
+    /// Holds the data and plugins folders; removed when the host is dropped.
+    _dir: tempfile::TempDir,
     pub plugins: PathBuf,
     log: PathBuf,
     agent: ureq::Agent,
@@ -91,14 +109,25 @@ impl Host {
             .expect("start bkg");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read listen line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listen line");
         let base = line
             .trim()
             .strip_prefix("bkg listening on ")
             .unwrap_or_else(|| panic!("unexpected first line from bkg: {line:?}"))
             .to_string();
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
-        let host = Host { child, base, dir, plugins, log, agent };
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build();
+        let host = Host {
+            child,
+            base,
+            _dir: dir,
+            plugins,
+            log,
+            agent,
+        };
         host.wait_for("readyz", || host.get("/readyz").0 == 200);
         host
     }
@@ -129,7 +158,11 @@ impl Host {
     }
 
     pub fn post(&self, path: &str, body: &str) -> (u16, String) {
-        Self::finish(self.agent.post(&format!("{}{path}", self.base)).send_string(body))
+        Self::finish(
+            self.agent
+                .post(&format!("{}{path}", self.base))
+                .send_string(body),
+        )
     }
 
     pub fn post_json(&self, path: &str, body: &str) -> (u16, Value) {
@@ -178,7 +211,10 @@ impl Host {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("timed out waiting for {what}\n--- host log ---\n{}", self.log());
+        panic!(
+            "timed out waiting for {what}\n--- host log ---\n{}",
+            self.log()
+        );
     }
 
     pub fn wait_state(&self, id: &str, state: &str) {
@@ -187,13 +223,19 @@ impl Host {
 
     /// Send SIGTERM and wait for the process to exit.
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait bkg") {
                 return (status, self.log());
             }
-            assert!(Instant::now() < deadline, "bkg did not exit after SIGTERM\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "bkg did not exit after SIGTERM\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -202,7 +244,12 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let _ = writeln!(std::io::stderr(), "--- host log ({}) ---\n{}", self.base, self.log());
+            let _ = writeln!(
+                std::io::stderr(),
+                "--- host log ({}) ---\n{}",
+                self.base,
+                self.log()
+            );
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

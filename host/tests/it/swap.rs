@@ -32,7 +32,11 @@ fn twenty_hot_swaps_under_continuous_load_lose_no_request() {
             })
             .collect();
         for i in 0..20 {
-            let (file, version) = if i % 2 == 0 { (&v2, "2.0.0") } else { (&v1, "1.0.0") };
+            let (file, version) = if i % 2 == 0 {
+                (&v2, "2.0.0")
+            } else {
+                (&v1, "1.0.0")
+            };
             host.install(file, &lib_name("echo"));
             host.wait_for(&format!("swap {} to {version}", i + 1), || {
                 let p = host.plugin("echo");
@@ -42,11 +46,18 @@ fn twenty_hot_swaps_under_continuous_load_lose_no_request() {
             std::thread::sleep(Duration::from_millis(30));
         }
         stop.store(true, Ordering::SeqCst);
-        clients.into_iter().map(|c| c.join().unwrap()).collect::<Vec<_>>()
+        clients
+            .into_iter()
+            .map(|c| c.join().unwrap())
+            .collect::<Vec<_>>()
     });
 
     for seen in &results {
-        assert!(seen.len() > 20, "the client made too few requests to mean anything: {}", seen.len());
+        assert!(
+            seen.len() > 20,
+            "the client made too few requests to mean anything: {}",
+            seen.len()
+        );
         for (status, version, body) in seen {
             assert_eq!(*status, 200, "a request failed during a swap: {body}");
             assert!(version == "1.0.0" || version == "2.0.0", "{body}");
@@ -55,7 +66,10 @@ fn twenty_hot_swaps_under_continuous_load_lose_no_request() {
         let changes = seen.windows(2).filter(|w| w[0].1 != w[1].1).count();
         assert!(changes <= 20, "{changes} version changes for 20 swaps");
         assert_eq!(seen[0].1, "1.0.0");
-        assert!(seen.iter().any(|s| s.1 == "2.0.0"), "the client never saw v2");
+        assert!(
+            seen.iter().any(|s| s.1 == "2.0.0"),
+            "the client never saw v2"
+        );
     }
     let p = host.plugin("echo");
     assert_eq!(p["generation"], 21);
@@ -81,14 +95,20 @@ fn a_slow_in_place_copy_is_loaded_only_once_complete() {
         std::thread::sleep(Duration::from_millis(25));
         // Half-written: nothing loaded, nothing failed.
         let (_, list) = host.get_json("/api/core/plugins?all=true");
-        assert!(list["plugins"].as_array().unwrap().is_empty(), "acted on a half-written file: {list}");
+        assert!(
+            list["plugins"].as_array().unwrap().is_empty(),
+            "acted on a half-written file: {list}"
+        );
     }
     drop(file);
     host.wait_state("echo", "running");
     let p = host.plugin("echo");
     assert!(p["last_error"].is_null(), "{p}");
     assert_eq!(p["generation"], 1);
-    assert_eq!(host.post("/api/plugins/echo/echo", "ok"), (200, "ok".to_string()));
+    assert_eq!(
+        host.post("/api/plugins/echo/echo", "ok"),
+        (200, "ok".to_string())
+    );
 }
 
 #[test]
@@ -100,13 +120,24 @@ fn a_failed_swap_keeps_the_old_version_serving() {
     // A truncated copy of v2 over the running v1.
     let v2 = std::fs::read(fixture("echo-v2")).unwrap();
     host.install_bytes(&v2[..v2.len() / 2], &lib_name("echo"));
-    host.wait_for("the failed swap to be recorded", || !host.plugin("echo")["last_error"].is_null());
+    host.wait_for("the failed swap to be recorded", || {
+        !host.plugin("echo")["last_error"].is_null()
+    });
     let p = host.plugin("echo");
     assert_eq!(p["state"], "running");
     assert_eq!(p["version"], "1.0.0");
     assert_eq!(p["generation"], 1);
-    assert!(p["last_error"]["message"].as_str().unwrap().starts_with("truncated library"), "{p}");
-    assert_eq!(host.post("/api/plugins/echo/echo", "v1"), (200, "v1".to_string()));
+    assert!(
+        p["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("truncated library"),
+        "{p}"
+    );
+    assert_eq!(
+        host.post("/api/plugins/echo/echo", "v1"),
+        (200, "v1".to_string())
+    );
 
     // Then a good v2 goes in.
     host.install(&fixture("echo-v2"), &lib_name("echo"));
@@ -123,6 +154,12 @@ fn a_prefix_claimed_by_another_plugin_is_refused() {
     host.wait_state("squatter", "failed");
     let p = host.plugin("squatter");
     let message = p["last_error"]["message"].as_str().unwrap();
-    assert!(message.contains("'/x-echo/sub' overlaps '/x-echo', already claimed by plugin 'echo'"), "{message}");
-    assert_eq!(host.get("/x-echo/sub").1, "echo 1.0.0 route GET /x-echo/sub ?");
+    assert!(
+        message.contains("'/x-echo/sub' overlaps '/x-echo', already claimed by plugin 'echo'"),
+        "{message}"
+    );
+    assert_eq!(
+        host.get("/x-echo/sub").1,
+        "echo 1.0.0 route GET /x-echo/sub ?"
+    );
 }
