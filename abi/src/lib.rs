@@ -102,3 +102,17 @@ mod tests {
         assert_eq!(ErrorKind(418).code(), "plugin_error");
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    /// The guide shows the example plugin verbatim; keep them the same.
+    #[test]
+    fn plugin_author_guide_shows_the_built_example() {
+        let guide = include_str!("../../docs/plugin-author.md");
+        let example = include_str!("../examples/hello.rs");
+        assert!(
+            guide.contains(example),
+            "docs/plugin-author.md must contain abi/examples/hello.rs verbatim"
+        );
+    }
+}

@@ -1,4 +1,4 @@
-use crate::support::{fixture, lib_name, Host};
+use crate::support::{author_guide_example, fixture, lib_name, Host};
 
 #[test]
 fn copied_plugin_is_served_and_deleting_it_unloads_the_library() {
@@ -146,4 +146,16 @@ fn sigterm_drains_stops_and_unloads_every_plugin() {
     assert!(status.success(), "exit status {status:?}\n{log}");
     assert_eq!(log.matches("plugin generation retired").count(), 2, "{log}");
     assert!(log.contains("bkg stopped"), "{log}");
+}
+
+#[test]
+fn the_plugin_from_the_author_guide_loads_and_answers() {
+    let host = Host::start();
+    host.install(&author_guide_example(), &lib_name("hello"));
+    host.wait_state("hello", "running");
+    assert_eq!(
+        host.post("/api/plugins/hello/greet", "world"),
+        (200, "hello, world".to_string())
+    );
+    host.wait_for("its log line", || host.log().contains("greeting someone"));
 }

@@ -41,12 +41,23 @@ pub fn fixture_dir() -> &'static Path {
         for f in FIXTURES {
             cmd.args(["-p", &format!("fixture-{f}")]);
         }
-        let out = cmd.output().expect("run cargo build for the fixtures");
-        assert!(
-            out.status.success(),
-            "building fixtures failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut example = Command::new(env!("CARGO"));
+        example.current_dir(workspace_root()).args([
+            "build",
+            "--quiet",
+            "-p",
+            "bkg-abi",
+            "--example",
+            "hello",
+        ]);
+        for mut cmd in [cmd, example] {
+            let out = cmd.output().expect("run cargo build for the fixtures");
+            assert!(
+                out.status.success(),
+                "building fixtures failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         target_dir().join("debug")
     })
 }
@@ -65,6 +76,18 @@ pub fn fixture(name: &str) -> PathBuf {
         "fixture {name} not built at {}",
         path.display()
     );
+    path
+}
+
+/// The plugin from docs/plugin-author.md (`abi/examples/hello.rs`).
+pub fn author_guide_example() -> PathBuf {
+    let file = format!(
+        "{}hello.{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_EXTENSION
+    );
+    let path = fixture_dir().join("examples").join(file);
+    assert!(path.is_file(), "example not built at {}", path.display());
     path
 }
 
