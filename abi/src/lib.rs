@@ -38,7 +38,7 @@ pub const INTERFACE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::sdk::root_module;
+    pub use crate::sdk::{create_entry, manifest_entry};
     /// The exported symbol name abi_stable's loader looks up (checked by a unit test).
     pub const ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
 }
@@ -47,9 +47,17 @@ pub mod __private {
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
+        /// The root module, a static in the library (nothing is allocated per load).
+        #[doc(hidden)]
+        const __BKG_MODULE: &$crate::abi_stable::prefix_type::WithMetadata<$crate::ffi::PluginMod> =
+            &$crate::abi_stable::prefix_type::WithMetadata::new($crate::ffi::PluginMod {
+                manifest: $crate::__private::manifest_entry::<$plugin>,
+                create: $crate::__private::create_entry::<$plugin>,
+            });
+
         #[doc(hidden)]
         fn __bkg_root_module() -> $crate::ffi::PluginModRef {
-            $crate::__private::root_module::<$plugin>()
+            $crate::ffi::PluginModRef(__BKG_MODULE.static_as_prefix())
         }
 
         /// The abi_stable library header the bkg host looks up.

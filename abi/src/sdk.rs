@@ -16,7 +16,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::ffi::{
     self, CallContextRef, CallKind, ErrorKind, FfiCapability, FfiError, FfiManifest, FfiRequest,
-    FfiResponse, FfiRoute, HostBox, LogLevel, PluginBox, PluginMod, PluginModRef, PluginObject,
+    FfiResponse, FfiRoute, HostBox, LogLevel, PluginBox, PluginObject,
 };
 
 /// An error a plugin returns; the host maps its kind to an HTTP status.
@@ -491,26 +491,17 @@ impl<P: Plugin> PluginObject for Adapter<P> {
     }
 }
 
-extern "C" fn manifest_entry<P: Plugin>() -> RResult<FfiManifest, FfiError> {
+#[doc(hidden)]
+pub extern "C" fn manifest_entry<P: Plugin>() -> RResult<FfiManifest, FfiError> {
     guard(|| Ok(P::manifest().into_ffi()))
 }
 
-extern "C" fn create_entry<P: Plugin>(host: HostBox) -> RResult<PluginBox, FfiError> {
+#[doc(hidden)]
+pub extern "C" fn create_entry<P: Plugin>(host: HostBox) -> RResult<PluginBox, FfiError> {
     guard(|| {
         let plugin = P::new(Host {
             inner: Arc::new(host),
         })?;
         Ok(ffi::PluginObject_TO::from_value(Adapter(plugin), TD_Opaque))
     })
-}
-
-/// Build the root module for plugin type `P`. Used by [`crate::export_plugin!`].
-#[doc(hidden)]
-pub fn root_module<P: Plugin>() -> PluginModRef {
-    use abi_stable::prefix_type::PrefixTypeTrait;
-    PluginMod {
-        manifest: manifest_entry::<P>,
-        create: create_entry::<P>,
-    }
-    .leak_into_prefix()
 }
