@@ -28,10 +28,7 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-        }
+        Self { kind, message: message.into() }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::BAD_REQUEST, message)
@@ -72,19 +69,13 @@ impl From<serde_json::Error> for Error {
 
 impl From<Error> for FfiError {
     fn from(e: Error) -> Self {
-        FfiError {
-            kind: e.kind,
-            message: e.message.into(),
-        }
+        FfiError { kind: e.kind, message: e.message.into() }
     }
 }
 
 impl From<FfiError> for Error {
     fn from(e: FfiError) -> Self {
-        Error {
-            kind: e.kind,
-            message: e.message.into_string(),
-        }
+        Error { kind: e.kind, message: e.message.into_string() }
     }
 }
 
@@ -116,12 +107,7 @@ pub struct Manifest {
 impl Manifest {
     /// `id` is the stable identity used for routing and hot-swap: `[a-z0-9_-]{1,64}`.
     pub fn new(id: &str, name: &str, version: &str) -> Self {
-        Self {
-            id: id.into(),
-            name: name.into(),
-            version: version.into(),
-            ..Self::default()
-        }
+        Self { id: id.into(), name: name.into(), version: version.into(), ..Self::default() }
     }
     pub fn description(mut self, text: &str) -> Self {
         self.description = text.into();
@@ -190,10 +176,7 @@ impl Manifest {
             routes: self
                 .routes
                 .into_iter()
-                .map(|(method, path)| FfiRoute {
-                    method: method.into(),
-                    path: path.into(),
-                })
+                .map(|(method, path)| FfiRoute { method: method.into(), path: path.into() })
                 .collect(),
             route_prefix: match self.route_prefix {
                 Some(p) => ROption::RSome(p.into()),
@@ -241,11 +224,7 @@ pub struct Response {
 
 impl Response {
     pub fn bytes(content_type: &str, body: Vec<u8>) -> Self {
-        Self {
-            status: 200,
-            content_type: content_type.into(),
-            body,
-        }
+        Self { status: 200, content_type: content_type.into(), body }
     }
     pub fn text(text: impl Into<String>) -> Self {
         Self::bytes("text/plain; charset=utf-8", text.into().into_bytes())
@@ -402,10 +381,7 @@ pub trait Plugin: Send + Sync + Sized + 'static {
     ) -> Result<Response, Error>;
     /// Serve one of the plugin's routes (admin routes or its claimed prefix).
     fn route(&self, request: Request<'_>, _ctx: &Context<'_>) -> Result<Response, Error> {
-        Err(Error::not_found(format!(
-            "no route {} {}",
-            request.method, request.target
-        )))
+        Err(Error::not_found(format!("no route {} {}", request.method, request.target)))
     }
 }
 
@@ -432,11 +408,7 @@ fn guard<T>(f: impl FnOnce() -> Result<T, Error>) -> RResult<T, FfiError> {
 }
 
 fn to_ffi_response(r: Response) -> FfiResponse {
-    FfiResponse {
-        status: r.status,
-        content_type: r.content_type.into(),
-        body: RVec::from(r.body),
-    }
+    FfiResponse { status: r.status, content_type: r.content_type.into(), body: RVec::from(r.body) }
 }
 
 struct Adapter<P: Plugin>(P);
@@ -451,9 +423,9 @@ impl<P: Plugin> PluginObject for Adapter<P> {
     fn status(&self) -> RString {
         match guard(|| Ok(self.0.status().to_string())) {
             RResult::ROk(s) => s.into(),
-            RResult::RErr(e) => serde_json::json!({ "error": e.message.as_str() })
-                .to_string()
-                .into(),
+            RResult::RErr(e) => {
+                serde_json::json!({ "error": e.message.as_str() }).to_string().into()
+            }
         }
     }
     fn config(&self) -> RString {
@@ -499,9 +471,7 @@ pub extern "C" fn manifest_entry<P: Plugin>() -> RResult<FfiManifest, FfiError> 
 #[doc(hidden)]
 pub extern "C" fn create_entry<P: Plugin>(host: HostBox) -> RResult<PluginBox, FfiError> {
     guard(|| {
-        let plugin = P::new(Host {
-            inner: Arc::new(host),
-        })?;
+        let plugin = P::new(Host { inner: Arc::new(host) })?;
         Ok(ffi::PluginObject_TO::from_value(Adapter(plugin), TD_Opaque))
     })
 }

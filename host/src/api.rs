@@ -28,11 +28,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code: code.into(),
-            message: message.into(),
-        }
+        Self { status, code: code.into(), message: message.into() }
     }
     fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
@@ -61,12 +57,8 @@ impl ResponseError for ApiError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(ErrorBody {
-            error: ErrorInner {
-                code: &self.code,
-                message: &self.message,
-            },
-        })
+        HttpResponse::build(self.status)
+            .json(ErrorBody { error: ErrorInner { code: &self.code, message: &self.message } })
     }
 }
 
@@ -93,6 +85,11 @@ impl From<DispatchError> for ApiError {
                 "timeout",
                 format!("plugin '{id}' did not answer within {} ms", t.as_millis()),
             ),
+            DispatchError::ClientGone(id) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "cancelled",
+                format!("the client of the call to plugin '{id}' went away"),
+            ),
             DispatchError::Lost(id) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -107,11 +104,7 @@ impl From<DispatchError> for ApiError {
                         .filter(|s| s.is_client_error() || s.is_server_error())
                         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
                 };
-                let status = if status.as_u16() == 499 {
-                    StatusCode::BAD_REQUEST
-                } else {
-                    status
-                };
+                let status = if status.as_u16() == 499 { StatusCode::BAD_REQUEST } else { status };
                 ApiError::new(status, f.kind.code(), f.message)
             }
         }
@@ -123,16 +116,52 @@ impl From<RegistryError> for ApiError {
         match e {
             RegistryError::NotLoaded(_) => ApiError::not_found(e.to_string()),
             RegistryError::Failed(m) => ApiError::new(StatusCode::CONFLICT, "lifecycle_failed", m),
-            RegistryError::Gone => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                e.to_string(),
-            ),
+            RegistryError::Gone => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string())
+            }
         }
     }
 }
 
 type ApiResult<T> = Result<T, ApiError>;
+
+/// A duplicate of the connection's socket, kept so a handler waiting on a plugin can tell
+/// whether the client went away (actix-web does not drop handlers on disconnect).
+pub struct PeerSocket(std::net::TcpStream);
+
+impl PeerSocket {
+    /// True once the peer has closed its side and nothing is left to read. The socket is
+    /// non-blocking (tokio set it so), so this never waits.
+    fn closed(&self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.0.peek(&mut byte), Ok(0))
+    }
+}
+
+/// `on_connect` hook: keep a duplicate of each TCP connection's socket.
+pub fn remember_peer(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    use std::os::fd::AsFd;
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        if let Ok(fd) = tcp.as_fd().try_clone_to_owned() {
+            ext.insert(std::sync::Arc::new(PeerSocket(std::net::TcpStream::from(fd))));
+        }
+    }
+}
+
+fn peer_of(req: &HttpRequest) -> Option<Arc<PeerSocket>> {
+    req.conn_data::<Arc<PeerSocket>>().cloned()
+}
+
+async fn call_plugin(
+    state: &AppState,
+    req: &HttpRequest,
+    id: &str,
+    request: bkg_abi::ffi::FfiRequest,
+) -> ApiResult<HttpResponse> {
+    let peer = peer_of(req);
+    let gone = move || peer.as_ref().is_some_and(|p| p.closed());
+    Ok(respond(dispatch::call(&state.routing, id, request, gone).await?))
+}
 
 /// A plugin's view plus its live call counters.
 #[derive(Serialize)]
@@ -151,20 +180,16 @@ struct CallCounters {
 }
 
 fn detail(state: &AppState, view: PluginView) -> PluginDetail {
-    let calls = state
-        .routing
-        .get(&view.id)
-        .filter(|i| i.generation == view.generation)
-        .map(|i| {
-            let s = i.stats();
-            use std::sync::atomic::Ordering::Relaxed;
-            CallCounters {
-                total: s.calls.load(Relaxed),
-                errors: s.errors.load(Relaxed),
-                rejected: s.rejected.load(Relaxed),
-                in_flight: i.in_flight(),
-            }
-        });
+    let calls = state.routing.get(&view.id).filter(|i| i.generation == view.generation).map(|i| {
+        let s = i.stats();
+        use std::sync::atomic::Ordering::Relaxed;
+        CallCounters {
+            total: s.calls.load(Relaxed),
+            errors: s.errors.load(Relaxed),
+            rejected: s.rejected.load(Relaxed),
+            in_flight: i.in_flight(),
+        }
+    });
     PluginDetail { view, calls }
 }
 
@@ -186,10 +211,8 @@ async fn list_plugins(state: Data<AppState>, q: web::Query<ListQuery>) -> HttpRe
 }
 
 async fn get_plugin(state: Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
-    let view = state
-        .registry
-        .view(&id)
-        .ok_or_else(|| ApiError::not_found(format!("no plugin '{id}'")))?;
+    let view =
+        state.registry.view(&id).ok_or_else(|| ApiError::not_found(format!("no plugin '{id}'")))?;
     Ok(HttpResponse::Ok().json(detail(&state, view)))
 }
 
@@ -231,30 +254,21 @@ fn respond(answer: Answer) -> HttpResponse {
             }
             builder.body(reply.body)
         }
-        Answer::Stream {
-            content_type,
-            events,
-            guard,
-            idle,
-        } => {
+        Answer::Stream { content_type, events, guard, idle } => {
             let stream =
                 futures_util::stream::unfold(Some((events, guard)), move |state| async move {
                     let (mut events, guard) = state?;
                     match tokio::time::timeout(idle, events.recv()).await {
-                        Ok(Some(Event::Chunk(c))) => Some((
-                            Ok::<_, actix_web::Error>(Bytes::from(c)),
-                            Some((events, guard)),
-                        )),
+                        Ok(Some(Event::Chunk(c))) => {
+                            Some((Ok::<_, actix_web::Error>(Bytes::from(c)), Some((events, guard))))
+                        }
                         Ok(Some(Event::Begin(_))) => {
                             Some((Ok(Bytes::new()), Some((events, guard))))
                         }
                         Ok(Some(Event::Done(Ok(tail)))) => Some((Ok(Bytes::from(tail.body)), None)),
                         Ok(Some(Event::Done(Err(f)))) => {
                             tracing::warn!("streamed call failed after it began: {}", f.message);
-                            Some((
-                                Err(actix_web::error::ErrorInternalServerError(f.message)),
-                                None,
-                            ))
+                            Some((Err(actix_web::error::ErrorInternalServerError(f.message)), None))
                         }
                         Ok(None) => None,
                         Err(_) => {
@@ -268,9 +282,7 @@ fn respond(answer: Answer) -> HttpResponse {
                         }
                     }
                 });
-            HttpResponse::Ok()
-                .content_type(content_type)
-                .streaming(stream)
+            HttpResponse::Ok().content_type(content_type).streaming(stream)
         }
     }
 }
@@ -287,9 +299,7 @@ async fn invoke(
         .get(&id)
         .ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))?;
     if !instance.manifest.has_capability(&capability) {
-        return Err(ApiError::not_found(format!(
-            "plugin '{id}' has no capability '{capability}'"
-        )));
+        return Err(ApiError::not_found(format!("plugin '{id}' has no capability '{capability}'")));
     }
     drop(instance);
     let request = exec::request(
@@ -300,7 +310,7 @@ async fn invoke(
         &content_type(&req),
         body.to_vec(),
     );
-    Ok(respond(dispatch::call(&state.routing, &id, request).await?))
+    call_plugin(&state, &req, &id, request).await
 }
 
 async fn admin_route(
@@ -330,17 +340,14 @@ async fn admin_route(
         &content_type(&req),
         body.to_vec(),
     );
-    Ok(respond(dispatch::call(&state.routing, &id, request).await?))
+    call_plugin(&state, &req, &id, request).await
 }
 
 /// Everything not matched above: a plugin's claimed prefix, or 404.
 async fn fallback(state: Data<AppState>, req: HttpRequest, body: Bytes) -> ApiResult<HttpResponse> {
     let path = req.path().to_string();
     let Some((_prefix, id)) = state.routing.prefix_owner(&path) else {
-        return Err(ApiError::not_found(format!(
-            "no route for {} {path}",
-            req.method()
-        )));
+        return Err(ApiError::not_found(format!("no route for {} {path}", req.method())));
     };
     let request = exec::request(
         CallKind::Route,
@@ -350,7 +357,7 @@ async fn fallback(state: Data<AppState>, req: HttpRequest, body: Bytes) -> ApiRe
         &content_type(&req),
         body.to_vec(),
     );
-    Ok(respond(dispatch::call(&state.routing, &id, request).await?))
+    call_plugin(&state, &req, &id, request).await
 }
 
 async fn healthz() -> HttpResponse {
@@ -372,12 +379,8 @@ async fn readyz(state: Data<AppState>) -> HttpResponse {
 
 fn json_error_config() -> web::JsonConfig {
     web::JsonConfig::default().error_handler(|err, _| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("malformed JSON: {err}"),
-        )
-        .into()
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("malformed JSON: {err}"))
+            .into()
     })
 }
 

@@ -59,9 +59,7 @@ impl Config {
     }
 
     pub fn plugins_dir(&self) -> PathBuf {
-        self.plugins_dir
-            .clone()
-            .unwrap_or_else(|| self.data_dir().join("plugins"))
+        self.plugins_dir.clone().unwrap_or_else(|| self.data_dir().join("plugins"))
     }
 
     pub fn call_timeout(&self) -> Duration {

@@ -22,11 +22,7 @@ pub struct Routing {
 
 impl Routing {
     pub fn get(&self, id: &str) -> Option<Arc<Instance>> {
-        self.plugins
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
+        self.plugins.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
     /// Install (or replace) the instance for its id, atomically for readers.
@@ -40,21 +36,12 @@ impl Routing {
                 prefixes.push((p, id.clone()));
             }
         }
-        self.plugins
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, instance);
+        self.plugins.write().unwrap_or_else(|p| p.into_inner()).insert(id, instance);
     }
 
     pub fn remove(&self, id: &str) -> Option<Arc<Instance>> {
-        self.prefixes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(_, owner)| owner != id);
-        self.plugins
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id)
+        self.prefixes.write().unwrap_or_else(|p| p.into_inner()).retain(|(_, owner)| owner != id);
+        self.plugins.write().unwrap_or_else(|p| p.into_inner()).remove(id)
     }
 
     /// The plugin id owning the prefix that `path` falls under, with that prefix.
@@ -63,10 +50,7 @@ impl Routing {
         prefixes
             .iter()
             .find(|(p, _)| {
-                path == p
-                    || path
-                        .strip_prefix(p.as_str())
-                        .is_some_and(|rest| rest.starts_with('/'))
+                path == p || path.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with('/'))
             })
             .map(|(p, id)| (p.clone(), id.clone()))
     }
@@ -74,20 +58,11 @@ impl Routing {
     /// Prefixes claimed by ids other than `id`.
     pub fn prefixes_except(&self, id: &str) -> Vec<(String, String)> {
         let prefixes = self.prefixes.read().unwrap_or_else(|p| p.into_inner());
-        prefixes
-            .iter()
-            .filter(|(_, owner)| owner != id)
-            .cloned()
-            .collect()
+        prefixes.iter().filter(|(_, owner)| owner != id).cloned().collect()
     }
 
     pub fn all(&self) -> Vec<Arc<Instance>> {
-        self.plugins
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.plugins.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 }
 
@@ -102,6 +77,8 @@ pub enum DispatchError {
     Plugin(PluginFailure),
     /// The worker went away without answering (should not happen).
     Lost(String),
+    /// The HTTP client disconnected; the call was cancelled.
+    ClientGone(String),
 }
 
 /// How a call answered.
@@ -128,57 +105,57 @@ fn submit_routed(
         };
         match instance.submit(job) {
             Ok(()) => return Ok(instance),
-            Err(Rejected {
-                reason: SubmitError::Retired,
-                job: back,
-            }) => {
+            Err(Rejected { reason: SubmitError::Retired, job: back }) => {
                 job = *back;
                 std::thread::yield_now();
             }
-            Err(Rejected {
-                reason: SubmitError::Stopped,
-                ..
-            }) => return Err(DispatchError::Stopped(id.to_string())),
-            Err(Rejected {
-                reason: SubmitError::Busy,
-                ..
-            }) => return Err(DispatchError::Busy(id.to_string())),
+            Err(Rejected { reason: SubmitError::Stopped, .. }) => {
+                return Err(DispatchError::Stopped(id.to_string()))
+            }
+            Err(Rejected { reason: SubmitError::Busy, .. }) => {
+                return Err(DispatchError::Busy(id.to_string()))
+            }
         }
     }
     Err(DispatchError::Busy(id.to_string()))
 }
 
-/// Run a call from async code (the HTTP layer).
+/// How often a waiting call checks whether its client went away.
+const CLIENT_CHECK: Duration = Duration::from_millis(50);
+
+/// Run a call from async code (the HTTP layer). `client_gone` is polled while the call runs;
+/// once it says true the call is cancelled.
 pub async fn call(
     routing: &Routing,
     id: &str,
     request: FfiRequest,
+    client_gone: impl Fn() -> bool,
 ) -> Result<Answer, DispatchError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(32);
     let cancel = Arc::new(AtomicBool::new(false));
     let guard = CancelOnDrop(cancel.clone());
-    let instance = submit_routed(
-        routing,
-        id,
-        CallJob {
-            request,
-            sink: Sink::Async(tx),
-            cancel,
-        },
-    )?;
+    let instance = submit_routed(routing, id, CallJob { request, sink: Sink::Async(tx), cancel })?;
     let timeout = instance.call_timeout;
     drop(instance);
-    match tokio::time::timeout(timeout, rx.recv()).await {
-        Err(_) => Err(DispatchError::Timeout(id.to_string(), timeout)),
+    let deadline = tokio::time::Instant::now() + timeout;
+    let first = loop {
+        let wait =
+            CLIENT_CHECK.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(event) => break Ok(event),
+            Err(_) if tokio::time::Instant::now() >= deadline => break Err(()),
+            Err(_) if client_gone() => return Err(DispatchError::ClientGone(id.to_string())),
+            Err(_) => {}
+        }
+    };
+    match first {
+        Err(()) => Err(DispatchError::Timeout(id.to_string(), timeout)),
         Ok(None) => Err(DispatchError::Lost(id.to_string())),
         Ok(Some(Event::Done(Ok(reply)))) => Ok(Answer::Complete(reply)),
         Ok(Some(Event::Done(Err(failure)))) => Err(DispatchError::Plugin(failure)),
-        Ok(Some(Event::Begin(content_type))) => Ok(Answer::Stream {
-            content_type,
-            events: rx,
-            guard,
-            idle: timeout,
-        }),
+        Ok(Some(Event::Begin(content_type))) => {
+            Ok(Answer::Stream { content_type, events: rx, guard, idle: timeout })
+        }
         Ok(Some(Event::Chunk(_))) => Err(DispatchError::Lost(id.to_string())),
     }
 }
@@ -192,15 +169,8 @@ pub fn call_blocking(
     let (tx, rx) = crossbeam_channel::unbounded();
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
-    let instance = submit_routed(
-        routing,
-        id,
-        CallJob {
-            request,
-            sink: Sink::Blocking(tx),
-            cancel,
-        },
-    )?;
+    let instance =
+        submit_routed(routing, id, CallJob { request, sink: Sink::Blocking(tx), cancel })?;
     let timeout = instance.call_timeout;
     drop(instance);
     let mut streamed: Option<Reply> = None;
@@ -211,11 +181,7 @@ pub fn call_blocking(
             }
             Err(_) => return Err(DispatchError::Lost(id.to_string())),
             Ok(Event::Begin(content_type)) => {
-                streamed = Some(Reply {
-                    status: 200,
-                    content_type,
-                    body: Vec::new(),
-                })
+                streamed = Some(Reply { status: 200, content_type, body: Vec::new() })
             }
             Ok(Event::Chunk(chunk)) => {
                 if let Some(r) = streamed.as_mut() {
@@ -246,19 +212,20 @@ impl DispatchError {
             DispatchError::Stopped(id) => {
                 (ErrorKind::CONFLICT, format!("plugin '{id}' is stopped"))
             }
-            DispatchError::Busy(id) => (
-                ErrorKind::UNAVAILABLE,
-                format!("plugin '{id}' is busy: its queue is full"),
-            ),
+            DispatchError::Busy(id) => {
+                (ErrorKind::UNAVAILABLE, format!("plugin '{id}' is busy: its queue is full"))
+            }
             DispatchError::Timeout(id, t) => (
                 ErrorKind::TIMEOUT,
                 format!("plugin '{id}' did not answer within {} ms", t.as_millis()),
             ),
             DispatchError::Plugin(f) => return f.clone(),
-            DispatchError::Lost(id) => (
-                ErrorKind::INTERNAL,
-                format!("plugin '{id}' dropped the call"),
-            ),
+            DispatchError::ClientGone(id) => {
+                (ErrorKind::CANCELLED, format!("the client of the call to '{id}' went away"))
+            }
+            DispatchError::Lost(id) => {
+                (ErrorKind::INTERNAL, format!("plugin '{id}' dropped the call"))
+            }
         };
         PluginFailure { kind, message }
     }

@@ -81,10 +81,7 @@ impl ManifestInfo {
             routes: m
                 .routes
                 .into_iter()
-                .map(|r| RouteInfo {
-                    method: r.method.into_string(),
-                    path: r.path.into_string(),
-                })
+                .map(|r| RouteInfo { method: r.method.into_string(), path: r.path.into_string() })
                 .collect(),
             route_prefix: m.route_prefix.into_option().map(|p| p.into_string()),
             config_schema: parse_schema(&m.config_schema),
@@ -97,9 +94,7 @@ impl ManifestInfo {
     }
 
     pub fn has_route(&self, method: &str, path: &str) -> bool {
-        self.routes
-            .iter()
-            .any(|r| r.method.eq_ignore_ascii_case(method) && r.path == path)
+        self.routes.iter().any(|r| r.method.eq_ignore_ascii_case(method) && r.path == path)
     }
 }
 
@@ -112,10 +107,7 @@ pub struct PluginFailure {
 
 impl From<FfiError> for PluginFailure {
     fn from(e: FfiError) -> Self {
-        Self {
-            kind: e.kind,
-            message: e.message.into_string(),
-        }
+        Self { kind: e.kind, message: e.message.into_string() }
     }
 }
 
@@ -260,9 +252,7 @@ impl CallContext for HostCallContext<'_> {
             return !self.is_cancelled();
         }
         self.streaming.set(true);
-        let ok = self
-            .sink
-            .send(Event::Begin(content_type.as_str().to_owned()));
+        let ok = self.sink.send(Event::Begin(content_type.as_str().to_owned()));
         if !ok {
             self.cancel.store(true, Ordering::Relaxed);
         }
@@ -283,11 +273,8 @@ impl CallContext for HostCallContext<'_> {
 fn run_call(plugin: &PluginBox, job: CallJob, shared: &Shared) {
     let started = Instant::now();
     let result = {
-        let ctx = HostCallContext {
-            cancel: &job.cancel,
-            sink: &job.sink,
-            streaming: Cell::new(false),
-        };
+        let ctx =
+            HostCallContext { cancel: &job.cancel, sink: &job.sink, streaming: Cell::new(false) };
         let ctx_obj = CallContext_TO::from_ptr(&ctx, TD_Opaque);
         match plugin.call(&job.request, ctx_obj) {
             RResult::ROk(r) => Ok(Reply {
@@ -302,10 +289,7 @@ fn run_call(plugin: &PluginBox, job: CallJob, shared: &Shared) {
     if result.is_err() {
         shared.stats.errors.fetch_add(1, Ordering::Relaxed);
     }
-    shared
-        .stats
-        .busy_nanos
-        .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    shared.stats.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
     job.sink.send(Event::Done(result));
     drop(job);
     shared.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -479,8 +463,7 @@ impl Instance {
     /// Refuse new calls (as stopped, or as retired) and wait until running ones finish or
     /// the deadline passes. Returns how many calls were still running at the deadline.
     pub fn close_and_drain(&self, retire: bool, deadline: Duration) -> usize {
-        self.phase
-            .store(if retire { RETIRED } else { STOPPED }, Ordering::SeqCst);
+        self.phase.store(if retire { RETIRED } else { STOPPED }, Ordering::SeqCst);
         let until = Instant::now() + deadline;
         loop {
             let n = self.in_flight();
@@ -496,10 +479,7 @@ impl Instance {
         self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let refuse = |reason: SubmitError, job: CallJob| {
             self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-            Err(Rejected {
-                reason,
-                job: Box::new(job),
-            })
+            Err(Rejected { reason, job: Box::new(job) })
         };
         match self.phase.load(Ordering::SeqCst) {
             RUNNING => {}
@@ -522,20 +502,12 @@ impl Instance {
         let (tx, rx) = bounded(1);
         let timed_out = || PluginFailure {
             kind: ErrorKind::TIMEOUT,
-            message: format!(
-                "the plugin did not answer within {} ms",
-                timeout.as_millis()
-            ),
+            message: format!("the plugin did not answer within {} ms", timeout.as_millis()),
         };
-        if self
-            .jobs
-            .send_timeout(Job::Control(op, tx), timeout)
-            .is_err()
-        {
+        if self.jobs.send_timeout(Job::Control(op, tx), timeout).is_err() {
             return Err(timed_out());
         }
-        rx.recv_timeout(timeout)
-            .unwrap_or_else(|_| Err(timed_out()))
+        rx.recv_timeout(timeout).unwrap_or_else(|_| Err(timed_out()))
     }
 
     /// Stop every worker and join it; the plugin object is dropped on the last worker.

@@ -22,11 +22,7 @@ pub struct PluginHost {
 /// Build the handle for one plugin instance.
 pub fn handle(plugin_id: &str, data_dir: PathBuf, routing: Weak<Routing>) -> HostBox {
     HostApi_TO::from_value(
-        PluginHost {
-            plugin_id: plugin_id.to_string(),
-            data_dir,
-            routing,
-        },
+        PluginHost { plugin_id: plugin_id.to_string(), data_dir, routing },
         TD_Opaque,
     )
 }
@@ -86,10 +82,7 @@ impl HostApi for PluginHost {
             }),
             Err(e) => {
                 let f = e.to_failure();
-                RResult::RErr(FfiError {
-                    kind: f.kind,
-                    message: f.message.into(),
-                })
+                RResult::RErr(FfiError { kind: f.kind, message: f.message.into() })
             }
         }
     }

@@ -53,12 +53,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let (registry, registry_thread) = registry::spawn(settings, routing.clone())?;
 
-    let state = Data::new(api::AppState {
-        registry: registry.clone(),
-        routing: routing.clone(),
-    });
+    let state = Data::new(api::AppState { registry: registry.clone(), routing: routing.clone() });
     let mut server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
+            .on_connect(api::remember_peer)
             .shutdown_timeout(10);
     if let Some(n) = config.http_workers {
         server = server.workers(n.max(1));

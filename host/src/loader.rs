@@ -19,10 +19,7 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("empty file: nothing to load")]
     Empty,
     #[error("not a shared library: {0}")]
@@ -30,10 +27,7 @@ pub enum LoadError {
     #[error("truncated library: {0}")]
     Truncated(String),
     #[error("cannot write shadow copy {path}: {source}")]
-    Shadow {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Shadow { path: PathBuf, source: std::io::Error },
     #[error("cannot open library: {0}")]
     Open(String),
     #[error("not a bkg plugin: {0}")]
@@ -110,11 +104,7 @@ fn check_elf_complete(bytes: &[u8]) -> Result<(), LoadError> {
     };
     // 64-bit little-endian only; other layouts are left to the dynamic linker.
     if bytes.len() < 64 || bytes[4] != 2 || bytes[5] != 1 {
-        return if bytes.len() < 64 {
-            Err(truncated(64))
-        } else {
-            Ok(())
-        };
+        return if bytes.len() < 64 { Err(truncated(64)) } else { Ok(()) };
     }
     let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as u64;
     let u64_at = |o: usize| {
@@ -153,9 +143,9 @@ fn summarize(err: &LibraryError) -> LoadError {
         LibraryError::GetSymbolError { .. } => {
             LoadError::NotAPlugin("the library exports no abi_stable root module".into())
         }
-        LibraryError::InvalidAbiHeader(h) => LoadError::Incompatible(format!(
-            "built with an incompatible abi_stable (header {h:?})"
-        )),
+        LibraryError::InvalidAbiHeader(h) => {
+            LoadError::Incompatible(format!("built with an incompatible abi_stable (header {h:?})"))
+        }
         LibraryError::IncompatibleVersionNumber {
             library_name,
             expected_version,
@@ -178,11 +168,7 @@ fn summarize(err: &LibraryError) -> LoadError {
 }
 
 fn one_line(text: &str) -> String {
-    let line = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim();
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
     let mut out: String = line.chars().take(300).collect();
     if line.chars().count() > 300 {
         out.push('…');
@@ -199,22 +185,14 @@ fn layout_hint(report: &str) -> String {
         if !inline.is_empty() {
             return inline.to_string();
         }
-        lines[i + 1..]
-            .iter()
-            .find(|l| !l.is_empty())
-            .map(|l| l.to_string())
-            .unwrap_or_default()
+        lines[i + 1..].iter().find(|l| !l.is_empty()).map(|l| l.to_string()).unwrap_or_default()
     };
     let Some(err) = lines.iter().position(|l| l.starts_with("Error:")) else {
         return one_line(report);
     };
     let mut parts = vec![value_after(err, "Error:")];
     for label in ["Expected:", "Found:"] {
-        if let Some(i) = lines[err..]
-            .iter()
-            .position(|l| l.starts_with(label))
-            .map(|i| i + err)
-        {
+        if let Some(i) = lines[err..].iter().position(|l| l.starts_with(label)).map(|i| i + err) {
             parts.push(format!(
                 "{} {}",
                 label.trim_end_matches(':').to_lowercase(),
@@ -228,10 +206,8 @@ fn layout_hint(report: &str) -> String {
 impl LoadedLibrary {
     /// Read `source`, copy it to a fresh shadow path in `shadow_dir` and open it.
     pub fn open(source: &Path, shadow_dir: &Path, seq: u64) -> Result<Self, LoadError> {
-        let bytes = fs::read(source).map_err(|e| LoadError::Read {
-            path: source.into(),
-            source: e,
-        })?;
+        let bytes =
+            fs::read(source).map_err(|e| LoadError::Read { path: source.into(), source: e })?;
         let sha256 = hash_bytes(&bytes);
         Self::open_bytes(source, bytes, sha256, shadow_dir, seq)
     }
@@ -246,19 +222,12 @@ impl LoadedLibrary {
         seq: u64,
     ) -> Result<Self, LoadError> {
         preflight(&bytes)?;
-        let stem = source
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("plugin");
-        let ext = source
-            .extension()
-            .and_then(|s| s.to_str())
-            .unwrap_or(std::env::consts::DLL_EXTENSION);
+        let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+        let ext =
+            source.extension().and_then(|s| s.to_str()).unwrap_or(std::env::consts::DLL_EXTENSION);
         let shadow = shadow_dir.join(format!("{stem}-{}-{seq}.{ext}", &sha256[..16]));
-        fs::write(&shadow, &bytes).map_err(|e| LoadError::Shadow {
-            path: shadow.clone(),
-            source: e,
-        })?;
+        fs::write(&shadow, &bytes)
+            .map_err(|e| LoadError::Shadow { path: shadow.clone(), source: e })?;
 
         let library = match RawLibrary::load_at(&shadow) {
             Ok(lib) => lib,
@@ -304,9 +273,7 @@ impl LoadedLibrary {
     /// Close the library and report whether it really left the process. The caller must have
     /// joined every thread that ran plugin code and dropped every value from the plugin.
     pub fn close(self) -> Residency {
-        let LoadedLibrary {
-            shadow, library, ..
-        } = self;
+        let LoadedLibrary { shadow, library, .. } = self;
         drop(library);
         let residency = residency(&shadow);
         let _ = fs::remove_file(&shadow);
@@ -350,10 +317,7 @@ mod tests {
         assert!(preflight(&exe).is_ok());
         for cut in [10, 100, exe.len() / 3, exe.len() - 1] {
             let err = preflight(&exe[..cut]).unwrap_err();
-            assert!(
-                matches!(err, LoadError::Truncated(_)),
-                "cut at {cut}: {err}"
-            );
+            assert!(matches!(err, LoadError::Truncated(_)), "cut at {cut}: {err}");
         }
     }
 
@@ -361,15 +325,9 @@ mod tests {
     fn layout_hint_keeps_the_mismatch() {
         let report =
             "lots\nof\nlines\nError: Mismatched field type\nExpected: u32\nFound: u64\nmore";
-        assert_eq!(
-            layout_hint(report),
-            "Mismatched field type; expected u32; found u64"
-        );
+        assert_eq!(layout_hint(report), "Mismatched field type; expected u32; found u64");
         let report = "x\n\nError:mismatched package\nExpected:\n    bkg-abi\nFound:\n    other\n";
-        assert_eq!(
-            layout_hint(report),
-            "mismatched package; expected bkg-abi; found other"
-        );
+        assert_eq!(layout_hint(report), "mismatched package; expected bkg-abi; found other");
     }
 
     #[test]

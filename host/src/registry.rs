@@ -133,20 +133,11 @@ impl RegistryHandle {
     }
 
     pub fn views(&self) -> Vec<PluginView> {
-        self.views
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.views.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
     pub fn view(&self, id: &str) -> Option<PluginView> {
-        self.views
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
+        self.views.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -155,11 +146,7 @@ impl RegistryHandle {
 
     pub async fn lifecycle(&self, id: &str, action: Action) -> Result<PluginView, RegistryError> {
         let (reply, rx) = oneshot::channel();
-        if !self.send(Command::Lifecycle {
-            id: id.to_string(),
-            action,
-            reply,
-        }) {
+        if !self.send(Command::Lifecycle { id: id.to_string(), action, reply }) {
             return Err(RegistryError::Gone);
         }
         rx.await.unwrap_or(Err(RegistryError::Gone))
@@ -195,10 +182,7 @@ const HISTORY_LIMIT: usize = 50;
 const RESERVED_PREFIXES: &[&str] = &["/api", "/ws", "/healthz", "/readyz", "/metrics", "/assets"];
 
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 struct Registry {
@@ -219,11 +203,7 @@ pub fn spawn(
     let (tx, rx) = crossbeam_channel::unbounded();
     let views = Arc::new(RwLock::new(BTreeMap::new()));
     let ready = Arc::new(AtomicBool::new(false));
-    let handle = RegistryHandle {
-        tx,
-        views: views.clone(),
-        ready: ready.clone(),
-    };
+    let handle = RegistryHandle { tx, views: views.clone(), ready: ready.clone() };
     let registry = Registry {
         settings,
         routing,
@@ -346,10 +326,7 @@ impl Registry {
     /// Validate a manifest against the rest of the host. Runs before the plugin is constructed.
     fn check_manifest(&self, m: &ManifestInfo) -> Result<(), String> {
         if !valid_id(&m.id) {
-            return Err(format!(
-                "invalid plugin id '{}': use 1-64 of a-z, 0-9, '-' and '_'",
-                m.id
-            ));
+            return Err(format!("invalid plugin id '{}': use 1-64 of a-z, 0-9, '-' and '_'", m.id));
         }
         for c in &m.capabilities {
             if c.name.is_empty() || c.name.contains('/') {
@@ -365,13 +342,8 @@ impl Registry {
             if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
                 return Err(format!("route prefix '{prefix}' must look like '/name'"));
             }
-            if let Some(r) = RESERVED_PREFIXES
-                .iter()
-                .find(|r| prefixes_overlap(prefix, r))
-            {
-                return Err(format!(
-                    "route prefix '{prefix}' overlaps the host's own '{r}'"
-                ));
+            if let Some(r) = RESERVED_PREFIXES.iter().find(|r| prefixes_overlap(prefix, r)) {
+                return Err(format!("route prefix '{prefix}' overlaps the host's own '{r}'"));
             }
             if let Some((other, owner)) = self
                 .routing
@@ -405,17 +377,12 @@ impl Registry {
             std::fs::create_dir_all(&data_dir)
                 .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
             chosen = Some((m.id.clone(), generation));
-            Ok((
-                host_api::handle(&m.id, data_dir, Arc::downgrade(&self.routing)),
-                generation,
-            ))
+            Ok((host_api::handle(&m.id, data_dir, Arc::downgrade(&self.routing)), generation))
         });
         let instance = match booted {
             Ok(i) => i,
             Err(e) => {
-                let id = chosen
-                    .map(|c| c.0)
-                    .unwrap_or_else(|| fallback_id.to_string());
+                let id = chosen.map(|c| c.0).unwrap_or_else(|| fallback_id.to_string());
                 library.close();
                 self.files.insert(path.to_path_buf(), id.clone());
                 return self.fail(&id, Some(path), format!("load failed: {e}"));
@@ -471,20 +438,12 @@ impl Registry {
         slot.last_generation = generation;
         slot.loaded_at_ms = Some(entry.loaded_at_ms);
         slot.last_error = None;
-        slot.state = Some(if started {
-            PluginState::Running
-        } else {
-            PluginState::Stopped
-        });
+        slot.state = Some(if started { PluginState::Running } else { PluginState::Stopped });
         slot.history.push(entry);
         if slot.history.len() > HISTORY_LIMIT {
             slot.history.remove(0);
         }
-        let old = slot.current.replace(Generation {
-            instance,
-            library,
-            started,
-        });
+        let old = slot.current.replace(Generation { instance, library, started });
         tracing::info!(plugin = %id, generation, file = %path.display(), swapped = old.is_some(), "plugin loaded");
         if let Some(old) = old {
             self.retire(&id, old, "swapped");
@@ -511,9 +470,7 @@ impl Registry {
 
     /// Drain, stop, join and close one generation, and record whether it left memory.
     fn retire(&mut self, id: &str, old: Generation, reason: &str) {
-        let abandoned = old
-            .instance
-            .close_and_drain(true, self.settings.drain_timeout);
+        let abandoned = old.instance.close_and_drain(true, self.settings.drain_timeout);
         if abandoned > 0 {
             tracing::warn!(
                 plugin = id,
@@ -522,10 +479,7 @@ impl Registry {
             );
         }
         if old.started {
-            if let Err(f) = old
-                .instance
-                .control(Control::Stop, self.settings.control_timeout)
-            {
+            if let Err(f) = old.instance.control(Control::Stop, self.settings.control_timeout) {
                 tracing::warn!(plugin = id, "stop failed while retiring: {}", f.message);
             }
         }
@@ -533,19 +487,9 @@ impl Registry {
         old.instance.shutdown();
         drop(old.instance);
         let residency = old.library.close();
-        tracing::info!(
-            plugin = id,
-            generation,
-            ?residency,
-            reason,
-            "plugin generation retired"
-        );
-        if let Some(entry) = self
-            .slot(id)
-            .history
-            .iter_mut()
-            .rev()
-            .find(|h| h.generation == generation)
+        tracing::info!(plugin = id, generation, ?residency, reason, "plugin generation retired");
+        if let Some(entry) =
+            self.slot(id).history.iter_mut().rev().find(|h| h.generation == generation)
         {
             entry.retired_at_ms = Some(now_ms());
             entry.reason = Some(reason.to_string());
@@ -564,14 +508,10 @@ impl Registry {
     fn on_lifecycle(&mut self, id: &str, action: Action) -> Result<PluginView, RegistryError> {
         let drain = self.settings.drain_timeout;
         let control_timeout = self.settings.control_timeout;
-        let slot = self
-            .slots
-            .get_mut(id)
-            .ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
-        let generation = slot
-            .current
-            .as_mut()
-            .ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
+        let slot =
+            self.slots.get_mut(id).ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
+        let generation =
+            slot.current.as_mut().ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
         let stop = |g: &mut Generation| -> Result<(), String> {
             if g.started {
                 g.instance.close_and_drain(false, drain);
@@ -600,28 +540,21 @@ impl Registry {
         let running = generation.started;
         match result {
             Ok(()) => {
-                slot.state = Some(if running {
-                    PluginState::Running
-                } else {
-                    PluginState::Stopped
-                });
+                slot.state =
+                    Some(if running { PluginState::Running } else { PluginState::Stopped });
                 slot.last_error = None;
                 tracing::info!(plugin = id, ?action, "lifecycle action done");
             }
             Err(message) => {
                 slot.state = Some(PluginState::Failed);
-                slot.last_error = Some(LastError {
-                    message: message.clone(),
-                    file: None,
-                    at_ms: now_ms(),
-                });
+                slot.last_error =
+                    Some(LastError { message: message.clone(), file: None, at_ms: now_ms() });
                 self.publish();
                 return Err(RegistryError::Failed(message));
             }
         }
         self.publish();
-        self.view_of(id)
-            .ok_or_else(|| RegistryError::NotLoaded(id.to_string()))
+        self.view_of(id).ok_or_else(|| RegistryError::NotLoaded(id.to_string()))
     }
 
     fn shutdown(&mut self) {
@@ -637,11 +570,7 @@ impl Registry {
     }
 
     fn view_of(&self, id: &str) -> Option<PluginView> {
-        self.views
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
+        self.views.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
     fn publish(&self) {

@@ -114,11 +114,7 @@ pub fn watch(
     let thread = std::thread::Builder::new()
         .name("bkg-watcher".into())
         .spawn(move || debounce_loop(dir, rx, stop_rx, registry, settings))?;
-    Ok(PluginWatcher {
-        _watcher: watcher,
-        thread: Some(thread),
-        stop: stop_tx,
-    })
+    Ok(PluginWatcher { _watcher: watcher, thread: Some(thread), stop: stop_tx })
 }
 
 fn debounce_loop(
@@ -187,11 +183,7 @@ fn flush(
             }
             return true;
         };
-        let wait = if p.complete {
-            settings.debounce
-        } else {
-            settings.settle
-        };
+        let wait = if p.complete { settings.debounce } else { settings.settle };
         if quiet < wait {
             return true;
         }

@@ -4,14 +4,8 @@ fn assert_failed_with(host: &Host, id: &str, expected: &str) {
     host.wait_state(id, "failed");
     let p = host.plugin(id);
     let message = p["last_error"]["message"].as_str().unwrap().to_string();
-    assert!(
-        message.contains(expected),
-        "{id}: expected '{expected}' in '{message}'"
-    );
-    assert!(
-        message.len() < 300 && !message.contains('\n'),
-        "{id}: error not short: {message}"
-    );
+    assert!(message.contains(expected), "{id}: expected '{expected}' in '{message}'");
+    assert!(message.len() < 300 && !message.contains('\n'), "{id}: error not short: {message}");
     assert_eq!(p["generation"], 0, "{p}");
     assert!(p["file"].is_null(), "nothing may be loaded: {p}");
 }
@@ -25,9 +19,8 @@ fn broken_files_get_short_clear_errors_and_load_nothing() {
     host.install_bytes(b"", &lib_name("empty"));
     assert_failed_with(&host, "empty", "empty file");
 
-    let random: Vec<u8> = (0..50_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let random: Vec<u8> =
+        (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     host.install_bytes(&random, &lib_name("random"));
     assert_failed_with(&host, "random", "not a shared library");
 
@@ -44,35 +37,21 @@ fn broken_files_get_short_clear_errors_and_load_nothing() {
     std::fs::write(host.plugins.join("echo.so.part"), b"junk").unwrap();
 
     // The running plugin never noticed.
-    assert_eq!(
-        host.post("/api/plugins/echo/echo", "fine"),
-        (200, "fine".to_string())
-    );
+    assert_eq!(host.post("/api/plugins/echo/echo", "fine"), (200, "fine".to_string()));
     assert_eq!(host.plugin("echo")["generation"], 1);
     let (_, all) = host.get_json("/api/core/plugins?all=true");
-    let ids: Vec<&str> = all["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        ids,
-        ["echo", "empty", "incompatible", "random", "truncated"]
-    );
+    let ids: Vec<&str> =
+        all["plugins"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["echo", "empty", "incompatible", "random", "truncated"]);
 
     // Removing a failed file removes its record.
     host.remove(&lib_name("random"));
-    host.wait_for("the random record to go", || {
-        host.plugin("random").is_null()
-    });
+    host.wait_for("the random record to go", || host.plugin("random").is_null());
 
     // A fixed file under the same name loads.
     host.install(&fixture("panicky"), &lib_name("empty"));
     host.wait_state("panicky", "running");
-    host.wait_for("the placeholder record to go", || {
-        host.plugin("empty").is_null()
-    });
+    host.wait_for("the placeholder record to go", || host.plugin("empty").is_null());
 }
 
 #[test]
@@ -83,10 +62,7 @@ fn malformed_requests_get_json_errors() {
     assert_eq!(v["error"]["code"], "not_found");
     let (status, v) = host.post_json("/api/plugins/ghost/echo", "{");
     assert_eq!(status, 404);
-    assert!(v["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("'ghost' is not loaded"));
+    assert!(v["error"]["message"].as_str().unwrap().contains("'ghost' is not loaded"));
     let (status, v) = host.get_json("/no/such/route");
     assert_eq!(status, 404);
     assert_eq!(v["error"]["code"], "not_found");

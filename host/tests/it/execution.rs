@@ -20,14 +20,8 @@ fn a_panicking_call_is_a_500_and_nothing_else_is_affected() {
             "{v}"
         );
     }
-    assert_eq!(
-        host.post("/api/plugins/panicky/ok", ""),
-        (200, "ok".to_string())
-    );
-    assert_eq!(
-        host.post("/api/plugins/echo/echo", "still here"),
-        (200, "still here".to_string())
-    );
+    assert_eq!(host.post("/api/plugins/panicky/ok", ""), (200, "ok".to_string()));
+    assert_eq!(host.post("/api/plugins/echo/echo", "still here"), (200, "still here".to_string()));
     assert_eq!(host.state("panicky"), "running");
     let p = host.plugin("panicky");
     assert_eq!(p["calls"]["errors"], 3, "{p}");
@@ -46,10 +40,7 @@ fn a_slow_call_times_out_with_504_while_the_host_stays_responsive() {
         // While the slow call waits, the host and other plugins answer.
         for _ in 0..20 {
             assert_eq!(host.get("/healthz").0, 200);
-            assert_eq!(
-                host.post("/api/plugins/echo/echo", "x"),
-                (200, "x".to_string())
-            );
+            assert_eq!(host.post("/api/plugins/echo/echo", "x"), (200, "x".to_string()));
         }
         let (status, v) = slow.join().unwrap();
         assert_eq!(status, 504, "{v}");
@@ -59,10 +50,7 @@ fn a_slow_call_times_out_with_504_while_the_host_stays_responsive() {
     host.wait_for("the slow plugin to notice the cancellation", || {
         host.log().contains("sleep cancelled")
     });
-    assert_eq!(
-        host.post("/api/plugins/slow/sleep", "10"),
-        (200, "slept 10".to_string())
-    );
+    assert_eq!(host.post("/api/plugins/slow/sleep", "10"), (200, "slept 10".to_string()));
 }
 
 #[test]
@@ -73,9 +61,7 @@ fn a_full_queue_answers_503() {
     std::thread::scope(|s| {
         // One call runs (the slow fixture takes one at a time), one waits in the queue.
         let running = s.spawn(|| host.post("/api/plugins/slow/sleep", "1500"));
-        host.wait_for("the first call to run", || {
-            host.plugin("slow")["calls"]["in_flight"] == 1
-        });
+        host.wait_for("the first call to run", || host.plugin("slow")["calls"]["in_flight"] == 1);
         let queued = s.spawn(|| host.post("/api/plugins/slow/sleep", "1"));
         host.wait_for("the second call to queue", || {
             host.plugin("slow")["calls"]["in_flight"] == 2
@@ -97,15 +83,9 @@ fn streaming_routes_prefixes_and_the_bus() {
     host.wait_state("echo", "running");
     host.wait_state("panicky", "running");
 
-    assert_eq!(
-        host.post("/api/plugins/echo/count", "3"),
-        (200, "1\n2\n3\ndone\n".to_string())
-    );
+    assert_eq!(host.post("/api/plugins/echo/count", "3"), (200, "1\n2\n3\ndone\n".to_string()));
     let (status, v) = host.post_json("/api/plugins/echo/count", "not a number");
-    assert_eq!(
-        (status, v["error"]["code"].as_str()),
-        (400, Some("bad_request"))
-    );
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("bad_request")));
 
     assert_eq!(
         host.get("/api/plugins/echo/admin/info"),
@@ -119,34 +99,16 @@ fn streaming_routes_prefixes_and_the_bus() {
     assert_eq!(host.get("/x-echoes").0, 404);
     let (status, v) = host.post_json("/api/plugins/echo/missing", "");
     assert_eq!(status, 404);
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("no capability 'missing'"),
-        "{v}"
-    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("no capability 'missing'"), "{v}");
 
     // Plugin-to-plugin calls through the host's bus.
-    assert_eq!(
-        host.post("/api/plugins/echo/relay", "panicky ok"),
-        (200, "ok".to_string())
-    );
+    assert_eq!(host.post("/api/plugins/echo/relay", "panicky ok"), (200, "ok".to_string()));
     let (status, v) = host.post_json("/api/plugins/echo/relay", "panicky boom");
     assert_eq!(status, 500, "{v}");
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("panicked"),
-        "{v}"
-    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("panicked"), "{v}");
     let (status, v) = host.post_json("/api/plugins/echo/relay", "ghost ping");
     assert_eq!(status, 404, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("'ghost' is not loaded"),
-        "{v}"
-    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("'ghost' is not loaded"), "{v}");
 
     // The data dir exists and belongs to the plugin.
     let (_, dir) = host.post("/api/plugins/echo/datadir", "");
@@ -154,12 +116,22 @@ fn streaming_routes_prefixes_and_the_bus() {
     assert!(dir.ends_with("plugin-data/echo"), "{dir}");
 
     // Log lines from the plugin reach the host's log under the plugin's id.
-    assert_eq!(
-        host.post("/api/plugins/echo/log", "hello from the plugin")
-            .0,
-        200
-    );
-    host.wait_for("the plugin log line", || {
-        host.log().contains("hello from the plugin")
-    });
+    assert_eq!(host.post("/api/plugins/echo/log", "hello from the plugin").0, 200);
+    host.wait_for("the plugin log line", || host.log().contains("hello from the plugin"));
+}
+
+#[test]
+fn a_client_that_goes_away_cancels_its_call() {
+    let host = Host::start();
+    host.install(&fixture("slow"), &lib_name("slow"));
+    host.wait_state("slow", "running");
+    // The client gives up after 200 ms; the host's own timeout (30 s) is far away.
+    let impatient =
+        ureq::AgentBuilder::new().timeout(std::time::Duration::from_millis(200)).build();
+    let result =
+        impatient.post(&format!("{}/api/plugins/slow/sleep", host.base)).send_string("20000");
+    assert!(result.is_err(), "the call should not have finished");
+    host.wait_for("the plugin to see the cancellation", || host.log().contains("sleep cancelled"));
+    // The worker is free again: the next call runs at once (the fixture takes one at a time).
+    assert_eq!(host.post("/api/plugins/slow/sleep", "1"), (200, "slept 1".to_string()));
 }

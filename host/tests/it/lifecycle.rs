@@ -10,16 +10,9 @@ fn copied_plugin_is_served_and_deleting_it_unloads_the_library() {
     assert_eq!(p["version"], "1.0.0");
     assert_eq!(p["generation"], 1);
     assert!(p["file"].as_str().unwrap().ends_with(&lib_name("echo")));
-    let caps: Vec<&str> = p["capabilities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
-    assert!(
-        caps.contains(&"echo") && caps.contains(&"count"),
-        "{caps:?}"
-    );
+    let caps: Vec<&str> =
+        p["capabilities"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert!(caps.contains(&"echo") && caps.contains(&"count"), "{caps:?}");
 
     let (status, body) = host.post("/api/plugins/echo/echo", r#"{"hello":"world"}"#);
     assert_eq!((status, body.as_str()), (200, r#"{"hello":"world"}"#));
@@ -32,10 +25,7 @@ fn copied_plugin_is_served_and_deleting_it_unloads_the_library() {
     let history = p["history"].as_array().unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0]["reason"], "removed");
-    assert_eq!(
-        history[0]["residency"], "unloaded",
-        "the library must have left memory: {p}"
-    );
+    assert_eq!(history[0]["residency"], "unloaded", "the library must have left memory: {p}");
     let (status, body) = host.post("/api/plugins/echo/echo", "x");
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("not loaded"), "{body}");
@@ -46,10 +36,7 @@ fn copied_plugin_is_served_and_deleting_it_unloads_the_library() {
 
     // The shadow copy is gone from /proc/<pid>/maps too.
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", host.pid())).unwrap();
-    assert!(
-        !maps.contains("fixture_echo") && !maps.contains("/shadow/echo-"),
-        "still mapped"
-    );
+    assert!(!maps.contains("fixture_echo") && !maps.contains("/shadow/echo-"), "still mapped");
 }
 
 #[test]
@@ -64,34 +51,19 @@ fn stop_start_restart_through_the_api() {
     let (status, v) = host.post_json("/api/plugins/echo/echo", "hi");
     assert_eq!(status, 409);
     assert_eq!(v["error"]["code"], "plugin_stopped");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("is stopped"),
-        "{v}"
-    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("is stopped"), "{v}");
 
     let (status, v) = host.post_json("/api/core/plugins/echo/start", "");
     assert_eq!((status, v["state"].as_str()), (200, Some("running")));
-    assert_eq!(
-        host.post("/api/plugins/echo/echo", "hi"),
-        (200, "hi".to_string())
-    );
+    assert_eq!(host.post("/api/plugins/echo/echo", "hi"), (200, "hi".to_string()));
 
     let (status, v) = host.post_json("/api/core/plugins/echo/restart", "");
     assert_eq!((status, v["state"].as_str()), (200, Some("running")));
-    assert_eq!(
-        host.post("/api/plugins/echo/echo", "again"),
-        (200, "again".to_string())
-    );
+    assert_eq!(host.post("/api/plugins/echo/echo", "again"), (200, "again".to_string()));
 
     let (status, v) = host.post_json("/api/core/plugins/nope/start", "");
     assert_eq!(status, 404);
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("'nope'"),
-        "{v}"
-    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("'nope'"), "{v}");
     let (status, _) = host.post_json("/api/core/plugins/echo/explode", "");
     assert_eq!(status, 404);
 }
@@ -101,27 +73,16 @@ fn plugin_threads_are_joined_so_the_library_unloads_and_a_leaked_thread_is_repor
     let host = Host::start();
     host.install(&fixture("threaded"), &lib_name("threaded"));
     host.wait_state("threaded", "running");
-    let ticks = |h: &Host| {
-        h.post("/api/plugins/threaded/ticks", "")
-            .1
-            .parse::<u64>()
-            .unwrap()
-    };
+    let ticks = |h: &Host| h.post("/api/plugins/threaded/ticks", "").1.parse::<u64>().unwrap();
     let first = ticks(&host);
     host.wait_for("the ticker thread to tick", || ticks(&host) > first);
 
     // Stop joins the ticker: the count no longer moves.
     assert_eq!(host.post_json("/api/core/plugins/threaded/stop", "").0, 200);
-    assert_eq!(
-        host.post_json("/api/core/plugins/threaded/start", "").0,
-        200
-    );
+    assert_eq!(host.post_json("/api/core/plugins/threaded/start", "").0, 200);
     host.remove(&lib_name("threaded"));
     host.wait_state("threaded", "unloaded");
-    assert_eq!(
-        host.plugin("threaded")["history"][0]["residency"],
-        "unloaded"
-    );
+    assert_eq!(host.plugin("threaded")["history"][0]["residency"], "unloaded");
 
     // A plugin that leaks a thread cannot leave memory; the host says so.
     host.install(&fixture("threaded"), &lib_name("threaded"));
@@ -153,9 +114,6 @@ fn the_plugin_from_the_author_guide_loads_and_answers() {
     let host = Host::start();
     host.install(&author_guide_example(), &lib_name("hello"));
     host.wait_state("hello", "running");
-    assert_eq!(
-        host.post("/api/plugins/hello/greet", "world"),
-        (200, "hello, world".to_string())
-    );
+    assert_eq!(host.post("/api/plugins/hello/greet", "world"), (200, "hello, world".to_string()));
     host.wait_for("its log line", || host.log().contains("greeting someone"));
 }

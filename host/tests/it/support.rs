@@ -9,21 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub const FIXTURES: &[&str] = &[
-    "echo",
-    "echo-v2",
-    "panicky",
-    "slow",
-    "threaded",
-    "incompatible",
-    "squatter",
-];
+pub const FIXTURES: &[&str] =
+    &["echo", "echo-v2", "panicky", "slow", "threaded", "incompatible", "squatter"];
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
@@ -71,21 +61,13 @@ pub fn fixture(name: &str) -> PathBuf {
         std::env::consts::DLL_EXTENSION
     );
     let path = fixture_dir().join(file);
-    assert!(
-        path.is_file(),
-        "fixture {name} not built at {}",
-        path.display()
-    );
+    assert!(path.is_file(), "fixture {name} not built at {}", path.display());
     path
 }
 
 /// The plugin from docs/plugin-author.md (`abi/examples/hello.rs`).
 pub fn author_guide_example() -> PathBuf {
-    let file = format!(
-        "{}hello.{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_EXTENSION
-    );
+    let file = format!("{}hello.{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_EXTENSION);
     let path = fixture_dir().join("examples").join(file);
     assert!(path.is_file(), "example not built at {}", path.display());
     path
@@ -132,25 +114,14 @@ impl Host {
             .expect("start bkg");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listen line");
+        BufReader::new(stdout).read_line(&mut line).expect("read listen line");
         let base = line
             .trim()
             .strip_prefix("bkg listening on ")
             .unwrap_or_else(|| panic!("unexpected first line from bkg: {line:?}"))
             .to_string();
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(30))
-            .build();
-        let host = Host {
-            child,
-            base,
-            _dir: dir,
-            plugins,
-            log,
-            agent,
-        };
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let host = Host { child, base, _dir: dir, plugins, log, agent };
         host.wait_for("readyz", || host.get("/readyz").0 == 200);
         host
     }
@@ -181,11 +152,7 @@ impl Host {
     }
 
     pub fn post(&self, path: &str, body: &str) -> (u16, String) {
-        Self::finish(
-            self.agent
-                .post(&format!("{}{path}", self.base))
-                .send_string(body),
-        )
+        Self::finish(self.agent.post(&format!("{}{path}", self.base)).send_string(body))
     }
 
     pub fn post_json(&self, path: &str, body: &str) -> (u16, Value) {
@@ -234,10 +201,7 @@ impl Host {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!(
-            "timed out waiting for {what}\n--- host log ---\n{}",
-            self.log()
-        );
+        panic!("timed out waiting for {what}\n--- host log ---\n{}", self.log());
     }
 
     pub fn wait_state(&self, id: &str, state: &str) {
@@ -246,19 +210,13 @@ impl Host {
 
     /// Send SIGTERM and wait for the process to exit.
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait bkg") {
                 return (status, self.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "bkg did not exit after SIGTERM\n{}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "bkg did not exit after SIGTERM\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -267,12 +225,7 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let _ = writeln!(
-                std::io::stderr(),
-                "--- host log ({}) ---\n{}",
-                self.base,
-                self.log()
-            );
+            let _ = writeln!(std::io::stderr(), "--- host log ({}) ---\n{}", self.base, self.log());
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -32,11 +32,7 @@ fn twenty_hot_swaps_under_continuous_load_lose_no_request() {
             })
             .collect();
         for i in 0..20 {
-            let (file, version) = if i % 2 == 0 {
-                (&v2, "2.0.0")
-            } else {
-                (&v1, "1.0.0")
-            };
+            let (file, version) = if i % 2 == 0 { (&v2, "2.0.0") } else { (&v1, "1.0.0") };
             host.install(file, &lib_name("echo"));
             host.wait_for(&format!("swap {} to {version}", i + 1), || {
                 let p = host.plugin("echo");
@@ -46,10 +42,7 @@ fn twenty_hot_swaps_under_continuous_load_lose_no_request() {
             std::thread::sleep(Duration::from_millis(30));
         }
         stop.store(true, Ordering::SeqCst);
-        clients
-            .into_iter()
-            .map(|c| c.join().unwrap())
-            .collect::<Vec<_>>()
+        clients.into_iter().map(|c| c.join().unwrap()).collect::<Vec<_>>()
     });
 
     for seen in &results {
@@ -66,10 +59,7 @@ fn twenty_hot_swaps_under_continuous_load_lose_no_request() {
         let changes = seen.windows(2).filter(|w| w[0].1 != w[1].1).count();
         assert!(changes <= 20, "{changes} version changes for 20 swaps");
         assert_eq!(seen[0].1, "1.0.0");
-        assert!(
-            seen.iter().any(|s| s.1 == "2.0.0"),
-            "the client never saw v2"
-        );
+        assert!(seen.iter().any(|s| s.1 == "2.0.0"), "the client never saw v2");
     }
     let p = host.plugin("echo");
     assert_eq!(p["generation"], 21);
@@ -105,10 +95,7 @@ fn a_slow_in_place_copy_is_loaded_only_once_complete() {
     let p = host.plugin("echo");
     assert!(p["last_error"].is_null(), "{p}");
     assert_eq!(p["generation"], 1);
-    assert_eq!(
-        host.post("/api/plugins/echo/echo", "ok"),
-        (200, "ok".to_string())
-    );
+    assert_eq!(host.post("/api/plugins/echo/echo", "ok"), (200, "ok".to_string()));
 }
 
 #[test]
@@ -127,17 +114,8 @@ fn a_failed_swap_keeps_the_old_version_serving() {
     assert_eq!(p["state"], "running");
     assert_eq!(p["version"], "1.0.0");
     assert_eq!(p["generation"], 1);
-    assert!(
-        p["last_error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("truncated library"),
-        "{p}"
-    );
-    assert_eq!(
-        host.post("/api/plugins/echo/echo", "v1"),
-        (200, "v1".to_string())
-    );
+    assert!(p["last_error"]["message"].as_str().unwrap().starts_with("truncated library"), "{p}");
+    assert_eq!(host.post("/api/plugins/echo/echo", "v1"), (200, "v1".to_string()));
 
     // Then a good v2 goes in.
     host.install(&fixture("echo-v2"), &lib_name("echo"));
@@ -158,8 +136,5 @@ fn a_prefix_claimed_by_another_plugin_is_refused() {
         message.contains("'/x-echo/sub' overlaps '/x-echo', already claimed by plugin 'echo'"),
         "{message}"
     );
-    assert_eq!(
-        host.get("/x-echo/sub").1,
-        "echo 1.0.0 route GET /x-echo/sub ?"
-    );
+    assert_eq!(host.get("/x-echo/sub").1, "echo 1.0.0 route GET /x-echo/sub ?");
 }
