@@ -31,6 +31,8 @@ mod sdk;
 pub use abi_stable;
 pub use ffi::{ErrorKind, LogLevel};
 pub use sdk::{Capability, Context, Error, Host, Manifest, Plugin, Request, Response, Stream};
+/// Re-exported so plugins can build JSON values without their own dependency.
+pub use serde_json;
 
 /// The version of the plugin interface: this crate's version. The host refuses a library
 /// built against an incompatible one (for 0.x: a different minor version).
@@ -38,7 +40,7 @@ pub const INTERFACE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::sdk::{create_entry, manifest_entry};
+    pub use crate::sdk::{create_entry, manifest_entry, root_module};
     /// The exported symbol name abi_stable's loader looks up (checked by a unit test).
     pub const ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
 }

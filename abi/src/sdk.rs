@@ -475,3 +475,13 @@ pub extern "C" fn create_entry<P: Plugin>(host: HostBox) -> RResult<PluginBox, F
         Ok(ffi::PluginObject_TO::from_value(Adapter(plugin), TD_Opaque))
     })
 }
+
+/// Build a root module for `P` at run time (for in-process use, e.g. benchmarks comparing a
+/// plugin with and without the library boundary). Leaks one small allocation per call;
+/// [`crate::export_plugin!`] uses a static instead.
+#[doc(hidden)]
+pub fn root_module<P: Plugin>() -> crate::ffi::PluginModRef {
+    use abi_stable::prefix_type::PrefixTypeTrait;
+    crate::ffi::PluginMod { manifest: manifest_entry::<P>, create: create_entry::<P> }
+        .leak_into_prefix()
+}

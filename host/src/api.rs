@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use crate::dispatch::Routing;
 use crate::dispatch::{self, Answer, DispatchError};
-use crate::exec::{self, Event};
+use crate::exec::{self, Control, Event};
+
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::registry::{Action, PluginView, RegistryError, RegistryHandle};
 use std::sync::Arc;
 
@@ -216,6 +218,27 @@ async fn get_plugin(state: Data<AppState>, id: web::Path<String>) -> ApiResult<H
     Ok(HttpResponse::Ok().json(detail(&state, view)))
 }
 
+/// The plugin's own status report (its `status` entry point), run on its threads.
+async fn plugin_status(state: Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    let instance = state
+        .routing
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))?;
+    let report = web::block(move || instance.control(Control::Status, STATUS_TIMEOUT))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|f| {
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                f.kind.code(),
+                format!("status: {}", f.message),
+            )
+        })?;
+    let value: serde_json::Value =
+        serde_json::from_str(&report).unwrap_or(serde_json::Value::String(report));
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id.as_str(), "status": value })))
+}
+
 async fn lifecycle(
     state: Data<AppState>,
     path: web::Path<(String, String)>,
@@ -392,6 +415,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .route("/api/core/plugins", web::get().to(list_plugins))
         .route("/api/core/plugins/{id}", web::get().to(get_plugin))
+        .route("/api/core/plugins/{id}/status", web::get().to(plugin_status))
         .route("/api/core/plugins/{id}/{action}", web::post().to(lifecycle))
         .route("/api/plugins/{id}/admin/{tail:.*}", web::to(admin_route))
         .route("/api/plugins/{id}/{capability}", web::post().to(invoke))

@@ -398,16 +398,14 @@ impl Registry {
             self.retire_file_owner(&old, path, "replaced");
         }
 
+        // A plugin an operator stopped stays stopped across a swap; anything else starts.
         let slot = self.slot(&id);
-        let want_running = match &slot.current {
-            Some(g) => g.started || slot.state != Some(PluginState::Stopped),
-            None => slot.state != Some(PluginState::Stopped),
-        };
-        slot.state = Some(if slot.current.is_some() {
-            slot.state.unwrap_or(PluginState::Loading)
-        } else {
-            PluginState::Loading
-        });
+        let want_running = slot.current.as_ref().is_none_or(|g| g.started);
+        if slot.current.is_none() {
+            slot.state = Some(PluginState::Loading);
+            // Show `loading` while a slow start (a model load, say) runs.
+            self.publish();
+        }
         let mut started = false;
         if want_running {
             if let Err(f) = instance.control(Control::Start, control_timeout) {

@@ -110,6 +110,13 @@ fn streaming_routes_prefixes_and_the_bus() {
     assert_eq!(status, 404, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("'ghost' is not loaded"), "{v}");
 
+    // The plugin's own status report.
+    let (status, v) = host.get_json("/api/core/plugins/echo/status");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], serde_json::json!({ "version": "1.0.0", "healthy": true }));
+    assert!(host.get_json("/api/core/plugins/panicky/status").1["status"].is_null());
+    assert_eq!(host.get("/api/core/plugins/ghost/status").0, 404);
+
     // The data dir exists and belongs to the plugin.
     let (_, dir) = host.post("/api/plugins/echo/datadir", "");
     assert!(std::path::Path::new(&dir).is_dir(), "{dir}");
