@@ -203,10 +203,11 @@ pub struct CallStats {
     pub busy_nanos: AtomicU64,
 }
 
-#[derive(Default)]
 struct Shared {
     in_flight: AtomicUsize,
     stats: CallStats,
+    /// Plugin id and version, for log spans; set once the manifest is read.
+    label: (String, String),
 }
 
 /// Limits for an instance's threads and queue.
@@ -271,6 +272,13 @@ impl CallContext for HostCallContext<'_> {
 }
 
 fn run_call(plugin: &PluginBox, job: CallJob, shared: &Shared) {
+    let _span = tracing::debug_span!(
+        "plugin_call",
+        plugin.id = %shared.label.0,
+        plugin.version = %shared.label.1,
+        target = %job.request.target,
+    )
+    .entered();
     let started = Instant::now();
     let result = {
         let ctx =
@@ -344,11 +352,9 @@ impl Instance {
     ) -> Result<Arc<Instance>, BootError> {
         let (jobs_tx, jobs_rx) = bounded::<Job>(limits.queue_depth.max(1));
         let (boot_tx, boot_rx) = bounded::<BootMsg>(1);
-        let (go_tx, go_rx) = bounded::<Option<HostBox>>(1);
-        let shared = Arc::new(Shared::default());
+        let (go_tx, go_rx) = bounded::<Option<(HostBox, Arc<Shared>)>>(1);
 
         let rx0 = jobs_rx.clone();
-        let shared0 = shared.clone();
         let first = std::thread::Builder::new()
             .name(format!("{thread_prefix}-w0"))
             .spawn(move || {
@@ -362,7 +368,7 @@ impl Instance {
                 if boot_tx.send(BootMsg::Manifest(manifest)).is_err() {
                     return;
                 }
-                let Ok(Some(host)) = go_rx.recv() else { return };
+                let Ok(Some((host, shared0))) = go_rx.recv() else { return };
                 let plugin = match (module.create())(host) {
                     RResult::ROk(p) => Arc::new(p),
                     RResult::RErr(e) => {
@@ -386,9 +392,14 @@ impl Instance {
             Ok(BootMsg::Failed(message)) => return fail(first, message),
             _ => return fail(first, "plugin boot thread died".into()),
         };
+        let shared = Arc::new(Shared {
+            in_flight: AtomicUsize::new(0),
+            stats: CallStats::default(),
+            label: (manifest.id.clone(), manifest.version.clone()),
+        });
         let generation = match decide(&manifest) {
             Ok((host, generation)) => {
-                let _ = go_tx.send(Some(host));
+                let _ = go_tx.send(Some((host, shared.clone())));
                 generation
             }
             Err(message) => {
