@@ -75,7 +75,8 @@ fn twenty_hot_swaps_under_continuous_load_lose_no_request() {
 
 #[test]
 fn a_slow_in_place_copy_is_loaded_only_once_complete() {
-    let host = Host::start();
+    // No fallback timer: only the writer closing the file may trigger the load.
+    let host = Host::start_with(&["--settle-ms", "600000"]);
     let bytes = std::fs::read(fixture("echo")).unwrap();
     let target = host.plugins.join(lib_name("echo"));
     let mut file = std::fs::File::create(&target).unwrap();
