@@ -12,12 +12,15 @@ use crate::exec::{self, Control, Event};
 
 const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::registry::{Action, PluginView, RegistryError, RegistryHandle};
+use crate::store::Store;
+use crate::validate;
 use std::sync::Arc;
 
 /// Shared state of the HTTP layer.
 pub struct AppState {
     pub registry: RegistryHandle,
     pub routing: Arc<Routing>,
+    pub store: Arc<Store>,
 }
 
 /// An error answer: `{"error":{"code":"...","message":"..."}}`.
@@ -26,11 +29,20 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
+    /// Extra machine-readable detail (e.g. the failing fields of a config).
+    pub details: Option<serde_json::Value>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self { status, code: code.into(), message: message.into() }
+        Self { status, code: code.into(), message: message.into(), details: None }
+    }
+    fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+    fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
     fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
@@ -52,6 +64,8 @@ struct ErrorBody<'a> {
 struct ErrorInner<'a> {
     code: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a serde_json::Value>,
 }
 
 impl ResponseError for ApiError {
@@ -59,8 +73,13 @@ impl ResponseError for ApiError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status)
-            .json(ErrorBody { error: ErrorInner { code: &self.code, message: &self.message } })
+        HttpResponse::build(self.status).json(ErrorBody {
+            error: ErrorInner {
+                code: &self.code,
+                message: &self.message,
+                details: self.details.as_ref(),
+            },
+        })
     }
 }
 
@@ -118,6 +137,9 @@ impl From<RegistryError> for ApiError {
         match e {
             RegistryError::NotLoaded(_) => ApiError::not_found(e.to_string()),
             RegistryError::Failed(m) => ApiError::new(StatusCode::CONFLICT, "lifecycle_failed", m),
+            RegistryError::Rejected(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "config_rejected", m)
+            }
             RegistryError::Gone => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string())
             }
@@ -237,6 +259,127 @@ async fn plugin_status(state: Data<AppState>, id: web::Path<String>) -> ApiResul
     let value: serde_json::Value =
         serde_json::from_str(&report).unwrap_or(serde_json::Value::String(report));
     Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id.as_str(), "status": value })))
+}
+
+/// Run a store query off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> ApiResult<T> {
+    web::block(f)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+const CONFIG_HISTORY: i64 = 20;
+
+/// `GET /api/core/plugins/{id}/config`: schema, current config and recent history.
+async fn get_config(state: Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    let id = id.into_inner();
+    let view =
+        state.registry.view(&id).ok_or_else(|| ApiError::not_found(format!("no plugin '{id}'")))?;
+    let store = state.store.clone();
+    let key = id.clone();
+    let (record, history) =
+        blocking(move || Ok((store.plugin(&key)?, store.config_history(&key, CONFIG_HISTORY)?)))
+            .await?;
+    let stored = record.as_ref().and_then(|r| r.config.clone());
+    // Without a stored config, show what the plugin reports (its defaults).
+    let (config, source) = match stored {
+        Some(c) => (c, "stored"),
+        None => match state.routing.get(&id) {
+            Some(instance) => {
+                let report = web::block(move || instance.control(Control::Config, STATUS_TIMEOUT))
+                    .await
+                    .map_err(|e| ApiError::internal(e.to_string()))?
+                    .unwrap_or_else(|_| "null".into());
+                (serde_json::from_str(&report).unwrap_or(serde_json::Value::Null), "plugin")
+            }
+            None => (serde_json::Value::Null, "none"),
+        },
+    };
+    let history: Vec<serde_json::Value> = history
+        .into_iter()
+        .map(|(entry, value)| {
+            serde_json::json!({
+                "version": entry.version, "actor": entry.actor, "at_ms": entry.at_ms, "config": value,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "id": id,
+        "schema": view.config_schema,
+        "config": config,
+        "source": source,
+        "version": record.map_or(0, |r| r.config_version),
+        "history": history,
+    })))
+}
+
+/// `POST /api/core/plugins/{id}/config`: validate, apply live, persist.
+async fn set_config(
+    state: Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<serde_json::Value>,
+) -> ApiResult<HttpResponse> {
+    let id = id.into_inner();
+    let config = body.into_inner();
+    let instance = state
+        .routing
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))?;
+    let Some(schema) = instance.manifest.config_schema.clone() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_config",
+            format!("plugin '{id}' declares no config schema, so it takes no config"),
+        ));
+    };
+    drop(instance);
+    match validate::check(&schema, &config) {
+        Ok(()) => {}
+        Err(validate::Invalid::Schema(e)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "bad_schema",
+                format!("plugin '{id}' declares an invalid config schema: {e}"),
+            ))
+        }
+        Err(validate::Invalid::Fields(errors)) => {
+            let summary: Vec<String> = errors
+                .iter()
+                .map(|e| {
+                    format!("{}: {}", if e.path.is_empty() { "/" } else { &e.path }, e.message)
+                })
+                .collect();
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_config",
+                format!("the config does not match the plugin's schema: {}", summary.join("; ")),
+            )
+            .with_details(serde_json::json!({ "errors": errors })));
+        }
+    }
+    let version = state.registry.configure(&id, config.clone(), "api").await?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "id": id, "version": version, "config": config })))
+}
+
+#[derive(serde::Deserialize)]
+struct EventsQuery {
+    plugin: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/core/events?plugin=&limit=`: the event log, newest first.
+async fn events(state: Data<AppState>, q: web::Query<EventsQuery>) -> ApiResult<HttpResponse> {
+    let q = q.into_inner();
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let store = state.store.clone();
+    let events =
+        blocking(move || store.events(q.plugin.as_deref().filter(|p| !p.is_empty()), limit))
+            .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "events": events })))
 }
 
 async fn lifecycle(
@@ -400,11 +543,14 @@ async fn readyz(state: Data<AppState>) -> HttpResponse {
     }
 }
 
+/// JSON bodies are accepted whatever their Content-Type (curl's `-d` says form-urlencoded).
 fn json_error_config() -> web::JsonConfig {
-    web::JsonConfig::default().error_handler(|err, _| {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("malformed JSON: {err}"))
-            .into()
-    })
+    web::JsonConfig::default().content_type_required(false).limit(1024 * 1024).error_handler(
+        |err, _| {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("malformed JSON: {err}"))
+                .into()
+        },
+    )
 }
 
 /// Mount every route.
@@ -415,7 +561,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .route("/api/core/plugins", web::get().to(list_plugins))
         .route("/api/core/plugins/{id}", web::get().to(get_plugin))
+        .route("/api/core/events", web::get().to(events))
         .route("/api/core/plugins/{id}/status", web::get().to(plugin_status))
+        .route("/api/core/plugins/{id}/config", web::get().to(get_config))
+        .route("/api/core/plugins/{id}/config", web::post().to(set_config))
         .route("/api/core/plugins/{id}/{action}", web::post().to(lifecycle))
         .route("/api/plugins/{id}/admin/{tail:.*}", web::to(admin_route))
         .route("/api/plugins/{id}/{capability}", web::post().to(invoke))

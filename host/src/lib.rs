@@ -14,6 +14,8 @@ pub mod exec;
 pub mod host_api;
 pub mod loader;
 pub mod registry;
+pub mod store;
+pub mod validate;
 pub mod watcher;
 
 use std::sync::Arc;
@@ -39,6 +41,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
 
+    let db_path = data_dir.join("bkg.db");
+    let store = Arc::new(store::Store::open(&db_path)?);
+    store.add_event(
+        None,
+        "host_started",
+        "host",
+        serde_json::json!({ "pid": std::process::id() }),
+    )?;
     let routing = Arc::new(dispatch::Routing::default());
     let settings = registry::Settings {
         shadow_dir,
@@ -51,9 +61,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         control_timeout: Duration::from_millis(config.control_timeout_ms),
     };
-    let (registry, registry_thread) = registry::spawn(settings, routing.clone())?;
+    let (registry, registry_thread) = registry::spawn(settings, store.clone(), routing.clone())?;
 
-    let state = Data::new(api::AppState { registry: registry.clone(), routing: routing.clone() });
+    let state = Data::new(api::AppState {
+        registry: registry.clone(),
+        routing: routing.clone(),
+        store: store.clone(),
+    });
     let mut server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
             .on_connect(api::remember_peer)

@@ -15,6 +15,7 @@ use crate::dispatch::Routing;
 use crate::exec::{CapabilityInfo, Control, Instance, Limits, ManifestInfo, RouteInfo};
 use crate::host_api;
 use crate::loader::{self, LoadedLibrary, Residency};
+use crate::store::{DesiredState, Store};
 
 /// The lifecycle state of a plugin id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -88,6 +89,8 @@ pub enum RegistryError {
     NotLoaded(String),
     #[error("{0}")]
     Failed(String),
+    #[error("{0}")]
+    Rejected(String),
     #[error("the registry is not running")]
     Gone,
 }
@@ -105,6 +108,13 @@ pub enum Command {
         id: String,
         action: Action,
         reply: Reply<PluginView>,
+    },
+    /// Apply a (validated) config to a plugin and persist it; answers the new config version.
+    Configure {
+        id: String,
+        config: serde_json::Value,
+        actor: String,
+        reply: Reply<i64>,
     },
     Shutdown(oneshot::Sender<()>),
 }
@@ -152,6 +162,21 @@ impl RegistryHandle {
         rx.await.unwrap_or(Err(RegistryError::Gone))
     }
 
+    pub async fn configure(
+        &self,
+        id: &str,
+        config: serde_json::Value,
+        actor: &str,
+    ) -> Result<i64, RegistryError> {
+        let (reply, rx) = oneshot::channel();
+        let command =
+            Command::Configure { id: id.to_string(), config, actor: actor.to_string(), reply };
+        if !self.send(command) {
+            return Err(RegistryError::Gone);
+        }
+        rx.await.unwrap_or(Err(RegistryError::Gone))
+    }
+
     /// Unload everything and stop the registry thread.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
@@ -187,6 +212,7 @@ pub fn now_ms() -> u64 {
 
 struct Registry {
     settings: Settings,
+    store: Arc<Store>,
     routing: Arc<Routing>,
     slots: BTreeMap<String, Slot>,
     /// Which plugin id each file in the folder provided (or failed to provide).
@@ -198,6 +224,7 @@ struct Registry {
 /// Start the registry thread.
 pub fn spawn(
     settings: Settings,
+    store: Arc<Store>,
     routing: Arc<Routing>,
 ) -> std::io::Result<(RegistryHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -206,6 +233,7 @@ pub fn spawn(
     let handle = RegistryHandle { tx, views: views.clone(), ready: ready.clone() };
     let registry = Registry {
         settings,
+        store,
         routing,
         slots: BTreeMap::new(),
         files: HashMap::new(),
@@ -252,6 +280,10 @@ impl Registry {
                     let result = self.on_lifecycle(&id, action);
                     let _ = reply.send(result);
                 }
+                Command::Configure { id, config, actor, reply } => {
+                    let result = self.on_configure(&id, config, &actor);
+                    let _ = reply.send(result);
+                }
                 Command::Shutdown(reply) => {
                     ready.store(false, Ordering::SeqCst);
                     self.shutdown();
@@ -268,8 +300,21 @@ impl Registry {
         self.slots.entry(id.to_string()).or_default()
     }
 
+    /// Append to the persistent event log; a failure to write it is logged, not fatal.
+    fn event(&self, plugin: &str, kind: &str, actor: &str, details: serde_json::Value) {
+        if let Err(e) = self.store.add_event(Some(plugin), kind, actor, details) {
+            tracing::warn!(plugin, kind, "cannot write event: {e}");
+        }
+    }
+
     fn fail(&mut self, id: &str, file: Option<&Path>, message: String) {
         tracing::warn!(plugin = id, file = ?file, "{message}");
+        self.event(
+            id,
+            "load_failed",
+            "watcher",
+            serde_json::json!({ "file": file.map(|f| f.display().to_string()), "error": message }),
+        );
         let slot = self.slot(id);
         slot.last_error = Some(LastError {
             message,
@@ -398,9 +443,32 @@ impl Registry {
             self.retire_file_owner(&old, path, "replaced");
         }
 
-        // A plugin an operator stopped stays stopped across a swap; anything else starts.
+        // The stored config is applied before the plugin starts; a plugin that rejects it does
+        // not replace a running generation.
+        let record = match self.store.plugin(&id) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(plugin = %id, "cannot read the stored record: {e}");
+                None
+            }
+        };
+        if let Some(config) = record.as_ref().and_then(|r| r.config.as_ref()) {
+            if let Err(f) =
+                instance.control(Control::Configure(config.to_string()), control_timeout)
+            {
+                instance.shutdown();
+                library.close();
+                self.files.insert(path.to_path_buf(), id.clone());
+                return self.fail(
+                    &id,
+                    Some(path),
+                    format!("stored config rejected: {}", f.message),
+                );
+            }
+        }
+        // A plugin an operator stopped stays stopped, across swaps and host restarts.
+        let want_running = record.is_none_or(|r| r.desired_state == DesiredState::Running);
         let slot = self.slot(&id);
-        let want_running = slot.current.as_ref().is_none_or(|g| g.started);
         if slot.current.is_none() {
             slot.state = Some(PluginState::Loading);
             // Show `loading` while a slow start (a model load, say) runs.
@@ -441,8 +509,22 @@ impl Registry {
         if slot.history.len() > HISTORY_LIMIT {
             slot.history.remove(0);
         }
+        let (version, sha256) = (instance.manifest.version.clone(), library.sha256.clone());
         let old = slot.current.replace(Generation { instance, library, started });
         tracing::info!(plugin = %id, generation, file = %path.display(), swapped = old.is_some(), "plugin loaded");
+        let file = path.display().to_string();
+        if let Err(e) = self.store.record_loaded(&id, &file, &sha256, &version) {
+            tracing::warn!(plugin = %id, "cannot record the load: {e}");
+        }
+        self.event(
+            &id,
+            if old.is_some() { "swapped" } else { "loaded" },
+            "watcher",
+            serde_json::json!({
+                "generation": generation, "version": version, "file": file,
+                "sha256": sha256, "started": started,
+            }),
+        );
         if let Some(old) = old {
             self.retire(&id, old, "swapped");
         }
@@ -486,6 +568,15 @@ impl Registry {
         drop(old.instance);
         let residency = old.library.close();
         tracing::info!(plugin = id, generation, ?residency, reason, "plugin generation retired");
+        self.event(
+            id,
+            "unloaded",
+            if reason == "shutdown" { "host" } else { "watcher" },
+            serde_json::json!({
+                "generation": generation, "reason": reason,
+                "residency": residency, "abandoned_calls": abandoned,
+            }),
+        );
         if let Some(entry) =
             self.slot(id).history.iter_mut().rev().find(|h| h.generation == generation)
         {
@@ -536,23 +627,66 @@ impl Registry {
             Action::Restart => stop(generation).and_then(|()| start(generation)),
         };
         let running = generation.started;
+        let kind = match action {
+            Action::Start => "started",
+            Action::Stop => "stopped",
+            Action::Restart => "restarted",
+        };
         match result {
             Ok(()) => {
                 slot.state =
                     Some(if running { PluginState::Running } else { PluginState::Stopped });
                 slot.last_error = None;
                 tracing::info!(plugin = id, ?action, "lifecycle action done");
+                let desired = if running { DesiredState::Running } else { DesiredState::Stopped };
+                if let Err(e) = self.store.set_desired_state(id, desired) {
+                    tracing::warn!(plugin = id, "cannot persist the desired state: {e}");
+                }
+                self.event(id, kind, "api", serde_json::json!({}));
             }
             Err(message) => {
                 slot.state = Some(PluginState::Failed);
                 slot.last_error =
                     Some(LastError { message: message.clone(), file: None, at_ms: now_ms() });
+                self.event(
+                    id,
+                    "lifecycle_failed",
+                    "api",
+                    serde_json::json!({ "action": kind, "error": message }),
+                );
                 self.publish();
                 return Err(RegistryError::Failed(message));
             }
         }
         self.publish();
         self.view_of(id).ok_or_else(|| RegistryError::NotLoaded(id.to_string()))
+    }
+
+    /// Apply a validated config to the loaded generation, then persist it. A config the
+    /// plugin rejects is not stored.
+    fn on_configure(
+        &mut self,
+        id: &str,
+        config: serde_json::Value,
+        actor: &str,
+    ) -> Result<i64, RegistryError> {
+        let control_timeout = self.settings.control_timeout;
+        let generation = self
+            .slots
+            .get(id)
+            .and_then(|s| s.current.as_ref())
+            .ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
+        generation
+            .instance
+            .control(Control::Configure(config.to_string()), control_timeout)
+            .map_err(|f| {
+                RegistryError::Rejected(format!("the plugin rejected the config: {}", f.message))
+            })?;
+        let version = self.store.set_config(id, &config, actor).map_err(|e| {
+            RegistryError::Failed(format!("the config was applied but not stored: {e}"))
+        })?;
+        tracing::info!(plugin = id, version, "config applied and stored");
+        Ok(version)
     }
 
     fn shutdown(&mut self) {

@@ -4,5 +4,6 @@
 mod bad_input;
 mod execution;
 mod lifecycle;
+mod persistence;
 mod support;
 mod swap;

@@ -82,7 +82,7 @@ pub struct Host {
     child: Child,
     pub base: String,
     /// Holds the data and plugins folders; removed when the host is dropped.
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
     pub plugins: PathBuf,
     log: PathBuf,
     agent: ureq::Agent,
@@ -96,10 +96,17 @@ impl Host {
     pub fn start_with(extra: &[&str]) -> Host {
         fixture_dir();
         let dir = tempfile::tempdir().expect("temp dir");
+        Self::spawn_in(dir, extra)
+    }
+
+    /// Start a host on the data and plugins folders of `dir` (kept from an earlier host).
+    fn spawn_in(dir: tempfile::TempDir, extra: &[&str]) -> Host {
         let plugins = dir.path().join("plugins");
         std::fs::create_dir_all(&plugins).expect("plugins dir");
         let log = dir.path().join("host.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
+        // Append: a restarted host keeps the earlier log lines.
+        let log_file =
+            std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_bkg"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
@@ -121,7 +128,7 @@ impl Host {
             .unwrap_or_else(|| panic!("unexpected first line from bkg: {line:?}"))
             .to_string();
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
-        let host = Host { child, base, _dir: dir, plugins, log, agent };
+        let host = Host { child, base, dir: Some(dir), plugins, log, agent };
         host.wait_for("readyz", || host.get("/readyz").0 == 200);
         host
     }
@@ -209,16 +216,33 @@ impl Host {
     }
 
     /// Send SIGTERM and wait for the process to exit.
-    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+    /// Stop gracefully (SIGTERM) and start a new host on the same folders.
+    pub fn restart(mut self, extra: &[&str]) -> Host {
+        let (status, log) = self.stop_with("-TERM");
+        assert!(status.success(), "bkg exited with {status:?}\n{log}");
+        Self::spawn_in(self.dir.take().expect("dir"), extra)
+    }
+
+    /// Kill without warning (SIGKILL) and start a new host on the same folders.
+    pub fn kill_and_restart(mut self, extra: &[&str]) -> Host {
+        self.stop_with("-KILL");
+        Self::spawn_in(self.dir.take().expect("dir"), extra)
+    }
+
+    fn stop_with(&mut self, signal: &str) -> (std::process::ExitStatus, String) {
+        let _ = Command::new("kill").args([signal, &self.child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait bkg") {
                 return (status, self.log());
             }
-            assert!(Instant::now() < deadline, "bkg did not exit after SIGTERM\n{}", self.log());
+            assert!(Instant::now() < deadline, "bkg did not exit after {signal}\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        self.stop_with("-TERM")
     }
 }
 

@@ -1,0 +1,45 @@
+//! Table definitions matching `migrations/` (kept by hand; `diesel print-schema` prints the same).
+
+diesel::table! {
+    plugins (id) {
+        id -> Text,
+        desired_state -> Text,
+        config -> Nullable<Text>,
+        config_version -> BigInt,
+        last_file -> Nullable<Text>,
+        last_sha256 -> Nullable<Text>,
+        last_version -> Nullable<Text>,
+        updated_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    config_history (seq) {
+        seq -> Integer,
+        plugin_id -> Text,
+        version -> BigInt,
+        config -> Text,
+        actor -> Text,
+        at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    events (seq) {
+        seq -> Integer,
+        at_ms -> BigInt,
+        plugin_id -> Nullable<Text>,
+        kind -> Text,
+        actor -> Text,
+        details -> Text,
+    }
+}
+
+diesel::table! {
+    kv (plugin_id, key) {
+        plugin_id -> Text,
+        key -> Text,
+        value -> Binary,
+        updated_at_ms -> BigInt,
+    }
+}
