@@ -11,6 +11,7 @@ use crate::dispatch::{self, Answer, DispatchError};
 use crate::exec::{self, Control, Event};
 
 const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+use crate::logs::{Level, LogHub};
 use crate::registry::{Action, PluginView, RegistryError, RegistryHandle};
 use crate::store::Store;
 use crate::validate;
@@ -21,6 +22,7 @@ pub struct AppState {
     pub registry: RegistryHandle,
     pub routing: Arc<Routing>,
     pub store: Arc<Store>,
+    pub logs: Arc<LogHub>,
 }
 
 /// An error answer: `{"error":{"code":"...","message":"..."}}`.
@@ -366,6 +368,104 @@ async fn set_config(
 }
 
 #[derive(serde::Deserialize)]
+struct LogQuery {
+    tail: Option<usize>,
+    level: Option<String>,
+}
+
+impl LogQuery {
+    fn parse(&self, default_tail: usize) -> ApiResult<(usize, Level)> {
+        let level = match self.level.as_deref() {
+            None | Some("") => Level::Trace,
+            Some(text) => Level::parse(text).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("unknown level '{text}': use error, warn, info, debug or trace"),
+                )
+            })?,
+        };
+        Ok((self.tail.unwrap_or(default_tail).min(crate::logs::RING_LINES), level))
+    }
+}
+
+/// `GET /api/core/plugins/{id}/logs?tail=N&level=L`: recent lines, oldest first.
+async fn get_logs(
+    state: Data<AppState>,
+    id: web::Path<String>,
+    q: web::Query<LogQuery>,
+) -> ApiResult<HttpResponse> {
+    let (tail, level) = q.parse(200)?;
+    if state.registry.view(&id).is_none() {
+        return Err(ApiError::not_found(format!("no plugin '{id}'")));
+    }
+    let lines = state.logs.tail(&id, tail, level);
+    let lines: Vec<&crate::logs::LogLine> = lines.iter().map(|l| &**l).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id.as_str(), "lines": lines })))
+}
+
+/// `GET /ws/core/plugins/{id}/logs?tail=N&level=L` (WebSocket): the tail, then live lines as
+/// JSON text messages. A client too slow to keep up gets `{"dropped": n}` instead of lines.
+async fn ws_logs(
+    state: Data<AppState>,
+    id: web::Path<String>,
+    q: web::Query<LogQuery>,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    use futures_util::StreamExt as _;
+    use tokio::sync::broadcast::error::RecvError;
+
+    let (tail, level) = q.parse(100)?;
+    let id = id.into_inner();
+    if state.registry.view(&id).is_none() {
+        return Err(ApiError::not_found(format!("no plugin '{id}'")).into());
+    }
+    let (response, mut session, mut incoming) = actix_ws::handle(&req, body)?;
+    let (backlog, mut live) = state.logs.subscribe(&id, tail, level);
+    let logs = state.logs.clone();
+    actix_web::rt::spawn(async move {
+        let to_text = |line: &crate::logs::LogLine| serde_json::to_string(line).unwrap_or_default();
+        for line in backlog {
+            if session.text(to_text(&line)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            tokio::select! {
+                received = live.recv() => match received {
+                    Ok(line) if line.level <= level => {
+                        if session.text(to_text(&line)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => {
+                        logs.count_dropped(n);
+                        let notice = serde_json::json!({ "dropped": n }).to_string();
+                        if session.text(notice).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(RecvError::Closed) => break,
+                },
+                message = incoming.next() => match message {
+                    Some(Ok(actix_ws::Message::Ping(bytes))) => {
+                        if session.pong(&bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(actix_ws::Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+        let _ = session.close(None).await;
+    });
+    Ok(response)
+}
+
+#[derive(serde::Deserialize)]
 struct EventsQuery {
     plugin: Option<String>,
     limit: Option<i64>,
@@ -563,6 +663,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/core/plugins/{id}", web::get().to(get_plugin))
         .route("/api/core/events", web::get().to(events))
         .route("/api/core/plugins/{id}/status", web::get().to(plugin_status))
+        .route("/api/core/plugins/{id}/logs", web::get().to(get_logs))
+        .route("/ws/core/plugins/{id}/logs", web::get().to(ws_logs))
         .route("/api/core/plugins/{id}/config", web::get().to(get_config))
         .route("/api/core/plugins/{id}/config", web::post().to(set_config))
         .route("/api/core/plugins/{id}/{action}", web::post().to(lifecycle))

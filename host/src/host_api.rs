@@ -2,7 +2,7 @@
 //! and calls to other plugins through the bus.
 
 use std::path::PathBuf;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
@@ -12,17 +12,24 @@ use bkg_abi::ffi::{CallKind, FfiError, FfiResponse, HostApi, HostApi_TO, HostBox
 
 use crate::dispatch::{self, Routing};
 use crate::exec;
+use crate::logs::{Level, LogHub};
 
 pub struct PluginHost {
     plugin_id: String,
     data_dir: PathBuf,
     routing: Weak<Routing>,
+    logs: Arc<LogHub>,
 }
 
 /// Build the handle for one plugin instance.
-pub fn handle(plugin_id: &str, data_dir: PathBuf, routing: Weak<Routing>) -> HostBox {
+pub fn handle(
+    plugin_id: &str,
+    data_dir: PathBuf,
+    routing: Weak<Routing>,
+    logs: Arc<LogHub>,
+) -> HostBox {
     HostApi_TO::from_value(
-        PluginHost { plugin_id: plugin_id.to_string(), data_dir, routing },
+        PluginHost { plugin_id: plugin_id.to_string(), data_dir, routing, logs },
         TD_Opaque,
     )
 }
@@ -31,6 +38,7 @@ impl HostApi for PluginHost {
     fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
         let (plugin, target, message) =
             (self.plugin_id.as_str(), target.as_str(), message.as_str());
+        self.logs.push(plugin, Level::from_abi(level), "plugin", target, message);
         match level {
             LogLevel::ERROR => tracing::error!(plugin, target, "{message}"),
             LogLevel::WARN => tracing::warn!(plugin, target, "{message}"),

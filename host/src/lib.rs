@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod exec;
 pub mod host_api;
 pub mod loader;
+pub mod logs;
 pub mod registry;
 pub mod store;
 pub mod validate;
@@ -50,6 +51,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         serde_json::json!({ "pid": std::process::id() }),
     )?;
     let routing = Arc::new(dispatch::Routing::default());
+    let logs = Arc::new(logs::LogHub::default());
     let settings = registry::Settings {
         shadow_dir,
         plugin_data_dir: data_dir.join("plugin-data"),
@@ -61,12 +63,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         control_timeout: Duration::from_millis(config.control_timeout_ms),
     };
-    let (registry, registry_thread) = registry::spawn(settings, store.clone(), routing.clone())?;
+    let (registry, registry_thread) =
+        registry::spawn(settings, store.clone(), logs.clone(), routing.clone())?;
 
     let state = Data::new(api::AppState {
         registry: registry.clone(),
         routing: routing.clone(),
         store: store.clone(),
+        logs: logs.clone(),
     });
     let mut server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))

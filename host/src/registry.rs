@@ -15,6 +15,7 @@ use crate::dispatch::Routing;
 use crate::exec::{CapabilityInfo, Control, Instance, Limits, ManifestInfo, RouteInfo};
 use crate::host_api;
 use crate::loader::{self, LoadedLibrary, Residency};
+use crate::logs::{Level, LogHub};
 use crate::store::{DesiredState, Store};
 
 /// The lifecycle state of a plugin id.
@@ -213,6 +214,7 @@ pub fn now_ms() -> u64 {
 struct Registry {
     settings: Settings,
     store: Arc<Store>,
+    logs: Arc<LogHub>,
     routing: Arc<Routing>,
     slots: BTreeMap<String, Slot>,
     /// Which plugin id each file in the folder provided (or failed to provide).
@@ -225,6 +227,7 @@ struct Registry {
 pub fn spawn(
     settings: Settings,
     store: Arc<Store>,
+    logs: Arc<LogHub>,
     routing: Arc<Routing>,
 ) -> std::io::Result<(RegistryHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -234,6 +237,7 @@ pub fn spawn(
     let registry = Registry {
         settings,
         store,
+        logs,
         routing,
         slots: BTreeMap::new(),
         files: HashMap::new(),
@@ -300,8 +304,11 @@ impl Registry {
         self.slots.entry(id.to_string()).or_default()
     }
 
-    /// Append to the persistent event log; a failure to write it is logged, not fatal.
+    /// Append to the persistent event log (a failure to write it is logged, not fatal), and
+    /// put a host line into the plugin's live log.
     fn event(&self, plugin: &str, kind: &str, actor: &str, details: serde_json::Value) {
+        let level = if kind.ends_with("failed") { Level::Error } else { Level::Info };
+        self.logs.push(plugin, level, "host", "lifecycle", &format!("{kind} {details}"));
         if let Err(e) = self.store.add_event(Some(plugin), kind, actor, details) {
             tracing::warn!(plugin, kind, "cannot write event: {e}");
         }
@@ -422,7 +429,9 @@ impl Registry {
             std::fs::create_dir_all(&data_dir)
                 .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
             chosen = Some((m.id.clone(), generation));
-            Ok((host_api::handle(&m.id, data_dir, Arc::downgrade(&self.routing)), generation))
+            let handle =
+                host_api::handle(&m.id, data_dir, Arc::downgrade(&self.routing), self.logs.clone());
+            Ok((handle, generation))
         });
         let instance = match booted {
             Ok(i) => i,

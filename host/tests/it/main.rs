@@ -4,6 +4,7 @@
 mod bad_input;
 mod execution;
 mod lifecycle;
+mod logs;
 mod persistence;
 mod support;
 mod swap;
