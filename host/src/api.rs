@@ -14,6 +14,7 @@ const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::logs::{Level, LogHub};
 use crate::registry::{Action, PluginView, RegistryError, RegistryHandle};
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 use crate::validate;
 use std::sync::Arc;
 
@@ -23,6 +24,8 @@ pub struct AppState {
     pub routing: Arc<Routing>,
     pub store: Arc<Store>,
     pub logs: Arc<LogHub>,
+    pub telemetry: Arc<Telemetry>,
+    pub metrics: crate::metrics::Sources,
 }
 
 /// An error answer: `{"error":{"code":"...","message":"..."}}`.
@@ -465,6 +468,113 @@ async fn ws_logs(
     Ok(response)
 }
 
+/// `GET /api/core/plugins/{id}/telemetry`: the latest sample, history and lifetime totals.
+async fn plugin_telemetry(state: Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    let instance = state
+        .routing
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))?;
+    let history = state.telemetry.history(&id, crate::telemetry::HISTORY);
+    let s = instance.stats();
+    use std::sync::atomic::Ordering::Relaxed;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "id": id.as_str(),
+        "current": history.last(),
+        "history": history,
+        "totals": {
+            "calls": s.calls.load(Relaxed),
+            "errors": s.errors.load(Relaxed),
+            "rejected": s.rejected.load(Relaxed),
+            "timeouts": s.timeouts.load(Relaxed),
+            "cpu_seconds": s.cpu_nanos.load(Relaxed) as f64 / 1e9,
+            "in_flight": instance.in_flight(),
+        },
+    })))
+}
+
+/// `GET /api/core/telemetry`: the host and the latest sample of every plugin.
+async fn all_telemetry(state: Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "host": state.telemetry.host(),
+        "plugins": state.telemetry.latest(),
+    }))
+}
+
+/// WebSocket pushing one telemetry message a second: the whole tick, or one plugin's sample.
+fn ws_telemetry_stream(
+    state: &AppState,
+    req: &HttpRequest,
+    body: web::Payload,
+    plugin: Option<String>,
+) -> Result<HttpResponse, actix_web::Error> {
+    use futures_util::StreamExt as _;
+    use tokio::sync::broadcast::error::RecvError;
+
+    let (response, mut session, mut incoming) = actix_ws::handle(req, body)?;
+    let mut ticks = state.telemetry.subscribe();
+    actix_web::rt::spawn(async move {
+        loop {
+            tokio::select! {
+                tick = ticks.recv() => match tick {
+                    Ok(tick) => {
+                        let message = match &plugin {
+                            Some(id) => match tick.plugins.get(id) {
+                                Some(sample) => serde_json::json!({ "id": id, "sample": sample }),
+                                None => serde_json::json!({ "id": id, "sample": null }),
+                            },
+                            None => serde_json::to_value(&*tick).unwrap_or_default(),
+                        };
+                        if session.text(message.to_string()).await.is_err() {
+                            break;
+                        }
+                    }
+                    // A slow client skips ticks; the next one is complete in itself.
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => break,
+                },
+                message = incoming.next() => match message {
+                    Some(Ok(actix_ws::Message::Ping(bytes))) => {
+                        if session.pong(&bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(actix_ws::Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+        let _ = session.close(None).await;
+    });
+    Ok(response)
+}
+
+async fn ws_plugin_telemetry(
+    state: Data<AppState>,
+    id: web::Path<String>,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    if state.registry.view(&id).is_none() {
+        return Err(ApiError::not_found(format!("no plugin '{id}'")).into());
+    }
+    ws_telemetry_stream(&state, &req, body, Some(id.into_inner()))
+}
+
+async fn ws_all_telemetry(
+    state: Data<AppState>,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    ws_telemetry_stream(&state, &req, body, None)
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(state: Data<AppState>) -> ApiResult<HttpResponse> {
+    let text = crate::metrics::render(&state.metrics)
+        .map_err(|e| ApiError::internal(format!("cannot encode metrics: {e}")))?;
+    Ok(HttpResponse::Ok().content_type(prometheus::TEXT_FORMAT).body(text))
+}
+
 #[derive(serde::Deserialize)]
 struct EventsQuery {
     plugin: Option<String>,
@@ -662,6 +772,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/core/plugins", web::get().to(list_plugins))
         .route("/api/core/plugins/{id}", web::get().to(get_plugin))
         .route("/api/core/events", web::get().to(events))
+        .route("/api/core/telemetry", web::get().to(all_telemetry))
+        .route("/ws/core/telemetry", web::get().to(ws_all_telemetry))
+        .route("/metrics", web::get().to(metrics))
+        .route("/api/core/plugins/{id}/telemetry", web::get().to(plugin_telemetry))
+        .route("/ws/core/plugins/{id}/telemetry", web::get().to(ws_plugin_telemetry))
         .route("/api/core/plugins/{id}/status", web::get().to(plugin_status))
         .route("/api/core/plugins/{id}/logs", web::get().to(get_logs))
         .route("/ws/core/plugins/{id}/logs", web::get().to(ws_logs))

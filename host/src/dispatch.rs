@@ -136,6 +136,7 @@ pub async fn call(
     let guard = CancelOnDrop(cancel.clone());
     let instance = submit_routed(routing, id, CallJob { request, sink: Sink::Async(tx), cancel })?;
     let timeout = instance.call_timeout;
+    let stats = instance.stats().clone();
     drop(instance);
     let deadline = tokio::time::Instant::now() + timeout;
     let first = loop {
@@ -149,7 +150,10 @@ pub async fn call(
         }
     };
     match first {
-        Err(()) => Err(DispatchError::Timeout(id.to_string(), timeout)),
+        Err(()) => {
+            stats.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(DispatchError::Timeout(id.to_string(), timeout))
+        }
         Ok(None) => Err(DispatchError::Lost(id.to_string())),
         Ok(Some(Event::Done(Ok(reply)))) => Ok(Answer::Complete(reply)),
         Ok(Some(Event::Done(Err(failure)))) => Err(DispatchError::Plugin(failure)),

@@ -7,7 +7,7 @@
 //! sink for its events (stream start, chunks, the final result).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,6 +22,8 @@ use bkg_abi::ffi::{
 };
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use serde::Serialize;
+
+pub use crate::telemetry::CallStats;
 
 /// Host-owned copy of a plugin's manifest.
 #[derive(Debug, Clone, Serialize)]
@@ -193,19 +195,10 @@ const RUNNING: u8 = 0;
 const STOPPED: u8 = 1;
 const RETIRED: u8 = 2;
 
-/// Counters for one instance.
-#[derive(Debug, Default)]
-pub struct CallStats {
-    pub calls: AtomicU64,
-    pub errors: AtomicU64,
-    pub rejected: AtomicU64,
-    pub timeouts: AtomicU64,
-    pub busy_nanos: AtomicU64,
-}
-
 struct Shared {
     in_flight: AtomicUsize,
-    stats: CallStats,
+    /// The plugin id's counters, shared by its generations.
+    stats: Arc<CallStats>,
     /// Plugin id and version, for log spans; set once the manifest is read.
     label: (String, String),
 }
@@ -280,6 +273,7 @@ fn run_call(plugin: &PluginBox, job: CallJob, shared: &Shared) {
     )
     .entered();
     let started = Instant::now();
+    let cpu_started = cpu_time::ThreadTime::try_now().ok();
     let result = {
         let ctx =
             HostCallContext { cancel: &job.cancel, sink: &job.sink, streaming: Cell::new(false) };
@@ -293,11 +287,8 @@ fn run_call(plugin: &PluginBox, job: CallJob, shared: &Shared) {
             RResult::RErr(e) => Err(PluginFailure::from(e)),
         }
     };
-    shared.stats.calls.fetch_add(1, Ordering::Relaxed);
-    if result.is_err() {
-        shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-    }
-    shared.stats.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    let cpu = cpu_started.map_or(Duration::ZERO, |t| t.elapsed());
+    shared.stats.record(started.elapsed(), cpu, result.is_err());
     job.sink.send(Event::Done(result));
     drop(job);
     shared.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -338,8 +329,8 @@ enum BootMsg {
 }
 
 /// What the caller of [`Instance::boot`] decides once it has read the manifest: the host
-/// handle and generation to construct the plugin with, or why it must not be constructed.
-pub type BootDecision = Result<(HostBox, u64), String>;
+/// handle, generation and counters to construct the plugin with, or why it must not be.
+pub type BootDecision = Result<(HostBox, u64, Arc<CallStats>), String>;
 
 impl Instance {
     /// Read the manifest on a new worker thread, let `decide` validate it, construct the
@@ -392,21 +383,19 @@ impl Instance {
             Ok(BootMsg::Failed(message)) => return fail(first, message),
             _ => return fail(first, "plugin boot thread died".into()),
         };
-        let shared = Arc::new(Shared {
-            in_flight: AtomicUsize::new(0),
-            stats: CallStats::default(),
-            label: (manifest.id.clone(), manifest.version.clone()),
-        });
-        let generation = match decide(&manifest) {
-            Ok((host, generation)) => {
-                let _ = go_tx.send(Some((host, shared.clone())));
-                generation
-            }
+        let (host, generation, stats) = match decide(&manifest) {
+            Ok(decided) => decided,
             Err(message) => {
                 let _ = go_tx.send(None);
                 return fail(first, message);
             }
         };
+        let shared = Arc::new(Shared {
+            in_flight: AtomicUsize::new(0),
+            stats,
+            label: (manifest.id.clone(), manifest.version.clone()),
+        });
+        let _ = go_tx.send(Some((host, shared.clone())));
         let plugin = match boot_rx.recv() {
             Ok(BootMsg::Created(p)) => p,
             Ok(BootMsg::Failed(message)) => return fail(first, message),
@@ -454,7 +443,7 @@ impl Instance {
         &self.manifest.id
     }
 
-    pub fn stats(&self) -> &CallStats {
+    pub fn stats(&self) -> &Arc<CallStats> {
         &self.shared.stats
     }
 

@@ -14,8 +14,10 @@ pub mod exec;
 pub mod host_api;
 pub mod loader;
 pub mod logs;
+pub mod metrics;
 pub mod registry;
 pub mod store;
+pub mod telemetry;
 pub mod validate;
 pub mod watcher;
 
@@ -66,11 +68,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (registry, registry_thread) =
         registry::spawn(settings, store.clone(), logs.clone(), routing.clone())?;
 
+    let telemetry = Arc::new(telemetry::Telemetry::default());
+    let metrics = metrics::Sources {
+        routing: routing.clone(),
+        registry: registry.clone(),
+        logs: logs.clone(),
+        telemetry: telemetry.clone(),
+    };
+    actix_web::rt::spawn(telemetry.clone().run(routing.clone()));
     let state = Data::new(api::AppState {
         registry: registry.clone(),
         routing: routing.clone(),
         store: store.clone(),
         logs: logs.clone(),
+        telemetry,
+        metrics,
     });
     let mut server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::dispatch::Routing;
-use crate::exec::{CapabilityInfo, Control, Instance, Limits, ManifestInfo, RouteInfo};
+use crate::exec::{CallStats, CapabilityInfo, Control, Instance, Limits, ManifestInfo, RouteInfo};
 use crate::host_api;
 use crate::loader::{self, LoadedLibrary, Residency};
 use crate::logs::{Level, LogHub};
@@ -130,12 +130,22 @@ pub struct Settings {
     pub control_timeout: Duration,
 }
 
+/// Lifetime counters of the registry, for metrics.
+#[derive(Debug, Default)]
+pub struct RegistryCounters {
+    pub loads: AtomicU64,
+    pub load_failures: AtomicU64,
+    pub unloaded: AtomicU64,
+    pub pinned: AtomicU64,
+}
+
 /// The cheap, cloneable handle the rest of the host uses.
 #[derive(Clone)]
 pub struct RegistryHandle {
     tx: Sender<Command>,
     views: Arc<RwLock<BTreeMap<String, PluginView>>>,
     ready: Arc<AtomicBool>,
+    counters: Arc<RegistryCounters>,
 }
 
 impl RegistryHandle {
@@ -149,6 +159,10 @@ impl RegistryHandle {
 
     pub fn view(&self, id: &str) -> Option<PluginView> {
         self.views.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    pub fn counters(&self) -> &RegistryCounters {
+        &self.counters
     }
 
     pub fn is_ready(&self) -> bool {
@@ -202,6 +216,8 @@ struct Slot {
     last_generation: u64,
     manifest: Option<Arc<ManifestInfo>>,
     loaded_at_ms: Option<u64>,
+    /// Call counters of this id, carried across generations.
+    stats: Arc<CallStats>,
 }
 
 const HISTORY_LIMIT: usize = 50;
@@ -215,6 +231,7 @@ struct Registry {
     settings: Settings,
     store: Arc<Store>,
     logs: Arc<LogHub>,
+    counters: Arc<RegistryCounters>,
     routing: Arc<Routing>,
     slots: BTreeMap<String, Slot>,
     /// Which plugin id each file in the folder provided (or failed to provide).
@@ -233,11 +250,18 @@ pub fn spawn(
     let (tx, rx) = crossbeam_channel::unbounded();
     let views = Arc::new(RwLock::new(BTreeMap::new()));
     let ready = Arc::new(AtomicBool::new(false));
-    let handle = RegistryHandle { tx, views: views.clone(), ready: ready.clone() };
+    let counters = Arc::new(RegistryCounters::default());
+    let handle = RegistryHandle {
+        tx,
+        views: views.clone(),
+        ready: ready.clone(),
+        counters: counters.clone(),
+    };
     let registry = Registry {
         settings,
         store,
         logs,
+        counters,
         routing,
         slots: BTreeMap::new(),
         files: HashMap::new(),
@@ -316,6 +340,7 @@ impl Registry {
 
     fn fail(&mut self, id: &str, file: Option<&Path>, message: String) {
         tracing::warn!(plugin = id, file = ?file, "{message}");
+        self.counters.load_failures.fetch_add(1, Ordering::Relaxed);
         self.event(
             id,
             "load_failed",
@@ -431,7 +456,8 @@ impl Registry {
             chosen = Some((m.id.clone(), generation));
             let handle =
                 host_api::handle(&m.id, data_dir, Arc::downgrade(&self.routing), self.logs.clone());
-            Ok((handle, generation))
+            let stats = self.slots.get(&m.id).map(|s| s.stats.clone()).unwrap_or_default();
+            Ok((handle, generation, stats))
         });
         let instance = match booted {
             Ok(i) => i,
@@ -510,6 +536,7 @@ impl Registry {
         self.files.insert(path.to_path_buf(), id.clone());
         let slot = self.slot(&id);
         slot.manifest = Some(instance.manifest.clone());
+        slot.stats = instance.stats().clone();
         slot.last_generation = generation;
         slot.loaded_at_ms = Some(entry.loaded_at_ms);
         slot.last_error = None;
@@ -522,6 +549,7 @@ impl Registry {
         let old = slot.current.replace(Generation { instance, library, started });
         tracing::info!(plugin = %id, generation, file = %path.display(), swapped = old.is_some(), "plugin loaded");
         let file = path.display().to_string();
+        self.counters.loads.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.store.record_loaded(&id, &file, &sha256, &version) {
             tracing::warn!(plugin = %id, "cannot record the load: {e}");
         }
@@ -576,6 +604,10 @@ impl Registry {
         old.instance.shutdown();
         drop(old.instance);
         let residency = old.library.close();
+        match residency {
+            Residency::Pinned => self.counters.pinned.fetch_add(1, Ordering::Relaxed),
+            _ => self.counters.unloaded.fetch_add(1, Ordering::Relaxed),
+        };
         tracing::info!(plugin = id, generation, ?residency, reason, "plugin generation retired");
         self.event(
             id,

@@ -8,3 +8,4 @@ mod logs;
 mod persistence;
 mod support;
 mod swap;
+mod telemetry;

@@ -1,0 +1,132 @@
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{fixture, lib_name, Host};
+
+fn ws_json<S: std::io::Read + std::io::Write>(ws: &mut tungstenite::WebSocket<S>) -> Value {
+    loop {
+        if let tungstenite::Message::Text(text) = ws.read().expect("read a WebSocket message") {
+            return serde_json::from_str(text.as_str()).unwrap();
+        }
+    }
+}
+
+fn connect(
+    host: &Host,
+    path: &str,
+) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>> {
+    let url = format!("{}{path}", host.base.replace("http://", "ws://"));
+    let (mut ws, _) = tungstenite::connect(url.as_str()).expect("connect WebSocket");
+    if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = ws.get_mut() {
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    }
+    ws
+}
+
+#[test]
+fn telemetry_counts_calls_errors_and_latency_and_streams_every_second() {
+    let host = Host::start();
+    host.install(&fixture("echo"), &lib_name("echo"));
+    host.install(&fixture("panicky"), &lib_name("panicky"));
+    host.wait_state("echo", "running");
+    host.wait_state("panicky", "running");
+    let mut ws = connect(&host, "/ws/core/plugins/panicky/telemetry");
+    // The first sample of a plugin is the sampler's baseline; rates start from there.
+    host.wait_for("a first sample", || {
+        !host.get_json("/api/core/plugins/panicky/telemetry").1["current"].is_null()
+    });
+
+    for _ in 0..30 {
+        assert_eq!(host.post("/api/plugins/echo/echo", "x").0, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(host.post("/api/plugins/panicky/boom", "").0, 500);
+    }
+    assert_eq!(host.post("/api/plugins/panicky/ok", "").0, 200);
+
+    let (status, t) = host.get_json("/api/core/plugins/echo/telemetry");
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["totals"]["calls"], 30);
+    assert_eq!(t["totals"]["errors"], 0);
+
+    // The sampler turns the counters into per-second figures.
+    host.wait_for("a sample with panicky's calls", || {
+        let (_, t) = host.get_json("/api/core/plugins/panicky/telemetry");
+        t["history"].as_array().unwrap().iter().any(|s| s["calls_per_s"].as_f64().unwrap() > 0.0)
+    });
+    let (_, t) = host.get_json("/api/core/plugins/panicky/telemetry");
+    let busy = t["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["calls_per_s"].as_f64().unwrap() > 0.0)
+        .unwrap();
+    assert!((busy["error_rate"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9, "{busy}");
+    assert!(busy["p50_ms"].as_f64().is_some(), "{busy}");
+    assert_eq!(t["totals"]["errors"], 2);
+
+    // The WebSocket pushes samples of that plugin.
+    let message = ws_json(&mut ws);
+    assert_eq!(message["id"], "panicky");
+    assert!(message["sample"]["calls_total"].as_u64().is_some(), "{message}");
+
+    // The whole-host stream carries the process figures and every plugin.
+    let mut all = connect(&host, "/ws/core/telemetry");
+    let tick = ws_json(&mut all);
+    assert!(tick["host"]["rss_bytes"].as_u64().unwrap() > 1_000_000, "{tick}");
+    assert!(
+        tick["plugins"]["echo"].is_object() && tick["plugins"]["panicky"].is_object(),
+        "{tick}"
+    );
+    let (_, summary) = host.get_json("/api/core/telemetry");
+    assert_eq!(summary["host"]["plugins_running"], 2, "{summary}");
+    assert_eq!(host.get("/api/core/plugins/ghost/telemetry").0, 404);
+}
+
+#[test]
+fn metrics_are_prometheus_text_that_promtool_accepts() {
+    let host = Host::start();
+    host.install(&fixture("echo"), &lib_name("echo"));
+    host.wait_state("echo", "running");
+    for _ in 0..5 {
+        assert_eq!(host.post("/api/plugins/echo/echo", "x").0, 200);
+    }
+    host.install(&fixture("echo-v2"), &lib_name("echo"));
+    host.wait_for("v2", || host.plugin("echo")["version"] == "2.0.0");
+
+    let (status, text) = host.get("/metrics");
+    assert_eq!(status, 200);
+    for line in [
+        "bkg_plugin_calls_total{plugin=\"echo\"} 5",
+        "bkg_plugin_generation{plugin=\"echo\"} 2",
+        "bkg_plugin_up{plugin=\"echo\"} 1",
+        "bkg_library_unloads_total{residency=\"unloaded\"} 1",
+        "bkg_plugin_loads_total 2",
+        "bkg_plugin_call_duration_seconds_count{plugin=\"echo\"} 5",
+        "bkg_plugins{state=\"running\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing '{line}' in\n{text}");
+    }
+
+    // promtool (Debian package `prometheus`; scripts/test.sh installs it) must accept it.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(
+            "promtool is needed for this test: apt-get install prometheus (scripts/test.sh does)",
+        );
+    use std::io::Write;
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
