@@ -99,6 +99,9 @@ pub struct FfiManifest {
     pub config_schema: RString,
     /// How many calls the host may run at once on this plugin (0 = host default).
     pub max_concurrency: u32,
+    /// A new config takes effect only through a restart: the host stops the plugin, calls
+    /// `configure`, and starts it again.
+    pub config_needs_restart: bool,
 }
 
 /// Whether a call targets a capability or one of the plugin's routes.
@@ -164,7 +167,6 @@ pub trait HostApi: Send + Sync {
     /// The plugin's own data directory (created by the host).
     fn data_dir(&self) -> RString;
     /// Call another plugin's capability through the host's bus.
-    #[sabi(last_prefix_field)]
     fn call(
         &self,
         plugin: RStr<'_>,
@@ -172,6 +174,15 @@ pub trait HostApi: Send + Sync {
         content_type: RStr<'_>,
         body: RSlice<'_, u8>,
     ) -> RResult<FfiResponse, FfiError>;
+    /// Read a key from the plugin's own persistent key-value store.
+    fn kv_get(&self, key: RStr<'_>) -> RResult<ROption<RVec<u8>>, FfiError>;
+    /// Write a key (it survives swaps, plugin restarts and host restarts).
+    fn kv_put(&self, key: RStr<'_>, value: RSlice<'_, u8>) -> RResult<(), FfiError>;
+    /// Delete a key; true if it existed.
+    fn kv_delete(&self, key: RStr<'_>) -> RResult<bool, FfiError>;
+    /// The keys starting with `prefix`, sorted.
+    #[sabi(last_prefix_field)]
+    fn kv_keys(&self, prefix: RStr<'_>) -> RResult<RVec<RString>, FfiError>;
 }
 
 /// A host handle as the plugin holds it.

@@ -102,6 +102,7 @@ pub struct Manifest {
     pub route_prefix: Option<String>,
     pub config_schema: Option<serde_json::Value>,
     pub max_concurrency: u32,
+    pub config_needs_restart: bool,
 }
 
 impl Manifest {
@@ -148,6 +149,11 @@ impl Manifest {
         self.config_schema = Some(schema);
         self
     }
+    /// The plugin applies a new config only at start: the host restarts it to apply one.
+    pub fn config_needs_restart(mut self) -> Self {
+        self.config_needs_restart = true;
+        self
+    }
     pub fn max_concurrency(mut self, n: u32) -> Self {
         self.max_concurrency = n;
         self
@@ -184,6 +190,7 @@ impl Manifest {
             },
             config_schema: schema(self.config_schema),
             max_concurrency: self.max_concurrency,
+            config_needs_restart: self.config_needs_restart,
         }
     }
 }
@@ -333,6 +340,29 @@ impl Host {
             RResult::RErr(e) => Err(e.into()),
         }
     }
+    /// Read a key from the plugin's own persistent key-value store.
+    pub fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        match self.inner.kv_get(key.into()) {
+            RResult::ROk(v) => Ok(v.into_option().map(|v| v.into_vec())),
+            RResult::RErr(e) => Err(e.into()),
+        }
+    }
+    /// Write a key; it survives swaps, plugin restarts and host restarts.
+    pub fn kv_put(&self, key: &str, value: &[u8]) -> Result<(), Error> {
+        self.inner.kv_put(key.into(), RSlice::from_slice(value)).into_result().map_err(Error::from)
+    }
+    /// Delete a key; true if it existed.
+    pub fn kv_delete(&self, key: &str) -> Result<bool, Error> {
+        self.inner.kv_delete(key.into()).into_result().map_err(Error::from)
+    }
+    /// The keys starting with `prefix`, sorted.
+    pub fn kv_keys(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        match self.inner.kv_keys(prefix.into()) {
+            RResult::ROk(keys) => Ok(keys.into_iter().map(RString::into_string).collect()),
+            RResult::RErr(e) => Err(e.into()),
+        }
+    }
+
     /// Call another plugin's capability with a JSON value.
     pub fn call_json<T: Serialize + ?Sized>(
         &self,

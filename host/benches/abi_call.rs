@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RResult, RSlice, RStr, RString},
+    std_types::{ROption, RResult, RSlice, RStr, RString, RVec},
 };
 use bkg_abi::ffi::{
     CallContext, CallContext_TO, CallKind, ErrorKind, FfiError, FfiRequest, FfiResponse, HostApi,
@@ -58,6 +58,18 @@ impl HostApi for BenchHost {
             kind: ErrorKind::UNSUPPORTED,
             message: "no bus in the benchmark".into(),
         })
+    }
+    fn kv_get(&self, _key: RStr<'_>) -> RResult<ROption<RVec<u8>>, FfiError> {
+        RResult::ROk(ROption::RNone)
+    }
+    fn kv_put(&self, _key: RStr<'_>, _value: RSlice<'_, u8>) -> RResult<(), FfiError> {
+        RResult::ROk(())
+    }
+    fn kv_delete(&self, _key: RStr<'_>) -> RResult<bool, FfiError> {
+        RResult::ROk(false)
+    }
+    fn kv_keys(&self, _prefix: RStr<'_>) -> RResult<RVec<RString>, FfiError> {
+        RResult::ROk(RVec::new())
     }
 }
 

@@ -37,6 +37,7 @@ pub struct ManifestInfo {
     pub route_prefix: Option<String>,
     pub config_schema: Option<serde_json::Value>,
     pub max_concurrency: u32,
+    pub config_needs_restart: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,6 +89,7 @@ impl ManifestInfo {
             route_prefix: m.route_prefix.into_option().map(|p| p.into_string()),
             config_schema: parse_schema(&m.config_schema),
             max_concurrency: m.max_concurrency,
+            config_needs_restart: m.config_needs_restart,
         }
     }
 

@@ -6,19 +6,43 @@ use std::sync::{Arc, Weak};
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RResult, RSlice, RStr, RString},
+    std_types::{ROption, RResult, RSlice, RStr, RString, RVec},
 };
 use bkg_abi::ffi::{CallKind, FfiError, FfiResponse, HostApi, HostApi_TO, HostBox, LogLevel};
 
 use crate::dispatch::{self, Routing};
 use crate::exec;
 use crate::logs::{Level, LogHub};
+use crate::store::Store;
 
 pub struct PluginHost {
     plugin_id: String,
     data_dir: PathBuf,
     routing: Weak<Routing>,
     logs: Arc<LogHub>,
+    store: Arc<Store>,
+}
+
+/// Limits of the key-value store, per key.
+pub const KV_MAX_KEY: usize = 512;
+pub const KV_MAX_VALUE: usize = 16 * 1024 * 1024;
+
+fn ffi_error(kind: bkg_abi::ErrorKind, message: String) -> FfiError {
+    FfiError { kind, message: message.into() }
+}
+
+fn store_error(e: crate::store::StoreError) -> FfiError {
+    ffi_error(bkg_abi::ErrorKind::INTERNAL, format!("key-value store: {e}"))
+}
+
+fn check_key(key: &str) -> Result<(), FfiError> {
+    if key.is_empty() || key.len() > KV_MAX_KEY {
+        return Err(ffi_error(
+            bkg_abi::ErrorKind::BAD_REQUEST,
+            format!("a key must have 1 to {KV_MAX_KEY} bytes, this one has {}", key.len()),
+        ));
+    }
+    Ok(())
 }
 
 /// Build the handle for one plugin instance.
@@ -27,9 +51,10 @@ pub fn handle(
     data_dir: PathBuf,
     routing: Weak<Routing>,
     logs: Arc<LogHub>,
+    store: Arc<Store>,
 ) -> HostBox {
     HostApi_TO::from_value(
-        PluginHost { plugin_id: plugin_id.to_string(), data_dir, routing, logs },
+        PluginHost { plugin_id: plugin_id.to_string(), data_dir, routing, logs, store },
         TD_Opaque,
     )
 }
@@ -92,6 +117,44 @@ impl HostApi for PluginHost {
                 let f = e.to_failure();
                 RResult::RErr(FfiError { kind: f.kind, message: f.message.into() })
             }
+        }
+    }
+
+    fn kv_get(&self, key: RStr<'_>) -> RResult<ROption<RVec<u8>>, FfiError> {
+        let result = check_key(key.as_str())
+            .and_then(|()| self.store.kv_get(&self.plugin_id, key.as_str()).map_err(store_error));
+        match result {
+            Ok(v) => RResult::ROk(v.map(RVec::from).into()),
+            Err(e) => RResult::RErr(e),
+        }
+    }
+
+    fn kv_put(&self, key: RStr<'_>, value: RSlice<'_, u8>) -> RResult<(), FfiError> {
+        let result = check_key(key.as_str()).and_then(|()| {
+            if value.len() > KV_MAX_VALUE {
+                return Err(ffi_error(
+                    bkg_abi::ErrorKind::BAD_REQUEST,
+                    format!(
+                        "a value may have at most {KV_MAX_VALUE} bytes, this one has {}",
+                        value.len()
+                    ),
+                ));
+            }
+            self.store.kv_put(&self.plugin_id, key.as_str(), value.as_slice()).map_err(store_error)
+        });
+        result.into()
+    }
+
+    fn kv_delete(&self, key: RStr<'_>) -> RResult<bool, FfiError> {
+        check_key(key.as_str())
+            .and_then(|()| self.store.kv_delete(&self.plugin_id, key.as_str()).map_err(store_error))
+            .into()
+    }
+
+    fn kv_keys(&self, prefix: RStr<'_>) -> RResult<RVec<RString>, FfiError> {
+        match self.store.kv_keys(&self.plugin_id, prefix.as_str()) {
+            Ok(keys) => RResult::ROk(keys.into_iter().map(RString::from).collect()),
+            Err(e) => RResult::RErr(store_error(e)),
         }
     }
 }

@@ -454,8 +454,13 @@ impl Registry {
             std::fs::create_dir_all(&data_dir)
                 .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
             chosen = Some((m.id.clone(), generation));
-            let handle =
-                host_api::handle(&m.id, data_dir, Arc::downgrade(&self.routing), self.logs.clone());
+            let handle = host_api::handle(
+                &m.id,
+                data_dir,
+                Arc::downgrade(&self.routing),
+                self.logs.clone(),
+                self.store.clone(),
+            );
             let stats = self.slots.get(&m.id).map(|s| s.stats.clone()).unwrap_or_default();
             Ok((handle, generation, stats))
         });
@@ -712,21 +717,55 @@ impl Registry {
         actor: &str,
     ) -> Result<i64, RegistryError> {
         let control_timeout = self.settings.control_timeout;
+        let drain = self.settings.drain_timeout;
         let generation = self
             .slots
             .get(id)
             .and_then(|s| s.current.as_ref())
             .ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
-        generation
-            .instance
-            .control(Control::Configure(config.to_string()), control_timeout)
-            .map_err(|f| {
-                RegistryError::Rejected(format!("the plugin rejected the config: {}", f.message))
-            })?;
+        let instance = generation.instance.clone();
+        let restart = instance.manifest.config_needs_restart && generation.started;
+        if restart {
+            // The plugin applies a config only at start: stop, configure, start again.
+            instance.close_and_drain(false, drain);
+            if let Err(f) = instance.control(Control::Stop, control_timeout) {
+                tracing::warn!(plugin = id, "stop before reconfiguring failed: {}", f.message);
+            }
+        }
+        let applied = instance.control(Control::Configure(config.to_string()), control_timeout);
+        if restart {
+            if let Err(f) = instance.control(Control::Start, control_timeout) {
+                let message = format!("restart after reconfiguring failed: {}", f.message);
+                if let Some(slot) = self.slots.get_mut(id) {
+                    if let Some(g) = slot.current.as_mut() {
+                        g.started = false;
+                    }
+                    slot.state = Some(PluginState::Failed);
+                    slot.last_error =
+                        Some(LastError { message: message.clone(), file: None, at_ms: now_ms() });
+                }
+                self.publish();
+                return Err(RegistryError::Failed(message));
+            }
+            instance.open();
+        }
+        applied.map_err(|f| {
+            RegistryError::Rejected(format!("the plugin rejected the config: {}", f.message))
+        })?;
         let version = self.store.set_config(id, &config, actor).map_err(|e| {
             RegistryError::Failed(format!("the config was applied but not stored: {e}"))
         })?;
-        tracing::info!(plugin = id, version, "config applied and stored");
+        tracing::info!(plugin = id, version, restarted = restart, "config applied and stored");
+        self.logs.push(
+            id,
+            Level::Info,
+            "host",
+            "config",
+            &format!(
+                "config version {version} applied{}",
+                if restart { " (restarted)" } else { "" }
+            ),
+        );
         Ok(version)
     }
 

@@ -145,3 +145,51 @@ fn a_host_killed_during_config_writes_serves_the_last_committed_config() {
         vec![format!("g{version}"); (1 + version % 5) as usize].join(" ")
     );
 }
+
+#[test]
+fn the_key_value_store_survives_swaps_plugin_restarts_and_host_restarts() {
+    let host = Host::start();
+    host.install(&fixture("echo"), &lib_name("echo"));
+    host.wait_state("echo", "running");
+    assert_eq!(host.post("/api/plugins/echo/kv-put", "color blue").0, 200);
+    assert_eq!(host.post("/api/plugins/echo/kv-put", "colour green").0, 200);
+    assert_eq!(host.post("/api/plugins/echo/kv-put", "size 9").0, 200);
+    assert_eq!(host.post("/api/plugins/echo/kv-get", "color"), (200, "blue".to_string()));
+    assert_eq!(host.post("/api/plugins/echo/kv-keys", "col"), (200, "color,colour".to_string()));
+    let (status, v) = host.post_json("/api/plugins/echo/kv-get", "nothing");
+    assert_eq!((status, v["error"]["message"].as_str()), (404, Some("no such key")));
+    let (status, v) = host.post_json("/api/plugins/echo/kv-put", &format!("{} x", "k".repeat(600)));
+    assert_eq!(status, 400, "{v}");
+
+    host.install(&fixture("echo-v2"), &lib_name("echo"));
+    host.wait_for("v2", || host.plugin("echo")["version"] == "2.0.0");
+    assert_eq!(host.post("/api/plugins/echo/kv-get", "color"), (200, "blue".to_string()));
+    assert_eq!(host.post_json("/api/core/plugins/echo/restart", "").0, 200);
+    assert_eq!(host.post("/api/plugins/echo/kv-delete", "size"), (200, "true".to_string()));
+
+    let host = host.restart(&[]);
+    host.wait_state("echo", "running");
+    assert_eq!(host.post("/api/plugins/echo/kv-get", "colour"), (200, "green".to_string()));
+    assert_eq!(host.post("/api/plugins/echo/kv-keys", ""), (200, "color,colour".to_string()));
+}
+
+#[test]
+fn a_plugin_that_reads_its_config_at_start_is_restarted_to_apply_one() {
+    let host = Host::start();
+    host.install(&fixture("slow"), &lib_name("slow"));
+    host.wait_state("slow", "running");
+    let starts = |h: &Host| h.post_json("/api/plugins/slow/starts", "").1;
+    assert_eq!(starts(&host), json!({ "starts": 1, "config": {} }));
+
+    let (status, v) = host.post_json("/api/core/plugins/slow/config", r#"{"label": "night"}"#);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(starts(&host), json!({ "starts": 2, "config": { "label": "night" } }));
+    assert_eq!(host.state("slow"), "running");
+
+    // While stopped, a new config is stored and taken up at the next start.
+    assert_eq!(host.post_json("/api/core/plugins/slow/stop", "").0, 200);
+    assert_eq!(host.post_json("/api/core/plugins/slow/config", r#"{"label": "day"}"#).0, 200);
+    assert_eq!(host.state("slow"), "stopped");
+    assert_eq!(host.post_json("/api/core/plugins/slow/start", "").0, 200);
+    assert_eq!(starts(&host), json!({ "starts": 3, "config": { "label": "day" } }));
+}
