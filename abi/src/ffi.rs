@@ -73,6 +73,9 @@ pub struct FfiCapability {
     pub output_schema: RString,
     /// Whether the capability may answer with a stream of chunks.
     pub streaming: bool,
+    /// The API-key scope a client needs to invoke it over HTTP: "" or "invoke" (the
+    /// default) or "admin". Calls through the host's bus are not checked.
+    pub scope: RString,
 }
 
 /// An admin route a plugin serves under `/api/plugins/{id}/admin{path}`.

@@ -87,6 +87,8 @@ pub struct Capability {
     pub input_schema: Option<serde_json::Value>,
     pub output_schema: Option<serde_json::Value>,
     pub streaming: bool,
+    /// The API-key scope needed to invoke it over HTTP (`None` = "invoke").
+    pub scope: Option<String>,
 }
 
 /// What a plugin declares about itself. Build it with the chained methods.
@@ -128,6 +130,16 @@ impl Manifest {
             name: name.into(),
             description: description.into(),
             streaming: true,
+            ..Capability::default()
+        });
+        self
+    }
+    /// A capability only keys with the `admin` scope may invoke over HTTP.
+    pub fn admin_capability(mut self, name: &str, description: &str) -> Self {
+        self.capabilities.push(Capability {
+            name: name.into(),
+            description: description.into(),
+            scope: Some("admin".into()),
             ..Capability::default()
         });
         self
@@ -177,6 +189,7 @@ impl Manifest {
                     input_schema: schema(c.input_schema),
                     output_schema: schema(c.output_schema),
                     streaming: c.streaming,
+                    scope: c.scope.unwrap_or_default().into(),
                 })
                 .collect(),
             routes: self

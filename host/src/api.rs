@@ -26,6 +26,7 @@ pub struct AppState {
     pub logs: Arc<LogHub>,
     pub telemetry: Arc<Telemetry>,
     pub metrics: crate::metrics::Sources,
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// An error answer: `{"error":{"code":"...","message":"..."}}`.
@@ -325,8 +326,14 @@ async fn get_config(state: Data<AppState>, id: web::Path<String>) -> ApiResult<H
 async fn set_config(
     state: Data<AppState>,
     id: web::Path<String>,
+    req: HttpRequest,
     body: web::Json<serde_json::Value>,
 ) -> ApiResult<HttpResponse> {
+    use actix_web::HttpMessage as _;
+    let actor = req
+        .extensions()
+        .get::<crate::auth::Principal>()
+        .map_or_else(|| "api".to_string(), |p| p.actor());
     let id = id.into_inner();
     let config = body.into_inner();
     let instance = state
@@ -365,7 +372,7 @@ async fn set_config(
             .with_details(serde_json::json!({ "errors": errors })));
         }
     }
-    let version = state.registry.configure(&id, config.clone(), "api").await?;
+    let version = state.registry.configure(&id, config.clone(), &actor).await?;
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({ "id": id, "version": version, "config": config })))
 }

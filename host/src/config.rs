@@ -39,6 +39,10 @@ pub struct Config {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "BKG_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
+    /// The plugin that verifies API keys (its `verify` capability). The bootstrap admin key
+    /// comes from the BKG_ADMIN_KEY environment variable, or is generated and printed once.
+    #[arg(long, env = "BKG_AUTH_PROVIDER", default_value = "apikeys")]
+    pub auth_provider: String,
     /// Quiet time before a file whose writer was never seen closing is loaded anyway.
     #[arg(long, env = "BKG_SETTLE_MS", default_value_t = 2_000)]
     pub settle_ms: u64,

@@ -47,6 +47,8 @@ pub struct CapabilityInfo {
     pub input_schema: Option<serde_json::Value>,
     pub output_schema: Option<serde_json::Value>,
     pub streaming: bool,
+    /// API-key scope needed over HTTP: "invoke" or "admin".
+    pub scope: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +81,7 @@ impl ManifestInfo {
                     input_schema: parse_schema(&c.input_schema),
                     output_schema: parse_schema(&c.output_schema),
                     streaming: c.streaming,
+                    scope: if c.scope.is_empty() { "invoke".into() } else { c.scope.into_string() },
                 })
                 .collect(),
             routes: m

@@ -8,6 +8,7 @@
 //! `api` (HTTP), `config` (flags).
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod exec;
@@ -76,6 +77,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         telemetry: telemetry.clone(),
     };
     actix_web::rt::spawn(telemetry.clone().run(routing.clone()));
+    let env_key = std::env::var("BKG_ADMIN_KEY").ok();
+    let (auth, generated_key) =
+        auth::Auth::init(&store, env_key.as_deref(), &config.auth_provider)?;
+    if let Some(key) = generated_key {
+        // Printed once: only its hash is stored.
+        println!("bkg admin key (shown once, keep it; only its hash is stored): {key}");
+    }
     let state = Data::new(api::AppState {
         registry: registry.clone(),
         routing: routing.clone(),
@@ -83,11 +91,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         logs: logs.clone(),
         telemetry,
         metrics,
+        auth: Arc::new(auth),
     });
-    let mut server =
-        HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
-            .on_connect(api::remember_peer)
-            .shutdown_timeout(10);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(actix_web::middleware::from_fn(auth::middleware))
+            .configure(api::configure)
+    })
+    .on_connect(api::remember_peer)
+    .shutdown_timeout(10);
     if let Some(n) = config.http_workers {
         server = server.workers(n.max(1));
     }

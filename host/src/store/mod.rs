@@ -15,7 +15,7 @@ use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use serde::Serialize;
 
-use schema::{config_history, events, kv, plugins};
+use schema::{config_history, events, host_settings, kv, plugins};
 
 type Conn = SqliteConnection;
 
@@ -314,6 +314,30 @@ impl Store {
             .collect()
     }
 
+    /// A host-wide setting.
+    pub fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+        Ok(host_settings::table
+            .find(key)
+            .select(host_settings::value)
+            .first(&mut *self.conn())
+            .optional()?)
+    }
+
+    pub fn set_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+        let at = now_ms();
+        diesel::insert_into(host_settings::table)
+            .values((
+                host_settings::key.eq(key),
+                host_settings::value.eq(value),
+                host_settings::updated_at_ms.eq(at),
+            ))
+            .on_conflict(host_settings::key)
+            .do_update()
+            .set((host_settings::value.eq(value), host_settings::updated_at_ms.eq(at)))
+            .execute(&mut *self.conn())?;
+        Ok(())
+    }
+
     pub fn kv_get(&self, plugin: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
         Ok(kv::table.find((plugin, key)).select(kv::value).first(&mut *self.conn()).optional()?)
     }
@@ -402,6 +426,15 @@ mod tests {
         assert_eq!(echo.len(), 1);
         assert_eq!(echo[0].details["generation"], 1);
         assert_eq!(s.events(None, 1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn settings_upsert() {
+        let (_d, s) = store();
+        assert_eq!(s.setting("a").unwrap(), None);
+        s.set_setting("a", "1").unwrap();
+        s.set_setting("a", "2").unwrap();
+        assert_eq!(s.setting("a").unwrap().as_deref(), Some("2"));
     }
 
     #[test]

@@ -43,3 +43,11 @@ diesel::table! {
         updated_at_ms -> BigInt,
     }
 }
+
+diesel::table! {
+    host_settings (key) {
+        key -> Text,
+        value -> Text,
+        updated_at_ms -> BigInt,
+    }
+}

@@ -42,7 +42,7 @@ fn plugin_and_lifecycle_lines_are_kept_and_streamed_live() {
     assert_eq!(host.get("/api/core/plugins/ghost/logs").0, 404);
 
     // WebSocket: the tail first, then live lines.
-    let url = format!("{}/ws/core/plugins/echo/logs?tail=2", host.base.replace("http://", "ws://"));
+    let url = host.ws_url("/ws/core/plugins/echo/logs?tail=2");
     let (mut ws, _) = tungstenite::connect(url.as_str()).expect("connect the log WebSocket");
     if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = ws.get_mut() {
         tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

@@ -59,7 +59,7 @@ fn config_is_validated_applied_live_and_survives_a_host_restart() {
     let (_, c) = host.get_json("/api/core/plugins/echo/config");
     assert_eq!((c["source"].as_str(), c["version"].as_i64()), (Some("stored"), Some(1)), "{c}");
     assert_eq!(c["history"].as_array().unwrap().len(), 1);
-    assert_eq!(c["history"][0]["actor"], "api");
+    assert_eq!(c["history"][0]["actor"], "key:bootstrap");
 
     // And after a hot swap.
     host.install(&fixture("echo-v2"), &lib_name("echo"));
@@ -117,7 +117,10 @@ fn a_host_killed_during_config_writes_serves_the_last_committed_config() {
                     break;
                 }
                 let body = json!({ "greeting": format!("g{n}"), "repeat": 1 + n % 5 }).to_string();
-                match ureq::post(&url).set("Content-Type", "application/json").send_string(&body) {
+                let request = ureq::post(&url)
+                    .set("Content-Type", "application/json")
+                    .set("Authorization", &format!("Bearer {}", crate::support::ADMIN_KEY));
+                match request.send_string(&body) {
                     Ok(r) if r.status() == 200 => acked.store(n, Ordering::SeqCst),
                     _ => break, // the host is gone
                 }

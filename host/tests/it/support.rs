@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The bootstrap admin key every test host is started with.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
+
 pub const FIXTURES: &[&str] =
     &["echo", "echo-v2", "panicky", "slow", "threaded", "incompatible", "squatter"];
 
@@ -114,19 +117,26 @@ impl Host {
             .arg(&plugins)
             .args(extra)
             .env("RUST_LOG", "info,bkg_host=debug")
+            .env("BKG_ADMIN_KEY", ADMIN_KEY)
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()
             .expect("start bkg");
         let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read listen line");
-        let base = line
-            .trim()
-            .strip_prefix("bkg listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from bkg: {line:?}"))
-            .to_string();
+        let mut reader = BufReader::new(stdout);
+        let base = loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).expect("read bkg's stdout");
+            assert!(
+                n > 0,
+                "bkg exited before listening:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            if let Some(url) = line.trim().strip_prefix("bkg listening on ") {
+                break url.to_string();
+            }
+        };
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
         let host = Host { child, base, dir: Some(dir), plugins, log, agent };
         host.wait_for("readyz", || host.get("/readyz").0 == 200);
@@ -150,7 +160,39 @@ impl Host {
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
-        Self::finish(self.agent.get(&format!("{}{path}", self.base)).call())
+        self.get_as(path, ADMIN_KEY)
+    }
+
+    /// GET with another API key (empty: none).
+    pub fn get_as(&self, path: &str, key: &str) -> (u16, String) {
+        Self::finish(self.authorized(self.agent.get(&format!("{}{path}", self.base)), key).call())
+    }
+
+    /// POST with another API key (empty: none).
+    pub fn post_as(&self, path: &str, body: &str, key: &str) -> (u16, String) {
+        Self::finish(
+            self.authorized(self.agent.post(&format!("{}{path}", self.base)), key)
+                .send_string(body),
+        )
+    }
+
+    pub fn request_as(&self, method: &str, path: &str, key: &str) -> (u16, String) {
+        let req = self.agent.request(method, &format!("{}{path}", self.base));
+        Self::finish(self.authorized(req, key).send_string(""))
+    }
+
+    fn authorized(&self, req: ureq::Request, key: &str) -> ureq::Request {
+        if key.is_empty() {
+            req
+        } else {
+            req.set("Authorization", &format!("Bearer {key}"))
+        }
+    }
+
+    /// A WebSocket URL for `path` carrying the admin key.
+    pub fn ws_url(&self, path: &str) -> String {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        format!("{}{path}{sep}access_token={ADMIN_KEY}", self.base.replace("http://", "ws://"))
     }
 
     pub fn get_json(&self, path: &str) -> (u16, Value) {
@@ -159,7 +201,7 @@ impl Host {
     }
 
     pub fn post(&self, path: &str, body: &str) -> (u16, String) {
-        Self::finish(self.agent.post(&format!("{}{path}", self.base)).send_string(body))
+        self.post_as(path, body, ADMIN_KEY)
     }
 
     pub fn post_json(&self, path: &str, body: &str) -> (u16, Value) {

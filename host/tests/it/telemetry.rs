@@ -17,7 +17,7 @@ fn connect(
     host: &Host,
     path: &str,
 ) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>> {
-    let url = format!("{}{path}", host.base.replace("http://", "ws://"));
+    let url = host.ws_url(path);
     let (mut ws, _) = tungstenite::connect(url.as_str()).expect("connect WebSocket");
     if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = ws.get_mut() {
         tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

@@ -1,0 +1,376 @@
+//! API-key authentication and scopes, failing closed.
+//!
+//! Every request to `/api/...`, `/ws/...`, `/metrics` or a plugin's claimed prefix needs
+//! `Authorization: Bearer <key>` (WebSockets may pass `?access_token=<key>` instead, since
+//! browsers cannot set headers on them). A key is accepted if it is the bootstrap admin key
+//! (its hash is in the store) or if the auth provider plugin (`apikeys`) verifies it through
+//! the bus. When no provider is running, only the bootstrap key is accepted.
+//!
+//! Verifications are cached for a short time keyed by the key's hash; the cache is dropped
+//! whenever the provider is invoked for anything other than `verify` (a revoke, say), and
+//! is never used while the provider is not running.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::web::Data;
+use actix_web::{HttpMessage, ResponseError};
+use bkg_abi::ffi::CallKind;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::api::{ApiError, AppState};
+use crate::dispatch::{self, Answer};
+use crate::exec;
+use crate::store::Store;
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Everything.
+    Admin,
+    /// Call plugins.
+    Invoke,
+    /// GET requests only.
+    Read,
+}
+
+/// Who made a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Principal {
+    pub key_id: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl Principal {
+    pub fn allows(&self, needed: Scope) -> bool {
+        self.scopes.iter().any(|s| *s == Scope::Admin || *s == needed)
+    }
+
+    /// How the event log names this principal.
+    pub fn actor(&self) -> String {
+        format!("key:{}", self.key_id)
+    }
+}
+
+const BOOTSTRAP_SETTING: &str = "bootstrap_admin_key_sha256";
+const CACHE_TTL: Duration = Duration::from_secs(30);
+
+fn sha256(text: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A verified key: who it is, when it was verified, when it expires (unix ms).
+type CachedKey = (Principal, Instant, Option<u64>);
+
+/// The auth state of the host.
+pub struct Auth {
+    bootstrap: [u8; 32],
+    /// The plugin id that verifies keys.
+    pub provider: String,
+    cache: Mutex<HashMap<[u8; 32], CachedKey>>,
+}
+
+/// The answer of the provider's `verify` capability.
+#[derive(Debug, Deserialize)]
+struct Verified {
+    valid: bool,
+    #[serde(default)]
+    key_id: String,
+    #[serde(default)]
+    scopes: Vec<Scope>,
+    #[serde(default)]
+    expires_at_ms: Option<u64>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+impl Auth {
+    /// Set up the bootstrap admin key: from `env_key` (BKG_ADMIN_KEY) if given, else the one
+    /// whose hash is stored, else a new random key, printed once. Returns the new key if one
+    /// was generated.
+    pub fn init(
+        store: &Store,
+        env_key: Option<&str>,
+        provider: &str,
+    ) -> anyhow::Result<(Auth, Option<String>)> {
+        let mut generated = None;
+        let hash = match env_key.filter(|k| !k.is_empty()) {
+            Some(key) => {
+                if key.len() < 16 {
+                    anyhow::bail!("BKG_ADMIN_KEY must have at least 16 characters");
+                }
+                let hash = sha256(key);
+                store.set_setting(BOOTSTRAP_SETTING, &hex(&hash))?;
+                hash
+            }
+            None => match store.setting(BOOTSTRAP_SETTING)? {
+                Some(stored) => {
+                    let mut hash = [0u8; 32];
+                    if stored.len() != 64 {
+                        anyhow::bail!(
+                            "the stored bootstrap key hash is damaged; set BKG_ADMIN_KEY"
+                        );
+                    }
+                    for (i, chunk) in stored.as_bytes().chunks(2).enumerate() {
+                        let text = std::str::from_utf8(chunk)?;
+                        hash[i] = u8::from_str_radix(text, 16)?;
+                    }
+                    hash
+                }
+                None => {
+                    let mut secret = [0u8; 32];
+                    getrandom::fill(&mut secret)
+                        .map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+                    let key = format!("bkg_admin_{}", hex(&secret));
+                    let hash = sha256(&key);
+                    store.set_setting(BOOTSTRAP_SETTING, &hex(&hash))?;
+                    generated = Some(key);
+                    hash
+                }
+            },
+        };
+        Ok((
+            Auth { bootstrap: hash, provider: provider.to_string(), cache: Mutex::default() },
+            generated,
+        ))
+    }
+
+    fn is_bootstrap(&self, hash: &[u8; 32]) -> bool {
+        bool::from(self.bootstrap.ct_eq(hash))
+    }
+
+    /// Forget every cached verification.
+    pub fn clear_cache(&self) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    fn cached(&self, hash: &[u8; 32]) -> Option<Principal> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let (principal, at, expires) = cache.get(hash)?;
+        let expired = expires.is_some_and(|e| crate::registry::now_ms() >= e);
+        (at.elapsed() < CACHE_TTL && !expired).then(|| principal.clone())
+    }
+
+    /// Check a presented key.
+    async fn verify(&self, state: &AppState, key: &str) -> Result<Principal, ApiError> {
+        let hash = sha256(key);
+        if self.is_bootstrap(&hash) {
+            return Ok(Principal { key_id: "bootstrap".into(), scopes: vec![Scope::Admin] });
+        }
+        let provider_running = state.routing.get(&self.provider).is_some_and(|i| i.is_running());
+        if !provider_running {
+            return Err(unauthorized(&format!(
+                "invalid API key (the auth provider '{}' is not running, so only the bootstrap admin key is accepted)",
+                self.provider
+            )));
+        }
+        if let Some(p) = self.cached(&hash) {
+            return Ok(p);
+        }
+        let body = serde_json::json!({ "key": key }).to_string().into_bytes();
+        let request =
+            exec::request(CallKind::Capability, "verify", "POST", "", "application/json", body);
+        let answer = dispatch::call(&state.routing, &self.provider, request, || false)
+            .await
+            .map_err(|e| {
+                tracing::warn!("auth provider failed: {e:?}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "auth_unavailable",
+                    "the auth provider did not answer",
+                )
+            })?;
+        let Answer::Complete(reply) = answer else {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth_unavailable",
+                "the auth provider streamed",
+            ));
+        };
+        let verified: Verified = serde_json::from_slice(&reply.body).map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth_unavailable",
+                format!("bad verify answer: {e}"),
+            )
+        })?;
+        if !verified.valid {
+            let reason = verified.reason.unwrap_or_else(|| "unknown key".into());
+            return Err(unauthorized(&format!("invalid API key ({reason})")));
+        }
+        let principal = Principal { key_id: verified.key_id, scopes: verified.scopes };
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(hash, (principal.clone(), Instant::now(), verified.expires_at_ms));
+        Ok(principal)
+    }
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
+/// The scope a request needs, or None for public routes.
+pub fn required_scope(method: &Method, path: &str, state: &AppState) -> Option<Scope> {
+    let read_or_admin =
+        if method == Method::GET || method == Method::HEAD { Scope::Read } else { Scope::Admin };
+    if path == "/healthz" || path == "/readyz" || path == "/api/openapi.json" {
+        return None;
+    }
+    if path == "/metrics" || path.starts_with("/ws/") {
+        return Some(Scope::Read);
+    }
+    if path.starts_with("/api/core/") || path == "/api/core" {
+        return Some(read_or_admin);
+    }
+    if let Some(rest) = path.strip_prefix("/api/plugins/") {
+        let mut parts = rest.splitn(3, '/');
+        let (id, second) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        if second == "admin" {
+            return Some(read_or_admin);
+        }
+        let needs_admin = state
+            .routing
+            .get(id)
+            .and_then(|i| {
+                i.manifest
+                    .capabilities
+                    .iter()
+                    .find(|c| c.name == second)
+                    .map(|c| c.scope == "admin")
+            })
+            .unwrap_or(false);
+        return Some(if needs_admin { Scope::Admin } else { Scope::Invoke });
+    }
+    if path.starts_with("/api/") || state.routing.prefix_owner(path).is_some() {
+        return Some(Scope::Invoke);
+    }
+    None
+}
+
+fn presented_key(req: &ServiceRequest) -> Option<String> {
+    if let Some(value) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        let text = value.to_str().ok()?;
+        let (scheme, key) = text.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| key.trim().to_string());
+    }
+    if req.path().starts_with("/ws/") {
+        return req
+            .query_string()
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("access_token="))
+            .map(percent_decode);
+    }
+    None
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The middleware: authenticate, authorise, remember the principal; drop the verification
+/// cache after any call to the provider other than `verify`.
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let Some(state) = req.app_data::<Data<AppState>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let Some(needed) = required_scope(req.method(), req.path(), &state) else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let auth = &state.auth;
+    let refuse = |req: ServiceRequest, e: ApiError| {
+        Ok(req.into_response(e.error_response()).map_into_right_body())
+    };
+    let Some(key) = presented_key(&req) else {
+        return refuse(
+            req,
+            unauthorized("this route needs an API key: send 'Authorization: Bearer <key>'"),
+        );
+    };
+    let principal = match auth.verify(&state, &key).await {
+        Ok(p) => p,
+        Err(e) => return refuse(req, e),
+    };
+    if !principal.allows(needed) {
+        let scope = serde_json::to_value(needed)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        return refuse(
+            req,
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this key lacks the '{scope}' scope this route needs"),
+            ),
+        );
+    }
+    let touches_provider = req
+        .path()
+        .strip_prefix("/api/plugins/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(id, cap)| id == auth.provider && cap != "verify");
+    req.extensions_mut().insert(principal);
+    let response = next.call(req).await?;
+    if touches_provider {
+        auth.clear_cache();
+    }
+    Ok(response.map_into_left_body())
+}
+
+/// Shared so the registry can drop the cache when the provider is swapped or stopped.
+pub type SharedAuth = Arc<Auth>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes() {
+        let admin = Principal { key_id: "a".into(), scopes: vec![Scope::Admin] };
+        let reader = Principal { key_id: "r".into(), scopes: vec![Scope::Read] };
+        assert!(admin.allows(Scope::Invoke) && admin.allows(Scope::Read));
+        assert!(
+            reader.allows(Scope::Read)
+                && !reader.allows(Scope::Invoke)
+                && !reader.allows(Scope::Admin)
+        );
+    }
+
+    #[test]
+    fn decode() {
+        assert_eq!(percent_decode("a%2Bb%20c"), "a+b c");
+        assert_eq!(percent_decode("plain"), "plain");
+        assert_eq!(percent_decode("bad%2"), "bad%2");
+    }
+}
