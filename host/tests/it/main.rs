@@ -1,6 +1,7 @@
 //! Integration tests: real `bkg` processes on ephemeral ports, real plugin libraries copied
 //! into real folders.
 
+mod auth;
 mod bad_input;
 mod execution;
 mod lifecycle;

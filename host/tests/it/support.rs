@@ -12,6 +12,9 @@ use serde_json::Value;
 /// The bootstrap admin key every test host is started with.
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
 
+/// Product plugins the tests use, from `plugins/`.
+pub const PRODUCT_PLUGINS: &[&str] = &["apikeys"];
+
 pub const FIXTURES: &[&str] =
     &["echo", "echo-v2", "panicky", "slow", "threaded", "incompatible", "squatter"];
 
@@ -33,6 +36,9 @@ pub fn fixture_dir() -> &'static Path {
         cmd.current_dir(workspace_root()).args(["build", "--quiet"]);
         for f in FIXTURES {
             cmd.args(["-p", &format!("fixture-{f}")]);
+        }
+        for p in PRODUCT_PLUGINS {
+            cmd.args(["-p", &format!("bkg-plugin-{p}")]);
         }
         let mut example = Command::new(env!("CARGO"));
         example.current_dir(workspace_root()).args([
@@ -68,6 +74,19 @@ pub fn fixture(name: &str) -> PathBuf {
     path
 }
 
+/// The built library of a product plugin, e.g. `product_plugin("apikeys")`.
+pub fn product_plugin(name: &str) -> PathBuf {
+    let file = format!(
+        "{}bkg_plugin_{}.{}",
+        std::env::consts::DLL_PREFIX,
+        name.replace('-', "_"),
+        std::env::consts::DLL_EXTENSION
+    );
+    let path = fixture_dir().join(file);
+    assert!(path.is_file(), "plugin {name} not built at {}", path.display());
+    path
+}
+
 /// The plugin from docs/plugin-author.md (`abi/examples/hello.rs`).
 pub fn author_guide_example() -> PathBuf {
     let file = format!("{}hello.{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_EXTENSION);
@@ -78,6 +97,10 @@ pub fn author_guide_example() -> PathBuf {
 
 pub fn lib_name(stem: &str) -> String {
     format!("{stem}.{}", std::env::consts::DLL_EXTENSION)
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 /// A real `bkg` process on an ephemeral port with its own data and plugins folders.
