@@ -115,7 +115,9 @@ fn main() {
         &script,
         format!(
             "wrk.method = \"POST\"\nwrk.body = string.rep(\"x\", {body_bytes})\n\
-             wrk.headers[\"Content-Type\"] = \"application/octet-stream\"\n"
+             wrk.headers[\"Content-Type\"] = \"application/octet-stream\"\n\
+             wrk.headers[\"Authorization\"] = \"Bearer {key}\"\n",
+            key = common::BENCH_KEY
         ),
     )
     .expect("write wrk script");

@@ -132,6 +132,14 @@ pub fn finish(resp: Result<ureq::Response, ureq::Error>) -> Answer {
 }
 
 /// An HTTP client with keep-alive and a bound on every request.
+/// The bootstrap admin key the benchmark hosts run with (the host requires a key).
+pub const BENCH_KEY: &str = "bench-admin-key-0123456789abcdef";
+
+/// The `Authorization` header value for [`BENCH_KEY`].
+pub fn bearer() -> String {
+    format!("Bearer {BENCH_KEY}")
+}
+
 pub fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build()
 }
@@ -153,6 +161,7 @@ impl Host {
             .args(extra)
             .env("RUST_LOG", std::env::var("BKG_BENCH_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1")
+            .env("BKG_ADMIN_KEY", BENCH_KEY)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file)
@@ -182,13 +191,16 @@ impl Host {
     }
 
     pub fn get(&self, path: &str) -> Answer {
-        finish(self.agent.get(&format!("{}{path}", self.base)).call())
+        finish(
+            self.agent.get(&format!("{}{path}", self.base)).set("Authorization", &bearer()).call(),
+        )
     }
 
     pub fn post(&self, path: &str, body: &str) -> Answer {
         finish(
             self.agent
                 .post(&format!("{}{path}", self.base))
+                .set("Authorization", &bearer())
                 .set("Content-Type", "application/octet-stream")
                 .send_string(body),
         )
