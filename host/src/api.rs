@@ -423,55 +423,26 @@ async fn ws_logs(
     req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
-    use futures_util::StreamExt as _;
-    use tokio::sync::broadcast::error::RecvError;
-
     let (tail, level) = q.parse(100)?;
     let id = id.into_inner();
     if state.registry.view(&id).is_none() {
         return Err(ApiError::not_found(format!("no plugin '{id}'")).into());
     }
-    let (response, mut session, mut incoming) = actix_ws::handle(&req, body)?;
-    let (backlog, mut live) = state.logs.subscribe(&id, tail, level);
+    let (response, session, incoming) = actix_ws::handle(&req, body)?;
+    let (backlog, live) = state.logs.subscribe(&id, tail, level);
+    let to_text = |line: &crate::logs::LogLine| serde_json::to_string(line).unwrap_or_default();
     let logs = state.logs.clone();
-    actix_web::rt::spawn(async move {
-        let to_text = |line: &crate::logs::LogLine| serde_json::to_string(line).unwrap_or_default();
-        for line in backlog {
-            if session.text(to_text(&line)).await.is_err() {
-                return;
-            }
-        }
-        loop {
-            tokio::select! {
-                received = live.recv() => match received {
-                    Ok(line) if line.level <= level => {
-                        if session.text(to_text(&line)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(n)) => {
-                        logs.count_dropped(n);
-                        let notice = serde_json::json!({ "dropped": n }).to_string();
-                        if session.text(notice).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(RecvError::Closed) => break,
-                },
-                message = incoming.next() => match message {
-                    Some(Ok(actix_ws::Message::Ping(bytes))) => {
-                        if session.pong(&bytes).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(Ok(actix_ws::Message::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(_)) => {}
-                },
-            }
-        }
-        let _ = session.close(None).await;
-    });
+    crate::ws::pump(
+        session,
+        incoming,
+        backlog.iter().map(|l| to_text(l)).collect(),
+        live,
+        move |line| (line.level <= level).then(|| to_text(line)),
+        move |n| {
+            logs.count_dropped(n);
+            Some(serde_json::json!({ "dropped": n }).to_string())
+        },
+    );
     Ok(response)
 }
 
@@ -514,44 +485,16 @@ fn ws_telemetry_stream(
     body: web::Payload,
     plugin: Option<String>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    use futures_util::StreamExt as _;
-    use tokio::sync::broadcast::error::RecvError;
-
-    let (response, mut session, mut incoming) = actix_ws::handle(req, body)?;
-    let mut ticks = state.telemetry.subscribe();
-    actix_web::rt::spawn(async move {
-        loop {
-            tokio::select! {
-                tick = ticks.recv() => match tick {
-                    Ok(tick) => {
-                        let message = match &plugin {
-                            Some(id) => match tick.plugins.get(id) {
-                                Some(sample) => serde_json::json!({ "id": id, "sample": sample }),
-                                None => serde_json::json!({ "id": id, "sample": null }),
-                            },
-                            None => serde_json::to_value(&*tick).unwrap_or_default(),
-                        };
-                        if session.text(message.to_string()).await.is_err() {
-                            break;
-                        }
-                    }
-                    // A slow client skips ticks; the next one is complete in itself.
-                    Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => break,
-                },
-                message = incoming.next() => match message {
-                    Some(Ok(actix_ws::Message::Ping(bytes))) => {
-                        if session.pong(&bytes).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(Ok(actix_ws::Message::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(_)) => {}
-                },
-            }
-        }
-        let _ = session.close(None).await;
-    });
+    let (response, session, incoming) = actix_ws::handle(req, body)?;
+    let render = move |tick: &std::sync::Arc<crate::telemetry::Tick>| {
+        let message = match &plugin {
+            Some(id) => serde_json::json!({ "id": id, "sample": tick.plugins.get(id) }),
+            None => serde_json::to_value(&**tick).unwrap_or_default(),
+        };
+        Some(message.to_string())
+    };
+    // A slow client skips ticks; the next one is complete in itself.
+    crate::ws::pump(session, incoming, Vec::new(), state.telemetry.subscribe(), render, |_| None);
     Ok(response)
 }
 

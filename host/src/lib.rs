@@ -21,6 +21,7 @@ pub mod store;
 pub mod telemetry;
 pub mod validate;
 pub mod watcher;
+pub mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
