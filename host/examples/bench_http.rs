@@ -6,7 +6,7 @@
 //! ```text
 //! cargo build --release -p bkg-host --bin bkg --examples -p fixture-echo
 //! target/release/examples/bench_http [--duration 10] [--connections 32] [--threads 1]
-//!     [--workers NPROC] [--rounds 3] [--warmup 3] [--body-bytes 64]
+//!     [--workers NPROC] [--rounds 3] [--warmup 3] [--body-bytes 64] [--plugin-workers N]
 //! ```
 //!
 //! Needs `wrk` on PATH (scripts/bench.sh installs it). Everything runs on 127.0.0.1.
@@ -99,6 +99,7 @@ fn main() {
         "rounds",
         "warmup",
         "body-bytes",
+        "plugin-workers",
     ]);
     let secs: u64 = flags.get("duration", 10);
     let connections: usize = flags.get("connections", 32);
@@ -107,6 +108,8 @@ fn main() {
     let rounds: usize = flags.get("rounds", 3);
     let warmup: u64 = flags.get("warmup", 3);
     let body_bytes: usize = flags.get("body-bytes", 64);
+    // 0: the host's default.
+    let plugin_workers: usize = flags.get("plugin-workers", 0);
 
     // The same Lua script for both servers: a POST with a fixed body.
     let scratch = tempfile::tempdir().expect("temp dir");
@@ -124,12 +127,17 @@ fn main() {
 
     // The host, with the release echo plugin installed and running.
     let workers_arg = workers.to_string();
-    let host = Host::start(&["--http-workers", &workers_arg]);
+    let plugin_workers_arg = plugin_workers.to_string();
+    let mut host_args = vec!["--http-workers", &workers_arg];
+    if plugin_workers > 0 {
+        host_args.extend(["--plugin-workers", &plugin_workers_arg]);
+    }
+    let host = Host::start(&host_args);
     host.install(&fixture("echo"), &lib_name("echo"));
     host.wait_state("echo", "running", Duration::from_millis(10));
 
     // The bare server, same number of workers.
-    let mut bare = Command::new(example_bin("bare_echo"))
+    let mut bare = common::die_with_parent(&mut Command::new(example_bin("bare_echo")))
         .args(["--listen", "127.0.0.1:0", "--workers", &workers_arg])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -214,6 +214,8 @@ pub struct Limits {
     pub workers: usize,
     pub queue_depth: usize,
     pub call_timeout: Duration,
+    /// How long manifest, construction and lifecycle calls may take.
+    pub control_timeout: Duration,
 }
 
 /// One loaded generation of a plugin, with its worker threads.
@@ -234,6 +236,10 @@ pub enum BootError {
     Plugin(String),
     #[error("cannot start a worker thread: {0}")]
     Thread(std::io::Error),
+    /// The plugin's code did not return: its thread is left running, so its library must
+    /// never be closed.
+    #[error("{0}")]
+    Hung(String),
 }
 
 struct HostCallContext<'a> {
@@ -383,9 +389,16 @@ impl Instance {
             let _ = first.join();
             Err(BootError::Plugin(message))
         };
-        let manifest = match boot_rx.recv() {
+        let hung = |what: &str| {
+            Err(BootError::Hung(format!(
+                "the plugin's {what} did not return within {} ms",
+                limits.control_timeout.as_millis()
+            )))
+        };
+        let manifest = match boot_rx.recv_timeout(limits.control_timeout) {
             Ok(BootMsg::Manifest(m)) => m,
             Ok(BootMsg::Failed(message)) => return fail(first, message),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => return hung("manifest"),
             _ => return fail(first, "plugin boot thread died".into()),
         };
         let (host, generation, stats) = match decide(&manifest) {
@@ -401,9 +414,10 @@ impl Instance {
             label: (manifest.id.clone(), manifest.version.clone()),
         });
         let _ = go_tx.send(Some((host, shared.clone())));
-        let plugin = match boot_rx.recv() {
+        let plugin = match boot_rx.recv_timeout(limits.control_timeout) {
             Ok(BootMsg::Created(p)) => p,
             Ok(BootMsg::Failed(message)) => return fail(first, message),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => return hung("constructor"),
             _ => return fail(first, "plugin boot thread died".into()),
         };
         let wanted = match manifest.max_concurrency {
@@ -430,7 +444,9 @@ impl Instance {
                 Ok(handle) => instance.lock_workers().push(handle),
                 Err(e) => {
                     drop(plugin);
-                    instance.shutdown();
+                    if !instance.shutdown(limits.control_timeout) {
+                        return Err(BootError::Hung(format!("cannot start a worker thread: {e}")));
+                    }
                     return Err(BootError::Thread(e));
                 }
             }
@@ -516,16 +532,31 @@ impl Instance {
     }
 
     /// Stop every worker and join it; the plugin object is dropped on the last worker.
-    /// Afterwards no code of this instance runs, and its library may be closed.
-    pub fn shutdown(&self) {
+    /// Returns true when every worker finished within `deadline`: then no code of this
+    /// instance runs any more and its library may be closed. A worker stuck in plugin code is
+    /// left running (detached), and the library must then never be closed.
+    #[must_use = "a false answer means the library must not be closed"]
+    pub fn shutdown(&self, deadline: Duration) -> bool {
         let workers = std::mem::take(&mut *self.lock_workers());
+        let until = Instant::now() + deadline;
         for _ in 0..workers.len() {
-            // Blocking send: queued calls are still served before the workers exit.
-            let _ = self.jobs.send(Job::Exit);
+            // Queued calls are still served before the workers exit.
+            let left = until.saturating_duration_since(Instant::now());
+            let _ = self.jobs.send_timeout(Job::Exit, left);
         }
+        let mut all_done = true;
         for w in workers {
-            let _ = w.join();
+            while !w.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if w.is_finished() {
+                let _ = w.join();
+            } else {
+                tracing::error!(thread = ?w.thread().name(), "a plugin thread did not stop; leaving it running");
+                all_done = false;
+            }
         }
+        all_done
     }
 }
 

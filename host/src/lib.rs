@@ -63,6 +63,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             workers: config.plugin_workers.max(1),
             queue_depth: config.queue_depth.max(1),
             call_timeout: config.call_timeout(),
+            control_timeout: Duration::from_millis(config.control_timeout_ms),
         },
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         control_timeout: Duration::from_millis(config.control_timeout_ms),

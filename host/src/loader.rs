@@ -281,6 +281,16 @@ impl LoadedLibrary {
     }
 }
 
+impl LoadedLibrary {
+    /// Never close the library: a thread of the plugin is still running its code. The
+    /// library stays mapped until the process exits (the shadow file stays too).
+    pub fn abandon(self) -> Residency {
+        tracing::warn!(shadow = %self.shadow.display(), "library abandoned in memory: a plugin thread is stuck");
+        std::mem::forget(self.library);
+        Residency::Pinned
+    }
+}
+
 /// Look the shadow path up in the process's memory map.
 pub fn residency(shadow: &Path) -> Residency {
     if !cfg!(target_os = "linux") {

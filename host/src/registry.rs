@@ -12,7 +12,9 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::dispatch::Routing;
-use crate::exec::{CallStats, CapabilityInfo, Control, Instance, Limits, ManifestInfo, RouteInfo};
+use crate::exec::{
+    BootError, CallStats, CapabilityInfo, Control, Instance, Limits, ManifestInfo, RouteInfo,
+};
 use crate::host_api;
 use crate::loader::{self, LoadedLibrary, Residency};
 use crate::logs::{Level, LogHub};
@@ -468,7 +470,14 @@ impl Registry {
             Ok(i) => i,
             Err(e) => {
                 let id = chosen.map(|c| c.0).unwrap_or_else(|| fallback_id.to_string());
-                library.close();
+                match e {
+                    BootError::Hung(_) => {
+                        library.abandon();
+                    }
+                    _ => {
+                        library.close();
+                    }
+                }
                 self.files.insert(path.to_path_buf(), id.clone());
                 return self.fail(&id, Some(path), format!("load failed: {e}"));
             }
@@ -496,8 +505,7 @@ impl Registry {
             if let Err(f) =
                 instance.control(Control::Configure(config.to_string()), control_timeout)
             {
-                instance.shutdown();
-                library.close();
+                self.dispose(&instance, library);
                 self.files.insert(path.to_path_buf(), id.clone());
                 return self.fail(
                     &id,
@@ -517,8 +525,7 @@ impl Registry {
         let mut started = false;
         if want_running {
             if let Err(f) = instance.control(Control::Start, control_timeout) {
-                instance.shutdown();
-                library.close();
+                self.dispose(&instance, library);
                 self.files.insert(path.to_path_buf(), id.clone());
                 return self.fail(&id, Some(path), format!("start failed: {}", f.message));
             }
@@ -572,6 +579,16 @@ impl Registry {
         }
     }
 
+    /// Stop an instance's threads and close its library, or leave the library in memory
+    /// when a thread is stuck in plugin code.
+    fn dispose(&self, instance: &Instance, library: LoadedLibrary) -> Residency {
+        if instance.shutdown(self.settings.control_timeout) {
+            library.close()
+        } else {
+            library.abandon()
+        }
+    }
+
     /// Retire whatever `id` runs if it came from `path` (the file now holds something else).
     fn retire_file_owner(&mut self, id: &str, path: &Path, reason: &str) {
         let from_path = self
@@ -606,9 +623,8 @@ impl Registry {
             }
         }
         let generation = old.instance.generation;
-        old.instance.shutdown();
+        let residency = self.dispose(&old.instance, old.library);
         drop(old.instance);
-        let residency = old.library.close();
         match residency {
             Residency::Pinned => self.counters.pinned.fetch_add(1, Ordering::Relaxed),
             _ => self.counters.unloaded.fetch_add(1, Ordering::Relaxed),

@@ -72,12 +72,19 @@ pub fn lib_name(stem: &str) -> String {
     format!("{stem}.{}", std::env::consts::DLL_EXTENSION)
 }
 
-/// Read a server's first stdout line, `<prefix> listening on http://ADDR`, and return the
-/// base URL. The rest of stdout is drained on a thread so the server never blocks on it.
+/// Read a server's stdout up to its `<prefix> listening on http://ADDR` line (the first line,
+/// or one of the first few) and return the base URL. The rest of stdout is drained on a
+/// thread so the server never blocks on it.
 pub fn read_listen_line(stdout: ChildStdout, who: &str) -> String {
     let mut reader = BufReader::new(stdout);
     let mut line = String::new();
-    reader.read_line(&mut line).expect("read listen line");
+    for _ in 0..20 {
+        line.clear();
+        let n = reader.read_line(&mut line).expect("read listen line");
+        if n == 0 || line.contains(" listening on ") {
+            break;
+        }
+    }
     std::thread::spawn(move || {
         let mut sink = String::new();
         while matches!(reader.read_line(&mut sink), Ok(n) if n > 0) {
@@ -91,6 +98,29 @@ pub fn read_listen_line(stdout: ChildStdout, who: &str) -> String {
         .unwrap_or_else(|| panic!("unexpected first line from {who}: {line:?}"));
     assert!(base.starts_with("http://127.0.0.1:"), "{who}: {base}");
     base
+}
+
+/// Have the kernel kill a child process when the benchmark that started it dies, so that a
+/// benchmark stopped by a signal (e.g. `timeout`) leaves no server behind.
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        extern "C" {
+            fn prctl(option: std::ffi::c_int, ...) -> std::ffi::c_int;
+        }
+        const PR_SET_PDEATHSIG: std::ffi::c_int = 1;
+        const SIGKILL: std::ffi::c_ulong = 9;
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent; the
+        // benchmarks start their children from the main thread, which lives until the end.
+        unsafe {
+            cmd.pre_exec(|| {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    cmd
 }
 
 /// Poll `cond` every `every` until it holds or `limit` passes; false on timeout.
@@ -153,7 +183,7 @@ impl Host {
         std::fs::create_dir_all(&plugins).expect("plugins dir");
         let log = dir.path().join("host.log");
         let log_file = std::fs::File::create(&log).expect("log file");
-        let mut child = Command::new(bkg_bin())
+        let mut child = die_with_parent(&mut Command::new(bkg_bin()))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
             .arg("--plugins-dir")

@@ -147,3 +147,31 @@ fn a_client_that_goes_away_cancels_its_call() {
     // The worker is free again: the next call runs at once (the fixture takes one at a time).
     assert_eq!(host.post("/api/plugins/slow/sleep", "1"), (200, "slept 1".to_string()));
 }
+
+#[test]
+fn a_plugin_stuck_in_start_is_abandoned_without_stalling_the_host() {
+    let host = Host::start_with(&["--control-timeout-ms", "500", "--drain-timeout-ms", "200"]);
+    host.install(&fixture("slow"), &lib_name("slow"));
+    host.wait_state("slow", "running");
+
+    // This config makes the fixture's start() loop forever; the plugin restarts to apply it.
+    let (status, v) = host.post_json("/api/core/plugins/slow/config", r#"{"label": "hang-start"}"#);
+    assert_eq!(status, 409, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("did not answer within 500 ms"), "{message}");
+    assert_eq!(host.state("slow"), "failed");
+    // Not stored: the next load would not hang.
+    assert_eq!(host.get_json("/api/core/plugins/slow/config").1["version"], 0);
+
+    // The host and its registry go on.
+    host.install(&fixture("echo"), &lib_name("echo"));
+    host.wait_state("echo", "running");
+    host.remove(&lib_name("slow"));
+    host.wait_state("slow", "unloaded");
+    let p = host.plugin("slow");
+    assert_eq!(p["history"][0]["residency"], "pinned", "a stuck library cannot be unloaded: {p}");
+    host.install(&fixture("echo-v2"), &lib_name("echo"));
+    host.wait_for("v2", || host.plugin("echo")["version"] == "2.0.0");
+    assert_eq!(host.post("/api/plugins/echo/echo", "alive"), (200, "alive".to_string()));
+    assert!(host.log().contains("a plugin thread did not stop"));
+}
