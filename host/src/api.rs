@@ -12,6 +12,7 @@ use crate::exec::{self, Control, Event};
 
 const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::logs::{Level, LogHub};
+use crate::openapi::{ErrorSchema, EventListSchema, LogLinesSchema, PluginListSchema};
 use crate::registry::{Action, PluginView, RegistryError, RegistryHandle};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
@@ -194,15 +195,15 @@ async fn call_plugin(
 }
 
 /// A plugin's view plus its live call counters.
-#[derive(Serialize)]
-struct PluginDetail {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PluginDetail {
     #[serde(flatten)]
     view: PluginView,
     calls: Option<CallCounters>,
 }
 
-#[derive(Serialize)]
-struct CallCounters {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CallCounters {
     total: u64,
     errors: u64,
     rejected: u64,
@@ -229,6 +230,9 @@ struct ListQuery {
     all: bool,
 }
 
+#[utoipa::path(get, path = "/api/core/plugins", tag = "plugins", security(("bearer" = [])),
+    params(("all" = Option<bool>, Query, description = "include unloaded plugins")),
+    responses((status = 200, description = "every plugin", body = PluginListSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema)))]
 async fn list_plugins(state: Data<AppState>, q: web::Query<ListQuery>) -> HttpResponse {
     let plugins: Vec<PluginDetail> = state
         .registry
@@ -240,12 +244,17 @@ async fn list_plugins(state: Data<AppState>, q: web::Query<ListQuery>) -> HttpRe
     HttpResponse::Ok().json(serde_json::json!({ "plugins": plugins }))
 }
 
+#[utoipa::path(get, path = "/api/core/plugins/{id}", tag = "plugins", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id")),
+    responses((status = 200, description = "one plugin", body = PluginDetail), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema)))]
 async fn get_plugin(state: Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let view =
         state.registry.view(&id).ok_or_else(|| ApiError::not_found(format!("no plugin '{id}'")))?;
     Ok(HttpResponse::Ok().json(detail(&state, view)))
 }
 
+#[utoipa::path(get, path = "/api/core/plugins/{id}/status", tag = "plugins", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id")),
+    responses((status = 200, description = "the plugin's own status report", body = Object), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema),
+    (status = 504, description = "the plugin did not answer", body = ErrorSchema)))]
 /// The plugin's own status report (its `status` entry point), run on its threads.
 async fn plugin_status(state: Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let instance = state
@@ -279,6 +288,8 @@ async fn blocking<T: Send + 'static>(
 
 const CONFIG_HISTORY: i64 = 20;
 
+#[utoipa::path(get, path = "/api/core/plugins/{id}/config", tag = "config", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id")),
+    responses((status = 200, description = "schema, current config, version, history", body = Object), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema)))]
 /// `GET /api/core/plugins/{id}/config`: schema, current config and recent history.
 async fn get_config(state: Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let id = id.into_inner();
@@ -322,6 +333,12 @@ async fn get_config(state: Data<AppState>, id: web::Path<String>) -> ApiResult<H
     })))
 }
 
+#[utoipa::path(post, path = "/api/core/plugins/{id}/config", tag = "config", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id")),
+    request_body(content = Object, description = "the new config (JSON)", content_type = "application/json"),
+    responses((status = 200, description = "applied and stored", body = Object),
+    (status = 400, description = "malformed JSON", body = ErrorSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema),
+    (status = 409, description = "the plugin takes no config", body = ErrorSchema),
+    (status = 422, description = "invalid config (details.errors names every failing path) or refused by the plugin", body = ErrorSchema)))]
 /// `POST /api/core/plugins/{id}/config`: validate, apply live, persist.
 async fn set_config(
     state: Data<AppState>,
@@ -399,6 +416,11 @@ impl LogQuery {
     }
 }
 
+#[utoipa::path(get, path = "/api/core/plugins/{id}/logs", tag = "logs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "plugin id"), ("tail" = Option<usize>, Query, description = "lines (default 200, at most 2000)"),
+      ("level" = Option<String>, Query, description = "error, warn, info, debug or trace")),
+    responses((status = 200, description = "recent lines, oldest first", body = LogLinesSchema),
+    (status = 400, description = "bad level", body = ErrorSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema)))]
 /// `GET /api/core/plugins/{id}/logs?tail=N&level=L`: recent lines, oldest first.
 async fn get_logs(
     state: Data<AppState>,
@@ -414,6 +436,12 @@ async fn get_logs(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id.as_str(), "lines": lines })))
 }
 
+#[utoipa::path(get, path = "/ws/core/plugins/{id}/logs", tag = "logs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "plugin id"), ("tail" = Option<usize>, Query, description = "lines replayed first (default 100)"),
+      ("level" = Option<String>, Query, description = "error, warn, info, debug or trace"),
+      ("access_token" = Option<String>, Query, description = "API key, for clients that cannot send headers")),
+    responses((status = 101, description = "WebSocket: JSON log lines, or {\"dropped\": n} when the client was too slow"),
+    (status = 400, description = "not a WebSocket request", body = ErrorSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema)))]
 /// `GET /ws/core/plugins/{id}/logs?tail=N&level=L` (WebSocket): the tail, then live lines as
 /// JSON text messages. A client too slow to keep up gets `{"dropped": n}` instead of lines.
 async fn ws_logs(
@@ -446,6 +474,8 @@ async fn ws_logs(
     Ok(response)
 }
 
+#[utoipa::path(get, path = "/api/core/plugins/{id}/telemetry", tag = "telemetry", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id")),
+    responses((status = 200, description = "latest sample, history, totals", body = Object), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema)))]
 /// `GET /api/core/plugins/{id}/telemetry`: the latest sample, history and lifetime totals.
 async fn plugin_telemetry(state: Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let instance = state
@@ -470,6 +500,8 @@ async fn plugin_telemetry(state: Data<AppState>, id: web::Path<String>) -> ApiRe
     })))
 }
 
+#[utoipa::path(get, path = "/api/core/telemetry", tag = "telemetry", security(("bearer" = [])),
+    responses((status = 200, description = "the host and every plugin's latest sample", body = Object), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema)))]
 /// `GET /api/core/telemetry`: the host and the latest sample of every plugin.
 async fn all_telemetry(state: Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
@@ -498,6 +530,9 @@ fn ws_telemetry_stream(
     Ok(response)
 }
 
+#[utoipa::path(get, path = "/ws/core/plugins/{id}/telemetry", tag = "telemetry", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id")),
+    responses((status = 101, description = "WebSocket: one sample a second"),
+    (status = 400, description = "not a WebSocket request", body = ErrorSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema)))]
 async fn ws_plugin_telemetry(
     state: Data<AppState>,
     id: web::Path<String>,
@@ -510,6 +545,9 @@ async fn ws_plugin_telemetry(
     ws_telemetry_stream(&state, &req, body, Some(id.into_inner()))
 }
 
+#[utoipa::path(get, path = "/ws/core/telemetry", tag = "telemetry", security(("bearer" = [])),
+    responses((status = 101, description = "WebSocket: one tick a second"),
+    (status = 400, description = "not a WebSocket request", body = ErrorSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema)))]
 async fn ws_all_telemetry(
     state: Data<AppState>,
     req: HttpRequest,
@@ -518,6 +556,8 @@ async fn ws_all_telemetry(
     ws_telemetry_stream(&state, &req, body, None)
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "telemetry", security(("bearer" = [])),
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema)))]
 /// `GET /metrics`: Prometheus text format.
 async fn metrics(state: Data<AppState>) -> ApiResult<HttpResponse> {
     let text = crate::metrics::render(&state.metrics)
@@ -531,6 +571,10 @@ struct EventsQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/api/core/events", tag = "events", security(("bearer" = [])),
+    params(("plugin" = Option<String>, Query, description = "only this plugin"),
+      ("limit" = Option<i64>, Query, description = "newest first, 1 to 1000 (default 100)")),
+    responses((status = 200, description = "the event log, newest first", body = EventListSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema)))]
 /// `GET /api/core/events?plugin=&limit=`: the event log, newest first.
 async fn events(state: Data<AppState>, q: web::Query<EventsQuery>) -> ApiResult<HttpResponse> {
     let q = q.into_inner();
@@ -542,6 +586,10 @@ async fn events(state: Data<AppState>, q: web::Query<EventsQuery>) -> ApiResult<
     Ok(HttpResponse::Ok().json(serde_json::json!({ "events": events })))
 }
 
+#[utoipa::path(post, path = "/api/core/plugins/{id}/{action}", tag = "plugins", security(("bearer" = [])),
+    params(("id" = String, Path, description = "plugin id"), ("action" = String, Path, description = "start, stop or restart")),
+    responses((status = 200, description = "the plugin after the action", body = PluginDetail), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema),
+    (status = 409, description = "the plugin failed to start or stop", body = ErrorSchema)))]
 async fn lifecycle(
     state: Data<AppState>,
     path: web::Path<(String, String)>,
@@ -613,6 +661,16 @@ fn respond(answer: Answer) -> HttpResponse {
     }
 }
 
+#[utoipa::path(post, path = "/api/plugins/{id}/{capability}", tag = "invoke", security(("bearer" = [])),
+    params(("id" = String, Path, description = "plugin id"), ("capability" = String, Path, description = "capability name")),
+    request_body(content = Object, description = "the request for the plugin, any content type (JSON by default)"),
+    responses((status = 200, description = "the plugin's answer (any content type; streamed for streaming capabilities)"),
+    (status = 400, description = "the plugin refused the request", body = ErrorSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema),
+    (status = 404, description = "no such plugin or capability", body = ErrorSchema),
+    (status = 409, description = "the plugin is stopped", body = ErrorSchema),
+    (status = 500, description = "the plugin failed or panicked", body = ErrorSchema),
+    (status = 503, description = "the plugin's queue is full", body = ErrorSchema),
+    (status = 504, description = "the plugin did not answer in time", body = ErrorSchema)))]
 async fn invoke(
     state: Data<AppState>,
     path: web::Path<(String, String)>,
@@ -639,6 +697,14 @@ async fn invoke(
     call_plugin(&state, &req, &id, request).await
 }
 
+#[utoipa::path(method(get, post, put, delete, patch), path = "/api/plugins/{id}/admin/{route}", tag = "invoke",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "plugin id"), ("route" = String, Path, description = "the plugin's admin route")),
+    request_body(content = Object, description = "passed to the plugin as is"),
+    responses((status = 200, description = "the plugin's answer"),
+    (status = 401, description = "no or invalid API key", body = ErrorSchema),
+    (status = 403, description = "the key lacks the scope (GET needs read, other methods admin)", body = ErrorSchema),
+    (status = 404, description = "no such plugin or route", body = ErrorSchema)))]
 async fn admin_route(
     state: Data<AppState>,
     path: web::Path<(String, String)>,
@@ -686,10 +752,20 @@ async fn fallback(state: Data<AppState>, req: HttpRequest, body: Bytes) -> ApiRe
     call_plugin(&state, &req, &id, request).await
 }
 
+/// `GET /api/openapi.json`: this API's OpenAPI document.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "health", responses((status = 200, description = "this document", body = Object)))]
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(crate::openapi::document())
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "the process is alive", body = Object)))]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "the initial plugin scan is done", body = Object),
+    (status = 503, description = "still starting", body = ErrorSchema)))]
 async fn readyz(state: Data<AppState>) -> HttpResponse {
     if state.registry.is_ready() {
         HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
@@ -718,6 +794,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(json_error_config())
         .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
         .route("/healthz", web::get().to(healthz))
+        .route("/api/openapi.json", web::get().to(openapi))
         .route("/readyz", web::get().to(readyz))
         .route("/api/core/plugins", web::get().to(list_plugins))
         .route("/api/core/plugins/{id}", web::get().to(get_plugin))

@@ -40,7 +40,7 @@ pub struct ManifestInfo {
     pub config_needs_restart: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CapabilityInfo {
     pub name: String,
     pub description: String,
@@ -51,7 +51,7 @@ pub struct CapabilityInfo {
     pub scope: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RouteInfo {
     pub method: String,
     pub path: String,

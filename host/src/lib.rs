@@ -16,6 +16,7 @@ pub mod host_api;
 pub mod loader;
 pub mod logs;
 pub mod metrics;
+pub mod openapi;
 pub mod registry;
 pub mod store;
 pub mod telemetry;

@@ -39,7 +39,7 @@ pub enum LoadError {
 }
 
 /// Whether a closed library really left the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Residency {
     /// No longer mapped: its code and statics are gone.

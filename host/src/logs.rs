@@ -14,7 +14,7 @@ pub const RING_LINES: usize = 2000;
 /// Lines a live subscriber may fall behind before it starts losing them.
 const LIVE_BACKLOG: usize = 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Error = 1,
@@ -48,7 +48,7 @@ impl Level {
 }
 
 /// One log line.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LogLine {
     /// Increasing per plugin; a gap tells a reader lines were dropped.
     pub seq: u64,

@@ -21,7 +21,7 @@ use crate::logs::{Level, LogHub};
 use crate::store::{DesiredState, Store};
 
 /// The lifecycle state of a plugin id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PluginState {
     Loading,
@@ -33,7 +33,7 @@ pub enum PluginState {
     Unloaded,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LastError {
     pub message: String,
     pub file: Option<String>,
@@ -41,7 +41,7 @@ pub struct LastError {
 }
 
 /// One generation's life, kept for the API (the `unloaded`/`pinned` record).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub generation: u64,
     pub version: String,
@@ -58,7 +58,7 @@ pub struct HistoryEntry {
 }
 
 /// What the API shows for a plugin id.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PluginView {
     pub id: String,
     pub name: String,

@@ -79,7 +79,7 @@ pub fn quantile_ms(counts: &[u64], q: f64) -> Option<f64> {
 }
 
 /// One plugin's figures over the last second.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PluginSample {
     pub at_ms: u64,
     pub generation: u64,
@@ -98,7 +98,7 @@ pub struct PluginSample {
 }
 
 /// The host process.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 pub struct HostSample {
     pub at_ms: u64,
     /// Percent of one core (can exceed 100 on several cores).

@@ -88,7 +88,7 @@ pub struct ConfigEntry {
 }
 
 /// One line of the event log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Event {
     pub seq: i32,
     pub at_ms: i64,

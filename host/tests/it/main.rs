@@ -6,6 +6,7 @@ mod bad_input;
 mod execution;
 mod lifecycle;
 mod logs;
+mod openapi;
 mod persistence;
 mod support;
 mod swap;

@@ -1,0 +1,103 @@
+//! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations and the
+//! response types, served at `/api/openapi.json`. A test checks every mounted route is in it.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// The error shape every failing route answers with.
+#[derive(ToSchema)]
+#[schema(as = Error)]
+#[allow(dead_code)]
+pub struct ErrorSchema {
+    error: ErrorFields,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ErrorFields {
+    /// Machine-readable, e.g. `not_found`, `unauthorized`, `invalid_config`.
+    code: String,
+    message: String,
+    /// Extra detail, e.g. `{"errors": [{"path": "/x", "message": "..."}]}` for configs.
+    #[schema(value_type = Option<Object>)]
+    details: Option<serde_json::Value>,
+}
+
+#[derive(ToSchema)]
+#[schema(as = PluginList)]
+#[allow(dead_code)]
+pub struct PluginListSchema {
+    plugins: Vec<crate::api::PluginDetail>,
+}
+
+#[derive(ToSchema)]
+#[schema(as = LogLines)]
+#[allow(dead_code)]
+pub struct LogLinesSchema {
+    id: String,
+    lines: Vec<crate::logs::LogLine>,
+}
+
+#[derive(ToSchema)]
+#[schema(as = EventList)]
+#[allow(dead_code)]
+pub struct EventListSchema {
+    events: Vec<crate::store::Event>,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "bkg", description = "The bkg plugin host: plugins, lifecycle, config, logs, telemetry, invocation."),
+    paths(
+        crate::api::list_plugins,
+        crate::api::get_plugin,
+        crate::api::plugin_status,
+        crate::api::get_config,
+        crate::api::set_config,
+        crate::api::get_logs,
+        crate::api::ws_logs,
+        crate::api::plugin_telemetry,
+        crate::api::all_telemetry,
+        crate::api::ws_plugin_telemetry,
+        crate::api::ws_all_telemetry,
+        crate::api::metrics,
+        crate::api::events,
+        crate::api::lifecycle,
+        crate::api::invoke,
+        crate::api::admin_route,
+        crate::api::openapi,
+        crate::api::healthz,
+        crate::api::readyz,
+    ),
+    components(schemas(ErrorSchema, PluginListSchema, LogLinesSchema, EventListSchema)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "plugins", description = "loaded plugins and their lifecycle"),
+        (name = "invoke", description = "calling plugin capabilities"),
+        (name = "config", description = "plugin configuration"),
+        (name = "logs", description = "plugin logs"),
+        (name = "telemetry", description = "calls, latency, CPU, memory"),
+        (name = "events", description = "the persistent event log"),
+        (name = "health", description = "liveness and readiness"),
+    )
+)]
+struct ApiDoc;
+
+/// The whole document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    doc
+}
