@@ -244,7 +244,7 @@ async fn list_plugins(state: Data<AppState>, q: web::Query<ListQuery>) -> HttpRe
     HttpResponse::Ok().json(serde_json::json!({ "plugins": plugins }))
 }
 
-#[utoipa::path(get, path = "/api/core/plugins/{id}", tag = "plugins", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id")),
+#[utoipa::path(get, path = "/api/core/plugins/{id}", tag = "plugins", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id", example = "echo")),
     responses((status = 200, description = "one plugin", body = PluginDetail), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema)))]
 async fn get_plugin(state: Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let view =
@@ -252,7 +252,7 @@ async fn get_plugin(state: Data<AppState>, id: web::Path<String>) -> ApiResult<H
     Ok(HttpResponse::Ok().json(detail(&state, view)))
 }
 
-#[utoipa::path(get, path = "/api/core/plugins/{id}/status", tag = "plugins", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id")),
+#[utoipa::path(get, path = "/api/core/plugins/{id}/status", tag = "plugins", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id", example = "echo")),
     responses((status = 200, description = "the plugin's own status report", body = Object), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema),
     (status = 504, description = "the plugin did not answer", body = ErrorSchema)))]
 /// The plugin's own status report (its `status` entry point), run on its threads.
@@ -288,7 +288,7 @@ async fn blocking<T: Send + 'static>(
 
 const CONFIG_HISTORY: i64 = 20;
 
-#[utoipa::path(get, path = "/api/core/plugins/{id}/config", tag = "config", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id")),
+#[utoipa::path(get, path = "/api/core/plugins/{id}/config", tag = "config", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id", example = "echo")),
     responses((status = 200, description = "schema, current config, version, history", body = Object), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema)))]
 /// `GET /api/core/plugins/{id}/config`: schema, current config and recent history.
 async fn get_config(state: Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
@@ -333,7 +333,7 @@ async fn get_config(state: Data<AppState>, id: web::Path<String>) -> ApiResult<H
     })))
 }
 
-#[utoipa::path(post, path = "/api/core/plugins/{id}/config", tag = "config", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id")),
+#[utoipa::path(post, path = "/api/core/plugins/{id}/config", tag = "config", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id", example = "echo")),
     request_body(content = Object, description = "the new config (JSON)", content_type = "application/json"),
     responses((status = 200, description = "applied and stored", body = Object),
     (status = 400, description = "malformed JSON", body = ErrorSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema),
@@ -417,7 +417,7 @@ impl LogQuery {
 }
 
 #[utoipa::path(get, path = "/api/core/plugins/{id}/logs", tag = "logs", security(("bearer" = [])),
-    params(("id" = String, Path, description = "plugin id"), ("tail" = Option<usize>, Query, description = "lines (default 200, at most 2000)"),
+    params(("id" = String, Path, description = "plugin id", example = "echo"), ("tail" = Option<usize>, Query, description = "lines (default 200, at most 2000)"),
       ("level" = Option<String>, Query, description = "error, warn, info, debug or trace")),
     responses((status = 200, description = "recent lines, oldest first", body = LogLinesSchema),
     (status = 400, description = "bad level", body = ErrorSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema)))]
@@ -437,7 +437,7 @@ async fn get_logs(
 }
 
 #[utoipa::path(get, path = "/ws/core/plugins/{id}/logs", tag = "logs", security(("bearer" = [])),
-    params(("id" = String, Path, description = "plugin id"), ("tail" = Option<usize>, Query, description = "lines replayed first (default 100)"),
+    params(("id" = String, Path, description = "plugin id", example = "echo"), ("tail" = Option<usize>, Query, description = "lines replayed first (default 100)"),
       ("level" = Option<String>, Query, description = "error, warn, info, debug or trace"),
       ("access_token" = Option<String>, Query, description = "API key, for clients that cannot send headers")),
     responses((status = 101, description = "WebSocket: JSON log lines, or {\"dropped\": n} when the client was too slow"),
@@ -474,7 +474,7 @@ async fn ws_logs(
     Ok(response)
 }
 
-#[utoipa::path(get, path = "/api/core/plugins/{id}/telemetry", tag = "telemetry", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id")),
+#[utoipa::path(get, path = "/api/core/plugins/{id}/telemetry", tag = "telemetry", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id", example = "echo")),
     responses((status = 200, description = "latest sample, history, totals", body = Object), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema)))]
 /// `GET /api/core/plugins/{id}/telemetry`: the latest sample, history and lifetime totals.
 async fn plugin_telemetry(state: Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
@@ -530,7 +530,7 @@ fn ws_telemetry_stream(
     Ok(response)
 }
 
-#[utoipa::path(get, path = "/ws/core/plugins/{id}/telemetry", tag = "telemetry", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id")),
+#[utoipa::path(get, path = "/ws/core/plugins/{id}/telemetry", tag = "telemetry", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id", example = "echo")),
     responses((status = 101, description = "WebSocket: one sample a second"),
     (status = 400, description = "not a WebSocket request", body = ErrorSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema)))]
 async fn ws_plugin_telemetry(
@@ -587,7 +587,7 @@ async fn events(state: Data<AppState>, q: web::Query<EventsQuery>) -> ApiResult<
 }
 
 #[utoipa::path(post, path = "/api/core/plugins/{id}/{action}", tag = "plugins", security(("bearer" = [])),
-    params(("id" = String, Path, description = "plugin id"), ("action" = String, Path, description = "start, stop or restart")),
+    params(("id" = String, Path, description = "plugin id", example = "echo"), ("action" = String, Path, description = "start, stop or restart", example = "restart")),
     responses((status = 200, description = "the plugin after the action", body = PluginDetail), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema),
     (status = 409, description = "the plugin failed to start or stop", body = ErrorSchema)))]
 async fn lifecycle(
@@ -662,7 +662,7 @@ fn respond(answer: Answer) -> HttpResponse {
 }
 
 #[utoipa::path(post, path = "/api/plugins/{id}/{capability}", tag = "invoke", security(("bearer" = [])),
-    params(("id" = String, Path, description = "plugin id"), ("capability" = String, Path, description = "capability name")),
+    params(("id" = String, Path, description = "plugin id", example = "echo"), ("capability" = String, Path, description = "capability name", example = "echo")),
     request_body(content = Object, description = "the request for the plugin, any content type (JSON by default)"),
     responses((status = 200, description = "the plugin's answer (any content type; streamed for streaming capabilities)"),
     (status = 400, description = "the plugin refused the request", body = ErrorSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema),
@@ -699,7 +699,7 @@ async fn invoke(
 
 #[utoipa::path(method(get, post, put, delete, patch), path = "/api/plugins/{id}/admin/{route}", tag = "invoke",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "plugin id"), ("route" = String, Path, description = "the plugin's admin route")),
+    params(("id" = String, Path, description = "plugin id", example = "echo"), ("route" = String, Path, description = "the plugin's admin route")),
     request_body(content = Object, description = "passed to the plugin as is"),
     responses((status = 200, description = "the plugin's answer"),
     (status = 401, description = "no or invalid API key", body = ErrorSchema),
