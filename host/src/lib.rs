@@ -32,70 +32,109 @@ use anyhow::Context as _;
 
 pub use config::Config;
 
+/// The host's parts, started but not serving HTTP: the store, the registry thread, the watcher
+/// and the telemetry sampler. `run` puts an HTTP server in front; benchmarks and embedders
+/// can mount `api::configure` on their own `App` with `state`.
+pub struct Core {
+    pub state: Data<api::AppState>,
+    pub plugins_dir: std::path::PathBuf,
+    registry_thread: std::thread::JoinHandle<()>,
+    watcher: watcher::PluginWatcher,
+}
+
+impl Core {
+    /// Start everything but HTTP. Must be called on an actix (tokio) runtime.
+    pub fn start(config: &Config) -> anyhow::Result<Core> {
+        let data_dir = config.data_dir();
+        let plugins_dir = config.plugins_dir();
+        let shadow_dir = data_dir.join("shadow");
+        for dir in [&data_dir, &plugins_dir, &shadow_dir] {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        // Shadow copies of a previous run are never in use now.
+        if let Ok(entries) = std::fs::read_dir(&shadow_dir) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+
+        let store = Arc::new(store::Store::open(&data_dir.join("bkg.db"))?);
+        store.add_event(
+            None,
+            "host_started",
+            "host",
+            serde_json::json!({ "pid": std::process::id() }),
+        )?;
+        let routing = Arc::new(dispatch::Routing::default());
+        let logs = Arc::new(logs::LogHub::default());
+        let control_timeout = Duration::from_millis(config.control_timeout_ms);
+        let settings = registry::Settings {
+            shadow_dir,
+            plugin_data_dir: data_dir.join("plugin-data"),
+            limits: exec::Limits {
+                workers: config.plugin_workers.max(1),
+                queue_depth: config.queue_depth.max(1),
+                call_timeout: config.call_timeout(),
+                control_timeout,
+            },
+            drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+            control_timeout,
+        };
+        let (registry, registry_thread) =
+            registry::spawn(settings, store.clone(), logs.clone(), routing.clone())?;
+
+        let telemetry = Arc::new(telemetry::Telemetry::default());
+        let metrics = metrics::Sources {
+            routing: routing.clone(),
+            registry: registry.clone(),
+            logs: logs.clone(),
+            telemetry: telemetry.clone(),
+        };
+        actix_web::rt::spawn(telemetry.clone().run(routing.clone()));
+        let env_key = std::env::var("BKG_ADMIN_KEY").ok();
+        let (auth, generated_key) =
+            auth::Auth::init(&store, env_key.as_deref(), &config.auth_provider)?;
+        if let Some(key) = generated_key {
+            // Printed once: only its hash is stored.
+            println!("bkg admin key (shown once, keep it; only its hash is stored): {key}");
+        }
+        let state = Data::new(api::AppState {
+            registry: registry.clone(),
+            routing,
+            store,
+            logs,
+            telemetry,
+            metrics,
+            auth: Arc::new(auth),
+        });
+        let watcher = watcher::watch(
+            &plugins_dir,
+            registry,
+            watcher::WatchSettings {
+                settle: Duration::from_millis(config.settle_ms),
+                ..Default::default()
+            },
+        )
+        .with_context(|| format!("cannot watch {}", plugins_dir.display()))?;
+        tracing::info!(plugins_dir = %plugins_dir.display(), data_dir = %data_dir.display(), "bkg started");
+        Ok(Core { state, plugins_dir, registry_thread, watcher })
+    }
+
+    /// Stop watching, then drain, stop and unload every plugin.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down: unloading plugins");
+        drop(self.watcher);
+        self.state.registry.shutdown().await;
+        let _ = self.registry_thread.join();
+        tracing::info!("bkg stopped");
+    }
+}
+
 /// Run the host until SIGINT/SIGTERM, then drain and unload every plugin.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let data_dir = config.data_dir();
-    let plugins_dir = config.plugins_dir();
-    let shadow_dir = data_dir.join("shadow");
-    for dir in [&data_dir, &plugins_dir, &shadow_dir] {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    // Shadow copies of a previous run are never in use now.
-    if let Ok(entries) = std::fs::read_dir(&shadow_dir) {
-        for e in entries.flatten() {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-
-    let db_path = data_dir.join("bkg.db");
-    let store = Arc::new(store::Store::open(&db_path)?);
-    store.add_event(
-        None,
-        "host_started",
-        "host",
-        serde_json::json!({ "pid": std::process::id() }),
-    )?;
-    let routing = Arc::new(dispatch::Routing::default());
-    let logs = Arc::new(logs::LogHub::default());
-    let settings = registry::Settings {
-        shadow_dir,
-        plugin_data_dir: data_dir.join("plugin-data"),
-        limits: exec::Limits {
-            workers: config.plugin_workers.max(1),
-            queue_depth: config.queue_depth.max(1),
-            call_timeout: config.call_timeout(),
-            control_timeout: Duration::from_millis(config.control_timeout_ms),
-        },
-        drain_timeout: Duration::from_millis(config.drain_timeout_ms),
-        control_timeout: Duration::from_millis(config.control_timeout_ms),
-    };
-    let (registry, registry_thread) =
-        registry::spawn(settings, store.clone(), logs.clone(), routing.clone())?;
-
-    let telemetry = Arc::new(telemetry::Telemetry::default());
-    let metrics = metrics::Sources {
-        routing: routing.clone(),
-        registry: registry.clone(),
-        logs: logs.clone(),
-        telemetry: telemetry.clone(),
-    };
-    actix_web::rt::spawn(telemetry.clone().run(routing.clone()));
-    let env_key = std::env::var("BKG_ADMIN_KEY").ok();
-    let (auth, generated_key) =
-        auth::Auth::init(&store, env_key.as_deref(), &config.auth_provider)?;
-    if let Some(key) = generated_key {
-        // Printed once: only its hash is stored.
-        println!("bkg admin key (shown once, keep it; only its hash is stored): {key}");
-    }
-    let state = Data::new(api::AppState {
-        registry: registry.clone(),
-        routing: routing.clone(),
-        store: store.clone(),
-        logs: logs.clone(),
-        telemetry,
-        metrics,
-        auth: Arc::new(auth),
-    });
+    let core = Core::start(&config)?;
+    let state = core.state.clone();
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -107,31 +146,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(n) = config.http_workers {
         server = server.workers(n.max(1));
     }
-    let server = server
-        .bind(&config.listen)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let server = match server.bind(&config.listen) {
+        Ok(s) => s,
+        Err(e) => {
+            core.shutdown().await;
+            return Err(e).with_context(|| format!("cannot listen on {}", config.listen));
+        }
+    };
     for addr in server.addrs() {
         // Tests and scripts read this line to find an ephemeral port.
         println!("bkg listening on http://{addr}");
     }
-    tracing::info!(plugins_dir = %plugins_dir.display(), data_dir = %data_dir.display(), "bkg started");
-
-    let watcher = watcher::watch(
-        &plugins_dir,
-        registry.clone(),
-        watcher::WatchSettings {
-            settle: Duration::from_millis(config.settle_ms),
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("cannot watch {}", plugins_dir.display()))?;
-
     // actix stops accepting and finishes in-flight requests on SIGINT/SIGTERM.
     let result = server.run().await;
-    tracing::info!("shutting down: unloading plugins");
-    drop(watcher);
-    registry.shutdown().await;
-    let _ = registry_thread.join();
-    tracing::info!("bkg stopped");
+    core.shutdown().await;
     result.context("http server failed")
 }
