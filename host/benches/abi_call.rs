@@ -138,7 +138,8 @@ trait DirectPlugin {
     ) -> Result<DirectResponse, DirectError>;
 }
 
-/// The same capability table as the echo fixture; only `noop` is called.
+/// The same capability table as the echo fixture, in its order (only `noop` is called; the
+/// other arms keep the string comparisons the plugin makes the same).
 struct DirectNoop;
 
 impl DirectPlugin for DirectNoop {
@@ -157,7 +158,10 @@ impl DirectPlugin for DirectNoop {
             "noop" => {
                 Ok(DirectResponse { status: 200, content_type: String::new(), body: Vec::new() })
             }
+            "greet" => Ok(ok("text/plain", b"hello".to_vec())),
             "version" => Ok(ok("application/json", b"{\"version\":\"1.0.0\"}".to_vec())),
+            "relay" | "log" | "datadir" | "kv-put" | "kv-get" | "kv-keys" | "kv-delete"
+            | "count" => Ok(ok("text/plain", request.target.as_bytes().to_vec())),
             other => Err(DirectError { status: 404, message: format!("no capability {other}") }),
         }
     }
@@ -165,6 +169,7 @@ impl DirectPlugin for DirectNoop {
 
 // ---- the breakdown: the SDK adapter compiled in-process -------------------------------------
 
+/// The echo fixture's capability table again, behind the SDK's `Plugin` trait.
 struct InProcessNoop;
 
 impl Plugin for InProcessNoop {
@@ -183,9 +188,12 @@ impl Plugin for InProcessNoop {
         match capability {
             "echo" => Ok(Response::bytes(req.content_type, req.body.to_vec())),
             "noop" => Ok(Response::empty()),
+            "greet" => Ok(Response::text("hello")),
             "version" => {
                 Ok(Response::bytes("application/json", b"{\"version\":\"1.0.0\"}".to_vec()))
             }
+            "relay" | "log" | "datadir" | "kv-put" | "kv-get" | "kv-keys" | "kv-delete"
+            | "count" => Ok(Response::text(capability)),
             other => Err(Error::not_found(format!("no capability {other}"))),
         }
     }

@@ -59,7 +59,8 @@ async fn main() {
     ]);
     let core = Core::start(&config).expect("start the host core");
     install(&plugins, &fixture("echo"), &lib_name("echo"));
-    let apikeys = build_dir().join(format!("libbkg_plugin_apikeys.{}", std::env::consts::DLL_EXTENSION));
+    let apikeys =
+        build_dir().join(format!("libbkg_plugin_apikeys.{}", std::env::consts::DLL_EXTENSION));
     install(&plugins, &apikeys, &lib_name("apikeys"));
     let state = core.state.clone();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -77,7 +78,8 @@ async fn main() {
             .configure(api::configure),
     )
     .await;
-    let without = test::init_service(App::new().app_data(state.clone()).configure(api::configure)).await;
+    let without =
+        test::init_service(App::new().app_data(state.clone()).configure(api::configure)).await;
 
     // A key of the apikeys plugin, with the invoke scope.
     let create = test::TestRequest::post()

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! cargo build --release -p bkg-host --bin bkg --examples -p fixture-echo
-//! target/release/examples/bench_cycles [--cycles 1000] [--settle-ms 300]
+//! target/release/examples/bench_cycles [--cycles 1000] [--settle-ms 300] [--label TEXT]
 //! ```
 
 mod common;
@@ -55,7 +55,14 @@ fn sample(host: &Host, cycle: usize, settle: Duration) -> Sample {
 }
 
 fn main() {
-    let flags = Flags::parse(&["cycles", "settle-ms"]);
+    let flags = Flags::parse(&["cycles", "settle-ms", "label"]);
+    // A label for the output lines, e.g. to tell a diagnostic run from the plain one.
+    let label: String = flags.get("label", String::new());
+    let tag = if label.is_empty() {
+        "bench_cycles".to_string()
+    } else {
+        format!("bench_cycles ({label})")
+    };
     let cycles: usize = flags.get("cycles", 1000);
     let settle = Duration::from_millis(flags.get("settle-ms", 300));
     let checkpoints: Vec<usize> =
@@ -90,17 +97,17 @@ fn main() {
     let last_generation = history.last().and_then(|e| e["generation"].as_u64()).unwrap_or(0);
 
     println!(
-        "bench_cycles: {cycles} load/unload cycles in {:.1} s ({:.1} ms per cycle)",
+        "{tag}: {cycles} load/unload cycles in {:.1} s ({:.1} ms per cycle)",
         elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1e3 / cycles.max(1) as f64
     );
     println!(
-        "bench_cycles: {:>6} {:>10} {:>10} {:>10} {:>8} {:>14}",
+        "{tag}: {:>6} {:>10} {:>10} {:>10} {:>8} {:>14}",
         "cycle", "VmRSS KiB", "RssAnon", "RssFile", "threads", "mapped shadows"
     );
     for s in &samples {
         println!(
-            "bench_cycles: {:>6} {:>10} {:>10} {:>10} {:>8} {:>14}",
+            "{tag}: {:>6} {:>10} {:>10} {:>10} {:>8} {:>14}",
             s.cycle, s.rss_kib, s.anon_kib, s.file_kib, s.threads, s.mapped_shadows
         );
     }
@@ -108,12 +115,12 @@ fn main() {
     let last = samples.last().expect("a sample");
     let growth = last.rss_kib as i64 - first.rss_kib as i64;
     println!(
-        "bench_cycles: history keeps {} generations (last generation {last_generation}): {:?}",
+        "{tag}: history keeps {} generations (last generation {last_generation}): {:?}",
         history.len(),
         by_residency
     );
     println!(
-        "bench_cycles: RESULT VmRSS after cycle 1: {} KiB, after cycle {}: {} KiB, growth {} KiB = {:.2} MiB \
+        "{tag}: RESULT VmRSS after cycle 1: {} KiB, after cycle {}: {} KiB, growth {} KiB = {:.2} MiB \
          (target < 2 MiB: {})",
         first.rss_kib,
         last.cycle,
