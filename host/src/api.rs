@@ -793,6 +793,9 @@ fn json_error_config() -> web::JsonConfig {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(json_error_config())
         .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+        // The hot path first: actix tries routes in order.
+        .route("/api/plugins/{id}/{capability}", web::post().to(invoke))
+        .route("/api/plugins/{id}/admin/{tail:.*}", web::to(admin_route))
         .route("/healthz", web::get().to(healthz))
         .route("/api/openapi.json", web::get().to(openapi))
         .route("/readyz", web::get().to(readyz))
@@ -810,7 +813,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/core/plugins/{id}/config", web::get().to(get_config))
         .route("/api/core/plugins/{id}/config", web::post().to(set_config))
         .route("/api/core/plugins/{id}/{action}", web::post().to(lifecycle))
-        .route("/api/plugins/{id}/admin/{tail:.*}", web::to(admin_route))
-        .route("/api/plugins/{id}/{capability}", web::post().to(invoke))
         .default_service(web::to(fallback));
 }

@@ -68,11 +68,13 @@ pub fn hash_bytes(bytes: &[u8]) -> String {
 }
 
 /// Check the file looks like this platform's shared library before asking the dynamic
-/// linker, so that junk gets a one-line explanation.
-fn preflight(bytes: &[u8]) -> Result<(), LoadError> {
-    if bytes.is_empty() {
+/// linker, so that junk gets a one-line explanation. Reads only the headers.
+fn preflight(file: &mut fs::File, len: u64) -> Result<(), LoadError> {
+    if len == 0 {
         return Err(LoadError::Empty);
     }
+    let mut head = vec![0u8; len.min(64) as usize];
+    read_at(file, 0, &mut head)?;
     let (magic, what): (&[&[u8]], &str) = if cfg!(target_os = "linux") {
         (&[b"\x7fELF"], "an ELF file")
     } else if cfg!(target_os = "macos") {
@@ -80,41 +82,47 @@ fn preflight(bytes: &[u8]) -> Result<(), LoadError> {
     } else {
         (&[b"MZ"], "a PE file")
     };
-    if !magic.iter().any(|m| bytes.starts_with(m)) {
-        return Err(LoadError::NotALibrary(format!(
-            "the file ({} bytes) is not {what}",
-            bytes.len()
-        )));
+    if !magic.iter().any(|m| head.starts_with(m)) {
+        return Err(LoadError::NotALibrary(format!("the file ({len} bytes) is not {what}")));
     }
     if cfg!(target_os = "linux") {
-        check_elf_complete(bytes)?;
+        check_elf_complete(file, &head, len)?;
     }
     Ok(())
+}
+
+fn read_at(file: &mut fs::File, offset: u64, buf: &mut [u8]) -> Result<(), LoadError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |e: std::io::Error| LoadError::NotALibrary(format!("cannot read its headers: {e}"));
+    file.seek(SeekFrom::Start(offset)).map_err(io)?;
+    file.read_exact(buf).map_err(io)
 }
 
 /// A truncated ELF file can still `dlopen` (the dynamic linker maps what the program headers
 /// name and never looks at the section table at the end) and then fault when a missing page
 /// is touched. So check that every byte the headers refer to is present.
-fn check_elf_complete(bytes: &[u8]) -> Result<(), LoadError> {
-    let len = bytes.len() as u64;
+fn check_elf_complete(file: &mut fs::File, head: &[u8], len: u64) -> Result<(), LoadError> {
     let truncated = |needed: u64| {
         LoadError::Truncated(format!(
             "the file is {len} bytes but its ELF headers need {needed} (a copy that has not finished?)"
         ))
     };
-    // 64-bit little-endian only; other layouts are left to the dynamic linker.
-    if bytes.len() < 64 || bytes[4] != 2 || bytes[5] != 1 {
-        return if bytes.len() < 64 { Err(truncated(64)) } else { Ok(()) };
+    if head.len() < 64 {
+        return Err(truncated(64));
     }
-    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as u64;
-    let u64_at = |o: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&bytes[o..o + 8]);
-        u64::from_le_bytes(b)
+    // 64-bit little-endian only; other layouts are left to the dynamic linker.
+    if head[4] != 2 || head[5] != 1 {
+        return Ok(());
+    }
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
+    let u64_at = |b: &[u8], o: usize| {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[o..o + 8]);
+        u64::from_le_bytes(x)
     };
-    let (phoff, shoff) = (u64_at(0x20), u64_at(0x28));
-    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
-    let (shentsize, shnum) = (u16_at(0x3a), u16_at(0x3c));
+    let (phoff, shoff) = (u64_at(head, 0x20), u64_at(head, 0x28));
+    let (phentsize, phnum) = (u16_at(head, 0x36), u16_at(head, 0x38));
+    let (shentsize, shnum) = (u16_at(head, 0x3a), u16_at(head, 0x3c));
     let sh_end = shoff.saturating_add(shentsize.saturating_mul(shnum));
     if sh_end > len {
         return Err(truncated(sh_end));
@@ -123,17 +131,77 @@ fn check_elf_complete(bytes: &[u8]) -> Result<(), LoadError> {
     if ph_end > len {
         return Err(truncated(ph_end));
     }
-    for i in 0..phnum {
-        let at = (phoff + i * phentsize) as usize;
-        if at + 0x28 > bytes.len() {
-            return Err(truncated(ph_end));
-        }
-        let end = u64_at(at + 0x08).saturating_add(u64_at(at + 0x20));
+    if phentsize < 0x28 {
+        return Err(LoadError::NotALibrary("its ELF program headers are malformed".into()));
+    }
+    // At most 65535 entries of at most 65535 bytes: read the table, not the file.
+    let mut table = vec![0u8; (phentsize * phnum) as usize];
+    read_at(file, phoff, &mut table)?;
+    for entry in table.chunks_exact(phentsize as usize) {
+        let end = u64_at(entry, 0x08).saturating_add(u64_at(entry, 0x20));
         if end > len {
             return Err(truncated(end));
         }
     }
     Ok(())
+}
+
+/// A candidate copied into the shadow folder, hashed on the way, not yet opened.
+pub struct Staged {
+    pub source: PathBuf,
+    pub shadow: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl Staged {
+    /// Remove the copy without opening it.
+    pub fn discard(self) {
+        let _ = fs::remove_file(&self.shadow);
+    }
+}
+
+/// Copy `source` into `shadow_dir` through a small buffer, hashing it on the way (a plugin of
+/// tens of MiB never sits in memory whole), under a name with the hash and `seq`.
+pub fn stage(source: &Path, shadow_dir: &Path, seq: u64) -> Result<Staged, LoadError> {
+    use std::io::{Read, Write};
+    let read_err = |e: std::io::Error| LoadError::Read { path: source.into(), source: e };
+    let mut input = fs::File::open(source).map_err(read_err)?;
+    let part = shadow_dir.join(format!(".stage-{seq}.part"));
+    let shadow_err =
+        |path: &Path, e: std::io::Error| LoadError::Shadow { path: path.into(), source: e };
+    let mut output = fs::File::create(&part).map_err(|e| shadow_err(&part, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let _ = fs::remove_file(&part);
+                return Err(read_err(e));
+            }
+        };
+        hasher.update(&buf[..n]);
+        if let Err(e) = output.write_all(&buf[..n]) {
+            let _ = fs::remove_file(&part);
+            return Err(shadow_err(&part, e));
+        }
+        size += n as u64;
+    }
+    drop(output);
+    let sha256: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+    let ext =
+        source.extension().and_then(|s| s.to_str()).unwrap_or(std::env::consts::DLL_EXTENSION);
+    let shadow = shadow_dir.join(format!("{stem}-{}-{seq}.{ext}", &sha256[..16]));
+    if let Err(e) = fs::rename(&part, &shadow) {
+        let _ = fs::remove_file(&part);
+        return Err(shadow_err(&shadow, e));
+    }
+    Ok(Staged { source: source.into(), shadow, sha256, size })
 }
 
 /// Shorten abi_stable's error reports (the layout report runs to hundreds of lines).
@@ -204,31 +272,21 @@ fn layout_hint(report: &str) -> String {
 }
 
 impl LoadedLibrary {
-    /// Read `source`, copy it to a fresh shadow path in `shadow_dir` and open it.
+    /// Copy `source` to a fresh shadow path in `shadow_dir` and open it.
     pub fn open(source: &Path, shadow_dir: &Path, seq: u64) -> Result<Self, LoadError> {
-        let bytes =
-            fs::read(source).map_err(|e| LoadError::Read { path: source.into(), source: e })?;
-        let sha256 = hash_bytes(&bytes);
-        Self::open_bytes(source, bytes, sha256, shadow_dir, seq)
+        Self::open_staged(stage(source, shadow_dir, seq)?)
     }
 
-    /// Copy the already-read contents of `source` (with their sha256) to a fresh shadow
-    /// path in `shadow_dir` and open that.
-    pub fn open_bytes(
-        source: &Path,
-        bytes: Vec<u8>,
-        sha256: String,
-        shadow_dir: &Path,
-        seq: u64,
-    ) -> Result<Self, LoadError> {
-        preflight(&bytes)?;
-        let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
-        let ext =
-            source.extension().and_then(|s| s.to_str()).unwrap_or(std::env::consts::DLL_EXTENSION);
-        let shadow = shadow_dir.join(format!("{stem}-{}-{seq}.{ext}", &sha256[..16]));
-        fs::write(&shadow, &bytes)
-            .map_err(|e| LoadError::Shadow { path: shadow.clone(), source: e })?;
-
+    /// Check and open a staged copy.
+    pub fn open_staged(staged: Staged) -> Result<Self, LoadError> {
+        let Staged { source, shadow, sha256, size } = staged;
+        let checked = fs::File::open(&shadow)
+            .map_err(|e| LoadError::Shadow { path: shadow.clone(), source: e })
+            .and_then(|mut f| preflight(&mut f, size));
+        if let Err(e) = checked {
+            let _ = fs::remove_file(&shadow);
+            return Err(e);
+        }
         let library = match RawLibrary::load_at(&shadow) {
             Ok(lib) => lib,
             Err(e) => {
@@ -255,14 +313,7 @@ impl LoadedLibrary {
                 return Err(err);
             }
         };
-        Ok(Self {
-            module,
-            source: source.into(),
-            shadow,
-            sha256,
-            size: bytes.len() as u64,
-            library,
-        })
+        Ok(Self { module, source, shadow, sha256, size, library })
     }
 
     /// The plugin's root module. Valid only while `self` is alive.
@@ -313,22 +364,44 @@ pub fn residency(shadow: &Path) -> Residency {
 mod tests {
     use super::*;
 
+    fn check_bytes(bytes: &[u8]) -> Result<(), LoadError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("candidate.so");
+        fs::write(&path, bytes).unwrap();
+        preflight(&mut fs::File::open(&path).unwrap(), bytes.len() as u64)
+    }
+
     #[test]
     fn preflight_rejects_empty_and_junk() {
-        assert!(matches!(preflight(b""), Err(LoadError::Empty)));
-        let err = preflight(b"hello world, not a library").unwrap_err();
+        assert!(matches!(check_bytes(b""), Err(LoadError::Empty)));
+        let err = check_bytes(b"hello world, not a library").unwrap_err();
         assert!(err.to_string().starts_with("not a shared library"), "{err}");
     }
 
     #[test]
     fn preflight_spots_a_truncated_copy_of_a_real_library() {
         // The running test binary is a complete ELF file; any cut of it must be refused.
-        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-        assert!(preflight(&exe).is_ok());
+        let exe = fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(check_bytes(&exe).is_ok());
         for cut in [10, 100, exe.len() / 3, exe.len() - 1] {
-            let err = preflight(&exe[..cut]).unwrap_err();
+            let err = check_bytes(&exe[..cut]).unwrap_err();
             assert!(matches!(err, LoadError::Truncated(_)), "cut at {cut}: {err}");
         }
+    }
+
+    #[test]
+    fn staging_copies_and_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("p.so");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&source, &data).unwrap();
+        let staged = stage(&source, dir.path(), 7).unwrap();
+        assert_eq!(staged.sha256, hash_bytes(&data));
+        assert_eq!(staged.size, data.len() as u64);
+        assert_eq!(fs::read(&staged.shadow).unwrap(), data);
+        assert!(staged.shadow.file_name().unwrap().to_str().unwrap().ends_with("-7.so"));
+        staged.discard();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "only the source is left");
     }
 
     #[test]

@@ -363,36 +363,27 @@ impl Registry {
     fn on_file_ready(&mut self, path: &Path) {
         let prior_id = self.files.get(path).cloned();
         let fallback_id = prior_id.clone().unwrap_or_else(|| file_stem_id(path));
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
+        self.seq += 1;
+        let staged = match loader::stage(path, &self.settings.shadow_dir, self.seq) {
+            Ok(s) => s,
             Err(e) => {
-                return self.fail(
-                    &fallback_id,
-                    Some(path),
-                    format!("cannot read {}: {e}", path.display()),
-                )
+                self.files.insert(path.to_path_buf(), fallback_id.clone());
+                return self.fail(&fallback_id, Some(path), e.to_string());
             }
         };
-        let sha256 = loader::hash_bytes(&bytes);
         if let Some(id) = &prior_id {
             let unchanged = self
                 .slots
                 .get(id)
                 .and_then(|s| s.current.as_ref())
-                .is_some_and(|g| g.library.source == path && g.library.sha256 == sha256);
+                .is_some_and(|g| g.library.source == path && g.library.sha256 == staged.sha256);
             if unchanged {
                 tracing::debug!(file = %path.display(), "file unchanged; nothing to do");
+                staged.discard();
                 return;
             }
         }
-        self.seq += 1;
-        let library = match LoadedLibrary::open_bytes(
-            path,
-            bytes,
-            sha256,
-            &self.settings.shadow_dir,
-            self.seq,
-        ) {
+        let library = match LoadedLibrary::open_staged(staged) {
             Ok(lib) => lib,
             Err(e) => {
                 self.files.insert(path.to_path_buf(), fallback_id.clone());
