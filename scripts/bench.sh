@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Issue #2 benchmarks, end to end: builds everything in release once, then measures
+# The benchmarks of issues #2 and #3, end to end: builds everything in release once, then measures
 #   1. ABI call overhead        (cargo bench --bench abi_call)
 #   2. HTTP throughput vs bare  (examples/bench_http, with wrk)
 #   3. hot-swap latency         (examples/bench_swap)
 #   4. memory over load/unload  (examples/bench_cycles)
+#   5. auth overhead            (examples/bench_auth)
+#   6. logging under load       (examples/bench_logs)
 # and prints every figure plus a summary of the RESULT lines. A copy of the output goes to
 # target/bench-results/. See docs/benchmarks.md for what each figure means.
 #
@@ -48,7 +50,8 @@ echo "wrk:       $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)"
 echo "commit:    $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
 
 section "build (release)"
-cargo build --release -p bkg-host -p fixture-echo -p fixture-echo-v2 --lib --bins --examples
+cargo build --release -p bkg-host -p fixture-echo -p fixture-echo-v2 -p bkg-plugin-apikeys --lib --bins
+cargo build --release -p bkg-host --examples
 cargo bench -p bkg-host --bench abi_call --no-run
 
 # Percentage of CPU time (all cores) not idle over a 2 s window.
@@ -114,6 +117,12 @@ if [ "${BENCH_DIAG:-1}" != "0" ]; then
   measure env MALLOC_MMAP_THRESHOLD_=131072 timeout 1200 "$release/examples/bench_cycles" \
     --label "fixed mmap threshold" ${BENCH_CYCLES_ARGS:-}
 fi
+
+section "5. auth overhead (issue #3)"
+measure timeout 600 "$release/examples/bench_auth"
+
+section "6. invoke throughput while a plugin logs 10k lines/s, 10 WebSocket subscribers (issue #3)"
+measure timeout 900 "$release/examples/bench_logs"
 
 section "summary"
 cat "$summary"
