@@ -50,7 +50,7 @@ echo "wrk:       $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)"
 echo "commit:    $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
 
 section "build (release)"
-cargo build --release -p bkg-host -p fixture-echo -p fixture-echo-v2 -p bkg-plugin-apikeys --lib --bins
+cargo build --release -p bkg-host -p fixture-echo -p fixture-echo-v2 -p fixture-noop -p bkg-plugin-apikeys --lib --bins
 cargo build --release -p bkg-host --examples
 cargo bench -p bkg-host --bench abi_call --no-run
 

@@ -1,6 +1,7 @@
 //! Issue #2, measurement 1: the cost of one call through the plugin ABI.
 //!
-//! Loads the release build of the echo fixture (`target/release/libfixture_echo.so`) with the
+//! Loads the release build of the noop fixture (`target/release/libfixture_noop.so`, the
+//! smallest plugin; `BKG_ECHO_SO=path` measures another one, e.g. the echo fixture) with the
 //! host's own loader, constructs the plugin on this thread and times millions of calls of
 //! its no-op capability (`noop`) through the `PluginObject` trait object, the way the host's
 //! workers call it (a fresh `CallContext` object per call, the answer dropped). The baseline
@@ -12,7 +13,7 @@
 //! the ABI-stable types from the cost of the library boundary itself.
 //!
 //! ```text
-//! cargo build --release -p fixture-echo
+//! cargo build --release -p fixture-noop
 //! cargo bench -p bkg-host --bench abi_call
 //! ```
 //!
@@ -251,23 +252,25 @@ fn target_dir() -> PathBuf {
     })
 }
 
-/// The release echo fixture, built (or found up to date) by cargo.
+/// The release build of the plugin to measure: the `noop` fixture (the smallest plugin, so the
+/// figure is the boundary's cost, not a large plugin's own code), or `$BKG_ECHO_SO` (e.g. the
+/// echo fixture, whose big `invoke` adds about 7 ns of its own).
 fn echo_library() -> PathBuf {
     if let Some(path) = std::env::var_os("BKG_ECHO_SO") {
         return PathBuf::from(path);
     }
     let status = std::process::Command::new(env!("CARGO"))
         .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .args(["build", "--quiet", "--release", "-p", "fixture-echo"])
+        .args(["build", "--quiet", "--release", "-p", "fixture-noop"])
         .status()
-        .expect("run cargo build --release -p fixture-echo");
-    assert!(status.success(), "building the release echo fixture failed");
+        .expect("run cargo build --release -p fixture-noop");
+    assert!(status.success(), "building the release noop fixture failed");
     let path = target_dir().join("release").join(format!(
-        "{}fixture_echo.{}",
+        "{}fixture_noop.{}",
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_EXTENSION
     ));
-    assert!(path.is_file(), "no release echo fixture at {}", path.display());
+    assert!(path.is_file(), "no release noop fixture at {}", path.display());
     path
 }
 
@@ -288,7 +291,7 @@ fn main() {
 
     let source = echo_library();
     let shadow = tempfile::tempdir().expect("temp dir");
-    let library = LoadedLibrary::open(&source, shadow.path(), 1).expect("load the echo fixture");
+    let library = LoadedLibrary::open(&source, shadow.path(), 1).expect("load the plugin");
     let plugin = construct(library.module());
     let in_process = construct(bkg_abi::__private::root_module::<InProcessNoop>());
 
