@@ -183,12 +183,23 @@ fn peer_of(req: &HttpRequest) -> Option<Arc<PeerSocket>> {
     req.conn_data::<Arc<PeerSocket>>().cloned()
 }
 
+/// Call a plugin with this HTTP request's method, query, content type and body.
 async fn call_plugin(
     state: &AppState,
     req: &HttpRequest,
     id: &str,
-    request: bkg_abi::ffi::FfiRequest,
+    kind: CallKind,
+    target: &str,
+    body: &Bytes,
 ) -> ApiResult<HttpResponse> {
+    let request = exec::request(
+        kind,
+        target,
+        req.method().as_str(),
+        req.query_string(),
+        &content_type(req),
+        body.to_vec(),
+    );
     let peer = peer_of(req);
     let gone = move || peer.as_ref().is_some_and(|p| p.closed());
     Ok(respond(dispatch::call(&state.routing, id, request, gone).await?))
@@ -686,15 +697,7 @@ async fn invoke(
         return Err(ApiError::not_found(format!("plugin '{id}' has no capability '{capability}'")));
     }
     drop(instance);
-    let request = exec::request(
-        CallKind::Capability,
-        &capability,
-        "POST",
-        req.query_string(),
-        &content_type(&req),
-        body.to_vec(),
-    );
-    call_plugin(&state, &req, &id, request).await
+    call_plugin(&state, &req, &id, CallKind::Capability, &capability, &body).await
 }
 
 #[utoipa::path(method(get, post, put, delete, patch), path = "/api/plugins/{id}/admin/{route}", tag = "invoke",
@@ -724,15 +727,7 @@ async fn admin_route(
         )));
     }
     drop(instance);
-    let request = exec::request(
-        CallKind::Route,
-        &route,
-        req.method().as_str(),
-        req.query_string(),
-        &content_type(&req),
-        body.to_vec(),
-    );
-    call_plugin(&state, &req, &id, request).await
+    call_plugin(&state, &req, &id, CallKind::Route, &route, &body).await
 }
 
 /// Everything not matched above: a plugin's claimed prefix, or 404.
@@ -741,15 +736,7 @@ async fn fallback(state: Data<AppState>, req: HttpRequest, body: Bytes) -> ApiRe
     let Some((_prefix, id)) = state.routing.prefix_owner(&path) else {
         return Err(ApiError::not_found(format!("no route for {} {path}", req.method())));
     };
-    let request = exec::request(
-        CallKind::Route,
-        &path,
-        req.method().as_str(),
-        req.query_string(),
-        &content_type(&req),
-        body.to_vec(),
-    );
-    call_plugin(&state, &req, &id, request).await
+    call_plugin(&state, &req, &id, CallKind::Route, &path, &body).await
 }
 
 /// `GET /api/openapi.json`: this API's OpenAPI document.
