@@ -8,5 +8,11 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = bkg_host::Config::parse();
+    // Each HTTP connection holds two descriptors (the socket and the duplicate used to notice a
+    // client that went away), plus plugins and the database: lift the soft limit to the hard one.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
     actix_web::rt::System::new().block_on(bkg_host::run(config))
 }
