@@ -19,6 +19,15 @@ use crate::telemetry::Telemetry;
 use crate::validate;
 use std::sync::Arc;
 
+pub(crate) mod config;
+pub(crate) mod observe;
+
+use config::{get_config, set_config};
+use observe::{
+    all_telemetry, events, get_logs, metrics, plugin_telemetry, ws_all_telemetry, ws_logs,
+    ws_plugin_telemetry,
+};
+
 /// Shared state of the HTTP layer.
 pub struct AppState {
     pub registry: RegistryHandle,
@@ -154,7 +163,7 @@ impl From<RegistryError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// A duplicate of the connection's socket, kept so a handler waiting on a plugin can tell
 /// whether the client went away (actix-web does not drop handlers on disconnect).
@@ -236,7 +245,7 @@ fn detail(state: &AppState, view: PluginView) -> PluginDetail {
 }
 
 #[derive(serde::Deserialize)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     #[serde(default)]
     all: bool,
 }
@@ -244,7 +253,7 @@ struct ListQuery {
 #[utoipa::path(get, path = "/api/core/plugins", tag = "plugins", security(("bearer" = [])),
     params(("all" = Option<bool>, Query, description = "include unloaded plugins")),
     responses((status = 200, description = "every plugin", body = PluginListSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema)))]
-async fn list_plugins(state: Data<AppState>, q: web::Query<ListQuery>) -> HttpResponse {
+pub(crate) async fn list_plugins(state: Data<AppState>, q: web::Query<ListQuery>) -> HttpResponse {
     let plugins: Vec<PluginDetail> = state
         .registry
         .views()
@@ -257,7 +266,10 @@ async fn list_plugins(state: Data<AppState>, q: web::Query<ListQuery>) -> HttpRe
 
 #[utoipa::path(get, path = "/api/core/plugins/{id}", tag = "plugins", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id", example = "echo")),
     responses((status = 200, description = "one plugin", body = PluginDetail), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema)))]
-async fn get_plugin(state: Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
+pub(crate) async fn get_plugin(
+    state: Data<AppState>,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
     let view =
         state.registry.view(&id).ok_or_else(|| ApiError::not_found(format!("no plugin '{id}'")))?;
     Ok(HttpResponse::Ok().json(detail(&state, view)))
@@ -267,7 +279,10 @@ async fn get_plugin(state: Data<AppState>, id: web::Path<String>) -> ApiResult<H
     responses((status = 200, description = "the plugin's own status report", body = Object), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema),
     (status = 504, description = "the plugin did not answer", body = ErrorSchema)))]
 /// The plugin's own status report (its `status` entry point), run on its threads.
-async fn plugin_status(state: Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
+pub(crate) async fn plugin_status(
+    state: Data<AppState>,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
     let instance = state
         .routing
         .get(&id)
@@ -288,7 +303,7 @@ async fn plugin_status(state: Data<AppState>, id: web::Path<String>) -> ApiResul
 }
 
 /// Run a store query off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> ApiResult<T> {
     web::block(f)
@@ -297,311 +312,11 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
-const CONFIG_HISTORY: i64 = 20;
-
-#[utoipa::path(get, path = "/api/core/plugins/{id}/config", tag = "config", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id", example = "echo")),
-    responses((status = 200, description = "schema, current config, version, history", body = Object), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema)))]
-/// `GET /api/core/plugins/{id}/config`: schema, current config and recent history.
-async fn get_config(state: Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
-    let id = id.into_inner();
-    let view =
-        state.registry.view(&id).ok_or_else(|| ApiError::not_found(format!("no plugin '{id}'")))?;
-    let store = state.store.clone();
-    let key = id.clone();
-    let (record, history) =
-        blocking(move || Ok((store.plugin(&key)?, store.config_history(&key, CONFIG_HISTORY)?)))
-            .await?;
-    let stored = record.as_ref().and_then(|r| r.config.clone());
-    // Without a stored config, show what the plugin reports (its defaults).
-    let (config, source) = match stored {
-        Some(c) => (c, "stored"),
-        None => match state.routing.get(&id) {
-            Some(instance) => {
-                let report = web::block(move || instance.control(Control::Config, STATUS_TIMEOUT))
-                    .await
-                    .map_err(|e| ApiError::internal(e.to_string()))?
-                    .unwrap_or_else(|_| "null".into());
-                (serde_json::from_str(&report).unwrap_or(serde_json::Value::Null), "plugin")
-            }
-            None => (serde_json::Value::Null, "none"),
-        },
-    };
-    let history: Vec<serde_json::Value> = history
-        .into_iter()
-        .map(|(entry, value)| {
-            serde_json::json!({
-                "version": entry.version, "actor": entry.actor, "at_ms": entry.at_ms, "config": value,
-            })
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "id": id,
-        "schema": view.config_schema,
-        "config": config,
-        "source": source,
-        "version": record.map_or(0, |r| r.config_version),
-        "history": history,
-    })))
-}
-
-#[utoipa::path(post, path = "/api/core/plugins/{id}/config", tag = "config", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id", example = "echo")),
-    request_body(content = Object, description = "the new config (JSON)", content_type = "application/json"),
-    responses((status = 200, description = "applied and stored", body = Object),
-    (status = 400, description = "malformed JSON", body = ErrorSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema),
-    (status = 409, description = "the plugin takes no config", body = ErrorSchema),
-    (status = 422, description = "invalid config (details.errors names every failing path) or refused by the plugin", body = ErrorSchema)))]
-/// `POST /api/core/plugins/{id}/config`: validate, apply live, persist.
-async fn set_config(
-    state: Data<AppState>,
-    id: web::Path<String>,
-    req: HttpRequest,
-    body: web::Json<serde_json::Value>,
-) -> ApiResult<HttpResponse> {
-    use actix_web::HttpMessage as _;
-    let actor = req
-        .extensions()
-        .get::<crate::auth::Principal>()
-        .map_or_else(|| "api".to_string(), |p| p.actor());
-    let id = id.into_inner();
-    let config = body.into_inner();
-    let instance = state
-        .routing
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))?;
-    let Some(schema) = instance.manifest.config_schema.clone() else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "no_config",
-            format!("plugin '{id}' declares no config schema, so it takes no config"),
-        ));
-    };
-    drop(instance);
-    match validate::check(&schema, &config) {
-        Ok(()) => {}
-        Err(validate::Invalid::Schema(e)) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "bad_schema",
-                format!("plugin '{id}' declares an invalid config schema: {e}"),
-            ))
-        }
-        Err(validate::Invalid::Fields(errors)) => {
-            let summary: Vec<String> = errors
-                .iter()
-                .map(|e| {
-                    format!("{}: {}", if e.path.is_empty() { "/" } else { &e.path }, e.message)
-                })
-                .collect();
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_config",
-                format!("the config does not match the plugin's schema: {}", summary.join("; ")),
-            )
-            .with_details(serde_json::json!({ "errors": errors })));
-        }
-    }
-    let version = state.registry.configure(&id, config.clone(), &actor).await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "id": id, "version": version, "config": config })))
-}
-
-#[derive(serde::Deserialize)]
-struct LogQuery {
-    tail: Option<usize>,
-    level: Option<String>,
-}
-
-impl LogQuery {
-    fn parse(&self, default_tail: usize) -> ApiResult<(usize, Level)> {
-        let level = match self.level.as_deref() {
-            None | Some("") => Level::Trace,
-            Some(text) => Level::parse(text).ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("unknown level '{text}': use error, warn, info, debug or trace"),
-                )
-            })?,
-        };
-        Ok((self.tail.unwrap_or(default_tail).min(crate::logs::RING_LINES), level))
-    }
-}
-
-#[utoipa::path(get, path = "/api/core/plugins/{id}/logs", tag = "logs", security(("bearer" = [])),
-    params(("id" = String, Path, description = "plugin id", example = "echo"), ("tail" = Option<usize>, Query, description = "lines (default 200, at most 2000)"),
-      ("level" = Option<String>, Query, description = "error, warn, info, debug or trace")),
-    responses((status = 200, description = "recent lines, oldest first", body = LogLinesSchema),
-    (status = 400, description = "bad level", body = ErrorSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema)))]
-/// `GET /api/core/plugins/{id}/logs?tail=N&level=L`: recent lines, oldest first.
-async fn get_logs(
-    state: Data<AppState>,
-    id: web::Path<String>,
-    q: web::Query<LogQuery>,
-) -> ApiResult<HttpResponse> {
-    let (tail, level) = q.parse(200)?;
-    if state.registry.view(&id).is_none() {
-        return Err(ApiError::not_found(format!("no plugin '{id}'")));
-    }
-    let lines = state.logs.tail(&id, tail, level);
-    let lines: Vec<&crate::logs::LogLine> = lines.iter().map(|l| &**l).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id.as_str(), "lines": lines })))
-}
-
-#[utoipa::path(get, path = "/ws/core/plugins/{id}/logs", tag = "logs", security(("bearer" = [])),
-    params(("id" = String, Path, description = "plugin id", example = "echo"), ("tail" = Option<usize>, Query, description = "lines replayed first (default 100)"),
-      ("level" = Option<String>, Query, description = "error, warn, info, debug or trace"),
-      ("access_token" = Option<String>, Query, description = "API key, for clients that cannot send headers")),
-    responses((status = 101, description = "WebSocket: JSON log lines, or {\"dropped\": n} when the client was too slow"),
-    (status = 400, description = "not a WebSocket request", body = ErrorSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema)))]
-/// `GET /ws/core/plugins/{id}/logs?tail=N&level=L` (WebSocket): the tail, then live lines as
-/// JSON text messages. A client too slow to keep up gets `{"dropped": n}` instead of lines.
-async fn ws_logs(
-    state: Data<AppState>,
-    id: web::Path<String>,
-    q: web::Query<LogQuery>,
-    req: HttpRequest,
-    body: web::Payload,
-) -> Result<HttpResponse, actix_web::Error> {
-    let (tail, level) = q.parse(100)?;
-    let id = id.into_inner();
-    if state.registry.view(&id).is_none() {
-        return Err(ApiError::not_found(format!("no plugin '{id}'")).into());
-    }
-    let (response, session, incoming) = actix_ws::handle(&req, body)?;
-    let (backlog, live) = state.logs.subscribe(&id, tail, level);
-    let to_text = |line: &crate::logs::LogLine| serde_json::to_string(line).unwrap_or_default();
-    let logs = state.logs.clone();
-    crate::ws::pump(
-        session,
-        incoming,
-        backlog.iter().map(|l| to_text(l)).collect(),
-        live,
-        move |line| (line.level <= level).then(|| to_text(line)),
-        move |n| {
-            logs.count_dropped(n);
-            Some(serde_json::json!({ "dropped": n }).to_string())
-        },
-    );
-    Ok(response)
-}
-
-#[utoipa::path(get, path = "/api/core/plugins/{id}/telemetry", tag = "telemetry", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id", example = "echo")),
-    responses((status = 200, description = "latest sample, history, totals", body = Object), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema)))]
-/// `GET /api/core/plugins/{id}/telemetry`: the latest sample, history and lifetime totals.
-async fn plugin_telemetry(state: Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
-    let instance = state
-        .routing
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))?;
-    let history = state.telemetry.history(&id, crate::telemetry::HISTORY);
-    let s = instance.stats();
-    use std::sync::atomic::Ordering::Relaxed;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "id": id.as_str(),
-        "current": history.last(),
-        "history": history,
-        "totals": {
-            "calls": s.calls.load(Relaxed),
-            "errors": s.errors.load(Relaxed),
-            "rejected": s.rejected.load(Relaxed),
-            "timeouts": s.timeouts.load(Relaxed),
-            "cpu_seconds": s.cpu_nanos.load(Relaxed) as f64 / 1e9,
-            "in_flight": instance.in_flight(),
-        },
-    })))
-}
-
-#[utoipa::path(get, path = "/api/core/telemetry", tag = "telemetry", security(("bearer" = [])),
-    responses((status = 200, description = "the host and every plugin's latest sample", body = Object), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema)))]
-/// `GET /api/core/telemetry`: the host and the latest sample of every plugin.
-async fn all_telemetry(state: Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({
-        "host": state.telemetry.host(),
-        "plugins": state.telemetry.latest(),
-    }))
-}
-
-/// WebSocket pushing one telemetry message a second: the whole tick, or one plugin's sample.
-fn ws_telemetry_stream(
-    state: &AppState,
-    req: &HttpRequest,
-    body: web::Payload,
-    plugin: Option<String>,
-) -> Result<HttpResponse, actix_web::Error> {
-    let (response, session, incoming) = actix_ws::handle(req, body)?;
-    let render = move |tick: &std::sync::Arc<crate::telemetry::Tick>| {
-        let message = match &plugin {
-            Some(id) => serde_json::json!({ "id": id, "sample": tick.plugins.get(id) }),
-            None => serde_json::to_value(&**tick).unwrap_or_default(),
-        };
-        Some(message.to_string())
-    };
-    // A slow client skips ticks; the next one is complete in itself.
-    crate::ws::pump(session, incoming, Vec::new(), state.telemetry.subscribe(), render, |_| None);
-    Ok(response)
-}
-
-#[utoipa::path(get, path = "/ws/core/plugins/{id}/telemetry", tag = "telemetry", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id", example = "echo")),
-    responses((status = 101, description = "WebSocket: one sample a second"),
-    (status = 400, description = "not a WebSocket request", body = ErrorSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema)))]
-async fn ws_plugin_telemetry(
-    state: Data<AppState>,
-    id: web::Path<String>,
-    req: HttpRequest,
-    body: web::Payload,
-) -> Result<HttpResponse, actix_web::Error> {
-    if state.registry.view(&id).is_none() {
-        return Err(ApiError::not_found(format!("no plugin '{id}'")).into());
-    }
-    ws_telemetry_stream(&state, &req, body, Some(id.into_inner()))
-}
-
-#[utoipa::path(get, path = "/ws/core/telemetry", tag = "telemetry", security(("bearer" = [])),
-    responses((status = 101, description = "WebSocket: one tick a second"),
-    (status = 400, description = "not a WebSocket request", body = ErrorSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema)))]
-async fn ws_all_telemetry(
-    state: Data<AppState>,
-    req: HttpRequest,
-    body: web::Payload,
-) -> Result<HttpResponse, actix_web::Error> {
-    ws_telemetry_stream(&state, &req, body, None)
-}
-
-#[utoipa::path(get, path = "/metrics", tag = "telemetry", security(("bearer" = [])),
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema)))]
-/// `GET /metrics`: Prometheus text format.
-async fn metrics(state: Data<AppState>) -> ApiResult<HttpResponse> {
-    let text = crate::metrics::render(&state.metrics)
-        .map_err(|e| ApiError::internal(format!("cannot encode metrics: {e}")))?;
-    Ok(HttpResponse::Ok().content_type(prometheus::TEXT_FORMAT).body(text))
-}
-
-#[derive(serde::Deserialize)]
-struct EventsQuery {
-    plugin: Option<String>,
-    limit: Option<i64>,
-}
-
-#[utoipa::path(get, path = "/api/core/events", tag = "events", security(("bearer" = [])),
-    params(("plugin" = Option<String>, Query, description = "only this plugin"),
-      ("limit" = Option<i64>, Query, description = "newest first, 1 to 1000 (default 100)")),
-    responses((status = 200, description = "the event log, newest first", body = EventListSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema)))]
-/// `GET /api/core/events?plugin=&limit=`: the event log, newest first.
-async fn events(state: Data<AppState>, q: web::Query<EventsQuery>) -> ApiResult<HttpResponse> {
-    let q = q.into_inner();
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let store = state.store.clone();
-    let events =
-        blocking(move || store.events(q.plugin.as_deref().filter(|p| !p.is_empty()), limit))
-            .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "events": events })))
-}
-
 #[utoipa::path(post, path = "/api/core/plugins/{id}/{action}", tag = "plugins", security(("bearer" = [])),
     params(("id" = String, Path, description = "plugin id", example = "echo"), ("action" = String, Path, description = "start, stop or restart", example = "restart")),
     responses((status = 200, description = "the plugin after the action", body = PluginDetail), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema),
     (status = 409, description = "the plugin failed to start or stop", body = ErrorSchema)))]
-async fn lifecycle(
+pub(crate) async fn lifecycle(
     state: Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
@@ -682,7 +397,7 @@ fn respond(answer: Answer) -> HttpResponse {
     (status = 500, description = "the plugin failed or panicked", body = ErrorSchema),
     (status = 503, description = "the plugin's queue is full", body = ErrorSchema),
     (status = 504, description = "the plugin did not answer in time", body = ErrorSchema)))]
-async fn invoke(
+pub(crate) async fn invoke(
     state: Data<AppState>,
     path: web::Path<(String, String)>,
     req: HttpRequest,
@@ -708,7 +423,7 @@ async fn invoke(
     (status = 401, description = "no or invalid API key", body = ErrorSchema),
     (status = 403, description = "the key lacks the scope (GET needs read, other methods admin)", body = ErrorSchema),
     (status = 404, description = "no such plugin or route", body = ErrorSchema)))]
-async fn admin_route(
+pub(crate) async fn admin_route(
     state: Data<AppState>,
     path: web::Path<(String, String)>,
     req: HttpRequest,
@@ -741,19 +456,19 @@ async fn fallback(state: Data<AppState>, req: HttpRequest, body: Bytes) -> ApiRe
 
 /// `GET /api/openapi.json`: this API's OpenAPI document.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "health", responses((status = 200, description = "this document", body = Object)))]
-async fn openapi() -> HttpResponse {
+pub(crate) async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(crate::openapi::document())
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "the process is alive", body = Object)))]
-async fn healthz() -> HttpResponse {
+pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, description = "the initial plugin scan is done", body = Object),
     (status = 503, description = "still starting", body = ErrorSchema)))]
-async fn readyz(state: Data<AppState>) -> HttpResponse {
+pub(crate) async fn readyz(state: Data<AppState>) -> HttpResponse {
     if state.registry.is_ready() {
         HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
     } else {
