@@ -72,10 +72,7 @@ pub(crate) async fn set_config(
         .map_or_else(|| "api".to_string(), |p| p.actor());
     let id = id.into_inner();
     let config = body.into_inner();
-    let instance = state
-        .routing
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))?;
+    let instance = loaded(&state, &id)?;
     let Some(schema) = instance.manifest.config_schema.clone() else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -192,6 +192,11 @@ fn peer_of(req: &HttpRequest) -> Option<Arc<PeerSocket>> {
     req.conn_data::<Arc<PeerSocket>>().cloned()
 }
 
+/// The running generation of a plugin, or 404.
+pub(crate) fn loaded(state: &AppState, id: &str) -> ApiResult<Arc<crate::exec::Instance>> {
+    state.routing.get(id).ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))
+}
+
 /// Call a plugin with this HTTP request's method, query, content type and body.
 async fn call_plugin(
     state: &AppState,
@@ -283,10 +288,7 @@ pub(crate) async fn plugin_status(
     state: Data<AppState>,
     id: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let instance = state
-        .routing
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))?;
+    let instance = loaded(&state, &id)?;
     let report = web::block(move || instance.control(Control::Status, STATUS_TIMEOUT))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
@@ -404,10 +406,7 @@ pub(crate) async fn invoke(
     body: Bytes,
 ) -> ApiResult<HttpResponse> {
     let (id, capability) = path.into_inner();
-    let instance = state
-        .routing
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))?;
+    let instance = loaded(&state, &id)?;
     if !instance.manifest.has_capability(&capability) {
         return Err(ApiError::not_found(format!("plugin '{id}' has no capability '{capability}'")));
     }
@@ -431,10 +430,7 @@ pub(crate) async fn admin_route(
 ) -> ApiResult<HttpResponse> {
     let (id, tail) = path.into_inner();
     let route = format!("/{tail}");
-    let instance = state
-        .routing
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))?;
+    let instance = loaded(&state, &id)?;
     if !instance.manifest.has_route(req.method().as_str(), &route) {
         return Err(ApiError::not_found(format!(
             "plugin '{id}' has no route {} {route}",

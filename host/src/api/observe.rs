@@ -89,10 +89,7 @@ pub(crate) async fn plugin_telemetry(
     state: Data<AppState>,
     id: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let instance = state
-        .routing
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))?;
+    let instance = loaded(&state, &id)?;
     let history = state.telemetry.history(&id, crate::telemetry::HISTORY);
     let s = instance.stats();
     use std::sync::atomic::Ordering::Relaxed;
