@@ -186,6 +186,10 @@ pub trait HostApi: Send + Sync {
     /// The keys starting with `prefix`, sorted.
     #[sabi(last_prefix_field)]
     fn kv_keys(&self, prefix: RStr<'_>) -> RResult<RVec<RString>, FfiError>;
+    /// The host's models folder: models downloaded through the host (and those laid out by
+    /// `scripts/fetch-models.sh`) live in `<models_dir>/<org>/<name>/`. Added after the prefix,
+    /// so hosts of 0.1.0 without it still load plugins that do not call it.
+    fn models_dir(&self) -> RString;
 }
 
 /// A host handle as the plugin holds it.

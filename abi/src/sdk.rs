@@ -331,6 +331,10 @@ impl Host {
     pub fn data_dir(&self) -> PathBuf {
         PathBuf::from(self.inner.data_dir().into_string())
     }
+    /// The host's models folder (`<models_dir>/<org>/<name>/` holds one model's files).
+    pub fn models_dir(&self) -> PathBuf {
+        PathBuf::from(self.inner.models_dir().into_string())
+    }
     /// Call another plugin's capability through the host's bus.
     pub fn call(
         &self,

@@ -21,6 +21,15 @@ pub struct Config {
     /// The watched folder plugins are copied into (default: <data-dir>/plugins).
     #[arg(long, env = "BKG_PLUGINS_DIR")]
     pub plugins_dir: Option<PathBuf>,
+    /// Where models live: `<models-dir>/<org>/<name>/` per model (default: <data-dir>/models).
+    #[arg(long, env = "BKG_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// The Hugging Face hub the model downloads come from (HF_ENDPOINT is honoured too).
+    #[arg(long, env = "BKG_HUB_ENDPOINT", default_value = "https://huggingface.co")]
+    pub hub_endpoint: String,
+    /// How often a broken file transfer is resumed before the download fails (kept for later).
+    #[arg(long, env = "BKG_HUB_RETRIES", default_value_t = 3)]
+    pub hub_retries: usize,
     /// How long one plugin call may take before the client gets 504.
     #[arg(long, env = "BKG_CALL_TIMEOUT_MS", default_value_t = 30_000)]
     pub call_timeout_ms: u64,
@@ -64,6 +73,10 @@ impl Config {
 
     pub fn plugins_dir(&self) -> PathBuf {
         self.plugins_dir.clone().unwrap_or_else(|| self.data_dir().join("plugins"))
+    }
+
+    pub fn models_dir(&self) -> PathBuf {
+        self.models_dir.clone().unwrap_or_else(|| self.data_dir().join("models"))
     }
 
     pub fn call_timeout(&self) -> Duration {

@@ -18,6 +18,7 @@ use crate::store::Store;
 pub struct PluginHost {
     plugin_id: String,
     data_dir: PathBuf,
+    models_dir: PathBuf,
     routing: Weak<Routing>,
     logs: Arc<LogHub>,
     store: Arc<Store>,
@@ -49,12 +50,13 @@ fn check_key(key: &str) -> Result<(), FfiError> {
 pub fn handle(
     plugin_id: &str,
     data_dir: PathBuf,
+    models_dir: PathBuf,
     routing: Weak<Routing>,
     logs: Arc<LogHub>,
     store: Arc<Store>,
 ) -> HostBox {
     HostApi_TO::from_value(
-        PluginHost { plugin_id: plugin_id.to_string(), data_dir, routing, logs, store },
+        PluginHost { plugin_id: plugin_id.to_string(), data_dir, models_dir, routing, logs, store },
         TD_Opaque,
     )
 }
@@ -75,6 +77,10 @@ impl HostApi for PluginHost {
 
     fn data_dir(&self) -> RString {
         self.data_dir.to_string_lossy().into_owned().into()
+    }
+
+    fn models_dir(&self) -> RString {
+        self.models_dir.to_string_lossy().into_owned().into()
     }
 
     fn call(

@@ -47,8 +47,9 @@ impl Core {
     pub fn start(config: &Config) -> anyhow::Result<Core> {
         let data_dir = config.data_dir();
         let plugins_dir = config.plugins_dir();
+        let models_dir = config.models_dir();
         let shadow_dir = data_dir.join("shadow");
-        for dir in [&data_dir, &plugins_dir, &shadow_dir] {
+        for dir in [&data_dir, &plugins_dir, &shadow_dir, &models_dir] {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
@@ -72,6 +73,7 @@ impl Core {
         let settings = registry::Settings {
             shadow_dir,
             plugin_data_dir: data_dir.join("plugin-data"),
+            models_dir: models_dir.clone(),
             limits: exec::Limits {
                 workers: config.plugin_workers.max(1),
                 queue_depth: config.queue_depth.max(1),

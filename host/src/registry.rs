@@ -127,6 +127,8 @@ pub enum Command {
 pub struct Settings {
     pub shadow_dir: PathBuf,
     pub plugin_data_dir: PathBuf,
+    /// The models folder plugins are told about (`Host::models_dir`).
+    pub models_dir: PathBuf,
     pub limits: Limits,
     pub drain_timeout: Duration,
     pub control_timeout: Duration,
@@ -450,6 +452,7 @@ impl Registry {
             let handle = host_api::handle(
                 &m.id,
                 data_dir,
+                self.settings.models_dir.clone(),
                 Arc::downgrade(&self.routing),
                 self.logs.clone(),
                 self.store.clone(),
