@@ -48,6 +48,9 @@ impl HostApi for BenchHost {
     fn data_dir(&self) -> RString {
         RString::new()
     }
+    fn models_dir(&self) -> RString {
+        RString::new()
+    }
     fn call(
         &self,
         _plugin: RStr<'_>,

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+const DEFAULT_HUB: &str = "https://huggingface.co";
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "bkg",
@@ -25,7 +27,7 @@ pub struct Config {
     #[arg(long, env = "BKG_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
     /// The Hugging Face hub the model downloads come from (HF_ENDPOINT is honoured too).
-    #[arg(long, env = "BKG_HUB_ENDPOINT", default_value = "https://huggingface.co")]
+    #[arg(long, env = "BKG_HUB_ENDPOINT", default_value = DEFAULT_HUB)]
     pub hub_endpoint: String,
     /// How often a broken file transfer is resumed before the download fails (kept for later).
     #[arg(long, env = "BKG_HUB_RETRIES", default_value_t = 3)]
@@ -77,6 +79,14 @@ impl Config {
 
     pub fn models_dir(&self) -> PathBuf {
         self.models_dir.clone().unwrap_or_else(|| self.data_dir().join("models"))
+    }
+
+    /// `--hub-endpoint`, or HF_ENDPOINT when the flag was left at its default.
+    pub fn hub_endpoint(&self) -> String {
+        match std::env::var("HF_ENDPOINT") {
+            Ok(e) if !e.is_empty() && self.hub_endpoint == DEFAULT_HUB => e,
+            _ => self.hub_endpoint.clone(),
+        }
     }
 
     pub fn call_timeout(&self) -> Duration {

@@ -16,6 +16,7 @@ pub mod host_api;
 pub mod loader;
 pub mod logs;
 pub mod metrics;
+pub mod models;
 pub mod openapi;
 pub mod registry;
 pub mod store;
@@ -101,6 +102,17 @@ impl Core {
             // Printed once: only its hash is stored.
             println!("bkg admin key (shown once, keep it; only its hash is stored): {key}");
         }
+        let models = models::Models::open(
+            models::Settings {
+                dir: models_dir.clone(),
+                endpoint: config.hub_endpoint(),
+                retries: config.hub_retries,
+                token: std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()),
+            },
+            store.clone(),
+            logs.clone(),
+        )
+        .with_context(|| format!("cannot open the models folder {}", models_dir.display()))?;
         let state = Data::new(api::AppState {
             registry: registry.clone(),
             routing,
@@ -109,6 +121,7 @@ impl Core {
             telemetry,
             metrics,
             auth: Arc::new(auth),
+            models: Arc::new(models),
         });
         let watcher = watcher::watch(
             &plugins_dir,

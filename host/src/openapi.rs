@@ -59,7 +59,7 @@ impl Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "bkg", description = "The bkg plugin host: plugins, lifecycle, config, logs, telemetry, invocation."),
+    info(title = "bkg", description = "The bkg plugin host: plugins, lifecycle, config, logs, telemetry, models, invocation."),
     paths(
         crate::api::list_plugins,
         crate::api::get_plugin,
@@ -74,6 +74,11 @@ impl Modify for BearerAuth {
         crate::api::observe::ws_all_telemetry,
         crate::api::observe::metrics,
         crate::api::observe::events,
+        crate::api::models::start_download,
+        crate::api::models::list_models,
+        crate::api::models::get_download,
+        crate::api::models::cancel_download,
+        crate::api::models::ws_models,
         crate::api::lifecycle,
         crate::api::invoke,
         crate::api::admin_route,
@@ -90,6 +95,7 @@ impl Modify for BearerAuth {
         (name = "logs", description = "plugin logs"),
         (name = "telemetry", description = "calls, latency, CPU, memory"),
         (name = "events", description = "the persistent event log"),
+        (name = "models", description = "model downloads from a Hugging Face hub and the model registry"),
         (name = "health", description = "liveness and readiness"),
     )
 )]

@@ -20,6 +20,7 @@ use crate::validate;
 use std::sync::Arc;
 
 pub(crate) mod config;
+pub(crate) mod models;
 pub(crate) mod observe;
 
 use config::{get_config, set_config};
@@ -37,6 +38,7 @@ pub struct AppState {
     pub telemetry: Arc<Telemetry>,
     pub metrics: crate::metrics::Sources,
     pub auth: Arc<crate::auth::Auth>,
+    pub models: Arc<crate::models::Models>,
 }
 
 /// An error answer: `{"error":{"code":"...","message":"..."}}`.
@@ -510,6 +512,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/ws/core/plugins/{id}/logs", web::get().to(ws_logs))
         .route("/api/core/plugins/{id}/config", web::get().to(get_config))
         .route("/api/core/plugins/{id}/config", web::post().to(set_config))
+        .route("/api/core/plugins/{id}/models/download", web::post().to(models::start_download))
+        .route("/api/core/models", web::get().to(models::list_models))
+        .route("/api/core/models/downloads/{job}", web::get().to(models::get_download))
+        .route("/api/core/models/downloads/{job}", web::delete().to(models::cancel_download))
+        .route("/ws/core/plugins/{id}/models", web::get().to(models::ws_models))
         .route("/api/core/plugins/{id}/{action}", web::post().to(lifecycle))
         .default_service(web::to(fallback));
 }

@@ -15,7 +15,7 @@ use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use serde::Serialize;
 
-use schema::{config_history, events, host_settings, kv, plugins};
+use schema::{config_history, events, host_settings, kv, models, plugins};
 
 type Conn = SqliteConnection;
 
@@ -107,6 +107,64 @@ struct EventRow {
     kind: String,
     actor: String,
     details: String,
+}
+
+/// One file of an installed model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ModelFile {
+    /// Path inside the model folder, `/`-separated.
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// An installed model: the registry row, and the manifest (`.bkg-model.json`) in its folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct InstalledModel {
+    /// Hub repo id, e.g. `sentence-transformers/all-MiniLM-L6-v2`.
+    pub repo: String,
+    pub revision: String,
+    /// The commit the hub resolved the revision to (none for models not from a hub).
+    pub commit: Option<String>,
+    /// The model's folder relative to the models folder (the repo id).
+    pub path: String,
+    /// `hub:<endpoint>` or where else the files came from (e.g. `pypi:<package>`).
+    pub source: String,
+    pub files: Vec<ModelFile>,
+    pub total_bytes: u64,
+    /// The plugin the download was made for, if any.
+    pub plugin: Option<String>,
+    pub installed_at_ms: i64,
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = models)]
+struct ModelRow {
+    repo: String,
+    revision: String,
+    commit_sha: Option<String>,
+    path: String,
+    source: String,
+    files: String,
+    total_bytes: i64,
+    plugin_id: Option<String>,
+    installed_at_ms: i64,
+}
+
+impl ModelRow {
+    fn into_model(self) -> StoreResult<InstalledModel> {
+        Ok(InstalledModel {
+            repo: self.repo,
+            revision: self.revision,
+            commit: self.commit_sha,
+            path: self.path,
+            source: self.source,
+            files: serde_json::from_str(&self.files)?,
+            total_bytes: self.total_bytes.max(0) as u64,
+            plugin: self.plugin_id,
+            installed_at_ms: self.installed_at_ms,
+        })
+    }
 }
 
 fn now_ms() -> i64 {
@@ -292,6 +350,41 @@ impl Store {
         Ok(())
     }
 
+    /// Record an installed model (replacing the row of an earlier install of the same repo).
+    pub fn put_model(&self, m: &InstalledModel) -> StoreResult<()> {
+        let row = ModelRow {
+            repo: m.repo.clone(),
+            revision: m.revision.clone(),
+            commit_sha: m.commit.clone(),
+            path: m.path.clone(),
+            source: m.source.clone(),
+            files: serde_json::to_string(&m.files)?,
+            total_bytes: i64::try_from(m.total_bytes).unwrap_or(i64::MAX),
+            plugin_id: m.plugin.clone(),
+            installed_at_ms: m.installed_at_ms,
+        };
+        diesel::replace_into(models::table).values(&row).execute(&mut *self.conn())?;
+        Ok(())
+    }
+
+    /// Every installed model, by repo id.
+    pub fn models(&self) -> StoreResult<Vec<InstalledModel>> {
+        let rows: Vec<ModelRow> = models::table
+            .select(ModelRow::as_select())
+            .order(models::repo.asc())
+            .load(&mut *self.conn())?;
+        rows.into_iter().map(ModelRow::into_model).collect()
+    }
+
+    pub fn model(&self, repo: &str) -> StoreResult<Option<InstalledModel>> {
+        let row = models::table
+            .find(repo)
+            .select(ModelRow::as_select())
+            .first(&mut *self.conn())
+            .optional()?;
+        row.map(ModelRow::into_model).transpose()
+    }
+
     /// The newest events (optionally of one plugin), newest first.
     pub fn events(&self, plugin: Option<&str>, limit: i64) -> StoreResult<Vec<Event>> {
         let mut query = events::table.select(EventRow::as_select()).into_boxed();
@@ -426,6 +519,29 @@ mod tests {
         assert_eq!(echo.len(), 1);
         assert_eq!(echo[0].details["generation"], 1);
         assert_eq!(s.events(None, 1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn models_replace_by_repo() {
+        let (_d, s) = store();
+        let mut m = InstalledModel {
+            repo: "org/name".into(),
+            revision: "main".into(),
+            commit: Some("c1".into()),
+            path: "org/name".into(),
+            source: "hub:http://x".into(),
+            files: vec![ModelFile { name: "a.bin".into(), size: 3, sha256: "ab".into() }],
+            total_bytes: 3,
+            plugin: Some("candle".into()),
+            installed_at_ms: 1,
+        };
+        s.put_model(&m).unwrap();
+        m.revision = "v2".into();
+        m.commit = None;
+        s.put_model(&m).unwrap();
+        assert_eq!(s.models().unwrap(), vec![m.clone()]);
+        assert_eq!(s.model("org/name").unwrap(), Some(m));
+        assert_eq!(s.model("org/other").unwrap(), None);
     }
 
     #[test]

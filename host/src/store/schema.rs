@@ -51,3 +51,17 @@ diesel::table! {
         updated_at_ms -> BigInt,
     }
 }
+
+diesel::table! {
+    models (repo) {
+        repo -> Text,
+        revision -> Text,
+        commit_sha -> Nullable<Text>,
+        path -> Text,
+        source -> Text,
+        files -> Text,
+        total_bytes -> BigInt,
+        plugin_id -> Nullable<Text>,
+        installed_at_ms -> BigInt,
+    }
+}

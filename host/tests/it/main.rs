@@ -4,8 +4,10 @@
 mod auth;
 mod bad_input;
 mod execution;
+mod hub;
 mod lifecycle;
 mod logs;
+mod models;
 mod openapi;
 mod persistence;
 mod support;

@@ -166,6 +166,11 @@ impl Host {
         host
     }
 
+    /// The host's models folder (the default, `<data-dir>/models`).
+    pub fn models_dir(&self) -> PathBuf {
+        self.dir.as_ref().expect("dir").path().join("data").join("models")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
