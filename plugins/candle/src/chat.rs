@@ -1,0 +1,331 @@
+//! Text generation with a llama-family GGUF (SmolLM2-135M-Instruct) through
+//! `candle_transformers::models::quantized_llama`.
+//!
+//! The tokenizer is built from the GGUF metadata (`tokenizer.ggml.tokens`, `merges`,
+//! `token_type`: GPT-2 byte-level BPE) with candle's `TokenizerFromGguf`; for `pre = "smollm"`
+//! the pre-tokenizer is set to what SmolLM2's tokenizer.json uses (digits split one by one,
+//! byte-level without a prefix space). Prompts use the ChatML template
+//! (`<|im_start|>role\ncontent<|im_end|>\n` ... `<|im_start|>assistant\n`), with the default
+//! system message of the GGUF's `tokenizer.chat_template` when the caller sends none.
+//!
+//! The loaded weights are shared: each generation clones the model (the tensors are
+//! reference-counted) to get its own KV cache, so generations can run concurrently.
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file;
+use candle_core::quantized::tokenizer::TokenizerFromGguf;
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
+use serde::Deserialize;
+use tokenizers::pre_tokenizers::{byte_level::ByteLevel, digits::Digits, sequence::Sequence};
+use tokenizers::Tokenizer;
+
+use crate::error::{Error, Result};
+
+pub struct ChatModel {
+    weights: ModelWeights,
+    tokenizer: Tokenizer,
+    eos: Vec<u32>,
+    default_system: Option<String>,
+    pub context_length: usize,
+    pub architecture: String,
+    pub file_type: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+/// A generation request (the `model.infer` body for a chat model, less `model`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRequest {
+    #[serde(default)]
+    pub messages: Option<Vec<Message>>,
+    /// A raw prompt, sent to the model as is (no template).
+    #[serde(default)]
+    pub prompt: Option<String>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    #[serde(default)]
+    pub stop: Option<Vec<String>>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub stream: bool,
+}
+
+pub const DEFAULT_MAX_TOKENS: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    Stop,
+    Length,
+    Cancelled,
+}
+
+impl Finish {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+            Finish::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub text: String,
+    pub finish: Finish,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Seconds from the start to the first generated token, and in total.
+    pub first_token_s: f64,
+    pub total_s: f64,
+}
+
+impl ChatModel {
+    pub fn load(path: &Path, content: gguf_file::Content, file: &mut std::fs::File) -> Result<Self> {
+        let bad = |e: &dyn std::fmt::Display| Error::bad_request(format!("{}: {e}", path.display()));
+        let md_str = |k: &str| content.metadata.get(k).and_then(|v| v.to_string().ok()).cloned();
+        let architecture = md_str("general.architecture").unwrap_or_default();
+        let mut tokenizer = Tokenizer::from_gguf(&content).map_err(|e| bad(&e))?;
+        if md_str("tokenizer.ggml.pre").as_deref() == Some("smollm") {
+            tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
+                Digits::new(true).into(),
+                ByteLevel::new(false, true, true).into(),
+            ])));
+        }
+        let mut eos = Vec::new();
+        if let Some(id) = content.metadata.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()) {
+            eos.push(id);
+        }
+        for t in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>"] {
+            if let Some(id) = tokenizer.token_to_id(t) {
+                if !eos.contains(&id) {
+                    eos.push(id);
+                }
+            }
+        }
+        let default_system = md_str("tokenizer.chat_template").and_then(|t| default_system(&t));
+        let context_length = content
+            .metadata
+            .get(&format!("{architecture}.context_length"))
+            .and_then(|v| v.to_u32().ok())
+            .map(|n| n as usize)
+            .unwrap_or(MAX_SEQ_LEN)
+            .min(MAX_SEQ_LEN);
+        let file_type = content
+            .tensor_infos
+            .get("blk.0.attn_q.weight")
+            .map(|t| format!("{:?}", t.ggml_dtype).to_lowercase())
+            .unwrap_or_default();
+        let weights = ModelWeights::from_gguf(content, file, &Device::Cpu).map_err(|e| bad(&e))?;
+        Ok(Self { weights, tokenizer, eos, default_system, context_length, architecture, file_type })
+    }
+
+    /// The prompt text for a request: ChatML for `messages`, or the raw `prompt`.
+    pub fn prompt(&self, req: &ChatRequest) -> Result<String> {
+        match (&req.messages, &req.prompt) {
+            (Some(_), Some(_)) => Err(Error::bad_request("send either messages or prompt, not both")),
+            (None, None) => Err(Error::bad_request("send messages:[{role,content}] or prompt")),
+            (None, Some(p)) if p.is_empty() => Err(Error::bad_request("prompt is empty")),
+            (None, Some(p)) => Ok(p.clone()),
+            (Some(m), None) if m.is_empty() => Err(Error::bad_request("messages is empty")),
+            (Some(messages), None) => {
+                let mut out = String::new();
+                if messages[0].role != "system" {
+                    if let Some(system) = &self.default_system {
+                        out.push_str(&format!("<|im_start|>system\n{system}<|im_end|>\n"));
+                    }
+                }
+                for m in messages {
+                    if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
+                        return Err(Error::bad_request(format!("unknown role {:?}", m.role)));
+                    }
+                    out.push_str(&format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content));
+                }
+                out.push_str("<|im_start|>assistant\n");
+                Ok(out)
+            }
+        }
+    }
+
+    /// Generate. `on_text` gets each new piece of text as soon as it is certain (not part of
+    /// a possible stop string, complete UTF-8); returning an error stops the generation with
+    /// that error. `cancelled` is polled before each token.
+    pub fn generate(
+        &self,
+        req: &ChatRequest,
+        on_text: &mut dyn FnMut(&str) -> Result<()>,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Generation> {
+        let started = std::time::Instant::now();
+        let prompt = self.prompt(req)?;
+        let max_tokens = req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+        if max_tokens == 0 {
+            return Err(Error::bad_request("max_tokens must be at least 1"));
+        }
+        let temperature = req.temperature.unwrap_or(0.7);
+        if !(0.0..=2.0).contains(&temperature) {
+            return Err(Error::bad_request("temperature must be within 0..=2"));
+        }
+        if let Some(p) = req.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return Err(Error::bad_request("top_p must be within (0, 1]"));
+            }
+        }
+        let stops: Vec<String> = req.stop.clone().unwrap_or_default();
+        if stops.len() > 4 || stops.iter().any(|s| s.is_empty()) {
+            return Err(Error::bad_request("stop: at most 4 non-empty strings"));
+        }
+        let prompt_ids = self
+            .tokenizer
+            .encode(prompt.as_str(), false)
+            .map_err(|e| Error::bad_request(format!("tokenizer: {e}")))?
+            .get_ids()
+            .to_vec();
+        if prompt_ids.len() + max_tokens > self.context_length {
+            return Err(Error::bad_request(format!(
+                "the prompt has {} tokens; with max_tokens {max_tokens} that exceeds the context of {} tokens",
+                prompt_ids.len(),
+                self.context_length
+            )));
+        }
+        let sampling = if temperature < 1e-7 {
+            Sampling::ArgMax
+        } else {
+            match req.top_p {
+                Some(p) if p < 1.0 => Sampling::TopP { p, temperature },
+                _ => Sampling::All { temperature },
+            }
+        };
+        let seed = req.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+        let mut sampler = LogitsProcessor::from_sampling(seed, sampling);
+        let mut model = self.weights.clone();
+        model.clear_kv_cache();
+        let internal = |e: candle_core::Error| Error::internal(format!("model: {e}"));
+
+        let mut generated: Vec<u32> = Vec::new();
+        let mut text = String::new();
+        let mut emitted = 0usize;
+        let mut first_token_s = 0.0;
+        let mut finish = Finish::Length;
+        let mut input = prompt_ids.clone();
+        let mut pos = 0usize;
+        while generated.len() < max_tokens {
+            if cancelled() {
+                finish = Finish::Cancelled;
+                break;
+            }
+            let x = Tensor::new(input.as_slice(), &Device::Cpu).and_then(|t| t.unsqueeze(0)).map_err(internal)?;
+            let logits = model.forward(&x, pos).and_then(|l| l.squeeze(0)).map_err(internal)?;
+            pos += input.len();
+            let next = sampler.sample(&logits).map_err(internal)?;
+            if generated.is_empty() {
+                first_token_s = started.elapsed().as_secs_f64();
+            }
+            if self.eos.contains(&next) {
+                finish = Finish::Stop;
+                break;
+            }
+            generated.push(next);
+            input = vec![next];
+            text = self
+                .tokenizer
+                .decode(&generated, true)
+                .map_err(|e| Error::internal(format!("tokenizer: {e}")))?;
+            if let Some(cut) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+                text.truncate(cut);
+                finish = Finish::Stop;
+                break;
+            }
+            // Hold back an incomplete UTF-8 sequence and a possible start of a stop string.
+            let mut safe = text.len();
+            if text.ends_with('\u{FFFD}') {
+                safe -= '\u{FFFD}'.len_utf8();
+            }
+            safe -= partial_stop_suffix(&text[..safe], &stops);
+            if safe > emitted {
+                on_text(&text[emitted..safe])?;
+                emitted = safe;
+            }
+        }
+        if finish == Finish::Length || finish == Finish::Stop {
+            let end = text.len();
+            if end > emitted {
+                on_text(&text[emitted..end])?;
+            }
+        }
+        Ok(Generation {
+            text,
+            finish,
+            prompt_tokens: prompt_ids.len(),
+            completion_tokens: generated.len(),
+            first_token_s,
+            total_s: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// The length of the longest suffix of `text` that is a proper prefix of one of `stops`.
+fn partial_stop_suffix(text: &str, stops: &[String]) -> usize {
+    let mut longest = 0;
+    for stop in stops {
+        for (i, _) in stop.char_indices().skip(1) {
+            if text.ends_with(&stop[..i]) {
+                longest = longest.max(i);
+            }
+        }
+    }
+    longest
+}
+
+/// The default system message of a ChatML template that adds one when the first message
+/// is not a system message (SmolLM2's does).
+fn default_system(template: &str) -> Option<String> {
+    if !template.contains("!= 'system'") {
+        return None;
+    }
+    let start = template.find("<|im_start|>system\\n").map(|i| i + "<|im_start|>system\\n".len())
+        .or_else(|| template.find("<|im_start|>system\n").map(|i| i + "<|im_start|>system\n".len()))?;
+    let end = template[start..].find("<|im_end|>")? + start;
+    Some(template[start..end].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_suffixes() {
+        let stops = vec!["\n\n".to_string(), "END".to_string()];
+        assert_eq!(partial_stop_suffix("hello\n", &stops), 1);
+        assert_eq!(partial_stop_suffix("hello EN", &stops), 2);
+        assert_eq!(partial_stop_suffix("hello", &stops), 0);
+    }
+
+    #[test]
+    fn default_system_from_smollm_template() {
+        let t = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}";
+        assert_eq!(
+            default_system(t).as_deref(),
+            Some("You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+        );
+        assert_eq!(default_system("{{ messages }}"), None);
+    }
+}

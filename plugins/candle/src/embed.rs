@@ -1,0 +1,167 @@
+//! Sentence embeddings with a BERT encoder: tokenize, batch by length, run the encoder,
+//! mean-pool the real tokens (attention mask) and L2-normalise.
+//!
+//! Batching: the inputs are sorted by token count and cut into batches of `batch_size`;
+//! each batch is padded to its own longest sequence (not to the fixed 128 of the shipped
+//! tokenizer.json, whose padding is switched off here). The vectors come back in input order.
+//!
+//! Long inputs are truncated to the model's `max_position_embeddings` tokens (512 for
+//! all-MiniLM-L6-v2, counting `[CLS]` and `[SEP]`); the answer says how many were truncated.
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::bert::{masked_mean_normalized, Bert, Config, WeightSource};
+use crate::error::{Error, Result};
+
+/// GGUF metadata key under which `model.quantize` stores the BERT `config.json`.
+pub const GGUF_CONFIG_KEY: &str = "bert.config_json";
+
+pub struct EmbeddingModel {
+    pub bert: Bert,
+    tokenizer: Tokenizer,
+    pub max_tokens: usize,
+    /// "f32", or the GGUF type of the quantized layers ("q8_0", "q4_0").
+    pub weights_dtype: String,
+}
+
+/// The vectors of one `embed` call, in input order.
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub tokens: usize,
+    pub truncated: usize,
+}
+
+impl EmbeddingModel {
+    /// Load `model.safetensors` + `config.json` + `tokenizer.json` from a folder.
+    pub fn load_safetensors(dir: &Path) -> Result<Self> {
+        let config = read_config(&dir.join("config.json"))?;
+        let weights = dir.join("model.safetensors");
+        let src = WeightSource::safetensors(&weights)
+            .map_err(|e| Error::bad_request(format!("{}: {e}", weights.display())))?;
+        let bert = Bert::load(&src, &config)
+            .map_err(|e| Error::bad_request(format!("{}: {e}", weights.display())))?;
+        Self::with_tokenizer(bert, &dir.join("tokenizer.json"), "f32".into())
+    }
+
+    /// Load a GGUF written by `model.quantize` (the config is in its metadata, the tokenizer
+    /// is the `tokenizer.json` beside it).
+    pub fn load_gguf(path: &Path, content: &gguf_file::Content, file: &mut std::fs::File) -> Result<Self> {
+        let config_json = content
+            .metadata
+            .get(GGUF_CONFIG_KEY)
+            .and_then(|v| v.to_string().ok())
+            .ok_or_else(|| {
+                Error::bad_request(format!("{}: no {GGUF_CONFIG_KEY} in the metadata", path.display()))
+            })?;
+        let config: Config = serde_json::from_str(config_json)
+            .map_err(|e| Error::bad_request(format!("{}: bad {GGUF_CONFIG_KEY}: {e}", path.display())))?;
+        let src = WeightSource::gguf(content, file)
+            .map_err(|e| Error::bad_request(format!("{}: {e}", path.display())))?;
+        let dtype = content
+            .tensor_infos
+            .values()
+            .map(|t| format!("{:?}", t.ggml_dtype).to_lowercase())
+            .find(|d| d != "f32")
+            .unwrap_or_else(|| "f32".into());
+        let bert = Bert::load(&src, &config)
+            .map_err(|e| Error::bad_request(format!("{}: {e}", path.display())))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Self::with_tokenizer(bert, &dir.join("tokenizer.json"), dtype)
+    }
+
+    fn with_tokenizer(bert: Bert, tokenizer_path: &Path, weights_dtype: String) -> Result<Self> {
+        let mut tokenizer = Tokenizer::from_file(tokenizer_path)
+            .map_err(|e| Error::bad_request(format!("{}: {e}", tokenizer_path.display())))?;
+        let max_tokens = bert.config.max_position_embeddings;
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams { max_length: max_tokens, ..Default::default() }))
+            .map_err(|e| Error::internal(format!("tokenizer truncation: {e}")))?;
+        Ok(Self { bert, tokenizer, max_tokens, weights_dtype })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.bert.config.hidden_size
+    }
+
+    /// Embed `texts` in batches of at most `batch_size`. Call it inside the plugin's pool.
+    pub fn embed(&self, texts: &[String], batch_size: usize) -> Result<Embeddings> {
+        if texts.is_empty() {
+            return Err(Error::bad_request("input is empty: send a string or a non-empty array"));
+        }
+        if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+            return Err(Error::bad_request(format!("input[{i}] is empty")));
+        }
+        let mut encodings = Vec::with_capacity(texts.len());
+        let mut truncated = 0;
+        for text in texts {
+            let enc = self
+                .tokenizer
+                .encode(text.as_str(), true)
+                .map_err(|e| Error::bad_request(format!("tokenizer: {e}")))?;
+            if !enc.get_overflowing().is_empty() {
+                truncated += 1;
+            }
+            encodings.push(enc.get_ids().to_vec());
+        }
+        let tokens = encodings.iter().map(Vec::len).sum();
+
+        // Length-sorted batches, each padded to its longest member.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| encodings[i].len());
+        let mut vectors = vec![Vec::new(); texts.len()];
+        for batch in order.chunks(batch_size.max(1)) {
+            let rows: Vec<&[u32]> = batch.iter().map(|&i| encodings[i].as_slice()).collect();
+            let out = self.embed_ids(&rows).map_err(|e| Error::internal(format!("encoder: {e}")))?;
+            for (&i, v) in batch.iter().zip(out) {
+                vectors[i] = v;
+            }
+        }
+        Ok(Embeddings { vectors, tokens, truncated })
+    }
+
+    /// One padded batch through the encoder.
+    pub fn embed_ids(&self, rows: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let longest = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(rows.len() * longest);
+        let mut mask = Vec::with_capacity(rows.len() * longest);
+        for r in rows {
+            ids.extend_from_slice(r);
+            mask.extend(std::iter::repeat_n(1u32, r.len()));
+            ids.extend(std::iter::repeat_n(0u32, longest - r.len()));
+            mask.extend(std::iter::repeat_n(0u32, longest - r.len()));
+        }
+        let ids = Tensor::from_vec(ids, (rows.len(), longest), &Device::Cpu)?;
+        let mask = Tensor::from_vec(mask, (rows.len(), longest), &Device::Cpu)?;
+        let hidden = self.bert.forward(&ids, &mask)?;
+        masked_mean_normalized(&hidden, &mask)?.to_vec2::<f32>()
+    }
+
+    /// Token ids of one text (with `[CLS]`/`[SEP]`, truncated), for benchmarks and tests.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| Error::bad_request(format!("tokenizer: {e}")))?
+            .get_ids()
+            .to_vec())
+    }
+}
+
+fn read_config(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::bad_request(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| Error::bad_request(format!("{}: {e}", path.display())))
+}
+
+/// Cosine similarity of two vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb).max(1e-12)
+}

@@ -1,0 +1,505 @@
+//! `candle`: the model runtime plugin. Loads BERT embedding models (safetensors, or GGUF
+//! written by `model.quantize`) and llama-family chat models (GGUF) from the host's models
+//! folder and serves them through JSON capabilities. See README.md in this folder for the
+//! request and answer shapes.
+//!
+//! The model logic lives in plain modules (`bert`, `embed`, `chat`, `quantize`, `registry`,
+//! `runtime`) tested directly; this file is the glue to the host.
+
+pub mod bert;
+pub mod chat;
+pub mod embed;
+pub mod error;
+pub mod quantize;
+pub mod registry;
+pub mod runtime;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bkg_abi::serde_json::{json, Value};
+use bkg_abi::{export_plugin, Context, Error, Host, Manifest, Plugin, Request, Response};
+use serde::Deserialize;
+
+use crate::chat::{ChatRequest, Generation};
+use crate::registry::{Model, Registry};
+use crate::runtime::{barrier_pool_threads, Runtime};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The plugin's settings (its config schema).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    #[serde(default = "default_batch")]
+    pub embed_batch_size: usize,
+}
+
+fn default_threads() -> usize {
+    2
+}
+fn default_batch() -> usize {
+    32
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { threads: default_threads(), embed_batch_size: default_batch() }
+    }
+}
+
+/// The plugin state, usable without a host (tests, benchmarks): give it the models folder.
+pub struct Engine {
+    pub models_dir: PathBuf,
+    pub registry: Registry,
+    pub runtime: Runtime,
+    pub settings: Mutex<Settings>,
+    running: AtomicBool,
+}
+
+impl Engine {
+    pub fn new(models_dir: PathBuf) -> Self {
+        Self {
+            models_dir,
+            registry: Registry::default(),
+            runtime: Runtime::default(),
+            settings: Mutex::new(Settings::default()),
+            running: AtomicBool::new(false),
+        }
+    }
+
+    fn settings(&self) -> Settings {
+        self.settings.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn start(&self) -> Result<(), Error> {
+        self.runtime.start(self.settings().threads)?;
+        self.running.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Join the compute threads and drop every model.
+    pub fn stop(&self) -> Result<(), Error> {
+        self.running.store(false, Ordering::SeqCst);
+        self.runtime.shutdown()?;
+        self.registry.clear();
+        Ok(())
+    }
+
+    pub fn configure(&self, value: Value) -> Result<(), Error> {
+        let new: Settings = if value.is_null() {
+            Settings::default()
+        } else {
+            serde_json::from_value(value).map_err(|e| Error::bad_request(format!("config: {e}")))?
+        };
+        if !(1..=64).contains(&new.threads) {
+            return Err(Error::bad_request("threads must be within 1..=64"));
+        }
+        if !(1..=256).contains(&new.embed_batch_size) {
+            return Err(Error::bad_request("embed_batch_size must be within 1..=256"));
+        }
+        let old = self.settings();
+        *self.settings.lock().map_err(|_| Error::internal("poisoned"))? = new.clone();
+        if self.running.load(Ordering::SeqCst) && old.threads != new.threads {
+            self.runtime.start(new.threads)?;
+        }
+        Ok(())
+    }
+
+    /// Run one capability. `ctx` is `None` outside the host (no streaming, no cancellation).
+    pub fn invoke_json(
+        &self,
+        capability: &str,
+        body: Value,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
+        is_cancelled: &dyn Fn() -> bool,
+    ) -> Result<Value, Error> {
+        match capability {
+            "model.load" => {
+                let r: LoadRequest = from_value(body)?;
+                let name = r.name.clone().unwrap_or_else(|| r.path.clone());
+                let info = self.registry.load(&self.models_dir, &name, &r.path, r.kind.as_deref())?;
+                Ok(serde_json::to_value(info).unwrap_or(Value::Null))
+            }
+            "model.list" => Ok(json!({ "models": self.registry.list() })),
+            "model.unload" => {
+                let r: NameRequest = from_value(body)?;
+                let info = self.registry.unload(&r.name)?;
+                Ok(json!({ "unloaded": info }))
+            }
+            "model.infer" | "model.generate_stream" => {
+                let mut body = match body {
+                    Value::Object(m) => m,
+                    _ => return Err(Error::bad_request("send a JSON object {model, ...}")),
+                };
+                let name = match body.remove("model") {
+                    Some(Value::String(s)) => s,
+                    _ => return Err(Error::bad_request("model (the loaded model's name) is required")),
+                };
+                let model = self.registry.get(&name)?;
+                match &*model {
+                    Model::Embedding(_) => self.embed(&name, model.clone(), Value::Object(body)),
+                    Model::Chat(_) => {
+                        let mut req: ChatRequest = from_value(Value::Object(body))?;
+                        if capability == "model.generate_stream" {
+                            req.stream = true;
+                        }
+                        self.chat(&name, model.clone(), req, sink, is_cancelled)
+                    }
+                }
+            }
+            "model.quantize" => {
+                let r: QuantizeRequest = from_value(body)?;
+                self.quantize(r)
+            }
+            other => Err(Error::not_found(format!("no capability {other}"))),
+        }
+    }
+
+    fn embed(&self, name: &str, model: Arc<Model>, body: Value) -> Result<Value, Error> {
+        let r: EmbedRequest = from_value(body)?;
+        let texts = match r.input {
+            Value::String(s) => vec![s],
+            Value::Array(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::String(s) => Ok(s),
+                    _ => Err(Error::bad_request(format!("input[{i}] is not a string"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Value::Null => return Err(Error::bad_request("input is required")),
+            _ => return Err(Error::bad_request("input must be a string or an array of strings")),
+        };
+        let batch = r.batch_size.unwrap_or(self.settings().embed_batch_size).clamp(1, 256);
+        let quantized = matches!(&*model, Model::Embedding(m) if m.weights_dtype != "f32");
+        if quantized {
+            self.runtime.quantized_used.store(true, Ordering::SeqCst);
+        }
+        let out = self.runtime.install(|| match &*model {
+            Model::Embedding(m) => m.embed(&texts, batch),
+            Model::Chat(_) => Err(Error::internal("not an embedding model")),
+        })??;
+        let dims = out.vectors.first().map(Vec::len).unwrap_or(0);
+        Ok(json!({
+            "model": name,
+            "kind": "embedding",
+            "dimensions": dims,
+            "embeddings": out.vectors,
+            "truncated": out.truncated,
+            "usage": { "prompt_tokens": out.tokens, "total_tokens": out.tokens },
+        }))
+    }
+
+    fn chat(
+        &self,
+        name: &str,
+        model: Arc<Model>,
+        req: ChatRequest,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
+        is_cancelled: &dyn Fn() -> bool,
+    ) -> Result<Value, Error> {
+        self.runtime.quantized_used.store(true, Ordering::SeqCst);
+        let cancel = AtomicBool::new(false);
+        let stream = req.stream;
+        let mut sink_error: Option<Error> = None;
+        let result = self.runtime.run_with(
+            |tx: &std::sync::mpsc::Sender<String>| -> Result<Generation, Error> {
+                let Model::Chat(m) = &*model else {
+                    return Err(Error::internal("not a chat model"));
+                };
+                let mut on_text = |t: &str| {
+                    if stream {
+                        let _ = tx.send(t.to_string());
+                    }
+                    Ok(())
+                };
+                m.generate(&req, &mut on_text, &|| cancel.load(Ordering::SeqCst))
+            },
+            |msg| {
+                if let Some(text) = msg {
+                    if sink_error.is_none() {
+                        let line = format!("{}\n", json!({ "text": text }));
+                        if let Err(e) = sink(line.as_bytes()) {
+                            sink_error = Some(e);
+                            cancel.store(true, Ordering::SeqCst);
+                        }
+                    }
+                }
+                if is_cancelled() {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+            },
+        )??;
+        if let Some(e) = sink_error {
+            return Err(e);
+        }
+        if result.finish == chat::Finish::Cancelled {
+            return Err(Error::cancelled());
+        }
+        let tokens_per_s = if result.total_s > result.first_token_s && result.completion_tokens > 1 {
+            (result.completion_tokens - 1) as f64 / (result.total_s - result.first_token_s)
+        } else {
+            0.0
+        };
+        Ok(json!({
+            "model": name,
+            "kind": "chat",
+            "text": result.text,
+            "finish_reason": result.finish.as_str(),
+            "usage": {
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "total_tokens": result.prompt_tokens + result.completion_tokens,
+            },
+            "timing": {
+                "first_token_s": result.first_token_s,
+                "total_s": result.total_s,
+                "tokens_per_s": tokens_per_s,
+            },
+        }))
+    }
+
+    fn quantize(&self, r: QuantizeRequest) -> Result<Value, Error> {
+        let (dir, rel) = match (&r.name, &r.path) {
+            (Some(name), None) => {
+                let dir = self.registry.folder(name)?;
+                let base = self.models_dir.canonicalize().unwrap_or_default();
+                let rel = dir.strip_prefix(&base).unwrap_or(&dir).display().to_string();
+                (dir, rel)
+            }
+            (None, Some(path)) => (registry::resolve(&self.models_dir, path)?, path.clone()),
+            _ => return Err(Error::bad_request("send either name (a loaded model) or path")),
+        };
+        if !dir.is_dir() {
+            return Err(Error::bad_request(format!("{rel}: quantize takes a model folder")));
+        }
+        let dtype = r.dtype.unwrap_or_else(|| "q8_0".into());
+        quantize::parse_dtype(&dtype)?;
+        self.runtime.quantized_used.store(true, Ordering::SeqCst);
+        let dir2 = dir.clone();
+        let (written, agreement) = self.runtime.install(move || {
+            let written = quantize::quantize_dir(&dir2, &dtype)?;
+            let f32_model = embed::EmbeddingModel::load_safetensors(&dir2)?;
+            let mut f = std::fs::File::open(&written.path)
+                .map_err(|e| Error::internal(format!("{}: {e}", written.path.display())))?;
+            let content = candle_core::quantized::gguf_file::Content::read(&mut f)
+                .map_err(|e| Error::internal(format!("re-reading the GGUF: {e}")))?;
+            let q_model = embed::EmbeddingModel::load_gguf(&written.path, &content, &mut f)?;
+            let agreement =
+                quantize::agreement(&f32_model, &q_model, &quantize::AGREEMENT_SENTENCES)?;
+            Ok::<_, Error>((written, agreement))
+        })??;
+        let file_name =
+            written.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(json!({
+            "path": format!("{}/{file_name}", rel.trim_end_matches('/')),
+            "file": written.path.display().to_string(),
+            "dtype": written.path.file_stem().map(|s| s.to_string_lossy().trim_start_matches("model-").to_string()),
+            "size_before": written.size_before,
+            "size_after": written.size_after,
+            "ratio": written.size_after as f64 / written.size_before.max(1) as f64,
+            "quantized_tensors": written.quantized_tensors,
+            "f32_tensors": written.f32_tensors,
+            "agreement": {
+                "sentences": agreement.sentences,
+                "min_cosine": agreement.min_cosine,
+                "mean_cosine": agreement.mean_cosine,
+            },
+        }))
+    }
+
+    pub fn status(&self) -> Value {
+        let barrier = barrier_pool_threads();
+        let quantized_used = self.runtime.quantized_used.load(Ordering::SeqCst);
+        let pinned = quantized_used && barrier > 0;
+        let reason = if pinned {
+            format!(
+                "a quantized (GGUF) model ran: candle 0.11's quantized CPU matmul uses a process-wide \
+                 pool of {barrier} thread(s) (candle_core::utils::barrier_pool) that is never joined, \
+                 so this library stays mapped after unload. Start the host with CANDLE_NUM_THREADS=1 \
+                 to avoid it (quantized matmuls then run single-threaded)."
+            )
+        } else if barrier > 0 {
+            format!(
+                "unloadable as long as no quantized (GGUF) model runs: candle's quantized matmul \
+                 would start a never-joined pool of {barrier} thread(s)"
+            )
+        } else {
+            "all compute runs on the plugin's own pool, joined in stop".to_string()
+        };
+        json!({
+            "version": VERSION,
+            "running": self.running.load(Ordering::SeqCst),
+            "models_dir": self.models_dir.display().to_string(),
+            "models": self.registry.list(),
+            "distinct_weights": self.registry.distinct_weights(),
+            "threads": {
+                "pool": self.runtime.threads(),
+                "live": self.runtime.live_threads(),
+                "spawned_total": self.runtime.spawned_total(),
+                "joined_total": self.runtime.joined_total(),
+                "candle_barrier_pool": barrier,
+                "quantized_matmul_used": quantized_used,
+            },
+            "unloadable": !pinned,
+            "unloadable_reason": reason,
+            "device": if cfg!(feature = "cuda") { "cuda-if-available (this build); models run on cpu" } else { "cpu" },
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadRequest {
+    name: Option<String>,
+    path: String,
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameRequest {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbedRequest {
+    #[serde(default)]
+    input: Value,
+    batch_size: Option<usize>,
+    /// Accepted for OpenAI compatibility; vectors are always float.
+    #[allow(dead_code)]
+    encoding_format: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuantizeRequest {
+    name: Option<String>,
+    path: Option<String>,
+    dtype: Option<String>,
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Error> {
+    serde_json::from_value(v).map_err(|e| Error::bad_request(format!("invalid request: {e}")))
+}
+
+/// The plugin: an [`Engine`] rooted at the host's models folder.
+pub struct Candle {
+    host: Host,
+    engine: Engine,
+}
+
+impl Plugin for Candle {
+    fn manifest() -> Manifest {
+        Manifest::new("candle", "Candle model runtime", VERSION)
+            .description(
+                "loads BERT embedding models and llama-family GGUF chat models from the models \
+                 folder and runs them on CPU with candle",
+            )
+            .admin_capability("model.load", "load a model from the models folder: {name, path, kind?}")
+            .capability("model.list", "the loaded models")
+            .admin_capability("model.unload", "unload a model: {name}")
+            .streaming_capability(
+                "model.infer",
+                "embeddings {model, input} or chat {model, messages|prompt, temperature, top_p, max_tokens, stop, seed, stream}",
+            )
+            .streaming_capability("model.generate_stream", "chat, streamed as NDJSON lines {\"text\"}")
+            .admin_capability(
+                "model.quantize",
+                "BERT safetensors -> GGUF {name|path, dtype: q8_0|q4_0}, with the agreement to F32",
+            )
+            .config_schema(json!({
+                "type": "object",
+                "properties": {
+                    "threads": { "type": "integer", "minimum": 1, "maximum": 64, "default": 2,
+                                 "description": "compute threads owned by the plugin" },
+                    "embed_batch_size": { "type": "integer", "minimum": 1, "maximum": 256, "default": 32 }
+                },
+                "additionalProperties": false
+            }))
+    }
+
+    fn new(host: Host) -> Result<Self, Error> {
+        let engine = Engine::new(host.models_dir());
+        Ok(Candle { host, engine })
+    }
+
+    fn start(&self) -> Result<(), Error> {
+        self.engine.start()?;
+        self.host.info(&format!(
+            "started: {} compute threads, models from {}",
+            self.engine.runtime.threads(),
+            self.engine.models_dir.display()
+        ));
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), Error> {
+        self.engine.stop()?;
+        self.host.info("stopped: compute threads joined, models dropped");
+        Ok(())
+    }
+
+    fn status(&self) -> Value {
+        self.engine.status()
+    }
+
+    fn config(&self) -> Value {
+        let s = self.engine.settings();
+        json!({ "threads": s.threads, "embed_batch_size": s.embed_batch_size })
+    }
+
+    fn configure(&self, config: Value) -> Result<(), Error> {
+        self.engine.configure(config)
+    }
+
+    fn invoke(&self, capability: &str, req: Request<'_>, ctx: &Context<'_>) -> Result<Response, Error> {
+        let body: Value = if req.body.iter().all(u8::is_ascii_whitespace) {
+            Value::Object(Default::default())
+        } else {
+            req.json()?
+        };
+        let mut stream = None;
+        let mut sink = |chunk: &[u8]| -> Result<(), Error> {
+            if stream.is_none() {
+                stream = Some(ctx.stream("application/x-ndjson")?);
+            }
+            stream.as_ref().map(|s| s.send(chunk)).unwrap_or(Ok(()))
+        };
+        let started = std::time::Instant::now();
+        let result = self.engine.invoke_json(capability, body, &mut sink, &|| ctx.is_cancelled());
+        match &result {
+            Ok(v) if capability == "model.load" => self.host.info(&format!(
+                "loaded {} ({}) in {:.2}s",
+                v["name"].as_str().unwrap_or("?"),
+                v["kind"].as_str().unwrap_or("?"),
+                started.elapsed().as_secs_f64()
+            )),
+            Err(e) if e.kind.0 >= 500 => self.host.warn(&format!("{capability}: {e}")),
+            _ => {}
+        }
+        let value = result?;
+        if stream.is_some() || capability == "model.generate_stream" {
+            // The last chunk: the whole answer with "done": true.
+            let mut last = value;
+            last["done"] = json!(true);
+            return Ok(Response::bytes("application/x-ndjson", format!("{last}\n").into_bytes()));
+        }
+        Response::json(&value)
+    }
+}
+
+/// The models folder a test or benchmark uses: `$BKG_MODELS_DIR`, else `<repo>/models`.
+pub fn default_models_dir() -> PathBuf {
+    std::env::var_os("BKG_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"))
+}
+
+export_plugin!(Candle);
