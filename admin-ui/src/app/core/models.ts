@@ -1,0 +1,140 @@
+// Shapes of the bkg admin API (see GET /api/openapi.json).
+
+export type PluginState = 'loading' | 'running' | 'stopping' | 'stopped' | 'failed' | 'unloaded';
+export type LifecycleAction = 'start' | 'stop' | 'restart';
+
+export interface CapabilityInfo {
+  name: string;
+  description: string;
+  streaming: boolean;
+  scope: string;
+  input_schema?: unknown;
+  output_schema?: unknown;
+}
+
+export interface HistoryEntry {
+  generation: number;
+  version: string;
+  file: string;
+  sha256: string;
+  loaded_at_ms: number;
+  abandoned_calls: number;
+  reason?: string | null;
+  residency?: 'unloaded' | 'pinned' | 'unknown' | null;
+  retired_at_ms?: number | null;
+}
+
+export interface PluginDetail {
+  id: string;
+  name: string;
+  version: string;
+  description: string;
+  state: PluginState;
+  generation: number;
+  capabilities: CapabilityInfo[];
+  routes: { method: string; path: string }[];
+  history: HistoryEntry[];
+  config_schema?: unknown;
+  file?: string | null;
+  last_error?: { message: string; at_ms: number; file?: string | null } | null;
+  loaded_at_ms?: number | null;
+  route_prefix?: string | null;
+  sha256?: string | null;
+  size_bytes?: number | null;
+  calls?: { total: number; errors: number; rejected: number; in_flight: number } | null;
+}
+
+export interface TelemetrySample {
+  at_ms: number;
+  calls_per_s: number;
+  calls_total: number;
+  cpu_percent: number;
+  error_rate: number;
+  errors_per_s: number;
+  errors_total: number;
+  generation: number;
+  in_flight: number;
+  p50_ms: number | null;
+  p95_ms: number | null;
+  p99_ms: number | null;
+  /** Not reported by the host today; shown when present. */
+  rss_bytes?: number | null;
+}
+
+export interface HostSample {
+  at_ms: number;
+  cpu_percent: number;
+  rss_bytes: number;
+  plugins_running: number;
+}
+
+export interface TelemetryTick {
+  host: HostSample;
+  plugins: Record<string, TelemetrySample>;
+}
+
+export interface LogLine {
+  seq: number;
+  at_ms: number;
+  level: 'error' | 'warn' | 'info' | 'debug' | 'trace';
+  source: string;
+  target: string;
+  message: string;
+}
+
+export interface BkgEvent {
+  seq: number;
+  at_ms: number;
+  kind: string;
+  actor: string;
+  plugin?: string | null;
+  details: unknown;
+}
+
+export interface ConfigDoc {
+  id: string;
+  schema: unknown;
+  config: unknown;
+  source: string;
+  version: number;
+  history: { version: number; config: unknown; at_ms?: number; actor?: string }[];
+}
+
+export interface ApiErrorBody {
+  error: { code: string; message: string; details?: { errors?: { path: string; message: string }[] } | null };
+}
+
+// Model downloads (host/src/models: JobView, ModelView).
+export type JobState = 'downloading' | 'installing' | 'installed' | 'failed' | 'cancelled';
+export interface FileProgress {
+  name: string;
+  state: 'pending' | 'downloading' | 'verified' | 'failed';
+  bytes_done: number;
+  bytes_total: number | null;
+  sha256: string | null;
+}
+export interface DownloadJob {
+  id: string;
+  plugin: string;
+  repo: string;
+  revision: string;
+  state: JobState;
+  files: FileProgress[];
+  error: string | null;
+  path: string | null;
+  actor: string;
+  started_at_ms: number;
+  finished_at_ms: number | null;
+}
+export interface InstalledModel {
+  repo: string;
+  revision: string;
+  commit?: string | null;
+  path: string;
+  source: string;
+  files: { name: string; size: number; sha256: string }[];
+  total_bytes: number;
+  plugin?: string | null;
+  installed_at_ms: number;
+  present?: boolean;
+}

@@ -1,0 +1,166 @@
+import { computed, inject } from '@angular/core';
+import { patchState, signalStore, withComputed, withMethods, withState } from '@ngrx/signals';
+import { Api, wsUrl } from './api';
+import { AuthStore } from './auth.store';
+import { HostSample, LifecycleAction, PluginDetail, TelemetrySample, TelemetryTick } from './models';
+import { ToastStore } from './toast.store';
+import { LiveSocket, openLiveSocket } from './ws';
+
+/** Samples kept per plugin for the card sparklines (one a second). */
+export const SERIES_LENGTH = 60;
+/** How often the plugin list is re-read (a new file in the plugins folder shows within a second). */
+export const POLL_MS = 1000;
+
+interface PluginsState {
+  plugins: PluginDetail[];
+  loaded: boolean;
+  listError: string | null;
+  series: Record<string, TelemetrySample[]>;
+  host: HostSample | null;
+  hostSeries: HostSample[];
+  pending: Record<string, LifecycleAction>;
+  live: boolean;
+}
+
+/**
+ * Merges a fresh plugin list into the current one, keeping the old object for every plugin
+ * that did not change so that its card does not re-render. Returns `current` itself when
+ * nothing changed.
+ */
+export function mergePlugins(current: PluginDetail[], incoming: PluginDetail[]): PluginDetail[] {
+  const byId = new Map(current.map((p) => [p.id, p]));
+  let changed = current.length !== incoming.length;
+  const sorted = [...incoming].sort((a, b) => a.id.localeCompare(b.id));
+  const out = sorted.map((p, i) => {
+    const old = byId.get(p.id);
+    if (old && JSON.stringify(old) === JSON.stringify(p)) {
+      if (current[i] !== old) changed = true;
+      return old;
+    }
+    changed = true;
+    return p;
+  });
+  return changed ? out : current;
+}
+
+/** Appends a tick's samples to each plugin's series (bounded), dropping ids that left the tick. */
+export function appendSeries(
+  series: Record<string, TelemetrySample[]>,
+  plugins: Record<string, TelemetrySample | null | undefined>,
+  max = SERIES_LENGTH,
+): Record<string, TelemetrySample[]> {
+  const out: Record<string, TelemetrySample[]> = {};
+  for (const [id, sample] of Object.entries(plugins)) {
+    if (!sample) continue;
+    const prev = series[id] ?? [];
+    if (prev.length && prev[prev.length - 1].at_ms === sample.at_ms) {
+      out[id] = prev;
+      continue;
+    }
+    const next = prev.length >= max ? prev.slice(prev.length - max + 1) : prev.slice();
+    next.push(sample);
+    out[id] = next;
+  }
+  return out;
+}
+
+export const PluginsStore = signalStore(
+  { providedIn: 'root' },
+  withState<PluginsState>({
+    plugins: [],
+    loaded: false,
+    listError: null,
+    series: {},
+    host: null,
+    hostSeries: [],
+    pending: {},
+    live: false,
+  }),
+  withComputed((s) => ({
+    ids: computed(() => s.plugins().map((p) => p.id)),
+    counts: computed(() => {
+      const c: Record<string, number> = {};
+      for (const p of s.plugins()) c[p.state] = (c[p.state] ?? 0) + 1;
+      return c;
+    }),
+  })),
+  withMethods((store, api = inject(Api), auth = inject(AuthStore), toasts = inject(ToastStore)) => {
+    let inFlight: Promise<void> | null = null;
+    let poll: ReturnType<typeof setInterval> | null = null;
+    let socket: LiveSocket | null = null;
+
+    const refresh = (): Promise<void> => {
+      if (inFlight) return inFlight;
+      inFlight = (async () => {
+        try {
+          const res = await api.get<{ plugins: PluginDetail[] }>('/api/core/plugins');
+          const merged = mergePlugins(store.plugins(), res.plugins);
+          if (merged !== store.plugins() || !store.loaded() || store.listError()) {
+            patchState(store, { plugins: merged, loaded: true, listError: null });
+          }
+        } catch (e) {
+          patchState(store, { listError: (e as Error).message, loaded: true });
+        } finally {
+          inFlight = null;
+        }
+      })();
+      return inFlight;
+    };
+
+    const applyTick = (tick: TelemetryTick) => {
+      if (!tick || typeof tick !== 'object' || !tick.plugins) return;
+      const hostSeries = tick.host ? [...store.hostSeries().slice(-(SERIES_LENGTH - 1)), tick.host] : store.hostSeries();
+      patchState(store, {
+        series: appendSeries(store.series(), tick.plugins),
+        host: tick.host ?? store.host(),
+        hostSeries,
+      });
+      // A plugin the list does not know yet: read the list now rather than at the next poll.
+      const known = new Set(store.plugins().map((p) => p.id));
+      for (const id of Object.keys(tick.plugins)) {
+        if (!known.has(id)) {
+          void refresh();
+          break;
+        }
+      }
+    };
+
+    return {
+      refresh,
+      applyTick,
+      /** Starts polling the list and following the telemetry WebSocket. */
+      connect() {
+        if (poll) return;
+        void refresh();
+        poll = setInterval(() => void refresh(), POLL_MS);
+        socket = openLiveSocket(
+          () => wsUrl(api.base, '/ws/core/telemetry', auth.key()),
+          (m) => applyTick(m as TelemetryTick),
+          (state) => patchState(store, { live: state === 'open' }),
+        );
+      },
+      disconnect() {
+        if (poll) clearInterval(poll);
+        poll = null;
+        socket?.close();
+        socket = null;
+      },
+      async act(id: string, action: LifecycleAction): Promise<boolean> {
+        if (store.pending()[id]) return false;
+        patchState(store, { pending: { ...store.pending(), [id]: action } });
+        try {
+          await api.post(`/api/core/plugins/${encodeURIComponent(id)}/${action}`);
+          toasts.show('success', `${id}: ${action} done`);
+          return true;
+        } catch (e) {
+          toasts.show('error', `${id}: ${action} failed: ${(e as Error).message}`);
+          return false;
+        } finally {
+          const { [id]: _, ...rest } = store.pending();
+          patchState(store, { pending: rest });
+          await refresh();
+        }
+      },
+    };
+  }),
+);

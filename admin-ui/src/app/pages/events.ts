@@ -1,0 +1,97 @@
+import { JsonPipe } from '@angular/common';
+import { ChangeDetectionStrategy, Component, DestroyRef, computed, effect, inject, signal, untracked } from '@angular/core';
+import { FormsModule } from '@angular/forms';
+import { Api } from '../core/api';
+import { BkgEvent } from '../core/models';
+import { PluginsStore } from '../core/plugins.store';
+import { formatTime } from '../shared/format';
+
+export function filterEvents(events: BkgEvent[], kind: string, text: string): BkgEvent[] {
+  const q = text.trim().toLowerCase();
+  return events.filter(
+    (e) => (!kind || e.kind === kind) && (!q || JSON.stringify(e).toLowerCase().includes(q)),
+  );
+}
+
+@Component({
+  selector: 'app-events',
+  imports: [FormsModule, JsonPipe],
+  changeDetection: ChangeDetectionStrategy.OnPush,
+  template: `
+    <div class="mb-4 flex flex-wrap items-end gap-3">
+      <h1 class="mr-auto text-xl font-semibold">Events</h1>
+      <label class="text-sm"><span class="label">Plugin</span>
+        <select class="input mt-1" [ngModel]="plugin()" (ngModelChange)="plugin.set($event)" data-testid="events-plugin">
+          <option value="">all</option>
+          @for (id of plugins.ids(); track id) { <option [value]="id">{{ id }}</option> }
+        </select></label>
+      <label class="text-sm"><span class="label">Kind</span>
+        <select class="input mt-1" [ngModel]="kind()" (ngModelChange)="kind.set($event)" data-testid="events-kind">
+          <option value="">all</option>
+          @for (k of kinds(); track k) { <option [value]="k">{{ k }}</option> }
+        </select></label>
+      <label class="text-sm"><span class="label">Search</span><input class="input mt-1" type="search" [ngModel]="text()" (ngModelChange)="text.set($event)" /></label>
+      <label class="text-sm"><span class="label">Limit</span>
+        <select class="input mt-1" [ngModel]="limit()" (ngModelChange)="limit.set(+$event)">
+          @for (n of [50, 200, 1000]; track n) { <option [value]="n">{{ n }}</option> }
+        </select></label>
+      <label class="flex items-center gap-1 text-sm"><input type="checkbox" [ngModel]="auto()" (ngModelChange)="auto.set($event)" /> live</label>
+    </div>
+    @if (error(); as e) { <p class="mb-3 rounded bg-rose-50 p-3 text-sm text-rose-800 dark:bg-rose-950 dark:text-rose-200" role="alert">{{ e }}</p> }
+    <div class="card overflow-x-auto !p-0">
+      <table class="w-full text-left text-sm" data-testid="events-table">
+        <thead class="muted text-xs"><tr><th class="px-3 py-2">time</th><th class="px-3">plugin</th><th class="px-3">kind</th><th class="px-3">actor</th><th class="px-3">details</th></tr></thead>
+        <tbody>
+          @for (e of visible(); track e.seq) {
+            <tr class="border-t border-slate-200 align-top dark:border-slate-700" [attr.data-kind]="e.kind">
+              <td class="px-3 py-1 whitespace-nowrap">{{ time(e.at_ms) }}</td>
+              <td class="px-3 font-mono">{{ e.plugin || '–' }}</td>
+              <td class="px-3"><span class="rounded bg-slate-100 px-1.5 text-xs dark:bg-slate-800">{{ e.kind }}</span></td>
+              <td class="px-3">{{ e.actor }}</td>
+              <td class="px-3"><code class="block max-w-xl truncate text-xs" [title]="e.details | json">{{ e.details | json }}</code></td>
+            </tr>
+          } @empty { <tr><td colspan="5" class="muted px-3 py-3">no events</td></tr> }
+        </tbody>
+      </table>
+    </div>
+  `,
+})
+export class Events {
+  protected readonly plugins = inject(PluginsStore);
+  private api = inject(Api);
+  protected readonly plugin = signal('');
+  protected readonly kind = signal('');
+  protected readonly text = signal('');
+  protected readonly limit = signal(200);
+  protected readonly auto = signal(true);
+  protected readonly events = signal<BkgEvent[]>([]);
+  protected readonly error = signal<string | null>(null);
+  protected readonly kinds = computed(() => [...new Set(this.events().map((e) => e.kind))].sort());
+  protected readonly visible = computed(() => filterEvents(this.events(), this.kind(), this.text()));
+  protected time = formatTime;
+
+  constructor() {
+    effect(() => {
+      const p = this.plugin();
+      const l = this.limit();
+      untracked(() => void this.load(p, l));
+    });
+    const timer = setInterval(() => {
+      if (this.auto()) void this.load(this.plugin(), this.limit());
+    }, 2000);
+    inject(DestroyRef).onDestroy(() => clearInterval(timer));
+  }
+
+  async load(plugin: string, limit: number) {
+    const q = new URLSearchParams({ limit: String(limit) });
+    if (plugin) q.set('plugin', plugin);
+    try {
+      const r = await this.api.get<{ events: BkgEvent[] }>(`/api/core/events?${q}`);
+      const cur = this.events();
+      if (cur.length !== r.events.length || cur[0]?.seq !== r.events[0]?.seq) this.events.set(r.events);
+      this.error.set(null);
+    } catch (e) {
+      this.error.set((e as Error).message);
+    }
+  }
+}

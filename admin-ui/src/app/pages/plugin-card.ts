@@ -1,0 +1,102 @@
+import { ChangeDetectionStrategy, Component, computed, inject, input, output } from '@angular/core';
+import { RouterLink } from '@angular/router';
+import { LifecycleAction, PluginDetail, TelemetrySample } from '../core/models';
+import { Clock } from '../shared/clock';
+import { formatBytes, formatDuration, formatPercent, formatRate } from '../shared/format';
+import { Sparkline } from '../shared/sparkline';
+import { StatusChip } from '../shared/status-chip';
+
+/** Which lifecycle buttons make sense in a state. */
+export function allowedActions(state: string): Record<LifecycleAction, boolean> {
+  return {
+    start: state === 'stopped' || state === 'failed',
+    stop: state === 'running' || state === 'loading',
+    restart: state === 'running' || state === 'stopped' || state === 'failed',
+  };
+}
+
+@Component({
+  selector: 'app-plugin-card',
+  imports: [RouterLink, StatusChip, Sparkline],
+  changeDetection: ChangeDetectionStrategy.OnPush,
+  template: `
+    <article class="card flex h-full flex-col gap-3" [attr.data-plugin]="plugin().id" [attr.aria-label]="'plugin ' + plugin().id">
+      <header class="flex items-start justify-between gap-2">
+        <div class="min-w-0">
+          <h2 class="truncate text-base font-semibold">
+            <a [routerLink]="['/plugins', plugin().id]" class="hover:underline focus-visible:underline">{{ plugin().name || plugin().id }}</a>
+          </h2>
+          <p class="muted truncate font-mono text-xs">{{ plugin().id }} · v{{ plugin().version || '?' }} · gen {{ plugin().generation }}</p>
+        </div>
+        <app-status-chip [state]="plugin().state" />
+      </header>
+
+      @if (plugin().last_error; as err) {
+        <p class="line-clamp-3 rounded bg-rose-50 p-2 text-xs text-rose-800 dark:bg-rose-950 dark:text-rose-200" data-testid="last-error" [title]="err.message">{{ err.message }}</p>
+      }
+
+      <dl class="grid grid-cols-4 gap-2 text-xs">
+        <div><dt class="muted">uptime</dt><dd class="tabular-nums" data-testid="uptime">{{ uptime() }}</dd></div>
+        <div><dt class="muted">calls/s</dt><dd class="tabular-nums" data-testid="calls">{{ callsPerS() }}</dd></div>
+        <div><dt class="muted">errors</dt><dd class="tabular-nums" data-testid="error-rate">{{ errorRate() }}</dd></div>
+        <div><dt class="muted">in flight</dt><dd class="tabular-nums">{{ last()?.in_flight ?? '–' }}</dd></div>
+      </dl>
+
+      <div class="grid grid-cols-2 gap-3 text-xs">
+        <div>
+          <div class="muted flex justify-between"><span>CPU</span><span class="tabular-nums">{{ cpu() }}</span></div>
+          <app-sparkline class="block w-full text-sky-600 dark:text-sky-400" [values]="cpuSeries()" [width]="140" [height]="28" label="CPU over the last minute" />
+        </div>
+        <div>
+          @if (hasMemory()) {
+            <div class="muted flex justify-between"><span>memory</span><span class="tabular-nums">{{ memory() }}</span></div>
+            <app-sparkline class="block w-full text-violet-600 dark:text-violet-400" [values]="memSeries()" [width]="140" [height]="28" label="memory over the last minute" />
+          } @else {
+            <div class="muted flex justify-between"><span>calls/s</span><span class="tabular-nums">{{ callsPerS() }}</span></div>
+            <app-sparkline class="block w-full text-emerald-600 dark:text-emerald-400" [values]="callSeries()" [width]="140" [height]="28" label="calls per second over the last minute" />
+          }
+        </div>
+      </div>
+
+      <footer class="mt-auto flex flex-wrap gap-2">
+        @for (a of actionList; track a) {
+          <button type="button" class="btn" [class.btn-danger]="a === 'stop'" [disabled]="!!pending() || !allowed()[a]"
+            (click)="action.emit(a)" [attr.aria-busy]="pending() === a" [attr.data-action]="a">
+            @if (pending() === a) { <span class="h-3 w-3 animate-spin rounded-full border-2 border-current border-t-transparent" aria-hidden="true"></span> }
+            {{ a }}
+          </button>
+        }
+        <a class="btn ml-auto" [routerLink]="['/plugins', plugin().id]">Details</a>
+      </footer>
+    </article>
+  `,
+})
+export class PluginCard {
+  readonly plugin = input.required<PluginDetail>();
+  readonly series = input<TelemetrySample[] | undefined>(undefined);
+  readonly pending = input<LifecycleAction | undefined>(undefined);
+  readonly action = output<LifecycleAction>();
+  protected readonly actionList: LifecycleAction[] = ['start', 'stop', 'restart'];
+  private clock = inject(Clock);
+
+  protected readonly allowed = computed(() => allowedActions(this.plugin().state));
+  protected readonly last = computed(() => {
+    const s = this.series();
+    return s && s.length ? s[s.length - 1] : undefined;
+  });
+  protected readonly uptime = computed(() => {
+    const p = this.plugin();
+    return p.state === 'running' && p.loaded_at_ms ? formatDuration(this.clock.now() - p.loaded_at_ms) : '–';
+  });
+  protected readonly callsPerS = computed(() => formatRate(this.last()?.calls_per_s));
+  protected readonly errorRate = computed(() => {
+    const l = this.last();
+    return l ? formatPercent(l.error_rate * 100) : '–';
+  });
+  protected readonly cpu = computed(() => formatPercent(this.last()?.cpu_percent));
+  protected readonly cpuSeries = computed(() => (this.series() ?? []).map((s) => s.cpu_percent));
+  protected readonly callSeries = computed(() => (this.series() ?? []).map((s) => s.calls_per_s));
+  protected readonly hasMemory = computed(() => this.last()?.rss_bytes != null);
+  protected readonly memSeries = computed(() => (this.series() ?? []).map((s) => s.rss_bytes ?? 0));
+  protected readonly memory = computed(() => formatBytes(this.last()?.rss_bytes));
+}

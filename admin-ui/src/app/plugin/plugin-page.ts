@@ -1,0 +1,101 @@
+import { NgComponentOutlet } from '@angular/common';
+import { ChangeDetectionStrategy, Component, Type, computed, effect, inject, input, signal } from '@angular/core';
+import { RouterLink } from '@angular/router';
+import { PluginsStore } from '../core/plugins.store';
+import { panelFor } from '../panels/registry';
+import { StatusChip } from '../shared/status-chip';
+import { PluginConfig } from './config-tab';
+import { PluginLogs } from './logs-tab';
+import { PluginModels } from './models-tab';
+import { PluginOverview } from './overview-tab';
+import { PluginTelemetry } from './telemetry-tab';
+import { allowedActions } from '../pages/plugin-card';
+import { LifecycleAction } from '../core/models';
+
+export const BASE_TABS = [
+  { id: 'overview', label: 'Overview' },
+  { id: 'config', label: 'Config' },
+  { id: 'logs', label: 'Logs' },
+  { id: 'telemetry', label: 'Telemetry' },
+  { id: 'models', label: 'Models' },
+];
+
+/** PluginPanel: one plugin, in tabs; the plugin's own panel (if registered) is the last tab. */
+@Component({
+  selector: 'app-plugin-page',
+  imports: [RouterLink, StatusChip, NgComponentOutlet, PluginOverview, PluginConfig, PluginLogs, PluginTelemetry, PluginModels],
+  changeDetection: ChangeDetectionStrategy.OnPush,
+  template: `
+    <nav class="muted mb-2 text-sm" aria-label="Breadcrumb"><a routerLink="/plugins" class="hover:underline">Plugins</a> / {{ id() }}</nav>
+    <div class="mb-4 flex flex-wrap items-center gap-3">
+      <h1 class="text-xl font-semibold">{{ plugin()?.name || id() }}</h1>
+      @if (plugin(); as p) {
+        <app-status-chip [state]="p.state" />
+        <span class="muted font-mono text-sm">v{{ p.version }} · gen {{ p.generation }}</span>
+        <div class="ml-auto flex gap-2">
+          @for (a of actions; track a) {
+            <button type="button" class="btn" [class.btn-danger]="a === 'stop'" [disabled]="!!pending() || !allowed()[a]" (click)="act(a)" [attr.data-action]="a">
+              {{ pending() === a ? a + '…' : a }}
+            </button>
+          }
+        </div>
+      } @else if (store.loaded()) {
+        <span class="muted">not loaded</span>
+      }
+    </div>
+
+    <div role="tablist" aria-label="Plugin sections" class="mb-4 flex gap-1 overflow-x-auto border-b border-slate-200 dark:border-slate-700">
+      @for (t of tabs(); track t.id) {
+        <a role="tab" [routerLink]="['/plugins', id(), t.id]" [attr.aria-selected]="t.id === tab()" [attr.data-tab]="t.id"
+          class="whitespace-nowrap border-b-2 px-3 py-2 text-sm"
+          [class]="t.id === tab() ? 'border-sky-600 font-medium text-sky-700 dark:text-sky-300' : 'border-transparent muted hover:text-slate-900 dark:hover:text-white'">{{ t.label }}</a>
+      }
+    </div>
+
+    <section role="tabpanel" [attr.aria-label]="tab()">
+      @switch (tab()) {
+        @case ('overview') { <app-plugin-overview [plugin]="plugin()" [pluginId]="id()" /> }
+        @case ('config') { <app-plugin-config [pluginId]="id()" /> }
+        @case ('logs') { <app-plugin-logs [pluginId]="id()" /> }
+        @case ('telemetry') { <app-plugin-telemetry [pluginId]="id()" /> }
+        @case ('models') { <app-plugin-models [pluginId]="id()" /> }
+        @case ('panel') {
+          @if (panelComponent(); as c) {
+            <ng-container *ngComponentOutlet="c; inputs: { pluginId: id() }" />
+          } @else {
+            <p class="muted">Loading panel…</p>
+          }
+        }
+        @default { <p class="muted">Unknown tab.</p> }
+      }
+    </section>
+  `,
+})
+export class PluginPage {
+  readonly id = input.required<string>();
+  readonly tab = input<string>('overview');
+  protected readonly store = inject(PluginsStore);
+  protected readonly actions: LifecycleAction[] = ['start', 'stop', 'restart'];
+
+  protected readonly plugin = computed(() => this.store.plugins().find((p) => p.id === this.id()));
+  protected readonly pending = computed(() => this.store.pending()[this.id()]);
+  protected readonly allowed = computed(() => allowedActions(this.plugin()?.state ?? 'unloaded'));
+  protected readonly panel = computed(() => panelFor(this.id()));
+  protected readonly tabs = computed(() => {
+    const p = this.panel();
+    return p ? [...BASE_TABS, { id: 'panel', label: p.label }] : BASE_TABS;
+  });
+  protected readonly panelComponent = signal<Type<unknown> | null>(null);
+
+  constructor() {
+    effect(() => {
+      const entry = this.panel();
+      this.panelComponent.set(null);
+      if (entry && this.tab() === 'panel') void entry.load().then((c) => this.panelComponent.set(c));
+    });
+  }
+
+  act(a: LifecycleAction) {
+    void this.store.act(this.id(), a);
+  }
+}
