@@ -124,6 +124,9 @@ measure timeout 600 "$release/examples/bench_auth"
 section "6. invoke throughput while a plugin logs 10k lines/s, 10 WebSocket subscribers (issue #3)"
 measure timeout 900 "$release/examples/bench_logs"
 
+section "7. model download from a hub on 127.0.0.1 (issue #3)"
+measure timeout 900 "$release/examples/bench_download"
+
 section "summary"
 cat "$summary"
 echo "full output: $log"

@@ -187,8 +187,9 @@ pub trait HostApi: Send + Sync {
     #[sabi(last_prefix_field)]
     fn kv_keys(&self, prefix: RStr<'_>) -> RResult<RVec<RString>, FfiError>;
     /// The host's models folder: models downloaded through the host (and those laid out by
-    /// `scripts/fetch-models.sh`) live in `<models_dir>/<org>/<name>/`. Added after the prefix,
-    /// so hosts of 0.1.0 without it still load plugins that do not call it.
+    /// `scripts/fetch-models.sh`) live in `<models_dir>/<org>/<name>/`. Adding it changed the
+    /// vtable's layout: the host refuses libraries built before it with a layout error
+    /// ("expected 10 fields, found 9"); rebuild them against this crate.
     fn models_dir(&self) -> RString;
 }
 
