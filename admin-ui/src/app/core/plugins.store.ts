@@ -132,6 +132,8 @@ export const PluginsStore = signalStore(
       connect() {
         if (poll) return;
         void refresh();
+        // Seed the host figures and the first sample before the socket's first tick.
+        api.get<TelemetryTick>('/api/core/telemetry').then(applyTick, () => undefined);
         poll = setInterval(() => void refresh(), POLL_MS);
         socket = openLiveSocket(
           () => wsUrl(api.base, '/ws/core/telemetry', auth.key()),

@@ -27,12 +27,12 @@ import { Sparkline } from '../shared/sparkline';
         <div class="ml-auto flex flex-wrap items-center gap-3 text-xs" data-testid="host-stats">
           <span class="flex items-center gap-1" title="Host CPU">
             <span class="muted">CPU</span>
-            <app-sparkline class="text-sky-600 dark:text-sky-400" [values]="hostCpu()" [width]="60" [height]="18" label="host CPU" />
+            <app-sparkline class="w-16 text-sky-600 dark:text-sky-400" [values]="hostCpu()" [width]="60" [height]="18" label="host CPU" />
             <span class="w-12 tabular-nums">{{ cpu() }}</span>
           </span>
           <span class="flex items-center gap-1" title="Host resident memory">
             <span class="muted">RAM</span>
-            <app-sparkline class="text-violet-600 dark:text-violet-400" [values]="hostRss()" [width]="60" [height]="18" label="host memory" />
+            <app-sparkline class="w-16 text-violet-600 dark:text-violet-400" [values]="hostRss()" [width]="60" [height]="18" label="host memory" />
             <span class="w-16 tabular-nums">{{ rss() }}</span>
           </span>
           <span class="flex items-center gap-1" [title]="plugins.live() ? 'live telemetry connected' : 'telemetry disconnected'">

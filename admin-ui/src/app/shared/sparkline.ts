@@ -5,8 +5,8 @@ import { sparkPoints } from './format';
 @Component({
   selector: 'app-sparkline',
   changeDetection: ChangeDetectionStrategy.OnPush,
-  template: `<svg [attr.viewBox]="'0 0 ' + width() + ' ' + height()" [attr.width]="width()" [attr.height]="height()"
-    class="overflow-visible" role="img" [attr.aria-label]="label()" preserveAspectRatio="none">
+  template: `<svg [attr.viewBox]="'0 0 ' + width() + ' ' + height()" width="100%" [attr.height]="height()"
+    class="block overflow-visible" role="img" [attr.aria-label]="label()" preserveAspectRatio="none">
     <polyline [attr.points]="points()" fill="none" stroke="currentColor" stroke-width="1.5" vector-effect="non-scaling-stroke" />
   </svg>`,
   host: { class: 'inline-block' },

@@ -1,0 +1,123 @@
+// Shared pieces of the e2e and perf scripts: paths, a real bkg host, Chromium.
+import { spawn } from 'node:child_process';
+import { createWriteStream, existsSync, mkdtempSync } from 'node:fs';
+import { copyFile, mkdir, rename } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const UI_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const REPO_ROOT = resolve(UI_ROOT, '..');
+export const DIST = join(UI_ROOT, 'dist/admin-ui/browser');
+export const BKG_BIN = process.env.BKG_BIN ?? join(REPO_ROOT, 'target/debug/bkg');
+export const PLUGIN_LIBS = process.env.BKG_PLUGIN_LIBS ?? join(REPO_ROOT, 'target/debug');
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+export const ADMIN_KEY = 'e2e-admin-key-0123456789abcdef';
+
+export function lib(name) {
+  return join(PLUGIN_LIBS, `lib${name}.so`);
+}
+
+/** Copies a library into the plugins folder the way an operator should: temp name, then rename. */
+export async function installPlugin(pluginsDir, libName, as = `lib${libName}.so`) {
+  const tmp = join(pluginsDir, `.${as}.tmp`);
+  await copyFile(lib(libName), tmp);
+  await rename(tmp, join(pluginsDir, as));
+}
+
+/** Starts `bkg` on an ephemeral port with a fresh data dir; resolves when it prints its address. */
+export async function startHost({ plugins = [] } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'bkg-ui-e2e-'));
+  const pluginsDir = join(dir, 'plugins');
+  await mkdir(pluginsDir, { recursive: true });
+  for (const p of plugins) await copyFile(lib(p), join(pluginsDir, `lib${p}.so`));
+  const log = createWriteStream(join(dir, 'host.log'));
+  const child = spawn(BKG_BIN, ['--listen', '127.0.0.1:0', '--data-dir', dir, '--plugins-dir', pluginsDir], {
+    env: { ...process.env, BKG_ADMIN_KEY: ADMIN_KEY, RUST_LOG: process.env.RUST_LOG ?? 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stderr.pipe(log);
+  const url = await new Promise((resolveUrl, reject) => {
+    const timer = setTimeout(() => reject(new Error(`bkg did not print its address in 30 s (log: ${dir}/host.log)`)), 30_000);
+    let buf = '';
+    child.stdout.on('data', (d) => {
+      log.write(d);
+      buf += d.toString();
+      const m = /bkg listening on (http:\/\/\S+)/.exec(buf);
+      if (m) {
+        clearTimeout(timer);
+        resolveUrl(m[1]);
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`bkg exited with ${code} (log: ${dir}/host.log)`)));
+  });
+  const host = {
+    url,
+    dir,
+    pluginsDir,
+    child,
+    async api(path, { method = 'GET', body, key = ADMIN_KEY, raw = false } = {}) {
+      const res = await fetch(url + path, {
+        method,
+        headers: { Authorization: `Bearer ${key}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+      });
+      if (raw) return res;
+      const text = await res.text();
+      let json = null;
+      try {
+        json = JSON.parse(text);
+      } catch {
+        /* not JSON */
+      }
+      if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+      return json ?? text;
+    },
+    async waitRunning(ids, timeoutMs = 20_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const { plugins } = await host.api('/api/core/plugins');
+        const running = new Set(plugins.filter((p) => p.state === 'running').map((p) => p.id));
+        if (ids.every((id) => running.has(id))) return plugins;
+        if (Date.now() > deadline) throw new Error(`plugins not running: ${JSON.stringify(plugins.map((p) => [p.id, p.state, p.last_error?.message]))}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+    async stop() {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      await new Promise((r) => {
+        const t = setTimeout(() => {
+          child.kill('SIGKILL');
+          r();
+        }, 15_000);
+        child.on('exit', () => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    },
+  };
+  return host;
+}
+
+export async function launchChromium() {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium`);
+  const userDataDir = mkdtempSync(join(tmpdir(), 'bkg-ui-chromium-'));
+  return chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1280, height: 900 },
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--disable-dev-shm-usage',
+    ],
+  });
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The admin UI's whole test suite: Chromium (apt) if missing, npm install on the committed
+# lockfile (checked unchanged), unit tests, production build and its size, end-to-end tests
+# against a real bkg host. Env: BKG_BIN, BKG_PLUGIN_LIBS (see e2e/run.mjs), SKIP_E2E=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(cd .. && pwd)
+export BKG_BIN=${BKG_BIN:-$repo/target/debug/bkg}
+export BKG_PLUGIN_LIBS=${BKG_PLUGIN_LIBS:-$repo/target/debug}
+
+if [ ! -x /usr/bin/chromium ] && [ "${SKIP_E2E:-0}" != 1 ]; then
+  echo "== installing chromium (apt)"
+  if [ "$(id -u)" = 0 ]; then apt_get="apt-get"; else apt_get="sudo apt-get"; fi
+  $apt_get update -qq && DEBIAN_FRONTEND=noninteractive $apt_get install -y -qq chromium >/dev/null
+fi
+
+echo "== npm install (lockfile must not change)"
+# `npm ci` fails on this registry mirror (it lacks other platforms' optional packages), so:
+# install on the committed lockfile, then check that it is unchanged.
+before=$(sha256sum package-lock.json)
+npm install --no-audit --no-fund --loglevel=error
+after=$(sha256sum package-lock.json)
+if [ "$before" != "$after" ]; then
+  echo "package-lock.json changed during npm install: commit the updated lockfile" >&2
+  git --no-pager diff --stat -- package-lock.json >&2 || true
+  exit 1
+fi
+
+echo "== unit tests"
+npx ng test --watch=false
+
+echo "== production build"
+npx ng build
+node scripts/bundle-size.mjs 250
+
+if [ "${SKIP_E2E:-0}" = 1 ]; then
+  echo "== e2e skipped (SKIP_E2E=1)"
+  exit 0
+fi
+for f in "$BKG_BIN" "$BKG_PLUGIN_LIBS/libbkg_plugin_apikeys.so" "$BKG_PLUGIN_LIBS/libfixture_echo.so"; do
+  [ -e "$f" ] || { echo "missing $f: build the host and plugins first (cargo build --workspace)" >&2; exit 1; }
+done
+echo "== e2e (host $BKG_BIN, plugins from $BKG_PLUGIN_LIBS)"
+node e2e/run.mjs

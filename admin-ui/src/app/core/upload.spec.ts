@@ -1,0 +1,63 @@
+import { uploadProblem } from './upload';
+import { fileFraction, parseFiles, upsertJob } from '../plugin/models-tab';
+import { DownloadJob } from './models';
+import { keyStatus } from '../panels/apikeys-panel';
+import { allowedActions } from '../pages/plugin-card';
+import { filterEvents } from '../pages/events';
+import { panelFor } from '../panels/registry';
+
+describe('uploadProblem', () => {
+  it('accepts libraries and refuses the rest', () => {
+    expect(uploadProblem({ name: 'libhello.so', size: 10 })).toBeNull();
+    expect(uploadProblem({ name: 'hello.dylib', size: 10 })).toBeNull();
+    expect(uploadProblem({ name: 'notes.txt', size: 10 })).toMatch(/not a plugin/);
+    expect(uploadProblem({ name: 'a b.so', size: 10 })).toMatch(/letters/);
+    expect(uploadProblem({ name: 'x.so', size: 0 })).toMatch(/empty/);
+  });
+});
+
+describe('model download helpers', () => {
+  const job = (id: string, state: DownloadJob['state'] = 'downloading'): DownloadJob => ({
+    id, plugin: 'candle', repo: 'r', revision: 'main', state, files: [], error: null, path: null, actor: 'a', started_at_ms: 0, finished_at_ms: null,
+  });
+  it('parses the files box', () => {
+    expect(parseFiles(' a.json\nb.bin, c \n\n')).toEqual(['a.json', 'b.bin', 'c']);
+  });
+  it('upserts jobs newest first', () => {
+    const a = [job('1')];
+    expect(upsertJob(a, job('2')).map((j) => j.id)).toEqual(['2', '1']);
+    expect(upsertJob(a, job('1', 'installed'))[0].state).toBe('installed');
+  });
+  it('computes per-file progress', () => {
+    expect(fileFraction({ bytes_done: 5, bytes_total: 10, state: 'downloading' })).toBe(0.5);
+    expect(fileFraction({ bytes_done: 5, bytes_total: null, state: 'downloading' })).toBeNull();
+    expect(fileFraction({ bytes_done: 0, bytes_total: null, state: 'verified' })).toBe(1);
+  });
+});
+
+describe('small logic', () => {
+  it('key status', () => {
+    const k = { id: 'a', name: 'a', prefix: 'p', scopes: [], created_at_ms: 0, expires_at_ms: null, revoked_at_ms: null };
+    expect(keyStatus(k)).toBe('active');
+    expect(keyStatus({ ...k, revoked_at_ms: 1 })).toBe('revoked');
+    expect(keyStatus({ ...k, expires_at_ms: 5 }, 10)).toBe('expired');
+  });
+  it('lifecycle buttons by state', () => {
+    expect(allowedActions('running')).toEqual({ start: false, stop: true, restart: true });
+    expect(allowedActions('stopped')).toEqual({ start: true, stop: false, restart: true });
+    expect(allowedActions('unloaded')).toEqual({ start: false, stop: false, restart: false });
+  });
+  it('event filter', () => {
+    const ev = [
+      { seq: 1, at_ms: 0, kind: 'loaded', actor: 'watcher', plugin: 'echo', details: { version: '1.0.0' } },
+      { seq: 2, at_ms: 0, kind: 'stopped', actor: 'api', plugin: 'echo', details: {} },
+    ];
+    expect(filterEvents(ev, 'stopped', '').map((e) => e.seq)).toEqual([2]);
+    expect(filterEvents(ev, '', '1.0.0').map((e) => e.seq)).toEqual([1]);
+  });
+  it('panel registry', () => {
+    expect(panelFor('apikeys')?.label).toBe('API keys');
+    expect(panelFor('toString')).toBeUndefined();
+    expect(panelFor('echo')).toBeUndefined();
+  });
+});

@@ -1,0 +1,63 @@
+import { ComponentFixture, TestBed } from '@angular/core/testing';
+import { provideRouter } from '@angular/router';
+import { PluginDetail, TelemetrySample } from '../core/models';
+import { PluginCard } from './plugin-card';
+
+const base: PluginDetail = {
+  id: 'echo', name: 'Echo', version: '1.0.0', description: '', state: 'running', generation: 3,
+  capabilities: [], routes: [], history: [], loaded_at_ms: Date.now() - 65_000,
+};
+const sample = (calls: number, err = 0): TelemetrySample => ({
+  at_ms: Date.now(), calls_per_s: calls, calls_total: 0, cpu_percent: 2.5, error_rate: err, errors_per_s: 0,
+  errors_total: 0, generation: 3, in_flight: 1, p50_ms: null, p95_ms: null, p99_ms: null,
+});
+
+describe('PluginCard', () => {
+  let fixture: ComponentFixture<PluginCard>;
+  const el = () => fixture.nativeElement as HTMLElement;
+  const button = (a: string) => el().querySelector(`button[data-action=${a}]`) as HTMLButtonElement;
+
+  beforeEach(() => {
+    TestBed.configureTestingModule({ imports: [PluginCard], providers: [provideRouter([])] });
+    fixture = TestBed.createComponent(PluginCard);
+    fixture.componentRef.setInput('plugin', base);
+  });
+
+  it('shows version, generation, uptime, live figures and a status chip', async () => {
+    fixture.componentRef.setInput('series', [sample(1), sample(12.34, 0.25)]);
+    await fixture.whenStable();
+    const text = el().textContent!;
+    expect(text).toContain('v1.0.0');
+    expect(text).toContain('gen 3');
+    expect(el().querySelector('[data-testid=uptime]')!.textContent).toMatch(/^1m \d+s$/);
+    expect(el().querySelector('[data-testid=calls]')!.textContent).toBe('12.3');
+    expect(el().querySelector('[data-testid=error-rate]')!.textContent).toBe('25.0%');
+    expect(el().querySelector('[data-state]')!.getAttribute('data-state')).toBe('running');
+    expect(el().querySelectorAll('polyline').length).toBe(2);
+  });
+
+  it('enables the buttons the state allows and emits actions', async () => {
+    await fixture.whenStable();
+    expect(button('start').disabled).toBe(true);
+    expect(button('stop').disabled).toBe(false);
+    const seen: string[] = [];
+    fixture.componentInstance.action.subscribe((a) => seen.push(a));
+    button('stop').click();
+    expect(seen).toEqual(['stop']);
+  });
+
+  it('disables every button while an action is pending and marks it busy', async () => {
+    fixture.componentRef.setInput('pending', 'stop');
+    await fixture.whenStable();
+    for (const a of ['start', 'stop', 'restart']) expect(button(a).disabled).toBe(true);
+    expect(button('stop').getAttribute('aria-busy')).toBe('true');
+  });
+
+  it('shows the last error of a failed plugin', async () => {
+    fixture.componentRef.setInput('plugin', { ...base, state: 'failed', last_error: { message: 'boom', at_ms: 0 } });
+    await fixture.whenStable();
+    expect(el().querySelector('[data-testid=last-error]')!.textContent).toContain('boom');
+    expect(button('start').disabled).toBe(false);
+    expect(el().querySelector('[data-testid=uptime]')!.textContent).toBe('–');
+  });
+});

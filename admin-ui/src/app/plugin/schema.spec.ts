@@ -1,0 +1,85 @@
+import { assignErrors, buildConfig, fieldsFromSchema, getPointer, toFormValue } from './schema';
+
+const echoSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['greeting'],
+  properties: {
+    greeting: { type: 'string', maxLength: 20 },
+    repeat: { type: 'integer', minimum: 1, maximum: 5 },
+  },
+};
+
+const rich = {
+  type: 'object',
+  properties: {
+    mode: { enum: ['fast', 'slow'] },
+    enabled: { type: 'boolean' },
+    tags: { type: 'array', items: { type: 'string' } },
+    server: { type: 'object', required: ['port'], properties: { port: { type: 'integer' }, 'a/b': { type: 'string' } } },
+    extra: { type: 'object' },
+    ratio: { type: ['number', 'null'] },
+  },
+};
+
+describe('fieldsFromSchema', () => {
+  it('maps the echo schema', () => {
+    const f = fieldsFromSchema(echoSchema);
+    expect(f.map((x) => [x.path, x.kind, x.required])).toEqual([
+      ['/greeting', 'string', true],
+      ['/repeat', 'integer', false],
+    ]);
+    expect(f[0].maxLength).toBe(20);
+    expect(f[1].min).toBe(1);
+  });
+  it('flattens nested objects and picks widgets', () => {
+    const f = fieldsFromSchema(rich);
+    expect(Object.fromEntries(f.map((x) => [x.path, x.kind]))).toEqual({
+      '/mode': 'enum',
+      '/enabled': 'boolean',
+      '/tags': 'string-list',
+      '/server/port': 'integer',
+      '/server/a~1b': 'string',
+      '/extra': 'json',
+      '/ratio': 'number',
+    });
+    expect(f.find((x) => x.path === '/server/port')?.required).toBe(true);
+  });
+  it('gives nothing for a missing schema', () => {
+    expect(fieldsFromSchema(null)).toEqual([]);
+  });
+});
+
+describe('buildConfig', () => {
+  const fields = fieldsFromSchema(rich);
+  it('round-trips a config through the form', () => {
+    const config = { mode: 'slow', enabled: true, tags: ['a', 'b'], server: { port: 80, 'a/b': 'x' }, extra: { k: 1 }, ratio: 0.5, keep: 1 };
+    const form = Object.fromEntries(fields.map((f) => [f.path, toFormValue(f, getPointer(config, f.path))]));
+    const { value, errors } = buildConfig(fields, form, config);
+    expect(errors).toEqual({});
+    expect(value).toEqual(config);
+  });
+  it('reports values the browser cannot convert and drops empty optional fields', () => {
+    const form = { '/server/port': '8.5', '/ratio': '', '/extra': '{bad', '/enabled': false };
+    const { value, errors } = buildConfig(fields, form, { ratio: 1 });
+    expect(errors['/server/port']).toMatch(/whole number/);
+    expect(errors['/extra']).toMatch(/JSON/);
+    expect('ratio' in value).toBe(false);
+    expect(value['enabled']).toBe(false);
+  });
+});
+
+describe('assignErrors', () => {
+  const fields = fieldsFromSchema(rich);
+  it('puts errors on their field, nested paths on the parent field, others in general', () => {
+    const r = assignErrors(fields, [
+      { path: '/server/port', message: 'not an integer' },
+      { path: '/tags/1', message: 'not a string' },
+      { path: '/server', message: '"port" is a required property' },
+      { path: '', message: 'Additional properties are not allowed' },
+    ]);
+    expect(r.byField['/server/port']).toEqual(['not an integer', '"port" is a required property']);
+    expect(r.byField['/tags']).toEqual(['not a string']);
+    expect(r.general).toEqual(['Additional properties are not allowed']);
+  });
+});
