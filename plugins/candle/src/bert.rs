@@ -184,8 +184,11 @@ pub struct Bert {
 impl Bert {
     pub fn load(src: &WeightSource, config: &Config) -> Result<Self> {
         let heads = config.num_attention_heads;
-        if heads == 0 || config.hidden_size % heads != 0 {
-            candle_core::bail!("hidden_size {} is not divisible by {heads} heads", config.hidden_size);
+        if heads == 0 || !config.hidden_size.is_multiple_of(heads) {
+            candle_core::bail!(
+                "hidden_size {} is not divisible by {heads} heads",
+                config.hidden_size
+            );
         }
         let gelu_approximate = match config.hidden_act.as_str() {
             "gelu" => false,

@@ -5,8 +5,10 @@
 //! `token_type`: GPT-2 byte-level BPE) with candle's `TokenizerFromGguf`; for `pre = "smollm"`
 //! the pre-tokenizer is set to what SmolLM2's tokenizer.json uses (digits split one by one,
 //! byte-level without a prefix space). Prompts use the ChatML template
-//! (`<|im_start|>role\ncontent<|im_end|>\n` ... `<|im_start|>assistant\n`), with the default
-//! system message of the GGUF's `tokenizer.chat_template` when the caller sends none.
+//! (`<|im_start|>role\ncontent<|im_end|>\n` ... `<|im_start|>assistant\n`). No default system
+//! message is added: the one in SmolLM2's `tokenizer.chat_template` ("You are a helpful AI
+//! assistant named SmolLM...") derails the Q4_1 135M model (it answers the capital question with
+//! French word salad); without it the answer is "The capital of France is Paris.".
 //!
 //! The loaded weights are shared: each generation clones the model (the tensors are
 //! reference-counted) to get its own KV cache, so generations can run concurrently.
@@ -22,13 +24,12 @@ use serde::Deserialize;
 use tokenizers::pre_tokenizers::{byte_level::ByteLevel, digits::Digits, sequence::Sequence};
 use tokenizers::Tokenizer;
 
-use crate::error::{Error, Result};
+use crate::error::{candle_msg, Error, Result};
 
 pub struct ChatModel {
     weights: ModelWeights,
     tokenizer: Tokenizer,
     eos: Vec<u32>,
-    default_system: Option<String>,
     pub context_length: usize,
     pub architecture: String,
     pub file_type: String,
@@ -94,8 +95,14 @@ pub struct Generation {
 }
 
 impl ChatModel {
-    pub fn load(path: &Path, content: gguf_file::Content, file: &mut std::fs::File) -> Result<Self> {
-        let bad = |e: &dyn std::fmt::Display| Error::bad_request(format!("{}: {e}", path.display()));
+    pub fn load(
+        path: &Path,
+        content: gguf_file::Content,
+        file: &mut std::fs::File,
+    ) -> Result<Self> {
+        let bad = |e: &candle_core::Error| {
+            Error::bad_request(format!("{}: {}", path.display(), candle_msg(e)))
+        };
         let md_str = |k: &str| content.metadata.get(k).and_then(|v| v.to_string().ok()).cloned();
         let architecture = md_str("general.architecture").unwrap_or_default();
         let mut tokenizer = Tokenizer::from_gguf(&content).map_err(|e| bad(&e))?;
@@ -106,7 +113,9 @@ impl ChatModel {
             ])));
         }
         let mut eos = Vec::new();
-        if let Some(id) = content.metadata.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()) {
+        if let Some(id) =
+            content.metadata.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok())
+        {
             eos.push(id);
         }
         for t in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>"] {
@@ -116,7 +125,6 @@ impl ChatModel {
                 }
             }
         }
-        let default_system = md_str("tokenizer.chat_template").and_then(|t| default_system(&t));
         let context_length = content
             .metadata
             .get(&format!("{architecture}.context_length"))
@@ -130,24 +138,21 @@ impl ChatModel {
             .map(|t| format!("{:?}", t.ggml_dtype).to_lowercase())
             .unwrap_or_default();
         let weights = ModelWeights::from_gguf(content, file, &Device::Cpu).map_err(|e| bad(&e))?;
-        Ok(Self { weights, tokenizer, eos, default_system, context_length, architecture, file_type })
+        Ok(Self { weights, tokenizer, eos, context_length, architecture, file_type })
     }
 
     /// The prompt text for a request: ChatML for `messages`, or the raw `prompt`.
     pub fn prompt(&self, req: &ChatRequest) -> Result<String> {
         match (&req.messages, &req.prompt) {
-            (Some(_), Some(_)) => Err(Error::bad_request("send either messages or prompt, not both")),
+            (Some(_), Some(_)) => {
+                Err(Error::bad_request("send either messages or prompt, not both"))
+            }
             (None, None) => Err(Error::bad_request("send messages:[{role,content}] or prompt")),
             (None, Some(p)) if p.is_empty() => Err(Error::bad_request("prompt is empty")),
             (None, Some(p)) => Ok(p.clone()),
             (Some(m), None) if m.is_empty() => Err(Error::bad_request("messages is empty")),
             (Some(messages), None) => {
                 let mut out = String::new();
-                if messages[0].role != "system" {
-                    if let Some(system) = &self.default_system {
-                        out.push_str(&format!("<|im_start|>system\n{system}<|im_end|>\n"));
-                    }
-                }
                 for m in messages {
                     if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
                         return Err(Error::bad_request(format!("unknown role {:?}", m.role)));
@@ -218,7 +223,8 @@ impl ChatModel {
         let mut sampler = LogitsProcessor::from_sampling(seed, sampling);
         let mut model = self.weights.clone();
         model.clear_kv_cache();
-        let internal = |e: candle_core::Error| Error::internal(format!("model: {e}"));
+        let internal =
+            |e: candle_core::Error| Error::internal(format!("model: {}", candle_msg(&e)));
 
         let mut generated: Vec<u32> = Vec::new();
         let mut text = String::new();
@@ -232,7 +238,9 @@ impl ChatModel {
                 finish = Finish::Cancelled;
                 break;
             }
-            let x = Tensor::new(input.as_slice(), &Device::Cpu).and_then(|t| t.unsqueeze(0)).map_err(internal)?;
+            let x = Tensor::new(input.as_slice(), &Device::Cpu)
+                .and_then(|t| t.unsqueeze(0))
+                .map_err(internal)?;
             let logits = model.forward(&x, pos).and_then(|l| l.squeeze(0)).map_err(internal)?;
             pos += input.len();
             let next = sampler.sample(&logits).map_err(internal)?;
@@ -295,18 +303,6 @@ fn partial_stop_suffix(text: &str, stops: &[String]) -> usize {
     longest
 }
 
-/// The default system message of a ChatML template that adds one when the first message
-/// is not a system message (SmolLM2's does).
-fn default_system(template: &str) -> Option<String> {
-    if !template.contains("!= 'system'") {
-        return None;
-    }
-    let start = template.find("<|im_start|>system\\n").map(|i| i + "<|im_start|>system\\n".len())
-        .or_else(|| template.find("<|im_start|>system\n").map(|i| i + "<|im_start|>system\n".len()))?;
-    let end = template[start..].find("<|im_end|>")? + start;
-    Some(template[start..end].to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,15 +313,5 @@ mod tests {
         assert_eq!(partial_stop_suffix("hello\n", &stops), 1);
         assert_eq!(partial_stop_suffix("hello EN", &stops), 2);
         assert_eq!(partial_stop_suffix("hello", &stops), 0);
-    }
-
-    #[test]
-    fn default_system_from_smollm_template() {
-        let t = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}";
-        assert_eq!(
-            default_system(t).as_deref(),
-            Some("You are a helpful AI assistant named SmolLM, trained by Hugging Face")
-        );
-        assert_eq!(default_system("{{ messages }}"), None);
     }
 }

@@ -15,7 +15,7 @@ use candle_core::{Device, Tensor};
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::bert::{masked_mean_normalized, Bert, Config, WeightSource};
-use crate::error::{Error, Result};
+use crate::error::{candle_msg, Error, Result};
 
 /// GGUF metadata key under which `model.quantize` stores the BERT `config.json`.
 pub const GGUF_CONFIG_KEY: &str = "bert.config_json";
@@ -40,27 +40,36 @@ impl EmbeddingModel {
     pub fn load_safetensors(dir: &Path) -> Result<Self> {
         let config = read_config(&dir.join("config.json"))?;
         let weights = dir.join("model.safetensors");
-        let src = WeightSource::safetensors(&weights)
-            .map_err(|e| Error::bad_request(format!("{}: {e}", weights.display())))?;
-        let bert = Bert::load(&src, &config)
-            .map_err(|e| Error::bad_request(format!("{}: {e}", weights.display())))?;
+        let src = WeightSource::safetensors(&weights).map_err(|e| {
+            Error::bad_request(format!("{}: {}", weights.display(), candle_msg(&e)))
+        })?;
+        let bert = Bert::load(&src, &config).map_err(|e| {
+            Error::bad_request(format!("{}: {}", weights.display(), candle_msg(&e)))
+        })?;
         Self::with_tokenizer(bert, &dir.join("tokenizer.json"), "f32".into())
     }
 
     /// Load a GGUF written by `model.quantize` (the config is in its metadata, the tokenizer
     /// is the `tokenizer.json` beside it).
-    pub fn load_gguf(path: &Path, content: &gguf_file::Content, file: &mut std::fs::File) -> Result<Self> {
-        let config_json = content
-            .metadata
-            .get(GGUF_CONFIG_KEY)
-            .and_then(|v| v.to_string().ok())
-            .ok_or_else(|| {
-                Error::bad_request(format!("{}: no {GGUF_CONFIG_KEY} in the metadata", path.display()))
-            })?;
-        let config: Config = serde_json::from_str(config_json)
-            .map_err(|e| Error::bad_request(format!("{}: bad {GGUF_CONFIG_KEY}: {e}", path.display())))?;
+    pub fn load_gguf(
+        path: &Path,
+        content: &gguf_file::Content,
+        file: &mut std::fs::File,
+    ) -> Result<Self> {
+        let config_json =
+            content.metadata.get(GGUF_CONFIG_KEY).and_then(|v| v.to_string().ok()).ok_or_else(
+                || {
+                    Error::bad_request(format!(
+                        "{}: no {GGUF_CONFIG_KEY} in the metadata",
+                        path.display()
+                    ))
+                },
+            )?;
+        let config: Config = serde_json::from_str(config_json).map_err(|e| {
+            Error::bad_request(format!("{}: bad {GGUF_CONFIG_KEY}: {e}", path.display()))
+        })?;
         let src = WeightSource::gguf(content, file)
-            .map_err(|e| Error::bad_request(format!("{}: {e}", path.display())))?;
+            .map_err(|e| Error::bad_request(format!("{}: {}", path.display(), candle_msg(&e))))?;
         let dtype = content
             .tensor_infos
             .values()
@@ -68,7 +77,7 @@ impl EmbeddingModel {
             .find(|d| d != "f32")
             .unwrap_or_else(|| "f32".into());
         let bert = Bert::load(&src, &config)
-            .map_err(|e| Error::bad_request(format!("{}: {e}", path.display())))?;
+            .map_err(|e| Error::bad_request(format!("{}: {}", path.display(), candle_msg(&e))))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         Self::with_tokenizer(bert, &dir.join("tokenizer.json"), dtype)
     }
@@ -79,7 +88,10 @@ impl EmbeddingModel {
         let max_tokens = bert.config.max_position_embeddings;
         tokenizer.with_padding(None);
         tokenizer
-            .with_truncation(Some(TruncationParams { max_length: max_tokens, ..Default::default() }))
+            .with_truncation(Some(TruncationParams {
+                max_length: max_tokens,
+                ..Default::default()
+            }))
             .map_err(|e| Error::internal(format!("tokenizer truncation: {e}")))?;
         Ok(Self { bert, tokenizer, max_tokens, weights_dtype })
     }
@@ -116,7 +128,9 @@ impl EmbeddingModel {
         let mut vectors = vec![Vec::new(); texts.len()];
         for batch in order.chunks(batch_size.max(1)) {
             let rows: Vec<&[u32]> = batch.iter().map(|&i| encodings[i].as_slice()).collect();
-            let out = self.embed_ids(&rows).map_err(|e| Error::internal(format!("encoder: {e}")))?;
+            let out = self
+                .embed_ids(&rows)
+                .map_err(|e| Error::internal(format!("encoder: {}", candle_msg(&e))))?;
             for (&i, v) in batch.iter().zip(out) {
                 vectors[i] = v;
             }

@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use crate::chat::{ChatRequest, Generation};
 use crate::registry::{Model, Registry};
-use crate::runtime::{barrier_pool_threads, Runtime};
+use crate::runtime::{barrier_pool_threads, barrier_threads_alive, Runtime};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -121,7 +121,8 @@ impl Engine {
             "model.load" => {
                 let r: LoadRequest = from_value(body)?;
                 let name = r.name.clone().unwrap_or_else(|| r.path.clone());
-                let info = self.registry.load(&self.models_dir, &name, &r.path, r.kind.as_deref())?;
+                let info =
+                    self.registry.load(&self.models_dir, &name, &r.path, r.kind.as_deref())?;
                 Ok(serde_json::to_value(info).unwrap_or(Value::Null))
             }
             "model.list" => Ok(json!({ "models": self.registry.list() })),
@@ -137,7 +138,11 @@ impl Engine {
                 };
                 let name = match body.remove("model") {
                     Some(Value::String(s)) => s,
-                    _ => return Err(Error::bad_request("model (the loaded model's name) is required")),
+                    _ => {
+                        return Err(Error::bad_request(
+                            "model (the loaded model's name) is required",
+                        ))
+                    }
                 };
                 let model = self.registry.get(&name)?;
                 match &*model {
@@ -175,10 +180,6 @@ impl Engine {
             _ => return Err(Error::bad_request("input must be a string or an array of strings")),
         };
         let batch = r.batch_size.unwrap_or(self.settings().embed_batch_size).clamp(1, 256);
-        let quantized = matches!(&*model, Model::Embedding(m) if m.weights_dtype != "f32");
-        if quantized {
-            self.runtime.quantized_used.store(true, Ordering::SeqCst);
-        }
         let out = self.runtime.install(|| match &*model {
             Model::Embedding(m) => m.embed(&texts, batch),
             Model::Chat(_) => Err(Error::internal("not an embedding model")),
@@ -202,7 +203,6 @@ impl Engine {
         sink: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
         is_cancelled: &dyn Fn() -> bool,
     ) -> Result<Value, Error> {
-        self.runtime.quantized_used.store(true, Ordering::SeqCst);
         let cancel = AtomicBool::new(false);
         let stream = req.stream;
         let mut sink_error: Option<Error> = None;
@@ -240,7 +240,8 @@ impl Engine {
         if result.finish == chat::Finish::Cancelled {
             return Err(Error::cancelled());
         }
-        let tokens_per_s = if result.total_s > result.first_token_s && result.completion_tokens > 1 {
+        let tokens_per_s = if result.total_s > result.first_token_s && result.completion_tokens > 1
+        {
             (result.completion_tokens - 1) as f64 / (result.total_s - result.first_token_s)
         } else {
             0.0
@@ -279,15 +280,16 @@ impl Engine {
         }
         let dtype = r.dtype.unwrap_or_else(|| "q8_0".into());
         quantize::parse_dtype(&dtype)?;
-        self.runtime.quantized_used.store(true, Ordering::SeqCst);
         let dir2 = dir.clone();
         let (written, agreement) = self.runtime.install(move || {
             let written = quantize::quantize_dir(&dir2, &dtype)?;
             let f32_model = embed::EmbeddingModel::load_safetensors(&dir2)?;
             let mut f = std::fs::File::open(&written.path)
                 .map_err(|e| Error::internal(format!("{}: {e}", written.path.display())))?;
-            let content = candle_core::quantized::gguf_file::Content::read(&mut f)
-                .map_err(|e| Error::internal(format!("re-reading the GGUF: {e}")))?;
+            let content =
+                candle_core::quantized::gguf_file::Content::read(&mut f).map_err(|e| {
+                    Error::internal(format!("re-reading the GGUF: {}", error::candle_msg(&e)))
+                })?;
             let q_model = embed::EmbeddingModel::load_gguf(&written.path, &content, &mut f)?;
             let agreement =
                 quantize::agreement(&f32_model, &q_model, &quantize::AGREEMENT_SENTENCES)?;
@@ -314,22 +316,26 @@ impl Engine {
 
     pub fn status(&self) -> Value {
         let barrier = barrier_pool_threads();
-        let quantized_used = self.runtime.quantized_used.load(Ordering::SeqCst);
-        let pinned = quantized_used && barrier > 0;
+        let alive = barrier_threads_alive();
+        let compute_used = self.runtime.compute_used.load(Ordering::SeqCst);
+        let pinned = compute_used && barrier > 0;
         let reason = if pinned {
             format!(
-                "a quantized (GGUF) model ran: candle 0.11's quantized CPU matmul uses a process-wide \
-                 pool of {barrier} thread(s) (candle_core::utils::barrier_pool) that is never joined, \
-                 so this library stays mapped after unload. Start the host with CANDLE_NUM_THREADS=1 \
-                 to avoid it (quantized matmuls then run single-threaded)."
+                "not unloadable: model code ran, and candle 0.11 runs element-wise ops on large \
+                 tensors and quantized matmuls on a process-wide pool of {barrier} thread(s) \
+                 (candle_core::utils::barrier_pool, threads candle-bp-N) that is never joined, so \
+                 this library stays mapped after unload. Start the host with CANDLE_NUM_THREADS=1 \
+                 to avoid it (that work then runs on the plugin's own threads, single-threaded)."
             )
         } else if barrier > 0 {
             format!(
-                "unloadable as long as no quantized (GGUF) model runs: candle's quantized matmul \
-                 would start a never-joined pool of {barrier} thread(s)"
+                "unloadable until model code runs: candle 0.11 would then start a never-joined \
+                 pool of {barrier} thread(s); start the host with CANDLE_NUM_THREADS=1 to avoid it"
             )
         } else {
-            "all compute runs on the plugin's own pool, joined in stop".to_string()
+            "unloadable: CANDLE_NUM_THREADS=1, so candle starts no threads of its own; all \
+             compute runs on the plugin's pool, joined in stop"
+                .to_string()
         };
         json!({
             "version": VERSION,
@@ -343,7 +349,8 @@ impl Engine {
                 "spawned_total": self.runtime.spawned_total(),
                 "joined_total": self.runtime.joined_total(),
                 "candle_barrier_pool": barrier,
-                "quantized_matmul_used": quantized_used,
+                "candle_barrier_threads_alive": alive,
+                "compute_used": compute_used,
             },
             "unloadable": !pinned,
             "unloadable_reason": reason,
@@ -459,7 +466,12 @@ impl Plugin for Candle {
         self.engine.configure(config)
     }
 
-    fn invoke(&self, capability: &str, req: Request<'_>, ctx: &Context<'_>) -> Result<Response, Error> {
+    fn invoke(
+        &self,
+        capability: &str,
+        req: Request<'_>,
+        ctx: &Context<'_>,
+    ) -> Result<Response, Error> {
         let body: Value = if req.body.iter().all(u8::is_ascii_whitespace) {
             Value::Object(Default::default())
         } else {

@@ -15,7 +15,7 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::Device;
 
 use crate::embed::{cosine, EmbeddingModel, GGUF_CONFIG_KEY};
-use crate::error::{Error, Result};
+use crate::error::{candle_msg, Error, Result};
 
 /// The GGUF types `model.quantize` offers.
 pub fn parse_dtype(name: &str) -> Result<GgmlDType> {
@@ -50,7 +50,7 @@ pub fn quantize_dir(dir: &Path, dtype_name: &str) -> Result<Written> {
         .map_err(|e| Error::bad_request(format!("{}: {e}", src.display())))?
         .len();
     let tensors = candle_core::safetensors::load(&src, &Device::Cpu)
-        .map_err(|e| Error::bad_request(format!("{}: {e}", src.display())))?;
+        .map_err(|e| Error::bad_request(format!("{}: {}", src.display(), candle_msg(&e))))?;
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
 
@@ -61,7 +61,7 @@ pub fn quantize_dir(dir: &Path, dtype_name: &str) -> Result<Written> {
         let quantize = name.ends_with(".weight")
             && !name.contains("LayerNorm")
             && t.rank() == 2
-            && t.dim(1).map_err(internal)? % dtype.block_size() == 0;
+            && t.dim(1).map_err(internal)?.is_multiple_of(dtype.block_size());
         let q = if quantize {
             quantized += 1;
             QTensor::quantize(&t, dtype)
@@ -102,7 +102,7 @@ pub fn quantize_dir(dir: &Path, dtype_name: &str) -> Result<Written> {
 }
 
 fn internal(e: candle_core::Error) -> Error {
-    Error::internal(e.to_string())
+    Error::internal(candle_msg(&e))
 }
 
 /// Twenty sentences of varied topics and lengths for the agreement check.

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::chat::ChatModel;
 use crate::embed::EmbeddingModel;
-use crate::error::{Error, Result};
+use crate::error::{candle_msg, Error, Result};
 
 pub enum Model {
     Embedding(EmbeddingModel),
@@ -103,7 +103,9 @@ fn pick(full: &Path, kind: Option<&str>) -> Result<(PathBuf, &'static str)> {
         Some("embedding") => Some("embedding"),
         Some("chat") => Some("chat"),
         Some(other) => {
-            return Err(Error::bad_request(format!("kind {other:?}: use \"embedding\" or \"chat\"")))
+            return Err(Error::bad_request(format!(
+                "kind {other:?}: use \"embedding\" or \"chat\""
+            )))
         }
     };
     let file = if full.is_dir() {
@@ -157,8 +159,13 @@ fn read_model(file: &Path, kind: &str) -> Result<Model> {
     }
     let mut f = std::fs::File::open(file)
         .map_err(|e| Error::not_found(format!("{}: {e}", file.display())))?;
-    let content = gguf_file::Content::read(&mut f)
-        .map_err(|e| Error::bad_request(format!("{}: not a readable GGUF file: {e}", file.display())))?;
+    let content = gguf_file::Content::read(&mut f).map_err(|e| {
+        Error::bad_request(format!(
+            "{}: not a readable GGUF file: {}",
+            file.display(),
+            candle_msg(&e)
+        ))
+    })?;
     let arch = content
         .metadata
         .get("general.architecture")
@@ -167,7 +174,9 @@ fn read_model(file: &Path, kind: &str) -> Result<Model> {
         .unwrap_or_default();
     let is_bert = arch == "bert";
     match (kind, is_bert) {
-        ("chat", true) => Err(Error::bad_request(format!("{}: a BERT GGUF is not a chat model", file.display()))),
+        ("chat", true) => {
+            Err(Error::bad_request(format!("{}: a BERT GGUF is not a chat model", file.display())))
+        }
         ("embedding", false) => Err(Error::bad_request(format!(
             "{}: architecture {arch:?} is not an embedding model this plugin reads",
             file.display()
@@ -201,7 +210,13 @@ fn details(model: &Model) -> serde_json::Value {
 impl Registry {
     /// Load `rel` (relative to `models_dir`) as `name`. Loading the same name and path again
     /// is a no-op; a name already used for another path is a conflict.
-    pub fn load(&self, models_dir: &Path, name: &str, rel: &str, kind: Option<&str>) -> Result<ModelInfo> {
+    pub fn load(
+        &self,
+        models_dir: &Path,
+        name: &str,
+        rel: &str,
+        kind: Option<&str>,
+    ) -> Result<ModelInfo> {
         if name.is_empty() || name.len() > 128 {
             return Err(Error::bad_request("name must be 1 to 128 characters"));
         }
@@ -239,7 +254,9 @@ impl Registry {
         {
             let mut by_name = self.by_name.write().map_err(poisoned)?;
             if by_name.contains_key(name) {
-                return Err(Error::conflict(format!("a model named {name:?} was loaded meanwhile")));
+                return Err(Error::conflict(format!(
+                    "a model named {name:?} was loaded meanwhile"
+                )));
             }
             by_name.insert(name.to_string(), entry);
         }
@@ -316,7 +333,10 @@ impl Registry {
 
     /// Distinct weights in memory (shared loads counted once).
     pub fn distinct_weights(&self) -> usize {
-        self.by_file.lock().map(|m| m.values().filter(|w| w.strong_count() > 0).count()).unwrap_or(0)
+        self.by_file
+            .lock()
+            .map(|m| m.values().filter(|w| w.strong_count() > 0).count())
+            .unwrap_or(0)
     }
 }
 

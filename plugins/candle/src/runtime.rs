@@ -7,15 +7,19 @@
 //! spawns itself and joins in [`Runtime::shutdown`] (the plugin's `stop`); all model work runs
 //! inside [`Runtime::install`].
 //!
-//! Not covered by this pool: candle 0.11's quantized CPU matmul (`k_quants::matmul`, used by
-//! GGUF models) runs on a separate process-wide "barrier pool" (`candle_core::utils::
-//! barrier_pool`, a static with `CANDLE_NUM_THREADS - 1` threads, default: physical cores - 1)
-//! that is created on first use and never joined. See [`barrier_pool_threads`].
+//! Not covered by this pool: candle 0.11 runs its quantized CPU matmul (`k_quants::matmul`,
+//! GGUF models) *and* every element-wise unary/binary op on tensors of 64Ki elements or more
+//! (`cpu_backend::utils::{unary,binary}_map_vec_par`: gelu, adds, ... on a batch) on a separate
+//! process-wide "barrier pool" (`candle_core::utils::barrier_pool`, a `static OnceLock` with
+//! `CANDLE_NUM_THREADS - 1` threads named `candle-bp-N`; default: physical cores - 1), created
+//! on first use and never joined. With `CANDLE_NUM_THREADS=1` in the host's environment the
+//! pool has no threads (that work runs on the calling thread) and the plugin is unloadable.
+//! See [`barrier_pool_threads`] and [`barrier_threads_alive`].
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex, RwLock};
-use std::time::Duration;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
@@ -30,8 +34,8 @@ pub struct Runtime {
     pool: RwLock<Option<Pool>>,
     spawned: AtomicUsize,
     joined: AtomicUsize,
-    /// Set once a quantized matmul ran (it may have started candle's barrier pool).
-    pub quantized_used: AtomicBool,
+    /// Set once model code ran (it may have started candle's barrier pool).
+    pub compute_used: AtomicBool,
     lifecycle: Mutex<()>,
 }
 
@@ -81,6 +85,7 @@ impl Runtime {
 
     /// Run `f` on the pool (blocking the caller until it is done).
     pub fn install<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        self.compute_used.store(true, Ordering::SeqCst);
         let guard = self.pool.read().map_err(|_| Error::internal("poisoned"))?;
         match guard.as_ref() {
             Some(p) => Ok(p.pool.install(f)),
@@ -96,6 +101,7 @@ impl Runtime {
         work: impl FnOnce(&mpsc::Sender<M>) -> T + Send,
         mut on_msg: impl FnMut(Option<M>),
     ) -> Result<T> {
+        self.compute_used.store(true, Ordering::SeqCst);
         let guard = self.pool.read().map_err(|_| Error::internal("poisoned"))?;
         let Some(p) = guard.as_ref() else {
             return Err(Error::unavailable("the candle plugin is stopped (no compute threads)"));
@@ -143,7 +149,17 @@ impl Runtime {
 /// first use): `CANDLE_NUM_THREADS` (else `RAYON_NUM_THREADS`, else the physical core count)
 /// minus one. 0 means quantized matmuls run on the calling thread only and start nothing.
 pub fn barrier_pool_threads() -> usize {
-    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0);
-    env("CANDLE_NUM_THREADS").unwrap_or_else(candle_core::utils::get_num_threads)
-        .saturating_sub(1)
+    let env =
+        |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0);
+    env("CANDLE_NUM_THREADS").unwrap_or_else(candle_core::utils::get_num_threads).saturating_sub(1)
+}
+
+/// Threads of candle's barrier pool alive in this process (named `candle-bp-N`; any library
+/// in the process built with candle 0.11 may have started some).
+pub fn barrier_threads_alive() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("candle-bp"))
+        .count()
 }

@@ -13,7 +13,8 @@ pub const SMOLLM: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF";
 /// The models folder; fails (never skips) when the weights are missing.
 pub fn models_dir() -> PathBuf {
     let dir = default_models_dir();
-    for (repo, file) in [(MINILM, "model.safetensors"), (SMOLLM, "SmolLM2-135M-Instruct.Q4_1.gguf")] {
+    for (repo, file) in [(MINILM, "model.safetensors"), (SMOLLM, "SmolLM2-135M-Instruct.Q4_1.gguf")]
+    {
         let p = dir.join(repo).join(file);
         assert!(
             p.is_file(),

@@ -1,0 +1,101 @@
+//! Chat with the real SmolLM2-135M-Instruct Q4_1 GGUF.
+mod common;
+
+use bkg_abi::serde_json::{json, Value};
+use common::*;
+
+fn ask(e: &bkg_plugin_candle::Engine, extra: Value) -> Value {
+    let mut body = json!({
+        "model": "smol",
+        "messages": [{ "role": "user", "content": "What is the capital of France?" }],
+        "temperature": 0,
+        "max_tokens": 24,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    call(e, "model.infer", body).expect("chat")
+}
+
+#[test]
+fn greedy_answer_names_paris_and_streaming_matches() {
+    let e = engine();
+    let info = load(&e, "smol", SMOLLM);
+    assert_eq!(info["kind"], "chat");
+    let a = ask(&e, json!({}));
+    println!("answer: {a}");
+    let text = a["text"].as_str().unwrap();
+    assert!(text.contains("Paris"), "{text:?}");
+    assert!(a["usage"]["completion_tokens"].as_u64().unwrap() <= 24);
+    assert!(a["usage"]["prompt_tokens"].as_u64().unwrap() > 5);
+
+    // Streaming: the chunks concatenate to the same text.
+    let mut chunks = Vec::new();
+    let s = e
+        .invoke_json(
+            "model.infer",
+            json!({ "model": "smol", "messages": [{ "role": "user", "content": "What is the capital of France?" }],
+                    "temperature": 0, "max_tokens": 24, "stream": true }),
+            &mut |c| {
+                chunks.push(String::from_utf8(c.to_vec()).unwrap());
+                Ok(())
+            },
+            &|| false,
+        )
+        .expect("stream");
+    let streamed: String = chunks
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l.trim()).unwrap()["text"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(chunks.len() > 3, "{chunks:?}");
+    assert_eq!(streamed, text);
+    assert_eq!(s["text"], a["text"]);
+}
+
+#[test]
+fn max_tokens_and_stop_are_respected() {
+    let e = engine();
+    load(&e, "smol", SMOLLM);
+    let a = ask(&e, json!({ "max_tokens": 3 }));
+    assert_eq!(a["finish_reason"], "length");
+    assert_eq!(a["usage"]["completion_tokens"], 3);
+
+    let full = ask(&e, json!({}));
+    let text = full["text"].as_str().unwrap();
+    let stop = "Paris";
+    let cut = ask(&e, json!({ "stop": [stop] }));
+    assert_eq!(cut["finish_reason"], "stop");
+    assert_eq!(cut["text"].as_str().unwrap(), &text[..text.find(stop).unwrap()]);
+}
+
+#[test]
+fn sampling_with_a_seed_is_reproducible() {
+    let e = engine();
+    load(&e, "smol", SMOLLM);
+    let a = ask(&e, json!({ "temperature": 0.8, "top_p": 0.9, "seed": 42, "max_tokens": 12 }));
+    let b = ask(&e, json!({ "temperature": 0.8, "top_p": 0.9, "seed": 42, "max_tokens": 12 }));
+    assert_eq!(a["text"], b["text"]);
+}
+
+#[test]
+fn bad_chat_requests() {
+    let e = engine();
+    load(&e, "smol", SMOLLM);
+    for body in [
+        json!({ "model": "smol" }),
+        json!({ "model": "smol", "messages": [] }),
+        json!({ "model": "smol", "prompt": "" }),
+        json!({ "model": "smol", "messages": [{ "role": "wizard", "content": "hi" }] }),
+        json!({ "model": "smol", "prompt": "hi", "max_tokens": 0 }),
+        json!({ "model": "smol", "prompt": "hi", "max_tokens": 100000 }),
+        json!({ "model": "smol", "prompt": "hi", "temperature": 5 }),
+        json!({ "model": "smol", "prompt": "hi", "bogus": 1 }),
+    ] {
+        let err = call(&e, "model.infer", body.clone()).expect_err(&body.to_string());
+        assert_eq!(err.kind.0, 400, "{body}: {err}");
+    }
+    // Still serving.
+    assert!(ask(&e, json!({ "max_tokens": 2 }))["text"].is_string());
+}

@@ -1,0 +1,31 @@
+//! With CANDLE_NUM_THREADS=1 (set before any candle code runs; this test binary has a single
+//! test) candle starts no threads of its own: after stop nothing the plugin started is alive.
+mod common;
+
+use bkg_abi::serde_json::json;
+use common::*;
+
+#[test]
+fn with_candle_num_threads_1_nothing_is_left_running() {
+    std::env::set_var("CANDLE_NUM_THREADS", "1");
+    let before = std::fs::read_dir("/proc/self/task").unwrap().count();
+    let e = engine();
+    load(&e, "minilm", MINILM);
+    load(&e, "smol", SMOLLM);
+    let texts: Vec<String> =
+        (0..64).map(|i| format!("sentence number {i} about nothing much")).collect();
+    embed(&e, "minilm", json!(texts));
+    call(
+        &e,
+        "model.infer",
+        json!({ "model": "smol", "prompt": "Hello", "max_tokens": 2, "temperature": 0 }),
+    )
+    .unwrap();
+    let status = e.status();
+    assert_eq!(status["unloadable"], true, "{status:#}");
+    assert_eq!(status["threads"]["candle_barrier_threads_alive"], 0);
+    e.stop().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let after = std::fs::read_dir("/proc/self/task").unwrap().count();
+    assert!(after <= before, "threads before {before}, after {after}");
+}
