@@ -1,13 +1,30 @@
 #!/usr/bin/env bash
 # Build the host and every product plugin (plugins/*) in release, install the plugins into the
-# watched folder, and run the host. Data lives in ./.bkg unless BKG_DATA_DIR says otherwise.
+# watched folder, build the admin UI when it is missing or older than its sources, fetch the
+# model weights into ./models when missing, and run the host with all of it. Data lives in
+# ./.bkg unless BKG_DATA_DIR says otherwise. Set BKG_SKIP_UI=1 / BKG_SKIP_MODELS=1 to skip those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 export BKG_DATA_DIR=${BKG_DATA_DIR:-$root/.bkg}
 export BKG_PLUGINS_DIR=${BKG_PLUGINS_DIR:-$BKG_DATA_DIR/plugins}
-mkdir -p "$BKG_PLUGINS_DIR"
+export BKG_MODELS_DIR=${BKG_MODELS_DIR:-$root/models}
+mkdir -p "$BKG_PLUGINS_DIR" "$BKG_MODELS_DIR"
+
+if [ "${BKG_SKIP_MODELS:-0}" != 1 ] && [ -f scripts/fetch-models.sh ]; then
+  bash scripts/fetch-models.sh
+fi
+
+# The admin UI: rebuilt when dist/ is missing or any source file is newer than its index.html.
+ui_dist=$root/admin-ui/dist/admin-ui/browser
+if [ "${BKG_SKIP_UI:-0}" != 1 ]; then
+  if [ ! -f "$ui_dist/index.html" ] || [ -n "$(find admin-ui/src admin-ui/package.json admin-ui/angular.json -newer "$ui_dist/index.html" -print -quit)" ]; then
+    command -v npm >/dev/null || { echo "npm is needed to build the admin UI (apt-get install nodejs npm), or set BKG_SKIP_UI=1" >&2; exit 1; }
+    (cd admin-ui && npm install --no-audit --no-fund && npx ng build)
+  fi
+  export BKG_UI_DIR=${BKG_UI_DIR:-$ui_dist}
+fi
 
 # Product plugins: the cdylib packages under plugins/.
 mapfile -t plugins < <(cargo metadata --no-deps --format-version 1 --locked | python3 -c '
@@ -35,4 +52,6 @@ for p in "${plugins[@]}"; do
 done
 
 echo "plugins folder: $BKG_PLUGINS_DIR"
+echo "models folder:  $BKG_MODELS_DIR"
+[ -n "${BKG_UI_DIR:-}" ] && echo "admin UI:       http://${BKG_LISTEN:-127.0.0.1:43121}/"
 exec "$target_dir/release/bkg" "$@"

@@ -23,6 +23,9 @@ pub struct Config {
     /// The watched folder plugins are copied into (default: <data-dir>/plugins).
     #[arg(long, env = "BKG_PLUGINS_DIR")]
     pub plugins_dir: Option<PathBuf>,
+    /// The built admin UI (`admin-ui/dist/admin-ui/browser`), served at `/`; none: no UI.
+    #[arg(long, env = "BKG_UI_DIR")]
+    pub ui_dir: Option<PathBuf>,
     /// Where models live: `<models-dir>/<org>/<name>/` per model (default: <data-dir>/models).
     #[arg(long, env = "BKG_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,

@@ -122,6 +122,8 @@ impl Core {
             metrics,
             auth: Arc::new(auth),
             models: Arc::new(models),
+            plugins_dir: plugins_dir.clone(),
+            ui_dir: config.ui_dir.clone(),
         });
         let watcher = watcher::watch(
             &plugins_dir,

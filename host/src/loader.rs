@@ -67,6 +67,16 @@ pub fn hash_bytes(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Check from its headers that a file is a complete shared library of this platform (what
+/// the loader checks before `dlopen`); used to refuse a bad upload before it reaches the
+/// plugins folder.
+pub fn check_library_file(path: &Path) -> Result<(), LoadError> {
+    let read_err = |e: std::io::Error| LoadError::Read { path: path.into(), source: e };
+    let mut file = fs::File::open(path).map_err(read_err)?;
+    let len = file.metadata().map_err(read_err)?.len();
+    preflight(&mut file, len)
+}
+
 /// Check the file looks like this platform's shared library before asking the dynamic
 /// linker, so that junk gets a one-line explanation. Reads only the headers.
 fn preflight(file: &mut fs::File, len: u64) -> Result<(), LoadError> {

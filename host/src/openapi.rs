@@ -74,6 +74,7 @@ impl Modify for BearerAuth {
         crate::api::observe::ws_all_telemetry,
         crate::api::observe::metrics,
         crate::api::observe::events,
+        crate::api::ui::upload,
         crate::api::models::start_download,
         crate::api::models::list_models,
         crate::api::models::get_download,

@@ -22,6 +22,7 @@ use std::sync::Arc;
 pub(crate) mod config;
 pub(crate) mod models;
 pub(crate) mod observe;
+pub(crate) mod ui;
 
 use config::{get_config, set_config};
 use observe::{
@@ -39,6 +40,10 @@ pub struct AppState {
     pub metrics: crate::metrics::Sources,
     pub auth: Arc<crate::auth::Auth>,
     pub models: Arc<crate::models::Models>,
+    /// The watched plugins folder (uploads are written into it).
+    pub plugins_dir: std::path::PathBuf,
+    /// The built admin UI, served at `/` (none: not served).
+    pub ui_dir: Option<std::path::PathBuf>,
 }
 
 /// An error answer: `{"error":{"code":"...","message":"..."}}`.
@@ -447,6 +452,12 @@ pub(crate) async fn admin_route(
 async fn fallback(state: Data<AppState>, req: HttpRequest, body: Bytes) -> ApiResult<HttpResponse> {
     let path = req.path().to_string();
     let Some((_prefix, id)) = state.routing.prefix_owner(&path) else {
+        let api = ["/api/", "/ws/", "/v1/"].iter().any(|p| path.starts_with(p));
+        let read = req.method() == actix_web::http::Method::GET
+            || req.method() == actix_web::http::Method::HEAD;
+        if let (Some(dir), false, true) = (&state.ui_dir, api, read) {
+            return ui::serve(dir, &req).await;
+        }
         return Err(ApiError::not_found(format!("no route for {} {path}", req.method())));
     };
     call_plugin(&state, &req, &id, CallKind::Route, &path, &body).await
@@ -512,6 +523,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/ws/core/plugins/{id}/logs", web::get().to(ws_logs))
         .route("/api/core/plugins/{id}/config", web::get().to(get_config))
         .route("/api/core/plugins/{id}/config", web::post().to(set_config))
+        .route("/api/core/plugins/upload/{filename}", web::put().to(ui::upload))
         .route("/api/core/plugins/{id}/models/download", web::post().to(models::start_download))
         .route("/api/core/models", web::get().to(models::list_models))
         .route("/api/core/models/downloads/{job}", web::get().to(models::get_download))

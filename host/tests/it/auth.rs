@@ -26,6 +26,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/core/models/downloads/x"),
     ("DELETE", "/api/core/models/downloads/x"),
     ("GET", "/ws/core/plugins/echo/models"),
+    ("PUT", "/api/core/plugins/upload/x.so"),
     ("GET", "/metrics"),
     ("POST", "/api/plugins/echo/echo"),
     ("GET", "/api/plugins/echo/admin/info"),

@@ -13,3 +13,4 @@ mod persistence;
 mod support;
 mod swap;
 mod telemetry;
+mod ui;

@@ -12,6 +12,7 @@ const MOUNTED: &[&str] = &[
     "/api/core/plugins/{id}/logs",
     "/api/core/plugins/{id}/telemetry",
     "/api/core/events",
+    "/api/core/plugins/upload/{filename}",
     "/api/core/plugins/{id}/models/download",
     "/api/core/models",
     "/api/core/models/downloads/{job}",
@@ -54,7 +55,8 @@ fn the_openapi_document_describes_every_route_and_nothing_else() {
             .replace("{action}", "restart")
             .replace("{capability}", "echo")
             .replace("{route}", "info")
-            .replace("{job}", "no-such-job");
+            .replace("{job}", "no-such-job")
+            .replace("{filename}", "not-a-library.txt");
         for method in operations.as_object().unwrap().keys() {
             let (status, body) =
                 host.request_as(&method.to_uppercase(), &path, crate::support::ADMIN_KEY);

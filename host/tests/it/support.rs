@@ -204,6 +204,12 @@ impl Host {
         )
     }
 
+    /// PUT raw bytes with the admin key.
+    pub fn put_bytes(&self, path: &str, bytes: &[u8]) -> (u16, String) {
+        let req = self.agent.put(&format!("{}{path}", self.base));
+        Self::finish(self.authorized(req, ADMIN_KEY).send_bytes(bytes))
+    }
+
     pub fn request_as(&self, method: &str, path: &str, key: &str) -> (u16, String) {
         let req = self.agent.request(method, &format!("{}{path}", self.base));
         Self::finish(self.authorized(req, key).send_string(""))

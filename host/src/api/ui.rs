@@ -1,0 +1,175 @@
+//! The admin UI's files (`--ui-dir`, the built Angular app) at `/`, with `index.html` for
+//! client-side routes, and plugin uploads into the plugins folder.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Data};
+use actix_web::{HttpRequest, HttpResponse};
+use futures_util::StreamExt as _;
+use sha2::{Digest as _, Sha256};
+
+use super::{ApiError, ApiResult, AppState};
+use crate::openapi::ErrorSchema;
+
+/// Largest plugin library accepted by upload.
+pub const MAX_UPLOAD: u64 = 1 << 30;
+
+/// The file under `dir` a UI request path names, if it names one: every part plain (letters,
+/// digits, `-`, `_`, `.`, `@`, `+`, not starting with `.`), so nothing outside `dir` is reachable.
+fn ui_file(dir: &Path, path: &str) -> Option<PathBuf> {
+    let mut file = dir.to_path_buf();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        let plain = !part.starts_with('.')
+            && part.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@+".contains(c));
+        if !plain {
+            return None;
+        }
+        file.push(part);
+    }
+    file.is_file().then_some(file)
+}
+
+/// Serve a GET for the UI: the file, or `index.html` so the app's router handles the path.
+pub(crate) async fn serve(dir: &Path, req: &HttpRequest) -> ApiResult<HttpResponse> {
+    let index = dir.join("index.html");
+    let (file, is_index) = match ui_file(dir, req.path()) {
+        Some(f) if f != index => (f, false),
+        _ => (index, true),
+    };
+    let named = actix_files::NamedFile::open_async(&file).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ui_missing",
+            format!("the admin UI is not built ({}: {e}); run scripts/run.sh", file.display()),
+        )
+    })?;
+    let mut response = named.into_response(req);
+    if is_index {
+        // The app shell must not be cached: a rebuilt UI names new asset files.
+        response.headers_mut().insert(
+            actix_web::http::header::CACHE_CONTROL,
+            actix_web::http::header::HeaderValue::from_static("no-cache"),
+        );
+    }
+    Ok(response)
+}
+
+/// A plugin file name an upload may use: letters, digits, `.`, `_`, `+`, `-`, not hidden, with
+/// this platform's library extension.
+fn check_upload_name(name: &str) -> Result<(), String> {
+    let ext = std::env::consts::DLL_EXTENSION;
+    let plain = name.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c));
+    if name.len() > 200 || !plain || name.starts_with('.') || name.starts_with('-') {
+        return Err(format!(
+            "'{name}' is not a plain file name (letters, digits, '.', '_', '+', '-'; not \
+             starting with '.' or '-')"
+        ));
+    }
+    if !name.ends_with(&format!(".{ext}")) || name.len() == ext.len() + 1 {
+        return Err(format!("'{name}' is not a plugin library: the name must end in .{ext}"));
+    }
+    Ok(())
+}
+
+#[utoipa::path(put, path = "/api/core/plugins/upload/{filename}", tag = "plugins", security(("bearer" = [])),
+    params(("filename" = String, Path, description = "the file name in the plugins folder", example = "libhello.so")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the plugin library"),
+    responses((status = 201, description = "written into the plugins folder (atomically); the host loads or swaps it as for any copied file", body = Object),
+    (status = 400, description = "a bad file name, or the body is not a complete shared library of this platform", body = ErrorSchema),
+    (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema),
+    (status = 413, description = "larger than 1 GiB", body = ErrorSchema)))]
+/// `PUT /api/core/plugins/upload/{filename}`: write a library into the plugins folder the way
+/// users are told to copy one: to a hidden temp name first, checked, then renamed into place.
+pub(crate) async fn upload(
+    state: Data<AppState>,
+    filename: web::Path<String>,
+    mut body: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let name = filename.into_inner();
+    check_upload_name(&name)
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m))?;
+    let mut suffix = [0u8; 8];
+    let _ = getrandom::fill(&mut suffix);
+    let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    // Hidden: the watcher ignores it until the rename.
+    let tmp = state.plugins_dir.join(format!(".upload-{suffix}.tmp"));
+    let target = state.plugins_dir.join(&name);
+    let io_err = |what: &str, e: std::io::Error| ApiError::internal(format!("{what}: {e}"));
+    let mut file =
+        std::fs::File::create(&tmp).map_err(|e| io_err("cannot create the upload", e))?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let written: ApiResult<()> = async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("upload broke off: {e}"),
+                )
+            })?;
+            size += chunk.len() as u64;
+            if size > MAX_UPLOAD {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("a plugin library may have at most {MAX_UPLOAD} bytes"),
+                ));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).map_err(|e| io_err("cannot write the upload", e))?;
+        }
+        file.sync_all().map_err(|e| io_err("cannot write the upload", e))?;
+        Ok(())
+    }
+    .await;
+    drop(file);
+    let checked = written.and_then(|_| {
+        crate::loader::check_library_file(&tmp).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "not_a_library", format!("{name}: {e}"))
+        })
+    });
+    if let Err(e) = checked {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Err(e) = std::fs::rename(&tmp, &target) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err("cannot move the upload into the plugins folder", e));
+    }
+    let sha256: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    tracing::info!(file = %target.display(), size, "plugin uploaded");
+    Ok(HttpResponse::Created().json(serde_json::json!({
+        "file": name, "bytes": size, "sha256": sha256,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ui_paths_stay_inside() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("assets")).unwrap();
+        std::fs::write(d.path().join("assets/app-1.js"), "x").unwrap();
+        std::fs::write(d.path().join(".secret"), "x").unwrap();
+        assert!(ui_file(d.path(), "/assets/app-1.js").is_some());
+        for bad in ["/../etc/passwd", "/.secret", "/assets/../.secret", "/a%2f..", "/assets"] {
+            assert!(ui_file(d.path(), bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn upload_names() {
+        let ext = std::env::consts::DLL_EXTENSION;
+        assert!(check_upload_name(&format!("libhello.{ext}")).is_ok());
+        assert!(check_upload_name(&format!("hello-2.0+x.{ext}")).is_ok());
+        for bad in ["../x.so", ".hidden.so", "a/b.so", "-x.so", "x.txt", "x", "a b.so", ".so"] {
+            let bad = bad.replace(".so", &format!(".{ext}"));
+            assert!(check_upload_name(&bad).is_err(), "{bad}");
+        }
+    }
+}
