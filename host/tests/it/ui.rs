@@ -31,7 +31,7 @@ fn an_uploaded_library_is_loaded_and_a_bad_one_changes_nothing() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left, [name.clone()], "only the uploaded plugin is in the folder");
+    assert_eq!(left, vec![name.clone()], "only the uploaded plugin is in the folder");
     assert_eq!(host.state("echo"), "running");
 
     for bad in ["..%2Fx.so", ".hidden.so", "x.txt", "a%20b.so"] {
