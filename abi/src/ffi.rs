@@ -187,11 +187,37 @@ pub trait HostApi: Send + Sync {
     #[sabi(last_prefix_field)]
     fn kv_keys(&self, prefix: RStr<'_>) -> RResult<RVec<RString>, FfiError>;
     /// The host's models folder: models downloaded through the host (and those laid out by
-    /// `scripts/fetch-models.sh`) live in `<models_dir>/<org>/<name>/`. Adding it changed the
-    /// vtable's layout: the host refuses libraries built before it with a layout error
-    /// ("expected 10 fields, found 9"); rebuild them against this crate.
+    /// `scripts/fetch-models.sh`) live in `<models_dir>/<org>/<name>/`.
+    ///
+    /// This method and `call_streaming` were added after 0.1.0's first cut: they changed the
+    /// vtable's layout, and the host refuses libraries built before them with a layout error
+    /// ("too many fields"); rebuild such plugins against this crate.
     fn models_dir(&self) -> RString;
+    /// Call another plugin's capability and receive a streamed answer chunk by chunk, as it
+    /// comes: `sink` gets each chunk on the calling thread, and answering false stops the call
+    /// (the callee sees its call cancelled). Returns the answer's last part (for a callee that
+    /// does not stream: its whole answer, and `sink` is never called).
+    fn call_streaming(
+        &self,
+        plugin: RStr<'_>,
+        capability: RStr<'_>,
+        content_type: RStr<'_>,
+        body: RSlice<'_, u8>,
+        sink: ChunkSinkMut<'_>,
+    ) -> RResult<FfiResponse, FfiError>;
 }
+
+/// Receives the chunks of a streamed bus call ([`HostApi::call_streaming`]). Implemented by
+/// the SDK around the calling plugin's closure.
+#[sabi_trait]
+pub trait ChunkSink {
+    /// One chunk; false stops the call.
+    #[sabi(last_prefix_field)]
+    fn chunk(&mut self, data: RSlice<'_, u8>) -> bool;
+}
+
+/// A chunk sink as the host holds it for one call.
+pub type ChunkSinkMut<'a> = ChunkSink_TO<'a, abi_stable::sabi_types::RMut<'a, ()>>;
 
 /// A host handle as the plugin holds it.
 pub type HostBox = HostApi_TO<'static, RBox<()>>;

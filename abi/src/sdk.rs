@@ -15,9 +15,19 @@ use abi_stable::{
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::ffi::{
-    self, CallContextRef, CallKind, ErrorKind, FfiCapability, FfiError, FfiManifest, FfiRequest,
-    FfiResponse, FfiRoute, HostBox, LogLevel, PluginBox, PluginObject,
+    self, CallContextRef, CallKind, ChunkSink, ChunkSink_TO, ErrorKind, FfiCapability, FfiError,
+    FfiManifest, FfiRequest, FfiResponse, FfiRoute, HostBox, LogLevel, PluginBox, PluginObject,
 };
+
+/// Adapts a closure to the host's chunk sink for [`Host::call_stream`].
+struct ClosureSink<'f>(&'f mut dyn FnMut(&[u8]) -> bool);
+
+impl ChunkSink for ClosureSink<'_> {
+    fn chunk(&mut self, data: RSlice<'_, u8>) -> bool {
+        // A panic must not unwind into the host: treat it as "stop".
+        catch_unwind(AssertUnwindSafe(|| (self.0)(data.as_slice()))).unwrap_or(false)
+    }
+}
 
 /// An error a plugin returns; the host maps its kind to an HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,6 +358,35 @@ impl Host {
             capability.into(),
             content_type.into(),
             RSlice::from_slice(body),
+        ) {
+            RResult::ROk(r) => Ok(Response {
+                status: r.status,
+                content_type: r.content_type.into_string(),
+                body: r.body.into_vec(),
+            }),
+            RResult::RErr(e) => Err(e.into()),
+        }
+    }
+    /// Call another plugin's capability and take its streamed answer chunk by chunk as it
+    /// comes (`on_chunk` returning false stops the call: the callee sees it cancelled, and this
+    /// returns a `cancelled` error). Returns the answer's last part; a callee that does not
+    /// stream answers whole here and `on_chunk` is never called.
+    pub fn call_stream(
+        &self,
+        plugin: &str,
+        capability: &str,
+        content_type: &str,
+        body: &[u8],
+        mut on_chunk: impl FnMut(&[u8]) -> bool,
+    ) -> Result<Response, Error> {
+        let mut sink = ClosureSink(&mut on_chunk);
+        let sink = ChunkSink_TO::from_ptr(&mut sink, TD_Opaque);
+        match self.inner.call_streaming(
+            plugin.into(),
+            capability.into(),
+            content_type.into(),
+            RSlice::from_slice(body),
+            sink,
         ) {
             RResult::ROk(r) => Ok(Response {
                 status: r.status,

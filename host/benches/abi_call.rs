@@ -63,6 +63,19 @@ impl HostApi for BenchHost {
             message: "no bus in the benchmark".into(),
         })
     }
+    fn call_streaming(
+        &self,
+        _plugin: RStr<'_>,
+        _capability: RStr<'_>,
+        _content_type: RStr<'_>,
+        _body: RSlice<'_, u8>,
+        _sink: bkg_abi::ffi::ChunkSinkMut<'_>,
+    ) -> RResult<FfiResponse, FfiError> {
+        RResult::RErr(FfiError {
+            kind: ErrorKind::UNSUPPORTED,
+            message: "no bus in the benchmark".into(),
+        })
+    }
     fn kv_get(&self, _key: RStr<'_>) -> RResult<ROption<RVec<u8>>, FfiError> {
         RResult::ROk(ROption::RNone)
     }

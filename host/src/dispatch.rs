@@ -170,6 +170,30 @@ pub fn call_blocking(
     id: &str,
     request: FfiRequest,
 ) -> Result<Reply, DispatchError> {
+    let mut body = Vec::new();
+    let mut streamed = false;
+    let mut tail = call_streaming(routing, id, request, &mut |chunk| {
+        streamed = true;
+        body.extend_from_slice(chunk);
+        true
+    })?;
+    if streamed {
+        body.extend_from_slice(&tail.body);
+        tail.body = body;
+    }
+    Ok(tail)
+}
+
+/// Run a call from a plugin's thread (the bus), handing each chunk of a streamed answer to
+/// `on_chunk` as it arrives; `on_chunk` answering false cancels the call. Returns the last
+/// part of the answer (with the stream's content type), or the whole answer of a callee that
+/// does not stream.
+pub fn call_streaming(
+    routing: &Routing,
+    id: &str,
+    request: FfiRequest,
+    on_chunk: &mut dyn FnMut(&[u8]) -> bool,
+) -> Result<Reply, DispatchError> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
@@ -177,27 +201,23 @@ pub fn call_blocking(
         submit_routed(routing, id, CallJob { request, sink: Sink::Blocking(tx), cancel })?;
     let timeout = instance.call_timeout;
     drop(instance);
-    let mut streamed: Option<Reply> = None;
+    let mut stream_type: Option<String> = None;
     loop {
         match rx.recv_timeout(timeout) {
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 return Err(DispatchError::Timeout(id.to_string(), timeout))
             }
             Err(_) => return Err(DispatchError::Lost(id.to_string())),
-            Ok(Event::Begin(content_type)) => {
-                streamed = Some(Reply { status: 200, content_type, body: Vec::new() })
-            }
+            Ok(Event::Begin(content_type)) => stream_type = Some(content_type),
             Ok(Event::Chunk(chunk)) => {
-                if let Some(r) = streamed.as_mut() {
-                    r.body.extend_from_slice(&chunk);
+                if !on_chunk(&chunk) {
+                    // `_guard` raises the callee's cancel flag on the way out.
+                    return Err(DispatchError::ClientGone(id.to_string()));
                 }
             }
             Ok(Event::Done(Ok(tail))) => {
-                return Ok(match streamed {
-                    Some(mut r) => {
-                        r.body.extend_from_slice(&tail.body);
-                        r
-                    }
+                return Ok(match stream_type {
+                    Some(content_type) => Reply { status: 200, content_type, body: tail.body },
                     None => tail,
                 })
             }

@@ -8,7 +8,9 @@ use abi_stable::{
     sabi_trait::TD_Opaque,
     std_types::{ROption, RResult, RSlice, RStr, RString, RVec},
 };
-use bkg_abi::ffi::{CallKind, FfiError, FfiResponse, HostApi, HostApi_TO, HostBox, LogLevel};
+use bkg_abi::ffi::{
+    CallKind, ChunkSinkMut, FfiError, FfiResponse, HostApi, HostApi_TO, HostBox, LogLevel,
+};
 
 use crate::dispatch::{self, Routing};
 use crate::exec;
@@ -61,6 +63,56 @@ pub fn handle(
     )
 }
 
+impl PluginHost {
+    /// A bus call: the whole answer, or (with `on_chunk`) a streamed one chunk by chunk.
+    fn bus_call(
+        &self,
+        target: &str,
+        capability: &str,
+        content_type: &str,
+        body: RSlice<'_, u8>,
+        on_chunk: Option<&mut dyn FnMut(&[u8]) -> bool>,
+    ) -> RResult<FfiResponse, FfiError> {
+        let Some(routing) = self.routing.upgrade() else {
+            return RResult::RErr(FfiError {
+                kind: bkg_abi::ErrorKind::UNAVAILABLE,
+                message: "the host is shutting down".into(),
+            });
+        };
+        let request = exec::request(
+            CallKind::Capability,
+            capability,
+            "POST",
+            "",
+            content_type,
+            body.as_slice().to_vec(),
+        );
+        if let Some(instance) = routing.get(target) {
+            if !instance.manifest.has_capability(capability) {
+                return RResult::RErr(FfiError {
+                    kind: bkg_abi::ErrorKind::NOT_FOUND,
+                    message: format!("plugin '{target}' has no capability '{capability}'").into(),
+                });
+            }
+        }
+        let answer = match on_chunk {
+            Some(f) => dispatch::call_streaming(&routing, target, request, f),
+            None => dispatch::call_blocking(&routing, target, request),
+        };
+        match answer {
+            Ok(reply) => RResult::ROk(FfiResponse {
+                status: reply.status,
+                content_type: reply.content_type.into(),
+                body: reply.body.into(),
+            }),
+            Err(e) => {
+                let f = e.to_failure();
+                RResult::RErr(FfiError { kind: f.kind, message: f.message.into() })
+            }
+        }
+    }
+}
+
 impl HostApi for PluginHost {
     fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
         let (plugin, target, message) =
@@ -90,40 +142,25 @@ impl HostApi for PluginHost {
         content_type: RStr<'_>,
         body: RSlice<'_, u8>,
     ) -> RResult<FfiResponse, FfiError> {
-        let Some(routing) = self.routing.upgrade() else {
-            return RResult::RErr(FfiError {
-                kind: bkg_abi::ErrorKind::UNAVAILABLE,
-                message: "the host is shutting down".into(),
-            });
-        };
-        let request = exec::request(
-            CallKind::Capability,
+        self.bus_call(plugin.as_str(), capability.as_str(), content_type.as_str(), body, None)
+    }
+
+    fn call_streaming(
+        &self,
+        plugin: RStr<'_>,
+        capability: RStr<'_>,
+        content_type: RStr<'_>,
+        body: RSlice<'_, u8>,
+        mut sink: ChunkSinkMut<'_>,
+    ) -> RResult<FfiResponse, FfiError> {
+        let mut forward = |chunk: &[u8]| sink.chunk(RSlice::from_slice(chunk));
+        self.bus_call(
+            plugin.as_str(),
             capability.as_str(),
-            "POST",
-            "",
             content_type.as_str(),
-            body.as_slice().to_vec(),
-        );
-        let target = plugin.as_str();
-        if let Some(instance) = routing.get(target) {
-            if !instance.manifest.has_capability(capability.as_str()) {
-                return RResult::RErr(FfiError {
-                    kind: bkg_abi::ErrorKind::NOT_FOUND,
-                    message: format!("plugin '{target}' has no capability '{capability}'").into(),
-                });
-            }
-        }
-        match dispatch::call_blocking(&routing, target, request) {
-            Ok(reply) => RResult::ROk(FfiResponse {
-                status: reply.status,
-                content_type: reply.content_type.into(),
-                body: reply.body.into(),
-            }),
-            Err(e) => {
-                let f = e.to_failure();
-                RResult::RErr(FfiError { kind: f.kind, message: f.message.into() })
-            }
-        }
+            body,
+            Some(&mut forward),
+        )
     }
 
     fn kv_get(&self, key: RStr<'_>) -> RResult<ROption<RVec<u8>>, FfiError> {

@@ -106,6 +106,19 @@ fn streaming_routes_prefixes_and_the_bus() {
     let (status, v) = host.post_json("/api/plugins/echo/relay", "panicky boom");
     assert_eq!(status, 500, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("panicked"), "{v}");
+    // A streamed answer crosses the bus chunk by chunk; the caller may stop it.
+    assert_eq!(
+        host.post("/api/plugins/echo/relay-stream", "echo count 3 10"),
+        (200, "chunks 1,2,3; tail done".to_string())
+    );
+    let (status, text) = host.post("/api/plugins/echo/relay-stream", "echo count 100000 2");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.starts_with("stopped after 2: 1,2;"), "{text}");
+    // A callee that does not stream answers whole.
+    assert_eq!(
+        host.post("/api/plugins/echo/relay-stream", "echo echo hi 5"),
+        (200, "chunks ; tail hi".to_string())
+    );
     let (status, v) = host.post_json("/api/plugins/echo/relay", "ghost ping");
     assert_eq!(status, 404, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("'ghost' is not loaded"), "{v}");
