@@ -30,8 +30,9 @@ import { PluginCard } from './plugin-card';
       </div>
     }
     <div class="grid grid-cols-1 gap-4 md:grid-cols-2 xl:grid-cols-3" data-testid="plugin-grid">
-      @for (p of visible(); track p.id) {
-        <app-plugin-card [plugin]="p" [series]="store.series()[p.id]" [pending]="store.pending()[p.id]" (action)="act(p.id, $event)" />
+      <!-- Filtering hides cards rather than destroying them: no re-creation when the filter clears. -->
+      @for (p of store.plugins(); track p.id) {
+        <app-plugin-card [hidden]="!shown().has(p.id)" [plugin]="p" [series]="store.series()[p.id]" [pending]="store.pending()[p.id]" (action)="act(p.id, $event)" />
       }
     </div>
   `,
@@ -45,6 +46,7 @@ export class Dashboard {
     if (!f) return all;
     return all.filter((p) => p.id.toLowerCase().includes(f) || p.name.toLowerCase().includes(f) || p.state.includes(f));
   });
+  protected readonly shown = computed(() => new Set(this.visible().map((p) => p.id)));
   protected readonly countList = computed(() => Object.entries(this.store.counts()));
 
   act(id: string, action: LifecycleAction) {

@@ -19,6 +19,8 @@ export function allowedActions(state: string): Record<LifecycleAction, boolean> 
   selector: 'app-plugin-card',
   imports: [RouterLink, StatusChip, Sparkline],
   changeDetection: ChangeDetectionStrategy.OnPush,
+  // Off-screen cards skip layout and paint (50 cards updating every second stay cheap).
+  host: { class: 'block [content-visibility:auto] [contain-intrinsic-size:auto_15rem]' },
   template: `
     <article class="card flex h-full flex-col gap-3" [attr.data-plugin]="plugin().id" [attr.aria-label]="'plugin ' + plugin().id">
       <header class="flex items-start justify-between gap-2">

@@ -17,7 +17,7 @@ import { Sparkline } from '../shared/sparkline';
   },
   template: `
     <a href="#main" class="sr-only focus:not-sr-only focus:absolute focus:left-2 focus:top-2 focus:z-50 btn">Skip to content</a>
-    <header class="sticky top-0 z-30 border-b border-slate-200 bg-white/90 backdrop-blur dark:border-slate-800 dark:bg-slate-900/90">
+    <header class="sticky top-0 z-30 border-b border-slate-200 bg-white dark:border-slate-800 dark:bg-slate-900">
       <div class="mx-auto flex max-w-7xl flex-wrap items-center gap-x-4 gap-y-2 px-4 py-2">
         <a routerLink="/plugins" class="text-lg font-semibold tracking-tight">bkg</a>
         <nav class="flex gap-1 text-sm" aria-label="Main">
