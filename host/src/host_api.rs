@@ -63,6 +63,9 @@ pub fn handle(
     )
 }
 
+/// Where a streamed bus call's chunks go; false stops the call.
+type ChunkFn<'a> = &'a mut dyn FnMut(&[u8]) -> bool;
+
 impl PluginHost {
     /// A bus call: the whole answer, or (with `on_chunk`) a streamed one chunk by chunk.
     fn bus_call(
@@ -71,7 +74,7 @@ impl PluginHost {
         capability: &str,
         content_type: &str,
         body: RSlice<'_, u8>,
-        on_chunk: Option<&mut dyn FnMut(&[u8]) -> bool>,
+        on_chunk: Option<ChunkFn<'_>>,
     ) -> RResult<FfiResponse, FfiError> {
         let Some(routing) = self.routing.upgrade() else {
             return RResult::RErr(FfiError {
