@@ -1,5 +1,5 @@
 // Shared pieces of the e2e and perf scripts: paths, a real bkg host, Chromium.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdtempSync } from 'node:fs';
 import { copyFile, mkdir, rename } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -14,6 +14,21 @@ export const BKG_BIN = process.env.BKG_BIN ?? join(REPO_ROOT, 'target/debug/bkg'
 export const PLUGIN_LIBS = process.env.BKG_PLUGIN_LIBS ?? join(REPO_ROOT, 'target/debug');
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 export const ADMIN_KEY = 'e2e-admin-key-0123456789abcdef';
+
+/**
+ * Whether the host serves the app itself: BKG_UI_FROM_HOST=1/0, or by default when the binary
+ * has `--ui-dir`. Otherwise e2e/serve.mjs serves dist/ and proxies to the host.
+ */
+export const UI_FROM_HOST =
+  process.env.BKG_UI_FROM_HOST != null
+    ? process.env.BKG_UI_FROM_HOST === '1'
+    : (() => {
+        try {
+          return execFileSync(BKG_BIN, ['--help'], { encoding: 'utf8' }).includes('--ui-dir');
+        } catch {
+          return false;
+        }
+      })();
 
 export function lib(name) {
   return join(PLUGIN_LIBS, `lib${name}.so`);
@@ -33,7 +48,10 @@ export async function startHost({ plugins = [] } = {}) {
   await mkdir(pluginsDir, { recursive: true });
   for (const p of plugins) await copyFile(lib(p), join(pluginsDir, `lib${p}.so`));
   const log = createWriteStream(join(dir, 'host.log'));
-  const child = spawn(BKG_BIN, ['--listen', '127.0.0.1:0', '--data-dir', dir, '--plugins-dir', pluginsDir], {
+  const args = ['--listen', '127.0.0.1:0', '--data-dir', dir, '--plugins-dir', pluginsDir];
+  // The host serves the built app itself (`--ui-dir`); the e2e default still puts serve.mjs in front.
+  if (UI_FROM_HOST) args.push('--ui-dir', DIST);
+  const child = spawn(BKG_BIN, args, {
     env: { ...process.env, BKG_ADMIN_KEY: ADMIN_KEY, RUST_LOG: process.env.RUST_LOG ?? 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

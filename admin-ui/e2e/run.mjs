@@ -2,13 +2,13 @@
 // Chromium driven by playwright-core. `npm run e2e` (after `npm run build`).
 //   BKG_BIN           host binary (default <repo>/target/debug/bkg)
 //   BKG_PLUGIN_LIBS   folder with the plugin .so files (default <repo>/target/debug)
-//   BKG_UI_FROM_HOST  1: the host serves the app at / itself (no static server/proxy here)
+//   BKG_UI_FROM_HOST  1: the host serves the app (--ui-dir); 0: serve.mjs + proxy; default: 1 if the host has --ui-dir
 //   BKG_SCREENSHOTS   where screenshots go (default <repo>/docs/screenshots)
 //   E2E_ONLY          run only tests whose name contains this
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ADMIN_KEY, DIST, REPO_ROOT, installPlugin, launchChromium, lib, startHost } from './harness.mjs';
+import { ADMIN_KEY, DIST, REPO_ROOT, UI_FROM_HOST, installPlugin, launchChromium, lib, startHost } from './harness.mjs';
 import { serveUi } from './serve.mjs';
 
 const SHOTS = process.env.BKG_SCREENSHOTS ?? join(REPO_ROOT, 'docs/screenshots');
@@ -38,7 +38,8 @@ await mkdir(SHOTS, { recursive: true });
 
 const host = await startHost({ plugins: ['bkg_plugin_apikeys', 'fixture_echo'] });
 await host.waitRunning(['apikeys', 'echo']);
-const ui = process.env.BKG_UI_FROM_HOST === '1' ? { url: host.url, close: async () => {} } : await serveUi({ root: DIST, target: host.url });
+console.log(`host ${host.url}; UI served by ${UI_FROM_HOST ? 'the host (--ui-dir)' : 'e2e/serve.mjs (proxy)'}`);
+const ui = UI_FROM_HOST ? { url: host.url, close: async () => {} } : await serveUi({ root: DIST, target: host.url });
 const browser = await launchChromium();
 const page = await browser.newPage();
 const consoleErrors = [];
