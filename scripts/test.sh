@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run every test of the project: unit tests, the host's integration tests (real hosts on
-# ephemeral ports, real plugin libraries copied into real folders, real SQLite) and doc tests.
+# ephemeral ports, real plugin libraries copied into real folders, real SQLite), doc tests, and
+# the admin UI's unit and browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,3 +23,11 @@ if ! command -v promtool >/dev/null; then
 fi
 
 cargo test --workspace --locked
+
+# The admin UI: unit tests (Vitest), production build and bundle size, and end-to-end tests in
+# Chromium against a real host with the plugins the step above built (Node.js 20 + npm).
+if ! command -v npm >/dev/null; then
+  echo "npm not found: install Node.js 20+ and npm to run the admin UI's tests" >&2
+  exit 1
+fi
+bash admin-ui/scripts/test.sh
