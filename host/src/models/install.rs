@@ -116,7 +116,16 @@ fn read_manifest(models_dir: &Path, dir: &Path) -> Option<InstalledModel> {
     let bytes = fs::read(&path).ok()?;
     match serde_json::from_slice::<InstalledModel>(&bytes) {
         // A manifest only speaks for the folder it is in.
-        Ok(m) if model_dir(models_dir, &m.repo) == dir => Some(m),
+        Ok(mut m) if model_dir(models_dir, &m.repo) == dir => {
+            // Manifests written by other tools may leave out what follows from the rest.
+            if m.path.is_empty() {
+                m.path = m.repo.clone();
+            }
+            if m.total_bytes == 0 {
+                m.total_bytes = m.files.iter().map(|f| f.size).sum();
+            }
+            Some(m)
+        }
         Ok(m) => {
             tracing::warn!(manifest = %path.display(), repo = %m.repo, "model manifest names another folder; ignored");
             None
@@ -175,6 +184,24 @@ mod tests {
         let err = commit(root, &staging, &root.join(".downloads/t3"), &model("org/mine"));
         assert!(err.unwrap_err().contains("not installed by bkg"));
         assert_eq!(fs::read_to_string(root.join("org/mine/notes.txt")).unwrap(), "keep");
+    }
+
+    #[test]
+    fn scan_accepts_the_minimal_manifest_of_fetch_models() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("org/m");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join(MANIFEST),
+            r#"{"repo":"org/m","revision":"main","commit":null,"source":"pypi:x==1",
+               "files":[{"name":"a","size":3,"sha256":"00"},{"name":"b","size":4,"sha256":"11"}],
+               "installed_at_ms":5}"#,
+        )
+        .unwrap();
+        let found = scan(d.path());
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].path.as_str(), found[0].total_bytes), ("org/m", 7));
+        assert_eq!(found[0].plugin, None);
     }
 
     #[test]

@@ -127,12 +127,15 @@ pub struct InstalledModel {
     /// The commit the hub resolved the revision to (none for models not from a hub).
     pub commit: Option<String>,
     /// The model's folder relative to the models folder (the repo id).
+    #[serde(default)]
     pub path: String,
     /// `hub:<endpoint>` or where else the files came from (e.g. `pypi:<package>`).
     pub source: String,
     pub files: Vec<ModelFile>,
+    #[serde(default)]
     pub total_bytes: u64,
     /// The plugin the download was made for, if any.
+    #[serde(default)]
     pub plugin: Option<String>,
     pub installed_at_ms: i64,
 }
