@@ -10,13 +10,17 @@
 //! assistant named SmolLM...") derails the Q4_1 135M model (it answers the capital question with
 //! French word salad); without it the answer is "The capital of France is Paris.".
 //!
+//! Q4_1 weights are requantized to Q8_0 in memory at load: candle 0.11 has only a scalar
+//! Q4_1 dot product on x86 while Q8_0 has an AVX2 one (3.3 -> ~57 tokens/s on 2 cores, about
+//! 1.5x the memory; the greedy answers stay the same).
+//!
 //! The loaded weights are shared: each generation clones the model (the tensors are
 //! reference-counted) to get its own KV cache, so generations can run concurrently.
 
 use std::path::Path;
 
-use candle_core::quantized::gguf_file;
 use candle_core::quantized::tokenizer::TokenizerFromGguf;
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
@@ -33,6 +37,8 @@ pub struct ChatModel {
     pub context_length: usize,
     pub architecture: String,
     pub file_type: String,
+    /// The type the quantized matmuls run in (Q4_1 is requantized to Q8_0 at load).
+    pub compute_type: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,8 +143,16 @@ impl ChatModel {
             .get("blk.0.attn_q.weight")
             .map(|t| format!("{:?}", t.ggml_dtype).to_lowercase())
             .unwrap_or_default();
-        let weights = ModelWeights::from_gguf(content, file, &Device::Cpu).map_err(|e| bad(&e))?;
-        Ok(Self { weights, tokenizer, eos, context_length, architecture, file_type })
+        let weights = if file_type == "q4_1" {
+            // candle 0.11 has no SIMD kernel for Q4_1 (a scalar loop); Q8_0 has an AVX2 one.
+            let (c, mut cursor) =
+                requantize(&content, file, GgmlDType::Q8_0).map_err(|e| bad(&e))?;
+            ModelWeights::from_gguf(c, &mut cursor, &Device::Cpu).map_err(|e| bad(&e))?
+        } else {
+            ModelWeights::from_gguf(content, file, &Device::Cpu).map_err(|e| bad(&e))?
+        };
+        let compute_type = if file_type == "q4_1" { "q8_0".to_string() } else { file_type.clone() };
+        Ok(Self { weights, tokenizer, eos, context_length, architecture, file_type, compute_type })
     }
 
     /// The prompt text for a request: ChatML for `messages`, or the raw `prompt`.
@@ -288,6 +302,34 @@ impl ChatModel {
             total_s: started.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// Rewrite a GGUF in memory with every Q4_1 tensor requantized to `dtype`.
+fn requantize(
+    content: &gguf_file::Content,
+    file: &mut std::fs::File,
+    dtype: GgmlDType,
+) -> candle_core::Result<(gguf_file::Content, std::io::Cursor<Vec<u8>>)> {
+    let mut tensors = Vec::new();
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let q = content.tensor(file, name, &Device::Cpu)?;
+        let q = if q.dtype() == GgmlDType::Q4_1 {
+            QTensor::quantize(&q.dequantize(&Device::Cpu)?, dtype)?
+        } else {
+            q
+        };
+        tensors.push((name.as_str(), q));
+    }
+    let metadata: Vec<(&str, &gguf_file::Value)> =
+        content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    gguf_file::write(&mut cursor, &metadata, &refs)?;
+    cursor.set_position(0);
+    let content = gguf_file::Content::read(&mut cursor)?;
+    Ok((content, cursor))
 }
 
 /// The length of the longest suffix of `text` that is a proper prefix of one of `stops`.

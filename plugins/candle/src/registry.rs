@@ -203,6 +203,7 @@ fn details(model: &Model) -> serde_json::Value {
             "architecture": m.architecture,
             "context_length": m.context_length,
             "weights": m.file_type,
+            "compute": m.compute_type,
         }),
     }
 }
