@@ -198,7 +198,7 @@ impl LlmServer {
     fn check_kind(s: &Settings, name: &str, want: &str) -> Result<(), ApiError> {
         match s.models.get(name) {
             Some(spec) if spec.kind != want => Err(ApiError::invalid(
-                format!("the model `{name}` is a {} model, not a {want} model", spec.kind),
+                format!("the model `{name}` is for {}, not {want}", spec.kind),
                 Some("model"),
             )),
             _ => Ok(()),

@@ -1,0 +1,331 @@
+//! The ML plugins in a real host with real weights (from `scripts/fetch-models.sh`): the
+//! OpenAI-compatible API of `llmserver` over `candle` through the bus.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::{lib_name, product_plugin, Host};
+
+const EMBED: &str = "all-MiniLM-L6-v2";
+const CHAT: &str = "SmolLM2-135M-Instruct";
+
+/// The models `scripts/fetch-models.sh` lays out, linked into a folder of this test's own (so a
+/// test that writes, e.g. a quantized file, touches nothing shared).
+fn models_dir(into: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let source = std::env::var_os("BKG_TEST_MODELS").map(PathBuf::from).unwrap_or(source);
+    for model in ["sentence-transformers/all-MiniLM-L6-v2", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"] {
+        let from = source.join(model);
+        assert!(
+            from.join(".bkg-model.json").is_file(),
+            "the model {model} is not in {}: run `bash scripts/fetch-models.sh` first",
+            source.display()
+        );
+        link_tree(&from, &into.join(model));
+    }
+    into.to_path_buf()
+}
+
+fn link_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            link_tree(&e.path(), &target);
+        } else if std::fs::hard_link(e.path(), &target).is_err() {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A host with `candle` and `llmserver` running on the real models.
+fn ml_host(models: &tempfile::TempDir) -> Host {
+    let dir = models_dir(models.path());
+    let host = Host::start_with(&["--models-dir", dir.to_str().unwrap()]);
+    host.install(&product_plugin("candle"), &lib_name("bkg_plugin_candle"));
+    host.install(&product_plugin("llmserver"), &lib_name("bkg_plugin_llmserver"));
+    host.wait_state("candle", "running");
+    host.wait_state("llmserver", "running");
+    host
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+fn vectors(v: &Value) -> Vec<Vec<f32>> {
+    v["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no data in {v}"))
+        .iter()
+        .map(|d| serde_json::from_value(d["embedding"].clone()).unwrap())
+        .collect()
+}
+
+fn embed(host: &Host, input: Value) -> (u16, Value) {
+    host.post_json("/v1/embeddings", &json!({ "model": EMBED, "input": input }).to_string())
+}
+
+#[test]
+fn embeddings_through_v1_match_the_reference_figures() {
+    let models = tempfile::tempdir().unwrap();
+    let host = ml_host(&models);
+    let sentences = [
+        "A man is eating food.",
+        "A man is eating a piece of bread.",
+        "The stock market crashed today.",
+    ];
+    let (status, v) = embed(&host, json!(sentences));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["model"], EMBED);
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 10, "{v}");
+    let batch = vectors(&v);
+    assert_eq!(batch.len(), 3);
+    assert_eq!(batch[0].len(), 384);
+    let (c1, c2) = (cosine(&batch[0], &batch[1]), cosine(&batch[0], &batch[2]));
+    assert!((c1 - 0.7553).abs() <= 0.001, "cos(food, bread) = {c1}");
+    assert!((c2 - 0.0088).abs() <= 0.01, "cos(food, stocks) = {c2}");
+    // One by one gives the same vectors as the batch.
+    for (i, s) in sentences.iter().enumerate() {
+        let (status, v) = embed(&host, json!(s));
+        assert_eq!(status, 200, "{v}");
+        let single = &vectors(&v)[0];
+        assert!(cosine(single, &batch[i]) > 0.9999, "sentence {i}");
+    }
+    // base64 carries the same floats.
+    let body = json!({ "model": EMBED, "input": sentences[0], "encoding_format": "base64" });
+    let (status, v) = host.post_json("/v1/embeddings", &body.to_string());
+    assert_eq!(status, 200, "{v}");
+    let b64 = v["data"][0]["embedding"].as_str().expect("a base64 string");
+    let bytes = base64_decode(b64);
+    let floats: Vec<f32> =
+        bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    assert!(cosine(&floats, &batch[0]) > 0.9999);
+
+    // /v1/models lists both configured models.
+    let (status, v) = host.get_json("/v1/models");
+    assert_eq!(status, 200, "{v}");
+    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
+    assert!(ids.contains(&EMBED) && ids.contains(&CHAT), "{ids:?}");
+
+    // Bad input: OpenAI's error shape, and the plugin keeps serving.
+    for (body, status, needle) in [
+        (json!({ "model": "nope", "input": "x" }).to_string(), 404, "does not exist"),
+        (json!({ "model": EMBED, "input": "" }).to_string(), 400, "empty"),
+        (json!({ "model": EMBED, "input": [] }).to_string(), 400, "empty"),
+        (json!({ "model": EMBED, "input": [1, 2] }).to_string(), 400, "token arrays"),
+        (json!({ "model": CHAT, "input": "x" }).to_string(), 400, "not embedding"),
+        ("{\"model\": ".to_string(), 400, "parse the JSON"),
+    ] {
+        let (got, v) = host.post_json("/v1/embeddings", &body);
+        assert_eq!(got, status, "{body} -> {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_else(|| panic!("{v}"));
+        assert!(message.contains(needle), "{body} -> {message}");
+        assert!(v["error"]["type"].is_string(), "{v}");
+    }
+    // A very long input is truncated to the model's 512 positions (documented), not refused.
+    let long = "word ".repeat(100_000);
+    let (status, v) = embed(&host, json!(long));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(vectors(&v)[0].len(), 384);
+    assert_eq!(embed(&host, json!("still serving")).0, 200);
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = ALPHABET.iter().position(|a| *a == c).expect("base64") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// POST a streaming chat request; return the `data:` payloads as they came.
+fn stream_chat(host: &Host, body: &Value) -> Vec<String> {
+    let addr = host.base.trim_start_matches("http://");
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    let body = body.to_string();
+    write!(
+        tcp,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        crate::support::ADMIN_KEY,
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    BufReader::new(tcp).read_to_string(&mut text).unwrap();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{rest}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/event-stream"), "{head}");
+    // Undo chunked transfer encoding, then pick the SSE data lines.
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    body.lines().filter_map(|l| l.strip_prefix("data: ")).map(str::to_string).collect()
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+fn chat_body(question: &str, extra: Value) -> Value {
+    let mut body = json!({ "model": CHAT, "temperature": 0, "max_tokens": 24,
+        "messages": [{ "role": "user", "content": question }] });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+#[test]
+fn chat_answers_the_same_streamed_or_not_and_respects_limits() {
+    let models = tempfile::tempdir().unwrap();
+    let host = ml_host(&models);
+    let q = "What is the capital of France?";
+    let (status, v) = host.post_json("/v1/chat/completions", &chat_body(q, json!({})).to_string());
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    assert!(text.contains("Paris"), "{text}");
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+
+    // Streamed: OpenAI chunks, ending with [DONE], the same text.
+    let events = stream_chat(&host, &chat_body(q, json!({ "stream": true })));
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+    let chunks: Vec<Value> =
+        events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    assert!(chunks.len() > 3, "{events:?}");
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let streamed: String =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(streamed, text);
+    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], v["choices"][0]["finish_reason"]);
+
+    // max_tokens and stop.
+    let (_, v) = host.post_json("/v1/chat/completions", &chat_body(q, json!({ "max_tokens": 3 })).to_string());
+    assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 3, "{v}");
+    let (_, v) =
+        host.post_json("/v1/chat/completions", &chat_body(q, json!({ "stop": ["Paris"] })).to_string());
+    let stopped = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!stopped.contains("Paris") && text.starts_with(stopped), "{stopped:?} vs {text:?}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+
+    // Bad input.
+    for (body, status) in [
+        (json!({ "model": "nope", "messages": [{ "role": "user", "content": "x" }] }), 404),
+        (json!({ "model": CHAT, "messages": [] }), 400),
+        (json!({ "model": EMBED, "messages": [{ "role": "user", "content": "x" }] }), 400),
+        (json!({ "model": CHAT, "messages": [{ "role": "user", "content": "x" }], "n": 3 }), 400),
+    ] {
+        let (got, v) = host.post_json("/v1/chat/completions", &body.to_string());
+        assert_eq!(got, status, "{body} -> {v}");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+}
+
+#[test]
+fn a_client_that_goes_away_stops_its_generation() {
+    let models = tempfile::tempdir().unwrap();
+    let host = ml_host(&models);
+    let addr = host.base.trim_start_matches("http://").to_string();
+    let body = chat_body("Write a long story about a dragon.", json!({ "stream": true, "max_tokens": 2000 }))
+        .to_string();
+    let mut tcp = TcpStream::connect(&addr).unwrap();
+    write!(
+        tcp,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        crate::support::ADMIN_KEY,
+        body.len()
+    )
+    .unwrap();
+    // Wait for a few tokens, then hang up.
+    let mut reader = BufReader::new(tcp.try_clone().unwrap());
+    let mut seen = 0;
+    while seen < 4 {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line.contains("chat.completion.chunk") {
+            seen += 1;
+        }
+    }
+    let running = || host.get_json("/api/core/plugins/llmserver/status").1["status"]["generations"]["running"].clone();
+    assert_eq!(running(), 1);
+    drop(reader);
+    tcp.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(tcp);
+    // 2000 tokens would take minutes; the generation ends as soon as the host sees the hang-up.
+    host.wait_for("the generation to stop", || running() == 0);
+    let (_, status) = host.get_json("/api/core/plugins/llmserver/status");
+    let tokens = status["status"]["completion_tokens"].as_u64().unwrap_or(0);
+    assert!(tokens < 2000, "{status}");
+}
+
+#[test]
+fn llmserver_keeps_answering_while_candle_is_hot_swapped() {
+    let models = tempfile::tempdir().unwrap();
+    let host = ml_host(&models);
+    assert_eq!(embed(&host, json!("warm up")).0, 200);
+    let generation = host.plugin("candle")["generation"].as_u64().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ok, failed) = std::thread::scope(|s| {
+        let client = s.spawn(|| {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match embed(&host, json!(["A man is eating food.", "swap"])) {
+                    (200, _) => ok += 1,
+                    other => failed.push(other),
+                }
+            }
+            (ok, failed)
+        });
+        // A new build of candle: the same code with a byte appended (another file hash).
+        let mut bytes = std::fs::read(product_plugin("candle")).unwrap();
+        bytes.push(0);
+        host.install_bytes(&bytes, &lib_name("bkg_plugin_candle"));
+        host.wait_for("candle to be swapped", || {
+            host.plugin("candle")["generation"].as_u64() == Some(generation + 1)
+                && host.state("candle") == "running"
+        });
+        // Requests after the swap (the new generation loads the model on first use) too.
+        for _ in 0..3 {
+            assert_eq!(embed(&host, json!("after")).0, 200);
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        client.join().unwrap()
+    });
+    assert!(failed.is_empty(), "{} failed during the swap: {failed:?}", failed.len());
+    assert!(ok > 0);
+}
