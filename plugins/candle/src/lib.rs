@@ -439,6 +439,7 @@ impl Plugin for Candle {
 
     fn start(&self) -> Result<(), Error> {
         self.engine.start()?;
+        self.restore_models();
         self.host.info(&format!(
             "started: {} compute threads, models from {}",
             self.engine.runtime.threads(),
@@ -486,6 +487,7 @@ impl Plugin for Candle {
         };
         let started = std::time::Instant::now();
         let result = self.engine.invoke_json(capability, body, &mut sink, &|| ctx.is_cancelled());
+        self.remember(capability, &result);
         match &result {
             Ok(v) if capability == "model.load" => self.host.info(&format!(
                 "loaded {} ({}) in {:.2}s",
@@ -504,6 +506,65 @@ impl Plugin for Candle {
             return Ok(Response::bytes("application/x-ndjson", format!("{last}\n").into_bytes()));
         }
         Response::json(&value)
+    }
+}
+
+/// Key prefix in the host's key-value store for the models loaded through `model.load`.
+const LOADED_KEY: &str = "loaded/";
+
+impl Candle {
+    /// Keep the set of loaded models in the host's key-value store, so that a new generation
+    /// (a hot swap, a restart of the plugin or of the host) loads them again in `start`, before
+    /// it takes traffic.
+    fn remember(&self, capability: &str, result: &Result<Value, Error>) {
+        let Ok(v) = result else { return };
+        let stored = match capability {
+            "model.load" => {
+                let (Some(name), Some(path)) = (v["name"].as_str(), v["path"].as_str()) else {
+                    return;
+                };
+                let record = json!({ "path": path, "kind": v["kind"] });
+                self.host.kv_put(&format!("{LOADED_KEY}{name}"), record.to_string().as_bytes())
+            }
+            "model.unload" => match v["unloaded"]["name"].as_str() {
+                Some(name) => self.host.kv_delete(&format!("{LOADED_KEY}{name}")).map(|_| ()),
+                None => return,
+            },
+            _ => return,
+        };
+        if let Err(e) = stored {
+            self.host.warn(&format!("cannot remember the loaded models: {e}"));
+        }
+    }
+
+    /// Load what an earlier generation had loaded; a model that fails is logged and forgotten.
+    fn restore_models(&self) {
+        let keys = match self.host.kv_keys(LOADED_KEY) {
+            Ok(k) => k,
+            Err(e) => return self.host.warn(&format!("cannot read the loaded models: {e}")),
+        };
+        for key in keys {
+            let name = &key[LOADED_KEY.len()..];
+            let record: Value = self
+                .host
+                .kv_get(&key)
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(Value::Null);
+            let (path, kind) = (record["path"].as_str().unwrap_or(""), record["kind"].as_str());
+            let started = std::time::Instant::now();
+            match self.engine.registry.load(&self.engine.models_dir, name, path, kind) {
+                Ok(_) => self.host.info(&format!(
+                    "reloaded {name} from {path} in {:.2}s",
+                    started.elapsed().as_secs_f64()
+                )),
+                Err(e) => {
+                    self.host.warn(&format!("could not reload {name} from {path}: {e}; forgotten"));
+                    let _ = self.host.kv_delete(&key);
+                }
+            }
+        }
     }
 }
 
