@@ -18,7 +18,9 @@ const CHAT: &str = "SmolLM2-135M-Instruct";
 fn models_dir(into: &Path) -> PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     let source = std::env::var_os("BKG_TEST_MODELS").map(PathBuf::from).unwrap_or(source);
-    for model in ["sentence-transformers/all-MiniLM-L6-v2", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"] {
+    for model in
+        ["sentence-transformers/all-MiniLM-L6-v2", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"]
+    {
         let from = source.join(model);
         assert!(
             from.join(".bkg-model.json").is_file(),
@@ -113,7 +115,8 @@ fn embeddings_through_v1_match_the_reference_figures() {
     // /v1/models lists both configured models.
     let (status, v) = host.get_json("/v1/models");
     assert_eq!(status, 200, "{v}");
-    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
+    let ids: Vec<&str> =
+        v["data"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
     assert!(ids.contains(&EMBED) && ids.contains(&CHAT), "{ids:?}");
 
     // Bad input: OpenAI's error shape, and the plugin keeps serving.
@@ -230,14 +233,18 @@ fn chat_answers_the_same_streamed_or_not_and_respects_limits() {
     let streamed: String =
         chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!(streamed, text);
-    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], v["choices"][0]["finish_reason"]);
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        v["choices"][0]["finish_reason"]
+    );
 
     // max_tokens and stop.
-    let (_, v) = host.post_json("/v1/chat/completions", &chat_body(q, json!({ "max_tokens": 3 })).to_string());
+    let (_, v) = host
+        .post_json("/v1/chat/completions", &chat_body(q, json!({ "max_tokens": 3 })).to_string());
     assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
     assert_eq!(v["usage"]["completion_tokens"], 3, "{v}");
-    let (_, v) =
-        host.post_json("/v1/chat/completions", &chat_body(q, json!({ "stop": ["Paris"] })).to_string());
+    let (_, v) = host
+        .post_json("/v1/chat/completions", &chat_body(q, json!({ "stop": ["Paris"] })).to_string());
     let stopped = v["choices"][0]["message"]["content"].as_str().unwrap();
     assert!(!stopped.contains("Paris") && text.starts_with(stopped), "{stopped:?} vs {text:?}");
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
@@ -260,8 +267,11 @@ fn a_client_that_goes_away_stops_its_generation() {
     let models = tempfile::tempdir().unwrap();
     let host = ml_host(&models);
     let addr = host.base.trim_start_matches("http://").to_string();
-    let body = chat_body("Write a long story about a dragon.", json!({ "stream": true, "max_tokens": 2000 }))
-        .to_string();
+    let body = chat_body(
+        "Write a long story about a dragon.",
+        json!({ "stream": true, "max_tokens": 2000 }),
+    )
+    .to_string();
     let mut tcp = TcpStream::connect(&addr).unwrap();
     write!(
         tcp,
@@ -281,7 +291,10 @@ fn a_client_that_goes_away_stops_its_generation() {
             seen += 1;
         }
     }
-    let running = || host.get_json("/api/core/plugins/llmserver/status").1["status"]["generations"]["running"].clone();
+    let running = || {
+        host.get_json("/api/core/plugins/llmserver/status").1["status"]["generations"]["running"]
+            .clone()
+    };
     assert_eq!(running(), 1);
     drop(reader);
     tcp.shutdown(std::net::Shutdown::Both).unwrap();
