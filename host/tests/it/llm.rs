@@ -342,3 +342,82 @@ fn llmserver_keeps_answering_while_candle_is_hot_swapped() {
     assert!(failed.is_empty(), "{} failed during the swap: {failed:?}", failed.len());
     assert!(ok > 0);
 }
+
+fn candle(host: &Host, capability: &str, body: Value) -> (u16, Value) {
+    host.post_json(&format!("/api/plugins/candle/{capability}"), &body.to_string())
+}
+
+#[test]
+fn candle_loads_shares_quantizes_and_refuses_broken_weights_through_the_host() {
+    let models = tempfile::tempdir().unwrap();
+    let host = ml_host(&models);
+    let path = "sentence-transformers/all-MiniLM-L6-v2";
+    let (status, a) = candle(&host, "model.load", json!({ "name": "a", "path": path }));
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["kind"], "embedding");
+    // The same weights under a second name are shared, not loaded twice.
+    let (status, b) = candle(&host, "model.load", json!({ "name": "b", "path": path }));
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(b["shared_by"], 2, "{b}");
+    let (_, list) = candle(&host, "model.list", json!({}));
+    assert_eq!(list["models"].as_array().unwrap().len(), 2, "{list}");
+
+    // q8_0: smaller, and embeddings agree with F32 (>= 0.99 on 20 sentences).
+    let (status, q) = candle(&host, "model.quantize", json!({ "name": "a", "dtype": "q8_0" }));
+    assert_eq!(status, 200, "{q}");
+    assert!(q["size_after"].as_u64().unwrap() * 3 < q["size_before"].as_u64().unwrap(), "{q}");
+    assert_eq!(q["agreement"]["sentences"], 20);
+    assert!(q["agreement"]["min_cosine"].as_f64().unwrap() >= 0.99, "{q}");
+    let qpath = q["path"].as_str().unwrap();
+    let (status, v) = candle(&host, "model.load", json!({ "name": "q", "path": qpath }));
+    assert_eq!(status, 200, "{v}");
+    let embed_with = |model: &str| {
+        let (status, v) = candle(
+            &host,
+            "model.infer",
+            json!({ "model": model, "input": "A man is eating food." }),
+        );
+        assert_eq!(status, 200, "{v}");
+        serde_json::from_value::<Vec<Vec<f32>>>(v["embeddings"].clone()).unwrap().remove(0)
+    };
+    assert!(cosine(&embed_with("a"), &embed_with("q")) >= 0.99);
+
+    // Broken weights: a clear 400, nothing else affected.
+    let broken = models.path().join("broken/model");
+    std::fs::create_dir_all(&broken).unwrap();
+    let source = models.path().join(path);
+    std::fs::copy(source.join("config.json"), broken.join("config.json")).unwrap();
+    std::fs::copy(source.join("tokenizer.json"), broken.join("tokenizer.json")).unwrap();
+    let weights = std::fs::read(source.join("model.safetensors")).unwrap();
+    std::fs::write(broken.join("model.safetensors"), &weights[..weights.len() / 3]).unwrap();
+    let (status, v) =
+        candle(&host, "model.load", json!({ "name": "broken", "path": "broken/model" }));
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("model.safetensors"), "{v}");
+    for (body, status) in [
+        (json!({ "name": "x", "path": "../../etc" }), 400),
+        (json!({ "name": "x", "path": "/etc" }), 400),
+        (json!({ "name": "x", "path": "no/such/model" }), 404),
+    ] {
+        assert_eq!(candle(&host, "model.load", body.clone()).0, status, "{body}");
+    }
+    assert_eq!(candle(&host, "model.infer", json!({ "model": "nope", "input": "x" })).0, 404);
+    assert_eq!(candle(&host, "model.infer", json!({ "model": "a", "input": [] })).0, 400);
+    assert_eq!(embed_with("b").len(), 384, "still serving");
+
+    // Unloading one name keeps the other; the status tells whether the library can leave.
+    assert_eq!(candle(&host, "model.unload", json!({ "name": "a" })).0, 200);
+    assert_eq!(embed_with("b").len(), 384);
+    let (_, status) = host.get_json("/api/core/plugins/candle/status");
+    let s = &status["status"];
+    assert!(s["unloadable"].is_boolean() && s["unloadable_reason"].is_string(), "{status}");
+    // Model code ran: with candle's own thread pool (CANDLE_NUM_THREADS unset, 2 cores) the
+    // plugin says it cannot leave memory, and the host's check after a delete agrees.
+    let claimed = s["unloadable"].as_bool().unwrap();
+    host.remove(&lib_name("bkg_plugin_candle"));
+    host.wait_for("candle to be unloaded", || host.state("candle") == "unloaded");
+    let history = host.plugin("candle")["history"].clone();
+    let residency = history.as_array().unwrap().last().unwrap()["residency"].clone();
+    let expected = if claimed { "unloaded" } else { "pinned" };
+    assert_eq!(residency, expected, "status said unloadable={claimed}: {history}");
+}
