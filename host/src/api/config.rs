@@ -65,11 +65,7 @@ pub(crate) async fn set_config(
     req: HttpRequest,
     body: web::Json<serde_json::Value>,
 ) -> ApiResult<HttpResponse> {
-    use actix_web::HttpMessage as _;
-    let actor = req
-        .extensions()
-        .get::<crate::auth::Principal>()
-        .map_or_else(|| "api".to_string(), |p| p.actor());
+    let actor = super::actor(&req);
     let id = id.into_inner();
     let config = body.into_inner();
     let instance = loaded(&state, &id)?;

@@ -199,6 +199,14 @@ fn peer_of(req: &HttpRequest) -> Option<Arc<PeerSocket>> {
     req.conn_data::<Arc<PeerSocket>>().cloned()
 }
 
+/// Who made a request, for the event log: the API key's id, or `api`.
+pub(crate) fn actor(req: &HttpRequest) -> String {
+    use actix_web::HttpMessage as _;
+    req.extensions()
+        .get::<crate::auth::Principal>()
+        .map_or_else(|| "api".to_string(), |p| p.actor())
+}
+
 /// The running generation of a plugin, or 404.
 pub(crate) fn loaded(state: &AppState, id: &str) -> ApiResult<Arc<crate::exec::Instance>> {
     state.routing.get(id).ok_or_else(|| ApiError::not_found(format!("plugin '{id}' is not loaded")))

@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Data};
-use actix_web::{HttpMessage as _, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 
 use super::{blocking, ApiError, ApiResult, AppState};
 use crate::models::{DownloadRequest, JobView, ModelError, ModelView};
@@ -52,10 +52,7 @@ pub(crate) async fn start_download(
     if state.registry.view(&id).is_none() {
         return Err(ApiError::not_found(format!("no plugin '{id}'")));
     }
-    let actor = req
-        .extensions()
-        .get::<crate::auth::Principal>()
-        .map_or_else(|| "api".to_string(), |p| p.actor());
+    let actor = super::actor(&req);
     let models = state.models.clone();
     let job = web::block(move || models.start(&id, &actor, body.into_inner()))
         .await
