@@ -1,7 +1,7 @@
 // Shared pieces of the e2e and perf scripts: paths, a real bkg host, Chromium.
 import { execFileSync, spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdtempSync } from 'node:fs';
-import { copyFile, mkdir, rename } from 'node:fs/promises';
+import { copyFile, link, mkdir, readdir, rename } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,37 @@ export const BKG_BIN = process.env.BKG_BIN ?? join(REPO_ROOT, 'target/debug/bkg'
 export const PLUGIN_LIBS = process.env.BKG_PLUGIN_LIBS ?? join(REPO_ROOT, 'target/debug');
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 export const ADMIN_KEY = 'e2e-admin-key-0123456789abcdef';
+/** The real models folder (`bash scripts/fetch-models.sh` fills it). */
+export const MODELS_DIR = resolve(process.env.BKG_MODELS_DIR ?? join(REPO_ROOT, 'models'));
+/** What the ML tests need from it (llmserver's default models). */
+export const REQUIRED_MODELS = ['sentence-transformers/all-MiniLM-L6-v2', 'HuggingFaceTB/SmolLM2-135M-Instruct-GGUF'];
+
+/** Why the models folder cannot be used (missing models), or null. */
+export function modelsProblem(dir = MODELS_DIR) {
+  const missing = REQUIRED_MODELS.filter((m) => !existsSync(join(dir, m, '.bkg-model.json')));
+  if (!missing.length) return null;
+  return (
+    `the models folder ${dir} lacks ${missing.join(' and ')}: run \`bash scripts/fetch-models.sh\` ` +
+    `(or point BKG_MODELS_DIR at a folder that has them)`
+  );
+}
+
+/**
+ * A private copy of the models folder made of hard links (no bytes copied), so that what the
+ * tests write (downloads, `model-<dtype>.gguf` from quantize) stays out of the real folder.
+ * Files that quantize writes (`model-*.gguf`) and the host's work area are left out, so that no
+ * write can reach a file shared with the real folder.
+ */
+export async function linkModelsDir(src, dest) {
+  await mkdir(dest, { recursive: true });
+  for (const e of await readdir(src, { withFileTypes: true })) {
+    if (e.name === '.downloads' || /^model-.*\.gguf$/.test(e.name)) continue;
+    const from = join(src, e.name);
+    const to = join(dest, e.name);
+    if (e.isDirectory()) await linkModelsDir(from, to);
+    else if (e.isFile()) await link(from, to).catch(() => copyFile(from, to));
+  }
+}
 
 /**
  * Whether the host serves the app itself: BKG_UI_FROM_HOST=1/0, or by default when the binary
@@ -41,18 +72,25 @@ export async function installPlugin(pluginsDir, libName, as = `lib${libName}.so`
   await rename(tmp, join(pluginsDir, as));
 }
 
-/** Starts `bkg` on an ephemeral port with a fresh data dir; resolves when it prints its address. */
-export async function startHost({ plugins = [] } = {}) {
+/**
+ * Starts `bkg` on an ephemeral port with a fresh data dir; resolves when it prints its address.
+ * `modelsFrom`: a models folder to give the host as a hard-linked private copy (`host.modelsDir`);
+ * `hubEndpoint`: the Hugging Face hub it downloads from.
+ */
+export async function startHost({ plugins = [], modelsFrom = null, hubEndpoint = null, env = {} } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'bkg-ui-e2e-'));
   const pluginsDir = join(dir, 'plugins');
   await mkdir(pluginsDir, { recursive: true });
   for (const p of plugins) await copyFile(lib(p), join(pluginsDir, `lib${p}.so`));
   const log = createWriteStream(join(dir, 'host.log'));
-  const args = ['--listen', '127.0.0.1:0', '--data-dir', dir, '--plugins-dir', pluginsDir];
+  const modelsDir = join(dir, 'models');
+  if (modelsFrom) await linkModelsDir(modelsFrom, modelsDir);
+  const args = ['--listen', '127.0.0.1:0', '--data-dir', dir, '--plugins-dir', pluginsDir, '--models-dir', modelsDir];
+  if (hubEndpoint) args.push('--hub-endpoint', hubEndpoint);
   // The host serves the built app itself (`--ui-dir`); the e2e default still puts serve.mjs in front.
   if (UI_FROM_HOST) args.push('--ui-dir', DIST);
   const child = spawn(BKG_BIN, args, {
-    env: { ...process.env, BKG_ADMIN_KEY: ADMIN_KEY, RUST_LOG: process.env.RUST_LOG ?? 'info' },
+    env: { ...process.env, BKG_ADMIN_KEY: ADMIN_KEY, RUST_LOG: process.env.RUST_LOG ?? 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stderr.pipe(log);
@@ -74,6 +112,7 @@ export async function startHost({ plugins = [] } = {}) {
     url,
     dir,
     pluginsDir,
+    modelsDir,
     child,
     async api(path, { method = 'GET', body, key = ADMIN_KEY, raw = false } = {}) {
       const res = await fetch(url + path, {

@@ -4,11 +4,14 @@
 //   BKG_PLUGIN_LIBS   folder with the plugin .so files (default <repo>/target/debug)
 //   BKG_UI_FROM_HOST  1: the host serves the app (--ui-dir); 0: serve.mjs + proxy; default: 1 if the host has --ui-dir
 //   BKG_SCREENSHOTS   where screenshots go (default <repo>/docs/screenshots)
+//   BKG_MODELS_DIR    the real models folder (default <repo>/models; `bash scripts/fetch-models.sh`);
+//                     the host gets a hard-linked private copy of it
 //   E2E_ONLY          run only tests whose name contains this
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ADMIN_KEY, DIST, REPO_ROOT, UI_FROM_HOST, installPlugin, launchChromium, lib, startHost } from './harness.mjs';
+import { ADMIN_KEY, DIST, MODELS_DIR, REPO_ROOT, UI_FROM_HOST, installPlugin, launchChromium, lib, modelsProblem, startHost } from './harness.mjs';
+import { bytes, sha256, startFakeHub } from './fakehub.mjs';
 import { serveUi } from './serve.mjs';
 
 const SHOTS = process.env.BKG_SCREENSHOTS ?? join(REPO_ROOT, 'docs/screenshots');
@@ -35,9 +38,34 @@ if (!existsSync(join(DIST, 'index.html'))) {
   process.exit(2);
 }
 await mkdir(SHOTS, { recursive: true });
+const problem = modelsProblem();
+if (problem) {
+  console.error(`e2e: ${problem}`);
+  process.exit(2);
+}
+for (const l of ['bkg_plugin_apikeys', 'fixture_echo', 'bkg_plugin_candle', 'bkg_plugin_llmserver']) {
+  if (!existsSync(lib(l))) {
+    console.error(`e2e: ${lib(l)} is missing: build the host and plugins first (cargo build --workspace)`);
+    process.exit(2);
+  }
+}
 
-const host = await startHost({ plugins: ['bkg_plugin_apikeys', 'fixture_echo'] });
-await host.waitRunning(['apikeys', 'echo']);
+// A fake Hugging Face hub for the models tab: a small model, and a file that trickles.
+const TINY = { repo: 'e2e-org/tiny-model', config: Buffer.from(JSON.stringify({ hidden_size: 8, note: 'e2e' }, null, 1)), weights: bytes(3 << 20, 7) };
+const SLOW = { repo: 'e2e-org/slow-model', weights: bytes(8 << 20, 9) };
+const hub = await startFakeHub({
+  [`${TINY.repo}/config.json`]: { data: TINY.config },
+  [`${TINY.repo}/model.safetensors`]: { data: TINY.weights, lfs: true, trickle: { bytes: 256 << 10, everyMs: 25 } },
+  [`${SLOW.repo}/weights.bin`]: { data: SLOW.weights, lfs: true, trickle: { bytes: 16 << 10, everyMs: 50 } },
+});
+
+const host = await startHost({
+  plugins: ['bkg_plugin_apikeys', 'fixture_echo', 'bkg_plugin_candle', 'bkg_plugin_llmserver'],
+  modelsFrom: MODELS_DIR,
+  hubEndpoint: hub.url,
+});
+await host.waitRunning(['apikeys', 'echo', 'candle', 'llmserver'], 60_000);
+console.log(`models: ${host.modelsDir} (hard links to ${MODELS_DIR}); fake hub ${hub.url}`);
 console.log(`host ${host.url}; UI served by ${UI_FROM_HOST ? 'the host (--ui-dir)' : 'e2e/serve.mjs (proxy)'}`);
 const ui = UI_FROM_HOST ? { url: host.url, close: async () => {} } : await serveUi({ root: DIST, target: host.url });
 const browser = await launchChromium();
@@ -220,20 +248,150 @@ test(
   { skip: uploadSupported ? null : 'host lacks PUT /api/core/plugins/upload/{filename}' },
 );
 
-const llm = ['llmserver', 'bkg_plugin_llmserver'].find((n) => existsSync(lib(n)));
-test(
-  'llmserver: chat once and see a streamed answer',
-  async () => {
-    await installPlugin(host.pluginsDir, llm);
-    await host.waitRunning(['llmserver'], 120_000);
-    await page.goto(ui.url + '/plugins/llmserver/panel');
-    await page.getByTestId('chat-input').fill('Say hello.');
-    await page.getByRole('button', { name: 'Send' }).click();
-    await expectEventually('an answer', async () => ((await page.locator('[data-role=assistant]').last().textContent()) ?? '').trim().length > 0, 120_000);
-    await shot('llmserver-chat');
-  },
-  { skip: llm ? null : 'no llmserver plugin library yet' },
-);
+// --- models tab: downloads from the fake hub ---------------------------------------------------
+
+const job = (repo) => page.locator(`[data-job][data-repo="${repo}"]`).first();
+async function requestDownload(repo, files) {
+  await page.locator('form[data-testid=download-form] input[name=repo]').fill(repo);
+  await page.locator('form[data-testid=download-form] textarea[name=files]').fill(files.join('\n'));
+  await page.locator('form[data-testid=download-form] button[type=submit]').click();
+}
+
+test('models: a download from the hub shows per-file progress to 100% and the model installed', async () => {
+  await page.goto(ui.url + '/plugins/echo/models');
+  await page.getByTestId('download-form').waitFor();
+  await expectEventually('models socket open', async () => (await page.getByTestId('models-live').textContent()).trim() === 'live');
+  // The big file with the sha256 the hub also advertises (checked twice), the small one without.
+  await requestDownload(TINY.repo, ['config.json', `model.safetensors ${sha256(TINY.weights)}`]);
+  const row = job(TINY.repo);
+  await row.waitFor();
+  // Progress arrives over the WebSocket while the big file trickles in (~0.4 s).
+  const seen = new Set();
+  await expectEventually('installed', async () => {
+    const v = await row.locator('[data-file="model.safetensors"] [role=progressbar]').getAttribute('aria-valuenow');
+    if (v) seen.add(Number(v));
+    return (await row.getAttribute('data-job-state')) === 'installed';
+  }, 30_000);
+  for (const f of ['config.json', 'model.safetensors']) {
+    const li = row.locator(`[data-file="${f}"]`);
+    if ((await li.getAttribute('data-file-state')) !== 'verified') throw new Error(`${f} not verified`);
+    if ((await li.locator('[role=progressbar]').getAttribute('aria-valuenow')) !== '100') throw new Error(`${f} bar not at 100%`);
+  }
+  console.log(`    (progress values seen for model.safetensors: ${[...seen].sort((a, b) => a - b).join(', ')})`);
+  await page.locator(`[data-testid=installed-models] [data-model="${TINY.repo}"]`).waitFor();
+  const { models } = await host.api('/api/core/models');
+  const m = models.find((x) => x.repo === TINY.repo);
+  if (!m || m.plugin !== 'echo' || m.total_bytes !== TINY.config.length + TINY.weights.length) throw new Error(`host lists ${JSON.stringify(m)}`);
+  if (!existsSync(join(host.modelsDir, TINY.repo, 'model.safetensors'))) throw new Error('no model.safetensors in the models folder');
+});
+
+test('models: a download naming a missing file fails with a clear error', async () => {
+  await requestDownload(TINY.repo, ['config.json', 'missing.bin']);
+  const failed = page.locator(`[data-job][data-repo="${TINY.repo}"][data-job-state=failed]`).first();
+  await failed.waitFor({ timeout: 20_000 });
+  const msg = (await failed.getByTestId('job-error').textContent()).trim();
+  if (!/missing\.bin/.test(msg) || !/404/.test(msg)) throw new Error(`unclear error: ${msg}`);
+  console.log(`    (error shown: ${msg})`);
+  if ((await failed.locator('[data-file="missing.bin"]').getAttribute('data-file-state')) !== 'failed') throw new Error('missing.bin not marked failed');
+  // The earlier install is untouched.
+  await page.locator(`[data-testid=installed-models] [data-model="${TINY.repo}"]`).waitFor();
+});
+
+test('models: a slow download can be cancelled from the page', async () => {
+  await requestDownload(SLOW.repo, ['weights.bin']);
+  const row = job(SLOW.repo);
+  await row.waitFor();
+  await expectEventually('some progress', async () => Number(await row.locator('[data-file="weights.bin"] [role=progressbar]').getAttribute('aria-valuenow')) > 0, 20_000);
+  await row.getByRole('button', { name: 'Cancel' }).click();
+  await expectEventually('cancelled', async () => (await row.getAttribute('data-job-state')) === 'cancelled', 15_000);
+  const id = await row.getAttribute('data-job');
+  const view = await host.api(`/api/core/models/downloads/${id}`);
+  if (view.state !== 'cancelled') throw new Error(`host says ${view.state}`);
+  const done = view.files[0].bytes_done;
+  if (!(done > 0 && done < SLOW.weights.length)) throw new Error(`cancelled at ${done} bytes`);
+  if (existsSync(join(host.modelsDir, SLOW.repo))) throw new Error('a cancelled download left a model folder');
+  const cache = join(host.modelsDir, '.downloads/hub', `models--${SLOW.repo.replace('/', '--')}`);
+  if (existsSync(cache)) throw new Error(`a cancelled download left its partial files in ${cache}`);
+  if (!/cancelled/.test(await row.locator('[data-file="weights.bin"]').textContent())) throw new Error('the file does not show cancelled');
+  if ((await row.getByRole('button', { name: /Cancel/ }).count()) !== 0) throw new Error('cancel button still shown');
+  await shot('models');
+});
+
+// --- llmserver: chat and embeddings through candle -----------------------------------------------
+
+test('llmserver: a streamed chat answer (temperature 0) names Paris; embeddings', async () => {
+  await page.goto(ui.url + '/plugins/llmserver/panel');
+  const modelSelect = page.getByTestId('chat-model');
+  await expectEventually('chat models listed', async () => (await modelSelect.inputValue()) === 'SmolLM2-135M-Instruct');
+  await page.getByTestId('chat-temperature').fill('0');
+  await page.getByTestId('chat-input').fill('What is the capital of France?');
+  await page.getByRole('button', { name: 'Send' }).click();
+  const answer = page.locator('[data-role=assistant]').last();
+  // Watch it grow: a partial answer while the stream is still open.
+  let partial = null;
+  await expectEventually('the answer streamed in', async () => {
+    const streaming = (await page.getByTestId('chat-log').getAttribute('data-streaming')) === 'true';
+    const text = ((await answer.count()) ? await answer.textContent() : '').trim();
+    if (streaming && text && partial == null) partial = text;
+    return !streaming && text.length > 0;
+  }, 120_000);
+  const text = (await answer.textContent()).trim();
+  if (await page.getByText('Chat failed').count()) throw new Error(await page.getByText('Chat failed').textContent());
+  if (!/Paris/.test(text)) throw new Error(`no Paris in: ${text}`);
+  if (partial == null || partial.length >= text.length) throw new Error(`not seen streaming (partial: ${partial})`);
+  console.log(`    (partial "${partial}" -> "${text}"; ${await page.getByTestId('chat-stats').textContent()})`);
+  // Embeddings: the embedding model, two texts, their cosine similarity.
+  if ((await page.getByTestId('embed-model').inputValue()) !== 'all-MiniLM-L6-v2') throw new Error('embedding model not preselected');
+  await page.locator('textarea[name=a]').fill('The cat sits on the mat.');
+  await page.locator('textarea[name=b]').fill('A cat is sitting on a mat.');
+  await page.getByRole('button', { name: 'Embed' }).click();
+  const result = page.getByTestId('embed-result');
+  await result.waitFor({ timeout: 60_000 });
+  if (!/384/.test(await result.textContent())) throw new Error(`unexpected embeddings: ${await result.textContent()}`);
+  await shot('llmserver-chat');
+});
+
+// --- candle: load, quantize, unload --------------------------------------------------------------
+
+test('candle: load MiniLM as an embedding model, quantize it to q8_0, unload it', async () => {
+  const MINILM = 'sentence-transformers/all-MiniLM-L6-v2';
+  const realQ8 = join(MODELS_DIR, MINILM, 'model-q8_0.gguf');
+  const realQ8Before = existsSync(realQ8);
+  await page.goto(ui.url + '/plugins/candle/panel');
+  const form = page.getByTestId('candle-load');
+  await form.locator('input[name=loadPath]').fill(MINILM);
+  await form.locator('select[name=loadKind]').selectOption('embedding');
+  await form.locator('button[type=submit]').click();
+  const row = page.locator(`[data-testid=candle-models] [data-model="${MINILM}"]`);
+  await row.waitFor({ timeout: 60_000 });
+  if ((await row.getAttribute('data-kind')) !== 'embedding') throw new Error('not an embedding model');
+  const listed = await host.api('/api/plugins/candle/model.list', { method: 'POST', body: {} });
+  if (!listed.models.some((m) => m.name === MINILM && m.details?.dimensions === 384)) throw new Error(`model.list: ${JSON.stringify(listed)}`);
+
+  await page.locator('select[name=qSource]').selectOption(`name:${MINILM}`);
+  await page.locator('select[name=qType]').selectOption('q8_0');
+  const t0 = Date.now();
+  await page.getByTestId('candle-quantize').getByRole('button', { name: 'Quantize' }).click();
+  const result = page.getByTestId('quantize-result');
+  await Promise.race([
+    result.waitFor({ timeout: 80_000 }),
+    page.getByTestId('quantize-error').waitFor({ timeout: 80_000 }).then(async () => {
+      throw new Error(await page.getByTestId('quantize-error').textContent());
+    }),
+  ]);
+  const agreement = await result.getByTestId('agreement').textContent();
+  const min = Number(/min ([\d.]+)/.exec(agreement)?.[1]);
+  if (!(min > 0.99)) throw new Error(`poor agreement: ${agreement}`);
+  console.log(`    (quantized in ${Date.now() - t0} ms: ${await result.getByTestId('size-before').textContent()} -> ${(await result.getByTestId('size-after').textContent()).trim()}; ${agreement.trim()})`);
+  if (!existsSync(join(host.modelsDir, MINILM, 'model-q8_0.gguf'))) throw new Error('no model-q8_0.gguf in the host\'s models folder');
+  if (!realQ8Before && existsSync(realQ8)) throw new Error(`quantize wrote into the real models folder: ${realQ8}`);
+  await shot('candle');
+
+  await row.getByRole('button', { name: 'Unload' }).click();
+  await row.waitFor({ state: 'detached', timeout: 20_000 });
+  const after = await host.api('/api/plugins/candle/model.list', { method: 'POST', body: {} });
+  if (after.models.some((m) => m.name === MINILM)) throw new Error('still loaded after unload');
+});
 
 // ---------------------------------------------------------------------------------------------
 
@@ -268,6 +426,7 @@ try {
   await browser.close().catch(() => {});
   await ui.close();
   await host.stop();
+  await hub.close();
 }
 console.log(`\ne2e: ${passed} passed, ${failed} failed, ${skipped} skipped (host log and failure screenshots: ${host.dir})`);
 process.exit(failed ? 1 : 0);

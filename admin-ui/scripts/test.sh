@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The admin UI's whole test suite: Chromium (apt) if missing, npm install on the committed
 # lockfile (checked unchanged), unit tests, production build and its size, end-to-end tests
-# against a real bkg host. Env: BKG_BIN, BKG_PLUGIN_LIBS (see e2e/run.mjs), SKIP_E2E=1.
+# against a real bkg host with the real candle and llmserver plugins and the real models folder.
+# Env: BKG_BIN, BKG_PLUGIN_LIBS, BKG_MODELS_DIR (see e2e/run.mjs), SKIP_E2E=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(cd .. && pwd)
@@ -37,8 +38,8 @@ if [ "${SKIP_E2E:-0}" = 1 ]; then
   echo "== e2e skipped (SKIP_E2E=1)"
   exit 0
 fi
-for f in "$BKG_BIN" "$BKG_PLUGIN_LIBS/libbkg_plugin_apikeys.so" "$BKG_PLUGIN_LIBS/libfixture_echo.so"; do
+for f in "$BKG_BIN" "$BKG_PLUGIN_LIBS"/lib{bkg_plugin_apikeys,fixture_echo,bkg_plugin_candle,bkg_plugin_llmserver}.so; do
   [ -e "$f" ] || { echo "missing $f: build the host and plugins first (cargo build --workspace)" >&2; exit 1; }
 done
-echo "== e2e (host $BKG_BIN, plugins from $BKG_PLUGIN_LIBS)"
+echo "== e2e (host $BKG_BIN, plugins from $BKG_PLUGIN_LIBS, models from ${BKG_MODELS_DIR:-$repo/models})"
 node e2e/run.mjs

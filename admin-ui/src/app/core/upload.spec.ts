@@ -1,6 +1,4 @@
 import { uploadProblem } from './upload';
-import { fileFraction, parseFiles, upsertJob } from '../plugin/models-tab';
-import { DownloadJob } from './models';
 import { keyStatus } from '../panels/apikeys-panel';
 import { allowedActions } from '../pages/plugin-card';
 import { filterEvents } from '../pages/events';
@@ -13,25 +11,6 @@ describe('uploadProblem', () => {
     expect(uploadProblem({ name: 'notes.txt', size: 10 })).toMatch(/not a plugin/);
     expect(uploadProblem({ name: 'a b.so', size: 10 })).toMatch(/letters/);
     expect(uploadProblem({ name: 'x.so', size: 0 })).toMatch(/empty/);
-  });
-});
-
-describe('model download helpers', () => {
-  const job = (id: string, state: DownloadJob['state'] = 'downloading'): DownloadJob => ({
-    id, plugin: 'candle', repo: 'r', revision: 'main', state, files: [], error: null, path: null, actor: 'a', started_at_ms: 0, finished_at_ms: null,
-  });
-  it('parses the files box', () => {
-    expect(parseFiles(' a.json\nb.bin, c \n\n')).toEqual(['a.json', 'b.bin', 'c']);
-  });
-  it('upserts jobs newest first', () => {
-    const a = [job('1')];
-    expect(upsertJob(a, job('2')).map((j) => j.id)).toEqual(['2', '1']);
-    expect(upsertJob(a, job('1', 'installed'))[0].state).toBe('installed');
-  });
-  it('computes per-file progress', () => {
-    expect(fileFraction({ bytes_done: 5, bytes_total: 10, state: 'downloading' })).toBe(0.5);
-    expect(fileFraction({ bytes_done: 5, bytes_total: null, state: 'downloading' })).toBeNull();
-    expect(fileFraction({ bytes_done: 0, bytes_total: null, state: 'verified' })).toBe(1);
   });
 });
 

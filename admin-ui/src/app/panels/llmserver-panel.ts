@@ -2,7 +2,7 @@ import { ChangeDetectionStrategy, Component, OnInit, inject, input, signal } fro
 import { FormsModule } from '@angular/forms';
 import { Api } from '../core/api';
 import { AuthStore } from '../core/auth.store';
-import { SseParser, chatDelta, cosine } from './sse';
+import { SseParser, chatDelta, cosine, finishReason, modelsByKind, sseError } from './sse';
 
 interface ChatMessage {
   role: 'user' | 'assistant' | 'system';
@@ -10,8 +10,10 @@ interface ChatMessage {
 }
 
 /**
- * The llmserver plugin's panel (backend in progress): a chat box streaming from
- * POST /v1/chat/completions (stream: true, SSE), and an embeddings playground on /v1/embeddings.
+ * The llmserver plugin's panel: a chat box streaming from POST /v1/chat/completions
+ * (stream: true -> SSE chat.completion.chunk ... [DONE]), and an embeddings playground on
+ * POST /v1/embeddings. Models come from GET /v1/models (each with its `kind`); llmserver loads
+ * them into candle on first use, so the first answer can take a few seconds.
  */
 @Component({
   selector: 'app-llmserver-panel',
@@ -20,21 +22,27 @@ interface ChatMessage {
   template: `
     <div class="grid gap-4 lg:grid-cols-2">
       <section class="card flex flex-col gap-3" aria-label="Chat">
-        <div class="flex flex-wrap items-center gap-2">
+        <div class="flex flex-wrap items-end gap-2">
           <h2 class="font-semibold">Chat</h2>
-          <label class="ml-auto text-sm"><span class="sr-only">Model</span>
-            <select class="input" [ngModel]="model()" (ngModelChange)="model.set($event)" name="model">
-              @for (m of models(); track m) { <option [value]="m">{{ m }}</option> } @empty { <option value="">(no models)</option> }
+          <label class="ml-auto text-sm"><span class="label">Model</span>
+            <select class="input mt-1" [ngModel]="model()" (ngModelChange)="model.set($event)" name="model" data-testid="chat-model">
+              @for (m of chatModels(); track m) { <option [value]="m">{{ m }}</option> } @empty { <option value="">(no chat models)</option> }
             </select>
           </label>
+          <label class="w-24 text-sm"><span class="label">Temperature</span>
+            <input class="input mt-1" type="number" min="0" max="2" step="0.1" name="temperature" [(ngModel)]="temperature" data-testid="chat-temperature" /></label>
+          <label class="w-24 text-sm"><span class="label">Max tokens</span>
+            <input class="input mt-1" type="number" min="1" max="4096" name="maxTokens" [(ngModel)]="maxTokens" /></label>
+          <button type="button" class="btn" (click)="clear()" [disabled]="streaming() || !messages().length">Clear</button>
         </div>
-        <div class="h-80 space-y-2 overflow-auto rounded bg-slate-50 p-2 text-sm dark:bg-slate-950" role="log" aria-live="polite" data-testid="chat-log">
+        <div class="h-80 space-y-2 overflow-auto rounded bg-slate-50 p-2 text-sm dark:bg-slate-950" role="log" aria-live="polite" data-testid="chat-log" [attr.data-streaming]="streaming()">
           @for (m of messages(); track $index) {
             <div [class]="m.role === 'user' ? 'ml-8 rounded-lg bg-sky-100 p-2 dark:bg-sky-900' : 'mr-8 rounded-lg bg-white p-2 ring-1 ring-slate-200 dark:bg-slate-800 dark:ring-slate-700'" [attr.data-role]="m.role">
               <span class="whitespace-pre-wrap">{{ m.content }}</span>
             </div>
           } @empty { <p class="muted">Ask something.</p> }
         </div>
+        @if (stats(); as st) { <p class="muted text-xs" data-testid="chat-stats">{{ st }}</p> }
         @if (chatError(); as e) { <p class="text-sm text-rose-700 dark:text-rose-300" role="alert">{{ e }}</p> }
         <form class="flex gap-2" (ngSubmit)="send()">
           <label class="flex-1"><span class="sr-only">Message</span><input class="input" name="prompt" [(ngModel)]="prompt" placeholder="Message" data-testid="chat-input" /></label>
@@ -44,10 +52,17 @@ interface ChatMessage {
       </section>
 
       <section class="card space-y-3" aria-label="Embeddings">
-        <h2 class="font-semibold">Embeddings</h2>
+        <div class="flex flex-wrap items-end gap-2">
+          <h2 class="font-semibold">Embeddings</h2>
+          <label class="ml-auto text-sm"><span class="label">Model</span>
+            <select class="input mt-1" [ngModel]="embedModel()" (ngModelChange)="embedModel.set($event)" name="embedModel" data-testid="embed-model">
+              @for (m of embeddingModels(); track m) { <option [value]="m">{{ m }}</option> } @empty { <option value="">(no embedding models)</option> }
+            </select>
+          </label>
+        </div>
         <label class="block"><span class="label">Text A</span><textarea class="input mt-1" name="a" [(ngModel)]="textA"></textarea></label>
         <label class="block"><span class="label">Text B (optional, for similarity)</span><textarea class="input mt-1" name="b" [(ngModel)]="textB"></textarea></label>
-        <button type="button" class="btn btn-primary" (click)="embed()">Embed</button>
+        <button type="button" class="btn btn-primary" (click)="embed()" [disabled]="embedding()">{{ embedding() ? 'Embedding…' : 'Embed' }}</button>
         @if (embedResult(); as r) {
           <dl class="text-sm" data-testid="embed-result">
             <dt class="muted">dimensions</dt><dd>{{ r.dims }}</dd>
@@ -64,8 +79,14 @@ export class LlmServerPanel implements OnInit {
   readonly pluginId = input('llmserver');
   private api = inject(Api);
   private auth = inject(AuthStore);
-  protected readonly models = signal<string[]>([]);
+  protected readonly chatModels = signal<string[]>([]);
+  protected readonly embeddingModels = signal<string[]>([]);
   protected readonly model = signal('');
+  protected readonly embedModel = signal('');
+  protected readonly stats = signal<string | null>(null);
+  protected readonly embedding = signal(false);
+  protected temperature: number | null = 0.7;
+  protected maxTokens: number | null = 256;
   protected readonly messages = signal<ChatMessage[]>([]);
   protected readonly streaming = signal(false);
   protected readonly chatError = signal<string | null>(null);
@@ -78,10 +99,12 @@ export class LlmServerPanel implements OnInit {
 
   async ngOnInit() {
     try {
-      const r = await this.api.get<{ data: { id: string }[] }>('/v1/models');
-      const ids = (r.data ?? []).map((m) => m.id);
-      this.models.set(ids);
-      if (ids.length) this.model.set(ids[0]);
+      const r = await this.api.get<{ data: { id: string; kind?: string }[] }>('/v1/models');
+      const { chat, embedding } = modelsByKind(r.data ?? []);
+      this.chatModels.set(chat);
+      this.embeddingModels.set(embedding);
+      if (chat.length) this.model.set(chat[0]);
+      if (embedding.length) this.embedModel.set(embedding[0]);
     } catch (e) {
       this.chatError.set(`Could not list models: ${(e as Error).message}`);
     }
@@ -99,12 +122,17 @@ export class LlmServerPanel implements OnInit {
     const history = [...this.messages(), { role: 'user' as const, content: text }];
     this.messages.set([...history, { role: 'assistant', content: '' }]);
     this.streaming.set(true);
+    this.stats.set(null);
     this.abort = new AbortController();
+    const t0 = performance.now();
+    let first: number | null = null;
+    let pieces = 0;
+    let finish: string | null = null;
     try {
       const res = await fetch(this.api.base + '/v1/chat/completions', {
         method: 'POST',
         headers: this.headers(),
-        body: JSON.stringify({ model: this.model() || undefined, messages: history, stream: true }),
+        body: JSON.stringify(this.chatBody(history)),
         signal: this.abort.signal,
       });
       if (!res.ok || !res.body) {
@@ -117,16 +145,44 @@ export class LlmServerPanel implements OnInit {
         const { value, done } = await reader.read();
         if (done) break;
         for (const data of parser.push(value)) {
+          const failed = sseError(data);
+          if (failed) throw new Error(failed);
           const delta = chatDelta(data);
-          if (delta) this.appendAssistant(delta);
+          if (delta) {
+            first ??= performance.now();
+            pieces++;
+            this.appendAssistant(delta);
+          }
+          finish = finishReason(data) ?? finish;
         }
       }
+      const total = (performance.now() - t0) / 1000;
+      this.stats.set(
+        `${pieces} pieces · first after ${first == null ? '–' : ((first - t0) / 1000).toFixed(2) + ' s'} · ${total.toFixed(2)} s in all` +
+          (finish ? ` · finish: ${finish}` : ''),
+      );
     } catch (e) {
       if ((e as Error).name !== 'AbortError') this.chatError.set(`Chat failed: ${(e as Error).message}`);
+      // Drop an answer that never started.
+      this.messages.update((m) => (m.length && m[m.length - 1].role === 'assistant' && !m[m.length - 1].content ? m.slice(0, -1) : m));
     } finally {
       this.streaming.set(false);
       this.abort = null;
     }
+  }
+
+  /** The request: the chosen model, the conversation, the sampling settings, stream: true. */
+  chatBody(messages: ChatMessage[]) {
+    const body: Record<string, unknown> = { model: this.model(), messages, stream: true };
+    if (this.temperature != null && `${this.temperature}` !== '') body['temperature'] = Number(this.temperature);
+    if (this.maxTokens != null && `${this.maxTokens}` !== '') body['max_tokens'] = Number(this.maxTokens);
+    return body;
+  }
+
+  clear() {
+    this.messages.set([]);
+    this.stats.set(null);
+    this.chatError.set(null);
   }
 
   private appendAssistant(delta: string) {
@@ -144,8 +200,9 @@ export class LlmServerPanel implements OnInit {
     this.embedError.set(null);
     const input = [this.textA, this.textB].map((t) => t.trim()).filter(Boolean);
     if (!input.length) return this.embedError.set('Enter some text.');
+    this.embedding.set(true);
     try {
-      const r = await this.api.post<{ data: { embedding: number[] }[] }>('/v1/embeddings', { model: this.model() || undefined, input });
+      const r = await this.api.post<{ data: { embedding: number[] }[] }>('/v1/embeddings', { model: this.embedModel(), input });
       const [a, b] = r.data.map((d) => d.embedding);
       this.embedResult.set({
         dims: a.length,
@@ -154,6 +211,8 @@ export class LlmServerPanel implements OnInit {
       });
     } catch (e) {
       this.embedError.set((e as Error).message);
+    } finally {
+      this.embedding.set(false);
     }
   }
 }

@@ -1,4 +1,4 @@
-import { SseParser, chatDelta, cosine } from './sse';
+import { SseParser, chatDelta, cosine, finishReason, modelsByKind, sseError } from './sse';
 
 describe('SseParser', () => {
   it('assembles events split across chunks', () => {
@@ -23,5 +23,21 @@ describe('chatDelta / cosine', () => {
     expect(cosine([1, 0], [1, 0])).toBeCloseTo(1);
     expect(cosine([1, 0], [0, 1])).toBeCloseTo(0);
     expect(cosine([0, 0], [1, 1])).toBe(0);
+  });
+});
+
+describe('stream errors, finish reasons, model kinds', () => {
+  it('reads an in-stream error and the finish reason', () => {
+    expect(sseError('{"error":{"message":"the model is gone","type":"server_error"}}')).toBe('the model is gone');
+    expect(sseError('{"choices":[]}')).toBeNull();
+    expect(sseError('[DONE]')).toBeNull();
+    expect(finishReason('{"choices":[{"delta":{},"finish_reason":"length"}]}')).toBe('length');
+    expect(finishReason('{"choices":[{"delta":{"content":"x"},"finish_reason":null}]}')).toBeNull();
+  });
+  it('splits /v1/models by kind', () => {
+    expect(modelsByKind([{ id: 'SmolLM2-135M-Instruct', kind: 'chat' }, { id: 'all-MiniLM-L6-v2', kind: 'embedding' }, { id: 'x' }])).toEqual({
+      chat: ['SmolLM2-135M-Instruct', 'x'],
+      embedding: ['all-MiniLM-L6-v2'],
+    });
   });
 });

@@ -45,3 +45,31 @@ export function cosine(a: number[], b: number[]): number {
   }
   return na && nb ? dot / Math.sqrt(na * nb) : 0;
 }
+
+/** The error message of an in-stream `{"error": {...}}` payload (a stream that failed half-way), or null. */
+export function sseError(payload: string): string | null {
+  if (payload === '[DONE]') return null;
+  try {
+    const j = JSON.parse(payload);
+    return j?.error ? String(j.error.message ?? JSON.stringify(j.error)) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The finish_reason of a chat.completion.chunk payload, or null. */
+export function finishReason(payload: string): string | null {
+  try {
+    return JSON.parse(payload)?.choices?.[0]?.finish_reason ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** Splits /v1/models' data into chat and embedding model ids (by their `kind`; unknown kinds are offered for chat). */
+export function modelsByKind(data: { id: string; kind?: string }[]): { chat: string[]; embedding: string[] } {
+  const chat: string[] = [];
+  const embedding: string[] = [];
+  for (const m of data) (m.kind === 'embedding' ? embedding : chat).push(m.id);
+  return { chat, embedding };
+}
