@@ -6,7 +6,7 @@
 //   BKG_SCREENSHOTS   where screenshots go (default <repo>/docs/screenshots)
 //   BKG_MODELS_DIR    the real models folder (default <repo>/models; `bash scripts/fetch-models.sh`);
 //                     the host gets a hard-linked private copy of it
-//   E2E_ONLY          run only tests whose name contains this
+//   E2E_ONLY          run only tests whose name contains this (and the first, which logs in)
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -302,6 +302,11 @@ test('models: a slow download can be cancelled from the page', async () => {
   const row = job(SLOW.repo);
   await row.waitFor();
   await expectEventually('some progress', async () => Number(await row.locator('[data-file="weights.bin"] [role=progressbar]').getAttribute('aria-valuenow')) > 0, 20_000);
+  // Asking for the same repo again while it runs: the host's 409, shown at the form.
+  await requestDownload(SLOW.repo, ['weights.bin']);
+  const conflict = page.getByTestId('download-error');
+  await conflict.waitFor();
+  if (!/^409: .*already running/.test((await conflict.textContent()).trim())) throw new Error(`unexpected: ${await conflict.textContent()}`);
   await row.getByRole('button', { name: 'Cancel' }).click();
   await expectEventually('cancelled', async () => (await row.getAttribute('data-job-state')) === 'cancelled', 15_000);
   const id = await row.getAttribute('data-job');
@@ -314,6 +319,10 @@ test('models: a slow download can be cancelled from the page', async () => {
   if (existsSync(cache)) throw new Error(`a cancelled download left its partial files in ${cache}`);
   if (!/cancelled/.test(await row.locator('[data-file="weights.bin"]').textContent())) throw new Error('the file does not show cancelled');
   if ((await row.getByRole('button', { name: /Cancel/ }).count()) !== 0) throw new Error('cancel button still shown');
+  // Editing the form clears the stale 409.
+  await page.locator('form[data-testid=download-form] input[name=repo]').fill(TINY.repo);
+  await page.locator('form[data-testid=download-form] textarea[name=files]').fill('config.json\nmodel.safetensors');
+  await conflict.waitFor({ state: 'detached' });
   await shot('models');
 });
 
@@ -401,7 +410,8 @@ let skipped = 0;
 const only = process.env.E2E_ONLY;
 try {
   for (const t of tests) {
-    if (only && !t.name.includes(only)) continue;
+    // The first test logs in: the others need it.
+    if (only && !t.name.includes(only) && tests.indexOf(t) !== 0) continue;
     if (t.skip) {
       skipped++;
       console.log(`- skip ${t.name} (${t.skip})`);

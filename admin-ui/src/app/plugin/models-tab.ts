@@ -42,11 +42,11 @@ const JOB_STYLES: Record<string, string> = {
           <p class="muted text-xs">From the host's Hugging Face hub into
             <span class="font-mono" data-testid="models-dir">{{ modelsDir() || '…' }}</span>/&lt;org&gt;/&lt;name&gt;.</p>
           <label class="block"><span class="label">Repository</span>
-            <input class="input mt-1 font-mono" name="repo" [(ngModel)]="repo" placeholder="sentence-transformers/all-MiniLM-L6-v2" autocomplete="off" /></label>
+            <input class="input mt-1 font-mono" name="repo" [(ngModel)]="repo" (ngModelChange)="formError.set(null)" placeholder="sentence-transformers/all-MiniLM-L6-v2" autocomplete="off" /></label>
           <label class="block"><span class="label">Revision</span>
-            <input class="input mt-1 font-mono" name="revision" [(ngModel)]="revision" placeholder="main" autocomplete="off" /></label>
+            <input class="input mt-1 font-mono" name="revision" [(ngModel)]="revision" (ngModelChange)="formError.set(null)" placeholder="main" autocomplete="off" /></label>
           <label class="block"><span class="label">Files</span>
-            <textarea class="input mt-1 min-h-28 font-mono text-xs" name="files" [(ngModel)]="files"
+            <textarea class="input mt-1 min-h-28 font-mono text-xs" name="files" [(ngModel)]="files" (ngModelChange)="formError.set(null)"
               placeholder="config.json&#10;tokenizer.json&#10;model.safetensors 53aa51172d14…"></textarea>
             <span class="muted mt-1 block text-xs">One per line; optionally followed by the file's sha256.</span></label>
           @if (formError(); as e) { <p class="text-sm text-rose-700 dark:text-rose-300" role="alert" data-testid="download-error">{{ e }}</p> }
@@ -80,7 +80,7 @@ const JOB_STYLES: Record<string, string> = {
                       <div class="h-1.5 w-full overflow-hidden rounded bg-slate-200 dark:bg-slate-700" role="progressbar"
                         [attr.aria-valuenow]="pct(f)" aria-valuemin="0" aria-valuemax="100" [attr.aria-label]="f.name">
                         <div class="h-full rounded transition-[width]" [class]="f.state === 'failed' ? 'bg-rose-500' : f.state === 'verified' ? 'bg-emerald-500' : j.state === 'cancelled' ? 'bg-slate-400' : 'bg-sky-500'"
-                          [style.width.%]="pct(f) ?? 5"></div>
+                          [style.width.%]="pct(f) ?? (f.state === 'failed' ? 100 : 5)"></div>
                       </div>
                       @if (f.sha256) { <div class="muted truncate font-mono" title="sha256">sha256 {{ f.sha256 }}</div> }
                     </li>
