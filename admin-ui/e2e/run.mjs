@@ -6,9 +6,10 @@
 //   BKG_SCREENSHOTS   where screenshots go (default <repo>/docs/screenshots)
 //   BKG_MODELS_DIR    the real models folder (default <repo>/models; `bash scripts/fetch-models.sh`);
 //                     the host gets a hard-linked private copy of it
+//   E2E_KEEP          1: keep the host's temp folder (log, models copy) even when all passed
 //   E2E_ONLY          run only tests whose name contains this (and the first, which logs in)
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ADMIN_KEY, DIST, MODELS_DIR, REPO_ROOT, UI_FROM_HOST, installPlugin, launchChromium, lib, modelsProblem, startHost } from './harness.mjs';
 import { bytes, sha256, startFakeHub } from './fakehub.mjs';
@@ -438,5 +439,9 @@ try {
   await host.stop();
   await hub.close();
 }
-console.log(`\ne2e: ${passed} passed, ${failed} failed, ${skipped} skipped (host log and failure screenshots: ${host.dir})`);
+// The host's folder holds copies of the plugin libraries (~110 MB) and what the tests wrote into
+// the models copy: kept only when something failed (or E2E_KEEP=1).
+const keep = failed > 0 || process.env.E2E_KEEP === '1';
+if (!keep) await rm(host.dir, { recursive: true, force: true }).catch(() => {});
+console.log(`\ne2e: ${passed} passed, ${failed} failed, ${skipped} skipped${keep ? ` (host log and failure screenshots: ${host.dir})` : ''}`);
 process.exit(failed ? 1 : 0);
