@@ -71,6 +71,12 @@ pub fn commit(
     }
     let replaced = target.exists();
     if replaced {
+        // Files written beside the earlier install (a quantized copy, notes) are the user's:
+        // they move into the new folder unless the new model brings a file of that name.
+        let ours: std::collections::HashSet<&str> =
+            model.files.iter().map(|f| f.name.as_str()).collect();
+        carry_over(&target, staging, "", &ours)
+            .map_err(|e| format!("cannot keep the files beside {}: {e}", target.display()))?;
         fs::rename(&target, trash)
             .map_err(|e| format!("cannot move the earlier {} aside: {e}", target.display()))?;
     }
@@ -85,6 +91,31 @@ pub fn commit(
         let _ = fs::remove_dir_all(trash);
     }
     Ok(target)
+}
+
+/// Link what `from` holds beyond `ours` (and the manifest) into the same place under `to`.
+fn carry_over(
+    from: &Path,
+    to: &Path,
+    prefix: &str,
+    ours: &std::collections::HashSet<&str>,
+) -> io::Result<()> {
+    for e in fs::read_dir(from)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        if rel == MANIFEST || ours.contains(rel.as_str()) {
+            continue;
+        }
+        let dest = to.join(&name);
+        if e.file_type()?.is_dir() {
+            fs::create_dir_all(&dest)?;
+            carry_over(&e.path(), &dest, &rel, ours)?;
+        } else if !dest.exists() && fs::hard_link(e.path(), &dest).is_err() {
+            // Linked (or copied), not moved: until the swap succeeds the earlier folder is whole.
+            fs::copy(e.path(), &dest)?;
+        }
+    }
+    Ok(())
 }
 
 /// The manifests of every model folder (`<repo>` one or two levels deep), for the registry
@@ -172,8 +203,13 @@ mod tests {
         fs::write(root.join("blob2"), "v2").unwrap();
         let staging = root.join(".downloads/s2");
         stage_file(&staging, "a/b.txt", &root.join("blob2")).unwrap();
+        // A file written beside the first install (e.g. a quantized copy) is kept.
+        fs::write(target.join("model-q8_0.gguf"), "mine").unwrap();
+        fs::write(target.join("a/notes.txt"), "also mine").unwrap();
         commit(root, &staging, &root.join(".downloads/t2"), &model("org/m")).unwrap();
         assert_eq!(fs::read_to_string(target.join("a/b.txt")).unwrap(), "v2");
+        assert_eq!(fs::read_to_string(target.join("model-q8_0.gguf")).unwrap(), "mine");
+        assert_eq!(fs::read_to_string(target.join("a/notes.txt")).unwrap(), "also mine");
         assert!(!root.join(".downloads/t2").exists());
 
         // A folder someone else made is left alone.

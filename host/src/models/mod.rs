@@ -73,6 +73,8 @@ pub enum FileState {
     Downloading,
     Verified,
     Failed,
+    /// The job was cancelled while this file was being fetched.
+    Cancelled,
 }
 
 /// One file of a job.
@@ -463,9 +465,10 @@ impl Models {
                     fetched.push(f);
                 }
                 Err(e) => {
-                    if matches!(e, FetchError::Failed(_)) {
-                        job.view().files[index].state = FileState::Failed;
-                    }
+                    job.view().files[index].state = match e {
+                        FetchError::Failed(_) => FileState::Failed,
+                        FetchError::Cancelled => FileState::Cancelled,
+                    };
                     return Err(discard(e));
                 }
             }

@@ -310,6 +310,7 @@ fn cancel_stops_a_transfer_and_leaves_nothing() {
     hub.release();
     let job = finish(&host, &id);
     assert_eq!(job["state"], "cancelled", "{job}");
+    assert_eq!(job["files"][0]["state"], "cancelled", "{job}");
     assert!(!host.models_dir().join(REPO).exists());
     assert!(partial_files(&host.models_dir()).is_empty(), "partial data removed");
     let (status, _) = host.request_as(
