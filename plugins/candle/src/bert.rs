@@ -6,15 +6,19 @@
 //!   `model.quantize` whose linear layers are quantized (run as quantized matmuls);
 //! - the query, key and value projections are one fused matmul, the `1/sqrt(head_dim)` scale
 //!   is folded into the query weights at load time;
-//! - softmax is candle-nn's fused last-dimension kernel (`softmax_last_dim`) and layer norm
-//!   its fused kernel (`ops::layer_norm`);
-//! - the attention mask is an additive `(batch, 1, 1, seq)` tensor built once per batch.
+//! - sequences are *packed* (no padding): the rows of all sentences of a batch go through the
+//!   matmuls together and attention runs per sentence (see [`Bert::forward_packed`]);
+//! - everything between two matmuls is one fused pass ([`crate::fused`]: bias + gelu,
+//!   bias + residual + layer norm, attention straight from the fused QKV output, embeddings +
+//!   layer norm), none of it on candle's process-wide barrier pool.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor, D};
+
+use crate::fused::{self, NormParams};
 use serde::Deserialize;
 
 /// The subset of a BERT `config.json` this encoder needs.
@@ -95,20 +99,33 @@ impl WeightSource {
     }
 }
 
-/// A dense layer `y = x W^T + b`: F32 weights, or a quantized matmul.
+/// The matrix of a dense layer: F32 (stored transposed, `(in, out)`), or a quantized matmul.
 #[derive(Clone)]
-pub enum Linear {
-    F32 { weight_t: Tensor, bias: Tensor },
-    Quantized { weight: QMatMul, bias: Tensor },
+pub enum Matmul {
+    F32(Tensor),
+    Quantized(QMatMul),
+}
+
+/// A dense layer `y = x W^T + b`. The encoder applies the bias inside the fused op that
+/// follows the matmul ([`crate::fused`]); [`Linear::forward`] is the plain form.
+#[derive(Clone)]
+pub struct Linear {
+    pub weight: Matmul,
+    pub bias: Vec<f32>,
 }
 
 impl Linear {
-    /// Apply to a 2-D `(rows, in)` input.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Self::F32 { weight_t, bias } => x.matmul(weight_t)?.broadcast_add(bias),
-            Self::Quantized { weight, bias } => weight.forward(x)?.broadcast_add(bias),
+    /// `x W^T` (no bias) for a 2-D `(rows, in)` input: a fresh contiguous tensor.
+    pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.weight {
+            Matmul::F32(weight_t) => x.matmul(weight_t),
+            Matmul::Quantized(weight) => weight.forward(x),
         }
+    }
+
+    /// `x W^T + b` for a 2-D `(rows, in)` input.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.matmul(x)?.broadcast_add(&Tensor::new(self.bias.as_slice(), x.device())?)
     }
 
     /// Load one layer; `prefixes` are concatenated along the output dimension (fused QKV),
@@ -119,64 +136,56 @@ impl Linear {
         for (p, scale) in prefixes {
             biases.push((src.tensor(&format!("{p}.bias"))? * *scale)?);
         }
-        let bias = Tensor::cat(&biases, 0)?;
+        let bias = Tensor::cat(&biases, 0)?.to_vec1::<f32>()?;
         if quantized && prefixes.len() == 1 && prefixes[0].1 == 1.0 {
             let q = src.qtensor(&format!("{}.weight", prefixes[0].0)).expect("checked above");
-            return Ok(Self::Quantized { weight: QMatMul::from_arc(q)?, bias });
+            return Ok(Self { weight: Matmul::Quantized(QMatMul::from_arc(q)?), bias });
         }
         let mut weights = Vec::new();
         for (p, scale) in prefixes {
             weights.push((src.tensor(&format!("{p}.weight"))? * *scale)?);
         }
         let weight = Tensor::cat(&weights, 0)?;
+        if weight.dim(0)? != bias.len() {
+            candle_core::bail!("{}: weight and bias sizes differ", prefixes[0].0);
+        }
         if quantized {
             // Fused or scaled quantized weights are requantized to the stored type.
             let dtype = src.qtensor(&format!("{}.weight", prefixes[0].0)).expect("checked").dtype();
             let q = QTensor::quantize(&weight, dtype)?;
-            return Ok(Self::Quantized { weight: QMatMul::from_qtensor(q)?, bias });
+            return Ok(Self { weight: Matmul::Quantized(QMatMul::from_qtensor(q)?), bias });
         }
-        Ok(Self::F32 { weight_t: weight.t()?.contiguous()?, bias })
+        Ok(Self { weight: Matmul::F32(weight.t()?.contiguous()?), bias })
     }
 }
 
-#[derive(Clone)]
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f32,
-}
-
-impl LayerNorm {
-    fn load(src: &WeightSource, prefix: &str, eps: f64) -> Result<Self> {
-        Ok(Self {
-            weight: src.tensor(&format!("{prefix}.weight"))?,
-            bias: src.tensor(&format!("{prefix}.bias"))?,
-            eps: eps as f32,
-        })
-    }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps)
-    }
+fn load_norm(src: &WeightSource, prefix: &str, eps: f64) -> Result<NormParams> {
+    Ok(NormParams {
+        gamma: src.tensor(&format!("{prefix}.weight"))?.to_vec1()?,
+        beta: src.tensor(&format!("{prefix}.bias"))?.to_vec1()?,
+        eps: eps as f32,
+    })
 }
 
 #[derive(Clone)]
 struct Layer {
     qkv: Linear,
     attn_out: Linear,
-    attn_norm: LayerNorm,
+    attn_norm: NormParams,
     intermediate: Linear,
     output: Linear,
-    out_norm: LayerNorm,
+    out_norm: NormParams,
 }
 
 /// The encoder: embeddings, then `num_hidden_layers` transformer layers.
 #[derive(Clone)]
 pub struct Bert {
     pub config: Config,
-    word_embeddings: Tensor,
-    position_embeddings: Tensor,
-    token_type_embeddings: Tensor,
-    embed_norm: LayerNorm,
+    /// Row-major `(vocab, hidden)`, `(positions, hidden)`, `(types, hidden)`.
+    word_embeddings: Vec<f32>,
+    position_embeddings: Vec<f32>,
+    token_type_embeddings: Vec<f32>,
+    embed_norm: NormParams,
     layers: Vec<Layer>,
     gelu_approximate: bool,
 }
@@ -197,10 +206,11 @@ impl Bert {
         };
         let scale = 1.0 / ((config.hidden_size / heads) as f64).sqrt();
         let eps = config.layer_norm_eps;
+        let hidden = config.hidden_size;
         let mut layers = Vec::new();
         for i in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
-            layers.push(Layer {
+            let layer = Layer {
                 qkv: Linear::load(
                     src,
                     &[
@@ -210,65 +220,115 @@ impl Bert {
                     ],
                 )?,
                 attn_out: Linear::load(src, &[(&format!("{p}.attention.output.dense"), 1.0)])?,
-                attn_norm: LayerNorm::load(src, &format!("{p}.attention.output.LayerNorm"), eps)?,
+                attn_norm: load_norm(src, &format!("{p}.attention.output.LayerNorm"), eps)?,
                 intermediate: Linear::load(src, &[(&format!("{p}.intermediate.dense"), 1.0)])?,
                 output: Linear::load(src, &[(&format!("{p}.output.dense"), 1.0)])?,
-                out_norm: LayerNorm::load(src, &format!("{p}.output.LayerNorm"), eps)?,
-            });
+                out_norm: load_norm(src, &format!("{p}.output.LayerNorm"), eps)?,
+            };
+            let sizes = [
+                layer.qkv.bias.len(),
+                layer.attn_out.bias.len(),
+                layer.attn_norm.gamma.len(),
+                layer.intermediate.bias.len(),
+                layer.output.bias.len(),
+                layer.out_norm.gamma.len(),
+            ];
+            if sizes != [3 * hidden, hidden, hidden, config.intermediate_size, hidden, hidden] {
+                candle_core::bail!("layer {i}: tensor sizes {sizes:?} do not match the config");
+            }
+            layers.push(layer);
         }
-        let bert = Self {
-            config: config.clone(),
-            word_embeddings: src.tensor("embeddings.word_embeddings.weight")?,
-            position_embeddings: src.tensor("embeddings.position_embeddings.weight")?,
-            token_type_embeddings: src.tensor("embeddings.token_type_embeddings.weight")?,
-            embed_norm: LayerNorm::load(src, "embeddings.LayerNorm", eps)?,
-            layers,
-            gelu_approximate,
-        };
-        let (v, h) = bert.word_embeddings.dims2()?;
-        if v != config.vocab_size || h != config.hidden_size {
+        let word = src.tensor("embeddings.word_embeddings.weight")?;
+        let (v, h) = word.dims2()?;
+        if v != config.vocab_size || h != hidden {
             candle_core::bail!(
                 "word embeddings are {v}x{h}, config says {}x{}",
                 config.vocab_size,
                 config.hidden_size
             );
         }
-        Ok(bert)
+        let position = src.tensor("embeddings.position_embeddings.weight")?;
+        let token_type = src.tensor("embeddings.token_type_embeddings.weight")?;
+        if position.dim(1)? != hidden || token_type.dim(1)? != hidden || token_type.dim(0)? == 0 {
+            candle_core::bail!("position or token type embeddings do not match the hidden size");
+        }
+        let embed_norm = load_norm(src, "embeddings.LayerNorm", eps)?;
+        if embed_norm.gamma.len() != hidden || embed_norm.beta.len() != hidden {
+            candle_core::bail!("embeddings.LayerNorm does not match the hidden size");
+        }
+        Ok(Self {
+            config: config.clone(),
+            word_embeddings: word.flatten_all()?.to_vec1()?,
+            position_embeddings: position.flatten_all()?.to_vec1()?,
+            token_type_embeddings: token_type.flatten_all()?.to_vec1()?,
+            embed_norm,
+            layers,
+            gelu_approximate,
+        })
+    }
+
+    /// Hidden states `(rows, hidden)` for packed sequences: sequence `i` is the token ids
+    /// `ids[offsets[i]..offsets[i + 1]]` (`offsets` starts at 0 and ends at `ids.len()`); no
+    /// padding, each sequence attends to its own tokens only. Token types are all 0.
+    pub fn forward_packed(&self, ids: &[u32], offsets: &[usize]) -> Result<Tensor> {
+        if offsets.first() != Some(&0)
+            || offsets.last() != Some(&ids.len())
+            || offsets.windows(2).any(|w| w[0] > w[1])
+        {
+            candle_core::bail!("bad offsets for {} packed tokens", ids.len());
+        }
+        let hidden = self.config.hidden_size;
+        let heads = self.config.num_attention_heads;
+        let mut x = fused::embed_layer_norm(
+            ids,
+            offsets,
+            &self.word_embeddings,
+            &self.position_embeddings,
+            &self.token_type_embeddings[..hidden],
+            &self.embed_norm,
+        )?;
+        for layer in &self.layers {
+            let qkv = layer.qkv.matmul(&x)?;
+            let bias = &layer.qkv.bias;
+            let ctx = fused::attention(&qkv, offsets, heads, &bias[..hidden], &bias[2 * hidden..])?;
+            drop(qkv);
+            let x1 = layer.attn_out.matmul(&ctx)?;
+            fused::bias_residual_layer_norm_(&x1, &x, &layer.attn_out.bias, &layer.attn_norm)?;
+            let inter = layer.intermediate.matmul(&x1)?;
+            fused::bias_gelu_(&inter, &layer.intermediate.bias, self.gelu_approximate)?;
+            let out = layer.output.matmul(&inter)?;
+            fused::bias_residual_layer_norm_(&out, &x1, &layer.output.bias, &layer.out_norm)?;
+            x = out;
+        }
+        Ok(x)
     }
 
     /// Hidden states `(batch, seq, hidden)` for `input_ids` `(batch, seq)` (u32) and the
-    /// `mask` `(batch, seq)` (1 = token, 0 = padding). Token types are all 0.
+    /// `mask` `(batch, seq)` (1 = token, 0 = padding; each row's tokens first, then its
+    /// padding). Token types are all 0. Padding positions come back as zeros.
     pub fn forward(&self, input_ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (b, s) = input_ids.dims2()?;
         let hidden = self.config.hidden_size;
-        let heads = self.config.num_attention_heads;
-        let head_dim = hidden / heads;
-
-        let ids = input_ids.flatten_all()?;
-        let x = self.word_embeddings.index_select(&ids, 0)?.reshape((b, s, hidden))?;
-        let x = x.broadcast_add(&self.position_embeddings.narrow(0, 0, s)?)?;
-        let x = x.broadcast_add(&self.token_type_embeddings.narrow(0, 0, 1)?)?;
-        let mut x = self.embed_norm.forward(&x.reshape((b * s, hidden))?)?;
-
-        // 0 where there is a token, a large negative number on padding.
-        let additive_mask = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e30)?.reshape((b, 1, 1, s))?;
-
-        for layer in &self.layers {
-            let qkv = layer.qkv.forward(&x)?.reshape((b, s, 3, heads, head_dim))?;
-            let q = qkv.narrow(2, 0, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()?;
-            let k = qkv.narrow(2, 1, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()?;
-            let v = qkv.narrow(2, 2, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()?;
-            let scores = q.matmul(&k.t()?)?.broadcast_add(&additive_mask)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * s, hidden))?;
-            let attn = layer.attn_out.forward(&ctx)?;
-            let x1 = layer.attn_norm.forward(&(attn + &x)?)?;
-            let inter = layer.intermediate.forward(&x1)?;
-            let inter = if self.gelu_approximate { inter.gelu()? } else { inter.gelu_erf()? };
-            let out = layer.output.forward(&inter)?;
-            x = layer.out_norm.forward(&(out + &x1)?)?;
+        let ids = input_ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+        let mask = mask.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let mut packed = Vec::with_capacity(b * s);
+        let mut offsets = vec![0];
+        for (row, m) in ids.iter().zip(&mask) {
+            let len = m.iter().take_while(|&&v| v != 0.0).count();
+            if m[len..].iter().any(|&v| v != 0.0) {
+                candle_core::bail!("the mask must be a row's tokens first, then its padding");
+            }
+            packed.extend_from_slice(&row[..len]);
+            offsets.push(packed.len());
         }
-        x.reshape((b, s, hidden))
+        let h = self.forward_packed(&packed, &offsets)?.to_vec2::<f32>()?;
+        let mut out = vec![0f32; b * s * hidden];
+        for (i, w) in offsets.windows(2).enumerate() {
+            for (j, r) in (w[0]..w[1]).enumerate() {
+                out[(i * s + j) * hidden..][..hidden].copy_from_slice(&h[r]);
+            }
+        }
+        Tensor::from_vec(out, (b, s, hidden), &Device::Cpu)
     }
 }
 

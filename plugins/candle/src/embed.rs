@@ -1,9 +1,10 @@
 //! Sentence embeddings with a BERT encoder: tokenize, batch by length, run the encoder,
 //! mean-pool the real tokens (attention mask) and L2-normalise.
 //!
-//! Batching: the inputs are sorted by token count and cut into batches of `batch_size`;
-//! each batch is padded to its own longest sequence (not to the fixed 128 of the shipped
-//! tokenizer.json, whose padding is switched off here). The vectors come back in input order.
+//! Batching: the inputs are sorted by token count and cut into batches of `batch_size`; a
+//! batch's sentences are packed one after the other (no padding at all, not even to the
+//! batch's longest; the fixed 128 of the shipped tokenizer.json is switched off here) and
+//! attention runs per sentence. The vectors come back in input order.
 //!
 //! Long inputs are truncated to the model's `max_position_embeddings` tokens (512 for
 //! all-MiniLM-L6-v2, counting `[CLS]` and `[SEP]`); the answer says how many were truncated.
@@ -11,10 +12,9 @@
 use std::path::Path;
 
 use candle_core::quantized::gguf_file;
-use candle_core::{Device, Tensor};
 use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::bert::{masked_mean_normalized, Bert, Config, WeightSource};
+use crate::bert::{Bert, Config, WeightSource};
 use crate::error::{candle_msg, Error, Result};
 
 /// GGUF metadata key under which `model.quantize` stores the BERT `config.json`.
@@ -138,21 +138,18 @@ impl EmbeddingModel {
         Ok(Embeddings { vectors, tokens, truncated })
     }
 
-    /// One padded batch through the encoder.
+    /// One batch through the encoder: the rows are packed (no padding), each sentence attends
+    /// to its own tokens, then mean-pooled and L2-normalised.
     pub fn embed_ids(&self, rows: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let longest = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(rows.len() * longest);
-        let mut mask = Vec::with_capacity(rows.len() * longest);
+        let mut ids = Vec::with_capacity(rows.iter().map(|r| r.len()).sum());
+        let mut offsets = Vec::with_capacity(rows.len() + 1);
+        offsets.push(0);
         for r in rows {
             ids.extend_from_slice(r);
-            mask.extend(std::iter::repeat_n(1u32, r.len()));
-            ids.extend(std::iter::repeat_n(0u32, longest - r.len()));
-            mask.extend(std::iter::repeat_n(0u32, longest - r.len()));
+            offsets.push(ids.len());
         }
-        let ids = Tensor::from_vec(ids, (rows.len(), longest), &Device::Cpu)?;
-        let mask = Tensor::from_vec(mask, (rows.len(), longest), &Device::Cpu)?;
-        let hidden = self.bert.forward(&ids, &mask)?;
-        masked_mean_normalized(&hidden, &mask)?.to_vec2::<f32>()
+        let hidden = self.bert.forward_packed(&ids, &offsets)?;
+        crate::fused::mean_pool_normalized(&hidden, &offsets)
     }
 
     /// Token ids of one text (with `[CLS]`/`[SEP]`, truncated), for benchmarks and tests.

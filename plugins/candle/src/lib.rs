@@ -10,6 +10,7 @@ pub mod bert;
 pub mod chat;
 pub mod embed;
 pub mod error;
+pub mod fused;
 pub mod quantize;
 pub mod registry;
 pub mod runtime;
