@@ -6,13 +6,14 @@
 //! bash scripts/fetch-models.sh
 //! cargo run --release --example bench_embed -- [--rounds 5] [--threads 2] [--batches 32,1]
 //!     [--sentences FILE] [--write-sentences FILE] [--vectors-out DIR] [--reference]
-//!     [--model sentence-transformers/all-MiniLM-L6-v2]
+//!     [--model sentence-transformers/all-MiniLM-L6-v2] [--json]
 //! ```
 //!
 //! `--write-sentences FILE` writes the 512 sentences (one a line) and exits; `--sentences FILE`
 //! reads them back (scripts/bench-ml.sh gives the same file to PyTorch). `--vectors-out DIR`
 //! writes `candle-b<batch>.f32` (little-endian f32, 512 x 384, input order) for the comparison.
-//! `--reference` also reports the worst cosine against candle_transformers' `BertModel`.
+//! `--json` prints `{"side":"candle","rates":{"32":[..],"1":[..]}}` on stdout (the rest on
+//! stderr). `--reference` also reports the worst cosine against candle_transformers' `BertModel`.
 //! Env fallbacks: `BKG_THREADS`, `BKG_BENCH_RUNS`, `BKG_BENCH_MODEL`.
 
 use std::time::Instant;
@@ -116,6 +117,7 @@ struct Args {
     write_sentences: Option<String>,
     vectors_out: Option<String>,
     reference: bool,
+    json: bool,
     model: String,
 }
 
@@ -129,6 +131,7 @@ fn args() -> Args {
         write_sentences: None,
         vectors_out: None,
         reference: false,
+        json: false,
         model: env("BKG_BENCH_MODEL").unwrap_or("sentence-transformers/all-MiniLM-L6-v2".into()),
     };
     let mut it = std::env::args().skip(1);
@@ -145,6 +148,7 @@ fn args() -> Args {
             "--vectors-out" => a.vectors_out = Some(value()),
             "--model" => a.model = value(),
             "--reference" => a.reference = true,
+            "--json" => a.json = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -189,12 +193,13 @@ fn main() {
     let model = e.registry.get("m").unwrap();
     let Model::Embedding(m) = &*model else { panic!("not an embedding model") };
     let tokens: usize = texts.iter().map(|t| m.tokenize(t).unwrap().len()).sum();
-    println!(
+    let say = |line: String| if a.json { eprintln!("{line}") } else { println!("{line}") };
+    say(format!(
         "{n} sentences, {tokens} tokens ({:.1} per sentence), {} threads, model {}",
         tokens as f64 / n as f64,
         a.threads,
         a.model
-    );
+    ));
 
     for &batch in &a.batches {
         let _ = e.runtime.install(|| m.embed(&texts[..64.min(n)], batch)).unwrap().unwrap();
@@ -211,11 +216,11 @@ fn main() {
     }
     for (i, &batch) in a.batches.iter().enumerate() {
         let rounds: Vec<String> = rates[i].iter().map(|r| format!("{r:.1}")).collect();
-        println!(
+        say(format!(
             "candle batch {batch}: median {:.1} sentences/s, rounds [{}]",
             median(&rates[i]),
             rounds.join(", ")
-        );
+        ));
         if let Some(dir) = &a.vectors_out {
             let bytes: Vec<u8> =
                 vectors[i].iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
@@ -225,7 +230,12 @@ fn main() {
     if a.batches.len() > 1 {
         let worst =
             vectors[0].iter().zip(&vectors[1]).map(|(x, y)| cosine(x, y)).fold(1.0f32, f32::min);
-        println!("worst cosine batch {} vs batch {}: {worst:.7}", a.batches[0], a.batches[1]);
+        say(format!("worst cosine batch {} vs batch {}: {worst:.7}", a.batches[0], a.batches[1]));
+    }
+    if a.json {
+        let rates: serde_json::Map<String, serde_json::Value> =
+            a.batches.iter().zip(&rates).map(|(b, r)| (b.to_string(), json!(r))).collect();
+        println!("{}", json!({ "side": "candle", "rates": rates }));
     }
 
     if a.reference {

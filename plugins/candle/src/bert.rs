@@ -115,10 +115,11 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// `x W^T` (no bias) for a 2-D `(rows, in)` input: a fresh contiguous tensor.
+    /// `x W^T` (no bias) for a 2-D `(rows, in)` input: a fresh contiguous tensor. F32 goes
+    /// through the plugin's own kernel ([`fused::matmul`]), quantized through candle's.
     pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
         match &self.weight {
-            Matmul::F32(weight_t) => x.matmul(weight_t),
+            Matmul::F32(weight_t) => fused::matmul::matmul(x, weight_t),
             Matmul::Quantized(weight) => weight.forward(x),
         }
     }

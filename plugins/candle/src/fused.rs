@@ -22,6 +22,8 @@
 //! pool. The inner loops are written so that LLVM vectorises them; they are compiled twice,
 //! for the baseline target and for AVX2+FMA, picked at run time.
 
+pub mod matmul;
+
 use candle_core::{
     bail, CpuStorage, CustomOp1, Device, InplaceOp1, InplaceOp2, Layout, Result, Shape, Tensor,
 };
