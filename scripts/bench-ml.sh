@@ -151,3 +151,230 @@ if has embed; then
   done
   "$py" "$work/summary.py" "$work"
 fi
+
+# ---------------------------------------------------------------------------------------------
+# A release host with the candle and llmserver plugins on our models folder.
+key=bench-admin-key-0123456789abcdef
+base=""
+start_host() { # [plugin ...] (default: candle llmserver)
+  local dir=$work/host plugins=${*:-candle llmserver}
+  rm -rf "$dir"
+  mkdir -p "$dir/plugins"
+  for p in $plugins; do cp "$release/libbkg_plugin_$p.so" "$dir/plugins/"; done
+  BKG_ADMIN_KEY=$key RUST_LOG=warn NO_COLOR=1 "$release/bkg" --listen 127.0.0.1:0 \
+    --data-dir "$dir/data" --plugins-dir "$dir/plugins" --models-dir "$models" \
+    >"$dir/stdout" 2>"$dir/log" &
+  host_pid=$!
+  for _ in $(seq 200); do
+    base=$(sed -n 's/^bkg listening on //p' "$dir/stdout" | head -1)
+    [ -n "$base" ] && break
+    sleep 0.1
+  done
+  [ -n "$base" ] || { cat "$dir/log"; echo "the host did not start"; exit 1; }
+  for _ in $(seq 300); do
+    if curl -sf -H "Authorization: Bearer $key" "$base/api/core/plugins/candle/status" |
+      grep -q '"running"'; then break; fi
+    sleep 0.2
+  done
+  echo "host pid $host_pid at $base"
+}
+stop_host() {
+  kill "$host_pid" 2>/dev/null || true
+  wait "$host_pid" 2>/dev/null || true
+  host_pid=""
+}
+
+cat >"$work/client.py" <<'EOF'
+# HTTP side: /v1/embeddings, /v1/chat/completions and the host's RSS, stdlib only.
+import http.client, json, statistics, sys, time, urllib.parse
+
+base, key, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+u = urllib.parse.urlparse(base)
+conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
+H = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+def post(path, body):
+    conn.request("POST", path, json.dumps(body), H)
+    r = conn.getresponse()
+    data = r.read()
+    if r.status != 200:
+        raise SystemExit(f"{path}: {r.status} {data[:500]!r}")
+    return json.loads(data)
+
+def rss(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+
+if mode == "embed":
+    sentences, rounds, out = sys.argv[4], int(sys.argv[5]), sys.argv[6]
+    texts = [l.rstrip("\n") for l in open(sentences, encoding="utf-8") if l.strip()]
+    model = "all-MiniLM-L6-v2"
+    rates = {32: [], 1: []}
+    for b in rates:  # warm-up (and the model's first load)
+        for i in range(0, 64, b):
+            post("/v1/embeddings", {"model": model, "input": texts[i:i + b]})
+    vecs = {}
+    for _ in range(rounds):
+        for b in rates:
+            t = time.perf_counter()
+            got = []
+            for i in range(0, len(texts), b):
+                got += [d["embedding"] for d in post("/v1/embeddings", {"model": model, "input": texts[i:i + b]})["data"]]
+            rates[b].append(len(texts) / (time.perf_counter() - t))
+            vecs[b] = got
+    import numpy as np
+    for b in rates:
+        np.asarray(vecs[b], dtype="<f4").tofile(f"{out}/http-b{b}.f32")
+    print(json.dumps({"side": "http", "rates": rates}))
+
+elif mode == "chat":
+    prompt, rounds, max_tokens = sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+    body = {"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": prompt}],
+            "temperature": 0, "max_tokens": max_tokens}
+    post("/v1/chat/completions", body)  # warm-up (and the model's first load)
+    ttft, tps, tokens = [], [], []
+    for _ in range(rounds):
+        # Streaming: time to the first content chunk, then chunks until [DONE].
+        t = time.perf_counter()
+        conn.request("POST", "/v1/chat/completions", json.dumps(dict(body, stream=True)), H)
+        r = conn.getresponse()
+        first, last, chunks = None, None, 0
+        for line in r:
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                break
+            d = json.loads(payload)
+            if d.get("choices") and d["choices"][0].get("delta", {}).get("content"):
+                chunks += 1
+                now = time.perf_counter()
+                first = first or now
+                last = now
+        r.read()
+        # Non-streaming: the token count (the same greedy answer).
+        t2 = time.perf_counter()
+        a = post("/v1/chat/completions", body)
+        total = time.perf_counter() - t2
+        n = a["usage"]["completion_tokens"]
+        ttft.append(first - t)
+        tps.append((n - 1) / (total - (first - t)) if n > 1 else 0.0)
+        tokens.append(n)
+    print(json.dumps({"side": "http", "ttft_s": ttft, "tokens_per_s": tps, "tokens": tokens}))
+
+elif mode == "memory":
+    # A host with the candle plugin only (llmserver would load its models at start).
+    pid = int(sys.argv[4])
+    def cap(name, body):
+        return post(f"/api/plugins/candle/{name}", body)
+    embed, chat = "sentence-transformers/all-MiniLM-L6-v2", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
+    r = [("host with the candle plugin running, no model", rss(pid))]
+    def step(what):
+        r.append((what, rss(pid)))
+        print(f"RSS {r[-1][1] / 1024:7.1f} MiB ({(r[-1][1] - r[-2][1]) / 1024:+7.2f}): {what}")
+    print(f"RSS {r[0][1] / 1024:7.1f} MiB: {r[0][0]}")
+    cap("model.load", {"name": "minilm", "path": embed}); step("load all-MiniLM-L6-v2 as minilm")
+    cap("model.infer", {"model": "minilm", "input": ["warm up the embedding model"] * 32}); step("embed 32 sentences")
+    cap("model.load", {"name": "smol", "path": chat}); step("load SmolLM2-135M-Instruct Q4_1 as smol")
+    cap("model.infer", {"model": "smol", "prompt": "Hello", "max_tokens": 16, "temperature": 0}); step("generate 16 tokens")
+    both = r[-1][1]
+    a = cap("model.load", {"name": "minilm-again", "path": embed}); step(f"load the same MiniLM again as minilm-again (shared_by {a.get('shared_by')})")
+    b = cap("model.load", {"name": "smol-again", "path": chat}); step(f"load the same SmolLM2 again as smol-again (shared_by {b.get('shared_by')})")
+    print(f"RESULT memory: host RSS with both models loaded and used {both / 1024:.1f} MiB "
+          f"({(both - r[0][1]) / 1024:+.1f} MiB over the idle host)")
+    print(f"RESULT memory: second loads of both models under other names: {(r[-1][1] - both) / 1024:+.2f} MiB "
+          f"(first loads: {(r[1][1] - r[0][1] + r[3][1] - r[2][1]) / 1024:+.1f} MiB)")
+EOF
+
+cat >"$work/http_summary.py" <<'EOF'
+import json, statistics, sys
+import numpy as np
+work = sys.argv[1]
+runs = [json.loads(l) for l in open(f"{work}/http-results.jsonl")]
+med = {}
+for side in ("candle", "http"):
+    for b in ("32", "1"):
+        xs = [x for r in runs if r["side"] == side for x in r["rates"][b]]
+        med[(side, b)] = statistics.median(xs)
+        print(f"{side:7} batch {b:>2}: median {med[(side, b)]:7.1f} sentences/s over {len(xs)} rounds")
+for b in ("32", "1"):
+    r = med[("http", b)] / med[("candle", b)]
+    print(f"RESULT http batch {b}: /v1/embeddings {med[('http', b)]:.1f} vs in process "
+          f"{med[('candle', b)]:.1f} sentences/s = {r:.3f}x ({(1 - r) * 100:+.1f}% slower)")
+def load(n):
+    return np.fromfile(f"{work}/{n}.f32", dtype="<f4").astype(np.float64).reshape(-1, 384)
+w = min(float((load(f"http-b{b}") * load(f"candle-b{b}")).sum(axis=1).min()) for b in (32, 1))
+print(f"RESULT http worst cosine /v1/embeddings vs in process: {w:.9f}")
+EOF
+
+if has http; then
+  section "embeddings through HTTP (/v1/embeddings) vs in process ($pairs x $rounds rounds)"
+  start_host
+  : >"$work/http-results.jsonl"
+  for pair in $(seq "$pairs"); do
+    "$py" "$work/client.py" "$base" "$key" embed "$work/sentences.txt" "$rounds" "$work" |
+      tee -a "$work/http-results.jsonl"
+    "$release/examples/bench_embed" --sentences "$work/sentences.txt" --rounds "$rounds" \
+      --threads "$threads" --vectors-out "$work" --json | tee -a "$work/http-results.jsonl"
+  done
+  stop_host
+  "$py" "$work/http_summary.py" "$work"
+fi
+
+cat >"$work/llama.py" <<'EOF'
+# llama.cpp (llama-cpp-python) on the same GGUF: streaming, greedy, same prompt.
+import json, statistics, sys, time
+from llama_cpp import Llama
+path, prompt, rounds, max_tokens, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+llm = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=2048, verbose=False)
+msgs = [{"role": "user", "content": prompt}]
+llm.create_chat_completion(messages=msgs, temperature=0, max_tokens=max_tokens)
+ttft, tps, tokens = [], [], []
+for _ in range(rounds):
+    llm.reset()  # no reuse of the previous round's prompt in the KV cache
+    t = time.perf_counter(); first = None; n = 0
+    for chunk in llm.create_chat_completion(messages=msgs, temperature=0, max_tokens=max_tokens, stream=True):
+        if chunk["choices"][0]["delta"].get("content"):
+            n += 1
+            now = time.perf_counter()
+            first = first or now
+    end = time.perf_counter()
+    ttft.append(first - t); tps.append((n - 1) / (end - first)); tokens.append(n)
+print(json.dumps({"side": "llama.cpp", "ttft_s": ttft, "tokens_per_s": tps, "tokens": tokens}))
+EOF
+
+cat >"$work/chat_summary.py" <<'EOF'
+import json, statistics, sys
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    print(f"RESULT chat {r['side']:9}: time to first token median {statistics.median(r['ttft_s']) * 1e3:.1f} ms, "
+          f"generation median {statistics.median(r['tokens_per_s']):.1f} tokens/s "
+          f"({r['tokens'][0]} tokens generated, {len(r['ttft_s'])} rounds)")
+EOF
+
+prompt="Write a short story about a robot who learns to paint."
+if has chat; then
+  section "chat: SmolLM2-135M-Instruct Q4_1, greedy, max_tokens 128, $threads threads"
+  : >"$work/chat-results.jsonl"
+  "$release/examples/bench_chat" --rounds "$rounds" --threads "$threads" --max-tokens 128 --json |
+    tee -a "$work/chat-results.jsonl"
+  start_host
+  "$py" "$work/client.py" "$base" "$key" chat "$prompt" "$rounds" 128 | tee -a "$work/chat-results.jsonl"
+  stop_host
+  if "$py" -c "import llama_cpp" 2>/dev/null; then
+    "$py" "$work/llama.py" "$(ls "$models"/HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/*.gguf | head -1)" \
+      "$prompt" "$rounds" 128 "$threads" | tee -a "$work/chat-results.jsonl"
+  else
+    echo "llama-cpp-python is not in the venv (BENCH_LLAMA=1 builds it): no llama.cpp figure"
+  fi
+  "$py" "$work/chat_summary.py" "$work/chat-results.jsonl"
+fi
+
+if has memory; then
+  section "memory: host RSS with both models, and a second load of each"
+  start_host candle
+  "$py" "$work/client.py" "$base" "$key" memory "$host_pid"
+  stop_host
+fi
