@@ -232,6 +232,11 @@ fn main() {
             vectors[0].iter().zip(&vectors[1]).map(|(x, y)| cosine(x, y)).fold(1.0f32, f32::min);
         say(format!("worst cosine batch {} vs batch {}: {worst:.7}", a.batches[0], a.batches[1]));
     }
+    say(format!(
+        "candle barrier-pool threads alive after the timed rounds: {} (0: the embedding path \
+         never started candle's process-wide pool)",
+        bkg_plugin_candle::runtime::barrier_threads_alive()
+    ));
     if a.json {
         let rates: serde_json::Map<String, serde_json::Value> =
             a.batches.iter().zip(&rates).map(|(b, r)| (b.to_string(), json!(r))).collect();
