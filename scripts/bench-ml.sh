@@ -208,25 +208,34 @@ def rss(pid):
 
 if mode == "embed":
     sentences, rounds, out = sys.argv[4], int(sys.argv[5]), sys.argv[6]
+    # float: JSON numbers; base64: little-endian f32, what the official OpenAI Python client asks for.
+    encoding = sys.argv[7] if len(sys.argv) > 7 else "float"
+    import base64
+    import numpy as np
+    def vector(d):
+        if encoding == "base64":
+            return np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4")
+        return d["embedding"]
     texts = [l.rstrip("\n") for l in open(sentences, encoding="utf-8") if l.strip()]
     model = "all-MiniLM-L6-v2"
     rates = {32: [], 1: []}
     for b in rates:  # warm-up (and the model's first load)
         for i in range(0, 64, b):
-            post("/v1/embeddings", {"model": model, "input": texts[i:i + b]})
+            post("/v1/embeddings", {"model": model, "input": texts[i:i + b], "encoding_format": encoding})
     vecs = {}
     for _ in range(rounds):
         for b in rates:
             t = time.perf_counter()
             got = []
             for i in range(0, len(texts), b):
-                got += [d["embedding"] for d in post("/v1/embeddings", {"model": model, "input": texts[i:i + b]})["data"]]
+                body = {"model": model, "input": texts[i:i + b], "encoding_format": encoding}
+                got += [vector(d) for d in post("/v1/embeddings", body)["data"]]
             rates[b].append(len(texts) / (time.perf_counter() - t))
             vecs[b] = got
-    import numpy as np
+    side = "http" if encoding == "float" else f"http-{encoding}"
     for b in rates:
-        np.asarray(vecs[b], dtype="<f4").tofile(f"{out}/http-b{b}.f32")
-    print(json.dumps({"side": "http", "rates": rates}))
+        np.asarray(vecs[b], dtype="<f4").tofile(f"{out}/{side}-b{b}.f32")
+    print(json.dumps({"side": side, "rates": rates}))
 
 elif mode == "chat":
     prompt, rounds, max_tokens = sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
@@ -294,19 +303,21 @@ import numpy as np
 work = sys.argv[1]
 runs = [json.loads(l) for l in open(f"{work}/http-results.jsonl")]
 med = {}
-for side in ("candle", "http"):
+sides = [s for s in ("candle", "http", "http-base64") if any(r["side"] == s for r in runs)]
+for side in sides:
     for b in ("32", "1"):
         xs = [x for r in runs if r["side"] == side for x in r["rates"][b]]
         med[(side, b)] = statistics.median(xs)
-        print(f"{side:7} batch {b:>2}: median {med[(side, b)]:7.1f} sentences/s over {len(xs)} rounds")
-for b in ("32", "1"):
-    r = med[("http", b)] / med[("candle", b)]
-    print(f"RESULT http batch {b}: /v1/embeddings {med[('http', b)]:.1f} vs in process "
-          f"{med[('candle', b)]:.1f} sentences/s = {r:.3f}x ({(1 - r) * 100:+.1f}% slower)")
+        print(f"{side:11} batch {b:>2}: median {med[(side, b)]:7.1f} sentences/s over {len(xs)} rounds")
 def load(n):
     return np.fromfile(f"{work}/{n}.f32", dtype="<f4").astype(np.float64).reshape(-1, 384)
-w = min(float((load(f"http-b{b}") * load(f"candle-b{b}")).sum(axis=1).min()) for b in (32, 1))
-print(f"RESULT http worst cosine /v1/embeddings vs in process: {w:.9f}")
+for side in sides[1:]:
+    for b in ("32", "1"):
+        r = med[(side, b)] / med[("candle", b)]
+        print(f"RESULT {side} batch {b}: /v1/embeddings {med[(side, b)]:.1f} vs in process "
+              f"{med[('candle', b)]:.1f} sentences/s = {r:.3f}x ({(1 - r) * 100:+.1f}% slower)")
+    w = min(float((load(f"{side}-b{b}") * load(f"candle-b{b}")).sum(axis=1).min()) for b in (32, 1))
+    print(f"RESULT {side} worst cosine /v1/embeddings vs in process: {w:.9f}")
 EOF
 
 if has http; then
@@ -314,8 +325,10 @@ if has http; then
   start_host
   : >"$work/http-results.jsonl"
   for pair in $(seq "$pairs"); do
-    "$py" "$work/client.py" "$base" "$key" embed "$work/sentences.txt" "$rounds" "$work" |
-      tee -a "$work/http-results.jsonl"
+    for encoding in float base64; do
+      "$py" "$work/client.py" "$base" "$key" embed "$work/sentences.txt" "$rounds" "$work" "$encoding" |
+        tee -a "$work/http-results.jsonl"
+    done
     "$release/examples/bench_embed" --sentences "$work/sentences.txt" --rounds "$rounds" \
       --threads "$threads" --vectors-out "$work" --json | tee -a "$work/http-results.jsonl"
   done
