@@ -421,3 +421,22 @@ fn candle_loads_shares_quantizes_and_refuses_broken_weights_through_the_host() {
     let expected = if claimed { "unloaded" } else { "pinned" };
     assert_eq!(residency, expected, "status said unloadable={claimed}: {history}");
 }
+
+#[test]
+fn candle_used_only_for_f32_embeddings_really_leaves_memory() {
+    let models = tempfile::tempdir().unwrap();
+    let dir = models_dir(models.path());
+    let host = Host::start_with(&["--models-dir", dir.to_str().unwrap()]);
+    host.install(&product_plugin("candle"), &lib_name("bkg_plugin_candle"));
+    host.wait_state("candle", "running");
+    let body = json!({ "name": "m", "path": "sentence-transformers/all-MiniLM-L6-v2" });
+    assert_eq!(candle(&host, "model.load", body).0, 200);
+    let (status, v) = candle(&host, "model.infer", json!({ "model": "m", "input": ["a", "b c"] }));
+    assert_eq!(status, 200, "{v}");
+    let (_, status) = host.get_json("/api/core/plugins/candle/status");
+    assert_eq!(status["status"]["unloadable"], true, "{status}");
+    host.remove(&lib_name("bkg_plugin_candle"));
+    host.wait_for("candle to be unloaded", || host.state("candle") == "unloaded");
+    let history = host.plugin("candle")["history"].clone();
+    assert_eq!(history[0]["residency"], "unloaded", "{history}");
+}

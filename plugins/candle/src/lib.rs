@@ -59,6 +59,9 @@ pub struct Engine {
     pub runtime: Runtime,
     pub settings: Mutex<Settings>,
     running: AtomicBool,
+    /// candle barrier-pool threads alive when this engine was made: threads that appear later
+    /// were started by this library's candle (each loaded copy has its own pool).
+    pool_threads_before: usize,
 }
 
 impl Engine {
@@ -69,6 +72,7 @@ impl Engine {
             runtime: Runtime::default(),
             settings: Mutex::new(Settings::default()),
             running: AtomicBool::new(false),
+            pool_threads_before: barrier_threads_alive(),
         }
     }
 
@@ -319,19 +323,25 @@ impl Engine {
         let barrier = barrier_pool_threads();
         let alive = barrier_threads_alive();
         let compute_used = self.runtime.compute_used.load(Ordering::SeqCst);
-        let pinned = compute_used && barrier > 0;
+        // Counted, not guessed: the pool's threads are named candle-bp-N, and the ones that
+        // appeared since this engine was made belong to this library's copy of candle. Where
+        // /proc is not readable, assume the worst once model code ran.
+        let started_here = alive.saturating_sub(self.pool_threads_before);
+        let proc_readable = std::path::Path::new("/proc/self/task").is_dir();
+        let pinned = if proc_readable { started_here > 0 } else { compute_used && barrier > 0 };
         let reason = if pinned {
             format!(
-                "not unloadable: model code ran, and candle 0.11 runs element-wise ops on large \
-                 tensors and quantized matmuls on a process-wide pool of {barrier} thread(s) \
-                 (candle_core::utils::barrier_pool, threads candle-bp-N) that is never joined, so \
-                 this library stays mapped after unload. Start the host with CANDLE_NUM_THREADS=1 \
-                 to avoid it (that work then runs on the plugin's own threads, single-threaded)."
+                "not unloadable: candle 0.11 started its process-wide pool of {barrier} thread(s) \
+                 (candle_core::utils::barrier_pool, threads candle-bp-N; it runs quantized \
+                 matmuls and element-wise ops on large tensors) and never joins it, so this \
+                 library stays mapped after unload. Start the host with CANDLE_NUM_THREADS=1 to \
+                 avoid it (that work then runs on the plugin's own threads, single-threaded)."
             )
         } else if barrier > 0 {
             format!(
-                "unloadable until model code runs: candle 0.11 would then start a never-joined \
-                 pool of {barrier} thread(s); start the host with CANDLE_NUM_THREADS=1 to avoid it"
+                "unloadable so far: candle's never-joined pool of {barrier} thread(s) has not been \
+                 started (F32 embedding models do not use it; chat and quantized models do); \
+                 start the host with CANDLE_NUM_THREADS=1 to avoid it altogether"
             )
         } else {
             "unloadable: CANDLE_NUM_THREADS=1, so candle starts no threads of its own; all \
@@ -351,6 +361,7 @@ impl Engine {
                 "joined_total": self.runtime.joined_total(),
                 "candle_barrier_pool": barrier,
                 "candle_barrier_threads_alive": alive,
+                "candle_barrier_threads_started_here": started_here,
                 "compute_used": compute_used,
             },
             "unloadable": !pinned,
