@@ -33,6 +33,11 @@ impl OutPtr {
 
 /// `c[r][j] = sum_k a[r][kk] * b[kk][j]` for `r < rows` (`rows <= MR`), `j` in `cols` (`NR`
 /// wide). `a` row `r` starts at `r * lda`, `b` row `kk` at `kk * ldb`.
+///
+/// # Safety
+/// `a` must be readable for `rows` rows of `k` floats at stride `lda`, `b` for `k` rows of
+/// `NR` floats at stride `ldb`, and `c` writable for `rows` rows of `NR` floats at stride
+/// `ldc`, with no other thread writing those `c` elements.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile<const MR: usize, const NR: usize>(
@@ -66,6 +71,10 @@ unsafe fn tile<const MR: usize, const NR: usize>(
 }
 
 /// One task: all rows, columns `c0..c0 + width` (`width` a multiple of `NR`).
+///
+/// # Safety
+/// `c` must point to an `m x n` row-major output with `c0 + width <= n`, and no other thread
+/// may write columns `c0..c0 + width` of it meanwhile.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn block<const MR: usize, const NR: usize>(
@@ -102,6 +111,8 @@ unsafe fn block<const MR: usize, const NR: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
+/// # Safety
+/// As [`block`], and the CPU must support AVX-512F, AVX2 and FMA (checked at run time by the caller).
 unsafe fn block_avx512(
     a: &[f32],
     m: usize,
@@ -118,6 +129,8 @@ unsafe fn block_avx512(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
+/// # Safety
+/// As [`block`], and the CPU must support AVX2 and FMA (checked at run time by the caller).
 unsafe fn block_avx2(
     a: &[f32],
     m: usize,
