@@ -21,7 +21,7 @@ ui_dist=$root/admin-ui/dist/admin-ui/browser
 if [ "${BKG_SKIP_UI:-0}" != 1 ]; then
   if [ ! -f "$ui_dist/index.html" ] || [ -n "$(find admin-ui/src admin-ui/package.json admin-ui/angular.json -newer "$ui_dist/index.html" -print -quit)" ]; then
     command -v npm >/dev/null || { echo "npm is needed to build the admin UI (apt-get install nodejs npm), or set BKG_SKIP_UI=1" >&2; exit 1; }
-    (cd admin-ui && npm install --no-audit --no-fund && npx ng build)
+    (cd admin-ui && npm ci --no-audit --no-fund && npx ng build)
   fi
   export BKG_UI_DIR=${BKG_UI_DIR:-$ui_dist}
 fi
