@@ -14,6 +14,7 @@ use abi_stable::{
     std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec},
     StableAbi,
 };
+use std::sync::atomic::AtomicU64;
 
 /// A class of failure, shaped like an HTTP status so the host can map it directly.
 /// A newtype over `u16` (not an enum) so that a newer plugin may send a kind an older
@@ -257,6 +258,12 @@ pub struct PluginMod {
     /// Construct the plugin object.
     #[sabi(last_prefix_field)]
     pub create: extern "C" fn(host: HostBox) -> RResult<PluginBox, FfiError>,
+    /// The library's live heap bytes ([`crate::heap::LIVE_BYTES`]), or `None` when the
+    /// library does not count them. Added in 0.1.1: the host sees `None` for older plugins.
+    /// The host reads the counter itself (no plugin code runs) and only while the library is
+    /// open.
+    #[sabi(missing_field(option))]
+    pub heap_live_bytes: Option<&'static AtomicU64>,
 }
 
 impl RootModule for PluginModRef {

@@ -26,6 +26,7 @@
 //! ([`ffi::PluginMod`]) whose layout and semver (this crate's version) are verified on load.
 
 pub mod ffi;
+pub mod heap;
 mod sdk;
 
 pub use abi_stable;
@@ -46,15 +47,32 @@ pub mod __private {
 }
 
 /// Export a [`Plugin`] type as this library's root module. Call it once per plugin crate.
+///
+/// It also installs the library's global allocator: [`heap::CountingAlloc`] over the system
+/// allocator, so the host can show how much heap the plugin holds. A plugin that wants its
+/// own allocator names it (a unit struct, used as type and value), and it is counted the same
+/// way:
+/// `export_plugin!(MyPlugin, allocator = mimalloc::MiMalloc);`. (A crate that also builds as
+/// an `rlib` carries this allocator into whatever links it.)
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
+        $crate::export_plugin!($plugin, allocator = ::std::alloc::System);
+    };
+    ($plugin:ty, allocator = $alloc:path) => {
+        /// Counts the library's heap bytes for the host (see `bkg_abi::heap`).
+        #[doc(hidden)]
+        #[global_allocator]
+        static __BKG_ALLOCATOR: $crate::heap::CountingAlloc<$alloc> =
+            $crate::heap::CountingAlloc($alloc);
+
         /// The root module, a static in the library (nothing is allocated per load).
         #[doc(hidden)]
-        const __BKG_MODULE: &$crate::abi_stable::prefix_type::WithMetadata<$crate::ffi::PluginMod> =
-            &$crate::abi_stable::prefix_type::WithMetadata::new($crate::ffi::PluginMod {
+        static __BKG_MODULE: $crate::abi_stable::prefix_type::WithMetadata<$crate::ffi::PluginMod> =
+            $crate::abi_stable::prefix_type::WithMetadata::new($crate::ffi::PluginMod {
                 manifest: $crate::__private::manifest_entry::<$plugin>,
                 create: $crate::__private::create_entry::<$plugin>,
+                heap_live_bytes: ::std::option::Option::Some(&$crate::heap::LIVE_BYTES),
             });
 
         #[doc(hidden)]

@@ -23,6 +23,8 @@ use bkg_abi::ffi::{
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use serde::Serialize;
 
+use crate::loader::HeapGauge;
+
 pub use crate::telemetry::CallStats;
 
 /// Host-owned copy of a plugin's manifest.
@@ -227,6 +229,7 @@ pub struct Instance {
     phase: AtomicU8,
     shared: Arc<Shared>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    heap: Arc<HeapGauge>,
 }
 
 /// Why an instance could not be booted.
@@ -348,6 +351,7 @@ impl Instance {
     /// plugin on that same thread, then start the remaining workers. The plugin is not started.
     pub fn boot(
         module: PluginModRef,
+        heap: Arc<HeapGauge>,
         limits: &Limits,
         thread_prefix: &str,
         decide: impl FnOnce(&ManifestInfo) -> BootDecision,
@@ -434,6 +438,7 @@ impl Instance {
             phase: AtomicU8::new(STOPPED),
             shared: shared.clone(),
             workers: Mutex::new(vec![first]),
+            heap,
         });
         for i in 1..wanted {
             let (p, rx, s) = (plugin.clone(), jobs_rx.clone(), shared.clone());
@@ -466,6 +471,11 @@ impl Instance {
 
     pub fn stats(&self) -> &Arc<CallStats> {
         &self.shared.stats
+    }
+
+    /// Heap bytes the plugin's library holds (`None`: not counted, or closed).
+    pub fn heap_bytes(&self) -> Option<u64> {
+        self.heap.bytes()
     }
 
     pub fn in_flight(&self) -> usize {

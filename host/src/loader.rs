@@ -10,6 +10,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use abi_stable::library::{lib_header_from_raw_library, LibraryError, RawLibrary};
 use bkg_abi::ffi::PluginModRef;
@@ -51,9 +53,30 @@ pub enum Residency {
     Unknown,
 }
 
+/// A library's heap counter (`bkg_abi::heap`), readable while the library is open. Reading
+/// it runs no plugin code: it is an atomic load from the library's memory. [`LoadedLibrary::close`]
+/// detaches it before the library is unmapped, so a reader holding the gauge afterwards sees
+/// `None` instead of touching freed memory.
+#[derive(Debug)]
+pub struct HeapGauge(RwLock<Option<&'static AtomicU64>>);
+
+impl HeapGauge {
+    /// Bytes the library holds through its global allocator; `None` when it does not count
+    /// them (built before bkg-abi 0.1.1, or a custom root module) or once it is closed.
+    pub fn bytes(&self) -> Option<u64> {
+        let counter = *self.0.read().unwrap_or_else(|p| p.into_inner());
+        counter.map(|c| c.load(Ordering::Relaxed))
+    }
+
+    fn detach(&self) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
 /// An opened plugin library. Field order matters: `library` is dropped last.
 pub struct LoadedLibrary {
     module: PluginModRef,
+    heap: Arc<HeapGauge>,
     pub source: PathBuf,
     pub shadow: PathBuf,
     pub sha256: String,
@@ -323,7 +346,10 @@ impl LoadedLibrary {
                 return Err(err);
             }
         };
-        Ok(Self { module, source, shadow, sha256, size, library })
+        // The counter is a static inside `library`: the gauge is detached in `close` before
+        // the library is unmapped.
+        let heap = Arc::new(HeapGauge(RwLock::new(module.heap_live_bytes().flatten())));
+        Ok(Self { module, heap, source, shadow, sha256, size, library })
     }
 
     /// The plugin's root module. Valid only while `self` is alive.
@@ -331,10 +357,16 @@ impl LoadedLibrary {
         self.module
     }
 
+    /// The library's heap counter (see [`HeapGauge`]).
+    pub fn heap(&self) -> Arc<HeapGauge> {
+        self.heap.clone()
+    }
+
     /// Close the library and report whether it really left the process. The caller must have
     /// joined every thread that ran plugin code and dropped every value from the plugin.
     pub fn close(self) -> Residency {
-        let LoadedLibrary { shadow, library, .. } = self;
+        let LoadedLibrary { shadow, library, heap, .. } = self;
+        heap.detach();
         drop(library);
         let residency = residency(&shadow);
         let _ = fs::remove_file(&shadow);

@@ -128,6 +128,17 @@ pub fn gather(sources: &Sources) -> Vec<MetricFamily> {
         let metrics = instances.iter().map(|i| gauge(&[("plugin", i.id())], read(i))).collect();
         out.push(family(name, help, MetricType::GAUGE, metrics));
     }
+    // Only plugins whose library counts its heap (bkg-abi >= 0.1.1) have a series.
+    let heap = instances
+        .iter()
+        .filter_map(|i| Some(gauge(&[("plugin", i.id())], i.heap_bytes()? as f64)))
+        .collect();
+    out.push(family(
+        "bkg_plugin_heap_bytes",
+        "Heap bytes the plugin's library holds through its global allocator.",
+        MetricType::GAUGE,
+        heap,
+    ));
     out.push(family(
         "bkg_plugin_call_duration_seconds",
         "Wall time of plugin calls on the plugin's threads.",

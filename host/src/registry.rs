@@ -55,6 +55,10 @@ pub struct HistoryEntry {
     pub residency: Option<Residency>,
     /// Calls still running when the drain deadline passed.
     pub abandoned_calls: usize,
+    /// Heap bytes the library still held after its plugin object was dropped and its threads
+    /// joined: memory it leaked or keeps in statics, which stays in the process. Absent while
+    /// loaded, or when the library does not count its heap.
+    pub heap_left_bytes: Option<u64>,
 }
 
 /// What the API shows for a plugin id.
@@ -442,7 +446,7 @@ impl Registry {
         let mut chosen: Option<(String, u64)> = None;
         let limits = self.settings.limits.clone();
         let thread_prefix = format!("bkg-p{}", self.seq);
-        let booted = Instance::boot(module, &limits, &thread_prefix, |m| {
+        let booted = Instance::boot(module, library.heap(), &limits, &thread_prefix, |m| {
             self.check_manifest(m)?;
             let generation = self.slots.get(&m.id).map_or(0, |s| s.last_generation) + 1;
             let data_dir = self.settings.plugin_data_dir.join(&m.id);
@@ -536,6 +540,7 @@ impl Registry {
             reason: None,
             residency: None,
             abandoned_calls: 0,
+            heap_left_bytes: None,
         };
         // Switch routing: from here on new calls go to the new generation.
         self.routing.install(instance.clone());
@@ -575,11 +580,14 @@ impl Registry {
 
     /// Stop an instance's threads and close its library, or leave the library in memory
     /// when a thread is stuck in plugin code.
-    fn dispose(&self, instance: &Instance, library: LoadedLibrary) -> Residency {
+    /// Also returns the heap bytes the library still held once its plugin object was dropped
+    /// and its threads joined (what it leaked, or keeps in statics), where it counts them.
+    fn dispose(&self, instance: &Instance, library: LoadedLibrary) -> (Residency, Option<u64>) {
         if instance.shutdown(self.settings.control_timeout) {
-            library.close()
+            let heap_left = library.heap().bytes();
+            (library.close(), heap_left)
         } else {
-            library.abandon()
+            (library.abandon(), None)
         }
     }
 
@@ -617,13 +625,20 @@ impl Registry {
             }
         }
         let generation = old.instance.generation;
-        let residency = self.dispose(&old.instance, old.library);
+        let (residency, heap_left_bytes) = self.dispose(&old.instance, old.library);
         drop(old.instance);
         match residency {
             Residency::Pinned => self.counters.pinned.fetch_add(1, Ordering::Relaxed),
             _ => self.counters.unloaded.fetch_add(1, Ordering::Relaxed),
         };
-        tracing::info!(plugin = id, generation, ?residency, reason, "plugin generation retired");
+        tracing::info!(
+            plugin = id,
+            generation,
+            ?residency,
+            heap_left_bytes,
+            reason,
+            "plugin generation retired"
+        );
         self.event(
             id,
             "unloaded",
@@ -631,6 +646,7 @@ impl Registry {
             serde_json::json!({
                 "generation": generation, "reason": reason,
                 "residency": residency, "abandoned_calls": abandoned,
+                "heap_left_bytes": heap_left_bytes,
             }),
         );
         if let Some(entry) =
@@ -640,6 +656,7 @@ impl Registry {
             entry.reason = Some(reason.to_string());
             entry.residency = Some(residency);
             entry.abandoned_calls = abandoned;
+            entry.heap_left_bytes = heap_left_bytes;
         }
     }
 

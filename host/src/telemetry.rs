@@ -93,6 +93,9 @@ pub struct PluginSample {
     pub p99_ms: Option<f64>,
     /// CPU time of the plugin's calls per second of wall time, in percent of one core.
     pub cpu_percent: f64,
+    /// Heap bytes the plugin's library holds through its global allocator (`bkg_abi::heap`);
+    /// absent when the library does not count them.
+    pub heap_bytes: Option<u64>,
     pub calls_total: u64,
     pub errors_total: u64,
 }
@@ -220,6 +223,7 @@ impl Telemetry {
                             / 1e9
                             / secs
                             * 100.0,
+                        heap_bytes: instance.heap_bytes(),
                         calls_total: current.calls,
                         errors_total: current.errors,
                     }
@@ -235,6 +239,7 @@ impl Telemetry {
                     p95_ms: None,
                     p99_ms: None,
                     cpu_percent: 0.0,
+                    heap_bytes: instance.heap_bytes(),
                     calls_total: current.calls,
                     errors_total: current.errors,
                 },

@@ -85,6 +85,50 @@ fn telemetry_counts_calls_errors_and_latency_and_streams_every_second() {
     assert_eq!(host.get("/api/core/plugins/ghost/telemetry").0, 404);
 }
 
+fn heap_now(host: &Host) -> u64 {
+    let (_, t) = host.get_json("/api/core/plugins/echo/telemetry");
+    t["current"]["heap_bytes"].as_u64().unwrap_or_else(|| panic!("no heap_bytes in {t}"))
+}
+
+#[test]
+fn heap_bytes_follow_what_the_plugin_allocates_and_frees_and_what_it_left_is_reported() {
+    const MIB: u64 = 1 << 20;
+    let host = Host::start();
+    host.install(&fixture("echo"), &lib_name("echo"));
+    host.wait_state("echo", "running");
+    host.wait_for("a first sample", || {
+        !host.get_json("/api/core/plugins/echo/telemetry").1["current"].is_null()
+    });
+    let base = heap_now(&host);
+    assert!(base > 0, "a running plugin holds some heap");
+    assert!(base < 8 * MIB, "the echo fixture holds little: {base}");
+
+    assert_eq!(host.post("/api/plugins/echo/hold", &(16 * MIB).to_string()).0, 200);
+    host.wait_for("the sample to show the 16 MiB held", || heap_now(&host) >= base + 16 * MIB);
+    let (_, metrics) = host.get("/metrics");
+    let gauge: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("bkg_plugin_heap_bytes{plugin=\"echo\"} "))
+        .unwrap_or_else(|| panic!("no heap gauge in\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(gauge >= (base + 16 * MIB) as f64, "{gauge}");
+
+    assert_eq!(host.post("/api/plugins/echo/release", "").0, 200);
+    host.wait_for("the sample to show it freed", || heap_now(&host) < base + MIB);
+
+    // 3 MiB leaked: still counted after the plugin object is dropped, and reported with the
+    // retired generation (the library itself really leaves memory).
+    assert_eq!(host.post("/api/plugins/echo/leak", &(3 * MIB).to_string()).0, 200);
+    host.remove(&lib_name("echo"));
+    host.wait_state("echo", "unloaded");
+    let history = host.plugin("echo")["history"].clone();
+    let first = &history.as_array().unwrap()[0];
+    assert_eq!(first["residency"], "unloaded", "{history}");
+    let left = first["heap_left_bytes"].as_u64().unwrap_or_else(|| panic!("{history}"));
+    assert!((3 * MIB..3 * MIB + MIB).contains(&left), "heap left after drop: {left}");
+}
+
 #[test]
 fn metrics_are_prometheus_text_that_promtool_accepts() {
     let host = Host::start();
