@@ -14,7 +14,6 @@ use abi_stable::{
     std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec},
     StableAbi,
 };
-use std::sync::atomic::AtomicU64;
 
 /// A class of failure, shaped like an HTTP status so the host can map it directly.
 /// A newtype over `u16` (not an enum) so that a newer plugin may send a kind an older
@@ -263,7 +262,7 @@ pub struct PluginMod {
     /// The host reads the counter itself (no plugin code runs) and only while the library is
     /// open.
     #[sabi(missing_field(option))]
-    pub heap_live_bytes: Option<&'static AtomicU64>,
+    pub heap_live_bytes: Option<&'static crate::heap::HeapCounter>,
 }
 
 impl RootModule for PluginModRef {

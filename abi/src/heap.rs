@@ -5,7 +5,7 @@
 //! [`crate::export_plugin!`] macro therefore installs [`CountingAlloc`] as the library's
 //! global allocator: it forwards to the real allocator (the system's, or the one the author
 //! names) and keeps the number of bytes currently allocated through it in [`LIVE_BYTES`],
-//! which the root module exposes to the host. The host reads that counter once a second
+//! which the root module exposes to the host (the host reads it; no plugin code runs). The host reads that counter once a second
 //! (telemetry, `bkg_plugin_heap_bytes`) and once more after the plugin object was dropped, to
 //! report what a retired generation left allocated.
 //!
@@ -15,16 +15,73 @@
 //! memory that C code linked into the library gets from `malloc` directly, memory maps, and
 //! thread stacks.
 //!
-//! The price is one relaxed atomic add per allocation and one per deallocation
-//! (docs/benchmarks.md).
+//! The price is one relaxed atomic add per allocation and one per deallocation, on a counter
+//! shard chosen per thread (docs/benchmarks.md has the figures).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use abi_stable::StableAbi;
+
+/// Shards of [`HeapCounter`]. Threads add to different shards (picked from their stack
+/// address, no thread-local state), so allocating threads do not fight over one cache line.
+pub const SHARDS: usize = 16;
+
+/// One shard, alone on its cache lines.
+#[repr(C, align(128))]
+#[derive(StableAbi, Debug)]
+pub struct Shard {
+    bytes: AtomicU64,
+}
+
+/// Bytes allocated minus bytes freed, spread over [`SHARDS`] counters. An allocation and its
+/// free may land on different shards; only the sum means anything.
+#[repr(C)]
+#[derive(StableAbi, Debug)]
+pub struct HeapCounter {
+    shards: [Shard; SHARDS],
+}
+
+impl HeapCounter {
+    #[allow(clippy::new_without_default)] // const, for the static below
+    pub const fn new() -> Self {
+        Self { shards: [const { Shard { bytes: AtomicU64::new(0) } }; SHARDS] }
+    }
+
+    /// The calling thread's shard: its stack lies in its own mapping, so the address of a
+    /// local, hashed at 2 MiB granularity, tells threads apart without thread-local storage
+    /// (which the allocator must not use: it runs while thread-locals are set up and torn down).
+    #[inline]
+    fn shard(&self) -> &AtomicU64 {
+        let marker = 0u8;
+        let page = (std::ptr::addr_of!(marker) as usize) >> 21;
+        let index = (page as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARDS.ilog2());
+        &self.shards[index as usize].bytes
+    }
+
+    #[inline]
+    pub fn add(&self, bytes: usize) {
+        self.shard().fetch_add(bytes as u64, Relaxed);
+    }
+
+    #[inline]
+    pub fn sub(&self, bytes: usize) {
+        self.shard().fetch_sub(bytes as u64, Relaxed);
+    }
+
+    /// The live bytes: the wrapping sum of the shards. Read while other threads allocate, it
+    /// is a near snapshot; a free counted before its allocation was read can make it briefly
+    /// negative, which reads as 0.
+    pub fn live_bytes(&self) -> u64 {
+        let sum = self.shards.iter().fold(0u64, |acc, s| acc.wrapping_add(s.bytes.load(Relaxed)));
+        (sum as i64).max(0) as u64
+    }
+}
+
 /// Bytes currently allocated through this library's [`CountingAlloc`]. One per library: each
 /// plugin links its own copy of this crate. Stays 0 in a program that does not install the
 /// allocator (the host).
-pub static LIVE_BYTES: AtomicU64 = AtomicU64::new(0);
+pub static LIVE_BYTES: HeapCounter = HeapCounter::new();
 
 /// A global allocator that forwards to `A` and counts the bytes it holds in [`LIVE_BYTES`].
 ///
@@ -46,7 +103,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
         // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc`'s contract.
         let ptr = unsafe { self.0.alloc(layout) };
         if !ptr.is_null() {
-            LIVE_BYTES.fetch_add(layout.size() as u64, Relaxed);
+            LIVE_BYTES.add(layout.size());
         }
         ptr
     }
@@ -55,7 +112,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
         // SAFETY: as in `alloc`.
         let ptr = unsafe { self.0.alloc_zeroed(layout) };
         if !ptr.is_null() {
-            LIVE_BYTES.fetch_add(layout.size() as u64, Relaxed);
+            LIVE_BYTES.add(layout.size());
         }
         ptr
     }
@@ -63,19 +120,18 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded unchanged; `ptr` came from this allocator with `layout`.
         unsafe { self.0.dealloc(ptr, layout) };
-        LIVE_BYTES.fetch_sub(layout.size() as u64, Relaxed);
+        LIVE_BYTES.sub(layout.size());
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::realloc`'s contract.
         let new = unsafe { self.0.realloc(ptr, layout, new_size) };
         if !new.is_null() {
-            let old = layout.size() as u64;
-            let new_size = new_size as u64;
+            let old = layout.size();
             if new_size >= old {
-                LIVE_BYTES.fetch_add(new_size - old, Relaxed);
+                LIVE_BYTES.add(new_size - old);
             } else {
-                LIVE_BYTES.fetch_sub(old - new_size, Relaxed);
+                LIVE_BYTES.sub(old - new_size);
             }
         }
         new
@@ -90,25 +146,51 @@ mod tests {
     #[test]
     fn counts_allocations_reallocations_and_frees() {
         let alloc = CountingAlloc::system();
-        let before = LIVE_BYTES.load(Relaxed);
+        let before = LIVE_BYTES.live_bytes();
         let layout = Layout::from_size_align(1000, 8).unwrap();
         // SAFETY: a non-zero-sized layout; the pointer is freed below with the layout it has.
         unsafe {
             let p = alloc.alloc(layout);
             assert!(!p.is_null());
-            assert_eq!(LIVE_BYTES.load(Relaxed) - before, 1000);
+            assert_eq!(LIVE_BYTES.live_bytes() - before, 1000);
             let p = alloc.realloc(p, layout, 4000);
             assert!(!p.is_null());
-            assert_eq!(LIVE_BYTES.load(Relaxed) - before, 4000);
+            assert_eq!(LIVE_BYTES.live_bytes() - before, 4000);
             let bigger = Layout::from_size_align(4000, 8).unwrap();
             let p = alloc.realloc(p, bigger, 10);
-            assert_eq!(LIVE_BYTES.load(Relaxed) - before, 10);
+            assert_eq!(LIVE_BYTES.live_bytes() - before, 10);
             alloc.dealloc(p, Layout::from_size_align(10, 8).unwrap());
             let z = alloc.alloc_zeroed(layout);
             assert_eq!(*z.add(999), 0);
-            assert_eq!(LIVE_BYTES.load(Relaxed) - before, 1000);
+            assert_eq!(LIVE_BYTES.live_bytes() - before, 1000);
             alloc.dealloc(z, layout);
         }
-        assert_eq!(LIVE_BYTES.load(Relaxed), before);
+        assert_eq!(LIVE_BYTES.live_bytes(), before);
+    }
+
+    /// Allocated on one thread and freed on another (so on other shards): the sum is exact
+    /// once both are done, and a reader in between never sees a wrapped-around figure.
+    #[test]
+    fn frees_on_other_threads_balance_and_reads_never_wrap() {
+        let counter = HeapCounter::new();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<usize>(64);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..20_000 {
+                    counter.add(1 + i % 100);
+                    tx.send(1 + i % 100).unwrap();
+                }
+                drop(tx);
+            });
+            s.spawn(|| {
+                for size in rx {
+                    counter.sub(size);
+                    assert!(counter.live_bytes() < 1 << 40, "a read wrapped around");
+                }
+            });
+        });
+        assert_eq!(counter.live_bytes(), 0);
+        counter.add(5);
+        assert_eq!(counter.live_bytes(), 5);
     }
 }

@@ -10,11 +10,11 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use abi_stable::library::{lib_header_from_raw_library, LibraryError, RawLibrary};
 use bkg_abi::ffi::PluginModRef;
+use bkg_abi::heap::HeapCounter;
 use sha2::{Digest, Sha256};
 
 /// Why a file could not be loaded. Messages are short and say what is wrong.
@@ -54,18 +54,18 @@ pub enum Residency {
 }
 
 /// A library's heap counter (`bkg_abi::heap`), readable while the library is open. Reading
-/// it runs no plugin code: it is an atomic load from the library's memory. [`LoadedLibrary::close`]
+/// it runs no plugin code: it sums counters in the library's memory. [`LoadedLibrary::close`]
 /// detaches it before the library is unmapped, so a reader holding the gauge afterwards sees
 /// `None` instead of touching freed memory.
 #[derive(Debug)]
-pub struct HeapGauge(RwLock<Option<&'static AtomicU64>>);
+pub struct HeapGauge(RwLock<Option<&'static HeapCounter>>);
 
 impl HeapGauge {
     /// Bytes the library holds through its global allocator; `None` when it does not count
     /// them (built before bkg-abi 0.1.1, or a custom root module) or once it is closed.
     pub fn bytes(&self) -> Option<u64> {
         let counter = *self.0.read().unwrap_or_else(|p| p.into_inner());
-        counter.map(|c| c.load(Ordering::Relaxed))
+        counter.map(HeapCounter::live_bytes)
     }
 
     fn detach(&self) {
