@@ -22,6 +22,8 @@ export interface HistoryEntry {
   reason?: string | null;
   residency?: 'unloaded' | 'pinned' | 'unknown' | null;
   retired_at_ms?: number | null;
+  /** Heap the library still held after its plugin was dropped (leaked); null while loaded or not counted. */
+  heap_left_bytes?: number | null;
 }
 
 export interface PluginDetail {
@@ -57,8 +59,8 @@ export interface TelemetrySample {
   p50_ms: number | null;
   p95_ms: number | null;
   p99_ms: number | null;
-  /** Not reported by the host today; shown when present. */
-  rss_bytes?: number | null;
+  /** Heap bytes the plugin's library holds through its global allocator (null: not counted). */
+  heap_bytes?: number | null;
 }
 
 export interface HostSample {

@@ -1,15 +1,16 @@
 import { ComponentFixture, TestBed } from '@angular/core/testing';
 import { provideRouter } from '@angular/router';
 import { PluginDetail, TelemetrySample } from '../core/models';
+import { formatBytes } from '../shared/format';
 import { PluginCard } from './plugin-card';
 
 const base: PluginDetail = {
   id: 'echo', name: 'Echo', version: '1.0.0', description: '', state: 'running', generation: 3,
   capabilities: [], routes: [], history: [], loaded_at_ms: Date.now() - 65_000,
 };
-const sample = (calls: number, err = 0): TelemetrySample => ({
+const sample = (calls: number, err = 0, heap: number | null = null): TelemetrySample => ({
   at_ms: Date.now(), calls_per_s: calls, calls_total: 0, cpu_percent: 2.5, error_rate: err, errors_per_s: 0,
-  errors_total: 0, generation: 3, in_flight: 1, p50_ms: null, p95_ms: null, p99_ms: null,
+  errors_total: 0, generation: 3, in_flight: 1, p50_ms: null, p95_ms: null, p99_ms: null, heap_bytes: heap,
 });
 
 describe('PluginCard', () => {
@@ -33,7 +34,20 @@ describe('PluginCard', () => {
     expect(el().querySelector('[data-testid=calls]')!.textContent).toBe('12.3');
     expect(el().querySelector('[data-testid=error-rate]')!.textContent).toBe('25.0%');
     expect(el().querySelector('[data-state]')!.getAttribute('data-state')).toBe('running');
+    // CPU only: this library does not count its heap.
+    expect(el().querySelectorAll('polyline').length).toBe(1);
+    expect(el().querySelector('[data-testid=heap]')!.textContent).toBe('–');
+    expect(el().querySelector('[data-testid=heap-unreported]')).not.toBeNull();
+  });
+
+  it('shows the heap figure and its sparkline when the library counts it', async () => {
+    fixture.componentRef.setInput('series', [sample(1, 0, 10 * 1024 * 1024), sample(2, 0, 95 * 1024 * 1024)]);
+    await fixture.whenStable();
+    expect(el().querySelector('[data-testid=heap]')!.textContent).toBe(formatBytes(95 * 1024 * 1024));
+    expect(el().querySelector('[data-testid=heap]')!.textContent).toContain('95');
+    expect(el().querySelector('[data-testid=heap-unreported]')).toBeNull();
     expect(el().querySelectorAll('polyline').length).toBe(2);
+    expect(el().querySelector('svg[aria-label="heap over the last minute"]')).not.toBeNull();
   });
 
   it('enables the buttons the state allows and emits actions', async () => {

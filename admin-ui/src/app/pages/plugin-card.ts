@@ -50,12 +50,13 @@ export function allowedActions(state: string): Record<LifecycleAction, boolean> 
           <app-sparkline class="block w-full text-sky-600 dark:text-sky-400" [values]="cpuSeries()" [width]="140" [height]="28" label="CPU over the last minute" />
         </div>
         <div>
+          <div class="muted flex justify-between" title="Heap held by the plugin's library (its Rust allocations), as the library counts it">
+            <span>heap</span><span class="tabular-nums" data-testid="heap">{{ memory() }}</span>
+          </div>
           @if (hasMemory()) {
-            <div class="muted flex justify-between"><span>memory</span><span class="tabular-nums">{{ memory() }}</span></div>
-            <app-sparkline class="block w-full text-violet-600 dark:text-violet-400" [values]="memSeries()" [width]="140" [height]="28" label="memory over the last minute" />
+            <app-sparkline class="block w-full text-violet-600 dark:text-violet-400" [values]="memSeries()" [width]="140" [height]="28" label="heap over the last minute" />
           } @else {
-            <div class="muted flex justify-between"><span>calls/s</span><span class="tabular-nums">{{ callsPerS() }}</span></div>
-            <app-sparkline class="block w-full text-emerald-600 dark:text-emerald-400" [values]="callSeries()" [width]="140" [height]="28" label="calls per second over the last minute" />
+            <p class="muted h-7 text-[11px] leading-7" data-testid="heap-unreported">not reported by this library</p>
           }
         </div>
       </div>
@@ -97,8 +98,7 @@ export class PluginCard {
   });
   protected readonly cpu = computed(() => formatPercent(this.last()?.cpu_percent));
   protected readonly cpuSeries = computed(() => (this.series() ?? []).map((s) => s.cpu_percent));
-  protected readonly callSeries = computed(() => (this.series() ?? []).map((s) => s.calls_per_s));
-  protected readonly hasMemory = computed(() => this.last()?.rss_bytes != null);
-  protected readonly memSeries = computed(() => (this.series() ?? []).map((s) => s.rss_bytes ?? 0));
-  protected readonly memory = computed(() => formatBytes(this.last()?.rss_bytes));
+  protected readonly hasMemory = computed(() => this.last()?.heap_bytes != null);
+  protected readonly memSeries = computed(() => (this.series() ?? []).map((s) => s.heap_bytes ?? 0));
+  protected readonly memory = computed(() => formatBytes(this.last()?.heap_bytes));
 }

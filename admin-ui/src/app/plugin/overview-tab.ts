@@ -69,7 +69,7 @@ output: {{ c.output_schema | json }}</pre>
           <h2 class="mb-2 font-semibold">Load history</h2>
           <div class="overflow-x-auto">
             <table class="w-full text-left text-sm" data-testid="history">
-              <thead class="muted text-xs"><tr><th class="py-1 pr-3">gen</th><th class="pr-3">version</th><th class="pr-3">loaded</th><th class="pr-3">retired</th><th class="pr-3">reason</th><th class="pr-3">residency</th><th class="pr-3">abandoned</th><th>sha256</th></tr></thead>
+              <thead class="muted text-xs"><tr><th class="py-1 pr-3">gen</th><th class="pr-3">version</th><th class="pr-3">loaded</th><th class="pr-3">retired</th><th class="pr-3">reason</th><th class="pr-3">residency</th><th class="pr-3">abandoned</th><th class="pr-3" title="Heap the library still held after its plugin object was dropped: memory it leaked, which stays in the process">heap left</th><th>sha256</th></tr></thead>
               <tbody>
                 @for (h of historyDesc(p); track h.generation) {
                   <tr class="border-t border-slate-200 dark:border-slate-700">
@@ -80,6 +80,7 @@ output: {{ c.output_schema | json }}</pre>
                     <td class="pr-3">{{ h.reason || '–' }}</td>
                     <td class="pr-3">@if (h.residency) { <app-status-chip [state]="h.residency" /> } @else { – }</td>
                     <td class="pr-3">{{ h.abandoned_calls }}</td>
+                    <td class="pr-3 tabular-nums" data-testid="heap-left">{{ h.heap_left_bytes == null ? '–' : bytes(h.heap_left_bytes) }}</td>
                     <td class="font-mono text-xs" [title]="h.sha256">{{ h.sha256.slice(0, 12) }}</td>
                   </tr>
                 }

@@ -1,6 +1,6 @@
 import { NgComponentOutlet } from '@angular/common';
 import { ChangeDetectionStrategy, Component, Type, computed, effect, inject, input, signal } from '@angular/core';
-import { RouterLink } from '@angular/router';
+import { Router, RouterLink } from '@angular/router';
 import { PluginsStore } from '../core/plugins.store';
 import { panelFor } from '../panels/registry';
 import { StatusChip } from '../shared/status-chip';
@@ -19,6 +19,27 @@ export const BASE_TABS = [
   { id: 'telemetry', label: 'Telemetry' },
   { id: 'models', label: 'Models' },
 ];
+
+/**
+ * The WAI-ARIA tabs keys: ArrowRight/ArrowLeft move to the next/previous tab (wrapping),
+ * Home/End to the first/last. Returns the tab to activate, or null for any other key.
+ */
+export function tabForKey(ids: string[], current: string, key: string): string | null {
+  if (!ids.length) return null;
+  const i = Math.max(0, ids.indexOf(current));
+  switch (key) {
+    case 'ArrowRight':
+      return ids[(i + 1) % ids.length];
+    case 'ArrowLeft':
+      return ids[(i - 1 + ids.length) % ids.length];
+    case 'Home':
+      return ids[0];
+    case 'End':
+      return ids[ids.length - 1];
+    default:
+      return null;
+  }
+}
 
 /** PluginPanel: one plugin, in tabs; the plugin's own panel (if registered) is the last tab. */
 @Component({
@@ -44,15 +65,16 @@ export const BASE_TABS = [
       }
     </div>
 
-    <div role="tablist" aria-label="Plugin sections" class="mb-4 flex gap-1 overflow-x-auto border-b border-slate-200 dark:border-slate-700">
+    <div role="tablist" aria-label="Plugin sections" (keydown)="onTabKey($event)" class="mb-4 flex gap-1 overflow-x-auto border-b border-slate-200 dark:border-slate-700">
       @for (t of tabs(); track t.id) {
         <a role="tab" [routerLink]="['/plugins', id(), t.id]" [attr.aria-selected]="t.id === tab()" [attr.data-tab]="t.id"
+          [id]="'tab-' + t.id" aria-controls="plugin-tabpanel" [attr.tabindex]="t.id === tab() ? 0 : -1"
           class="whitespace-nowrap border-b-2 px-3 py-2 text-sm"
           [class]="t.id === tab() ? 'border-sky-600 font-medium text-sky-700 dark:text-sky-300' : 'border-transparent muted hover:text-slate-900 dark:hover:text-white'">{{ t.label }}</a>
       }
     </div>
 
-    <section role="tabpanel" [attr.aria-label]="tab()">
+    <section role="tabpanel" id="plugin-tabpanel" [attr.aria-labelledby]="'tab-' + tab()" tabindex="0" class="focus-visible:outline-2 focus-visible:outline-sky-500">
       @switch (tab()) {
         @case ('overview') { <app-plugin-overview [plugin]="plugin()" [pluginId]="id()" /> }
         @case ('config') { <app-plugin-config [pluginId]="id()" /> }
@@ -75,6 +97,7 @@ export class PluginPage {
   readonly id = input.required<string>();
   readonly tab = input<string>('overview');
   protected readonly store = inject(PluginsStore);
+  private readonly router = inject(Router);
   protected readonly actions: LifecycleAction[] = ['start', 'stop', 'restart'];
 
   protected readonly plugin = computed(() => this.store.plugins().find((p) => p.id === this.id()));
@@ -97,5 +120,14 @@ export class PluginPage {
 
   act(a: LifecycleAction) {
     void this.store.act(this.id(), a);
+  }
+
+  protected onTabKey(event: KeyboardEvent) {
+    const next = tabForKey(this.tabs().map((t) => t.id), this.tab(), event.key);
+    if (!next) return;
+    event.preventDefault();
+    const list = event.currentTarget as HTMLElement;
+    (list.querySelector(`[data-tab="${next}"]`) as HTMLElement | null)?.focus();
+    void this.router.navigate(['/plugins', this.id(), next]);
   }
 }

@@ -33,6 +33,7 @@ interface TelemetryDoc {
       <app-line-chart title="Error rate" unit="%" [series]="errors()" [span]="span()" />
       <app-line-chart title="Latency" unit=" ms" [series]="latency()" [span]="span()" />
       <app-line-chart title="CPU" unit="%" [series]="cpu()" [span]="span()" />
+      <app-line-chart title="Heap held by the library" unit=" MiB" [series]="heap()" [span]="span()" data-testid="heap-chart" />
     </div>
   `,
 })
@@ -60,6 +61,9 @@ export class PluginTelemetry {
     { name: 'p99', color: '#f59e0b', values: this.samples().map((s) => s.p99_ms) },
   ]);
   protected readonly cpu = computed(() => [{ name: 'CPU', color: '#0ea5e9', values: this.samples().map((s) => s.cpu_percent) }]);
+  protected readonly heap = computed(() => [
+    { name: 'heap', color: '#8b5cf6', values: this.samples().map((s) => (s.heap_bytes == null ? null : s.heap_bytes / 1048576)) },
+  ]);
   protected readonly totalList = computed(() => {
     const t = this.totals();
     if (!t) return [];
