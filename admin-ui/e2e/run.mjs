@@ -9,7 +9,7 @@
 //   E2E_KEEP          1: keep the host's temp folder (log, models copy) even when all passed
 //   E2E_ONLY          run only tests whose name contains this (and the first, which logs in)
 import { existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ADMIN_KEY, DIST, MODELS_DIR, REPO_ROOT, UI_FROM_HOST, installPlugin, launchChromium, lib, modelsProblem, startHost } from './harness.mjs';
 import { bytes, sha256, startFakeHub } from './fakehub.mjs';
@@ -363,6 +363,125 @@ test('llmserver: a streamed chat answer (temperature 0) names Paris; embeddings'
 
 // --- candle: load, quantize, unload --------------------------------------------------------------
 
+/** "95.0 MiB" -> bytes; null for "–". */
+function parseBytes(text) {
+  const m = /([\d.]+)\s*(B|KiB|MiB|GiB)/.exec(text ?? '');
+  if (!m) return null;
+  return Number(m[1]) * { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 }[m[2]];
+}
+
+/** The sRGB relative luminance (0 black .. 1 white) of what an element paints, read back from a canvas. */
+async function luminance(locator, prop = 'backgroundColor') {
+  return locator.evaluate((el, prop) => {
+    const color = getComputedStyle(el)[prop];
+    const ctx = Object.assign(document.createElement('canvas'), { width: 1, height: 1 }).getContext('2d');
+    ctx.fillStyle = color;
+    ctx.fillRect(0, 0, 1, 1);
+    const [r, g, b] = ctx.getImageData(0, 0, 1, 1).data;
+    const lin = (c) => ((c /= 255) <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
+    return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+  }, prop);
+}
+
+test('dashboard: each card shows the heap its plugin library holds', async () => {
+  await page.goto(ui.url + '/plugins');
+  for (const id of ['echo', 'apikeys', 'llmserver', 'candle']) {
+    await expectEventually(`a heap figure on ${id}`, async () => parseBytes(await card(id).getByTestId('heap').textContent()) > 0);
+  }
+  if (await card('echo').getByTestId('heap-unreported').count()) throw new Error('echo says its heap is not reported');
+  await card('echo').locator('svg[aria-label="heap over the last minute"]').waitFor();
+});
+
+test('keyboard: the plugin tabs follow the arrow keys, Home and End; card actions are reachable by Tab', async () => {
+  await page.goto(ui.url + '/plugins/echo/overview');
+  const focusedTab = () => page.evaluate(() => document.activeElement?.getAttribute('data-tab'));
+  await page.locator('[role=tab][data-tab=overview]').focus();
+  const steps = [
+    ['ArrowRight', 'config'],
+    ['ArrowRight', 'logs'],
+    ['End', 'models'],
+    ['ArrowRight', 'overview'],
+    ['ArrowLeft', 'models'],
+    ['Home', 'overview'],
+  ];
+  for (const [key, want] of steps) {
+    await page.keyboard.press(key);
+    await page.waitForURL(`**/plugins/echo/${want}`);
+    await expectEventually(`focus on ${want}`, async () => (await focusedTab()) === want);
+    const selected = await page.locator('[role=tab][aria-selected=true]').getAttribute('data-tab');
+    if (selected !== want) throw new Error(`${key}: selected ${selected}, wanted ${want}`);
+  }
+  // Only the selected tab is a Tab stop: Tab leaves the tab list for the panel.
+  await page.keyboard.press('Tab');
+  if ((await page.evaluate(() => document.activeElement?.getAttribute('role'))) !== 'tabpanel') throw new Error('Tab did not move to the tab panel');
+
+  // On the dashboard, Tab alone reaches the echo card's stop button.
+  await page.goto(ui.url + '/plugins');
+  await card('echo').waitFor();
+  let reached = false;
+  for (let i = 0; i < 80 && !reached; i++) {
+    await page.keyboard.press('Tab');
+    reached = await page.evaluate(() => {
+      const el = document.activeElement;
+      return el?.getAttribute('data-action') === 'stop' && el.closest('article')?.getAttribute('data-plugin') === 'echo';
+    });
+  }
+  if (!reached) throw new Error('Tab never reached the echo card\'s stop button');
+  const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+  if (outline === 'none') throw new Error('the focused button shows no focus outline');
+});
+
+test('dark mode follows the system: dark surfaces and light text, light again after', async () => {
+  try {
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await page.goto(ui.url + '/plugins');
+    await card('echo').waitFor();
+    const body = await luminance(page.locator('body'));
+    const surface = await luminance(card('echo'));
+    const text = await luminance(card('echo').locator('h2'), 'color');
+    if (!(body < 0.05 && surface < 0.08)) throw new Error(`dark mode: page ${body.toFixed(3)}, card ${surface.toFixed(3)}`);
+    if (!(text > 0.6)) throw new Error(`dark mode: card title luminance ${text.toFixed(3)}`);
+    // Sparklines need two samples (a second or two after the page loads).
+    await expectEventually('sparklines', async () => ((await card('candle').locator('svg polyline').first().getAttribute('points')) ?? '').includes(' '), 5_000);
+    await shot('dashboard-dark');
+    await page.goto(ui.url + '/plugins/echo/telemetry');
+    await page.locator('[data-testid=heap-chart]').waitFor();
+    const header = await luminance(page.locator('header').first());
+    if (!(header < 0.08)) throw new Error(`dark mode: header ${header.toFixed(3)}`);
+    await shot('plugin-dark');
+    await page.goto(ui.url + '/plugins/llmserver/panel');
+    await page.locator('textarea, input').first().waitFor();
+    const field = await luminance(page.locator('textarea, input').first());
+    if (!(field < 0.08)) throw new Error(`dark mode: an input field ${field.toFixed(3)}`);
+  } finally {
+    await page.emulateMedia({ colorScheme: 'light' });
+  }
+  await page.goto(ui.url + '/plugins');
+  await card('echo').waitFor();
+  const body = await luminance(page.locator('body'));
+  if (!(body > 0.8)) throw new Error(`light mode: page ${body.toFixed(3)}`);
+});
+
+test('a broken or half-copied library in the folder shows a failed card with the reason; removing it clears it', async () => {
+  await page.goto(ui.url + '/plugins');
+  await card('echo').waitFor();
+  const junk = join(host.pluginsDir, 'junk-plugin.so');
+  const half = join(host.pluginsDir, 'half-plugin.so');
+  await writeFile(junk, 'this is not a shared library\n');
+  const echo = await readFile(lib('fixture_echo'));
+  await writeFile(half, echo.subarray(0, echo.length >> 1));
+  for (const [id, reason] of [['junk-plugin', /not a shared library/], ['half-plugin', /truncated/]]) {
+    await expectEventually(`a failed card for ${id}`, async () => (await card(id).locator('[data-state]').getAttribute('data-state')) === 'failed');
+    const msg = await card(id).getByTestId('last-error').textContent();
+    if (!reason.test(msg)) throw new Error(`${id}: unclear error: ${msg}`);
+  }
+  await shot('dashboard-failed');
+  if ((await card('echo').locator('[data-state]').getAttribute('data-state')) !== 'running') throw new Error('echo stopped running');
+  await unlink(junk);
+  await unlink(half);
+  await expectEventually('the failed cards gone', async () => (await card('junk-plugin').count()) === 0 && (await card('half-plugin').count()) === 0);
+});
+
 test('candle: load MiniLM as an embedding model, quantize it to q8_0, unload it', async () => {
   const MINILM = 'sentence-transformers/all-MiniLM-L6-v2';
   const realQ8 = join(MODELS_DIR, MINILM, 'model-q8_0.gguf');
@@ -377,6 +496,12 @@ test('candle: load MiniLM as an embedding model, quantize it to q8_0, unload it'
   if ((await row.getAttribute('data-kind')) !== 'embedding') throw new Error('not an embedding model');
   const listed = await host.api('/api/plugins/candle/model.list', { method: 'POST', body: {} });
   if (!listed.models.some((m) => m.name === MINILM && m.details?.dimensions === 384)) throw new Error(`model.list: ${JSON.stringify(listed)}`);
+  // The weights (90.9 MB of F32) now sit in candle's heap, and its card says so.
+  await page.goto(ui.url + '/plugins');
+  await expectEventually('candle\'s heap over 80 MB', async () => parseBytes(await card('candle').getByTestId('heap').textContent()) > 80e6, 15_000);
+  console.log(`    (candle heap with MiniLM loaded: ${await card('candle').getByTestId('heap').textContent()})`);
+  await page.goto(ui.url + '/plugins/candle/panel');
+  await row.waitFor({ timeout: 20_000 });
 
   await page.locator('select[name=qSource]').selectOption(`name:${MINILM}`);
   await page.locator('select[name=qType]').selectOption('q8_0');

@@ -54,7 +54,7 @@ export function allowedActions(state: string): Record<LifecycleAction, boolean> 
             <span>heap</span><span class="tabular-nums" data-testid="heap">{{ memory() }}</span>
           </div>
           @if (hasMemory()) {
-            <app-sparkline class="block w-full text-violet-600 dark:text-violet-400" [values]="memSeries()" [width]="140" [height]="28" label="heap over the last minute" />
+            <app-sparkline class="block w-full text-violet-600 dark:text-violet-400" [values]="memSeries()" [width]="140" [height]="28" [fit]="true" label="heap over the last minute" />
           } @else {
             <p class="muted h-7 text-[11px] leading-7" data-testid="heap-unreported">not reported by this library</p>
           }

@@ -32,7 +32,7 @@ import { Sparkline } from '../shared/sparkline';
           </span>
           <span class="flex items-center gap-1" title="Host resident memory">
             <span class="muted">RAM</span>
-            <app-sparkline class="w-16 text-violet-600 dark:text-violet-400" [values]="hostRss()" [width]="60" [height]="18" label="host memory" />
+            <app-sparkline class="w-16 text-violet-600 dark:text-violet-400" [values]="hostRss()" [width]="60" [height]="18" [fit]="true" label="host memory" />
             <span class="w-16 tabular-nums">{{ rss() }}</span>
           </span>
           <span class="flex items-center gap-1" [title]="plugins.live() ? 'live telemetry connected' : 'telemetry disconnected'">

@@ -22,5 +22,8 @@ describe('format', () => {
   it('spark points scale into the box', () => {
     expect(sparkPoints([], 10, 10)).toBe('');
     expect(sparkPoints([0, 10], 100, 22)).toBe('0.0,21.0 100.0,1.0');
+    // A level: from its own low to its high; flat runs through the middle.
+    expect(sparkPoints([100, 110], 100, 22, undefined, true)).toBe('0.0,21.0 100.0,1.0');
+    expect(sparkPoints([48, 48, 48], 100, 22, undefined, true)).toBe('0.0,11.0 50.0,11.0 100.0,11.0');
   });
 });

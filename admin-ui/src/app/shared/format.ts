@@ -37,11 +37,17 @@ export function formatTime(ms: number | null | undefined): string {
 }
 
 /** SVG polyline points for a series scaled into a w×h box (0 at the bottom). */
-export function sparkPoints(values: number[], w: number, h: number, max?: number): string {
+/**
+ * Polyline points for a sparkline. Rates are drawn from 0 to `max` (default: the largest
+ * value); with `fit`, a level such as memory is drawn from the window's lowest to its highest
+ * value, so its changes show, and a flat series runs through the middle.
+ */
+export function sparkPoints(values: number[], w: number, h: number, max?: number, fit = false): string {
   if (values.length === 0) return '';
-  const top = Math.max(max ?? Math.max(...values), 1e-9);
+  const hi = Math.max(max ?? Math.max(...values), 1e-9);
+  const lo = fit ? Math.min(...values) : 0;
+  const span = hi - lo;
   const step = values.length > 1 ? w / (values.length - 1) : 0;
-  return values
-    .map((v, i) => `${(i * step).toFixed(1)},${(h - (Math.max(0, v) / top) * (h - 2) - 1).toFixed(1)}`)
-    .join(' ');
+  const y = (v: number) => (fit && span <= hi * 1e-6 ? h / 2 : h - ((Math.max(lo, v) - lo) / span) * (h - 2) - 1);
+  return values.map((v, i) => `${(i * step).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
 }

@@ -17,5 +17,7 @@ export class Sparkline {
   readonly width = input(120);
   readonly height = input(28);
   readonly label = input('');
-  protected readonly points = computed(() => sparkPoints(this.values(), this.width(), this.height(), this.max()));
+  /** Draw a level (memory) from the window's low to its high instead of from 0. */
+  readonly fit = input(false);
+  protected readonly points = computed(() => sparkPoints(this.values(), this.width(), this.height(), this.max(), this.fit()));
 }
