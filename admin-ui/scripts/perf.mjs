@@ -44,6 +44,7 @@ function tick() {
       at_ms: at, calls_per_s: calls, calls_total: Math.round(at / 10), cpu_percent: Math.abs(10 * Math.sin(at / 7000 + i)) + Math.random(),
       error_rate: Math.random() * 0.02, errors_per_s: Math.random(), errors_total: 3, generation: p.generation, in_flight: Math.floor(Math.random() * 4),
       p50_ms: 1 + Math.random(), p95_ms: 4 + Math.random(), p99_ms: 9 + Math.random(),
+      heap_bytes: Math.round(20e6 * (1 + i / 10) + 5e6 * Math.sin(at / 9000 + i) + Math.random() * 1e5),
     };
   });
   return { host: { at_ms: at, cpu_percent: 20 + Math.random() * 5, rss_bytes: 200e6 + Math.random() * 1e6, plugins_running: Object.keys(out).length }, plugins: out };
