@@ -54,6 +54,31 @@ pub mod __private {
 /// way:
 /// `export_plugin!(MyPlugin, allocator = mimalloc::MiMalloc);`. (A crate that also builds as
 /// an `rlib` carries this allocator into whatever links it.)
+///
+/// ```
+/// use bkg_abi::{export_plugin, Context, Error, Host, Manifest, Plugin, Request, Response};
+///
+/// struct Quiet;
+/// impl Plugin for Quiet {
+///     fn manifest() -> Manifest {
+///         Manifest::new("quiet", "Quiet", "1.0.0")
+///     }
+///     fn new(_host: Host) -> Result<Self, Error> {
+///         Ok(Quiet)
+///     }
+///     fn invoke(&self, _: &str, _: Request<'_>, _: &Context<'_>) -> Result<Response, Error> {
+///         Ok(Response::empty())
+///     }
+/// }
+///
+/// // Any `GlobalAlloc` unit struct; the heap it hands out is counted.
+/// export_plugin!(Quiet, allocator = std::alloc::System);
+///
+/// let before = bkg_abi::heap::LIVE_BYTES.live_bytes();
+/// let kept = vec![0u8; 1 << 20];
+/// assert!(bkg_abi::heap::LIVE_BYTES.live_bytes() >= before + (1 << 20));
+/// drop(kept);
+/// ```
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
