@@ -246,7 +246,9 @@ pub type PluginBox = PluginObject_TO<'static, RBox<()>>;
 
 /// The root module every plugin library exports (through [`crate::export_plugin!`]).
 ///
-/// A prefix type: fields may only be added after `create`, in a new minor version.
+/// A prefix type: fields may only be added after `create`, in a new minor version (abi_stable
+/// lets an older host load a library with more fields, but refuses a library with fewer fields
+/// than the host's: a new field locks out every plugin built before it).
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
@@ -257,12 +259,6 @@ pub struct PluginMod {
     /// Construct the plugin object.
     #[sabi(last_prefix_field)]
     pub create: extern "C" fn(host: HostBox) -> RResult<PluginBox, FfiError>,
-    /// The library's live heap bytes ([`crate::heap::LIVE_BYTES`]), or `None` when the
-    /// library does not count them. Added in 0.1.1: the host sees `None` for older plugins.
-    /// The host reads the counter itself (no plugin code runs) and only while the library is
-    /// open.
-    #[sabi(missing_field(option))]
-    pub heap_live_bytes: Option<&'static crate::heap::HeapCounter>,
 }
 
 impl RootModule for PluginModRef {

@@ -5,7 +5,8 @@
 //! [`crate::export_plugin!`] macro therefore installs [`CountingAlloc`] as the library's
 //! global allocator: it forwards to the real allocator (the system's, or the one the author
 //! names) and keeps the number of bytes currently allocated through it in [`LIVE_BYTES`],
-//! which the root module exposes to the host (the host reads it; no plugin code runs). The host reads that counter once a second
+//! which the library exports to the host (`HEAP_EXPORT_SYMBOL`; the host reads it, no plugin code
+//! runs). The host reads that counter once a second
 //! (telemetry, `bkg_plugin_heap_bytes`) and once more after the plugin object was dropped, to
 //! report what a retired generation left allocated.
 //!
@@ -21,15 +22,13 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use abi_stable::StableAbi;
-
 /// Shards of [`HeapCounter`]. Threads add to different shards (picked from their stack
 /// address, no thread-local state), so allocating threads do not fight over one cache line.
 pub const SHARDS: usize = 16;
 
 /// One shard, alone on its cache lines.
 #[repr(C, align(128))]
-#[derive(StableAbi, Debug)]
+#[derive(Debug)]
 pub struct Shard {
     bytes: AtomicU64,
 }
@@ -37,7 +36,7 @@ pub struct Shard {
 /// Bytes allocated minus bytes freed, spread over [`SHARDS`] counters. An allocation and its
 /// free may land on different shards; only the sum means anything.
 #[repr(C)]
-#[derive(StableAbi, Debug)]
+#[derive(Debug)]
 pub struct HeapCounter {
     shards: [Shard; SHARDS],
 }
@@ -82,6 +81,40 @@ impl HeapCounter {
 /// plugin links its own copy of this crate. Stays 0 in a program that does not install the
 /// allocator (the host).
 pub static LIVE_BYTES: HeapCounter = HeapCounter::new();
+
+/// The symbol under which [`crate::export_plugin!`] exports a [`HeapExport`].
+pub const HEAP_EXPORT_SYMBOL: &str = "bkg_heap_export_v1";
+/// First field of a [`HeapExport`]: the host trusts the symbol only when it finds this.
+pub const HEAP_EXPORT_MAGIC: [u8; 8] = *b"bkgheap1";
+
+/// What a plugin library exports under [`HEAP_EXPORT_SYMBOL`]: a pointer to its counter, with
+/// what the host checks before it reads it (a magic value, this struct's version and the
+/// counter's shard count). A library without the symbol (built before bkg-abi 0.1.1, or with
+/// `heap = untracked`) simply does not report its heap. Not part of the root module, so
+/// adding it did not change the root module's checked layout: 0.1.0 plugins keep loading.
+#[repr(C)]
+#[derive(Debug)]
+pub struct HeapExport {
+    pub magic: [u8; 8],
+    pub version: u32,
+    pub shards: u32,
+    pub counter: &'static HeapCounter,
+}
+
+impl HeapExport {
+    pub const VERSION: u32 = 1;
+
+    pub const fn new(counter: &'static HeapCounter) -> Self {
+        Self { magic: HEAP_EXPORT_MAGIC, version: Self::VERSION, shards: SHARDS as u32, counter }
+    }
+
+    /// Whether this export is one the current code can read.
+    pub fn is_valid(&self) -> bool {
+        self.magic == HEAP_EXPORT_MAGIC
+            && self.version == Self::VERSION
+            && self.shards == SHARDS as u32
+    }
+}
 
 /// A global allocator that forwards to `A` and counts the bytes it holds in [`LIVE_BYTES`].
 ///

@@ -52,8 +52,10 @@ pub mod __private {
 /// allocator, so the host can show how much heap the plugin holds. A plugin that wants its
 /// own allocator names it (a unit struct, used as type and value), and it is counted the same
 /// way:
-/// `export_plugin!(MyPlugin, allocator = mimalloc::MiMalloc);`. (A crate that also builds as
-/// an `rlib` carries this allocator into whatever links it.)
+/// `export_plugin!(MyPlugin, allocator = mimalloc::MiMalloc);`. One that must not have it
+/// (say, its allocator needs a constructor) says `export_plugin!(MyPlugin, heap = untracked);`
+/// and the host shows its heap as not reported. (A crate that also builds as an `rlib`
+/// carries the allocator into whatever links it.)
 ///
 /// ```
 /// use bkg_abi::{export_plugin, Context, Error, Host, Manifest, Plugin, Request, Response};
@@ -81,23 +83,13 @@ pub mod __private {
 /// ```
 #[macro_export]
 macro_rules! export_plugin {
-    ($plugin:ty) => {
-        $crate::export_plugin!($plugin, allocator = ::std::alloc::System);
-    };
-    ($plugin:ty, allocator = $alloc:path) => {
-        /// Counts the library's heap bytes for the host (see `bkg_abi::heap`).
-        #[doc(hidden)]
-        #[global_allocator]
-        static __BKG_ALLOCATOR: $crate::heap::CountingAlloc<$alloc> =
-            $crate::heap::CountingAlloc($alloc);
-
+    (@module $plugin:ty) => {
         /// The root module, a static in the library (nothing is allocated per load).
         #[doc(hidden)]
         static __BKG_MODULE: $crate::abi_stable::prefix_type::WithMetadata<$crate::ffi::PluginMod> =
             $crate::abi_stable::prefix_type::WithMetadata::new($crate::ffi::PluginMod {
                 manifest: $crate::__private::manifest_entry::<$plugin>,
                 create: $crate::__private::create_entry::<$plugin>,
-                heap_live_bytes: ::std::option::Option::Some(&$crate::heap::LIVE_BYTES),
             });
 
         #[doc(hidden)]
@@ -123,6 +115,28 @@ macro_rules! export_plugin {
                 )
             }
         };
+    };
+    ($plugin:ty, heap = untracked) => {
+        $crate::export_plugin!(@module $plugin);
+    };
+    ($plugin:ty, allocator = $alloc:path) => {
+        /// Counts the library's heap bytes for the host (see `bkg_abi::heap`).
+        #[doc(hidden)]
+        #[global_allocator]
+        static __BKG_ALLOCATOR: $crate::heap::CountingAlloc<$alloc> =
+            $crate::heap::CountingAlloc($alloc);
+
+        /// Where the host finds the counter (a versioned symbol beside the root module, so
+        /// that the root module's checked layout stays that of bkg-abi 0.1.0).
+        #[doc(hidden)]
+        #[unsafe(export_name = "bkg_heap_export_v1")]
+        pub static __BKG_HEAP_EXPORT: $crate::heap::HeapExport =
+            $crate::heap::HeapExport::new(&$crate::heap::LIVE_BYTES);
+
+        $crate::export_plugin!(@module $plugin);
+    };
+    ($plugin:ty) => {
+        $crate::export_plugin!($plugin, allocator = ::std::alloc::System);
     };
 }
 

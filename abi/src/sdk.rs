@@ -568,10 +568,6 @@ pub extern "C" fn create_entry<P: Plugin>(host: HostBox) -> RResult<PluginBox, F
 #[doc(hidden)]
 pub fn root_module<P: Plugin>() -> crate::ffi::PluginModRef {
     use abi_stable::prefix_type::PrefixTypeTrait;
-    crate::ffi::PluginMod {
-        manifest: manifest_entry::<P>,
-        create: create_entry::<P>,
-        heap_live_bytes: None,
-    }
-    .leak_into_prefix()
+    crate::ffi::PluginMod { manifest: manifest_entry::<P>, create: create_entry::<P> }
+        .leak_into_prefix()
 }

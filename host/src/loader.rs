@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 
 use abi_stable::library::{lib_header_from_raw_library, LibraryError, RawLibrary};
 use bkg_abi::ffi::PluginModRef;
-use bkg_abi::heap::HeapCounter;
+use bkg_abi::heap::{HeapCounter, HeapExport, HEAP_EXPORT_SYMBOL};
 use sha2::{Digest, Sha256};
 
 /// Why a file could not be loaded. Messages are short and say what is wrong.
@@ -62,7 +62,7 @@ pub struct HeapGauge(RwLock<Option<&'static HeapCounter>>);
 
 impl HeapGauge {
     /// Bytes the library holds through its global allocator; `None` when it does not count
-    /// them (built before bkg-abi 0.1.1, or a custom root module) or once it is closed.
+    /// them (built before bkg-abi 0.1.1, or with `heap = untracked`) or once it is closed.
     pub fn bytes(&self) -> Option<u64> {
         let counter = *self.0.read().unwrap_or_else(|p| p.into_inner());
         counter.map(HeapCounter::live_bytes)
@@ -346,9 +346,7 @@ impl LoadedLibrary {
                 return Err(err);
             }
         };
-        // The counter is a static inside `library`: the gauge is detached in `close` before
-        // the library is unmapped.
-        let heap = Arc::new(HeapGauge(RwLock::new(module.heap_live_bytes().flatten())));
+        let heap = Arc::new(HeapGauge(RwLock::new(heap_counter(&library))));
         Ok(Self { module, heap, source, shadow, sha256, size, library })
     }
 
@@ -381,6 +379,27 @@ impl LoadedLibrary {
         tracing::warn!(shadow = %self.shadow.display(), "library abandoned in memory: a plugin thread is stuck");
         std::mem::forget(self.library);
         Residency::Pinned
+    }
+}
+
+/// The library's heap counter, if it exports a valid one (`bkg_abi::heap::HeapExport`).
+fn heap_counter(library: &RawLibrary) -> Option<&'static HeapCounter> {
+    let symbol = format!("{HEAP_EXPORT_SYMBOL}\0");
+    // SAFETY: `export_plugin!` defines this symbol as a `static HeapExport`; dlsym gives its
+    // address, which is what a `&HeapExport` is. A foreign library could define the name
+    // otherwise: the magic value, version and shard count must match before the counter is
+    // used. The `'static` references point into `library`; the gauge holding them is detached
+    // in `LoadedLibrary::close` before the library is unmapped.
+    let export: &'static HeapExport =
+        unsafe { *library.get::<&'static HeapExport>(symbol.as_bytes()).ok()? };
+    if export.is_valid() {
+        Some(export.counter)
+    } else {
+        tracing::warn!(
+            symbol = HEAP_EXPORT_SYMBOL,
+            "the library exports an unknown heap counter; its heap is not shown"
+        );
+        None
     }
 }
 

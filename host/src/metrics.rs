@@ -208,6 +208,9 @@ pub fn gather(sources: &Sources) -> Vec<MetricFamily> {
         MetricType::GAUGE,
         vec![gauge(&[], host.cpu_percent / 100.0)],
     ));
+    // The encoder refuses a family without samples (no plugin loaded, or none that counts
+    // its heap): leave those out.
+    out.retain(|f| !f.get_metric().is_empty());
     out
 }
 

@@ -129,6 +129,34 @@ fn heap_bytes_follow_what_the_plugin_allocates_and_frees_and_what_it_left_is_rep
     assert!((3 * MIB..3 * MIB + MIB).contains(&left), "heap left after drop: {left}");
 }
 
+/// A library that does not count its heap (`heap = untracked`, or built against bkg-abi
+/// 0.1.0, which exports no counter) loads and serves as before; its heap shows as absent,
+/// never as a made-up 0.
+#[test]
+fn a_library_without_a_heap_counter_loads_and_reports_no_heap() {
+    let host = Host::start();
+    // No plugin at all: the per-plugin families are empty and left out, not an error.
+    let (status, metrics) = host.get("/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    assert!(metrics.contains("bkg_process_resident_memory_bytes"), "{metrics}");
+    host.install(&fixture("uncounted"), &lib_name("uncounted"));
+    host.wait_state("uncounted", "running");
+    assert_eq!(host.post("/api/plugins/uncounted/echo", "hi"), (200, "hi".to_string()));
+    host.wait_for("a sample", || {
+        !host.get_json("/api/core/plugins/uncounted/telemetry").1["current"].is_null()
+    });
+    let (_, t) = host.get_json("/api/core/plugins/uncounted/telemetry");
+    assert!(t["current"]["heap_bytes"].is_null(), "{t}");
+    let (_, metrics) = host.get("/metrics");
+    assert!(metrics.contains("bkg_plugin_up{plugin=\"uncounted\"} 1"), "{metrics}");
+    assert!(!metrics.contains("bkg_plugin_heap_bytes{plugin=\"uncounted\"}"), "{metrics}");
+    host.remove(&lib_name("uncounted"));
+    host.wait_state("uncounted", "unloaded");
+    let history = host.plugin("uncounted")["history"].clone();
+    assert_eq!(history[0]["residency"], "unloaded", "{history}");
+    assert!(history[0]["heap_left_bytes"].is_null(), "{history}");
+}
+
 #[test]
 fn metrics_are_prometheus_text_that_promtool_accepts() {
     let host = Host::start();
