@@ -245,6 +245,21 @@ test(
     await page.getByTestId('upload-input').setInputFiles(lib('fixture_echo_v2'));
     await expectEventually('echo v2', async () => /v2\.0\.0/.test(await card('echo').textContent()), 15_000);
     await shot('upload');
+    // The retired generation's row says how much heap it left behind; the loaded one has none yet.
+    const doc = await host.api('/api/core/plugins/echo');
+    const retired = doc.history.filter((h) => h.retired_at_ms).sort((a, b) => b.generation - a.generation)[0];
+    if (typeof retired?.heap_left_bytes !== 'number') throw new Error(`no heap_left_bytes for the retired echo: ${JSON.stringify(retired)}`);
+    await page.goto(ui.url + '/plugins/echo/overview');
+    const rows = page.locator('[data-testid=history] tbody tr');
+    await expectEventually('two generations in the load history', async () => (await rows.count()) >= 2);
+    const left = rows.nth(1).getByTestId('heap-left');
+    const shown = parseBytes(await left.textContent());
+    if (shown == null || Math.abs(shown - retired.heap_left_bytes) > Math.max(64, retired.heap_left_bytes * 0.05)) {
+      throw new Error(`heap left shown ${await left.textContent()}, host says ${retired.heap_left_bytes}`);
+    }
+    if (!/stays in the process/.test((await left.getAttribute('title')) ?? '')) throw new Error('no explanation on the heap-left cell');
+    if ((await rows.nth(0).getByTestId('heap-left').textContent()).trim() !== '–') throw new Error('the loaded generation shows heap left');
+    console.log(`    (echo gen ${retired.generation} left ${await left.textContent()} of heap when retired)`);
   },
   { skip: uploadSupported ? null : 'host lacks PUT /api/core/plugins/upload/{filename}' },
 );
@@ -370,6 +385,8 @@ function parseBytes(text) {
   return Number(m[1]) * { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 }[m[2]];
 }
 
+const formatMiB = (n) => `${(n / 1048576).toFixed(1)} MiB`;
+
 /** The sRGB relative luminance (0 black .. 1 white) of what an element paints, read back from a canvas. */
 async function luminance(locator, prop = 'backgroundColor') {
   return locator.evaluate((el, prop) => {
@@ -431,6 +448,76 @@ test('keyboard: the plugin tabs follow the arrow keys, Home and End; card action
   if (outline === 'none') throw new Error('the focused button shows no focus outline');
 });
 
+/**
+ * Presses Tab from the top of the page until the focus leaves the document or comes back round.
+ * Returns each stop (a short name, and whether it showed a focus indicator: an outline, or a
+ * box-shadow ring it lacks unfocused) and the visible, enabled, focusable elements never reached.
+ */
+async function tabWalk(p, limit = 250) {
+  await p.evaluate(() => {
+    const sel = 'a[href], button:not([disabled]), input:not([disabled]):not([type=hidden]), select:not([disabled]), textarea:not([disabled]), summary, [tabindex]';
+    const shown = (el) => {
+      const r = el.getBoundingClientRect();
+      return r.width > 0 && r.height > 0 && getComputedStyle(el).visibility !== 'hidden';
+    };
+    const expected = [...document.querySelectorAll(sel)].filter((el) => el.tabIndex >= 0 && shown(el) && !el.closest('[inert], details:not([open]) > :not(summary)'));
+    window.__walk = { expected, plain: new Map(expected.map((el) => [el, getComputedStyle(el).boxShadow])), seen: new Set() };
+  });
+  const stops = [];
+  for (let i = 0; i < limit; i++) {
+    await p.keyboard.press('Tab');
+    const stop = await p.evaluate(() => {
+      const el = document.activeElement;
+      if (!el || el === document.body) return null;
+      const w = window.__walk;
+      if (w.seen.has(el)) return { again: true };
+      w.seen.add(el);
+      const cs = getComputedStyle(el);
+      const outline = cs.outlineStyle !== 'none' && parseFloat(cs.outlineWidth) > 0;
+      const ring = w.plain.has(el) && cs.boxShadow !== 'none' && cs.boxShadow !== w.plain.get(el);
+      const text = (el.getAttribute('aria-label') || el.textContent || el.getAttribute('name') || el.id || '').trim().replace(/\s+/g, ' ').slice(0, 30);
+      const where = el.closest('[data-plugin]')?.getAttribute('data-plugin');
+      return { name: `${el.tagName.toLowerCase()}${el.getAttribute('role') ? `[role=${el.getAttribute('role')}]` : ''} "${text}"${where ? ` in ${where}` : ''}`, indicator: outline || ring };
+    });
+    if (!stop || stop.again) break;
+    stops.push(stop);
+  }
+  const missed = await p.evaluate(() =>
+    window.__walk.expected.filter((el) => !window.__walk.seen.has(el)).map((el) => `${el.tagName.toLowerCase()} "${(el.textContent || el.getAttribute('name') || '').trim().slice(0, 30)}"`),
+  );
+  return { stops, missed };
+}
+
+test('keyboard: every control on the main screens is reached by Tab and shows where the focus is', async () => {
+  const screens = [
+    ['/plugins', () => card('candle').locator('button[data-action=stop]')],
+    ['/plugins/echo/overview', () => page.getByTestId('history')],
+    ['/plugins/echo/config', () => page.locator('#cfg_greeting')],
+    ['/plugins/echo/logs', () => page.getByTestId('log-search')],
+    ['/plugins/echo/telemetry', () => page.getByTestId('telemetry-totals')],
+    ['/plugins/candle/models', () => page.getByTestId('download-form')],
+    ['/plugins/candle/panel', () => page.getByTestId('candle-load')],
+    ['/plugins/llmserver/panel', () => page.getByTestId('chat-input')],
+    ['/plugins/apikeys/panel', () => page.getByTestId('apikey-create')],
+    ['/events', () => page.getByTestId('events-table')],
+  ];
+  const problems = [];
+  let total = 0;
+  for (const [path, ready] of screens) {
+    await page.goto(ui.url + path);
+    await ready().waitFor();
+    await sleep(300);
+    const { stops, missed } = await tabWalk(page);
+    total += stops.length;
+    const bare = stops.filter((s) => !s.indicator).map((s) => s.name);
+    if (bare.length) problems.push(`${path}: no focus indicator on ${bare.join(', ')}`);
+    if (missed.length) problems.push(`${path}: never reached by Tab: ${missed.join(', ')}`);
+    if (stops.length < 5) problems.push(`${path}: only ${stops.length} Tab stops`);
+  }
+  if (problems.length) throw new Error(problems.join('\n    '));
+  console.log(`    (${total} Tab stops on ${screens.length} screens, each with a visible focus indicator)`);
+});
+
 test('dark mode follows the system: dark surfaces and light text, light again after', async () => {
   try {
     await page.emulateMedia({ colorScheme: 'dark' });
@@ -446,6 +533,7 @@ test('dark mode follows the system: dark surfaces and light text, light again af
     await shot('dashboard-dark');
     await page.goto(ui.url + '/plugins/echo/telemetry');
     await page.locator('[data-testid=heap-chart]').waitFor();
+    await expectEventually('host sparklines', async () => ((await page.getByTestId('host-stats').locator('polyline').first().getAttribute('points')) ?? '').includes(' '), 5_000);
     const header = await luminance(page.locator('header').first());
     if (!(header < 0.08)) throw new Error(`dark mode: header ${header.toFixed(3)}`);
     await shot('plugin-dark');
@@ -486,6 +574,18 @@ test('candle: load MiniLM as an embedding model, quantize it to q8_0, unload it'
   const MINILM = 'sentence-transformers/all-MiniLM-L6-v2';
   const realQ8 = join(MODELS_DIR, MINILM, 'model-q8_0.gguf');
   const realQ8Before = existsSync(realQ8);
+  // What counts is the growth of candle's heap: SmolLM2 may already sit in it (the llmserver
+  // test), and so may MiniLM under llmserver's name, whose weights a second load would share:
+  // unload that first, and read the heap from a sample taken after it.
+  const telemetry = () => host.api('/api/core/plugins/candle/telemetry');
+  const heapNow = async () => (await telemetry()).current?.heap_bytes;
+  for (const m of (await host.api('/api/plugins/candle/model.list', { method: 'POST', body: {} })).models) {
+    if (m.name.endsWith('all-MiniLM-L6-v2')) await host.api('/api/plugins/candle/model.unload', { method: 'POST', body: { name: m.name } });
+  }
+  const unloadedAt = Date.now();
+  await expectEventually('a telemetry sample after the unload', async () => (await telemetry()).current?.at_ms > unloadedAt + 100);
+  const heapBefore = await heapNow();
+  if (typeof heapBefore !== 'number') throw new Error(`candle reports no heap: ${heapBefore}`);
   await page.goto(ui.url + '/plugins/candle/panel');
   const form = page.getByTestId('candle-load');
   await form.locator('input[name=loadPath]').fill(MINILM);
@@ -496,10 +596,14 @@ test('candle: load MiniLM as an embedding model, quantize it to q8_0, unload it'
   if ((await row.getAttribute('data-kind')) !== 'embedding') throw new Error('not an embedding model');
   const listed = await host.api('/api/plugins/candle/model.list', { method: 'POST', body: {} });
   if (!listed.models.some((m) => m.name === MINILM && m.details?.dimensions === 384)) throw new Error(`model.list: ${JSON.stringify(listed)}`);
-  // The weights (90.9 MB of F32) now sit in candle's heap, and its card says so.
+  // The weights (90.9 MB of F32) now sit in candle's heap, and its card and telemetry tab say so.
   await page.goto(ui.url + '/plugins');
-  await expectEventually('candle\'s heap over 80 MB', async () => parseBytes(await card('candle').getByTestId('heap').textContent()) > 80e6, 15_000);
-  console.log(`    (candle heap with MiniLM loaded: ${await card('candle').getByTestId('heap').textContent()})`);
+  const grown = (text) => parseBytes(text) - heapBefore > 80e6;
+  await expectEventually('candle\'s heap 80 MB up on its card', async () => grown(await card('candle').getByTestId('heap').textContent()), 15_000);
+  console.log(`    (candle heap ${formatMiB(heapBefore)} before loading MiniLM, ${await card('candle').getByTestId('heap').textContent()} with it)`);
+  await page.goto(ui.url + '/plugins/candle/telemetry');
+  const legend = page.locator('[data-testid=heap-chart] [data-series=heap]');
+  await expectEventually('candle\'s heap 80 MB up in its telemetry', async () => grown(await legend.textContent()), 15_000);
   await page.goto(ui.url + '/plugins/candle/panel');
   await row.waitFor({ timeout: 20_000 });
 
@@ -526,6 +630,9 @@ test('candle: load MiniLM as an embedding model, quantize it to q8_0, unload it'
   await row.waitFor({ state: 'detached', timeout: 20_000 });
   const after = await host.api('/api/plugins/candle/model.list', { method: 'POST', body: {} });
   if (after.models.some((m) => m.name === MINILM)) throw new Error('still loaded after unload');
+  // Unloading gives the weights' heap back.
+  await expectEventually('candle\'s heap back down after the unload', async () => (await heapNow()) - heapBefore < 20e6, 15_000);
+  console.log(`    (candle heap after unloading MiniLM: ${formatMiB(await heapNow())})`);
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ import { Sparkline } from '../shared/sparkline';
             <span class="h-2 w-2 rounded-full" [class]="plugins.live() ? 'bg-emerald-500' : 'bg-slate-400'"></span>
             <span class="muted">{{ plugins.live() ? 'live' : 'offline' }}</span>
           </span>
-          <label class="btn cursor-pointer" tabindex="0" (keydown.enter)="fileInput.click()" (keydown.space)="fileInput.click(); $event.preventDefault()">
+          <label class="btn cursor-pointer" role="button" tabindex="0" (keydown.enter)="fileInput.click()" (keydown.space)="fileInput.click(); $event.preventDefault()">
             {{ upload.busy() ? 'Uploading…' : 'Upload plugin' }}
             <input #fileInput type="file" class="sr-only" accept=".so,.dylib,.dll" multiple tabindex="-1" data-testid="upload-input"
               (change)="onPick(fileInput)" />

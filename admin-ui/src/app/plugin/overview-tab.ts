@@ -1,7 +1,7 @@
 import { JsonPipe } from '@angular/common';
 import { ChangeDetectionStrategy, Component, effect, inject, input, signal } from '@angular/core';
 import { Api } from '../core/api';
-import { PluginDetail } from '../core/models';
+import { HistoryEntry, PluginDetail } from '../core/models';
 import { formatBytes, formatTime } from '../shared/format';
 import { StatusChip } from '../shared/status-chip';
 
@@ -80,7 +80,7 @@ output: {{ c.output_schema | json }}</pre>
                     <td class="pr-3">{{ h.reason || '–' }}</td>
                     <td class="pr-3">@if (h.residency) { <app-status-chip [state]="h.residency" /> } @else { – }</td>
                     <td class="pr-3">{{ h.abandoned_calls }}</td>
-                    <td class="pr-3 tabular-nums" data-testid="heap-left">{{ h.heap_left_bytes == null ? '–' : bytes(h.heap_left_bytes) }}</td>
+                    <td class="pr-3 tabular-nums whitespace-nowrap" data-testid="heap-left" [title]="heapLeftHint(h)">{{ h.heap_left_bytes == null ? '–' : bytes(h.heap_left_bytes) }}</td>
                     <td class="font-mono text-xs" [title]="h.sha256">{{ h.sha256.slice(0, 12) }}</td>
                   </tr>
                 }
@@ -115,6 +115,15 @@ export class PluginOverview {
         .then((r) => this.status.set(r.status))
         .catch((e: Error) => this.status.set(`unavailable: ${e.message}`));
     });
+  }
+
+  /** What the heap-left cell means, on hover. */
+  protected heapLeftHint(h: HistoryEntry): string {
+    if (h.heap_left_bytes != null) {
+      return `${h.heap_left_bytes.toLocaleString('en')} bytes of heap this library still held after its plugin object was dropped: leaked (or kept in statics), it stays in the process`;
+    }
+    if (!h.retired_at_ms) return 'still loaded: see the heap figure on its card and the telemetry tab';
+    return h.residency === 'pinned' ? 'not measured: the library was left loaded because a thread was stuck in it' : 'not counted by this library';
   }
 
   historyDesc(p: PluginDetail) {

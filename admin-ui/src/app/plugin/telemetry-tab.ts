@@ -3,6 +3,7 @@ import { Api, wsUrl } from '../core/api';
 import { AuthStore } from '../core/auth.store';
 import { TelemetrySample } from '../core/models';
 import { LiveSocket, openLiveSocket } from '../core/ws';
+import { formatBytes } from '../shared/format';
 import { LineChart } from '../shared/line-chart';
 
 /** Five minutes at one sample a second. */
@@ -31,9 +32,10 @@ interface TelemetryDoc {
     <div class="grid gap-4 lg:grid-cols-2">
       <app-line-chart title="Calls per second" [series]="calls()" [span]="span()" />
       <app-line-chart title="Error rate" unit="%" [series]="errors()" [span]="span()" />
-      <app-line-chart title="Latency" unit=" ms" [series]="latency()" [span]="span()" />
       <app-line-chart title="CPU" unit="%" [series]="cpu()" [span]="span()" />
-      <app-line-chart title="Heap held by the library" unit=" MiB" [series]="heap()" [span]="span()" data-testid="heap-chart" />
+      <app-line-chart title="Heap held by the library" [format]="bytes" [series]="heap()" [span]="span()" data-testid="heap-chart"
+        hint="Heap held by the plugin's library: its Rust allocations, as the allocator export_plugin! installs counts them" />
+      <app-line-chart title="Latency" unit=" ms" [series]="latency()" [span]="span()" />
     </div>
   `,
 })
@@ -41,6 +43,7 @@ export class PluginTelemetry {
   readonly pluginId = input.required<string>();
   private api = inject(Api);
   private auth = inject(AuthStore);
+  protected readonly bytes = formatBytes;
   protected readonly samples = signal<TelemetrySample[]>([]);
   protected readonly totals = signal<TelemetryDoc['totals'] | null>(null);
   protected readonly error = signal<string | null>(null);
@@ -62,7 +65,7 @@ export class PluginTelemetry {
   ]);
   protected readonly cpu = computed(() => [{ name: 'CPU', color: '#0ea5e9', values: this.samples().map((s) => s.cpu_percent) }]);
   protected readonly heap = computed(() => [
-    { name: 'heap', color: '#8b5cf6', values: this.samples().map((s) => (s.heap_bytes == null ? null : s.heap_bytes / 1048576)) },
+    { name: 'heap', color: '#8b5cf6', values: this.samples().map((s) => s.heap_bytes ?? null) },
   ]);
   protected readonly totalList = computed(() => {
     const t = this.totals();

@@ -13,10 +13,10 @@ export interface ChartSeries {
   template: `
     <figure class="rounded-lg border border-slate-200 p-3 dark:border-slate-700">
       <figcaption class="mb-1 flex flex-wrap items-baseline justify-between gap-2 text-sm">
-        <span class="font-medium">{{ title() }}</span>
+        <span class="font-medium" [attr.title]="hint() || null">{{ title() }}</span>
         <span class="flex flex-wrap gap-3 text-xs">
           @for (s of series(); track s.name) {
-            <span class="flex items-center gap-1"><span class="inline-block h-2 w-3 rounded" [style.background]="s.color"></span>{{ s.name }}: {{ last(s) }}</span>
+            <span class="flex items-center gap-1" [attr.data-series]="s.name"><span class="inline-block h-2 w-3 rounded" [style.background]="s.color"></span>{{ s.name }}: {{ last(s) }}</span>
           }
         </span>
       </figcaption>
@@ -26,22 +26,27 @@ export interface ChartSeries {
           <polyline [attr.points]="p.points" fill="none" [attr.stroke]="p.color" stroke-width="1.5" vector-effect="non-scaling-stroke" />
         }
       </svg>
-      <div class="flex justify-between text-xs text-slate-500 dark:text-slate-400"><span>{{ span() }}</span><span>max {{ maxLabel() }}</span></div>
+      <div class="flex justify-between text-xs text-slate-500 dark:text-slate-400"><span>{{ span() }}</span><span data-testid="chart-max">max {{ maxLabel() }}</span></div>
     </figure>
   `,
 })
 export class LineChart {
   readonly title = input('');
   readonly series = input<ChartSeries[]>([]);
+  /** Appended to the numbers shown (legend, max), unless `format` is given. */
   readonly unit = input('');
+  /** How to show a value (legend, max), e.g. `formatBytes`; default: two decimals and `unit`. */
+  readonly format = input<((v: number) => string) | undefined>(undefined);
   readonly span = input('');
+  /** Shown on hover over the title. */
+  readonly hint = input('');
 
   protected readonly max = computed(() => {
     let m = 0;
     for (const s of this.series()) for (const v of s.values) if (v != null && v > m) m = v;
     return m || 1;
   });
-  protected readonly maxLabel = computed(() => `${+this.max().toFixed(2)}${this.unit()}`);
+  protected readonly maxLabel = computed(() => this.show(this.max()));
   protected readonly paths = computed(() => {
     const max = this.max();
     return this.series().map((s) => {
@@ -57,6 +62,11 @@ export class LineChart {
 
   protected last(s: ChartSeries): string {
     const v = s.values.length ? s.values[s.values.length - 1] : null;
-    return v == null ? '–' : `${+v.toFixed(2)}${this.unit()}`;
+    return v == null ? '–' : this.show(v);
+  }
+
+  private show(v: number): string {
+    const f = this.format();
+    return f ? f(v) : `${+v.toFixed(2)}${this.unit()}`;
   }
 }
