@@ -86,8 +86,8 @@ macro_rules! export_plugin {
     (@module $plugin:ty) => {
         /// The root module, a static in the library (nothing is allocated per load).
         #[doc(hidden)]
-        static __BKG_MODULE: $crate::abi_stable::prefix_type::WithMetadata<$crate::ffi::PluginMod> =
-            $crate::abi_stable::prefix_type::WithMetadata::new($crate::ffi::PluginMod {
+        const __BKG_MODULE: &$crate::abi_stable::prefix_type::WithMetadata<$crate::ffi::PluginMod> =
+            &$crate::abi_stable::prefix_type::WithMetadata::new($crate::ffi::PluginMod {
                 manifest: $crate::__private::manifest_entry::<$plugin>,
                 create: $crate::__private::create_entry::<$plugin>,
             });
