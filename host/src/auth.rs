@@ -159,7 +159,7 @@ impl Auth {
     fn cached(&self, hash: &[u8; 32]) -> Option<Principal> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let (principal, at, expires) = cache.get(hash)?;
-        let expired = expires.is_some_and(|e| crate::registry::now_ms() >= e);
+        let expired = expires.is_some_and(|e| crate::clock::now_ms() >= e);
         (at.elapsed() < CACHE_TTL && !expired).then(|| principal.clone())
     }
 

@@ -278,7 +278,37 @@ impl CallContext for HostCallContext<'_> {
     }
 }
 
+thread_local! {
+    /// The cancel flag of the call this worker thread is running (host memory, host code:
+    /// not a thread-local of the plugin's). A bus call made from inside that call links its
+    /// own cancel flag to it, so cancelling a caller cancels what it is waiting for.
+    static CURRENT_CALL: std::cell::RefCell<Option<Arc<AtomicBool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The cancel flag of the call running on this thread, if this is a worker running a call.
+pub fn current_call_cancel() -> Option<Arc<AtomicBool>> {
+    CURRENT_CALL.with(|c| c.borrow().clone())
+}
+
+/// Clears [`CURRENT_CALL`] when the call ends, however it ends.
+struct CurrentCall;
+
+impl CurrentCall {
+    fn enter(cancel: &Arc<AtomicBool>) -> Self {
+        CURRENT_CALL.with(|c| *c.borrow_mut() = Some(cancel.clone()));
+        CurrentCall
+    }
+}
+
+impl Drop for CurrentCall {
+    fn drop(&mut self) {
+        CURRENT_CALL.with(|c| *c.borrow_mut() = None);
+    }
+}
+
 fn run_call(plugin: &PluginBox, job: CallJob, shared: &Shared) {
+    let _current = CurrentCall::enter(&job.cancel);
     let _span = tracing::debug_span!(
         "plugin_call",
         plugin.id = %shared.label.0,

@@ -94,7 +94,7 @@ impl LogHub {
         let log = plugins.entry(plugin.to_string()).or_insert_with(PluginLog::new);
         let line = Arc::new(LogLine {
             seq: log.next_seq,
-            at_ms: crate::registry::now_ms(),
+            at_ms: crate::clock::now_ms(),
             level,
             source,
             target: target.to_string(),

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
@@ -231,9 +231,7 @@ struct Slot {
 const HISTORY_LIMIT: usize = 50;
 const RESERVED_PREFIXES: &[&str] = &["/api", "/ws", "/healthz", "/readyz", "/metrics", "/assets"];
 
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 struct Registry {
     settings: Settings,

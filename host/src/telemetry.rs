@@ -184,7 +184,7 @@ impl Telemetry {
         pid: sysinfo::Pid,
     ) -> Tick {
         let now = Instant::now();
-        let at_ms = crate::registry::now_ms();
+        let at_ms = crate::clock::now_ms();
         let mut plugins = BTreeMap::new();
         let instances = routing.all();
         for instance in &instances {

@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::logs::{Level, LogHub};
-use crate::registry::now_ms;
+use crate::clock::now_ms;
 use crate::store::{InstalledModel, ModelFile, Store, StoreResult};
 use fetch::{FetchError, HubSettings, RepoFetcher, Watch};
 

@@ -171,7 +171,7 @@ impl ModelRow {
 }
 
 fn now_ms() -> i64 {
-    crate::registry::now_ms() as i64
+    crate::clock::now_ms() as i64
 }
 
 /// The database. Cheap to share behind an `Arc`; one connection, used by one caller at a time.
