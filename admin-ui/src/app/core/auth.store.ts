@@ -92,7 +92,9 @@ export const authInterceptor: HttpInterceptorFn = (req: HttpRequest<unknown>, ne
   return next(withKey).pipe(
     catchError((e: unknown) => {
       if (e instanceof HttpErrorResponse && e.status === 401 && key) {
-        auth.logout('Your key is no longer accepted (401). Log in again.');
+        // The host says why (a revoked key, or the auth provider stopped: only the bootstrap key works).
+        const why = (e.error as { error?: { message?: string } } | null)?.error?.message;
+        auth.logout(`Your key is no longer accepted (401)${why ? ': ' + why : ''}. Log in again.`);
         void router.navigate(['/login']);
       }
       return throwError(() => e);

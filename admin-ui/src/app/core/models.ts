@@ -44,6 +44,8 @@ export interface PluginDetail {
   sha256?: string | null;
   size_bytes?: number | null;
   calls?: { total: number; errors: number; rejected: number; in_flight: number } | null;
+  /** Whether this plugin is the host's auth provider (absent: the UI assumes the id `apikeys`). */
+  auth_provider?: boolean | null;
 }
 
 export interface TelemetrySample {

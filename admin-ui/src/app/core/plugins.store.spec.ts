@@ -2,7 +2,8 @@ import { provideHttpClient } from '@angular/common/http';
 import { HttpTestingController, provideHttpClientTesting } from '@angular/common/http/testing';
 import { TestBed } from '@angular/core/testing';
 import { PluginDetail, TelemetrySample } from './models';
-import { PluginsStore, appendSeries, mergePlugins } from './plugins.store';
+import { ConfirmStore } from './confirm.store';
+import { PluginsStore, appendSeries, isAuthProvider, mergePlugins } from './plugins.store';
 import { ToastStore } from './toast.store';
 
 const plugin = (id: string, extra: Partial<PluginDetail> = {}): PluginDetail => ({
@@ -31,6 +32,8 @@ const sample = (at: number, calls = 1): TelemetrySample => ({
   p95_ms: null,
   p99_ms: null,
 });
+
+const tick = () => new Promise((r) => setTimeout(r));
 
 describe('mergePlugins', () => {
   it('keeps the same array when nothing changed', () => {
@@ -107,6 +110,102 @@ describe('PluginsStore', () => {
     http.expectOne('/api/core/plugins').flush({ plugins: [] });
     expect(await done).toBe(false);
     expect(toasts.toasts().some((t) => t.kind === 'error' && t.message.includes('already running'))).toBe(true);
+  });
+
+  describe('stopping the auth provider (no accidental lockout)', () => {
+    const confirmRequired = { error: { code: 'confirm_required', message: 'stopping the auth provider locks out every key but the bootstrap key' } };
+    const load = async (...plugins: PluginDetail[]) => {
+      const p = store.refresh();
+      http.expectOne('/api/core/plugins').flush({ plugins });
+      await p;
+    };
+
+    it('a stop the host answers 409 confirm_required asks with its message; confirmed, it is sent again with ?confirm=true', async () => {
+      const confirm = TestBed.inject(ConfirmStore);
+      await load(plugin('keys'));
+      const done = store.act('keys', 'stop');
+      http.expectOne({ method: 'POST', url: '/api/core/plugins/keys/stop' }).flush(confirmRequired, { status: 409, statusText: 'Conflict' });
+      await tick();
+      expect(confirm.request()?.message).toBe(confirmRequired.error.message);
+      expect(confirm.request()?.confirmLabel).toBe('Stop anyway');
+      expect(store.pending()['keys']).toBe('stop');
+      confirm.answer(true);
+      await tick();
+      http.expectOne({ method: 'POST', url: '/api/core/plugins/keys/stop?confirm=true' }).flush({});
+      await tick();
+      http.expectOne('/api/core/plugins').flush({ plugins: [plugin('keys', { state: 'stopped' })] });
+      expect(await done).toBe(true);
+      expect(store.pending()['keys']).toBeUndefined();
+    });
+
+    it('cancelled after the 409, nothing more is sent and no error is shown', async () => {
+      const confirm = TestBed.inject(ConfirmStore);
+      const toasts = TestBed.inject(ToastStore);
+      await load(plugin('keys'));
+      const done = store.act('keys', 'stop');
+      http.expectOne('/api/core/plugins/keys/stop').flush(confirmRequired, { status: 409, statusText: 'Conflict' });
+      await tick();
+      confirm.answer(false);
+      await tick();
+      http.expectNone((r) => r.url.includes('/stop'));
+      http.expectOne('/api/core/plugins').flush({ plugins: [plugin('keys')] });
+      expect(await done).toBe(false);
+      expect(store.pending()['keys']).toBeUndefined();
+      expect(toasts.toasts().some((t) => t.kind === 'error')).toBe(false);
+    });
+
+    it('another 409 is an error, not a question', async () => {
+      const confirm = TestBed.inject(ConfirmStore);
+      await load(plugin('echo'));
+      const done = store.act('echo', 'stop');
+      http.expectOne('/api/core/plugins/echo/stop').flush({ error: { code: 'conflict', message: 'busy' } }, { status: 409, statusText: 'Conflict' });
+      await tick();
+      expect(confirm.request()).toBeNull();
+      http.expectOne('/api/core/plugins').flush({ plugins: [plugin('echo')] });
+      expect(await done).toBe(false);
+    });
+
+    it('apikeys (or the plugin the API marks auth_provider) is asked about before anything is sent', async () => {
+      const confirm = TestBed.inject(ConfirmStore);
+      await load(plugin('apikeys'), plugin('keys', { auth_provider: true }));
+      for (const id of ['apikeys', 'keys']) {
+        const done = store.act(id, 'stop');
+        await tick();
+        http.expectNone((r) => r.url.includes('/stop'));
+        expect(store.pending()[id]).toBeUndefined();
+        expect(confirm.request()?.message).toMatch(/bootstrap admin key/);
+        confirm.answer(false);
+        expect(await done).toBe(false);
+        http.expectNone((r) => r.url.includes('/stop'));
+      }
+      const done = store.act('apikeys', 'stop');
+      await tick();
+      confirm.answer(true);
+      await tick();
+      expect(store.pending()['apikeys']).toBe('stop');
+      http.expectOne({ method: 'POST', url: '/api/core/plugins/apikeys/stop?confirm=true' }).flush({});
+      await tick();
+      http.expectOne('/api/core/plugins').flush({ plugins: [plugin('apikeys', { state: 'stopped' })] });
+      expect(await done).toBe(true);
+    });
+
+    it('restart and start of the auth provider, and a stop of apikeys when the API says it is not the provider, ask nothing', async () => {
+      const confirm = TestBed.inject(ConfirmStore);
+      await load(plugin('apikeys', { auth_provider: false }));
+      expect(isAuthProvider(store.plugins()[0])).toBe(false);
+      const done = store.act('apikeys', 'restart');
+      expect(confirm.request()).toBeNull();
+      http.expectOne({ method: 'POST', url: '/api/core/plugins/apikeys/restart' }).flush({});
+      await tick();
+      http.expectOne('/api/core/plugins').flush({ plugins: [plugin('apikeys', { auth_provider: false })] });
+      expect(await done).toBe(true);
+      const stopped = store.act('apikeys', 'stop');
+      expect(confirm.request()).toBeNull();
+      http.expectOne({ method: 'POST', url: '/api/core/plugins/apikeys/stop' }).flush({});
+      await tick();
+      http.expectOne('/api/core/plugins').flush({ plugins: [plugin('apikeys', { state: 'stopped' })] });
+      expect(await stopped).toBe(true);
+    });
   });
 
   it('a tick with an unknown plugin id refreshes the list at once', () => {

@@ -1,7 +1,8 @@
 import { computed, inject } from '@angular/core';
 import { patchState, signalStore, withComputed, withMethods, withState } from '@ngrx/signals';
-import { Api, wsUrl } from './api';
+import { Api, ApiError, wsUrl } from './api';
 import { AuthStore } from './auth.store';
+import { ConfirmRequest, ConfirmStore } from './confirm.store';
 import { HostSample, LifecycleAction, PluginDetail, TelemetrySample, TelemetryTick } from './models';
 import { ToastStore } from './toast.store';
 import { LiveSocket, openLiveSocket } from './ws';
@@ -64,6 +65,37 @@ export function appendSeries(
   return out;
 }
 
+/** The id of the host's default auth provider (`--auth-provider`). */
+export const DEFAULT_AUTH_PROVIDER = 'apikeys';
+
+/**
+ * Whether a plugin is the host's auth provider: as the API says (`auth_provider`), else by the
+ * default id. A host configured with another provider still refuses an unconfirmed stop (409
+ * `confirm_required`), which `act` turns into the same question.
+ */
+export function isAuthProvider(p: Pick<PluginDetail, 'id' | 'auth_provider'> | undefined): boolean {
+  if (!p) return false;
+  return p.auth_provider ?? p.id === DEFAULT_AUTH_PROVIDER;
+}
+
+/** The question asked before stopping the auth provider (the host's own words when it asked). */
+export function stopAuthProviderQuestion(id: string, hostMessage?: string): ConfirmRequest {
+  return {
+    title: `Stop ${id}, the auth provider?`,
+    message:
+      hostMessage ||
+      `While ${id} is stopped the host accepts no API key except the bootstrap admin key (BKG_ADMIN_KEY). ` +
+        `Unless you are logged in with that key, this session ends and only the bootstrap key can start ${id} again.`,
+    confirmLabel: 'Stop anyway',
+    cancelLabel: 'Cancel',
+  };
+}
+
+/** The host refused a stop until it is confirmed (`?confirm=true`). */
+export function isConfirmRequired(e: unknown): e is ApiError {
+  return e instanceof ApiError && e.status === 409 && e.code === 'confirm_required';
+}
+
 export const PluginsStore = signalStore(
   { providedIn: 'root' },
   withState<PluginsState>({
@@ -84,7 +116,7 @@ export const PluginsStore = signalStore(
       return c;
     }),
   })),
-  withMethods((store, api = inject(Api), auth = inject(AuthStore), toasts = inject(ToastStore)) => {
+  withMethods((store, api = inject(Api), auth = inject(AuthStore), toasts = inject(ToastStore), confirm = inject(ConfirmStore)) => {
     let inFlight: Promise<void> | null = null;
     let poll: ReturnType<typeof setInterval> | null = null;
     let socket: LiveSocket | null = null;
@@ -147,11 +179,36 @@ export const PluginsStore = signalStore(
         socket?.close();
         socket = null;
       },
+      /**
+       * Runs a lifecycle action. Stopping the auth provider asks first (and then sends
+       * `?confirm=true`); any stop the host refuses with 409 `confirm_required` asks with the
+       * host's message and, confirmed, is sent again with `?confirm=true`. Resolves to whether
+       * the action was done.
+       */
       async act(id: string, action: LifecycleAction): Promise<boolean> {
         if (store.pending()[id]) return false;
+        const path = (confirmed: boolean) => `/api/core/plugins/${encodeURIComponent(id)}/${action}${confirmed ? '?confirm=true' : ''}`;
+        let confirmed = false;
+        if (action === 'stop' && isAuthProvider(store.plugins().find((p) => p.id === id))) {
+          if (!(await confirm.ask(stopAuthProviderQuestion(id)))) {
+            toasts.show('info', `${id}: stop cancelled`);
+            return false;
+          }
+          confirmed = true;
+          if (store.pending()[id]) return false;
+        }
         patchState(store, { pending: { ...store.pending(), [id]: action } });
         try {
-          await api.post(`/api/core/plugins/${encodeURIComponent(id)}/${action}`);
+          try {
+            await api.post(path(confirmed));
+          } catch (e) {
+            if (confirmed || !isConfirmRequired(e)) throw e;
+            if (!(await confirm.ask(stopAuthProviderQuestion(id, e.message)))) {
+              toasts.show('info', `${id}: ${action} cancelled`);
+              return false;
+            }
+            await api.post(path(true));
+          }
           toasts.show('success', `${id}: ${action} done`);
           return true;
         } catch (e) {

@@ -67,6 +67,20 @@ describe('PluginCard', () => {
     expect(button('stop').getAttribute('aria-busy')).toBe('true');
   });
 
+  it('marks the auth provider (apikeys, or as the API says), and no other plugin', async () => {
+    await fixture.whenStable();
+    expect(el().querySelector('[data-testid=auth-provider]')).toBeNull();
+    fixture.componentRef.setInput('plugin', { ...base, id: 'apikeys' });
+    await fixture.whenStable();
+    expect(el().querySelector('[data-testid=auth-provider]')!.getAttribute('title')).toMatch(/bootstrap admin key/);
+    fixture.componentRef.setInput('plugin', { ...base, id: 'apikeys', auth_provider: false });
+    await fixture.whenStable();
+    expect(el().querySelector('[data-testid=auth-provider]')).toBeNull();
+    fixture.componentRef.setInput('plugin', { ...base, id: 'keys', auth_provider: true });
+    await fixture.whenStable();
+    expect(el().querySelector('[data-testid=auth-provider]')).not.toBeNull();
+  });
+
   it('shows the last error of a failed plugin', async () => {
     fixture.componentRef.setInput('plugin', { ...base, state: 'failed', last_error: { message: 'boom', at_ms: 0 } });
     await fixture.whenStable();

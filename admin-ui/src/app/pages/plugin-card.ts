@@ -1,6 +1,7 @@
 import { ChangeDetectionStrategy, Component, computed, inject, input, output } from '@angular/core';
 import { RouterLink } from '@angular/router';
 import { LifecycleAction, PluginDetail, TelemetrySample } from '../core/models';
+import { isAuthProvider } from '../core/plugins.store';
 import { Clock } from '../shared/clock';
 import { formatBytes, formatDuration, formatPercent, formatRate } from '../shared/format';
 import { Sparkline } from '../shared/sparkline';
@@ -29,6 +30,10 @@ export function allowedActions(state: string): Record<LifecycleAction, boolean> 
             <a [routerLink]="['/plugins', plugin().id]" class="hover:underline focus-visible:underline">{{ plugin().name || plugin().id }}</a>
           </h2>
           <p class="muted truncate font-mono text-xs">{{ plugin().id }} · v{{ plugin().version || '?' }} · gen {{ plugin().generation }}</p>
+          @if (authProvider()) {
+            <p class="mt-1 inline-block rounded bg-amber-100 px-1.5 text-[11px] font-medium text-amber-900 dark:bg-amber-900 dark:text-amber-100" data-testid="auth-provider"
+              title="The host's auth provider: while it is stopped only the bootstrap admin key is accepted">auth provider</p>
+          }
         </div>
         <app-status-chip [state]="plugin().state" />
       </header>
@@ -83,6 +88,7 @@ export class PluginCard {
   private clock = inject(Clock);
 
   protected readonly allowed = computed(() => allowedActions(this.plugin().state));
+  protected readonly authProvider = computed(() => isAuthProvider(this.plugin()));
   protected readonly last = computed(() => {
     const s = this.series();
     return s && s.length ? s[s.length - 1] : undefined;
