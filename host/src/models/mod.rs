@@ -4,7 +4,9 @@
 //! A download is a job on its own thread: each requested file is fetched through `hf-hub`
 //! (resuming a partial file), checked against its SHA-256, and, once every file is there, the
 //! model is assembled in a staging folder and renamed into place, then recorded in SQLite. A
-//! failed or cancelled job installs nothing and leaves an earlier install of the repo untouched.
+//! failed or cancelled job installs nothing and leaves an earlier install of the repo untouched;
+//! a crash or a kill at any moment of a replacement leaves the earlier or the new install in
+//! place (see [`install`]), and the registry follows what is on disk at the next start.
 //! Progress goes to subscribers (the plugin's WebSocket) at most every 100 ms per job.
 
 pub mod fetch;
@@ -20,8 +22,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::logs::{Level, LogHub};
 use crate::clock::now_ms;
+use crate::logs::{Level, LogHub};
 use crate::store::{InstalledModel, ModelFile, Store, StoreResult};
 use fetch::{FetchError, HubSettings, RepoFetcher, Watch};
 
@@ -162,18 +164,14 @@ pub struct ModelView {
 }
 
 impl Models {
-    /// Prepare the models folder: clear what interrupted installs left in the staging area,
+    /// Prepare the models folder: finish what interrupted installs left (see
+    /// [`install::recover`]: an earlier install a crash left moved aside goes back in place),
     /// and register the models whose folders carry a manifest but that the database lacks
     /// (laid out by `scripts/fetch-models.sh`, or copied from another host).
     pub fn open(settings: Settings, store: Arc<Store>, logs: Arc<LogHub>) -> anyhow::Result<Self> {
         let work = settings.dir.join(install::WORK_DIR);
         std::fs::create_dir_all(work.join("hub"))?;
-        for e in std::fs::read_dir(&work)?.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("staging-") || name.starts_with("trash-") {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
+        install::recover(&settings.dir)?;
         for found in install::scan(&settings.dir) {
             if store.model(&found.repo)?.as_ref() != Some(&found) {
                 tracing::info!(repo = %found.repo, "registering model found in the models folder");
@@ -479,8 +477,7 @@ impl Models {
         job.view().state = JobState::Installing;
         self.send(job, true);
 
-        let staging = work.join(format!("staging-{id}"));
-        let trash = work.join(format!("trash-{id}"));
+        let folders = install::Work::new(&self.settings.dir, &id);
         let model = InstalledModel {
             repo: repo.clone(),
             revision,
@@ -500,14 +497,19 @@ impl Models {
             plugin: Some(plugin),
             installed_at_ms: now_ms() as i64,
         };
+        let staging = &folders.staging;
+        let register = || {
+            self.store
+                .put_model(&model)
+                .map_err(|e| format!("cannot record {repo} in the database: {e}"))
+        };
         let installed = names
             .iter()
             .zip(&fetched)
-            .try_for_each(|(name, f)| install::stage_file(&staging, name, &f.blob))
+            .try_for_each(|(name, f)| install::stage_file(staging, name, &f.blob))
             .map_err(|e| format!("cannot assemble the model in {}: {e}", staging.display()))
-            .and_then(|_| install::commit(&self.settings.dir, &staging, &trash, &model))
-            .and_then(|_| self.store.put_model(&model).map_err(|e| e.to_string()));
-        let _ = std::fs::remove_dir_all(&staging);
+            .and_then(|_| install::commit(&self.settings.dir, &folders, &model, register));
+        let _ = std::fs::remove_dir_all(staging);
         installed.map_err(FetchError::Failed)?;
         // The installed folder holds (hard links to) the files: the cache copy can go.
         let _ = std::fs::remove_dir_all(fetcher.cache_folder());

@@ -187,7 +187,7 @@ impl Store {
         let mut conn = Conn::establish(&url).map_err(|e| open_err(e.to_string()))?;
         for pragma in [
             "PRAGMA journal_mode = WAL",
-            "PRAGMA synchronous = NORMAL",
+            "PRAGMA synchronous = FULL",
             "PRAGMA busy_timeout = 5000",
             "PRAGMA foreign_keys = ON",
         ] {

@@ -404,3 +404,122 @@ fn models_laid_out_by_other_tools_are_registered_at_start() {
     let (_, overview) = host.get_json("/api/core/models");
     assert_eq!(overview["models"][0]["present"], false, "{overview}");
 }
+
+/// The second version of the test model: the same file names, other bytes.
+fn model_files_v2() -> Vec<(&'static str, Vec<u8>, bool)> {
+    vec![
+        ("model.safetensors", bytes(1_200_000, 2), true),
+        ("config.json", br#"{"hidden_size": 16}"#.to_vec(), false),
+        ("1_Pooling/config.json", br#"{"pooling_mode_cls_token": true}"#.to_vec(), false),
+    ]
+}
+
+/// The names in a folder, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Install the model, then replace it by its second version on a host that aborts when the
+/// install reaches `step` (`BKG_FAILPOINT=model_install:<step>`). The host started next on the
+/// same folders must hold one complete install (the second version if `expect_v2`, else the
+/// first): every file byte-equal, the manifest and `GET /api/core/models` agreeing with it,
+/// the user's file beside it kept, and no work folder left; and a new replacement must work.
+fn replacement_killed_at(step: &str, expect_v2: bool) {
+    let hub = hub_with_model();
+    let args = ["--hub-endpoint", hub.url.as_str()];
+    let host = host_for(&hub, &[]);
+    let job = finish(&host, &start(&host, &request(&all_files())));
+    assert_eq!(job["state"], "installed", "{job}");
+    let models = host.models_dir();
+    let dir = models.join(REPO);
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    for (name, data, lfs) in model_files_v2() {
+        hub.add(REPO, name, HubFile { data, lfs, ..Default::default() });
+    }
+
+    let failpoint = format!("model_install:{step}");
+    let mut host = host.restart_with_env(&args, &[("BKG_FAILPOINT", failpoint.as_str())]);
+    host.wait_state("echo", "running");
+    start(&host, &request(&all_files()));
+    let status = host.wait_for_exit();
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(6), "the host aborted (SIGABRT): {status:?}");
+    }
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        host.log().contains(&format!("aborting at failpoint {failpoint}")),
+        "the host died at the failpoint\n{}",
+        host.log()
+    );
+
+    let host = host.restart_after_exit(&args);
+    let expected = if expect_v2 { model_files_v2() } else { model_files() };
+    for (name, data, _) in &expected {
+        let file = dir.join(name);
+        assert!(
+            std::fs::read(&file).unwrap() == *data,
+            "{} is the expected version",
+            file.display()
+        );
+    }
+    assert_eq!(std::fs::read_to_string(dir.join("notes.txt")).unwrap(), "mine");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join(".bkg-model.json")).unwrap()).unwrap();
+    let (_, overview) = host.get_json("/api/core/models");
+    let listed = overview["models"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{overview}");
+    assert_eq!(listed[0]["repo"], REPO);
+    assert_eq!(listed[0]["present"], true, "{overview}");
+    for model in [&manifest, &listed[0]] {
+        let files = model["files"].as_array().unwrap();
+        assert_eq!(files.len(), expected.len(), "{model}");
+        for (f, (name, data, _)) in files.iter().zip(&expected) {
+            assert_eq!(f["name"], *name, "{model}");
+            assert_eq!(f["sha256"], sha256_hex(data).as_str(), "{model}");
+            assert_eq!(f["size"], data.len(), "{model}");
+        }
+        assert_eq!(model["installed_at_ms"], manifest["installed_at_ms"], "{model}");
+    }
+    // No staging, previous or discarded folder is left, and nothing beside the model.
+    assert_eq!(entries(&models.join(".downloads")), ["hub"]);
+    assert_eq!(entries(&models.join("acme")), ["tiny-bert"]);
+    assert_eq!(entries(&models), [".downloads", "acme"]);
+
+    // The repo can be replaced again.
+    host.wait_state("echo", "running");
+    let job = finish(&host, &start(&host, &request(&all_files())));
+    assert_eq!(job["state"], "installed", "{job}");
+    for (name, data, _) in model_files_v2() {
+        assert!(std::fs::read(dir.join(name)).unwrap() == data, "{name} after the new install");
+    }
+    assert_eq!(std::fs::read_to_string(dir.join("notes.txt")).unwrap(), "mine");
+    assert_eq!(entries(&models.join(".downloads")), ["hub"]);
+}
+
+#[test]
+fn a_replacement_killed_once_staged_keeps_the_earlier_model() {
+    replacement_killed_at("staged", false);
+}
+
+#[test]
+fn a_replacement_killed_after_moving_the_earlier_model_aside_puts_it_back() {
+    replacement_killed_at("moved_aside", false);
+}
+
+#[test]
+fn a_replacement_killed_after_the_rename_keeps_the_new_model() {
+    replacement_killed_at("renamed", true);
+}
+
+#[test]
+fn a_replacement_killed_after_registering_keeps_the_new_model() {
+    replacement_killed_at("registered", true);
+}

@@ -320,6 +320,73 @@ impl Host {
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
         self.stop_with("-TERM")
     }
+
+    /// Stop gracefully (SIGTERM) and start a new host on the same folders with extra
+    /// environment variables (e.g. a test hook such as `BKG_FAILPOINT`).
+    pub fn restart_with_env(mut self, extra: &[&str], env: &[(&str, &str)]) -> Host {
+        let (status, log) = self.stop_with("-TERM");
+        assert!(status.success(), "bkg exited with {status:?}\n{log}");
+        Self::spawn_in_with_env(self.dir.take().expect("dir"), extra, env)
+    }
+
+    /// Wait (at most 60 s) for the process to exit on its own, e.g. at a failpoint.
+    pub fn wait_for_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait bkg") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "bkg did not exit by itself\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait for the process to exit on its own ([`Host::wait_for_exit`]) and start a new host
+    /// on the same folders.
+    pub fn restart_after_exit(mut self, extra: &[&str]) -> Host {
+        self.wait_for_exit();
+        Self::spawn_in(self.dir.take().expect("dir"), extra)
+    }
+
+    /// [`Host::spawn_in`] with extra environment variables.
+    fn spawn_in_with_env(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Host {
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugins).expect("plugins dir");
+        let log = dir.path().join("host.log");
+        let log_file =
+            std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bkg"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--plugins-dir")
+            .arg(&plugins)
+            .args(extra)
+            .env("RUST_LOG", "info,bkg_host=debug")
+            .env("BKG_ADMIN_KEY", ADMIN_KEY)
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("start bkg");
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+        let base = loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).expect("read bkg's stdout");
+            assert!(
+                n > 0,
+                "bkg exited before listening:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            if let Some(url) = line.trim().strip_prefix("bkg listening on ") {
+                break url.to_string();
+            }
+        };
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let host = Host { child, base, dir: Some(dir), plugins, log, agent };
+        host.wait_for("readyz", || host.get("/readyz").0 == 200);
+        host
+    }
 }
 
 impl Drop for Host {
