@@ -188,6 +188,18 @@ impl ChatModel {
         on_text: &mut dyn FnMut(&str) -> Result<()>,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Generation> {
+        self.generate_counted(req, on_text, cancelled, &|| {})
+    }
+
+    /// [`ChatModel::generate`], calling `on_token` once for each token generated (the ones
+    /// counted in `completion_tokens`), as it is made: the plugin's live token counter.
+    pub fn generate_counted(
+        &self,
+        req: &ChatRequest,
+        on_text: &mut dyn FnMut(&str) -> Result<()>,
+        cancelled: &dyn Fn() -> bool,
+        on_token: &dyn Fn(),
+    ) -> Result<Generation> {
         let started = std::time::Instant::now();
         let prompt = self.prompt(req)?;
         let max_tokens = req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
@@ -266,6 +278,7 @@ impl ChatModel {
                 break;
             }
             generated.push(next);
+            on_token();
             input = vec![next];
             text = self
                 .tokenizer

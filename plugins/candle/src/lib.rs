@@ -16,14 +16,17 @@ pub mod registry;
 pub mod runtime;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
 use bkg_abi::serde_json::{json, Value};
-use bkg_abi::{export_plugin, Context, Error, Host, Manifest, Plugin, Request, Response};
+use bkg_abi::{
+    export_plugin, Context, Error, ErrorKind, Host, Manifest, Plugin, Request, Response,
+};
 use serde::Deserialize;
 
 use crate::chat::{ChatRequest, Generation};
+use crate::embed::EmbedOutcome;
 use crate::registry::{Model, Registry};
 use crate::runtime::{barrier_pool_threads, barrier_threads_alive, Runtime};
 
@@ -52,12 +55,59 @@ impl Default for Settings {
     }
 }
 
+/// What the engine did, counted as it happens (the `counters` of `status`). A generation is
+/// a chat request that reached the model; it ends finished, cancelled (the caller's cancel
+/// flag, seen between tokens) or failed (any error, a refused request included).
+#[derive(Default)]
+pub struct Counters {
+    pub generations_started: AtomicU64,
+    pub generations_finished: AtomicU64,
+    pub generations_cancelled: AtomicU64,
+    pub generations_failed: AtomicU64,
+    /// Tokens generated, counted one by one as they are made (cancelled generations too).
+    pub tokens_generated: AtomicU64,
+    pub embed_requests: AtomicU64,
+    pub embed_requests_cancelled: AtomicU64,
+    /// Encoder batches run, and batches of cancelled requests that never ran.
+    pub embed_batches: AtomicU64,
+    pub embed_batches_cancelled: AtomicU64,
+    pub quantize_cancelled: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::SeqCst);
+    }
+
+    pub fn to_json(&self) -> Value {
+        let get = |c: &AtomicU64| c.load(Ordering::SeqCst);
+        let started = get(&self.generations_started);
+        let ended = get(&self.generations_finished)
+            + get(&self.generations_cancelled)
+            + get(&self.generations_failed);
+        json!({
+            "generations_started": started,
+            "generations_finished": get(&self.generations_finished),
+            "generations_cancelled": get(&self.generations_cancelled),
+            "generations_failed": get(&self.generations_failed),
+            "generations_running": started.saturating_sub(ended),
+            "tokens_generated": get(&self.tokens_generated),
+            "embed_requests": get(&self.embed_requests),
+            "embed_requests_cancelled": get(&self.embed_requests_cancelled),
+            "embed_batches": get(&self.embed_batches),
+            "embed_batches_cancelled": get(&self.embed_batches_cancelled),
+            "quantize_cancelled": get(&self.quantize_cancelled),
+        })
+    }
+}
+
 /// The plugin state, usable without a host (tests, benchmarks): give it the models folder.
 pub struct Engine {
     pub models_dir: PathBuf,
     pub registry: Registry,
     pub runtime: Runtime,
     pub settings: Mutex<Settings>,
+    pub counters: Counters,
     running: AtomicBool,
     /// candle barrier-pool threads alive when this engine was made: threads that appear later
     /// were started by this library's candle (each loaded copy has its own pool).
@@ -71,6 +121,7 @@ impl Engine {
             registry: Registry::default(),
             runtime: Runtime::default(),
             settings: Mutex::new(Settings::default()),
+            counters: Counters::default(),
             running: AtomicBool::new(false),
             pool_threads_before: barrier_threads_alive(),
         }
@@ -114,7 +165,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Run one capability. `ctx` is `None` outside the host (no streaming, no cancellation).
+    /// Run one capability. `sink` takes streamed chunks; `is_cancelled` is the call's cancel
+    /// flag (polled on the calling thread every 50 ms, and on each chunk, while model code runs
+    /// on the pool; the model stops between tokens, batches or tensors and the call answers
+    /// the SDK's cancelled error). Outside the host pass `&mut |_| Ok(())` and `&|| false`.
     pub fn invoke_json(
         &self,
         capability: &str,
@@ -151,7 +205,9 @@ impl Engine {
                 };
                 let model = self.registry.get(&name)?;
                 match &*model {
-                    Model::Embedding(_) => self.embed(&name, model.clone(), Value::Object(body)),
+                    Model::Embedding(_) => {
+                        self.embed(&name, model.clone(), Value::Object(body), is_cancelled)
+                    }
                     Model::Chat(_) => {
                         let mut req: ChatRequest = from_value(Value::Object(body))?;
                         if capability == "model.generate_stream" {
@@ -163,13 +219,19 @@ impl Engine {
             }
             "model.quantize" => {
                 let r: QuantizeRequest = from_value(body)?;
-                self.quantize(r)
+                self.quantize(r, is_cancelled)
             }
             other => Err(Error::not_found(format!("no capability {other}"))),
         }
     }
 
-    fn embed(&self, name: &str, model: Arc<Model>, body: Value) -> Result<Value, Error> {
+    fn embed(
+        &self,
+        name: &str,
+        model: Arc<Model>,
+        body: Value,
+        is_cancelled: &dyn Fn() -> bool,
+    ) -> Result<Value, Error> {
         let r: EmbedRequest = from_value(body)?;
         let texts = match r.input {
             Value::String(s) => vec![s],
@@ -185,10 +247,32 @@ impl Engine {
             _ => return Err(Error::bad_request("input must be a string or an array of strings")),
         };
         let batch = r.batch_size.unwrap_or(self.settings().embed_batch_size).clamp(1, 256);
-        let out = self.runtime.install(|| match &*model {
-            Model::Embedding(m) => m.embed(&texts, batch),
-            Model::Chat(_) => Err(Error::internal("not an embedding model")),
-        })??;
+        let c = &self.counters;
+        Counters::add(&c.embed_requests, 1);
+        let cancel = AtomicBool::new(false);
+        let outcome = self.runtime.run_with(
+            |_: &mpsc::Sender<()>| match &*model {
+                Model::Embedding(m) => {
+                    m.embed_until(&texts, batch, &|| cancel.load(Ordering::SeqCst))
+                }
+                Model::Chat(_) => Err(Error::internal("not an embedding model")),
+            },
+            |_| {
+                if is_cancelled() {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+            },
+        )??;
+        let out = match outcome {
+            EmbedOutcome::Done(out) => out,
+            EmbedOutcome::Cancelled { batches_run, batches_left } => {
+                Counters::add(&c.embed_requests_cancelled, 1);
+                Counters::add(&c.embed_batches, batches_run as u64);
+                Counters::add(&c.embed_batches_cancelled, batches_left as u64);
+                return Err(Error::cancelled());
+            }
+        };
+        Counters::add(&c.embed_batches, out.batches as u64);
         let dims = out.vectors.first().map(Vec::len).unwrap_or(0);
         Ok(json!({
             "model": name,
@@ -208,7 +292,27 @@ impl Engine {
         sink: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
         is_cancelled: &dyn Fn() -> bool,
     ) -> Result<Value, Error> {
+        let c = &self.counters;
+        Counters::add(&c.generations_started, 1);
+        let result = self.generate(name, model, req, sink, is_cancelled);
+        match &result {
+            Ok(_) => Counters::add(&c.generations_finished, 1),
+            Err(e) if e.kind == ErrorKind::CANCELLED => Counters::add(&c.generations_cancelled, 1),
+            Err(_) => Counters::add(&c.generations_failed, 1),
+        }
+        result
+    }
+
+    fn generate(
+        &self,
+        name: &str,
+        model: Arc<Model>,
+        req: ChatRequest,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
+        is_cancelled: &dyn Fn() -> bool,
+    ) -> Result<Value, Error> {
         let cancel = AtomicBool::new(false);
+        let tokens = &self.counters.tokens_generated;
         let stream = req.stream;
         let mut sink_error: Option<Error> = None;
         let result = self.runtime.run_with(
@@ -222,7 +326,9 @@ impl Engine {
                     }
                     Ok(())
                 };
-                m.generate(&req, &mut on_text, &|| cancel.load(Ordering::SeqCst))
+                m.generate_counted(&req, &mut on_text, &|| cancel.load(Ordering::SeqCst), &|| {
+                    Counters::add(tokens, 1)
+                })
             },
             |msg| {
                 if let Some(text) = msg {
@@ -269,7 +375,11 @@ impl Engine {
         }))
     }
 
-    fn quantize(&self, r: QuantizeRequest) -> Result<Value, Error> {
+    fn quantize(
+        &self,
+        r: QuantizeRequest,
+        is_cancelled: &dyn Fn() -> bool,
+    ) -> Result<Value, Error> {
         let (dir, rel) = match (&r.name, &r.path) {
             (Some(name), None) => {
                 let dir = self.registry.folder(name)?;
@@ -285,21 +395,40 @@ impl Engine {
         }
         let dtype = r.dtype.unwrap_or_else(|| "q8_0".into());
         quantize::parse_dtype(&dtype)?;
-        let dir2 = dir.clone();
-        let (written, agreement) = self.runtime.install(move || {
-            let written = quantize::quantize_dir(&dir2, &dtype)?;
-            let f32_model = embed::EmbeddingModel::load_safetensors(&dir2)?;
-            let mut f = std::fs::File::open(&written.path)
-                .map_err(|e| Error::internal(format!("{}: {e}", written.path.display())))?;
-            let content =
-                candle_core::quantized::gguf_file::Content::read(&mut f).map_err(|e| {
-                    Error::internal(format!("re-reading the GGUF: {}", error::candle_msg(&e)))
-                })?;
-            let q_model = embed::EmbeddingModel::load_gguf(&written.path, &content, &mut f)?;
-            let agreement =
-                quantize::agreement(&f32_model, &q_model, &quantize::AGREEMENT_SENTENCES)?;
-            Ok::<_, Error>((written, agreement))
-        })??;
+        let cancel = AtomicBool::new(false);
+        let cancelled = || cancel.load(Ordering::SeqCst);
+        let result = self.runtime.run_with(
+            |_: &mpsc::Sender<()>| {
+                let written = quantize::quantize_dir_until(&dir, &dtype, &cancelled)?;
+                // The file is in place; a cancel from here on skips the agreement check only.
+                if cancelled() {
+                    return Err(Error::cancelled());
+                }
+                let f32_model = embed::EmbeddingModel::load_safetensors(&dir)?;
+                let mut f = std::fs::File::open(&written.path)
+                    .map_err(|e| Error::internal(format!("{}: {e}", written.path.display())))?;
+                let content =
+                    candle_core::quantized::gguf_file::Content::read(&mut f).map_err(|e| {
+                        Error::internal(format!("re-reading the GGUF: {}", error::candle_msg(&e)))
+                    })?;
+                let q_model = embed::EmbeddingModel::load_gguf(&written.path, &content, &mut f)?;
+                let agreement =
+                    quantize::agreement(&f32_model, &q_model, &quantize::AGREEMENT_SENTENCES)?;
+                Ok::<_, Error>((written, agreement))
+            },
+            |_| {
+                if is_cancelled() {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+            },
+        )?;
+        let (written, agreement) = match result {
+            Err(e) if e.kind == ErrorKind::CANCELLED => {
+                Counters::add(&self.counters.quantize_cancelled, 1);
+                return Err(e);
+            }
+            other => other?,
+        };
         let file_name =
             written.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         Ok(json!({
@@ -364,6 +493,7 @@ impl Engine {
                 "candle_barrier_threads_started_here": started_here,
                 "compute_used": compute_used,
             },
+            "counters": self.counters.to_json(),
             "unloadable": !pinned,
             "unloadable_reason": reason,
             "device": if cfg!(feature = "cuda") { "cuda-if-available (this build); models run on cpu" } else { "cpu" },

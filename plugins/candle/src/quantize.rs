@@ -41,6 +41,16 @@ pub struct Written {
 
 /// Quantize `<dir>/model.safetensors` (with `<dir>/config.json`) into `<dir>/model-<dtype>.gguf`.
 pub fn quantize_dir(dir: &Path, dtype_name: &str) -> Result<Written> {
+    quantize_dir_until(dir, dtype_name, &|| false)
+}
+
+/// [`quantize_dir`] that polls `cancelled` before each tensor and before writing, and stops
+/// with a cancelled error (writing nothing) once it says true.
+pub fn quantize_dir_until(
+    dir: &Path,
+    dtype_name: &str,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Written> {
     let dtype = parse_dtype(dtype_name)?;
     let src = dir.join("model.safetensors");
     let config_path = dir.join("config.json");
@@ -57,6 +67,9 @@ pub fn quantize_dir(dir: &Path, dtype_name: &str) -> Result<Written> {
     let mut qtensors = Vec::with_capacity(names.len());
     let (mut quantized, mut kept) = (0, 0);
     for name in names {
+        if cancelled() {
+            return Err(Error::cancelled());
+        }
         let t = tensors[name].to_dtype(candle_core::DType::F32).map_err(internal)?;
         let quantize = name.ends_with(".weight")
             && !name.contains("LayerNorm")
@@ -82,6 +95,9 @@ pub fn quantize_dir(dir: &Path, dtype_name: &str) -> Result<Written> {
         (GGUF_CONFIG_KEY, &config_value),
         ("bkg.quantized_from", &source),
     ];
+    if cancelled() {
+        return Err(Error::cancelled());
+    }
     let refs: Vec<(&str, &QTensor)> = qtensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let path = dir.join(format!("model-{dtype_name}.gguf"));
     let tmp = dir.join(format!(".model-{dtype_name}.gguf.tmp"));

@@ -99,3 +99,69 @@ fn bad_chat_requests() {
     // Still serving.
     assert!(ask(&e, json!({ "max_tokens": 2 }))["text"].is_string());
 }
+
+fn counters(e: &bkg_plugin_candle::Engine) -> Value {
+    let status = e.status();
+    assert!(status["counters"].is_object(), "no counters in {status:#}");
+    status["counters"].clone()
+}
+
+fn count(c: &Value, name: &str) -> u64 {
+    c[name].as_u64().unwrap_or_else(|| panic!("no counter {name} in {c:#}"))
+}
+
+/// A long generation whose caller's cancel flag rises stops between tokens: the call answers
+/// the SDK's cancelled error, and the counters say so (read from `status`, as the host does).
+#[test]
+fn a_cancelled_generation_stops_between_tokens_and_is_counted() {
+    let e = engine();
+    load(&e, "smol", SMOLLM);
+    let body = json!({ "model": "smol", "temperature": 0, "max_tokens": 2000,
+        "messages": [{ "role": "user", "content": "Write a long story about a dragon." }] });
+    // The caller gives up once five tokens were made (polled on this thread every 50 ms).
+    let tokens = || e.counters.tokens_generated.load(std::sync::atomic::Ordering::SeqCst);
+    let err = e
+        .invoke_json("model.infer", body.clone(), &mut |_| Ok(()), &|| tokens() >= 5)
+        .expect_err("a cancelled generation answers an error");
+    assert_eq!(err.kind, bkg_abi::ErrorKind::CANCELLED, "{err}");
+    let c = counters(&e);
+    assert_eq!(count(&c, "generations_started"), 1, "{c:#}");
+    assert_eq!(count(&c, "generations_cancelled"), 1, "{c:#}");
+    assert_eq!(count(&c, "generations_finished"), 0, "{c:#}");
+    assert_eq!(count(&c, "generations_running"), 0, "{c:#}");
+    let made = count(&c, "tokens_generated");
+    assert!((5..2000).contains(&made), "{c:#}");
+    // Nothing runs on: the counter stays where the cancelled generation left it.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(count(&counters(&e), "tokens_generated"), made);
+
+    // Streamed: a sink that fails (the client is gone) stops it the same way.
+    let mut sent = 0;
+    let mut body = body;
+    body["stream"] = json!(true);
+    let err = e
+        .invoke_json(
+            "model.infer",
+            body,
+            &mut |_| {
+                sent += 1;
+                if sent > 3 {
+                    Err(bkg_abi::Error::cancelled())
+                } else {
+                    Ok(())
+                }
+            },
+            &|| false,
+        )
+        .expect_err("a stream whose client is gone answers an error");
+    assert_eq!(err.kind, bkg_abi::ErrorKind::CANCELLED, "{err}");
+    let c = counters(&e);
+    assert_eq!(count(&c, "generations_cancelled"), 2, "{c:#}");
+    assert!(count(&c, "tokens_generated") < made + 2000, "{c:#}");
+
+    // The engine serves the next request, counted as finished.
+    assert!(ask(&e, json!({ "max_tokens": 3 }))["text"].is_string());
+    let c = counters(&e);
+    assert_eq!(count(&c, "generations_finished"), 1, "{c:#}");
+    assert_eq!(count(&c, "generations_started"), 3, "{c:#}");
+}

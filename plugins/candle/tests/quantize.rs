@@ -48,3 +48,25 @@ fn q8_0_and_q4_0_agree_with_f32_and_load_again() {
     );
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// A quantization whose caller's cancel flag rises stops (between tensors, before writing,
+/// or before the agreement check) with a cancelled error, and is counted.
+#[test]
+fn a_cancelled_quantization_stops_and_is_counted() {
+    let tmp = std::env::temp_dir().join(format!("bkg-candle-quant-cancel-{}", std::process::id()));
+    let dst = tmp.join(MINILM);
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(models_dir().join(MINILM).join(f), dst.join(f)).unwrap();
+    }
+    let e = bkg_plugin_candle::Engine::new(tmp.clone());
+    e.start().unwrap();
+    let body = json!({ "path": MINILM, "dtype": "q8_0" });
+    let err = e
+        .invoke_json("model.quantize", body, &mut |_| Ok(()), &|| true)
+        .expect_err("a cancelled quantization answers an error");
+    assert_eq!(err.kind, bkg_abi::ErrorKind::CANCELLED, "{err}");
+    let status = e.status();
+    assert_eq!(status["counters"]["quantize_cancelled"], 1, "{status:#}");
+    std::fs::remove_dir_all(&tmp).unwrap();
+}

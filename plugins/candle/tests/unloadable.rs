@@ -25,7 +25,16 @@ fn with_candle_num_threads_1_nothing_is_left_running() {
     assert_eq!(status["unloadable"], true, "{status:#}");
     assert_eq!(status["threads"]["candle_barrier_threads_alive"], 0);
     e.stop().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    let after = std::fs::read_dir("/proc/self/task").unwrap().count();
-    assert!(after <= before, "threads before {before}, after {after}");
+    // Joined threads leave /proc/self/task once the kernel has reaped them: wait for that
+    // (bounded), never for a fixed time.
+    let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while threads() > before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let after = threads();
+    assert!(after <= before, "threads before {before}, after {after} (waited 20 s)");
+    let status = e.status();
+    assert_eq!(status["threads"]["live"], 0, "{status:#}");
+    assert_eq!(status["threads"]["spawned_total"], status["threads"]["joined_total"], "{status:#}");
 }

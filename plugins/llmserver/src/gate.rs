@@ -73,7 +73,8 @@ impl FairGate {
         (s.waiting.len(), s.active)
     }
 
-    /// Wait for a place, in arrival order. `cancelled` is polled every 50 ms.
+    /// Wait for a place, in arrival order. `cancelled` is polled every 50 ms (and before each
+    /// admission: a caller that is already cancelled never takes a place).
     pub fn acquire(&self, cancelled: &dyn Fn() -> bool) -> Result<Permit<'_>, Refused> {
         let mut s = self.lock();
         if s.waiting.len() >= s.max_waiting && !(s.waiting.is_empty() && s.active < s.limit) {
@@ -83,6 +84,12 @@ impl FairGate {
         s.next_ticket += 1;
         s.waiting.push_back(ticket);
         loop {
+            if cancelled() {
+                s.waiting.retain(|t| *t != ticket);
+                drop(s);
+                self.changed.notify_all();
+                return Err(Refused::Cancelled);
+            }
             if s.waiting.front() == Some(&ticket) && s.active < s.limit {
                 s.waiting.pop_front();
                 s.active += 1;
@@ -90,12 +97,6 @@ impl FairGate {
                 // The next in line may fit too.
                 self.changed.notify_all();
                 return Ok(Permit { gate: self });
-            }
-            if cancelled() {
-                s.waiting.retain(|t| *t != ticket);
-                drop(s);
-                self.changed.notify_all();
-                return Err(Refused::Cancelled);
             }
             s = self
                 .changed
@@ -161,6 +162,16 @@ mod tests {
         assert_eq!(gate.load(), (0, 1));
         drop(held);
         assert!(gate.acquire(&|| false).is_ok());
+    }
+
+    #[test]
+    fn a_caller_already_cancelled_never_takes_a_place() {
+        let gate = FairGate::new(1, 4);
+        assert_eq!(gate.acquire(&|| true).map(|_| ()).unwrap_err(), Refused::Cancelled);
+        assert_eq!(gate.load(), (0, 0));
+        // The place is still free for the next caller.
+        let _p = gate.acquire(&|| false).unwrap();
+        assert_eq!(gate.load(), (0, 1));
     }
 
     #[test]

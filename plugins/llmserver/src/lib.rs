@@ -96,6 +96,9 @@ pub struct LlmServer {
     gate: FairGate,
     requests: AtomicU64,
     generated: AtomicU64,
+    /// Chat requests whose client went away (or that timed out) while waiting in the gate or
+    /// generating; each left the gate at once.
+    cancelled: AtomicU64,
 }
 
 fn now_s() -> u64 {
@@ -269,9 +272,9 @@ impl LlmServer {
             Ok(b) => b,
             Err(e) => return Ok(failure(e)),
         };
-        let _permit = match self.gate.acquire(&|| ctx.is_cancelled()) {
+        let permit = match self.gate.acquire(&|| ctx.is_cancelled()) {
             Ok(p) => p,
-            Err(Refused::Cancelled) => return Err(Error::cancelled()),
+            Err(Refused::Cancelled) => return Err(self.gave_up()),
             Err(Refused::Full) => {
                 return Ok(failure(ApiError::server(
                     429,
@@ -281,9 +284,15 @@ impl LlmServer {
         };
         let (id, created) = (completion_id(), now_s());
         if !req.stream {
-            let v = match self
-                .with_model(&s, &req.model, || self.backend_json(&s.backend, "model.infer", &body))
-            {
+            let result = self
+                .with_model(&s, &req.model, || self.backend_json(&s.backend, "model.infer", &body));
+            // The host raises the backend call's cancel flag with ours, so the backend stopped
+            // between tokens; give the place in the gate back before anything else.
+            drop(permit);
+            if ctx.is_cancelled() {
+                return Err(self.gave_up());
+            }
+            let v = match result {
                 Ok(v) => v,
                 Err(e) => return Ok(failure(e)),
             };
@@ -311,7 +320,18 @@ impl LlmServer {
         if let Err(e) = self.ensure_loaded(&s, &req.model) {
             return Ok(failure(e));
         }
-        self.stream_chat(&s, &req, body, &id, created, ctx)
+        let answer = self.stream_chat(&s, &req, body, &id, created, ctx);
+        drop(permit);
+        match answer {
+            Err(e) if e.kind == ErrorKind::CANCELLED => Err(self.gave_up()),
+            other => other,
+        }
+    }
+
+    /// Count a chat request its client gave up; the error to answer.
+    fn gave_up(&self) -> Error {
+        self.cancelled.fetch_add(1, Ordering::Relaxed);
+        Error::cancelled()
     }
 
     fn stream_chat(
@@ -337,6 +357,12 @@ impl LlmServer {
             "application/json",
             &body,
             |bytes| {
+                // Stop the backend as soon as our own client is gone, even between chunks
+                // that would still be sent.
+                if ctx.is_cancelled() {
+                    client_gone = true;
+                    return false;
+                }
                 pending.extend_from_slice(bytes);
                 while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = pending.drain(..=end).collect();
@@ -441,6 +467,7 @@ impl Plugin for LlmServer {
             gate,
             requests: AtomicU64::new(0),
             generated: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
         })
     }
 
@@ -452,7 +479,8 @@ impl Plugin for LlmServer {
             "backend": s.backend,
             "models": s.models,
             "generations": { "running": generating, "waiting": waiting,
-                "max_parallel": s.max_parallel_generations, "max_waiting": s.max_waiting },
+                "max_parallel": s.max_parallel_generations, "max_waiting": s.max_waiting,
+                "cancelled": self.cancelled.load(Ordering::Relaxed) },
             "requests": self.requests.load(Ordering::Relaxed),
             "completion_tokens": self.generated.load(Ordering::Relaxed),
         })
