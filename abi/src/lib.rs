@@ -31,7 +31,9 @@ mod sdk;
 
 pub use abi_stable;
 pub use ffi::{ErrorKind, LogLevel};
-pub use sdk::{Capability, Context, Error, Host, Manifest, Plugin, Request, Response, Stream};
+pub use sdk::{
+    Capability, Context, Error, Host, Manifest, Plugin, Request, Response, Stream, MAX_BODY_KEYWORD,
+};
 /// Re-exported so plugins can build JSON values without their own dependency.
 pub use serde_json;
 

@@ -1,6 +1,7 @@
 //! The safe side for plugin authors: a plain trait with defaults and small value types.
 //! The adapter in this module turns an author's [`Plugin`] into the FFI [`PluginObject`]
-//! and runs every entry point under `catch_unwind`, so a panic becomes an error value.
+//! and runs every entry point under `catch_unwind`, so a panic becomes an error value (and a
+//! panic in the plugin's `Drop` is caught and ignored).
 
 use std::any::Any;
 use std::fmt;
@@ -101,6 +102,10 @@ pub struct Capability {
     pub scope: Option<String>,
 }
 
+/// The input-schema keyword with which a capability declares its own request body limit
+/// (see [`Manifest::max_body_bytes`]).
+pub const MAX_BODY_KEYWORD: &str = "x-bkg-max-body-bytes";
+
 /// What a plugin declares about itself. Build it with the chained methods.
 #[derive(Debug, Clone, Default)]
 pub struct Manifest {
@@ -178,6 +183,27 @@ impl Manifest {
     }
     pub fn max_concurrency(mut self, n: u32) -> Self {
         self.max_concurrency = n;
+        self
+    }
+    /// Let the named capability (declared before this call) take request bodies of up to
+    /// `bytes` over HTTP instead of the host's default (`--max-body-bytes`, 4 MiB). Written
+    /// into the capability's input schema as the keyword [`MAX_BODY_KEYWORD`], so hosts that
+    /// predate it simply ignore it.
+    ///
+    /// # Panics
+    /// If no capability of that name was declared before, or its input schema is not a JSON
+    /// object: both are mistakes in the plugin's own manifest code.
+    pub fn max_body_bytes(mut self, capability: &str, bytes: u64) -> Self {
+        let c = self
+            .capabilities
+            .iter_mut()
+            .find(|c| c.name == capability)
+            .unwrap_or_else(|| panic!("max_body_bytes: no capability '{capability}' declared"));
+        let schema = c.input_schema.get_or_insert_with(|| serde_json::json!({}));
+        let object = schema.as_object_mut().unwrap_or_else(|| {
+            panic!("max_body_bytes: the input schema of '{capability}' is not an object")
+        });
+        object.insert(MAX_BODY_KEYWORD.into(), bytes.into());
         self
     }
 
@@ -497,17 +523,40 @@ fn to_ffi_response(r: Response) -> FfiResponse {
     FfiResponse { status: r.status, content_type: r.content_type.into(), body: RVec::from(r.body) }
 }
 
-struct Adapter<P: Plugin>(P);
+/// The author's plugin behind the FFI object. It is an `Option` only so that `Drop` can take
+/// it out and drop it under `catch_unwind`: it is `Some` from construction until then.
+struct Adapter<P: Plugin>(Option<P>);
+
+impl<P: Plugin> Adapter<P> {
+    fn new(plugin: P) -> Self {
+        Adapter(Some(plugin))
+    }
+    fn plugin(&self) -> Result<&P, Error> {
+        self.0.as_ref().ok_or_else(|| Error::internal("the plugin was already dropped"))
+    }
+}
+
+impl<P: Plugin> Drop for Adapter<P> {
+    /// The host drops the plugin object through an `extern "C"` function: a panic in the
+    /// author's `Drop` must not unwind across it (that aborts the host). It is caught and
+    /// ignored here (the panic hook has already printed it); what the plugin failed to free
+    /// stays allocated.
+    fn drop(&mut self) {
+        if let Some(plugin) = self.0.take() {
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(plugin)));
+        }
+    }
+}
 
 impl<P: Plugin> PluginObject for Adapter<P> {
     fn start(&self) -> RResult<(), FfiError> {
-        guard(|| self.0.start())
+        guard(|| self.plugin()?.start())
     }
     fn stop(&self) -> RResult<(), FfiError> {
-        guard(|| self.0.stop())
+        guard(|| self.plugin()?.stop())
     }
     fn status(&self) -> RString {
-        match guard(|| Ok(self.0.status().to_string())) {
+        match guard(|| Ok(self.plugin()?.status().to_string())) {
             RResult::ROk(s) => s.into(),
             RResult::RErr(e) => {
                 serde_json::json!({ "error": e.message.as_str() }).to_string().into()
@@ -515,7 +564,7 @@ impl<P: Plugin> PluginObject for Adapter<P> {
         }
     }
     fn config(&self) -> RString {
-        match guard(|| Ok(self.0.config().to_string())) {
+        match guard(|| Ok(self.plugin()?.config().to_string())) {
             RResult::ROk(s) => s.into(),
             RResult::RErr(_) => "null".into(),
         }
@@ -523,7 +572,7 @@ impl<P: Plugin> PluginObject for Adapter<P> {
     fn configure(&self, config: RStr<'_>) -> RResult<(), FfiError> {
         guard(|| {
             let value: serde_json::Value = serde_json::from_str(config.as_str())?;
-            self.0.configure(value)
+            self.plugin()?.configure(value)
         })
     }
     fn call(
@@ -540,9 +589,10 @@ impl<P: Plugin> PluginObject for Adapter<P> {
                 body: request.body.as_slice(),
             };
             let ctx = Context { inner: ctx };
+            let plugin = self.plugin()?;
             let response = match request.kind {
-                CallKind::Capability => self.0.invoke(req.target, req, &ctx)?,
-                CallKind::Route => self.0.route(req, &ctx)?,
+                CallKind::Capability => plugin.invoke(req.target, req, &ctx)?,
+                CallKind::Route => plugin.route(req, &ctx)?,
             };
             Ok(to_ffi_response(response))
         })
@@ -558,7 +608,7 @@ pub extern "C" fn manifest_entry<P: Plugin>() -> RResult<FfiManifest, FfiError> 
 pub extern "C" fn create_entry<P: Plugin>(host: HostBox) -> RResult<PluginBox, FfiError> {
     guard(|| {
         let plugin = P::new(Host { inner: Arc::new(host) })?;
-        Ok(ffi::PluginObject_TO::from_value(Adapter(plugin), TD_Opaque))
+        Ok(ffi::PluginObject_TO::from_value(Adapter::new(plugin), TD_Opaque))
     })
 }
 

@@ -24,9 +24,10 @@ use bkg_abi::ffi::CallKind;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::api::{ApiError, AppState};
-use crate::dispatch::{self, Answer};
+use crate::dispatch::{self, Answer, Routing};
+use crate::error::ApiError;
 use crate::exec;
+use crate::state::AppState;
 use crate::store::Store;
 
 /// What a key may do.
@@ -58,6 +59,9 @@ impl Principal {
         format!("key:{}", self.key_id)
     }
 }
+
+/// The key id of the bootstrap admin key.
+pub const BOOTSTRAP_KEY_ID: &str = "bootstrap";
 
 const BOOTSTRAP_SETTING: &str = "bootstrap_admin_key_sha256";
 const CACHE_TTL: Duration = Duration::from_secs(30);
@@ -167,7 +171,7 @@ impl Auth {
     async fn verify(&self, state: &AppState, key: &str) -> Result<Principal, ApiError> {
         let hash = sha256(key);
         if self.is_bootstrap(&hash) {
-            return Ok(Principal { key_id: "bootstrap".into(), scopes: vec![Scope::Admin] });
+            return Ok(Principal { key_id: BOOTSTRAP_KEY_ID.into(), scopes: vec![Scope::Admin] });
         }
         let provider_running = state.routing.get(&self.provider).is_some_and(|i| i.is_running());
         if !provider_running {
@@ -223,17 +227,84 @@ fn unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
 }
 
-/// The scope a request needs, or None for public routes.
-pub fn required_scope(method: &Method, path: &str, state: &AppState) -> Option<Scope> {
+/// Why a request path is refused before routing.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NonCanonical(pub String);
+
+/// The path a request is authorised on, which must be the very path actix-web routes on.
+///
+/// actix-web matches routes against the raw path with every `%XX` decoded except `%2F`,
+/// `%25` and `%2B`, and matches segment by segment without resolving `.`, `..` or `//`. So
+/// that the scope can never be decided on a different string than the one that picks the
+/// handler, a path is accepted only when it is canonical: fully decoding it gives valid UTF-8
+/// without control characters, that decoding is exactly actix-web's routed path (no encoded
+/// `/`, `%` or `+`, which would decode a second time in a handler's path parameters), and no
+/// segment is empty (`//`), `.` or `..`. A trailing `/` is allowed (it names another route,
+/// which then does not exist). Anything else is answered 400 before routing.
+pub fn canonical_path<'a>(raw: &str, routed: &'a str) -> Result<&'a str, NonCanonical> {
+    let refuse = |why: &str| Err(NonCanonical(why.to_string()));
+    if !raw.starts_with('/') {
+        return refuse("the path must start with '/'");
+    }
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(b) => decoded.push(b),
+                None => return refuse("a '%' in the path is not followed by two hex digits"),
+            }
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let Ok(decoded) = String::from_utf8(decoded) else {
+        return refuse(
+            "the path is not valid UTF-8 once decoded (an overlong or broken %-encoding)",
+        );
+    };
+    if decoded.chars().any(char::is_control) {
+        return refuse("the path holds a control character");
+    }
+    if decoded != routed {
+        return refuse("an encoded '/', '%' or '+' in the path is refused");
+    }
+    let segments: Vec<&str> = decoded[1..].split('/').collect();
+    for (n, segment) in segments.iter().enumerate() {
+        if *segment == "." || *segment == ".." {
+            return refuse("'.' and '..' path segments are refused");
+        }
+        if segment.is_empty() && n + 1 < segments.len() {
+            return refuse("empty path segments ('//') are refused");
+        }
+    }
+    Ok(routed)
+}
+
+/// The scope a request needs, or None for public routes. `path` is the canonical, decoded
+/// path actix-web routes on (see [`canonical_path`]); matching is exact and case-sensitive,
+/// as actix-web's is, so a path that reaches a handler is judged as that handler's route.
+///
+/// Public: `/healthz`, `/readyz`, `/api/openapi.json`, and GET/HEAD of anything outside
+/// `/api`, `/ws`, `/metrics` and the claimed prefixes (the admin UI's files; anything else
+/// there is a 404). Everything else needs a key.
+pub fn required_scope(method: &Method, path: &str, routing: &Routing) -> Option<Scope> {
     let read_or_admin =
         if method == Method::GET || method == Method::HEAD { Scope::Read } else { Scope::Admin };
     if path == "/healthz" || path == "/readyz" || path == "/api/openapi.json" {
         return None;
     }
-    if path == "/metrics" || path.starts_with("/ws/") {
+    let under = |prefix: &str| {
+        path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+    };
+    if under("/metrics") || under("/ws") {
         return Some(Scope::Read);
     }
-    if path.starts_with("/api/core/") || path == "/api/core" {
+    if under("/api/core") {
         return Some(read_or_admin);
     }
     if let Some(rest) = path.strip_prefix("/api/plugins/") {
@@ -242,8 +313,7 @@ pub fn required_scope(method: &Method, path: &str, state: &AppState) -> Option<S
         if second == "admin" {
             return Some(read_or_admin);
         }
-        let needs_admin = state
-            .routing
+        let needs_admin = routing
             .get(id)
             .and_then(|i| {
                 i.manifest
@@ -255,19 +325,23 @@ pub fn required_scope(method: &Method, path: &str, state: &AppState) -> Option<S
             .unwrap_or(false);
         return Some(if needs_admin { Scope::Admin } else { Scope::Invoke });
     }
-    if path.starts_with("/api/") || state.routing.prefix_owner(path).is_some() {
+    if under("/api") || routing.prefix_owner(path).is_some() {
         return Some(Scope::Invoke);
     }
-    None
+    if method == Method::GET || method == Method::HEAD {
+        None
+    } else {
+        Some(Scope::Invoke)
+    }
 }
 
-fn presented_key(req: &ServiceRequest) -> Option<String> {
+fn presented_key(req: &ServiceRequest, path: &str) -> Option<String> {
     if let Some(value) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
         let text = value.to_str().ok()?;
         let (scheme, key) = text.split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| key.trim().to_string());
     }
-    if req.path().starts_with("/ws/") {
+    if path.starts_with("/ws/") {
         return req
             .query_string()
             .split('&')
@@ -304,14 +378,25 @@ pub async fn middleware(
     let Some(state) = req.app_data::<Data<AppState>>().cloned() else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    let Some(needed) = required_scope(req.method(), req.path(), &state) else {
+    let path = match canonical_path(req.path(), req.match_info().as_str()) {
+        Ok(p) => p.to_string(),
+        Err(NonCanonical(why)) => {
+            let e = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_path",
+                format!("{why}: send the path in its plain form"),
+            );
+            return Ok(req.into_response(e.error_response()).map_into_right_body());
+        }
+    };
+    let Some(needed) = required_scope(req.method(), &path, &state.routing) else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
     let auth = &state.auth;
     let refuse = |req: ServiceRequest, e: ApiError| {
         Ok(req.into_response(e.error_response()).map_into_right_body())
     };
-    let Some(key) = presented_key(&req) else {
+    let Some(key) = presented_key(&req, &path) else {
         return refuse(
             req,
             unauthorized("this route needs an API key: send 'Authorization: Bearer <key>'"),
@@ -335,8 +420,7 @@ pub async fn middleware(
             ),
         );
     }
-    let touches_provider = req
-        .path()
+    let touches_provider = path
         .strip_prefix("/api/plugins/")
         .and_then(|rest| rest.split_once('/'))
         .is_some_and(|(id, cap)| id == auth.provider && cap != "verify");

@@ -50,6 +50,20 @@ pub struct Config {
     /// Calls queued per plugin instance before the host answers 503.
     #[arg(long, env = "BKG_QUEUE_DEPTH", default_value_t = 256)]
     pub queue_depth: usize,
+    /// Request body bytes queued (or running) per plugin instance before the host answers 503.
+    #[arg(long, env = "BKG_QUEUE_BYTES", default_value_t = 256 << 20)]
+    pub queue_bytes: usize,
+    /// Largest request body a plugin call takes (capabilities, admin routes, claimed
+    /// prefixes such as `/v1`), in bytes; larger ones get 413. A capability may declare a
+    /// larger limit of its own in its manifest (`x-bkg-max-body-bytes` in its input schema).
+    #[arg(long, env = "BKG_MAX_BODY_BYTES", default_value_t = 4 << 20)]
+    pub max_body_bytes: usize,
+    /// Largest JSON body the host's own admin routes (`/api/core/...`) take, in bytes.
+    #[arg(long, env = "BKG_MAX_ADMIN_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_admin_body_bytes: usize,
+    /// Largest plugin library an upload (`PUT /api/core/plugins/upload/...`) takes, in bytes.
+    #[arg(long, env = "BKG_MAX_UPLOAD_BYTES", default_value_t = 1 << 30)]
+    pub max_upload_bytes: u64,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "BKG_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
@@ -89,6 +103,15 @@ impl Config {
         match std::env::var("HF_ENDPOINT") {
             Ok(e) if !e.is_empty() && self.hub_endpoint == DEFAULT_HUB => e,
             _ => self.hub_endpoint.clone(),
+        }
+    }
+
+    /// The request body limits of each route class.
+    pub fn body_limits(&self) -> crate::api::BodyLimits {
+        crate::api::BodyLimits {
+            call: self.max_body_bytes.max(1),
+            admin: self.max_admin_body_bytes.max(1),
+            upload: self.max_upload_bytes.max(1),
         }
     }
 

@@ -72,6 +72,8 @@ pub enum DispatchError {
     NotLoaded(String),
     Stopped(String),
     Busy(String),
+    /// The plugin's queued request bodies would pass its byte limit (`--queue-bytes`).
+    QueueBytes(String, usize),
     Timeout(String, Duration),
     /// The plugin answered with an error (or panicked).
     Plugin(PluginFailure),
@@ -114,6 +116,9 @@ fn submit_routed(
             }
             Err(Rejected { reason: SubmitError::Busy, .. }) => {
                 return Err(DispatchError::Busy(id.to_string()))
+            }
+            Err(Rejected { reason: SubmitError::QueueBytes(limit), .. }) => {
+                return Err(DispatchError::QueueBytes(id.to_string(), limit))
             }
         }
     }
@@ -184,44 +189,67 @@ pub fn call_blocking(
     Ok(tail)
 }
 
+/// How many chunks of a streamed bus answer may wait for the caller: the callee's worker
+/// blocks once that many are queued, so a caller that reads slowly slows the callee down
+/// instead of making the host buffer the whole answer.
+const BUS_STREAM_BUFFER: usize = 16;
+
 /// Run a call from a plugin's thread (the bus), handing each chunk of a streamed answer to
 /// `on_chunk` as it arrives; `on_chunk` answering false cancels the call. Returns the last
 /// part of the answer (with the stream's content type), or the whole answer of a callee that
 /// does not stream.
+///
+/// A bus call made while the calling thread runs a call of its own (a plugin calling another
+/// from inside a capability) is tied to it: when the caller's call is cancelled (its client
+/// went away, it got its 504, or its generation's drain deadline passed), this call is
+/// cancelled too and the callee sees its cancel flag.
 pub fn call_streaming(
     routing: &Routing,
     id: &str,
     request: FfiRequest,
     on_chunk: &mut dyn FnMut(&[u8]) -> bool,
 ) -> Result<Reply, DispatchError> {
-    let (tx, rx) = crossbeam_channel::unbounded();
+    let (tx, rx) = crossbeam_channel::bounded(BUS_STREAM_BUFFER);
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
+    let parent = crate::exec::current_call_cancel();
+    let parent_cancelled =
+        || parent.as_ref().is_some_and(|p| p.load(std::sync::atomic::Ordering::Relaxed));
     let instance =
         submit_routed(routing, id, CallJob { request, sink: Sink::Blocking(tx), cancel })?;
     let timeout = instance.call_timeout;
     drop(instance);
     let mut stream_type: Option<String> = None;
+    let mut idle_until = std::time::Instant::now() + timeout;
     loop {
-        match rx.recv_timeout(timeout) {
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                return Err(DispatchError::Timeout(id.to_string(), timeout))
-            }
+        let now = std::time::Instant::now();
+        if now >= idle_until {
+            return Err(DispatchError::Timeout(id.to_string(), timeout));
+        }
+        if parent_cancelled() {
+            // `_guard` raises the callee's cancel flag on the way out.
+            return Err(DispatchError::ClientGone(id.to_string()));
+        }
+        let event = match rx.recv_timeout(CLIENT_CHECK.min(idle_until - now)) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
             Err(_) => return Err(DispatchError::Lost(id.to_string())),
-            Ok(Event::Begin(content_type)) => stream_type = Some(content_type),
-            Ok(Event::Chunk(chunk)) => {
+            Ok(event) => event,
+        };
+        idle_until = std::time::Instant::now() + timeout;
+        match event {
+            Event::Begin(content_type) => stream_type = Some(content_type),
+            Event::Chunk(chunk) => {
                 if !on_chunk(&chunk) {
-                    // `_guard` raises the callee's cancel flag on the way out.
                     return Err(DispatchError::ClientGone(id.to_string()));
                 }
             }
-            Ok(Event::Done(Ok(tail))) => {
+            Event::Done(Ok(tail)) => {
                 return Ok(match stream_type {
                     Some(content_type) => Reply { status: 200, content_type, body: tail.body },
                     None => tail,
                 })
             }
-            Ok(Event::Done(Err(failure))) => return Err(DispatchError::Plugin(failure)),
+            Event::Done(Err(failure)) => return Err(DispatchError::Plugin(failure)),
         }
     }
 }
@@ -239,6 +267,10 @@ impl DispatchError {
             DispatchError::Busy(id) => {
                 (ErrorKind::UNAVAILABLE, format!("plugin '{id}' is busy: its queue is full"))
             }
+            DispatchError::QueueBytes(id, limit) => (
+                ErrorKind::UNAVAILABLE,
+                format!("plugin '{id}' is busy: {}", crate::exec::queue_bytes_message(*limit)),
+            ),
             DispatchError::Timeout(id, t) => (
                 ErrorKind::TIMEOUT,
                 format!("plugin '{id}' did not answer within {} ms", t.as_millis()),
@@ -253,4 +285,12 @@ impl DispatchError {
         };
         PluginFailure { kind, message }
     }
+}
+
+/// Why a call was refused by the byte limit of a plugin's queue (shared by the HTTP and bus
+/// answers).
+pub fn queue_bytes_message(limit: usize) -> String {
+    format!(
+        "the request bodies queued for it would pass its limit of {limit} bytes (--queue-bytes); try again"
+    )
 }

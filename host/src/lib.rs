@@ -12,6 +12,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod dispatch;
+pub mod error;
 pub mod exec;
 pub mod host_api;
 pub mod loader;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod registry;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod validate;
@@ -79,6 +81,7 @@ impl Core {
             limits: exec::Limits {
                 workers: config.plugin_workers.max(1),
                 queue_depth: config.queue_depth.max(1),
+                queue_bytes: config.queue_bytes.max(1),
                 call_timeout: config.call_timeout(),
                 control_timeout,
             },
@@ -125,6 +128,7 @@ impl Core {
             models: Arc::new(models),
             plugins_dir: plugins_dir.clone(),
             ui_dir: config.ui_dir.clone(),
+            limits: config.body_limits(),
         });
         let watcher = watcher::watch(
             &plugins_dir,
@@ -153,11 +157,12 @@ impl Core {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let core = Core::start(&config)?;
     let state = core.state.clone();
+    let limits = state.limits;
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .wrap(actix_web::middleware::from_fn(auth::middleware))
-            .configure(api::configure)
+            .configure(|cfg| api::configure_with(cfg, limits))
     })
     .on_connect(api::remember_peer)
     .shutdown_timeout(10);

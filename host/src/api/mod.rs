@@ -3,22 +3,20 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::web::{self, Bytes, Data};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use bkg_abi::ffi::{CallKind, ErrorKind};
+use bkg_abi::ffi::CallKind;
 use serde::Serialize;
 
-use crate::dispatch::Routing;
-use crate::dispatch::{self, Answer, DispatchError};
+use crate::dispatch::{self, Answer};
 use crate::exec::{self, Control, Event};
 
 const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-use crate::logs::{Level, LogHub};
+use crate::logs::Level;
 use crate::openapi::{ErrorSchema, EventListSchema, LogLinesSchema, PluginListSchema};
-use crate::registry::{Action, PluginView, RegistryError, RegistryHandle};
-use crate::store::Store;
-use crate::telemetry::Telemetry;
+use crate::registry::{Action, PluginView};
 use crate::validate;
 use std::sync::Arc;
 
+pub(crate) mod body;
 pub(crate) mod config;
 pub(crate) mod models;
 pub(crate) mod observe;
@@ -30,147 +28,10 @@ use observe::{
     ws_plugin_telemetry,
 };
 
-/// Shared state of the HTTP layer.
-pub struct AppState {
-    pub registry: RegistryHandle,
-    pub routing: Arc<Routing>,
-    pub store: Arc<Store>,
-    pub logs: Arc<LogHub>,
-    pub telemetry: Arc<Telemetry>,
-    pub metrics: crate::metrics::Sources,
-    pub auth: Arc<crate::auth::Auth>,
-    pub models: Arc<crate::models::Models>,
-    /// The watched plugins folder (uploads are written into it).
-    pub plugins_dir: std::path::PathBuf,
-    /// The built admin UI, served at `/` (none: not served).
-    pub ui_dir: Option<std::path::PathBuf>,
-}
-
-/// An error answer: `{"error":{"code":"...","message":"..."}}`.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: String,
-    pub message: String,
-    /// Extra machine-readable detail (e.g. the failing fields of a config).
-    pub details: Option<serde_json::Value>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self { status, code: code.into(), message: message.into(), details: None }
-    }
-    fn with_details(mut self, details: serde_json::Value) -> Self {
-        self.details = Some(details);
-        self
-    }
-    fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
-    }
-    fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
-    }
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorInner<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorInner<'a> {
-    code: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    details: Option<&'a serde_json::Value>,
-}
-
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
-        self.status
-    }
-    fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(ErrorBody {
-            error: ErrorInner {
-                code: &self.code,
-                message: &self.message,
-                details: self.details.as_ref(),
-            },
-        })
-    }
-}
-
-impl From<DispatchError> for ApiError {
-    fn from(e: DispatchError) -> Self {
-        match e {
-            DispatchError::NotLoaded(id) => {
-                ApiError::not_found(format!("plugin '{id}' is not loaded"))
-            }
-            DispatchError::Stopped(id) => ApiError::new(
-                StatusCode::CONFLICT,
-                "plugin_stopped",
-                format!(
-                    "plugin '{id}' is stopped; start it with POST /api/core/plugins/{id}/start"
-                ),
-            ),
-            DispatchError::Busy(id) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                format!("plugin '{id}' is busy: its call queue is full, try again"),
-            ),
-            DispatchError::Timeout(id, t) => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
-                format!("plugin '{id}' did not answer within {} ms", t.as_millis()),
-            ),
-            DispatchError::ClientGone(id) => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "cancelled",
-                format!("the client of the call to plugin '{id}' went away"),
-            ),
-            DispatchError::Lost(id) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("plugin '{id}' dropped the call without answering"),
-            ),
-            DispatchError::Plugin(f) => {
-                let status = if f.kind == ErrorKind::PANICKED {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                } else {
-                    StatusCode::from_u16(f.kind.0)
-                        .ok()
-                        .filter(|s| s.is_client_error() || s.is_server_error())
-                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-                };
-                let status = if status.as_u16() == 499 { StatusCode::BAD_REQUEST } else { status };
-                ApiError::new(status, f.kind.code(), f.message)
-            }
-        }
-    }
-}
-
-impl From<RegistryError> for ApiError {
-    fn from(e: RegistryError) -> Self {
-        match e {
-            RegistryError::NotLoaded(_) => ApiError::not_found(e.to_string()),
-            RegistryError::Failed(m) => ApiError::new(StatusCode::CONFLICT, "lifecycle_failed", m),
-            RegistryError::Rejected(m) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "config_rejected", m)
-            }
-            RegistryError::Gone => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string())
-            }
-        }
-    }
-}
-
-pub(crate) type ApiResult<T> = Result<T, ApiError>;
+pub use crate::error::ApiError;
+pub(crate) use crate::error::ApiResult;
+pub use crate::state::AppState;
+pub use body::BodyLimits;
 
 /// A duplicate of the connection's socket, kept so a handler waiting on a plugin can tell
 /// whether the client went away (actix-web does not drop handlers on disconnect).
@@ -219,7 +80,7 @@ async fn call_plugin(
     id: &str,
     kind: CallKind,
     target: &str,
-    body: &Bytes,
+    body: Vec<u8>,
 ) -> ApiResult<HttpResponse> {
     let request = exec::request(
         kind,
@@ -227,7 +88,7 @@ async fn call_plugin(
         req.method().as_str(),
         req.query_string(),
         &content_type(req),
-        body.to_vec(),
+        body,
     );
     let peer = peer_of(req);
     let gone = move || peer.as_ref().is_some_and(|p| p.closed());
@@ -330,14 +191,20 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 #[utoipa::path(post, path = "/api/core/plugins/{id}/{action}", tag = "plugins", security(("bearer" = [])),
-    params(("id" = String, Path, description = "plugin id", example = "echo"), ("action" = String, Path, description = "start, stop or restart", example = "restart")),
+    params(("id" = String, Path, description = "plugin id", example = "echo"), ("action" = String, Path, description = "start, stop or restart", example = "restart"),
+        ("confirm" = Option<bool>, Query, description = "stop the auth provider although that locks out every key but the bootstrap one")),
     responses((status = 200, description = "the plugin after the action", body = PluginDetail), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema),
-    (status = 409, description = "the plugin failed to start or stop", body = ErrorSchema)))]
+    (status = 409, description = "the plugin failed to start or stop; or `confirm_required`: stopping the auth provider needs ?confirm=true (or the bootstrap key)", body = ErrorSchema)))]
 pub(crate) async fn lifecycle(
     state: Data<AppState>,
     path: web::Path<(String, String)>,
+    query: web::Query<ConfirmQuery>,
+    req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let (id, verb) = path.into_inner();
+    if verb == "stop" && id == state.auth.provider {
+        refuse_lockout(&state, &req, query.confirm)?;
+    }
     let action = match verb.as_str() {
         "start" => Action::Start,
         "stop" => Action::Stop,
@@ -350,6 +217,36 @@ pub(crate) async fn lifecycle(
     };
     let view = state.registry.lifecycle(&id, action).await?;
     Ok(HttpResponse::Ok().json(detail(&state, view)))
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct ConfirmQuery {
+    #[serde(default)]
+    confirm: bool,
+}
+
+/// Stopping the auth provider locks out every key but the bootstrap one. Refused with 409
+/// `confirm_required` unless the caller is the bootstrap key (which keeps working) or says
+/// `?confirm=true`.
+fn refuse_lockout(state: &AppState, req: &HttpRequest, confirmed: bool) -> ApiResult<()> {
+    use actix_web::HttpMessage as _;
+    let bootstrap = req
+        .extensions()
+        .get::<crate::auth::Principal>()
+        .is_some_and(|p| p.key_id == crate::auth::BOOTSTRAP_KEY_ID);
+    if bootstrap || confirmed {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "confirm_required",
+        format!(
+            "'{}' is the auth provider: once it is stopped, every API key but the bootstrap \
+             admin key is refused (this one too). Send the request again with ?confirm=true \
+             to stop it anyway.",
+            state.auth.provider
+        ),
+    ))
 }
 
 fn content_type(req: &HttpRequest) -> String {
@@ -418,15 +315,18 @@ pub(crate) async fn invoke(
     state: Data<AppState>,
     path: web::Path<(String, String)>,
     req: HttpRequest,
-    body: Bytes,
+    payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     let (id, capability) = path.into_inner();
     let instance = loaded(&state, &id)?;
-    if !instance.manifest.has_capability(&capability) {
+    let Some(cap) = instance.manifest.capabilities.iter().find(|c| c.name == capability) else {
         return Err(ApiError::not_found(format!("plugin '{id}' has no capability '{capability}'")));
-    }
+    };
+    let limit = body::capability_limit(cap, state.limits.call);
     drop(instance);
-    call_plugin(&state, &req, &id, CallKind::Capability, &capability, &body).await
+    let what = format!("capability '{capability}' of plugin '{id}'");
+    let body = body::read_limited(&req, payload, limit, &what).await?;
+    call_plugin(&state, &req, &id, CallKind::Capability, &capability, body).await
 }
 
 #[utoipa::path(method(get, post, put, delete, patch), path = "/api/plugins/{id}/admin/{route}", tag = "invoke",
@@ -441,7 +341,7 @@ pub(crate) async fn admin_route(
     state: Data<AppState>,
     path: web::Path<(String, String)>,
     req: HttpRequest,
-    body: Bytes,
+    payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     let (id, tail) = path.into_inner();
     let route = format!("/{tail}");
@@ -453,22 +353,42 @@ pub(crate) async fn admin_route(
         )));
     }
     drop(instance);
-    call_plugin(&state, &req, &id, CallKind::Route, &route, &body).await
+    let what = format!("the admin routes of plugin '{id}'");
+    let body = body::read_limited(&req, payload, state.limits.call, &what).await?;
+    call_plugin(&state, &req, &id, CallKind::Route, &route, body).await
 }
 
-/// Everything not matched above: a plugin's claimed prefix, or 404.
-async fn fallback(state: Data<AppState>, req: HttpRequest, body: Bytes) -> ApiResult<HttpResponse> {
-    let path = req.path().to_string();
-    let Some((_prefix, id)) = state.routing.prefix_owner(&path) else {
-        let api = ["/api/", "/ws/", "/v1/"].iter().any(|p| path.starts_with(p));
+/// Everything not matched above: a plugin's claimed prefix, the admin UI's files, or 404.
+/// The path is the one actix-web routed on (decoded, and canonical: the auth middleware
+/// refuses anything else), the same one the middleware decided the scope on.
+async fn fallback(
+    state: Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let path = req.match_info().as_str().to_string();
+    let Some((prefix, id)) = state.routing.prefix_owner(&path) else {
         let read = req.method() == actix_web::http::Method::GET
             || req.method() == actix_web::http::Method::HEAD;
-        if let (Some(dir), false, true) = (&state.ui_dir, api, read) {
+        if let (Some(dir), false, true) = (&state.ui_dir, reserved_path(&state, &path), read) {
             return ui::serve(dir, &req).await;
         }
         return Err(ApiError::not_found(format!("no route for {} {path}", req.method())));
     };
-    call_plugin(&state, &req, &id, CallKind::Route, &path, &body).await
+    let what = format!("plugin '{id}' under {prefix}");
+    let body = body::read_limited(&req, payload, state.limits.call, &what).await?;
+    call_plugin(&state, &req, &id, CallKind::Route, &path, body).await
+}
+
+/// Whether a path falls under the host's own or a plugin's namespace in any letter case
+/// (`/API/...`, `/V1/...`): those are never the admin UI, so a 404 there is a JSON 404 and
+/// not the UI's `index.html`.
+fn reserved_path(state: &AppState, path: &str) -> bool {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("").to_ascii_lowercase();
+    let host = ["api", "ws", "metrics", "healthz", "readyz"].contains(&first.as_str());
+    host || state.routing.prefixes_except("").iter().any(|(p, _)| {
+        p.trim_start_matches('/').split('/').next().unwrap_or("").eq_ignore_ascii_case(&first)
+    })
 }
 
 /// `GET /api/openapi.json`: this API's OpenAPI document.
@@ -499,19 +419,38 @@ pub(crate) async fn readyz(state: Data<AppState>) -> HttpResponse {
 }
 
 /// JSON bodies are accepted whatever their Content-Type (curl's `-d` says form-urlencoded).
-fn json_error_config() -> web::JsonConfig {
-    web::JsonConfig::default().content_type_required(false).limit(1024 * 1024).error_handler(
-        |err, _| {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("malformed JSON: {err}"))
-                .into()
+fn json_error_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default().content_type_required(false).limit(limit).error_handler(
+        move |err, _| {
+            use actix_web::error::JsonPayloadError as E;
+            match err {
+                E::Overflow { .. } | E::OverflowKnownLength { .. } => body::too_large(
+                    limit as u64,
+                    "the host's admin routes",
+                    "--max-admin-body-bytes",
+                )
+                .into(),
+                err => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("malformed JSON: {err}"),
+                )
+                .into(),
+            }
         },
     )
 }
 
-/// Mount every route.
+/// Mount every route, with the default body limits.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(json_error_config())
-        .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+    configure_with(cfg, BodyLimits::default())
+}
+
+/// Mount every route; the JSON routes take bodies up to `limits.admin` bytes (plugin calls
+/// and uploads read `AppState::limits` themselves).
+pub fn configure_with(cfg: &mut web::ServiceConfig, limits: BodyLimits) {
+    cfg.app_data(json_error_config(limits.admin))
+        .app_data(web::PayloadConfig::new(limits.admin))
         // The hot path first: actix tries routes in order.
         .route("/api/plugins/{id}/{capability}", web::post().to(invoke))
         .route("/api/plugins/{id}/admin/{tail:.*}", web::to(admin_route))

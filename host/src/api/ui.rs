@@ -13,9 +13,6 @@ use sha2::{Digest as _, Sha256};
 use super::{ApiError, ApiResult, AppState};
 use crate::openapi::ErrorSchema;
 
-/// Largest plugin library accepted by upload.
-pub const MAX_UPLOAD: u64 = 1 << 30;
-
 /// The file under `dir` a UI request path names, if it names one: every part plain (letters,
 /// digits, `-`, `_`, `.`, `@`, `+`, not starting with `.`), so nothing outside `dir` is reachable.
 fn ui_file(dir: &Path, path: &str) -> Option<PathBuf> {
@@ -79,29 +76,37 @@ fn check_upload_name(name: &str) -> Result<(), String> {
     responses((status = 201, description = "written into the plugins folder (atomically); the host loads or swaps it as for any copied file", body = Object),
     (status = 400, description = "a bad file name, or the body is not a complete shared library of this platform", body = ErrorSchema),
     (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema),
-    (status = 413, description = "larger than 1 GiB", body = ErrorSchema)))]
+    (status = 413, description = "larger than --max-upload-bytes (1 GiB by default)", body = ErrorSchema)))]
 /// `PUT /api/core/plugins/upload/{filename}`: write a library into the plugins folder the way
 /// users are told to copy one: to a hidden temp name first, checked, then renamed into place.
 pub(crate) async fn upload(
     state: Data<AppState>,
     filename: web::Path<String>,
+    req: HttpRequest,
     mut body: web::Payload,
 ) -> ApiResult<HttpResponse> {
     let name = filename.into_inner();
     check_upload_name(&name)
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m))?;
-    let mut suffix = [0u8; 8];
-    let _ = getrandom::fill(&mut suffix);
-    let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
-    // Hidden: the watcher ignores it until the rename.
-    let tmp = state.plugins_dir.join(format!(".upload-{suffix}.tmp"));
-    let target = state.plugins_dir.join(&name);
-    let io_err = |what: &str, e: std::io::Error| ApiError::internal(format!("{what}: {e}"));
-    let mut file =
-        std::fs::File::create(&tmp).map_err(|e| io_err("cannot create the upload", e))?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let written: ApiResult<()> = async {
+    let limit = state.limits.upload;
+    let too_large =
+        || super::body::too_large(limit, "a plugin library upload", "--max-upload-bytes");
+    if super::body::declared_length(&req).is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    // The file is written on a blocking thread, never on the HTTP worker: the worker only
+    // hands chunks over a small bounded channel (so a slow disk slows the client down, and
+    // nothing piles up in memory).
+    // `None` marks the end of a complete body; a channel that closes without it means the
+    // body was refused or broke off, and the writer discards what it has.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Option<web::Bytes>>(8);
+    let writer = web::block({
+        let plugins_dir = state.plugins_dir.clone();
+        let name = name.clone();
+        move || write_upload(&plugins_dir, &name, rx)
+    });
+    let fed: ApiResult<()> = async {
+        let mut size = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| {
                 ApiError::new(
@@ -111,39 +116,85 @@ pub(crate) async fn upload(
                 )
             })?;
             size += chunk.len() as u64;
-            if size > MAX_UPLOAD {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("a plugin library may have at most {MAX_UPLOAD} bytes"),
-                ));
+            if size > limit {
+                return Err(too_large());
             }
-            hasher.update(&chunk);
-            file.write_all(&chunk).map_err(|e| io_err("cannot write the upload", e))?;
+            if tx.send(Some(chunk)).await.is_err() {
+                return Ok(()); // the writer failed; its error is the answer
+            }
         }
-        file.sync_all().map_err(|e| io_err("cannot write the upload", e))?;
+        let _ = tx.send(None).await;
         Ok(())
     }
     .await;
-    drop(file);
-    let checked = written.and_then(|_| {
-        crate::loader::check_library_file(&tmp).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "not_a_library", format!("{name}: {e}"))
-        })
-    });
-    if let Err(e) = checked {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    if let Err(e) = std::fs::rename(&tmp, &target) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err("cannot move the upload into the plugins folder", e));
-    }
-    let sha256: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    drop(tx);
+    let written = writer.await.map_err(|e| ApiError::internal(e.to_string()))?;
+    fed?;
+    let (size, sha256) = written?;
+    let target = state.plugins_dir.join(&name);
     tracing::info!(file = %target.display(), size, "plugin uploaded");
     Ok(HttpResponse::Created().json(serde_json::json!({
         "file": name, "bytes": size, "sha256": sha256,
     })))
+}
+
+/// Write an upload's chunks to a hidden temp file in the plugins folder, check it is a
+/// complete library of this platform, and rename it into place. Runs on a blocking thread.
+/// Returns the size and SHA-256; on any failure the temp file is removed.
+fn write_upload(
+    plugins_dir: &Path,
+    name: &str,
+    mut chunks: tokio::sync::mpsc::Receiver<Option<web::Bytes>>,
+) -> ApiResult<(u64, String)> {
+    let mut suffix = [0u8; 8];
+    let _ = getrandom::fill(&mut suffix);
+    let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    // Hidden: the watcher ignores it until the rename.
+    let tmp = plugins_dir.join(format!(".upload-{suffix}.tmp"));
+    let target = plugins_dir.join(name);
+    let io_err = |what: &str, e: std::io::Error| ApiError::internal(format!("{what}: {e}"));
+    let result = (|| {
+        let mut file =
+            std::fs::File::create(&tmp).map_err(|e| io_err("cannot create the upload", e))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        loop {
+            match chunks.blocking_recv() {
+                Some(Some(chunk)) => {
+                    size += chunk.len() as u64;
+                    hasher.update(&chunk);
+                    file.write_all(&chunk).map_err(|e| io_err("cannot write the upload", e))?;
+                }
+                Some(None) => break,
+                None => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "the upload did not arrive whole; nothing was installed",
+                    ))
+                }
+            }
+        }
+        file.sync_all().map_err(|e| io_err("cannot write the upload", e))?;
+        drop(file);
+        crate::loader::check_library_file(&tmp).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "not_a_library", format!("{name}: {e}"))
+        })?;
+        Ok((size, hasher.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    })();
+    match result {
+        Ok(done) => match std::fs::rename(&tmp, &target) {
+            Ok(()) => Ok(done),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(io_err("cannot move the upload into the plugins folder", e))
+            }
+        },
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]
