@@ -20,6 +20,11 @@ const tests = [];
 const test = (name, fn, { skip } = {}) => tests.push({ name, fn, skip });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** How many points an SVG polyline has. */
+async function pointCount(polyline) {
+  return ((await polyline.getAttribute('points')) ?? '').trim().split(/\s+/).filter(Boolean).length;
+}
+
 async function expectEventually(what, fn, timeoutMs = 10_000) {
   const deadline = Date.now() + timeoutMs;
   let last;
@@ -75,6 +80,29 @@ const consoleErrors = [];
 page.on('pageerror', (e) => consoleErrors.push(e.message));
 const shot = (name, p = page) => p.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: false });
 const card = (id) => page.locator(`article[data-plugin="${id}"]`);
+// The app's API calls that the page has sent and not yet seen answered.
+const inFlight = new Set();
+page.on('request', (r) => ['fetch', 'xhr'].includes(r.resourceType()) && inFlight.add(r));
+page.on('requestfinished', (r) => inFlight.delete(r));
+page.on('requestfailed', (r) => inFlight.delete(r));
+
+/**
+ * Waits until the page has its data: no API call of the page unanswered, and its controls (tag,
+ * state, text) the same in two reads in a row, so that what loads after the first paint is there.
+ */
+async function settled(p = page) {
+  let last = null;
+  await expectEventually('the page to settle (its API calls answered, its controls unchanged)', async () => {
+    const now = await p.evaluate(() =>
+      [...document.querySelectorAll('a[href], button, input, select, textarea, summary, [tabindex]')]
+        .map((el) => `${el.tagName}:${el.disabled ?? ''}:${(el.textContent || el.getAttribute('name') || '').trim().slice(0, 24)}`)
+        .join('|'),
+    );
+    const same = now === last && inFlight.size === 0;
+    last = now;
+    return same;
+  });
+}
 const newPluginLib = ['fixture_noop', 'fixture_slow', 'fixture_panicky'].find((n) => existsSync(lib(n)));
 
 async function login(p = page, key = ADMIN_KEY) {
@@ -98,20 +126,56 @@ test('login: a wrong key gets a clear 401 message, the admin key shows the cards
   await card('apikeys').waitFor();
   await card('echo').waitFor();
   await expectEventually('a telemetry sample on the cards', async () => (await card('echo').getByTestId('calls').textContent()).trim() !== '–');
-  // A few seconds of sparkline, with some traffic on echo.
-  const until = Date.now() + 4000;
-  while (Date.now() < until) {
-    await host.api('/api/plugins/echo/echo', { method: 'POST', body: 'x' });
-    await sleep(20);
+  // Some traffic on echo until its card shows it and its sparkline holds a few samples (one a second).
+  await expectEventually('echo\'s calls/s above 0 and a sparkline of 4 samples', async () => {
+    await Promise.all([1, 2, 3, 4, 5].map(() => host.api('/api/plugins/echo/echo', { method: 'POST', body: 'x' })));
+    const calls = Number(await card('echo').getByTestId('calls').textContent());
+    return calls > 0 && (await pointCount(card('echo').locator('svg polyline').first())) >= 4;
+  }, 20_000);
+  for (const id of ['apikeys', 'echo', 'candle', 'llmserver']) {
+    const state = await card(id).locator('[data-state]').getAttribute('data-state');
+    if (state !== 'running') throw new Error(`${id} shows ${state}`);
   }
   await shot('dashboard');
 });
 
-test('dashboard at phone width', async () => {
+/** Where the cards sit: their distinct left edges (one per column) and any that pass the viewport's right edge. */
+const cardLayout = () =>
+  page.evaluate(() => {
+    const rects = [...document.querySelectorAll('article[data-plugin]')].map((a) => a.getBoundingClientRect());
+    return {
+      cards: rects.length,
+      columns: new Set(rects.map((r) => Math.round(r.left))).size,
+      overflowing: rects.filter((r) => r.left < 0 || r.right > innerWidth + 0.5).length,
+      pageOverflow: document.documentElement.scrollWidth - innerWidth,
+    };
+  });
+
+test('dashboard at phone width: one column of cards, nothing wider than the screen', async () => {
+  if (!/\/plugins$/.test(page.url())) await page.goto(ui.url + '/plugins');
+  await card('echo').waitFor();
+  const wide = await cardLayout();
+  if (wide.columns < 2) throw new Error(`at 1280 px the cards are not in columns: ${JSON.stringify(wide)}`);
   await page.setViewportSize({ width: 390, height: 844 });
-  await sleep(300);
-  await shot('dashboard-phone');
-  await page.setViewportSize({ width: 1280, height: 900 });
+  try {
+    await expectEventually('one column of cards within 390 px', async () => {
+      const l = await cardLayout();
+      return l.cards >= 4 && l.columns === 1 && l.overflowing === 0 && l.pageOverflow <= 0;
+    });
+    // The header's controls wrap instead of running off the screen.
+    const off = await page.evaluate(() =>
+      [...document.querySelectorAll('header a, header button, header label, main input')]
+        .filter((el) => {
+          const r = el.getBoundingClientRect();
+          return r.width > 0 && (r.left < 0 || r.right > innerWidth + 0.5);
+        })
+        .map((el) => (el.textContent || el.getAttribute('placeholder') || el.tagName).trim()),
+    );
+    if (off.length) throw new Error(`controls past the screen's edge at 390 px: ${off.join(', ')}`);
+    await shot('dashboard-phone');
+  } finally {
+    await page.setViewportSize({ width: 1280, height: 900 });
+  }
 });
 
 test('stop and start a plugin from its card', async () => {
@@ -170,12 +234,23 @@ test('logs: a line the plugin writes appears live', async () => {
 });
 
 test('overview, telemetry and events screens', async () => {
+  const echo = await host.api('/api/core/plugins/echo');
   await page.goto(ui.url + '/plugins/echo/overview');
-  await page.getByTestId('history').waitFor();
+  // The load history's first row is the loaded generation, as the host lists it.
+  const first = page.locator('[data-testid=history] tbody tr').first();
+  await first.waitFor();
+  const gen = (await first.locator('td').first().textContent()).trim();
+  if (gen !== String(echo.generation)) throw new Error(`load history starts with gen ${gen}, host says ${echo.generation}`);
+  if (!(await first.textContent()).includes(echo.sha256.slice(0, 12))) throw new Error(`the loaded generation's row lacks its sha256 ${echo.sha256}`);
   await shot('overview');
   await page.goto(ui.url + '/plugins/echo/telemetry');
-  await page.getByTestId('telemetry-totals').waitFor();
-  await sleep(1500);
+  // The totals count the calls made so far; the calls chart draws a line once it has two samples.
+  const totals = page.getByTestId('telemetry-totals');
+  await totals.waitFor();
+  const shownCalls = Number(await totals.locator('div', { hasText: /^\s*calls/ }).first().locator('dd').textContent());
+  const hostCalls = (await host.api('/api/core/plugins/echo/telemetry')).totals.calls;
+  if (!(shownCalls > 0 && shownCalls <= hostCalls)) throw new Error(`telemetry shows ${shownCalls} calls, host counts ${hostCalls}`);
+  await expectEventually('the calls chart drawn from two samples', async () => (await pointCount(page.locator('svg[aria-label="Calls per second"] polyline').first())) >= 2, 10_000);
   await shot('telemetry');
   await page.goto(ui.url + '/events');
   await page.getByTestId('events-table').locator('tr[data-kind=config_changed]').first().waitFor();
@@ -235,6 +310,93 @@ test('apikeys: create a key (shown once), a read-less key gets a clear 403, revo
   const res = await host.api('/api/plugins/echo/echo', { method: 'POST', body: 'x', key, raw: true });
   if (res.status !== 401) throw new Error(`revoked key answered ${res.status}`);
   await shot('apikeys');
+});
+
+test('stopping the auth provider asks first: cancel keeps it running, "Stop anyway" stops it and this key is refused', async () => {
+  // A second admin: a key the apikeys plugin vouches for (not the bootstrap key).
+  const created = await host.api('/api/plugins/apikeys/create', { method: 'POST', body: { name: 'e2e-admin', scopes: ['admin'] } });
+  const apikeysState = async () => (await host.api('/api/core/plugins/apikeys')).state;
+  const other = await page.context().newPage();
+  other.on('pageerror', (e) => consoleErrors.push(e.message));
+  const stopSent = [];
+  other.on('request', (r) => /\/api\/core\/plugins\/apikeys\/stop/.test(r.url()) && stopSent.push(r.url()));
+  const otherCard = (id) => other.locator(`article[data-plugin="${id}"]`);
+  const stop = otherCard('apikeys').locator('button[data-action=stop]');
+  const dialog = other.getByRole('alertdialog');
+  const focusInDialog = () => other.evaluate(() => !!document.activeElement?.closest('[role=alertdialog]'));
+  try {
+    await login(other, created.key);
+    await other.waitForURL('**/plugins');
+    await otherCard('apikeys').getByTestId('auth-provider').waitFor();
+
+    // 1. The card knows apikeys is the auth provider: it asks before sending anything. Keyboard
+    // only: Enter on the stop button, the focus moves into the dialog and Tab keeps it there,
+    // Escape cancels and gives the focus back.
+    await stop.focus();
+    await other.keyboard.press('Enter');
+    await dialog.waitFor();
+    if (!/bootstrap admin key/.test(await dialog.textContent())) throw new Error(`the dialog does not say who keeps access: ${await dialog.textContent()}`);
+    await expectEventually('the focus in the dialog', focusInDialog);
+    await shot('confirm-stop-auth-provider', other);
+    for (let i = 0; i < 3; i++) {
+      await other.keyboard.press('Tab');
+      if (!(await focusInDialog())) throw new Error('Tab left the dialog');
+    }
+    await other.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'detached' });
+    await expectEventually('the focus back on the stop button', () =>
+      other.evaluate(() => document.activeElement?.getAttribute('data-action') === 'stop' && document.activeElement.closest('article')?.getAttribute('data-plugin') === 'apikeys'),
+    );
+    if (stopSent.length) throw new Error(`a stop was sent before the confirmation: ${stopSent}`);
+    if ((await apikeysState()) !== 'running') throw new Error('apikeys stopped after Escape');
+
+    // 2. A page that cannot tell which plugin is the auth provider (the list says it is not)
+    // sends the stop; the host refuses it (409 confirm_required) and the page asks with the
+    // host's message. Cancel (Enter on the focused Cancel): nothing more is sent.
+    await other.route('**/api/core/plugins', async (route) => {
+      const res = await route.fetch();
+      const json = await res.json();
+      for (const p of json.plugins ?? []) if (p.id === 'apikeys') p.auth_provider = false;
+      await route.fulfill({ response: res, json });
+    });
+    await otherCard('apikeys').getByTestId('auth-provider').waitFor({ state: 'detached' });
+    const refused = other.waitForResponse((r) => /\/apikeys\/stop$/.test(r.url()));
+    await stop.click();
+    const answer = await refused;
+    const body = await answer.json().catch(() => null);
+    if (answer.status() !== 409 || body?.error?.code !== 'confirm_required') throw new Error(`unconfirmed stop answered ${answer.status()} ${JSON.stringify(body)}`);
+    await dialog.waitFor();
+    const shown = (await dialog.getByTestId('confirm-message').textContent()).trim();
+    if (shown !== body.error.message.trim()) throw new Error(`dialog shows "${shown}", the host said "${body.error.message}"`);
+    await expectEventually('the focus on Cancel', () => other.evaluate(() => document.activeElement?.getAttribute('data-testid') === 'confirm-cancel'));
+    await other.keyboard.press('Enter');
+    await dialog.waitFor({ state: 'detached' });
+    if (stopSent.length !== 1) throw new Error(`stops sent: ${stopSent.join(', ')}`);
+    if ((await apikeysState()) !== 'running') throw new Error('apikeys stopped after Cancel');
+    await other.unroute('**/api/core/plugins');
+    await otherCard('apikeys').getByTestId('auth-provider').waitFor();
+
+    // 3. Stop anyway: apikeys stops, and this session learns at once that its key is refused.
+    await expectEventually('the stop button enabled', () => stop.isEnabled());
+    await stop.click();
+    const confirmed = other.waitForResponse((r) => /\/apikeys\/stop\?confirm=true$/.test(r.url()));
+    await dialog.getByRole('button', { name: 'Stop anyway' }).click();
+    if ((await confirmed).status() !== 200) throw new Error(`confirmed stop answered ${(await confirmed).status()}`);
+    await expectEventually('apikeys stopped', async () => (await apikeysState()) === 'stopped');
+    await other.waitForURL('**/login');
+    const msg = await other.getByTestId('login-error').textContent();
+    if (!/401/.test(msg) || !/bootstrap/.test(msg)) throw new Error(`the login page does not say why the key is refused: ${msg}`);
+    const res = await host.api('/api/core/plugins', { key: created.key, raw: true });
+    if (res.status !== 401) throw new Error(`the second admin key answered ${res.status} with apikeys stopped`);
+    // The bootstrap key (this page) still works.
+    if ((await host.api('/api/core/plugins/apikeys')).state !== 'stopped') throw new Error('bootstrap key refused');
+  } finally {
+    await other.close();
+    // Back as it was for the other tests: apikeys running (the bootstrap key starts it), the key revoked.
+    if ((await apikeysState()) !== 'running') await host.api('/api/core/plugins/apikeys/start', { method: 'POST' });
+    await host.waitRunning(['apikeys']);
+    await host.api('/api/plugins/apikeys/revoke', { method: 'POST', body: { id: created.id } });
+  }
 });
 
 const uploadSupported = (await host.api('/api/core/plugins/upload/probe.so', { method: 'PUT', raw: true })).status !== 404;
@@ -425,8 +587,12 @@ test('keyboard: the plugin tabs follow the arrow keys, Home and End; card action
     await page.keyboard.press(key);
     await page.waitForURL(`**/plugins/echo/${want}`);
     await expectEventually(`focus on ${want}`, async () => (await focusedTab()) === want);
-    const selected = await page.locator('[role=tab][aria-selected=true]').getAttribute('data-tab');
-    if (selected !== want) throw new Error(`${key}: selected ${selected}, wanted ${want}`);
+    // The focus moves at once; the selection follows when the navigation has rendered.
+    await expectEventually(`${key}: the ${want} tab selected`, async () => {
+      const selected = await page.locator('[role=tab][aria-selected=true]').getAttribute('data-tab');
+      if (selected !== want) throw new Error(`selected: ${selected}`);
+      return true;
+    });
   }
   // Only the selected tab is a Tab stop: Tab leaves the tab list for the panel.
   await page.keyboard.press('Tab');
@@ -506,7 +672,7 @@ test('keyboard: every control on the main screens is reached by Tab and shows wh
   for (const [path, ready] of screens) {
     await page.goto(ui.url + path);
     await ready().waitFor();
-    await sleep(300);
+    await settled();
     const { stops, missed } = await tabWalk(page);
     total += stops.length;
     const bare = stops.filter((s) => !s.indicator).map((s) => s.name);
