@@ -3,11 +3,14 @@
 //! methods, drop it, and are joined before the library is closed (so no thread-local
 //! destructor of the plugin can pin the library, see docs/ARCHITECTURE.md).
 //!
-//! Calls go through a bounded queue (full = busy); each call carries a cancel flag and a
-//! sink for its events (stream start, chunks, the final result).
+//! Calls go through a bounded queue (full = busy, and bounded in request bytes too); each call
+//! carries a cancel flag and a sink for its events (stream start, chunks, the final result).
+//! The instance knows the cancel flags of its queued and running calls, so a drain deadline
+//! can cancel them and tell which returned and which ignored it.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -150,6 +153,20 @@ impl Sink {
             Sink::Blocking(tx) => tx.send(event).is_ok(),
         }
     }
+    /// Another handle on the same receiver (for the drain deadline's final answer).
+    fn duplicate(&self) -> Sink {
+        match self {
+            Sink::Async(tx) => Sink::Async(tx.clone()),
+            Sink::Blocking(tx) => Sink::Blocking(tx.clone()),
+        }
+    }
+    /// Send without blocking (from the registry thread, which must not wait on a client).
+    fn try_send(&self, event: Event) -> bool {
+        match self {
+            Sink::Async(tx) => tx.try_send(event).is_ok(),
+            Sink::Blocking(tx) => tx.try_send(event).is_ok(),
+        }
+    }
     fn is_closed(&self) -> bool {
         match self {
             Sink::Async(tx) => tx.is_closed(),
@@ -176,9 +193,84 @@ pub enum Control {
 }
 
 enum Job {
-    Call(CallJob),
-    Control(Control, Sender<Result<String, PluginFailure>>),
+    Call(CallJob, Ticket),
+    Control(ControlJob),
     Exit,
+}
+
+/// Where a control job stands; its waiter and its worker agree on it through one atomic, so
+/// an operation whose waiter gave up is either never run or known to have finished late.
+const CONTROL_QUEUED: u8 = 0;
+const CONTROL_RUNNING: u8 = 1;
+const CONTROL_DONE: u8 = 2;
+const CONTROL_ABANDONED: u8 = 3;
+
+struct ControlJob {
+    op: Control,
+    reply: Sender<Result<String, PluginFailure>>,
+    state: Arc<AtomicU8>,
+    /// Run on the same thread right after `op` if `op` finished after its waiter gave up
+    /// (e.g. re-apply the stored config over one that timed out).
+    restore: Option<Control>,
+    /// The plugin id, for the log line of a late finish.
+    plugin: String,
+}
+
+/// One call the instance accepted (queued or running): its cancel flag, whether a worker took
+/// it into plugin code, and whether its final event was sent.
+struct CallEntry {
+    cancel: Arc<AtomicBool>,
+    started: AtomicBool,
+    /// Set once by whoever sends the call's last event (its worker, or the drain deadline for
+    /// a call that ignored its cancel flag); nothing is sent to the sink after it.
+    ended: AtomicBool,
+    sink: Sink,
+}
+
+/// An accepted call's hold on its instance: its place among the running calls and its
+/// request bytes in the queue's byte count. Both are given back when it is dropped (the call
+/// finished, or was refused).
+struct Ticket {
+    id: u64,
+    bytes: usize,
+    entry: Arc<CallEntry>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.shared.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        self.shared.queued_bytes.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
+}
+
+/// What a drain deadline did to the calls still running on a generation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainOutcome {
+    /// Calls (queued or running) still there when the deadline passed.
+    pub abandoned: usize,
+    /// Of those, calls that ended within the grace period after their cancel flag was raised
+    /// (or had not reached plugin code and never will).
+    pub cancelled: usize,
+    /// Of those, calls still in plugin code when the grace period ended: the plugin ignored
+    /// its cancel flag, and the thread running it is left running.
+    pub ignored: usize,
+}
+
+/// Why a call was refused for the byte limit of its plugin's queue.
+pub fn queue_bytes_message(limit: usize) -> String {
+    format!(
+        "the request bodies in its queue would pass the queue's byte limit of {limit} bytes \
+         (--queue-bytes)"
+    )
+}
+
+/// The longest a drain deadline waits for cancelled calls to return.
+pub const CANCEL_GRACE_MAX: Duration = Duration::from_secs(5);
+
+/// The grace period cancelled calls get: the control timeout, at most [`CANCEL_GRACE_MAX`].
+pub fn cancel_grace(control_timeout: Duration) -> Duration {
+    control_timeout.min(CANCEL_GRACE_MAX)
 }
 
 /// A call the instance did not take, handed back so it can be routed again.
@@ -196,6 +288,9 @@ pub enum SubmitError {
     Retired,
     /// The queue is full.
     Busy,
+    /// The request bodies already queued plus this one would pass the instance's byte limit
+    /// (`--queue-bytes`, the value given).
+    QueueBytes(usize),
 }
 
 const RUNNING: u8 = 0;
@@ -204,6 +299,12 @@ const RETIRED: u8 = 2;
 
 struct Shared {
     in_flight: AtomicUsize,
+    /// Request body bytes of the calls accepted and not finished.
+    queued_bytes: AtomicUsize,
+    queue_bytes_limit: usize,
+    /// The calls accepted and not finished, by ticket id.
+    calls: Mutex<HashMap<u64, Arc<CallEntry>>>,
+    next_call: AtomicU64,
     /// The plugin id's counters, shared by its generations.
     stats: Arc<CallStats>,
     /// Plugin id and version, for log spans; set once the manifest is read.
@@ -218,6 +319,9 @@ pub struct Limits {
     pub call_timeout: Duration,
     /// How long manifest, construction and lifecycle calls may take.
     pub control_timeout: Duration,
+    /// Request body bytes an instance holds for its queued and running calls before it
+    /// answers busy (`--queue-bytes`).
+    pub queue_bytes: usize,
 }
 
 /// One loaded generation of a plugin, with its worker threads.
@@ -248,6 +352,8 @@ pub enum BootError {
 struct HostCallContext<'a> {
     cancel: &'a AtomicBool,
     sink: &'a Sink,
+    /// Set when the call's last event was sent for it (a drain deadline gave up on it).
+    ended: &'a AtomicBool,
     streaming: Cell<bool>,
 }
 
@@ -256,6 +362,9 @@ impl CallContext for HostCallContext<'_> {
         self.cancel.load(Ordering::Relaxed) || self.sink.is_closed()
     }
     fn begin_stream(&self, content_type: RStr<'_>) -> bool {
+        if self.ended.load(Ordering::SeqCst) {
+            return false;
+        }
         if self.streaming.get() {
             return !self.is_cancelled();
         }
@@ -268,6 +377,10 @@ impl CallContext for HostCallContext<'_> {
     }
     fn send_chunk(&self, chunk: RSlice<'_, u8>) -> bool {
         if !self.streaming.get() && !self.begin_stream("application/octet-stream".into()) {
+            return false;
+        }
+        if self.ended.load(Ordering::SeqCst) {
+            // The client already got its final answer: nothing more goes to it.
             return false;
         }
         let ok = self.sink.send(Event::Chunk(chunk.as_slice().to_vec()));
@@ -307,7 +420,23 @@ impl Drop for CurrentCall {
     }
 }
 
-fn run_call(plugin: &PluginBox, job: CallJob, shared: &Shared) {
+fn run_call(plugin: &PluginBox, job: CallJob, ticket: Ticket, shared: &Shared) {
+    let entry = ticket.entry.clone();
+    if job.cancel.load(Ordering::SeqCst) {
+        // Cancelled while queued (its client went away, or a drain deadline passed): the
+        // plugin never sees it.
+        if !entry.ended.swap(true, Ordering::SeqCst) {
+            job.sink.send(Event::Done(Err(PluginFailure {
+                kind: ErrorKind::CANCELLED,
+                message: "the call was cancelled before it started".into(),
+            })));
+        }
+        drop(job);
+        drop(ticket);
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        return;
+    }
+    entry.started.store(true, Ordering::SeqCst);
     let _current = CurrentCall::enter(&job.cancel);
     let _span = tracing::debug_span!(
         "plugin_call",
@@ -319,8 +448,12 @@ fn run_call(plugin: &PluginBox, job: CallJob, shared: &Shared) {
     let started = Instant::now();
     let cpu_started = cpu_time::ThreadTime::try_now().ok();
     let result = {
-        let ctx =
-            HostCallContext { cancel: &job.cancel, sink: &job.sink, streaming: Cell::new(false) };
+        let ctx = HostCallContext {
+            cancel: &job.cancel,
+            sink: &job.sink,
+            ended: &entry.ended,
+            streaming: Cell::new(false),
+        };
         let ctx_obj = CallContext_TO::from_ptr(&ctx, TD_Opaque);
         match plugin.call(&job.request, ctx_obj) {
             RResult::ROk(r) => Ok(Reply {
@@ -333,8 +466,11 @@ fn run_call(plugin: &PluginBox, job: CallJob, shared: &Shared) {
     };
     let cpu = cpu_started.map_or(Duration::ZERO, |t| t.elapsed());
     shared.stats.record(started.elapsed(), cpu, result.is_err());
-    job.sink.send(Event::Done(result));
+    if !entry.ended.swap(true, Ordering::SeqCst) {
+        job.sink.send(Event::Done(result));
+    }
     drop(job);
+    drop(ticket);
     shared.in_flight.fetch_sub(1, Ordering::SeqCst);
 }
 
@@ -352,13 +488,50 @@ fn run_control(plugin: &PluginBox, op: Control) -> Result<String, PluginFailure>
     }
 }
 
+fn run_control_job(plugin: &PluginBox, job: ControlJob) {
+    let ControlJob { op, reply, state, restore, plugin: id } = job;
+    if state
+        .compare_exchange(CONTROL_QUEUED, CONTROL_RUNNING, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        tracing::warn!(plugin = %id, ?op, "not run: whoever asked for it stopped waiting");
+        return;
+    }
+    let name = format!("{op:?}");
+    let result = run_control(plugin, op);
+    if state
+        .compare_exchange(CONTROL_RUNNING, CONTROL_DONE, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+    {
+        let _ = reply.send(result);
+        return;
+    }
+    // The waiter gave up while the plugin ran it: whatever it changed was not recorded.
+    match restore {
+        Some(restore) => {
+            let restored = run_control(plugin, restore);
+            tracing::warn!(
+                plugin = %id,
+                op = %name,
+                restored = restored.is_ok(),
+                error = restored.err().map(|f| f.message),
+                "the plugin finished an operation after its waiter gave up; the stored config was re-applied over it"
+            );
+        }
+        None => tracing::warn!(
+            plugin = %id,
+            op = %name,
+            ok = result.is_ok(),
+            "the plugin finished an operation after its waiter gave up"
+        ),
+    }
+}
+
 fn worker_loop(plugin: Arc<PluginBox>, jobs: Receiver<Job>, shared: Arc<Shared>) {
     for job in jobs.iter() {
         match job {
-            Job::Call(call) => run_call(&plugin, call, &shared),
-            Job::Control(op, reply) => {
-                let _ = reply.send(run_control(&plugin, op));
-            }
+            Job::Call(call, ticket) => run_call(&plugin, call, ticket, &shared),
+            Job::Control(job) => run_control_job(&plugin, job),
             Job::Exit => break,
         }
     }
@@ -444,6 +617,10 @@ impl Instance {
         };
         let shared = Arc::new(Shared {
             in_flight: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            queue_bytes_limit: limits.queue_bytes,
+            calls: Mutex::new(HashMap::new()),
+            next_call: AtomicU64::new(0),
             stats,
             label: (manifest.id.clone(), manifest.version.clone()),
         });
@@ -521,18 +698,67 @@ impl Instance {
         self.phase.store(RUNNING, Ordering::SeqCst);
     }
 
+    /// Request body bytes held for the calls accepted and not finished.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queued_bytes.load(Ordering::SeqCst)
+    }
+
     /// Refuse new calls (as stopped, or as retired) and wait until running ones finish or
-    /// the deadline passes. Returns how many calls were still running at the deadline.
-    pub fn close_and_drain(&self, retire: bool, deadline: Duration) -> usize {
+    /// the deadline passes. At the deadline every call still there gets its cancel flag
+    /// raised and `grace` to return; a call still in plugin code after that ignored it, and
+    /// its client is sent a final `cancelled` error (nothing the plugin sends later reaches
+    /// it). Calls still queued are answered `cancelled` without reaching the plugin.
+    pub fn close_and_drain(
+        &self,
+        retire: bool,
+        deadline: Duration,
+        grace: Duration,
+    ) -> DrainOutcome {
         self.phase.store(if retire { RETIRED } else { STOPPED }, Ordering::SeqCst);
         let until = Instant::now() + deadline;
-        loop {
+        let abandoned = loop {
             let n = self.in_flight();
-            if n == 0 || Instant::now() >= until {
-                return n;
+            if n == 0 {
+                return DrainOutcome::default();
+            }
+            if Instant::now() >= until {
+                break n;
             }
             std::thread::sleep(Duration::from_millis(1));
+        };
+        let entries = |shared: &Shared| -> Vec<Arc<CallEntry>> {
+            shared.calls.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        };
+        for entry in entries(&self.shared) {
+            entry.cancel.store(true, Ordering::SeqCst);
         }
+        let until = Instant::now() + grace;
+        while self.in_flight() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let what = if retire { "retired" } else { "stopped" };
+        let mut ignored = 0;
+        for entry in entries(&self.shared) {
+            if entry.started.load(Ordering::SeqCst) {
+                ignored += 1;
+            }
+            // Still queued behind a stuck call, or stuck itself: the client gets its answer now.
+            if !entry.ended.swap(true, Ordering::SeqCst) {
+                let message = if entry.started.load(Ordering::SeqCst) {
+                    format!(
+                        "the call was cancelled as the plugin was {what} and did not stop within {} ms",
+                        grace.as_millis()
+                    )
+                } else {
+                    format!("the call was cancelled before it started: the plugin was {what}")
+                };
+                entry.sink.try_send(Event::Done(Err(PluginFailure {
+                    kind: ErrorKind::CANCELLED,
+                    message,
+                })));
+            }
+        }
+        DrainOutcome { abandoned, cancelled: abandoned.saturating_sub(ignored), ignored }
     }
 
     /// Queue a call. On failure the job is handed back.
@@ -547,28 +773,82 @@ impl Instance {
             STOPPED => return refuse(SubmitError::Stopped, job),
             _ => return refuse(SubmitError::Retired, job),
         }
-        match self.jobs.try_send(Job::Call(job)) {
+        // Request bodies are held until their call finishes: bound their sum, not only the
+        // number of calls, so a client cannot make the host buffer gigabytes.
+        let bytes = job.request.body.len();
+        let limit = self.shared.queue_bytes_limit;
+        let held = self.shared.queued_bytes.fetch_add(bytes, Ordering::SeqCst);
+        if held.saturating_add(bytes) > limit {
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
+            self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            return refuse(SubmitError::QueueBytes(limit), job);
+        }
+        let id = self.shared.next_call.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(CallEntry {
+            cancel: job.cancel.clone(),
+            started: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            sink: job.sink.duplicate(),
+        });
+        self.shared.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(id, entry.clone());
+        let ticket = Ticket { id, bytes, entry, shared: self.shared.clone() };
+        match self.jobs.try_send(Job::Call(job, ticket)) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(Job::Call(job))) => {
+            Err(TrySendError::Full(Job::Call(job, ticket))) => {
+                drop(ticket);
                 self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 refuse(SubmitError::Busy, job)
             }
-            Err(TrySendError::Disconnected(Job::Call(job))) => refuse(SubmitError::Retired, job),
+            Err(TrySendError::Disconnected(Job::Call(job, ticket))) => {
+                drop(ticket);
+                refuse(SubmitError::Retired, job)
+            }
             Err(_) => unreachable!("try_send returns the job it was given"),
         }
     }
 
     /// Run a lifecycle operation on the instance's threads and wait for it.
     pub fn control(&self, op: Control, timeout: Duration) -> Result<String, PluginFailure> {
+        self.control_or_restore(op, timeout, None).0
+    }
+
+    /// Like [`Instance::control`]; an operation whose waiter gave up is not run if it has not
+    /// started, and if the plugin finishes it late, `restore` runs right after it on the same
+    /// thread (e.g. the stored config, re-applied over one whose apply timed out).
+    /// The flag is true when the waiter gave up while the plugin was running the operation:
+    /// it may still finish (late).
+    pub fn control_or_restore(
+        &self,
+        op: Control,
+        timeout: Duration,
+        restore: Option<Control>,
+    ) -> (Result<String, PluginFailure>, bool) {
         let (tx, rx) = bounded(1);
         let timed_out = || PluginFailure {
             kind: ErrorKind::TIMEOUT,
             message: format!("the plugin did not answer within {} ms", timeout.as_millis()),
         };
-        if self.jobs.send_timeout(Job::Control(op, tx), timeout).is_err() {
-            return Err(timed_out());
+        let state = Arc::new(AtomicU8::new(CONTROL_QUEUED));
+        let job = ControlJob {
+            op,
+            reply: tx,
+            state: state.clone(),
+            restore,
+            plugin: self.manifest.id.clone(),
+        };
+        let until = Instant::now() + timeout;
+        if self.jobs.send_timeout(Job::Control(job), timeout).is_err() {
+            return (Err(timed_out()), false);
         }
-        rx.recv_timeout(timeout).unwrap_or_else(|_| Err(timed_out()))
+        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(result) => (result, false),
+            Err(_) => match state.swap(CONTROL_ABANDONED, Ordering::SeqCst) {
+                // It finished just now: its answer is on the way.
+                CONTROL_DONE => (rx.recv().unwrap_or_else(|_| Err(timed_out())), false),
+                CONTROL_RUNNING => (Err(timed_out()), true),
+                _ => (Err(timed_out()), false),
+            },
+        }
     }
 
     /// Stop every worker and join it; the plugin object is dropped on the last worker.

@@ -13,7 +13,8 @@ use tokio::sync::oneshot;
 
 use crate::dispatch::Routing;
 use crate::exec::{
-    BootError, CallStats, CapabilityInfo, Control, Instance, Limits, ManifestInfo, RouteInfo,
+    BootError, CallStats, CapabilityInfo, Control, DrainOutcome, Instance, Limits, ManifestInfo,
+    RouteInfo,
 };
 use crate::host_api;
 use crate::loader::{self, LoadedLibrary, Residency};
@@ -53,8 +54,16 @@ pub struct HistoryEntry {
     pub reason: Option<String>,
     /// `unloaded` or `pinned` once retired; absent while it is loaded.
     pub residency: Option<Residency>,
-    /// Calls still running when the drain deadline passed.
+    /// Calls still running (or queued) when a drain deadline passed: at its retirement, and
+    /// at stops (through the API, or to apply a config) during its life.
     pub abandoned_calls: usize,
+    /// Of the abandoned calls, those that ended once their cancel flag was raised at the
+    /// deadline (or were answered `cancelled` before reaching the plugin).
+    pub cancelled_calls: usize,
+    /// Of the abandoned calls, those still in plugin code after the grace period: the plugin
+    /// ignored the cancel flag. Their threads run on, so the generation is `pinned` when it
+    /// is retired.
+    pub ignored_cancel_calls: usize,
     /// Heap bytes the library still held after its plugin object was dropped and its threads
     /// joined: memory it leaked or keeps in statics, which stays in the process. Absent while
     /// loaded, or when the library does not count its heap.
@@ -538,6 +547,8 @@ impl Registry {
             reason: None,
             residency: None,
             abandoned_calls: 0,
+            cancelled_calls: 0,
+            ignored_cancel_calls: 0,
             heap_left_bytes: None,
         };
         // Switch routing: from here on new calls go to the new generation.
@@ -609,14 +620,7 @@ impl Registry {
 
     /// Drain, stop, join and close one generation, and record whether it left memory.
     fn retire(&mut self, id: &str, old: Generation, reason: &str) {
-        let abandoned = old.instance.close_and_drain(true, self.settings.drain_timeout);
-        if abandoned > 0 {
-            tracing::warn!(
-                plugin = id,
-                abandoned,
-                "drain deadline passed with calls still running"
-            );
-        }
+        let drained = self.drain(id, &old.instance, true);
         if old.started {
             if let Err(f) = old.instance.control(Control::Stop, self.settings.control_timeout) {
                 tracing::warn!(plugin = id, "stop failed while retiring: {}", f.message);
@@ -643,7 +647,9 @@ impl Registry {
             if reason == "shutdown" { "host" } else { "watcher" },
             serde_json::json!({
                 "generation": generation, "reason": reason,
-                "residency": residency, "abandoned_calls": abandoned,
+                "residency": residency, "abandoned_calls": drained.abandoned,
+                "cancelled_calls": drained.cancelled,
+                "ignored_cancel_calls": drained.ignored,
                 "heap_left_bytes": heap_left_bytes,
             }),
         );
@@ -653,9 +659,34 @@ impl Registry {
             entry.retired_at_ms = Some(now_ms());
             entry.reason = Some(reason.to_string());
             entry.residency = Some(residency);
-            entry.abandoned_calls = abandoned;
             entry.heap_left_bytes = heap_left_bytes;
         }
+    }
+
+    /// Close a generation to calls (retired, or stopped) and drain it: at the deadline its
+    /// remaining calls are cancelled and given a grace period (see
+    /// [`Instance::close_and_drain`]). The outcome is added to the generation's history entry.
+    fn drain(&mut self, id: &str, instance: &Instance, retire: bool) -> DrainOutcome {
+        let grace = crate::exec::cancel_grace(self.settings.control_timeout);
+        let drained = instance.close_and_drain(retire, self.settings.drain_timeout, grace);
+        if drained.abandoned > 0 {
+            tracing::warn!(
+                plugin = id,
+                abandoned = drained.abandoned,
+                cancelled = drained.cancelled,
+                ignored_cancel = drained.ignored,
+                "drain deadline passed with calls still running: cancelled them"
+            );
+            let generation = instance.generation;
+            if let Some(entry) =
+                self.slot(id).history.iter_mut().rev().find(|h| h.generation == generation)
+            {
+                entry.abandoned_calls += drained.abandoned;
+                entry.cancelled_calls += drained.cancelled;
+                entry.ignored_cancel_calls += drained.ignored;
+            }
+        }
+        drained
     }
 
     fn on_file_removed(&mut self, path: &Path) {
@@ -666,43 +697,54 @@ impl Registry {
     }
 
     fn on_lifecycle(&mut self, id: &str, action: Action) -> Result<PluginView, RegistryError> {
-        let drain = self.settings.drain_timeout;
         let control_timeout = self.settings.control_timeout;
+        let (instance, mut running) = self
+            .slots
+            .get(id)
+            .and_then(|s| s.current.as_ref())
+            .map(|g| (g.instance.clone(), g.started))
+            .ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
+        let stops = matches!(action, Action::Stop | Action::Restart);
+        let starts = matches!(action, Action::Start | Action::Restart);
+        let mut result: Result<(), String> = Ok(());
+        // What the drain deadline of a stop did to calls still running (zero when it had none).
+        let mut drained = DrainOutcome::default();
+        if stops && running {
+            drained = self.drain(id, &instance, false);
+            running = false;
+            result = instance
+                .control(Control::Stop, control_timeout)
+                .map(drop)
+                .map_err(|f| format!("stop failed: {}", f.message));
+        }
+        if result.is_ok() && starts && !running {
+            result = instance
+                .control(Control::Start, control_timeout)
+                .map(drop)
+                .map_err(|f| format!("start failed: {}", f.message));
+            if result.is_ok() {
+                running = true;
+                instance.open();
+            }
+        }
         let slot =
             self.slots.get_mut(id).ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
-        let generation =
-            slot.current.as_mut().ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
-        let stop = |g: &mut Generation| -> Result<(), String> {
-            if g.started {
-                g.instance.close_and_drain(false, drain);
-                g.started = false;
-                g.instance
-                    .control(Control::Stop, control_timeout)
-                    .map_err(|f| format!("stop failed: {}", f.message))?;
-            }
-            Ok(())
-        };
-        let start = |g: &mut Generation| -> Result<(), String> {
-            if !g.started {
-                g.instance
-                    .control(Control::Start, control_timeout)
-                    .map_err(|f| format!("start failed: {}", f.message))?;
-                g.started = true;
-                g.instance.open();
-            }
-            Ok(())
-        };
-        let result = match action {
-            Action::Start => start(generation),
-            Action::Stop => stop(generation),
-            Action::Restart => stop(generation).and_then(|()| start(generation)),
-        };
-        let running = generation.started;
+        if let Some(g) = slot.current.as_mut() {
+            g.started = running;
+        }
         let kind = match action {
             Action::Start => "started",
             Action::Stop => "stopped",
             Action::Restart => "restarted",
         };
+        let mut details = serde_json::json!({});
+        if stops {
+            details = serde_json::json!({
+                "abandoned_calls": drained.abandoned,
+                "cancelled_calls": drained.cancelled,
+                "ignored_cancel_calls": drained.ignored,
+            });
+        }
         match result {
             Ok(()) => {
                 slot.state =
@@ -713,18 +755,15 @@ impl Registry {
                 if let Err(e) = self.store.set_desired_state(id, desired) {
                     tracing::warn!(plugin = id, "cannot persist the desired state: {e}");
                 }
-                self.event(id, kind, "api", serde_json::json!({}));
+                self.event(id, kind, "api", details);
             }
             Err(message) => {
                 slot.state = Some(PluginState::Failed);
                 slot.last_error =
                     Some(LastError { message: message.clone(), file: None, at_ms: now_ms() });
-                self.event(
-                    id,
-                    "lifecycle_failed",
-                    "api",
-                    serde_json::json!({ "action": kind, "error": message }),
-                );
+                details["action"] = kind.into();
+                details["error"] = message.clone().into();
+                self.event(id, "lifecycle_failed", "api", details);
                 self.publish();
                 return Err(RegistryError::Failed(message));
             }
@@ -742,7 +781,6 @@ impl Registry {
         actor: &str,
     ) -> Result<i64, RegistryError> {
         let control_timeout = self.settings.control_timeout;
-        let drain = self.settings.drain_timeout;
         let generation = self
             .slots
             .get(id)
@@ -750,14 +788,49 @@ impl Registry {
             .ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
         let instance = generation.instance.clone();
         let restart = instance.manifest.config_needs_restart && generation.started;
+        // What the store holds now: re-applied over this config if the plugin applies it only
+        // after its apply timed out (the store would not know it).
+        let stored = match self.store.plugin(id) {
+            Ok(record) => record.and_then(|r| r.config),
+            Err(e) => {
+                tracing::warn!(plugin = id, "cannot read the stored config: {e}");
+                None
+            }
+        };
         if restart {
             // The plugin applies a config only at start: stop, configure, start again.
-            instance.close_and_drain(false, drain);
+            self.drain(id, &instance, false);
             if let Err(f) = instance.control(Control::Stop, control_timeout) {
                 tracing::warn!(plugin = id, "stop before reconfiguring failed: {}", f.message);
             }
         }
-        let applied = instance.control(Control::Configure(config.to_string()), control_timeout);
+        let (applied, may_apply_late) = instance.control_or_restore(
+            Control::Configure(config.to_string()),
+            control_timeout,
+            stored.as_ref().map(|c| Control::Configure(c.to_string())),
+        );
+        let timed_out = matches!(&applied, Err(f) if f.kind == bkg_abi::ffi::ErrorKind::TIMEOUT);
+        if may_apply_late && stored.is_none() {
+            // Nothing stored to put back if the plugin applies this config late: it must not
+            // serve with a config the store does not hold.
+            let message = format!(
+                "the plugin did not apply the config within {} ms and may still apply it later; \
+                 no earlier config is stored to restore, so the plugin is stopped: \
+                 reload its file to run it with a known config",
+                control_timeout.as_millis()
+            );
+            self.drain(id, &instance, false);
+            if let Some(slot) = self.slots.get_mut(id) {
+                if let Some(g) = slot.current.as_mut() {
+                    g.started = false;
+                }
+                slot.state = Some(PluginState::Failed);
+                slot.last_error =
+                    Some(LastError { message: message.clone(), file: None, at_ms: now_ms() });
+            }
+            self.publish();
+            return Err(RegistryError::Failed(message));
+        }
         if restart {
             if let Err(f) = instance.control(Control::Start, control_timeout) {
                 let message = format!("restart after reconfiguring failed: {}", f.message);
@@ -775,7 +848,19 @@ impl Registry {
             instance.open();
         }
         applied.map_err(|f| {
-            RegistryError::Rejected(format!("the plugin rejected the config: {}", f.message))
+            if timed_out {
+                RegistryError::Failed(format!(
+                    "the config was not applied: {}; it is not stored{}",
+                    f.message,
+                    if may_apply_late {
+                        ", and the stored config is re-applied if the plugin applies it late"
+                    } else {
+                        " (it was not run)"
+                    }
+                ))
+            } else {
+                RegistryError::Rejected(format!("the plugin rejected the config: {}", f.message))
+            }
         })?;
         let version = self.store.set_config(id, &config, actor).map_err(|e| {
             RegistryError::Failed(format!("the config was applied but not stored: {e}"))

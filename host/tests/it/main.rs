@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod deadlines;
 mod execution;
 mod hub;
 mod lifecycle;
