@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fuzz the REST API against its own OpenAPI document with schemathesis: no generated request
 # may get a 5xx answer or take the host down. Model downloads go to a closed local port (the
-# jobs fail fast with a connection error; nothing leaves the machine). Not part of CI (it takes minutes); the result of
-# a run is recorded in docs/api-fuzz.md.
+# jobs fail fast with a connection error; nothing leaves the machine). scripts/test.sh (and so
+# CI) runs it for 120 s; longer runs are recorded in docs/api-fuzz.md.
 #
 #   bash scripts/fuzz-api.sh [SECONDS]      (default 120)
 #

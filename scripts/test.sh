@@ -27,6 +27,14 @@ bash scripts/fetch-models.sh
 
 cargo test --workspace --locked
 
+# A bounded fuzz of the REST API against its own OpenAPI document (schemathesis, from PyPI,
+# in a venv under ~/.cache): no generated request may get a 5xx or take the host down.
+# BKG_FUZZ_SECONDS=0 skips it.
+fuzz_seconds=${BKG_FUZZ_SECONDS:-120}
+if [ "$fuzz_seconds" != 0 ]; then
+  bash scripts/fuzz-api.sh "$fuzz_seconds"
+fi
+
 # The admin UI: unit tests (Vitest), production build and bundle size, and end-to-end tests in
 # Chromium against a real host with the plugins the step above built (Node.js 20 + npm).
 if ! command -v npm >/dev/null; then

@@ -101,6 +101,9 @@ pub struct PluginDetail {
     #[serde(flatten)]
     view: PluginView,
     calls: Option<CallCounters>,
+    /// This plugin verifies the API keys (`--auth-provider`): stopping it locks out every
+    /// key but the bootstrap one.
+    auth_provider: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -122,7 +125,8 @@ fn detail(state: &AppState, view: PluginView) -> PluginDetail {
             in_flight: i.in_flight(),
         }
     });
-    PluginDetail { view, calls }
+    let auth_provider = view.id == state.auth.provider;
+    PluginDetail { view, calls, auth_provider }
 }
 
 #[derive(serde::Deserialize)]
@@ -241,9 +245,9 @@ fn refuse_lockout(state: &AppState, req: &HttpRequest, confirmed: bool) -> ApiRe
         StatusCode::CONFLICT,
         "confirm_required",
         format!(
-            "'{}' is the auth provider: once it is stopped, every API key but the bootstrap \
-             admin key is refused (this one too). Send the request again with ?confirm=true \
-             to stop it anyway.",
+            "'{}' is the auth provider: while it is stopped, every API key except the \
+             bootstrap admin key is refused, including the one used here. Confirm to stop it \
+             anyway (API: add ?confirm=true).",
             state.auth.provider
         ),
     ))
