@@ -225,7 +225,8 @@ impl ChatModel {
             .map_err(|e| Error::bad_request(format!("tokenizer: {e}")))?
             .get_ids()
             .to_vec();
-        if prompt_ids.len() + max_tokens > self.context_length {
+        // Checked: a client may send any max_tokens up to u64::MAX.
+        if prompt_ids.len().checked_add(max_tokens).is_none_or(|n| n > self.context_length) {
             return Err(Error::bad_request(format!(
                 "the prompt has {} tokens; with max_tokens {max_tokens} that exceeds the context of {} tokens",
                 prompt_ids.len(),
