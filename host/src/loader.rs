@@ -54,9 +54,10 @@ pub enum Residency {
 }
 
 /// A library's heap counter (`bkg_abi::heap`), readable while the library is open. Reading
-/// it runs no plugin code: it sums counters in the library's memory. [`LoadedLibrary::close`]
-/// detaches it before the library is unmapped, so a reader holding the gauge afterwards sees
-/// `None` instead of touching freed memory.
+/// it runs no plugin code: it sums counters in the library's memory, holding the gauge's read
+/// lock for the whole sum. [`LoadedLibrary::close`] takes the write lock to detach it before
+/// the library is unmapped, so a close waits for every read in progress, and a reader that
+/// comes later sees `None` instead of touching freed memory.
 #[derive(Debug)]
 pub struct HeapGauge(RwLock<Option<&'static HeapCounter>>);
 
@@ -64,10 +65,15 @@ impl HeapGauge {
     /// Bytes the library holds through its global allocator; `None` when it does not count
     /// them (built before bkg-abi 0.1.1, or with `heap = untracked`) or once it is closed.
     pub fn bytes(&self) -> Option<u64> {
-        let counter = *self.0.read().unwrap_or_else(|p| p.into_inner());
-        counter.map(HeapCounter::live_bytes)
+        // The guard lives until the sum is done: the counter's memory belongs to the
+        // library, which `close` cannot unmap while a reader holds the lock.
+        let guard = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let bytes = (*guard).map(HeapCounter::live_bytes);
+        drop(guard);
+        bytes
     }
 
+    /// Detach the counter. Returns once no reader is summing it any more.
     fn detach(&self) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
@@ -364,6 +370,7 @@ impl LoadedLibrary {
     /// joined every thread that ran plugin code and dropped every value from the plugin.
     pub fn close(self) -> Residency {
         let LoadedLibrary { shadow, library, heap, .. } = self;
+        // Waits for any heap read in progress (see `HeapGauge`), then no reader can start.
         heap.detach();
         drop(library);
         let residency = residency(&shadow);

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
@@ -70,6 +70,18 @@ pub struct HistoryEntry {
     pub heap_left_bytes: Option<u64>,
 }
 
+/// A file in the plugins folder that provides a plugin id. When several do, the newest (by
+/// modification time, ties by name) serves; removing it swaps to the next.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PluginFile {
+    pub file: String,
+    pub sha256: String,
+    /// Modification time, ms since the epoch.
+    pub modified_ms: Option<u64>,
+    /// True for the file the loaded generation came from.
+    pub serving: bool,
+}
+
 /// What the API shows for a plugin id.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PluginView {
@@ -83,9 +95,12 @@ pub struct PluginView {
     pub routes: Vec<RouteInfo>,
     pub route_prefix: Option<String>,
     pub config_schema: Option<serde_json::Value>,
+    /// The file the loaded generation came from (the serving one of `files`).
     pub file: Option<String>,
     pub sha256: Option<String>,
     pub size_bytes: Option<u64>,
+    /// Every file in the plugins folder that provides this id, newest first.
+    pub files: Vec<PluginFile>,
     pub loaded_at_ms: Option<u64>,
     pub last_error: Option<LastError>,
     pub history: Vec<HistoryEntry>,
@@ -218,6 +233,22 @@ impl RegistryHandle {
     }
 }
 
+#[cfg(test)]
+impl RegistryHandle {
+    /// A handle with no registry behind it: its commands land in the returned receiver (for
+    /// unit tests of what sends them).
+    pub(crate) fn detached() -> (RegistryHandle, Receiver<Command>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let handle = RegistryHandle {
+            tx,
+            views: Arc::default(),
+            ready: Arc::default(),
+            counters: Arc::default(),
+        };
+        (handle, rx)
+    }
+}
+
 struct Generation {
     instance: Arc<Instance>,
     library: LoadedLibrary,
@@ -249,10 +280,39 @@ struct Registry {
     counters: Arc<RegistryCounters>,
     routing: Arc<Routing>,
     slots: BTreeMap<String, Slot>,
-    /// Which plugin id each file in the folder provided (or failed to provide).
-    files: HashMap<PathBuf, String>,
+    /// What each file in the folder provides (or failed to provide). Several files may
+    /// provide one id: the newest serves (see [`newest`]).
+    files: HashMap<PathBuf, FileRecord>,
     views: Arc<RwLock<BTreeMap<String, PluginView>>>,
     seq: u64,
+}
+
+/// One file in the plugins folder, as the registry last read it.
+#[derive(Debug, Clone)]
+struct FileRecord {
+    /// The plugin id it provides, or (when it failed) the id its failure is recorded under.
+    id: String,
+    /// Set when it provides `id` (it serves, or would load and stands by); `None` when it
+    /// failed to load.
+    provides: Option<Provided>,
+}
+
+#[derive(Debug, Clone)]
+struct Provided {
+    sha256: String,
+    modified: SystemTime,
+}
+
+/// The file that serves among several providing one id: the newest by modification time,
+/// ties by name (the greater name).
+fn newest<'a>(files: impl Iterator<Item = (&'a Path, SystemTime)>) -> Option<&'a Path> {
+    files
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.file_name().cmp(&b.0.file_name())))
+        .map(|f| f.0)
+}
+
+fn modified_of(path: &Path) -> SystemTime {
+    std::fs::metadata(path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// Start the registry thread.
@@ -374,36 +434,61 @@ impl Registry {
     }
 
     fn on_file_ready(&mut self, path: &Path) {
-        let prior_id = self.files.get(path).cloned();
+        let prior = self.files.get(path).cloned();
+        let prior_id = prior.as_ref().map(|r| r.id.clone());
         let fallback_id = prior_id.clone().unwrap_or_else(|| file_stem_id(path));
+        let modified = modified_of(path);
         self.seq += 1;
         let staged = match loader::stage(path, &self.settings.shadow_dir, self.seq) {
             Ok(s) => s,
             Err(e) => {
-                self.files.insert(path.to_path_buf(), fallback_id.clone());
+                self.file_failed(path, &fallback_id);
                 return self.fail(&fallback_id, Some(path), e.to_string());
             }
         };
-        if let Some(id) = &prior_id {
-            let unchanged = self
-                .slots
-                .get(id)
-                .and_then(|s| s.current.as_ref())
-                .is_some_and(|g| g.library.source == path && g.library.sha256 == staged.sha256);
-            if unchanged {
-                tracing::debug!(file = %path.display(), "file unchanged; nothing to do");
-                staged.discard();
-                return;
+        if let Some(prior) = prior {
+            let id = prior.id;
+            let loaded_same = self.serves_from(&id, path)
+                && self
+                    .slots
+                    .get(&id)
+                    .and_then(|s| s.current.as_ref())
+                    .is_some_and(|g| g.library.sha256 == staged.sha256);
+            let recorded_same = prior.provides.is_some_and(|p| p.sha256 == staged.sha256);
+            if loaded_same || recorded_same {
+                // Same content (touched, or an event for a file already handled): only its
+                // time may have changed, and with it which file is the newest.
+                let provides = Provided { sha256: staged.sha256.clone(), modified };
+                self.files.insert(
+                    path.to_path_buf(),
+                    FileRecord { id: id.clone(), provides: Some(provides) },
+                );
+                let is_newest = newest(self.providers(&id)) == Some(path);
+                if loaded_same {
+                    tracing::debug!(file = %path.display(), "file unchanged; nothing to do");
+                    staged.discard();
+                    if !is_newest {
+                        // Its time went back: another file is newer now.
+                        self.serve_next(&id, None);
+                    }
+                    return;
+                }
+                if !is_newest {
+                    tracing::debug!(file = %path.display(), "file unchanged; standing by");
+                    staged.discard();
+                    return;
+                }
+                // A file standing by that is now the newest: it takes over (below).
             }
         }
         let library = match LoadedLibrary::open_staged(staged) {
             Ok(lib) => lib,
             Err(e) => {
-                self.files.insert(path.to_path_buf(), fallback_id.clone());
+                self.file_failed(path, &fallback_id);
                 return self.fail(&fallback_id, Some(path), e.to_string());
             }
         };
-        self.load(path, library, prior_id, &fallback_id);
+        self.load(path, modified, library, prior_id, &fallback_id);
     }
 
     /// Validate a manifest against the rest of the host. Runs before the plugin is constructed.
@@ -445,16 +530,25 @@ impl Registry {
     fn load(
         &mut self,
         path: &Path,
+        modified: SystemTime,
         library: LoadedLibrary,
         prior_id: Option<String>,
         fallback_id: &str,
     ) {
         let module = library.module();
         let mut chosen: Option<(String, u64)> = None;
+        let mut standby: Option<String> = None;
         let limits = self.settings.limits.clone();
         let thread_prefix = format!("bkg-p{}", self.seq);
         let booted = Instance::boot(module, library.heap(), &limits, &thread_prefix, |m| {
             self.check_manifest(m)?;
+            // Another file in the folder provides this id and is newer: it keeps serving,
+            // this one stands by (the plugin is not constructed).
+            let others = self.providers(&m.id).filter(|(p, _)| *p != path);
+            if newest(others.chain(std::iter::once((path, modified)))) != Some(path) {
+                standby = Some(m.id.clone());
+                return Err(format!("a newer file provides '{}'", m.id));
+            }
             let generation = self.slots.get(&m.id).map_or(0, |s| s.last_generation) + 1;
             let data_dir = self.settings.plugin_data_dir.join(&m.id);
             std::fs::create_dir_all(&data_dir)
@@ -472,6 +566,13 @@ impl Registry {
             Ok((handle, generation, stats))
         });
         let instance = match booted {
+            // Refused by the decision above: the worker thread is joined, nothing was built.
+            Err(_) if standby.is_some() => {
+                let id = standby.unwrap_or_default();
+                let sha256 = library.sha256.clone();
+                library.close();
+                return self.stand_by(path, &id, sha256, modified, prior_id);
+            }
             Ok(i) => i,
             Err(e) => {
                 let id = chosen.map(|c| c.0).unwrap_or_else(|| fallback_id.to_string());
@@ -483,7 +584,7 @@ impl Registry {
                         library.close();
                     }
                 }
-                self.files.insert(path.to_path_buf(), id.clone());
+                self.file_failed(path, &id);
                 return self.fail(&id, Some(path), format!("load failed: {e}"));
             }
         };
@@ -494,6 +595,8 @@ impl Registry {
         // A file that used to provide another id now provides this one: drop the old id's
         // failure record if it was only a placeholder.
         if let Some(old) = prior_id.filter(|old| old != &id) {
+            // Recorded under the new id first, so the old id's other files can take over.
+            self.file_failed(path, &id);
             self.retire_file_owner(&old, path, "replaced");
         }
 
@@ -511,7 +614,7 @@ impl Registry {
                 instance.control(Control::Configure(config.to_string()), control_timeout)
             {
                 self.dispose(&instance, library);
-                self.files.insert(path.to_path_buf(), id.clone());
+                self.file_failed(path, &id);
                 return self.fail(
                     &id,
                     Some(path),
@@ -531,7 +634,7 @@ impl Registry {
         if want_running {
             if let Err(f) = instance.control(Control::Start, control_timeout) {
                 self.dispose(&instance, library);
-                self.files.insert(path.to_path_buf(), id.clone());
+                self.file_failed(path, &id);
                 return self.fail(&id, Some(path), format!("start failed: {}", f.message));
             }
             instance.open();
@@ -553,7 +656,9 @@ impl Registry {
         };
         // Switch routing: from here on new calls go to the new generation.
         self.routing.install(instance.clone());
-        self.files.insert(path.to_path_buf(), id.clone());
+        let provides = Provided { sha256: library.sha256.clone(), modified };
+        self.files
+            .insert(path.to_path_buf(), FileRecord { id: id.clone(), provides: Some(provides) });
         let slot = self.slot(&id);
         slot.manifest = Some(instance.manifest.clone());
         slot.stats = instance.stats().clone();
@@ -600,22 +705,101 @@ impl Registry {
         }
     }
 
-    /// Retire whatever `id` runs if it came from `path` (the file now holds something else).
+    /// `path` no longer provides `id` (it was removed, or now holds something else). If what
+    /// `id` runs came from it, swap to the newest other file that provides `id`, or unload it
+    /// when no other file can take over. A failure record no file claims any more is dropped.
     fn retire_file_owner(&mut self, id: &str, path: &Path, reason: &str) {
-        let from_path = self
-            .slots
-            .get(id)
-            .and_then(|s| s.current.as_ref())
-            .is_some_and(|g| g.library.source == path);
-        if from_path {
+        if self.serves_from(id, path) {
+            if self.serve_next(id, Some(path)) {
+                return;
+            }
             self.routing.remove(id);
             if let Some(old) = self.slot(id).current.take() {
                 self.retire(id, old, reason);
             }
             self.slot(id).state = Some(PluginState::Unloaded);
-        } else if self.slots.get(id).is_some_and(|s| s.current.is_none()) {
+        } else if self.slots.get(id).is_some_and(|s| s.current.is_none())
+            && !self.files.iter().any(|(p, r)| r.id == id && p != path)
+        {
             self.slots.remove(id);
         }
+    }
+
+    /// True if the generation `id` runs was loaded from `path`.
+    fn serves_from(&self, id: &str, path: &Path) -> bool {
+        self.slots
+            .get(id)
+            .and_then(|s| s.current.as_ref())
+            .is_some_and(|g| g.library.source == path)
+    }
+
+    /// The files that provide `id`, with their modification times.
+    fn providers<'a>(&'a self, id: &'a str) -> impl Iterator<Item = (&'a Path, SystemTime)> + 'a {
+        self.files
+            .iter()
+            .filter(move |(_, r)| r.id == id)
+            .filter_map(|(p, r)| r.provides.as_ref().map(|v| (p.as_path(), v.modified)))
+    }
+
+    /// Record that `path` failed to provide anything; its failure is shown under `id`.
+    fn file_failed(&mut self, path: &Path, id: &str) {
+        self.files.insert(path.to_path_buf(), FileRecord { id: id.to_string(), provides: None });
+    }
+
+    /// `path` provides `id` but another file is newer: record it; it serves once the newer
+    /// ones are gone. Nothing of it stays loaded.
+    fn stand_by(
+        &mut self,
+        path: &Path,
+        id: &str,
+        sha256: String,
+        modified: SystemTime,
+        prior_id: Option<String>,
+    ) {
+        let provides = Provided { sha256: sha256.clone(), modified };
+        self.files.insert(
+            path.to_path_buf(),
+            FileRecord { id: id.to_string(), provides: Some(provides) },
+        );
+        tracing::info!(plugin = id, file = %path.display(), "a newer file provides the plugin; this one stands by");
+        self.event(
+            id,
+            "standby",
+            "watcher",
+            serde_json::json!({ "file": path.display().to_string(), "sha256": sha256 }),
+        );
+        if let Some(old) = prior_id.filter(|old| old != id) {
+            self.retire_file_owner(&old, path, "replaced");
+        }
+        // The serving file was rewritten with content older than another file's.
+        if self.serves_from(id, path) {
+            self.serve_next(id, None);
+        }
+    }
+
+    /// Load the newest file other than `except` that provides `id` (a swap: the running
+    /// generation serves until the new one is installed). Tries the next one when a file
+    /// fails; true once a file other than `except` serves, or `except` is `None` and the
+    /// serving file is among the newest that loads.
+    fn serve_next(&mut self, id: &str, except: Option<&Path>) -> bool {
+        let mut candidates: Vec<(PathBuf, SystemTime)> = self
+            .providers(id)
+            .filter(|(p, _)| Some(*p) != except)
+            .map(|(p, t)| (p.to_path_buf(), t))
+            .collect();
+        candidates
+            .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.file_name().cmp(&a.0.file_name())));
+        for (candidate, _) in candidates {
+            if self.serves_from(id, &candidate) {
+                return true;
+            }
+            tracing::info!(plugin = id, file = %candidate.display(), "next file that provides the plugin takes over");
+            self.on_file_ready(&candidate);
+            if self.serves_from(id, &candidate) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Drain, stop, join and close one generation, and record whether it left memory.
@@ -690,10 +874,15 @@ impl Registry {
     }
 
     fn on_file_removed(&mut self, path: &Path) {
-        let Some(id) = self.files.remove(path) else {
-            return;
-        };
-        self.retire_file_owner(&id, path, "removed");
+        let recorded = self.files.remove(path).map(|r| r.id);
+        // What an id runs may come from this file although the file's last content failed
+        // or provided another id.
+        let mut ids: Vec<String> =
+            self.slots.keys().filter(|id| self.serves_from(id, path)).cloned().collect();
+        ids.extend(recorded.filter(|id| !ids.contains(id)));
+        for id in ids {
+            self.retire_file_owner(&id, path, "removed");
+        }
     }
 
     fn on_lifecycle(&mut self, id: &str, action: Action) -> Result<PluginView, RegistryError> {
@@ -900,6 +1089,37 @@ impl Registry {
         for (id, slot) in &self.slots {
             let m = slot.manifest.as_deref();
             let current = slot.current.as_ref();
+            let serving = current.map(|g| g.library.source.as_path());
+            let mut files: Vec<PluginFile> = self
+                .files
+                .iter()
+                .filter(|(_, r)| &r.id == id)
+                .filter_map(|(p, r)| {
+                    let v = r.provides.as_ref()?;
+                    Some(PluginFile {
+                        file: p.display().to_string(),
+                        sha256: v.sha256.clone(),
+                        modified_ms: v
+                            .modified
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .ok()
+                            .map(|d| d.as_millis() as u64),
+                        serving: serving == Some(p.as_path()),
+                    })
+                })
+                .collect();
+            // The serving file's content may have failed since it loaded: still name it.
+            if let Some(g) = current.filter(|_| !files.iter().any(|f| f.serving)) {
+                files.push(PluginFile {
+                    file: g.library.source.display().to_string(),
+                    sha256: g.library.sha256.clone(),
+                    modified_ms: None,
+                    serving: true,
+                });
+            }
+            files.sort_by(|a, b| {
+                b.modified_ms.cmp(&a.modified_ms).then_with(|| b.file.cmp(&a.file))
+            });
             views.insert(
                 id.clone(),
                 PluginView {
@@ -916,6 +1136,7 @@ impl Registry {
                     file: current.map(|g| g.library.source.display().to_string()),
                     sha256: current.map(|g| g.library.sha256.clone()),
                     size_bytes: current.map(|g| g.library.size),
+                    files,
                     loaded_at_ms: current.and(slot.loaded_at_ms),
                     last_error: slot.last_error.clone(),
                     history: slot.history.clone(),
@@ -947,6 +1168,18 @@ mod tests {
         assert!(!valid_id("Echo"));
         assert!(!valid_id("a/b"));
         assert!(!valid_id(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn the_newest_file_serves_ties_by_name() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let t1 = t0 + Duration::from_millis(1);
+        let (a, b) = (Path::new("/p/a.so"), Path::new("/p/b.so"));
+        assert_eq!(newest([(a, t1), (b, t0)].into_iter()), Some(a));
+        assert_eq!(newest([(b, t0), (a, t1)].into_iter()), Some(a));
+        assert_eq!(newest([(a, t0), (b, t0)].into_iter()), Some(b));
+        assert_eq!(newest([(b, t0), (a, t0)].into_iter()), Some(b));
+        assert_eq!(newest(std::iter::empty()), None);
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub struct WatchSettings {
     pub debounce: Duration,
     /// Quiet time before a file whose writer was never seen closing is handed over anyway.
     pub settle: Duration,
-    /// How often pending files are checked.
+    /// How often pending files are checked: on this tick, whether or not events keep coming.
     pub poll: Duration,
 }
 
@@ -125,26 +125,50 @@ fn debounce_loop(
     settings: WatchSettings,
 ) {
     let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
+    let mut next_flush = Instant::now() + settings.poll;
     loop {
         if stop.try_recv().is_ok() {
             return;
         }
-        match rx.recv_timeout(settings.poll) {
-            Ok(Ok(event)) => {
-                for path in &event.paths {
-                    if path.parent() != Some(dir.as_path()) || !is_candidate(path) {
-                        continue;
-                    }
-                    note(&mut pending, path, &event.kind);
-                }
-                // Drain whatever else is queued before looking at the files.
-                continue;
-            }
-            Ok(Err(e)) => tracing::warn!("watch error: {e}"),
+        // Events are taken as they come, but pending files are checked on a fixed tick: a
+        // steady stream of events (a log file written next to the plugins, say) must not
+        // keep the check from ever running.
+        let wait = next_flush.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(event) => handle(&dir, &mut pending, event),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
+        if Instant::now() < next_flush {
+            continue;
+        }
+        // Take in what is queued now (no more: the queue may refill as fast as it drains)
+        // before looking at the files.
+        for _ in 0..rx.len() {
+            match rx.try_recv() {
+                Ok(event) => handle(&dir, &mut pending, event),
+                Err(_) => break,
+            }
+        }
         flush(&mut pending, &registry, &settings);
+        next_flush = Instant::now() + settings.poll;
+    }
+}
+
+fn handle(
+    dir: &Path,
+    pending: &mut HashMap<PathBuf, Pending>,
+    event: notify::Result<notify::Event>,
+) {
+    match event {
+        Ok(event) => {
+            for path in &event.paths {
+                if path.parent() == Some(dir) && is_candidate(path) {
+                    note(pending, path, &event.kind);
+                }
+            }
+        }
+        Err(e) => tracing::warn!("watch error: {e}"),
     }
 }
 
@@ -199,6 +223,7 @@ fn flush(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use notify::event::{DataChange, Event};
 
     #[test]
     fn candidates() {
@@ -209,5 +234,43 @@ mod tests {
         assert!(!is_candidate(Path::new(&format!("/p/echo.{ext}.tmp"))));
         assert!(!is_candidate(Path::new(&format!("/p/echo.{ext}.part"))));
         assert!(!is_candidate(Path::new("/p/readme.txt")));
+    }
+
+    #[test]
+    fn a_stream_of_events_does_not_keep_a_complete_file_from_being_handed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = dir.path().join(format!("p.{}", std::env::consts::DLL_EXTENSION));
+        std::fs::write(&plugin, b"the library").unwrap();
+        let junk = dir.path().join("busy.log");
+        let (registry, commands) = RegistryHandle::detached();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        let looped = {
+            let dir = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                debounce_loop(dir, rx, stop_rx, registry, WatchSettings::default())
+            })
+        };
+        let event = |kind: EventKind, path: &Path| Ok(Event::new(kind).add_path(path.into()));
+        tx.send(event(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &plugin)).unwrap();
+        // Keep the queue full of events about another file (it never runs dry, so there is
+        // never a quiet moment) until the plugin is handed over.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let handed_over = loop {
+            if let Ok(Command::FileReady(path)) = commands.try_recv() {
+                break Some(path);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            while tx.len() < 100_000 {
+                let kind = EventKind::Modify(ModifyKind::Data(DataChange::Content));
+                tx.send(event(kind, &junk)).unwrap();
+            }
+            std::thread::yield_now();
+        };
+        stop_tx.send(()).unwrap();
+        looped.join().unwrap();
+        assert_eq!(handed_over, Some(plugin), "the file was never handed over");
     }
 }

@@ -5,6 +5,8 @@ mod auth;
 mod bad_input;
 mod deadlines;
 mod execution;
+mod files;
+mod heap_stress;
 mod hub;
 mod lifecycle;
 mod llm;
