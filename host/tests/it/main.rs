@@ -18,3 +18,6 @@ mod support;
 mod swap;
 mod telemetry;
 mod ui;
+mod routes;
+mod limits;
+mod lockout;
