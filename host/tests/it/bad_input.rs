@@ -32,17 +32,23 @@ fn broken_files_get_short_clear_errors_and_load_nothing() {
     assert_failed_with(&host, "incompatible", "incompatible plugin interface");
 
     // Ignored entirely: hidden, temporary and foreign files.
-    std::fs::write(host.plugins.join(".hidden.so"), b"junk").unwrap();
+    let ext = std::env::consts::DLL_EXTENSION;
+    std::fs::write(host.plugins.join(format!(".hidden.{ext}")), b"junk").unwrap();
     std::fs::write(host.plugins.join("notes.txt"), b"junk").unwrap();
-    std::fs::write(host.plugins.join("echo.so.part"), b"junk").unwrap();
+    std::fs::write(host.plugins.join(format!("echo.{ext}.part")), b"junk").unwrap();
+    // A real plugin copied after them: once it is loaded, the watcher has handled every event
+    // that came before (it takes them in order, and the registry its commands), so whatever
+    // the junk files would have caused has happened by now.
+    host.install(&fixture("uncounted"), &lib_name("later"));
+    host.wait_state("uncounted", "running");
 
-    // The running plugin never noticed.
+    // The running plugin never noticed, and the junk files made no record.
     assert_eq!(host.post("/api/plugins/echo/echo", "fine"), (200, "fine".to_string()));
     assert_eq!(host.plugin("echo")["generation"], 1);
     let (_, all) = host.get_json("/api/core/plugins?all=true");
     let ids: Vec<&str> =
         all["plugins"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["echo", "empty", "incompatible", "random", "truncated"]);
+    assert_eq!(ids, ["echo", "empty", "incompatible", "random", "truncated", "uncounted"]);
 
     // Removing a failed file removes its record.
     host.remove(&lib_name("random"));

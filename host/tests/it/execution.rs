@@ -29,14 +29,19 @@ fn a_panicking_call_is_a_500_and_nothing_else_is_affected() {
 
 #[test]
 fn a_slow_call_times_out_with_504_while_the_host_stays_responsive() {
-    let host = Host::start_with(&["--call-timeout-ms", "300"]);
+    // The timeout leaves ample time to see the slow call in flight (polled every 10 ms).
+    let host = Host::start_with(&["--call-timeout-ms", "2000"]);
     host.install(&fixture("slow"), &lib_name("slow"));
     host.install(&fixture("echo"), &lib_name("echo"));
     host.wait_state("slow", "running");
     host.wait_state("echo", "running");
 
     std::thread::scope(|s| {
-        let slow = s.spawn(|| host.post_json("/api/plugins/slow/sleep", "5000"));
+        let slow = s.spawn(|| host.post_json("/api/plugins/slow/sleep", "60000"));
+        // Probe only once the slow call is really running: before that, answers prove nothing.
+        host.wait_for("the slow call to be in flight", || {
+            host.plugin("slow")["calls"]["in_flight"] == 1
+        });
         // While the slow call waits, the host and other plugins answer.
         for _ in 0..20 {
             assert_eq!(host.get("/healthz").0, 200);

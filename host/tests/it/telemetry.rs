@@ -51,20 +51,38 @@ fn telemetry_counts_calls_errors_and_latency_and_streams_every_second() {
     assert_eq!(t["totals"]["calls"], 30);
     assert_eq!(t["totals"]["errors"], 0);
 
-    // The sampler turns the counters into per-second figures.
-    host.wait_for("a sample with panicky's calls", || {
-        let (_, t) = host.get_json("/api/core/plugins/panicky/telemetry");
-        t["history"].as_array().unwrap().iter().any(|s| s["calls_per_s"].as_f64().unwrap() > 0.0)
+    // The sampler turns the counters into per-second figures. How the three calls fall into
+    // sampler seconds depends on timing (all in one, or split over two), so check what holds
+    // however they fall: once a sample has seen all three, each sample's error rate is its own
+    // errors over its own calls, and the samples add up to 3 calls and 2 errors.
+    host.wait_for("a sample that has seen panicky's three calls", || {
+        host.get_json("/api/core/plugins/panicky/telemetry").1["current"]["calls_total"] == 3
     });
     let (_, t) = host.get_json("/api/core/plugins/panicky/telemetry");
-    let busy = t["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["calls_per_s"].as_f64().unwrap() > 0.0)
-        .unwrap();
-    assert!((busy["error_rate"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9, "{busy}");
-    assert!(busy["p50_ms"].as_f64().is_some(), "{busy}");
+    let mut history = t["history"].as_array().unwrap().clone();
+    history.sort_by_key(|s| s["at_ms"].as_u64().unwrap());
+    let total = |s: &Value, k: &str| s[k].as_u64().unwrap_or_else(|| panic!("no {k} in {s}"));
+    assert_eq!(total(&history[0], "calls_total"), 0, "the baseline came before the calls");
+    let (mut calls, mut errors) = (0, 0);
+    for pair in history.windows(2) {
+        let (prev, sample) = (&pair[0], &pair[1]);
+        let dc = total(sample, "calls_total") - total(prev, "calls_total");
+        let de = total(sample, "errors_total") - total(prev, "errors_total");
+        let rate = sample["error_rate"].as_f64().unwrap();
+        if dc > 0 {
+            assert!(
+                (rate - de as f64 / dc as f64).abs() < 1e-9,
+                "{dc} calls, {de} errors: {sample}"
+            );
+            assert!(sample["calls_per_s"].as_f64().unwrap() > 0.0, "{sample}");
+            assert!(sample["p50_ms"].as_f64().is_some(), "{sample}");
+        } else {
+            assert_eq!(rate, 0.0, "{sample}");
+        }
+        calls += dc;
+        errors += de;
+    }
+    assert_eq!((calls, errors), (3, 2), "{history:?}");
     assert_eq!(t["totals"]["errors"], 2);
 
     // The WebSocket pushes samples of that plugin.
