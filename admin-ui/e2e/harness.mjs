@@ -1,7 +1,7 @@
 // Shared pieces of the e2e and perf scripts: paths, a real bkg host, Chromium.
 import { execFileSync, spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdtempSync } from 'node:fs';
-import { copyFile, link, mkdir, readdir, rename } from 'node:fs/promises';
+import { copyFile, link, mkdir, readdir, rename, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -65,10 +65,14 @@ export function lib(name) {
   return join(PLUGIN_LIBS, `lib${name}.so`);
 }
 
-/** Copies a library into the plugins folder the way an operator should: temp name, then rename. */
-export async function installPlugin(pluginsDir, libName, as = `lib${libName}.so`) {
+/**
+ * Copies a library into the plugins folder the way an operator should: temp name, then rename.
+ * `mtime` (a Date): the modification time the file has when it appears (set before the rename).
+ */
+export async function installPlugin(pluginsDir, libName, as = `lib${libName}.so`, { mtime } = {}) {
   const tmp = join(pluginsDir, `.${as}.tmp`);
   await copyFile(lib(libName), tmp);
+  if (mtime) await utimes(tmp, mtime, mtime);
   await rename(tmp, join(pluginsDir, as));
 }
 

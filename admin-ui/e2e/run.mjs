@@ -10,7 +10,7 @@
 //   E2E_ONLY          run only tests whose name contains this (and the first, which logs in)
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { ADMIN_KEY, DIST, MODELS_DIR, REPO_ROOT, UI_FROM_HOST, installPlugin, launchChromium, lib, modelsProblem, startHost } from './harness.mjs';
 import { bytes, sha256, startFakeHub } from './fakehub.mjs';
 import { serveUi } from './serve.mjs';
@@ -716,7 +716,7 @@ test('dark mode follows the system: dark surfaces and light text, light again af
   if (!(body > 0.8)) throw new Error(`light mode: page ${body.toFixed(3)}`);
 });
 
-test('a broken or half-copied library in the folder shows a failed card with the reason; removing it clears it', async () => {
+test('a broken or half-copied library in the folder shows a failed card with the reason; removing it clears it; a second copy of echo stands by', async () => {
   await page.goto(ui.url + '/plugins');
   await card('echo').waitFor();
   const junk = join(host.pluginsDir, 'junk-plugin.so');
@@ -734,6 +734,47 @@ test('a broken or half-copied library in the folder shows a failed card with the
   await unlink(junk);
   await unlink(half);
   await expectEventually('the failed cards gone', async () => (await card('junk-plugin').count()) === 0 && (await card('half-plugin').count()) === 0);
+
+  // A second copy of echo, older than the file serving it: it stands by (no swap), and echo's
+  // overview lists every file providing echo, newest first, saying which one serves.
+  const before = await host.api('/api/core/plugins/echo');
+  const copy = join(host.pluginsDir, 'echo-copy.so');
+  await installPlugin(host.pluginsDir, 'fixture_echo', 'echo-copy.so', { mtime: new Date(Date.now() - 3600_000) });
+  let doc;
+  await expectEventually('the host lists echo-copy.so for echo', async () => {
+    doc = await host.api('/api/core/plugins/echo');
+    return (doc.files ?? []).some((f) => basename(f.file) === 'echo-copy.so');
+  });
+  if (doc.generation !== before.generation || basename(doc.file) !== basename(before.file)) {
+    throw new Error(`an older copy swapped echo: gen ${before.generation} -> ${doc.generation}, ${before.file} -> ${doc.file}`);
+  }
+  const servingFiles = doc.files.filter((f) => f.serving).map((f) => basename(f.file));
+  if (servingFiles.length !== 1 || servingFiles[0] !== basename(doc.file) || servingFiles[0] === 'echo-copy.so') {
+    throw new Error(`host: serving ${JSON.stringify(servingFiles)}, file ${doc.file}`);
+  }
+  await page.goto(ui.url + '/plugins/echo/overview');
+  const fileRows = page.locator('[data-testid=plugin-files] tbody tr');
+  await expectEventually(`the overview listing the ${doc.files.length} files providing echo`, async () => (await fileRows.count()) === doc.files.length);
+  const shown = await fileRows.evaluateAll((rows) =>
+    rows.map((r) => ({ file: r.getAttribute('data-file'), text: r.textContent, role: r.querySelector('[data-testid=file-role]')?.textContent.trim() })),
+  );
+  doc.files.forEach((f, i) => {
+    const row = shown[i];
+    const want = f.serving ? 'serving' : 'standing by';
+    if (row.file !== basename(f.file) || row.role !== want || !row.text.includes(f.sha256.slice(0, 12))) {
+      throw new Error(`files row ${i}: ${JSON.stringify(row)}, host says ${basename(f.file)} ${want} ${f.sha256.slice(0, 12)}`);
+    }
+  });
+  if (shown[0].role !== 'serving' || shown[shown.length - 1].file !== 'echo-copy.so') throw new Error(`not newest first: ${JSON.stringify(shown)}`);
+  // Deleting the copy that stands by changes nothing but the list.
+  await unlink(copy);
+  await expectEventually('echo-copy.so gone from the host and the overview', async () => {
+    const now = await host.api('/api/core/plugins/echo');
+    const listed = (now.files ?? []).some((f) => basename(f.file) === 'echo-copy.so');
+    return !listed && (await page.locator('[data-testid=plugin-files] tr[data-file="echo-copy.so"]').count()) === 0;
+  });
+  const after = await host.api('/api/core/plugins/echo');
+  if (after.state !== 'running' || after.generation !== before.generation) throw new Error(`echo after the copy went: ${after.state}, gen ${after.generation} (was ${before.generation})`);
 });
 
 test('candle: load MiniLM as an embedding model, quantize it to q8_0, unload it', async () => {

@@ -19,11 +19,25 @@ export interface HistoryEntry {
   sha256: string;
   loaded_at_ms: number;
   abandoned_calls: number;
+  /** Of the abandoned calls, those that stopped once their cancel flag was raised at the deadline. */
+  cancelled_calls?: number | null;
+  /** Of the abandoned calls, those that ignored the cancel flag (their threads run on: the generation stays `pinned`). */
+  ignored_cancel_calls?: number | null;
   reason?: string | null;
   residency?: 'unloaded' | 'pinned' | 'unknown' | null;
   retired_at_ms?: number | null;
   /** Heap the library still held after its plugin was dropped (leaked); null while loaded or not counted. */
   heap_left_bytes?: number | null;
+}
+
+/** A file in the plugins folder that provides a plugin id: the newest serves, the others stand by. */
+export interface PluginFile {
+  file: string;
+  sha256: string;
+  /** Modification time, ms since the epoch (null: unknown). */
+  modified_ms?: number | null;
+  /** True for the file the loaded generation came from. */
+  serving: boolean;
 }
 
 export interface PluginDetail {
@@ -43,6 +57,8 @@ export interface PluginDetail {
   route_prefix?: string | null;
   sha256?: string | null;
   size_bytes?: number | null;
+  /** Every file in the plugins folder that provides this id, newest first (`file` is the serving one). */
+  files?: PluginFile[] | null;
   calls?: { total: number; errors: number; rejected: number; in_flight: number } | null;
   /** Whether this plugin is the host's auth provider (absent: the UI assumes the id `apikeys`). */
   auth_provider?: boolean | null;

@@ -29,6 +29,34 @@ import { StatusChip } from '../shared/status-chip';
               <dt class="muted">calls</dt><dd>{{ c.total }} total · {{ c.errors }} errors · {{ c.rejected }} rejected · {{ c.in_flight }} in flight</dd>
             }
           </dl>
+          @if (p.files && p.files.length > 1) {
+            <h3 class="mt-4 mb-1 text-sm font-semibold">Files ({{ p.files.length }})</h3>
+            <p class="muted mb-1 text-xs">
+              Several files in the plugins folder provide <code>{{ p.id }}</code>: the newest serves, the others stand by.
+              Deleting the serving file swaps to the next one.
+            </p>
+            <div class="overflow-x-auto">
+              <table class="w-full text-left text-sm" data-testid="plugin-files">
+                <thead class="muted text-xs"><tr><th class="py-1 pr-3">file</th><th class="pr-3">sha256</th><th class="pr-3">modified</th><th>role</th></tr></thead>
+                <tbody>
+                  @for (f of p.files; track f.file) {
+                    <tr class="border-t border-slate-200 dark:border-slate-700" [attr.data-file]="baseName(f.file)" [attr.data-serving]="f.serving">
+                      <td class="py-1 pr-3 font-mono text-xs break-all" [title]="f.file">{{ baseName(f.file) }}</td>
+                      <td class="pr-3 font-mono text-xs" [title]="f.sha256">{{ f.sha256.slice(0, 12) }}</td>
+                      <td class="pr-3 whitespace-nowrap">{{ time(f.modified_ms) }}</td>
+                      <td class="whitespace-nowrap" data-testid="file-role">
+                        @if (f.serving) {
+                          <span class="rounded bg-emerald-100 px-1.5 text-xs text-emerald-800 dark:bg-emerald-900 dark:text-emerald-200">serving</span>
+                        } @else {
+                          <span class="rounded bg-slate-100 px-1.5 text-xs dark:bg-slate-800">standing by</span>
+                        }
+                      </td>
+                    </tr>
+                  }
+                </tbody>
+              </table>
+            </div>
+          }
           @if (p.last_error; as e) {
             <div class="mt-3 rounded bg-rose-50 p-2 text-sm text-rose-800 dark:bg-rose-950 dark:text-rose-200" role="alert">
               <strong>Last error</strong> ({{ time(e.at_ms) }}): {{ e.message }}
@@ -69,7 +97,7 @@ output: {{ c.output_schema | json }}</pre>
           <h2 class="mb-2 font-semibold">Load history</h2>
           <div class="overflow-x-auto">
             <table class="w-full text-left text-sm" data-testid="history">
-              <thead class="muted text-xs"><tr><th class="py-1 pr-3">gen</th><th class="pr-3">version</th><th class="pr-3">loaded</th><th class="pr-3">retired</th><th class="pr-3">reason</th><th class="pr-3">residency</th><th class="pr-3">abandoned</th><th class="pr-3" title="Heap the library still held after its plugin object was dropped: memory it leaked, which stays in the process">heap left</th><th>sha256</th></tr></thead>
+              <thead class="muted text-xs"><tr><th class="py-1 pr-3">gen</th><th class="pr-3">version</th><th class="pr-3">loaded</th><th class="pr-3">retired</th><th class="pr-3">reason</th><th class="pr-3">residency</th><th class="pr-3">abandoned</th><th class="pr-3" title="Calls still running when a drain deadline passed get their cancel flag raised: cancelled ones stopped after that, ignored ones ran on in plugin code (then the generation stays pinned)">calls at deadline</th><th class="pr-3" title="Heap the library still held after its plugin object was dropped: memory it leaked, which stays in the process">heap left</th><th>sha256</th></tr></thead>
               <tbody>
                 @for (h of historyDesc(p); track h.generation) {
                   <tr class="border-t border-slate-200 dark:border-slate-700">
@@ -80,6 +108,7 @@ output: {{ c.output_schema | json }}</pre>
                     <td class="pr-3">{{ h.reason || '–' }}</td>
                     <td class="pr-3">@if (h.residency) { <app-status-chip [state]="h.residency" /> } @else { – }</td>
                     <td class="pr-3">{{ h.abandoned_calls }}</td>
+                    <td class="pr-3 whitespace-nowrap" data-testid="deadline-calls" [title]="deadlineHint(h)">{{ deadlineCalls(h) }}</td>
                     <td class="pr-3 tabular-nums whitespace-nowrap" data-testid="heap-left" [title]="heapLeftHint(h)">{{ h.heap_left_bytes == null ? '–' : bytes(h.heap_left_bytes) }}</td>
                     <td class="font-mono text-xs" [title]="h.sha256">{{ h.sha256.slice(0, 12) }}</td>
                   </tr>
@@ -124,6 +153,30 @@ export class PluginOverview {
     }
     if (!h.retired_at_ms) return 'still loaded: see the heap figure on its card and the telemetry tab';
     return h.residency === 'pinned' ? 'not measured: the library was left loaded because a thread was stuck in it' : 'not counted by this library';
+  }
+
+  /** The calls whose cancel flag was raised at a drain deadline: "2 cancelled, 1 ignored", or – when none. */
+  protected deadlineCalls(h: HistoryEntry): string {
+    const parts: string[] = [];
+    if (h.cancelled_calls) parts.push(`${h.cancelled_calls} cancelled`);
+    if (h.ignored_cancel_calls) parts.push(`${h.ignored_cancel_calls} ignored`);
+    return parts.length ? parts.join(', ') : '–';
+  }
+
+  /** What the calls-at-deadline cell means, on hover. */
+  protected deadlineHint(h: HistoryEntry): string {
+    const cancelled = h.cancelled_calls ?? 0;
+    const ignored = h.ignored_cancel_calls ?? 0;
+    if (!cancelled && !ignored) return 'no call had its cancel flag raised at a drain deadline';
+    const calls = (n: number) => `${n} call${n === 1 ? '' : 's'}`;
+    let text = `calls still running when a drain deadline passed get their cancel flag raised: ${calls(cancelled)} stopped after that (cancelled), ${calls(ignored)} ignored it`;
+    if (ignored) text += ' and ran on in plugin code, so the library stays loaded (pinned)';
+    return text;
+  }
+
+  /** The file name without its folder (the full path is the cell's hover text). */
+  protected baseName(path: string): string {
+    return path.split(/[\\/]/).pop() || path;
   }
 
   historyDesc(p: PluginDetail) {
