@@ -31,7 +31,7 @@ fn ui_file(dir: &Path, path: &str) -> Option<PathBuf> {
 /// Serve a GET for the UI: the file, or `index.html` so the app's router handles the path.
 pub(crate) async fn serve(dir: &Path, req: &HttpRequest) -> ApiResult<HttpResponse> {
     let index = dir.join("index.html");
-    let (file, is_index) = match ui_file(dir, req.path()) {
+    let (file, is_index) = match ui_file(dir, req.match_info().as_str()) {
         Some(f) if f != index => (f, false),
         _ => (index, true),
     };

@@ -275,6 +275,22 @@ fn chat_answers_the_same_streamed_or_not_and_respects_limits() {
         assert_eq!(got, status, "{body} -> {v}");
         assert!(v["error"]["message"].is_string(), "{v}");
     }
+    huge_max_tokens_is_a_clear_400(&host, q);
+}
+
+/// `prompt + max_tokens` is checked without overflow: `max_tokens` near `u64::MAX` once
+/// wrapped past the context check in a release build (and panicked in a debug one).
+fn huge_max_tokens_is_a_clear_400(host: &Host, q: &str) {
+    for max_tokens in [json!(u64::MAX), json!(u64::MAX - 3), json!(1u64 << 40)] {
+        let body = chat_body(q, json!({ "max_tokens": max_tokens }));
+        let (status, v) = host.post_json("/v1/chat/completions", &body.to_string());
+        assert_eq!(status, 400, "max_tokens {max_tokens} -> {v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains("context"), "max_tokens {max_tokens}: {v}");
+    }
+    // The plugins keep serving.
+    let (status, v) = host.post_json("/v1/chat/completions", &chat_body(q, json!({})).to_string());
+    assert_eq!(status, 200, "{v}");
 }
 
 /// candle's counters (`status.counters`); a status without them fails the test.
