@@ -246,6 +246,16 @@ pub fn canonical_path<'a>(raw: &str, routed: &'a str) -> Result<&'a str, NonCano
     if !raw.starts_with('/') {
         return refuse("the path must start with '/'");
     }
+    if !raw.contains('%') {
+        // Nothing to decode (the common case): no allocation.
+        if raw.chars().any(char::is_control) {
+            return refuse("the path holds a control character");
+        }
+        if raw != routed {
+            return refuse("the path is not the one the router sees");
+        }
+        return check_segments(routed);
+    }
     let bytes = raw.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -273,16 +283,21 @@ pub fn canonical_path<'a>(raw: &str, routed: &'a str) -> Result<&'a str, NonCano
     if decoded != routed {
         return refuse("an encoded '/', '%' or '+' in the path is refused");
     }
-    let segments: Vec<&str> = decoded[1..].split('/').collect();
-    for (n, segment) in segments.iter().enumerate() {
-        if *segment == "." || *segment == ".." {
-            return refuse("'.' and '..' path segments are refused");
+    check_segments(routed)
+}
+
+/// No `.`, `..` or empty segment (`//`); an empty last segment (a trailing `/`) is allowed.
+fn check_segments(path: &str) -> Result<&str, NonCanonical> {
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(segment) = segments.next() {
+        if segment == "." || segment == ".." {
+            return Err(NonCanonical("'.' and '..' path segments are refused".into()));
         }
-        if segment.is_empty() && n + 1 < segments.len() {
-            return refuse("empty path segments ('//') are refused");
+        if segment.is_empty() && segments.peek().is_some() {
+            return Err(NonCanonical("empty path segments ('//') are refused".into()));
         }
     }
-    Ok(routed)
+    Ok(path)
 }
 
 /// The scope a request needs, or None for public routes. `path` is the canonical, decoded
@@ -335,13 +350,13 @@ pub fn required_scope(method: &Method, path: &str, routing: &Routing) -> Option<
     }
 }
 
-fn presented_key(req: &ServiceRequest, path: &str) -> Option<String> {
+fn presented_key(req: &ServiceRequest, websocket: bool) -> Option<String> {
     if let Some(value) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
         let text = value.to_str().ok()?;
         let (scheme, key) = text.split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| key.trim().to_string());
     }
-    if path.starts_with("/ws/") {
+    if websocket {
         return req
             .query_string()
             .split('&')
@@ -378,8 +393,18 @@ pub async fn middleware(
     let Some(state) = req.app_data::<Data<AppState>>().cloned() else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    let path = match canonical_path(req.path(), req.match_info().as_str()) {
-        Ok(p) => p.to_string(),
+    // Everything the path decides, taken while it is borrowed from the request.
+    let decided = canonical_path(req.path(), req.match_info().as_str()).map(|path| {
+        let needed = required_scope(req.method(), path, &state.routing);
+        let websocket = path.starts_with("/ws/");
+        let touches_provider = path
+            .strip_prefix("/api/plugins/")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(id, cap)| id == state.auth.provider && cap != "verify");
+        (needed, websocket, touches_provider)
+    });
+    let (needed, websocket, touches_provider) = match decided {
+        Ok(decided) => decided,
         Err(NonCanonical(why)) => {
             let e = ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -389,14 +414,14 @@ pub async fn middleware(
             return Ok(req.into_response(e.error_response()).map_into_right_body());
         }
     };
-    let Some(needed) = required_scope(req.method(), &path, &state.routing) else {
+    let Some(needed) = needed else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
     let auth = &state.auth;
     let refuse = |req: ServiceRequest, e: ApiError| {
         Ok(req.into_response(e.error_response()).map_into_right_body())
     };
-    let Some(key) = presented_key(&req, &path) else {
+    let Some(key) = presented_key(&req, websocket) else {
         return refuse(
             req,
             unauthorized("this route needs an API key: send 'Authorization: Bearer <key>'"),
@@ -420,10 +445,6 @@ pub async fn middleware(
             ),
         );
     }
-    let touches_provider = path
-        .strip_prefix("/api/plugins/")
-        .and_then(|rest| rest.split_once('/'))
-        .is_some_and(|(id, cap)| id == auth.provider && cap != "verify");
     req.extensions_mut().insert(principal);
     let response = next.call(req).await?;
     if touches_provider {

@@ -61,16 +61,17 @@ pub fn declared_length(req: &HttpRequest) -> Option<u64> {
 
 /// Read a plugin call's body, refusing it (413) as soon as it is known to be over `limit`:
 /// from its Content-Length before anything is read, or once the bytes read pass the limit.
+/// `what` names the route class in the refusal (made only then: this is the hot path).
 pub async fn read_limited(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
-    what: &str,
+    what: impl Fn() -> String,
 ) -> ApiResult<Vec<u8>> {
     let raise = "--max-body-bytes, or the capability's x-bkg-max-body-bytes";
     let declared = declared_length(req);
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large(limit as u64, what, raise));
+        return Err(too_large(limit as u64, &what(), raise));
     }
     let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
     while let Some(chunk) = payload.next().await {
@@ -82,7 +83,7 @@ pub async fn read_limited(
             )
         })?;
         if body.len() + chunk.len() > limit {
-            return Err(too_large(limit as u64, what, raise));
+            return Err(too_large(limit as u64, &what(), raise));
         }
         body.extend_from_slice(&chunk);
     }

@@ -328,8 +328,8 @@ pub(crate) async fn invoke(
     };
     let limit = body::capability_limit(cap, state.limits.call);
     drop(instance);
-    let what = format!("capability '{capability}' of plugin '{id}'");
-    let body = body::read_limited(&req, payload, limit, &what).await?;
+    let what = || format!("capability '{capability}' of plugin '{id}'");
+    let body = body::read_limited(&req, payload, limit, what).await?;
     call_plugin(&state, &req, &id, CallKind::Capability, &capability, body).await
 }
 
@@ -357,8 +357,8 @@ pub(crate) async fn admin_route(
         )));
     }
     drop(instance);
-    let what = format!("the admin routes of plugin '{id}'");
-    let body = body::read_limited(&req, payload, state.limits.call, &what).await?;
+    let what = || format!("the admin routes of plugin '{id}'");
+    let body = body::read_limited(&req, payload, state.limits.call, what).await?;
     call_plugin(&state, &req, &id, CallKind::Route, &route, body).await
 }
 
@@ -379,8 +379,8 @@ async fn fallback(
         }
         return Err(ApiError::not_found(format!("no route for {} {path}", req.method())));
     };
-    let what = format!("plugin '{id}' under {prefix}");
-    let body = body::read_limited(&req, payload, state.limits.call, &what).await?;
+    let what = || format!("plugin '{id}' under {prefix}");
+    let body = body::read_limited(&req, payload, state.limits.call, what).await?;
     call_plugin(&state, &req, &id, CallKind::Route, &path, body).await
 }
 
