@@ -473,6 +473,30 @@ mod tests {
     }
 
     #[test]
+    fn canonical_paths_are_the_routed_paths() {
+        let ok = |raw: &str, routed: &str| canonical_path(raw, routed).map(str::to_string);
+        assert_eq!(ok("/api/core/plugins", "/api/core/plugins"), Ok("/api/core/plugins".into()));
+        assert_eq!(ok("/%61pi/core", "/api/core"), Ok("/api/core".into()));
+        assert_eq!(ok("/api/core/", "/api/core/"), Ok("/api/core/".into()));
+        assert_eq!(ok("/", "/"), Ok("/".into()));
+        let refused = |raw: &str, routed: &str, why: &str| {
+            let e = canonical_path(raw, routed).expect_err(raw);
+            assert!(e.0.contains(why), "{raw}: {}", e.0);
+        };
+        refused("/api%2Fcore", "/api%2Fcore", "encoded '/'");
+        refused("/api/%25", "/api/%25", "encoded '/'");
+        refused("/api//core", "/api//core", "'//'");
+        refused("/api/./core", "/api/./core", "'.'");
+        refused("/api/%2e%2e/core", "/api/../core", "'..'");
+        refused("/api/core/..", "/api/core/..", "'..'");
+        refused("/%C0%AFapi", "/\u{FFFD}\u{FFFD}api", "UTF-8");
+        refused("/api%FF", "/api\u{FFFD}", "UTF-8");
+        refused("/api%0a", "/api\n", "control");
+        refused("/api%2", "/api%2", "two hex digits");
+        refused("*", "*", "start with '/'");
+    }
+
+    #[test]
     fn decode() {
         assert_eq!(percent_decode("a%2Bb%20c"), "a+b c");
         assert_eq!(percent_decode("plain"), "plain");
