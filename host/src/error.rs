@@ -47,12 +47,30 @@ struct ErrorBody<'a> {
     error: ErrorInner<'a>,
 }
 
+/// The host's fields, plus OpenAI's `type` and `param`, so that an OpenAI client calling
+/// `/v1` can parse an error the host answers before the plugin is reached (no key, a
+/// stopped plugin, a body over the limit) like one from the plugin.
 #[derive(Serialize)]
 struct ErrorInner<'a> {
     code: &'a str,
     message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    param: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     details: Option<&'a serde_json::Value>,
+}
+
+/// OpenAI's error `type` for a status.
+pub fn openai_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        s if s >= 500 => "server_error",
+        _ => "invalid_request_error",
+    }
 }
 
 impl ResponseError for ApiError {
@@ -64,6 +82,8 @@ impl ResponseError for ApiError {
             error: ErrorInner {
                 code: &self.code,
                 message: &self.message,
+                kind: openai_type(self.status),
+                param: None,
                 details: self.details.as_ref(),
             },
         })
@@ -143,3 +163,23 @@ impl From<RegistryError> for ApiError {
 }
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_have_the_host_s_and_openai_s_fields() {
+        let response =
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "no key").error_response();
+        let body = actix_web::body::to_bytes(response.into_body());
+        let body = futures_util::FutureExt::now_or_never(body).unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "unauthorized");
+        assert_eq!(v["error"]["message"], "no key");
+        assert_eq!(v["error"]["type"], "authentication_error");
+        assert!(v["error"].as_object().unwrap().contains_key("param"), "{v}");
+        assert_eq!(openai_type(StatusCode::CONFLICT), "invalid_request_error");
+        assert_eq!(openai_type(StatusCode::SERVICE_UNAVAILABLE), "server_error");
+    }
+}

@@ -18,6 +18,11 @@ struct ErrorFields {
     /// Machine-readable, e.g. `not_found`, `unauthorized`, `invalid_config`.
     code: String,
     message: String,
+    /// OpenAI's error type (`invalid_request_error`, `authentication_error`,
+    /// `permission_error`, `not_found_error`, `server_error`), so OpenAI clients parse it.
+    r#type: String,
+    /// OpenAI's `param`: always null in the host's own errors.
+    param: Option<String>,
     /// Extra detail, e.g. `{"errors": [{"path": "/x", "message": "..."}]}` for configs.
     #[schema(value_type = Option<Object>)]
     details: Option<serde_json::Value>,
