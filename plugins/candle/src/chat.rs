@@ -211,8 +211,8 @@ impl ChatModel {
             return Err(Error::bad_request("temperature must be within 0..=2"));
         }
         if let Some(p) = req.top_p {
-            if !(p > 0.0 && p <= 1.0) {
-                return Err(Error::bad_request("top_p must be within (0, 1]"));
+            if !(0.0..=1.0).contains(&p) {
+                return Err(Error::bad_request("top_p must be within 0..=1 (0: greedy)"));
             }
         }
         let stops: Vec<String> = req.stop.clone().unwrap_or_default();
@@ -233,7 +233,8 @@ impl ChatModel {
                 self.context_length
             )));
         }
-        let sampling = if temperature < 1e-7 {
+        // top_p 0 keeps only the likeliest token, as OpenAI reads it: greedy, like temperature 0.
+        let sampling = if temperature < 1e-7 || req.top_p == Some(0.0) {
             Sampling::ArgMax
         } else {
             match req.top_p {

@@ -382,6 +382,13 @@ impl Engine {
     ) -> Result<Value, Error> {
         let (dir, rel) = match (&r.name, &r.path) {
             (Some(name), None) => {
+                // Known from memory, before any file is read: a chat model is a GGUF.
+                if let Model::Chat(m) = &*self.registry.get(name)? {
+                    let info = self.registry.info(name)?;
+                    let file = Path::new(&info.file).file_name().map(|f| f.to_string_lossy());
+                    let file = file.unwrap_or_else(|| info.path.as_str().into());
+                    return Err(quantize::chat_model_refusal(name, &file, &m.file_type));
+                }
                 let dir = self.registry.folder(name)?;
                 let base = self.models_dir.canonicalize().unwrap_or_default();
                 let rel = dir.strip_prefix(&base).unwrap_or(&dir).display().to_string();
@@ -390,9 +397,7 @@ impl Engine {
             (None, Some(path)) => (registry::resolve(&self.models_dir, path)?, path.clone()),
             _ => return Err(Error::bad_request("send either name (a loaded model) or path")),
         };
-        if !dir.is_dir() {
-            return Err(Error::bad_request(format!("{rel}: quantize takes a model folder")));
-        }
+        quantize::check_source(&dir, &rel)?;
         let dtype = r.dtype.unwrap_or_else(|| "q8_0".into());
         quantize::parse_dtype(&dtype)?;
         let cancel = AtomicBool::new(false);

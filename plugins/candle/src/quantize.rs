@@ -31,6 +31,51 @@ pub fn parse_dtype(name: &str) -> Result<GgmlDType> {
     }
 }
 
+/// What `model.quantize` takes, the start of each of its refusals of a model.
+pub const QUANTIZABLE: &str = "model.quantize takes a BERT-style embedding model stored as F32 \
+     safetensors (a folder with config.json and model.safetensors, e.g. \
+     sentence-transformers/all-MiniLM-L6-v2)";
+
+/// Why a chat model cannot be quantized: it is a llama-family GGUF, already quantized.
+pub fn chat_model_refusal(name: &str, file: &str, weights: &str) -> Error {
+    Error::bad_request(format!(
+        "{QUANTIZABLE}; `{name}` is a chat model, read from the GGUF file {file} whose weights \
+         are already quantized ({weights}), so there is nothing to quantize: load it as it is"
+    ))
+}
+
+/// Check that `dir` (shown as `rel`) holds what [`quantize_dir`] reads, before reading it: a
+/// clear refusal for a GGUF (already quantized) or a folder without an F32 BERT.
+pub fn check_source(dir: &Path, rel: &str) -> Result<()> {
+    if dir.is_file() {
+        let why = if dir.extension().is_some_and(|x| x == "gguf") {
+            "is a GGUF file, already quantized"
+        } else {
+            "is a file, not a model folder"
+        };
+        return Err(Error::bad_request(format!("{QUANTIZABLE}; {rel} {why}")));
+    }
+    let missing: Vec<&str> = ["config.json", "model.safetensors"]
+        .into_iter()
+        .filter(|f| !dir.join(f).is_file())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let has_gguf = std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "gguf"))
+    });
+    let why = if has_gguf {
+        " (it holds a GGUF model, which is already quantized: load it as it is)"
+    } else {
+        ""
+    };
+    Err(Error::bad_request(format!(
+        "{QUANTIZABLE}; {rel} has no {}{why}",
+        missing.join(" and no ")
+    )))
+}
+
 pub struct Written {
     pub path: PathBuf,
     pub size_before: u64,
@@ -52,6 +97,7 @@ pub fn quantize_dir_until(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Written> {
     let dtype = parse_dtype(dtype_name)?;
+    check_source(dir, &dir.display().to_string())?;
     let src = dir.join("model.safetensors");
     let config_path = dir.join("config.json");
     let config = std::fs::read_to_string(&config_path)

@@ -79,6 +79,19 @@ fn sampling_with_a_seed_is_reproducible() {
     assert_eq!(a["text"], b["text"]);
 }
 
+/// OpenAI reads `top_p: 0` as "only the likeliest token": greedy whatever the temperature
+/// and seed, so it answers exactly what temperature 0 answers (it was refused with a 400).
+#[test]
+fn top_p_zero_is_greedy() {
+    let e = engine();
+    load(&e, "smol", SMOLLM);
+    let greedy = ask(&e, json!({}));
+    for seed in [1, 2, 3] {
+        let a = ask(&e, json!({ "temperature": 1.5, "top_p": 0, "seed": seed }));
+        assert_eq!(a["text"], greedy["text"], "seed {seed}");
+    }
+}
+
 #[test]
 fn bad_chat_requests() {
     let e = engine();
@@ -91,6 +104,8 @@ fn bad_chat_requests() {
         json!({ "model": "smol", "prompt": "hi", "max_tokens": 0 }),
         json!({ "model": "smol", "prompt": "hi", "max_tokens": 100000 }),
         json!({ "model": "smol", "prompt": "hi", "temperature": 5 }),
+        json!({ "model": "smol", "prompt": "hi", "top_p": 1.5 }),
+        json!({ "model": "smol", "prompt": "hi", "top_p": -0.1 }),
         json!({ "model": "smol", "prompt": "hi", "bogus": 1 }),
     ] {
         let err = call(&e, "model.infer", body.clone()).expect_err(&body.to_string());

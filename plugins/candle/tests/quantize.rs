@@ -70,3 +70,29 @@ fn a_cancelled_quantization_stops_and_is_counted() {
     assert_eq!(status["counters"]["quantize_cancelled"], 1, "{status:#}");
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// The chat model (a Q4_1 GGUF) cannot be quantized: by name or by path the answer is a 400
+/// that says what can be (a BERT-style F32 safetensors model) and why this cannot (already a
+/// quantized GGUF), not a file-system error about a missing config.json.
+#[test]
+fn quantizing_the_chat_model_says_what_can_be_quantized_and_why_not_this() {
+    let e = engine();
+    load(&e, "smol", SMOLLM);
+    let gguf = format!("{SMOLLM}/SmolLM2-135M-Instruct.Q4_1.gguf");
+    for body in [
+        json!({ "name": "smol", "dtype": "q8_0" }),
+        json!({ "path": SMOLLM, "dtype": "q8_0" }),
+        json!({ "path": gguf }),
+    ] {
+        let err = call(&e, "model.quantize", body.clone()).expect_err(&body.to_string());
+        assert_eq!(err.kind.0, 400, "{body}: {err}");
+        let m = &err.message;
+        assert!(m.contains("BERT-style embedding model") && m.contains("safetensors"), "{m}");
+        assert!(m.contains("already quantized"), "{m}");
+        assert!(!m.contains("No such file"), "{m}");
+    }
+    assert!(
+        !models_dir().join(SMOLLM).join("model-q8_0.gguf").exists(),
+        "a refused quantization wrote a file"
+    );
+}

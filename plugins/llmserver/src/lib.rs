@@ -122,21 +122,41 @@ fn failure(e: ApiError) -> Response {
     answer(e.status, &e.body())
 }
 
-/// How a backend error reads to an OpenAI client.
+/// How a backend error reads to an OpenAI client: always OpenAI's shape, with a `type` and a
+/// `code` a client can act on. The bus's own answers about the backend plugin (stopped, not
+/// loaded, busy, too slow: their message starts with `plugin '<backend>'`) are the server's
+/// trouble, not the request's: 503 (or 504) `server_error`, saying what to do.
 fn from_backend(backend: &str, e: Error) -> ApiError {
-    let plugin_missing = e.message.starts_with(&format!("plugin '{backend}'"));
+    let about_backend = e.message.starts_with(&format!("plugin '{backend}'"));
     match e.kind {
-        _ if plugin_missing => ApiError::server(
+        ErrorKind::CONFLICT | ErrorKind::NOT_FOUND if about_backend => {
+            let remedy = if e.kind == ErrorKind::CONFLICT {
+                format!("start it: POST /api/core/plugins/{backend}/start")
+            } else {
+                format!("install the '{backend}' plugin in the plugins folder")
+            };
+            ApiError::server_code(
+                503,
+                "backend_unavailable",
+                format!("the model backend is not available: {}; {remedy}", e.message),
+            )
+        }
+        ErrorKind::UNAVAILABLE if about_backend => ApiError::server_code(
             503,
-            format!(
-                "the model backend is not available: {} (is the '{backend}' plugin running?)",
-                e.message
-            ),
+            "backend_busy",
+            format!("the model backend is busy: {}; try again later", e.message),
         ),
-        ErrorKind::BAD_REQUEST => ApiError::invalid(e.message, None),
+        ErrorKind::TIMEOUT => ApiError::server_code(504, "timeout", e.message),
+        ErrorKind::BAD_REQUEST | ErrorKind::UNPROCESSABLE => ApiError::invalid(e.message, None),
         ErrorKind::NOT_FOUND => ApiError::not_found(e.message),
-        ErrorKind::UNAVAILABLE => ApiError::server(503, e.message),
-        ErrorKind::TIMEOUT => ApiError::server(504, e.message),
+        ErrorKind::CONFLICT => ApiError {
+            status: 409,
+            kind: "invalid_request_error",
+            code: Some("conflict"),
+            param: None,
+            message: e.message,
+        },
+        ErrorKind::UNAVAILABLE => ApiError::server_code(503, "backend_unavailable", e.message),
         _ => ApiError::server(500, e.message),
     }
 }
@@ -276,8 +296,8 @@ impl LlmServer {
             Ok(p) => p,
             Err(Refused::Cancelled) => return Err(self.gave_up()),
             Err(Refused::Full) => {
-                return Ok(failure(ApiError::server(
-                    429,
+                return Ok(failure(ApiError::too_many(
+                    "queue_full",
                     format!("{} chat requests are already waiting; try again later", s.max_waiting),
                 )))
             }
@@ -558,3 +578,75 @@ impl Plugin for LlmServer {
 }
 
 export_plugin!(LlmServer);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every error keeps OpenAI's four keys, whatever produced it.
+    fn shape(e: &ApiError) -> Value {
+        let body = e.body();
+        let inner = body["error"].as_object().unwrap();
+        for key in ["message", "type", "param", "code"] {
+            assert!(inner.contains_key(key), "no {key} in {body}");
+        }
+        assert!(body["error"]["message"].is_string() && body["error"]["type"].is_string());
+        body
+    }
+
+    #[test]
+    fn a_stopped_or_busy_backend_is_an_openai_server_error() {
+        let stopped = from_backend("candle", Error::conflict("plugin 'candle' is stopped"));
+        assert_eq!(stopped.status, 503);
+        let body = shape(&stopped);
+        assert_eq!(body["error"]["type"], "server_error");
+        assert_eq!(body["error"]["code"], "backend_unavailable");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("is stopped") && message.contains("/candle/start"), "{message}");
+
+        let missing = from_backend("candle", Error::not_found("plugin 'candle' is not loaded"));
+        assert_eq!((missing.status, missing.code), (503, Some("backend_unavailable")));
+        shape(&missing);
+
+        let busy = from_backend(
+            "candle",
+            Error::unavailable("plugin 'candle' is busy: its queue is full"),
+        );
+        assert_eq!(
+            (busy.status, busy.kind, busy.code),
+            (503, "server_error", Some("backend_busy"))
+        );
+        shape(&busy);
+
+        let slow = from_backend(
+            "candle",
+            Error::new(ErrorKind::TIMEOUT, "plugin 'candle' did not answer within 30000 ms"),
+        );
+        assert_eq!((slow.status, slow.kind), (504, "server_error"));
+        shape(&slow);
+    }
+
+    #[test]
+    fn the_backend_s_own_errors_keep_their_meaning() {
+        let bad = from_backend("candle", Error::bad_request("top_p must be within 0 and 1"));
+        assert_eq!((bad.status, bad.kind), (400, "invalid_request_error"));
+        shape(&bad);
+        let unknown = from_backend("candle", Error::not_found("no model named \"x\" is loaded"));
+        assert_eq!((unknown.status, unknown.kind), (404, "invalid_request_error"));
+        let taken =
+            from_backend("candle", Error::conflict("a model named \"x\" is already loaded"));
+        assert_eq!((taken.status, taken.kind), (409, "invalid_request_error"));
+        let broken = from_backend("candle", Error::internal("model: shape mismatch"));
+        assert_eq!((broken.status, broken.kind), (500, "server_error"));
+        shape(&broken);
+    }
+
+    #[test]
+    fn a_full_queue_is_a_rate_limit_error() {
+        let full = ApiError::too_many("queue_full", "64 chat requests are already waiting");
+        let body = shape(&full);
+        assert_eq!(full.status, 429);
+        assert_eq!(body["error"]["type"], "rate_limit_error");
+        assert_eq!(body["error"]["code"], "queue_full");
+    }
+}

@@ -46,9 +46,23 @@ impl ApiError {
             message: message.into(),
         }
     }
+    /// A failure on the server's side (5xx): OpenAI's `server_error` type.
     pub fn server(status: u16, message: impl Into<String>) -> Self {
-        let kind = if status == 503 || status == 429 { "server_busy" } else { "server_error" };
-        Self { status, kind, code: None, param: None, message: message.into() }
+        Self { status, kind: "server_error", code: None, param: None, message: message.into() }
+    }
+    /// [`ApiError::server`] with a machine-readable `code`.
+    pub fn server_code(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self { code: Some(code), ..Self::server(status, message) }
+    }
+    /// Too many requests waiting (429): OpenAI's `rate_limit_error` type.
+    pub fn too_many(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: 429,
+            kind: "rate_limit_error",
+            code: Some(code),
+            param: None,
+            message: message.into(),
+        }
     }
     pub fn body(&self) -> Value {
         json!({ "error": {
@@ -122,9 +136,13 @@ impl ChatRequest {
                 ));
             }
         }
+        // 0 is accepted, as OpenAI does: it keeps only the likeliest token (greedy).
         if let Some(p) = self.top_p {
-            if !(p > 0.0 && p <= 1.0) {
-                return Err(ApiError::invalid("top_p must be within (0, 1]", Some("top_p")));
+            if !(0.0..=1.0).contains(&p) {
+                return Err(ApiError::invalid(
+                    "top_p must be within 0 and 1 (0: greedy)",
+                    Some("top_p"),
+                ));
             }
         }
         let max_tokens = self.max_completion_tokens.or(self.max_tokens);
@@ -282,6 +300,13 @@ mod tests {
     }
 
     #[test]
+    fn top_p_zero_is_accepted_as_greedy() {
+        let r = chat(json!({ "model": "m", "messages": [{ "role": "user", "content": "x" }],
+            "top_p": 0 }));
+        assert_eq!(r.to_backend().unwrap()["top_p"], 0.0);
+    }
+
+    #[test]
     fn bad_chat_requests_name_the_parameter() {
         for (v, param) in [
             (json!({ "model": "m", "messages": [] }), "messages"),
@@ -294,7 +319,11 @@ mod tests {
                 "temperature",
             ),
             (
-                json!({ "model": "m", "messages": [{ "role": "user", "content": "x" }], "top_p": 0 }),
+                json!({ "model": "m", "messages": [{ "role": "user", "content": "x" }], "top_p": 1.5 }),
+                "top_p",
+            ),
+            (
+                json!({ "model": "m", "messages": [{ "role": "user", "content": "x" }], "top_p": -0.1 }),
                 "top_p",
             ),
             (
