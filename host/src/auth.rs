@@ -173,12 +173,22 @@ impl Auth {
         if self.is_bootstrap(&hash) {
             return Ok(Principal { key_id: BOOTSTRAP_KEY_ID.into(), scopes: vec![Scope::Admin] });
         }
+        // Shaped like the bootstrap key (`bkg_admin_<64 hex>`) but not it: say so, rather than
+        // what the provider makes of a shape it never issues.
+        let bootstrap_shaped = looks_like_bootstrap(key);
         let provider_running = state.routing.get(&self.provider).is_some_and(|i| i.is_running());
         if !provider_running {
-            return Err(unauthorized(&format!(
-                "invalid API key (the auth provider '{}' is not running, so only the bootstrap admin key is accepted)",
-                self.provider
-            )));
+            return Err(unauthorized(&if bootstrap_shaped {
+                format!(
+                    "invalid API key (not the bootstrap admin key; the auth provider '{}' is not running, so no other key is accepted)",
+                    self.provider
+                )
+            } else {
+                format!(
+                    "invalid API key (the auth provider '{}' is not running, so only the bootstrap admin key is accepted)",
+                    self.provider
+                )
+            }));
         }
         if let Some(p) = self.cached(&hash) {
             return Ok(p);
@@ -211,6 +221,12 @@ impl Auth {
             )
         })?;
         if !verified.valid {
+            if bootstrap_shaped {
+                return Err(unauthorized(&format!(
+                    "invalid API key (not the bootstrap admin key, and unknown to '{}')",
+                    self.provider
+                )));
+            }
             let reason = verified.reason.unwrap_or_else(|| "unknown key".into());
             return Err(unauthorized(&format!("invalid API key ({reason})")));
         }
@@ -221,6 +237,12 @@ impl Auth {
             .insert(hash, (principal.clone(), Instant::now(), verified.expires_at_ms));
         Ok(principal)
     }
+}
+
+/// True for a key shaped like the bootstrap admin keys the host generates.
+fn looks_like_bootstrap(key: &str) -> bool {
+    key.strip_prefix("bkg_admin_")
+        .is_some_and(|secret| secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn unauthorized(message: &str) -> ApiError {
@@ -494,6 +516,13 @@ mod tests {
         refused("/api%0a", "/api\n", "control");
         refused("/api%2", "/api%2", "two hex digits");
         refused("*", "*", "start with '/'");
+    }
+
+    #[test]
+    fn bootstrap_shape() {
+        assert!(looks_like_bootstrap(&format!("bkg_admin_{}", "0a".repeat(32))));
+        assert!(!looks_like_bootstrap(&format!("bkg_admin_{}", "0a".repeat(31))));
+        assert!(!looks_like_bootstrap(&format!("bkg_0123abcd_{}", "0a".repeat(32))));
     }
 
     #[test]

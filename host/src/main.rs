@@ -1,11 +1,17 @@
+use std::io::IsTerminal;
+
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
+    // Colours only on a terminal, and never when NO_COLOR is set (https://no-color.org): a
+    // log written to a file or a pipe stays plain text.
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .init();
     let config = bkg_host::Config::parse();
     // Each HTTP connection holds two descriptors (the socket and the duplicate used to notice a

@@ -103,6 +103,9 @@ pub struct PluginView {
     pub files: Vec<PluginFile>,
     pub loaded_at_ms: Option<u64>,
     pub last_error: Option<LastError>,
+    /// Set when no generation is loaded (`state` is `unloaded`): whether the last one's
+    /// library left memory (`unloaded`) or is still mapped until the host exits (`pinned`).
+    pub residency: Option<Residency>,
     pub history: Vec<HistoryEntry>,
 }
 
@@ -128,6 +131,15 @@ pub enum RegistryError {
 
 pub type Reply<T> = oneshot::Sender<Result<T, RegistryError>>;
 
+/// The answer to a config change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Configured {
+    /// The stored config's version.
+    pub version: i64,
+    /// False when the config equalled the stored one: nothing was applied or stored.
+    pub changed: bool,
+}
+
 pub enum Command {
     /// A complete file is in the plugins folder: load it, or hot-swap its plugin.
     FileReady(PathBuf),
@@ -138,14 +150,17 @@ pub enum Command {
     Lifecycle {
         id: String,
         action: Action,
+        /// Who asked, for the event log (`key:<id>`).
+        actor: String,
         reply: Reply<PluginView>,
     },
-    /// Apply a (validated) config to a plugin and persist it; answers the new config version.
+    /// Apply a (validated) config to a plugin and persist it; answers the config version
+    /// (a config equal to the stored one is neither applied nor stored again).
     Configure {
         id: String,
         config: serde_json::Value,
         actor: String,
-        reply: Reply<i64>,
+        reply: Reply<Configured>,
     },
     Shutdown(oneshot::Sender<()>),
 }
@@ -201,9 +216,16 @@ impl RegistryHandle {
         self.ready.load(Ordering::SeqCst)
     }
 
-    pub async fn lifecycle(&self, id: &str, action: Action) -> Result<PluginView, RegistryError> {
+    pub async fn lifecycle(
+        &self,
+        id: &str,
+        action: Action,
+        actor: &str,
+    ) -> Result<PluginView, RegistryError> {
         let (reply, rx) = oneshot::channel();
-        if !self.send(Command::Lifecycle { id: id.to_string(), action, reply }) {
+        let command =
+            Command::Lifecycle { id: id.to_string(), action, actor: actor.to_string(), reply };
+        if !self.send(command) {
             return Err(RegistryError::Gone);
         }
         rx.await.unwrap_or(Err(RegistryError::Gone))
@@ -214,7 +236,7 @@ impl RegistryHandle {
         id: &str,
         config: serde_json::Value,
         actor: &str,
-    ) -> Result<i64, RegistryError> {
+    ) -> Result<Configured, RegistryError> {
         let (reply, rx) = oneshot::channel();
         let command =
             Command::Configure { id: id.to_string(), config, actor: actor.to_string(), reply };
@@ -269,6 +291,20 @@ struct Slot {
 }
 
 const HISTORY_LIMIT: usize = 50;
+
+/// Why a retired generation's library is `pinned`, for its event.
+const PINNED_NOTE: &str = "the plugin was retired but its library is still mapped (a thread \
+     it started still runs, or one of its calls ignored cancellation): its code and memory \
+     stay in the process until the host exits";
+
+/// The event kind of a retired generation: `pinned` when its library is still mapped,
+/// `unloaded` otherwise (left memory, or a platform that cannot tell: see the residency).
+fn retired_event_kind(residency: Residency) -> &'static str {
+    match residency {
+        Residency::Pinned => "pinned",
+        Residency::Unloaded | Residency::Unknown => "unloaded",
+    }
+}
 const RESERVED_PREFIXES: &[&str] = &["/api", "/ws", "/healthz", "/readyz", "/metrics", "/assets"];
 
 pub use crate::clock::now_ms;
@@ -379,8 +415,8 @@ impl Registry {
                 Command::FileReady(path) => self.on_file_ready(&path),
                 Command::FileRemoved(path) => self.on_file_removed(&path),
                 Command::Ready => ready.store(true, Ordering::SeqCst),
-                Command::Lifecycle { id, action, reply } => {
-                    let result = self.on_lifecycle(&id, action);
+                Command::Lifecycle { id, action, actor, reply } => {
+                    let result = self.on_lifecycle(&id, action, &actor);
                     let _ = reply.send(result);
                 }
                 Command::Configure { id, config, actor, reply } => {
@@ -825,10 +861,10 @@ impl Registry {
             reason,
             "plugin generation retired"
         );
-        self.event(
-            id,
-            "unloaded",
-            if reason == "shutdown" { "host" } else { "watcher" },
+        // A library that stayed mapped is never reported `unloaded`: the event says `pinned`
+        // and why.
+        let (kind, mut details) = (
+            retired_event_kind(residency),
             serde_json::json!({
                 "generation": generation, "reason": reason,
                 "residency": residency, "abandoned_calls": drained.abandoned,
@@ -837,6 +873,10 @@ impl Registry {
                 "heap_left_bytes": heap_left_bytes,
             }),
         );
+        if residency == Residency::Pinned {
+            details["note"] = PINNED_NOTE.into();
+        }
+        self.event(id, kind, if reason == "shutdown" { "host" } else { "watcher" }, details);
         if let Some(entry) =
             self.slot(id).history.iter_mut().rev().find(|h| h.generation == generation)
         {
@@ -885,7 +925,12 @@ impl Registry {
         }
     }
 
-    fn on_lifecycle(&mut self, id: &str, action: Action) -> Result<PluginView, RegistryError> {
+    fn on_lifecycle(
+        &mut self,
+        id: &str,
+        action: Action,
+        actor: &str,
+    ) -> Result<PluginView, RegistryError> {
         let control_timeout = self.settings.control_timeout;
         let (instance, mut running) = self
             .slots
@@ -944,7 +989,7 @@ impl Registry {
                 if let Err(e) = self.store.set_desired_state(id, desired) {
                     tracing::warn!(plugin = id, "cannot persist the desired state: {e}");
                 }
-                self.event(id, kind, "api", details);
+                self.event(id, kind, actor, details);
             }
             Err(message) => {
                 slot.state = Some(PluginState::Failed);
@@ -952,7 +997,7 @@ impl Registry {
                     Some(LastError { message: message.clone(), file: None, at_ms: now_ms() });
                 details["action"] = kind.into();
                 details["error"] = message.clone().into();
-                self.event(id, "lifecycle_failed", "api", details);
+                self.event(id, "lifecycle_failed", actor, details);
                 self.publish();
                 return Err(RegistryError::Failed(message));
             }
@@ -968,7 +1013,7 @@ impl Registry {
         id: &str,
         config: serde_json::Value,
         actor: &str,
-    ) -> Result<i64, RegistryError> {
+    ) -> Result<Configured, RegistryError> {
         let control_timeout = self.settings.control_timeout;
         let generation = self
             .slots
@@ -979,13 +1024,19 @@ impl Registry {
         let restart = instance.manifest.config_needs_restart && generation.started;
         // What the store holds now: re-applied over this config if the plugin applies it only
         // after its apply timed out (the store would not know it).
-        let stored = match self.store.plugin(id) {
-            Ok(record) => record.and_then(|r| r.config),
+        let (stored, stored_version) = match self.store.plugin(id) {
+            Ok(record) => record.map_or((None, 0), |r| (r.config, r.config_version)),
             Err(e) => {
                 tracing::warn!(plugin = id, "cannot read the stored config: {e}");
-                None
+                (None, 0)
             }
         };
+        // The plugin was configured with the stored config when it loaded (and by every
+        // change since): the same config again changes nothing, and is not a new version.
+        if stored.as_ref() == Some(&config) {
+            tracing::info!(plugin = id, version = stored_version, "config unchanged");
+            return Ok(Configured { version: stored_version, changed: false });
+        }
         if restart {
             // The plugin applies a config only at start: stop, configure, start again.
             self.drain(id, &instance, false);
@@ -1065,7 +1116,7 @@ impl Registry {
                 if restart { " (restarted)" } else { "" }
             ),
         );
-        Ok(version)
+        Ok(Configured { version, changed: true })
     }
 
     fn shutdown(&mut self) {
@@ -1139,6 +1190,11 @@ impl Registry {
                     files,
                     loaded_at_ms: current.and(slot.loaded_at_ms),
                     last_error: slot.last_error.clone(),
+                    residency: if current.is_none() {
+                        slot.history.last().and_then(|h| h.residency)
+                    } else {
+                        None
+                    },
                     history: slot.history.clone(),
                 },
             );

@@ -54,11 +54,12 @@ pub(crate) async fn get_config(
 
 #[utoipa::path(post, path = "/api/core/plugins/{id}/config", tag = "config", security(("bearer" = [])), params(("id" = String, Path, description = "plugin id", example = "echo")),
     request_body(content = Object, description = "the new config (JSON)", content_type = "application/json"),
-    responses((status = 200, description = "applied and stored", body = Object),
+    responses((status = 200, description = "applied and stored (`changed: true`, a new `version`); or equal to the stored config (`changed: false`, its `version`; nothing applied, stored or logged)", body = Object),
     (status = 400, description = "malformed JSON", body = ErrorSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema), (status = 404, description = "no such plugin", body = ErrorSchema),
     (status = 409, description = "the plugin takes no config", body = ErrorSchema),
     (status = 422, description = "invalid config (details.errors names every failing path) or refused by the plugin", body = ErrorSchema)))]
-/// `POST /api/core/plugins/{id}/config`: validate, apply live, persist.
+/// `POST /api/core/plugins/{id}/config`: validate, apply live, persist. A config equal (as
+/// JSON) to the stored one answers its version with `changed: false`.
 pub(crate) async fn set_config(
     state: Data<AppState>,
     id: web::Path<String>,
@@ -101,7 +102,8 @@ pub(crate) async fn set_config(
             .with_details(serde_json::json!({ "errors": errors })));
         }
     }
-    let version = state.registry.configure(&id, config.clone(), &actor).await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "id": id, "version": version, "config": config })))
+    let done = state.registry.configure(&id, config.clone(), &actor).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "id": id, "version": done.version, "changed": done.changed, "config": config,
+    })))
 }

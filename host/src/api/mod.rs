@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 pub(crate) mod body;
 pub(crate) mod config;
+mod key_events;
 pub(crate) mod models;
 pub(crate) mod observe;
 pub(crate) mod ui;
@@ -219,7 +220,7 @@ pub(crate) async fn lifecycle(
             )))
         }
     };
-    let view = state.registry.lifecycle(&id, action).await?;
+    let view = state.registry.lifecycle(&id, action, &actor(&req)).await?;
     Ok(HttpResponse::Ok().json(detail(&state, view)))
 }
 
@@ -330,6 +331,9 @@ pub(crate) async fn invoke(
     drop(instance);
     let what = || format!("capability '{capability}' of plugin '{id}'");
     let body = body::read_limited(&req, payload, limit, what).await?;
+    if key_events::recorded(&state, &id, &capability) {
+        return key_events::call_and_record(&state, &req, &id, &capability, body).await;
+    }
     call_plugin(&state, &req, &id, CallKind::Capability, &capability, body).await
 }
 

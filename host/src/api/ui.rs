@@ -133,6 +133,16 @@ pub(crate) async fn upload(
     let (size, sha256) = written?;
     let target = state.plugins_dir.join(&name);
     tracing::info!(file = %target.display(), size, "plugin uploaded");
+    // Who put the file there: its load is then the watcher's (`loaded`/`swapped`).
+    let (store, actor) = (state.store.clone(), super::actor(&req));
+    let details = serde_json::json!({
+        "file": target.display().to_string(), "bytes": size, "sha256": sha256,
+    });
+    if let Err(e) =
+        super::blocking(move || store.add_event(None, "uploaded", &actor, details)).await
+    {
+        tracing::warn!(file = %target.display(), "cannot write the upload event: {}", e.message);
+    }
     Ok(HttpResponse::Created().json(serde_json::json!({
         "file": name, "bytes": size, "sha256": sha256,
     })))

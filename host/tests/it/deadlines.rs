@@ -118,9 +118,9 @@ fn a_streamed_call_that_ignores_cancellation_pins_the_old_generation() {
     assert_eq!(old["abandoned_calls"], 1, "{p}");
     assert_eq!(old["cancelled_calls"], 0, "{p}");
     assert_eq!(old["ignored_cancel_calls"], 1, "{p}");
-    let unloaded = event(&host, "slow", "unloaded");
-    assert_eq!(unloaded["details"]["ignored_cancel_calls"], 1, "{unloaded}");
-    assert_eq!(unloaded["details"]["residency"], "pinned", "{unloaded}");
+    let pinned = event(&host, "slow", "pinned");
+    assert_eq!(pinned["details"]["ignored_cancel_calls"], 1, "{pinned}");
+    assert_eq!(pinned["details"]["residency"], "pinned", "{pinned}");
 
     // The host gave the client its final answer although the plugin never returned: the
     // body is cut off, and nothing the plugin sends afterwards reaches it.

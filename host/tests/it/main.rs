@@ -6,6 +6,7 @@ mod bad_input;
 mod deadlines;
 mod execution;
 mod files;
+mod first_hour;
 mod heap_stress;
 mod hub;
 mod lifecycle;

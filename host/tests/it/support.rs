@@ -389,6 +389,49 @@ impl Host {
     }
 }
 
+impl Host {
+    /// Start a host as a user's shell would: `NO_COLOR` neither set by the harness nor
+    /// inherited from the test's environment; stderr goes to the log file as usual.
+    pub fn start_without_no_color() -> Host {
+        fixture_dir();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugins).expect("plugins dir");
+        let log = dir.path().join("host.log");
+        let log_file =
+            std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bkg"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--plugins-dir")
+            .arg(&plugins)
+            .env("RUST_LOG", "info,bkg_host=debug")
+            .env("BKG_ADMIN_KEY", ADMIN_KEY)
+            .env_remove("NO_COLOR")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("start bkg");
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+        let base = loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).expect("read bkg's stdout");
+            assert!(
+                n > 0,
+                "bkg exited before listening:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            if let Some(url) = line.trim().strip_prefix("bkg listening on ") {
+                break url.to_string();
+            }
+        };
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let host = Host { child, base, dir: Some(dir), plugins, log, agent };
+        host.wait_for("readyz", || host.get("/readyz").0 == 200);
+        host
+    }
+}
+
 impl Drop for Host {
     fn drop(&mut self) {
         if std::thread::panicking() {

@@ -162,20 +162,28 @@ impl ApiKeys {
         let mut record = self
             .load(&req.id)?
             .ok_or_else(|| Error::not_found(format!("no key with id '{}'", req.id)))?;
-        if record.revoked_at_ms.is_none() {
+        let already_revoked = record.revoked_at_ms.is_some();
+        if !already_revoked {
             record.revoked_at_ms = Some(now_ms());
             self.save(&record)?;
             self.host.info(&format!("revoked key {}", record.id));
         }
-        Response::json(
-            &serde_json::json!({ "id": record.id, "revoked_at_ms": record.revoked_at_ms }),
-        )
+        // Who the key was (for the host's event log), and whether this call revoked it.
+        Response::json(&serde_json::json!({
+            "id": record.id,
+            "name": record.name,
+            "scopes": record.scopes,
+            "revoked_at_ms": record.revoked_at_ms,
+            "already_revoked": already_revoked,
+        }))
     }
 
     fn verify(&self, req: VerifyRequest) -> Result<Response, Error> {
         let invalid =
             |reason: &str| Response::json(&serde_json::json!({ "valid": false, "reason": reason }));
-        let Some(id) = key_id(&req.key) else { return invalid("not a bkg key") };
+        let Some(id) = key_id(&req.key) else {
+            return invalid("not a key apikeys issued: those look like bkg_<8 hex>_<64 hex>");
+        };
         let Some(record) = self.load(id)? else { return invalid("unknown key") };
         let presented = hex(&Sha256::digest(req.key.as_bytes()));
         if !bool::from(presented.as_bytes().ct_eq(record.sha256.as_bytes())) {
