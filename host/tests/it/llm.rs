@@ -276,6 +276,18 @@ fn chat_answers_the_same_streamed_or_not_and_respects_limits() {
         assert!(v["error"]["message"].is_string(), "{v}");
     }
     huge_max_tokens_is_a_clear_400(&host, q);
+    top_p_zero_is_accepted_as_greedy(&host, q, &text);
+}
+
+/// OpenAI accepts `top_p: 0` and reads it as greedy (only the likeliest token); it was refused
+/// with a 400. At a sampling temperature it answers what temperature 0 answers (`greedy`).
+fn top_p_zero_is_accepted_as_greedy(host: &Host, q: &str, greedy: &str) {
+    for seed in [1, 2] {
+        let body = chat_body(q, json!({ "top_p": 0, "temperature": 1.5, "seed": seed }));
+        let (status, v) = host.post_json("/v1/chat/completions", &body.to_string());
+        assert_eq!(status, 200, "top_p 0 -> {v}");
+        assert_eq!(v["choices"][0]["message"]["content"], greedy, "seed {seed}: {v}");
+    }
 }
 
 /// `prompt + max_tokens` is checked without overflow: `max_tokens` near `u64::MAX` once
@@ -520,6 +532,8 @@ fn candle_loads_shares_quantizes_and_refuses_broken_weights_through_the_host() {
     };
     assert!(cosine(&embed_with("a"), &embed_with("q")) >= 0.99);
 
+    quantizing_the_chat_model_says_what_can_be_quantized(&host);
+
     // Broken weights: a clear 400, nothing else affected.
     let broken = models.path().join("broken/model");
     std::fs::create_dir_all(&broken).unwrap();
@@ -577,4 +591,104 @@ fn candle_used_only_for_f32_embeddings_really_leaves_memory() {
     host.wait_for("candle to be unloaded", || host.state("candle") == "unloaded");
     let history = host.plugin("candle")["history"].clone();
     assert_eq!(history[0]["residency"], "unloaded", "{history}");
+}
+
+/// `model.quantize` on the chat model (a Q4_1 GGUF, by the name llmserver gives it or by its
+/// folder) once answered `400 .../SmolLM2-135M-Instruct-GGUF/config.json: No such file or
+/// directory`; now the 400 says what can be quantized and why this model cannot.
+fn quantizing_the_chat_model_says_what_can_be_quantized(host: &Host) {
+    let folder = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF";
+    let (status, v) = candle(host, "model.load", json!({ "name": CHAT, "path": folder }));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["kind"], "chat");
+    for body in [
+        json!({ "name": CHAT, "dtype": "q8_0" }),
+        json!({ "path": folder, "dtype": "q8_0" }),
+        json!({ "path": format!("{folder}/SmolLM2-135M-Instruct.Q4_1.gguf") }),
+    ] {
+        let (status, v) = candle(host, "model.quantize", body.clone());
+        assert_eq!(status, 400, "{body} -> {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_else(|| panic!("{v}"));
+        assert!(
+            message.contains("BERT-style embedding model") && message.contains("F32 safetensors"),
+            "{body}: does not say what can be quantized: {message}"
+        );
+        assert!(message.contains("already quantized"), "{body}: does not say why not: {message}");
+        assert!(!message.contains("No such file"), "{body}: {message}");
+    }
+    assert_eq!(candle(host, "model.unload", json!({ "name": CHAT })).0, 200);
+}
+
+/// Asserts `body` is an error in OpenAI's shape (`{"error":{"message","type","param","code"}}`,
+/// what OpenAI clients parse) and returns it.
+fn assert_openai_error(what: &str, body: &str) -> Value {
+    let v: Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {body}"));
+    let error = v["error"].as_object().unwrap_or_else(|| panic!("{what}: no error object: {v}"));
+    assert!(error.get("message").is_some_and(Value::is_string), "{what}: message: {v}");
+    assert!(error.get("type").is_some_and(Value::is_string), "{what}: type: {v}");
+    for key in ["param", "code"] {
+        assert!(error.contains_key(key), "{what}: no {key:?} key: {v}");
+    }
+    assert!(error["code"].is_string() || error["code"].is_null(), "{what}: code: {v}");
+    v
+}
+
+/// Every error an OpenAI client can get under `/v1` is in OpenAI's shape, whoever answers it:
+/// llmserver with `candle` stopped (503; once `server_busy` without a code), the host's auth
+/// with no key (401) or a read key (403), and the host with llmserver itself stopped (409).
+#[test]
+fn v1_errors_are_in_openai_s_shape_whoever_answers() {
+    let models = tempfile::tempdir().unwrap();
+    let host = ml_host(&models);
+    host.install(&product_plugin("apikeys"), &lib_name("bkg_plugin_apikeys"));
+    host.wait_state("apikeys", "running");
+    let (status, v) =
+        host.post_json("/api/plugins/apikeys/create", r#"{"name":"r","scopes":["read"]}"#);
+    assert_eq!(status, 201, "{v}");
+    let read_key = v["key"].as_str().unwrap().to_string();
+    let chat = chat_body("What is the capital of France?", json!({ "max_tokens": 2 })).to_string();
+    let embeddings = json!({ "model": EMBED, "input": "x" }).to_string();
+
+    // candle stopped: llmserver answers, for chat (streamed or not) and embeddings.
+    assert_eq!(host.post_json("/api/core/plugins/candle/stop", "").0, 200);
+    host.wait_state("candle", "stopped");
+    let streamed =
+        chat_body("What is the capital of France?", json!({ "stream": true })).to_string();
+    for (path, body) in [
+        ("/v1/chat/completions", &chat),
+        ("/v1/chat/completions", &streamed),
+        ("/v1/embeddings", &embeddings),
+    ] {
+        let (status, text) = host.post(path, body);
+        assert_eq!(status, 503, "{path} {body} with candle stopped: {text}");
+        let v = assert_openai_error("candle stopped", &text);
+        assert_eq!(v["error"]["type"], "server_error", "{v}");
+        assert_eq!(v["error"]["code"], "backend_unavailable", "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("'candle' is stopped"), "{message}");
+    }
+
+    // The host's auth, before llmserver is reached.
+    let (status, text) = host.post_as("/v1/chat/completions", &chat, "");
+    assert_eq!(status, 401, "{text}");
+    assert_openai_error("no key", &text);
+    let (status, text) = host.post_as("/v1/chat/completions", &chat, &read_key);
+    assert_eq!(status, 403, "{text}");
+    assert_openai_error("a read key", &text);
+
+    // llmserver itself stopped: the host answers.
+    assert_eq!(host.post_json("/api/core/plugins/llmserver/stop", "").0, 200);
+    host.wait_state("llmserver", "stopped");
+    let (status, text) = host.post("/v1/chat/completions", &chat);
+    assert_eq!(status, 409, "{text}");
+    assert_openai_error("llmserver stopped", &text);
+
+    // Both started again: served.
+    assert_eq!(host.post_json("/api/core/plugins/candle/start", "").0, 200);
+    assert_eq!(host.post_json("/api/core/plugins/llmserver/start", "").0, 200);
+    host.wait_state("candle", "running");
+    host.wait_state("llmserver", "running");
+    let (status, v) = host.post_json("/v1/embeddings", &embeddings);
+    assert_eq!(status, 200, "{v}");
 }
