@@ -185,10 +185,26 @@ test('stop and start a plugin from its card', async () => {
   const stopped = await host.api('/api/core/plugins/echo');
   if (stopped.state !== 'stopped') throw new Error(`host says ${stopped.state}`);
   await shot('dashboard-stopped');
+  const clicked = Date.now();
   await card('echo').locator('button[data-action=start]').click();
   await expectEventually('echo running', async () => (await card('echo').locator('[data-state]').getAttribute('data-state')) === 'running');
-  if ((await host.api('/api/core/plugins/echo')).state !== 'running') throw new Error('host does not say running');
+  const running = await host.api('/api/core/plugins/echo');
+  if (running.state !== 'running') throw new Error('host does not say running');
+  // The uptime counts from this start, not from the library's load (same generation, same loaded_at_ms).
+  await expectEventually('an uptime on echo\'s card', async () => /\d/.test(await card('echo').getByTestId('uptime').textContent()));
+  const shown = durationMs(await card('echo').getByTestId('uptime').textContent());
+  const sinceClick = Date.now() - clicked;
+  const sinceLoad = Date.now() - running.loaded_at_ms;
+  if (!(shown <= sinceClick + 1000)) throw new Error(`uptime ${shown} ms after a start ${sinceClick} ms ago (the load was ${sinceLoad} ms ago)`);
 });
+
+/** "1m 5s" / "3s" / "2h 4m" -> ms (the card's uptime). */
+function durationMs(text) {
+  const units = { d: 86_400_000, h: 3_600_000, m: 60_000, s: 1000 };
+  let ms = 0;
+  for (const [, n, u] of (text ?? '').matchAll(/(\d+)([dhms])/g)) ms += Number(n) * units[u];
+  return ms;
+}
 
 test('config: an invalid value shows a field error, a valid one persists across a reload', async () => {
   await page.goto(ui.url + '/plugins/echo/config');
@@ -208,17 +224,25 @@ test('config: an invalid value shows a field error, a valid one persists across 
   await expectEventually('reloaded form shows the stored value', async () => (await page.locator('#cfg_greeting').inputValue()) === 'hi from e2e');
   if ((await page.locator('#cfg_repeat').inputValue()) !== '3') throw new Error('repeat not persisted');
   await shot('config');
+  // A field the stored config may lack shows the schema's default, not an empty box.
+  await page.goto(ui.url + '/plugins/candle/config');
+  await expectEventually('candle\'s embed_batch_size shows its default 32', async () => (await page.locator('#cfg_embed_batch_size').inputValue()) === '32');
 });
 
 test('logs: a line the plugin writes appears live', async () => {
   await page.goto(ui.url + '/plugins/echo/logs');
   await page.getByTestId('log-view').waitFor();
   await expectEventually('log socket open', async () => (await page.locator('text=live').count()) > 0);
+  // The select shows the filter in force: trace (every line), not its first option "error".
+  if ((await page.getByTestId('log-level').inputValue()) !== 'trace') throw new Error(`level select shows ${await page.getByTestId('log-level').inputValue()}`);
   const marker = `e2e-live-line-${Date.now()}`;
   await host.api('/api/plugins/echo/log', { method: 'POST', body: marker });
   const t0 = Date.now();
   await page.getByTestId('log-view').getByText(marker).waitFor({ timeout: 5000 });
   console.log(`    (log line visible ${Date.now() - t0} ms after the call returned)`);
+  // Time and level apart, in the text too ("7:20:23 PM INFO", not "7:20:23 PMINFO").
+  const row = (await page.locator('[data-testid=log-view] [data-seq]', { hasText: marker }).first().textContent()).trim();
+  if (!/\d:\d\d:\d\d(\s?[AP]M)? (ERROR|WARN|INFO|DEBUG|TRACE) \[/.test(row)) throw new Error(`time and level run together: ${row}`);
   // Search narrows, pause holds new lines.
   await page.getByTestId('log-search').fill(marker);
   await expectEventually('search shows only the marker', async () => (await page.locator('[data-testid=log-view] [data-seq]').count()) === 1);
@@ -506,11 +530,18 @@ test('models: a slow download can be cancelled from the page', async () => {
 
 // --- llmserver: chat and embeddings through candle -----------------------------------------------
 
-test('llmserver: a streamed chat answer (temperature 0) names Paris; embeddings', async () => {
+test('llmserver: with the default settings (greedy, shown), the README question streams an answer naming Paris; embeddings', async () => {
   await page.goto(ui.url + '/plugins/llmserver/panel');
   const modelSelect = page.getByTestId('chat-model');
   await expectEventually('chat models listed', async () => (await modelSelect.inputValue()) === 'SmolLM2-135M-Instruct');
-  await page.getByTestId('chat-temperature').fill('0');
+  // Nothing touched: the panel starts greedy (SmolLM2 states no settings of its own) and says so.
+  const defaults = { 'chat-temperature': '0', 'chat-top-p': '1', 'chat-max-tokens': '256' };
+  for (const [id, want] of Object.entries(defaults)) {
+    const got = await page.getByTestId(id).inputValue();
+    if (got !== want) throw new Error(`${id} defaults to ${got}, not ${want}`);
+  }
+  const summary = (await page.getByTestId('chat-settings-summary').textContent()).replace(/\s+/g, ' ');
+  if (!summary.includes('temperature 0 · top_p 1 · max_tokens 256') || !/greedy/.test(summary)) throw new Error(`settings not shown: ${summary}`);
   await page.getByTestId('chat-input').fill('What is the capital of France?');
   await page.getByRole('button', { name: 'Send' }).click();
   const answer = page.locator('[data-role=assistant]').last();
@@ -661,8 +692,8 @@ test('keyboard: every control on the main screens is reached by Tab and shows wh
     ['/plugins/echo/config', () => page.locator('#cfg_greeting')],
     ['/plugins/echo/logs', () => page.getByTestId('log-search')],
     ['/plugins/echo/telemetry', () => page.getByTestId('telemetry-totals')],
-    ['/plugins/candle/models', () => page.getByTestId('download-form')],
-    ['/plugins/candle/panel', () => page.getByTestId('candle-load')],
+    // candle's one Models tab: its own panel (load, quantize) above the downloads.
+    ['/plugins/candle/models', async () => (await page.getByTestId('download-form').waitFor(), page.getByTestId('candle-load'))],
     ['/plugins/llmserver/panel', () => page.getByTestId('chat-input')],
     ['/plugins/apikeys/panel', () => page.getByTestId('apikey-create')],
     ['/events', () => page.getByTestId('events-table')],
@@ -671,7 +702,7 @@ test('keyboard: every control on the main screens is reached by Tab and shows wh
   let total = 0;
   for (const [path, ready] of screens) {
     await page.goto(ui.url + path);
-    await ready().waitFor();
+    await (await ready()).waitFor();
     await settled();
     const { stops, missed } = await tabWalk(page);
     total += stops.length;
@@ -793,7 +824,7 @@ test('candle: load MiniLM as an embedding model, quantize it to q8_0, unload it'
   await expectEventually('a telemetry sample after the unload', async () => (await telemetry()).current?.at_ms > unloadedAt + 100);
   const heapBefore = await heapNow();
   if (typeof heapBefore !== 'number') throw new Error(`candle reports no heap: ${heapBefore}`);
-  await page.goto(ui.url + '/plugins/candle/panel');
+  await page.goto(ui.url + '/plugins/candle/models');
   const form = page.getByTestId('candle-load');
   await form.locator('input[name=loadPath]').fill(MINILM);
   await form.locator('select[name=loadKind]').selectOption('embedding');
@@ -811,7 +842,7 @@ test('candle: load MiniLM as an embedding model, quantize it to q8_0, unload it'
   await page.goto(ui.url + '/plugins/candle/telemetry');
   const legend = page.locator('[data-testid=heap-chart] [data-series=heap]');
   await expectEventually('candle\'s heap 80 MB up in its telemetry', async () => grown(await legend.textContent()), 15_000);
-  await page.goto(ui.url + '/plugins/candle/panel');
+  await page.goto(ui.url + '/plugins/candle/models');
   await row.waitFor({ timeout: 20_000 });
 
   await page.locator('select[name=qSource]').selectOption(`name:${MINILM}`);

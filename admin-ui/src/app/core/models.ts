@@ -54,6 +54,8 @@ export interface PluginDetail {
   file?: string | null;
   last_error?: { message: string; at_ms: number; file?: string | null } | null;
   loaded_at_ms?: number | null;
+  /** When the plugin last entered `running` (start, restart or load); newer hosts only. */
+  started_at_ms?: number | null;
   route_prefix?: string | null;
   sha256?: string | null;
   size_bytes?: number | null;

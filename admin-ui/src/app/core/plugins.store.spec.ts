@@ -3,7 +3,7 @@ import { HttpTestingController, provideHttpClientTesting } from '@angular/common
 import { TestBed } from '@angular/core/testing';
 import { PluginDetail, TelemetrySample } from './models';
 import { ConfirmStore } from './confirm.store';
-import { PluginsStore, appendSeries, isAuthProvider, mergePlugins } from './plugins.store';
+import { PluginsStore, appendSeries, isAuthProvider, laterStarts, mergePlugins, newlyRunning, startsFromEvents } from './plugins.store';
 import { ToastStore } from './toast.store';
 
 const plugin = (id: string, extra: Partial<PluginDetail> = {}): PluginDetail => ({
@@ -67,6 +67,19 @@ describe('appendSeries', () => {
   });
 });
 
+describe('start times (uptime that resets on stop/start)', () => {
+  const ev = (seq: number, plugin: string, kind: string, at_ms: number) => ({ seq, at_ms, kind, actor: 'api', plugin, details: {} });
+  it('startsFromEvents keeps the newest start or restart per plugin', () => {
+    const events = [ev(5, 'echo', 'stopped', 900), ev(4, 'echo', 'restarted', 800), ev(3, 'echo', 'started', 500), ev(2, 'candle', 'started', 300), ev(1, 'candle', 'loaded', 1000)];
+    expect(startsFromEvents(events)).toEqual({ echo: 800, candle: 300 });
+    expect(startsFromEvents([{ ...ev(1, 'x', 'started', 1), plugin: null }])).toEqual({});
+  });
+  it('newlyRunning names the plugins that went to running; laterStarts keeps the later time', () => {
+    expect(newlyRunning([plugin('a', { state: 'stopped' }), plugin('b')], [plugin('a'), plugin('b'), plugin('c')])).toEqual(['a']);
+    expect(laterStarts({ a: 5, b: 9 }, { a: 7, b: 1, c: 3 })).toEqual({ a: 7, b: 9, c: 3 });
+  });
+});
+
 describe('PluginsStore', () => {
   let store: InstanceType<typeof PluginsStore>;
   let http: HttpTestingController;
@@ -84,6 +97,33 @@ describe('PluginsStore', () => {
     expect(store.ids()).toEqual(['echo']);
     expect(store.loaded()).toBe(true);
     expect(store.counts()).toEqual({ running: 1 });
+  });
+
+  it('a stop then a start seen by the list (same generation, same loaded_at_ms) records the start', async () => {
+    const load = async (p: PluginDetail) => {
+      const r = store.refresh();
+      http.expectOne('/api/core/plugins').flush({ plugins: [p] });
+      await r;
+    };
+    await load(plugin('echo', { loaded_at_ms: 1 }));
+    expect(store.startedAt()['echo']).toBeUndefined();
+    await load(plugin('echo', { loaded_at_ms: 1, state: 'stopped' }));
+    expect(store.startedAt()['echo']).toBeUndefined();
+    const before = Date.now();
+    await load(plugin('echo', { loaded_at_ms: 1 }));
+    expect(store.startedAt()['echo']).toBeGreaterThanOrEqual(before);
+  });
+
+  it('connect reads the starts from the event log', async () => {
+    vi.stubGlobal('WebSocket', class { close() {} });
+    store.connect();
+    http.expectOne('/api/core/plugins').flush({ plugins: [] });
+    http.expectOne('/api/core/telemetry').flush({ host: null, plugins: {} });
+    http.expectOne('/api/core/events?limit=1000').flush({ events: [{ seq: 1, at_ms: 1234, kind: 'started', actor: 'api', plugin: 'echo', details: {} }] });
+    await tick();
+    store.disconnect();
+    vi.unstubAllGlobals();
+    expect(store.startedAt()).toEqual({ echo: 1234 });
   });
 
   it('act marks the plugin pending, then clears it and refreshes', async () => {

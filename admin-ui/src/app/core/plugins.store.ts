@@ -3,7 +3,7 @@ import { patchState, signalStore, withComputed, withMethods, withState } from '@
 import { Api, ApiError, wsUrl } from './api';
 import { AuthStore } from './auth.store';
 import { ConfirmRequest, ConfirmStore } from './confirm.store';
-import { HostSample, LifecycleAction, PluginDetail, TelemetrySample, TelemetryTick } from './models';
+import { BkgEvent, HostSample, LifecycleAction, PluginDetail, TelemetrySample, TelemetryTick } from './models';
 import { ToastStore } from './toast.store';
 import { LiveSocket, openLiveSocket } from './ws';
 
@@ -21,6 +21,13 @@ interface PluginsState {
   hostSeries: HostSample[];
   pending: Record<string, LifecycleAction>;
   live: boolean;
+  /**
+   * When each plugin was last seen to start (ms since the epoch): from the event log's
+   * `started`/`restarted` events when the page connects, then from the transitions to
+   * `running` this page sees and the starts it makes. The card's uptime counts from the later
+   * of this and the generation's `loaded_at_ms`, unless the host says `started_at_ms`.
+   */
+  startedAt: Record<string, number>;
 }
 
 /**
@@ -42,6 +49,32 @@ export function mergePlugins(current: PluginDetail[], incoming: PluginDetail[]):
     return p;
   });
   return changed ? out : current;
+}
+
+/** Event kinds that mean "the plugin started running" without a new generation. */
+export const START_KINDS = new Set(['started', 'restarted']);
+
+/** The newest start per plugin in an event list (any order). */
+export function startsFromEvents(events: BkgEvent[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const e of events) {
+    if (!e.plugin || !START_KINDS.has(e.kind) || typeof e.at_ms !== 'number') continue;
+    if (!(out[e.plugin] >= e.at_ms)) out[e.plugin] = e.at_ms;
+  }
+  return out;
+}
+
+/** The plugins that went from not running to running between two lists. */
+export function newlyRunning(before: PluginDetail[], after: PluginDetail[]): string[] {
+  const was = new Map(before.map((p) => [p.id, p.state]));
+  return after.filter((p) => p.state === 'running' && was.has(p.id) && was.get(p.id) !== 'running').map((p) => p.id);
+}
+
+/** Takes the later of each pair of start times. */
+export function laterStarts(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
+  const out = { ...a };
+  for (const [id, at] of Object.entries(b)) if (!(out[id] >= at)) out[id] = at;
+  return out;
 }
 
 /** Appends a tick's samples to each plugin's series (bounded), dropping ids that left the tick. */
@@ -107,6 +140,7 @@ export const PluginsStore = signalStore(
     hostSeries: [],
     pending: {},
     live: false,
+    startedAt: {},
   }),
   withComputed((s) => ({
     ids: computed(() => s.plugins().map((p) => p.id)),
@@ -128,7 +162,14 @@ export const PluginsStore = signalStore(
           const res = await api.get<{ plugins: PluginDetail[] }>('/api/core/plugins');
           const merged = mergePlugins(store.plugins(), res.plugins);
           if (merged !== store.plugins() || !store.loaded() || store.listError()) {
-            patchState(store, { plugins: merged, loaded: true, listError: null });
+            const started = newlyRunning(store.plugins(), merged);
+            const now = Date.now();
+            patchState(store, {
+              plugins: merged,
+              loaded: true,
+              listError: null,
+              ...(started.length ? { startedAt: laterStarts(store.startedAt(), Object.fromEntries(started.map((id) => [id, now]))) } : {}),
+            });
           }
         } catch (e) {
           patchState(store, { listError: (e as Error).message, loaded: true });
@@ -166,6 +207,11 @@ export const PluginsStore = signalStore(
         void refresh();
         // Seed the host figures and the first sample before the socket's first tick.
         api.get<TelemetryTick>('/api/core/telemetry').then(applyTick, () => undefined);
+        // When each plugin last started, for uptimes that restart on stop/start.
+        api.get<{ events: BkgEvent[] }>('/api/core/events?limit=1000').then(
+          (r) => patchState(store, { startedAt: laterStarts(store.startedAt(), startsFromEvents(r.events ?? [])) }),
+          () => undefined,
+        );
         poll = setInterval(() => void refresh(), POLL_MS);
         socket = openLiveSocket(
           () => wsUrl(api.base, '/ws/core/telemetry', auth.key()),
@@ -209,6 +255,7 @@ export const PluginsStore = signalStore(
             }
             await api.post(path(true));
           }
+          if (action !== 'stop') patchState(store, { startedAt: laterStarts(store.startedAt(), { [id]: Date.now() }) });
           toasts.show('success', `${id}: ${action} done`);
           return true;
         } catch (e) {

@@ -32,7 +32,7 @@ import { PluginCard } from './plugin-card';
     <div class="grid grid-cols-1 gap-4 md:grid-cols-2 xl:grid-cols-3" data-testid="plugin-grid">
       <!-- Filtering hides cards rather than destroying them: no re-creation when the filter clears. -->
       @for (p of store.plugins(); track p.id) {
-        <app-plugin-card [hidden]="!shown().has(p.id)" [plugin]="p" [series]="store.series()[p.id]" [pending]="store.pending()[p.id]" (action)="act(p.id, $event)" />
+        <app-plugin-card [hidden]="!shown().has(p.id)" [plugin]="p" [series]="store.series()[p.id]" [pending]="store.pending()[p.id]" [startedAt]="store.startedAt()[p.id]" (action)="act(p.id, $event)" />
       }
     </div>
   `,

@@ -13,6 +13,47 @@ export function filterEvents(events: BkgEvent[], kind: string, text: string): Bk
   );
 }
 
+export type EventTone = 'error' | 'warning' | 'info';
+
+/**
+ * How an event is shown. Any kind is listed (the kinds come from the log itself, so new ones
+ * such as `key_created`, `key_revoked`, `uploaded` show as they are); a failure is an error; a
+ * `pinned` generation (retired, its library still mapped: a thread ran on in it) is a warning,
+ * and so is an `unloaded` event whose details say `residency: pinned` (hosts before `pinned`).
+ */
+export function eventTone(e: Pick<BkgEvent, 'kind' | 'details'>): EventTone {
+  if (e.kind.endsWith('failed') || e.kind === 'error') return 'error';
+  if (e.kind === 'pinned' || isPinnedUnload(e)) return 'warning';
+  return 'info';
+}
+
+function isPinnedUnload(e: Pick<BkgEvent, 'kind' | 'details'>): boolean {
+  const d = e.details as { residency?: unknown } | null;
+  return e.kind === 'unloaded' && !!d && typeof d === 'object' && d.residency === 'pinned';
+}
+
+/** A line saying what a warning means, or null. */
+export function eventNote(e: Pick<BkgEvent, 'kind' | 'details'>): string | null {
+  if (e.kind !== 'pinned' && !isPinnedUnload(e)) return null;
+  const d = (e.details ?? {}) as { generation?: number; ignored_cancel_calls?: number | null };
+  const gen = typeof d.generation === 'number' ? `generation ${d.generation}` : 'the retired generation';
+  const calls = d.ignored_cancel_calls ? ` (${d.ignored_cancel_calls} call${d.ignored_cancel_calls === 1 ? '' : 's'} ignored the cancel flag)` : '';
+  return `${gen} retired, but its library stays mapped: a thread still runs in it${calls}. It is freed only when the host exits.`;
+}
+
+/** The kinds to offer in the filter: those in the log, and the one chosen (even when none is listed now). */
+export function eventKinds(events: BkgEvent[], chosen: string): string[] {
+  const kinds = new Set(events.map((e) => e.kind));
+  if (chosen) kinds.add(chosen);
+  return [...kinds].sort();
+}
+
+const TONE_BADGE: Record<EventTone, string> = {
+  error: 'bg-rose-100 text-rose-800 dark:bg-rose-900/50 dark:text-rose-200',
+  warning: 'bg-amber-100 text-amber-900 dark:bg-amber-900/50 dark:text-amber-100',
+  info: 'bg-slate-100 dark:bg-slate-800',
+};
+
 @Component({
   selector: 'app-events',
   imports: [FormsModule, JsonPipe],
@@ -43,12 +84,17 @@ export function filterEvents(events: BkgEvent[], kind: string, text: string): Bk
         <thead class="muted text-xs"><tr><th class="px-3 py-2">time</th><th class="px-3">plugin</th><th class="px-3">kind</th><th class="px-3">actor</th><th class="px-3">details</th></tr></thead>
         <tbody>
           @for (e of visible(); track e.seq) {
-            <tr class="border-t border-slate-200 align-top dark:border-slate-700" [attr.data-kind]="e.kind">
+            <tr class="border-t border-slate-200 align-top dark:border-slate-700" [attr.data-kind]="e.kind" [attr.data-tone]="tone(e)"
+              [class]="tone(e) === 'warning' ? 'bg-amber-50 dark:bg-amber-950/40' : ''">
               <td class="px-3 py-1 whitespace-nowrap">{{ time(e.at_ms) }}</td>
               <td class="px-3 font-mono">{{ e.plugin || '–' }}</td>
-              <td class="px-3"><span class="rounded bg-slate-100 px-1.5 text-xs dark:bg-slate-800">{{ e.kind }}</span></td>
+              <td class="px-3 whitespace-nowrap"><span class="rounded px-1.5 text-xs" [class]="badge(e)" data-testid="event-kind">
+                @if (tone(e) !== 'info') { <span aria-hidden="true">{{ tone(e) === 'error' ? '✕' : '⚠' }}&nbsp;</span><span class="sr-only">{{ tone(e) }}: </span> }{{ e.kind }}</span></td>
               <td class="px-3">{{ e.actor }}</td>
-              <td class="px-3"><code class="block max-w-xl truncate text-xs" [title]="e.details | json">{{ e.details | json }}</code></td>
+              <td class="px-3">
+                @if (note(e); as n) { <p class="mb-1 text-xs text-amber-900 dark:text-amber-200" data-testid="event-note">{{ n }}</p> }
+                <code class="block max-w-xl truncate text-xs" [title]="e.details | json">{{ e.details | json }}</code>
+              </td>
             </tr>
           } @empty { <tr><td colspan="5" class="muted px-3 py-3">no events</td></tr> }
         </tbody>
@@ -66,9 +112,12 @@ export class Events {
   protected readonly auto = signal(true);
   protected readonly events = signal<BkgEvent[]>([]);
   protected readonly error = signal<string | null>(null);
-  protected readonly kinds = computed(() => [...new Set(this.events().map((e) => e.kind))].sort());
+  protected readonly kinds = computed(() => eventKinds(this.events(), this.kind()));
   protected readonly visible = computed(() => filterEvents(this.events(), this.kind(), this.text()));
   protected time = formatTime;
+  protected tone = eventTone;
+  protected note = eventNote;
+  protected badge = (e: BkgEvent) => TONE_BADGE[eventTone(e)];
 
   constructor() {
     effect(() => {

@@ -1,8 +1,10 @@
+import { signal } from '@angular/core';
 import { ComponentFixture, TestBed } from '@angular/core/testing';
 import { provideRouter } from '@angular/router';
 import { PluginDetail, TelemetrySample } from '../core/models';
+import { Clock } from '../shared/clock';
 import { formatBytes } from '../shared/format';
-import { PluginCard } from './plugin-card';
+import { PluginCard, uptimeStart } from './plugin-card';
 
 const base: PluginDetail = {
   id: 'echo', name: 'Echo', version: '1.0.0', description: '', state: 'running', generation: 3,
@@ -81,11 +83,51 @@ describe('PluginCard', () => {
     expect(el().querySelector('[data-testid=auth-provider]')).not.toBeNull();
   });
 
+  it('uptimeStart: host field, else the later of load and seen start; none unless running', () => {
+    const p = { state: 'running' as const, loaded_at_ms: 100 };
+    expect(uptimeStart(p)).toBe(100);
+    expect(uptimeStart(p, 50)).toBe(100);
+    expect(uptimeStart(p, 500)).toBe(500);
+    expect(uptimeStart({ ...p, started_at_ms: 300 }, 500)).toBe(300);
+    expect(uptimeStart({ ...p, state: 'stopped' }, 500)).toBeNull();
+    expect(uptimeStart({ state: 'running', loaded_at_ms: null })).toBeNull();
+  });
+
   it('shows the last error of a failed plugin', async () => {
     fixture.componentRef.setInput('plugin', { ...base, state: 'failed', last_error: { message: 'boom', at_ms: 0 } });
     await fixture.whenStable();
     expect(el().querySelector('[data-testid=last-error]')!.textContent).toContain('boom');
     expect(button('start').disabled).toBe(false);
     expect(el().querySelector('[data-testid=uptime]')!.textContent).toBe('–');
+  });
+});
+
+describe('PluginCard uptime', () => {
+  const NOW = 1_800_000_000_000;
+  let fixture: ComponentFixture<PluginCard>;
+  const uptime = () => (fixture.nativeElement as HTMLElement).querySelector('[data-testid=uptime]')!.textContent;
+
+  beforeEach(() => {
+    // A clock that stands still: the figures do not depend on when the test runs.
+    TestBed.configureTestingModule({ imports: [PluginCard], providers: [provideRouter([]), { provide: Clock, useValue: { now: signal(NOW) } }] });
+    fixture = TestBed.createComponent(PluginCard);
+    fixture.componentRef.setInput('plugin', { ...base, loaded_at_ms: NOW - 65_000 });
+  });
+
+  it('counts from the last start, not from the load: a stop/start resets it', async () => {
+    await fixture.whenStable();
+    expect(uptime()).toBe('1m 5s');
+    // Stopped: no uptime. Started again 3 s ago (same generation, same loaded_at_ms): 3 s, not 1 min.
+    fixture.componentRef.setInput('plugin', { ...base, loaded_at_ms: NOW - 65_000, state: 'stopped' });
+    await fixture.whenStable();
+    expect(uptime()).toBe('–');
+    fixture.componentRef.setInput('plugin', { ...base, loaded_at_ms: NOW - 65_000 });
+    fixture.componentRef.setInput('startedAt', NOW - 3_000);
+    await fixture.whenStable();
+    expect(uptime()).toBe('3s');
+    // The host's own started_at_ms, when it reports one, wins.
+    fixture.componentRef.setInput('plugin', { ...base, loaded_at_ms: NOW - 65_000, started_at_ms: NOW - 10_000 });
+    await fixture.whenStable();
+    expect(uptime()).toBe('10s');
   });
 });

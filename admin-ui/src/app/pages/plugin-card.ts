@@ -16,6 +16,19 @@ export function allowedActions(state: string): Record<LifecycleAction, boolean> 
   };
 }
 
+/**
+ * When the running plugin started, for its uptime: the host's `started_at_ms` when it reports
+ * one; else the later of the generation's `loaded_at_ms` (a load starts it) and `seenStart`, the
+ * last start the page knows of (the event log's `started`/`restarted`, or a stop/start it saw).
+ * Null when not running or unknown.
+ */
+export function uptimeStart(p: Pick<PluginDetail, 'state' | 'loaded_at_ms' | 'started_at_ms'>, seenStart?: number | null): number | null {
+  if (p.state !== 'running') return null;
+  if (p.started_at_ms) return p.started_at_ms;
+  const t = Math.max(p.loaded_at_ms ?? 0, seenStart ?? 0);
+  return t > 0 ? t : null;
+}
+
 @Component({
   selector: 'app-plugin-card',
   imports: [RouterLink, StatusChip, Sparkline],
@@ -83,6 +96,8 @@ export class PluginCard {
   readonly plugin = input.required<PluginDetail>();
   readonly series = input<TelemetrySample[] | undefined>(undefined);
   readonly pending = input<LifecycleAction | undefined>(undefined);
+  /** The last start the page knows of (PluginsStore.startedAt), for hosts without `started_at_ms`. */
+  readonly startedAt = input<number | undefined>(undefined);
   readonly action = output<LifecycleAction>();
   protected readonly actionList: LifecycleAction[] = ['start', 'stop', 'restart'];
   private clock = inject(Clock);
@@ -94,8 +109,8 @@ export class PluginCard {
     return s && s.length ? s[s.length - 1] : undefined;
   });
   protected readonly uptime = computed(() => {
-    const p = this.plugin();
-    return p.state === 'running' && p.loaded_at_ms ? formatDuration(this.clock.now() - p.loaded_at_ms) : '–';
+    const start = uptimeStart(this.plugin(), this.startedAt());
+    return start != null ? formatDuration(Math.max(0, this.clock.now() - start)) : '–';
   });
   protected readonly callsPerS = computed(() => formatRate(this.last()?.calls_per_s));
   protected readonly errorRate = computed(() => {

@@ -1,7 +1,8 @@
-import { ChangeDetectionStrategy, Component, OnInit, inject, input, signal } from '@angular/core';
+import { ChangeDetectionStrategy, Component, OnInit, computed, inject, input, signal } from '@angular/core';
 import { FormsModule } from '@angular/forms';
 import { Api } from '../core/api';
 import { AuthStore } from '../core/auth.store';
+import { ChatSettings, GREEDY, ModelSettings, defaultChatSettings, describeSettings } from './chat-settings';
 import { SseParser, chatDelta, cosine, finishReason, modelsByKind, sseError } from './sse';
 
 interface ChatMessage {
@@ -25,16 +26,25 @@ interface ChatMessage {
         <div class="flex flex-wrap items-end gap-2">
           <h2 class="font-semibold">Chat</h2>
           <label class="ml-auto text-sm"><span class="label">Model</span>
-            <select class="input mt-1" [ngModel]="model()" (ngModelChange)="model.set($event)" name="model" data-testid="chat-model">
+            <select class="input mt-1" [ngModel]="model()" (ngModelChange)="chooseModel($event)" name="model" data-testid="chat-model">
               @for (m of chatModels(); track m) { <option [value]="m">{{ m }}</option> } @empty { <option value="">(no chat models)</option> }
             </select>
           </label>
-          <label class="w-24 text-sm"><span class="label">Temperature</span>
-            <input class="input mt-1" type="number" min="0" max="2" step="0.1" name="temperature" [(ngModel)]="temperature" data-testid="chat-temperature" /></label>
-          <label class="w-24 text-sm"><span class="label">Max tokens</span>
-            <input class="input mt-1" type="number" min="1" max="4096" name="maxTokens" [(ngModel)]="maxTokens" /></label>
           <button type="button" class="btn" (click)="clear()" [disabled]="streaming() || !messages().length">Clear</button>
         </div>
+        <fieldset class="flex flex-wrap items-end gap-2 rounded border border-slate-200 p-2 dark:border-slate-700" data-testid="chat-settings">
+          <legend class="label px-1">Sampling settings</legend>
+          <label class="w-24 text-sm"><span class="label">Temperature</span>
+            <input class="input mt-1" type="number" min="0" max="2" step="0.1" name="temperature" [ngModel]="temperature()" (ngModelChange)="temperature.set($event)" data-testid="chat-temperature" /></label>
+          <label class="w-24 text-sm"><span class="label">top_p</span>
+            <input class="input mt-1" type="number" min="0" max="1" step="0.05" name="topP" [ngModel]="topP()" (ngModelChange)="topP.set($event)" data-testid="chat-top-p" /></label>
+          <label class="w-24 text-sm"><span class="label">Max tokens</span>
+            <input class="input mt-1" type="number" min="1" max="4096" name="maxTokens" [ngModel]="maxTokens()" (ngModelChange)="maxTokens.set($event)" data-testid="chat-max-tokens" /></label>
+          <button type="button" class="btn" (click)="resetSettings()" [disabled]="!edited()" data-testid="chat-settings-reset">{{ defaults().source === 'model' ? "Model's settings" : 'Greedy defaults' }}</button>
+          <p class="muted w-full text-xs" data-testid="chat-settings-summary">
+            Sent with {{ summary() }}@if (!edited()) { · {{ defaults().source === 'model' ? "the model's recommended settings" : 'greedy: the model states no recommended settings' }} } @else { · edited }
+          </p>
+        </fieldset>
         <div class="h-80 space-y-2 overflow-auto rounded bg-slate-50 p-2 text-sm dark:bg-slate-950" role="log" aria-live="polite" data-testid="chat-log" [attr.data-streaming]="streaming()">
           @for (m of messages(); track $index) {
             <div [class]="m.role === 'user' ? 'ml-8 rounded-lg bg-sky-100 p-2 dark:bg-sky-900' : 'mr-8 rounded-lg bg-white p-2 ring-1 ring-slate-200 dark:bg-slate-800 dark:ring-slate-700'" [attr.data-role]="m.role">
@@ -85,8 +95,29 @@ export class LlmServerPanel implements OnInit {
   protected readonly embedModel = signal('');
   protected readonly stats = signal<string | null>(null);
   protected readonly embedding = signal(false);
-  protected temperature: number | null = 0.7;
-  protected maxTokens: number | null = 256;
+  /** The model's recommended settings, or greedy when it states none. */
+  protected readonly defaults = signal<ModelSettings>({ settings: { ...GREEDY }, source: 'greedy' });
+  protected readonly temperature = signal<number | null>(GREEDY.temperature);
+  protected readonly topP = signal<number | null>(GREEDY.top_p);
+  protected readonly maxTokens = signal<number | null>(GREEDY.max_tokens);
+  /** The settings the next request is sent with (a cleared field: left to the host). */
+  readonly settings = computed<Partial<ChatSettings>>(() => {
+    const out: Partial<ChatSettings> = {};
+    const put = (k: keyof ChatSettings, v: number | string | null) => {
+      if (v != null && `${v}` !== '' && Number.isFinite(Number(v))) out[k] = Number(v);
+    };
+    put('temperature', this.temperature());
+    put('top_p', this.topP());
+    put('max_tokens', this.maxTokens());
+    return out;
+  });
+  protected readonly summary = computed(() => describeSettings(this.settings()));
+  protected readonly edited = computed(() => {
+    const d = this.defaults().settings;
+    const s = this.settings();
+    return s.temperature !== d.temperature || s.top_p !== d.top_p || s.max_tokens !== d.max_tokens;
+  });
+  private modelEntries = new Map<string, Record<string, unknown>>();
   protected readonly messages = signal<ChatMessage[]>([]);
   protected readonly streaming = signal(false);
   protected readonly chatError = signal<string | null>(null);
@@ -99,15 +130,30 @@ export class LlmServerPanel implements OnInit {
 
   async ngOnInit() {
     try {
-      const r = await this.api.get<{ data: { id: string; kind?: string }[] }>('/v1/models');
+      const r = await this.api.get<{ data: ({ id: string; kind?: string } & Record<string, unknown>)[] }>('/v1/models');
       const { chat, embedding } = modelsByKind(r.data ?? []);
+      this.modelEntries = new Map((r.data ?? []).map((m) => [m.id, m]));
       this.chatModels.set(chat);
       this.embeddingModels.set(embedding);
-      if (chat.length) this.model.set(chat[0]);
+      if (chat.length) this.chooseModel(chat[0]);
       if (embedding.length) this.embedModel.set(embedding[0]);
     } catch (e) {
       this.chatError.set(`Could not list models: ${(e as Error).message}`);
     }
+  }
+
+  /** Picks a chat model and starts from its recommended settings (greedy when it states none). */
+  chooseModel(id: string) {
+    this.model.set(id);
+    this.defaults.set(defaultChatSettings(this.modelEntries.get(id)));
+    this.resetSettings();
+  }
+
+  resetSettings() {
+    const d = this.defaults().settings;
+    this.temperature.set(d.temperature);
+    this.topP.set(d.top_p);
+    this.maxTokens.set(d.max_tokens);
   }
 
   private headers() {
@@ -124,6 +170,7 @@ export class LlmServerPanel implements OnInit {
     this.streaming.set(true);
     this.stats.set(null);
     this.abort = new AbortController();
+    const sentWith = this.summary();
     const t0 = performance.now();
     let first: number | null = null;
     let pieces = 0;
@@ -159,7 +206,8 @@ export class LlmServerPanel implements OnInit {
       const total = (performance.now() - t0) / 1000;
       this.stats.set(
         `${pieces} pieces · first after ${first == null ? '–' : ((first - t0) / 1000).toFixed(2) + ' s'} · ${total.toFixed(2)} s in all` +
-          (finish ? ` · finish: ${finish}` : ''),
+          (finish ? ` · finish: ${finish}` : '') +
+          ` · ${sentWith}`,
       );
     } catch (e) {
       if ((e as Error).name !== 'AbortError') this.chatError.set(`Chat failed: ${(e as Error).message}`);
@@ -171,12 +219,9 @@ export class LlmServerPanel implements OnInit {
     }
   }
 
-  /** The request: the chosen model, the conversation, the sampling settings, stream: true. */
+  /** The request: the chosen model, the conversation, the sampling settings shown, stream: true. */
   chatBody(messages: ChatMessage[]) {
-    const body: Record<string, unknown> = { model: this.model(), messages, stream: true };
-    if (this.temperature != null && `${this.temperature}` !== '') body['temperature'] = Number(this.temperature);
-    if (this.maxTokens != null && `${this.maxTokens}` !== '') body['max_tokens'] = Number(this.maxTokens);
-    return body;
+    return { model: this.model(), messages, stream: true, ...this.settings() };
   }
 
   clear() {

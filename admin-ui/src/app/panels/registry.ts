@@ -7,11 +7,16 @@ import { Type } from '@angular/core';
 export interface PanelEntry {
   label: string;
   load: () => Promise<Type<unknown>>;
+  /**
+   * Show the panel inside this base tab (above its own content) instead of a tab of its own:
+   * candle's loaded models and quantizer belong with the model downloads, in one "Models" tab.
+   */
+  inTab?: string;
 }
 
 export const PLUGIN_PANELS: Record<string, PanelEntry> = {
   apikeys: { label: 'API keys', load: () => import('./apikeys-panel').then((m) => m.ApiKeysPanel) },
-  candle: { label: 'Models (candle)', load: () => import('./candle-panel').then((m) => m.CandlePanel) },
+  candle: { label: 'Models', inTab: 'models', load: () => import('./candle-panel').then((m) => m.CandlePanel) },
   llmserver: { label: 'Chat & embeddings', load: () => import('./llmserver-panel').then((m) => m.LlmServerPanel) },
 };
 

@@ -75,3 +75,76 @@ describe('PluginConfig', () => {
     expect(el().textContent).toContain('version 1');
   });
 });
+
+describe('PluginConfig: fields the stored config lacks show the schema default', () => {
+  // candle's schema and a stored config without embed_batch_size (the plugin runs with 32).
+  const candle = {
+    id: 'candle',
+    schema: {
+      type: 'object',
+      properties: {
+        threads: { type: 'integer', minimum: 1, maximum: 64, default: 4 },
+        embed_batch_size: { type: 'integer', minimum: 1, maximum: 256, default: 32 },
+      },
+    },
+    config: { threads: 2 },
+    source: 'store',
+    version: 3,
+    history: [],
+  };
+  let fixture: ComponentFixture<PluginConfig>;
+  let http: HttpTestingController;
+  const el = () => fixture.nativeElement as HTMLElement;
+  const input = (id: string) => el().querySelector('#' + id) as HTMLInputElement;
+  const submit = () => (el().querySelector('form') as HTMLFormElement).dispatchEvent(new Event('submit'));
+
+  beforeEach(async () => {
+    TestBed.configureTestingModule({ imports: [PluginConfig], providers: [provideHttpClient(), provideHttpClientTesting()] });
+    http = TestBed.inject(HttpTestingController);
+    fixture = TestBed.createComponent(PluginConfig);
+    fixture.componentRef.setInput('pluginId', 'candle');
+    fixture.detectChanges();
+    http.expectOne('/api/core/plugins/candle/config').flush(candle);
+    await tick();
+    await fixture.whenStable();
+  });
+
+  it('shows embed_batch_size as its default 32 (not empty), the stored threads as stored, and names the default', () => {
+    expect(input('cfg_embed_batch_size').value).toBe('32');
+    expect(input('cfg_threads').value).toBe('2');
+    expect(el().querySelector('[data-field="/embed_batch_size"]')!.textContent).toContain('default 32');
+  });
+
+  it('an untouched form saves the config as stored (the default is not written into it)', () => {
+    submit();
+    expect(http.expectOne({ method: 'POST', url: '/api/core/plugins/candle/config' }).request.body).toEqual({ threads: 2 });
+  });
+
+  it('a changed default is saved', () => {
+    input('cfg_embed_batch_size').value = '64';
+    input('cfg_embed_batch_size').dispatchEvent(new Event('input'));
+    submit();
+    expect(http.expectOne({ method: 'POST', url: '/api/core/plugins/candle/config' }).request.body).toEqual({ threads: 2, embed_batch_size: 64 });
+  });
+});
+
+describe('PluginConfig: an enum field', () => {
+  it('selects the stored value, or the default, not the first option', async () => {
+    const d = {
+      id: 'x', source: 'store', version: 1, history: [],
+      schema: { type: 'object', properties: { mode: { enum: ['fast', 'slow', 'off'] }, level: { enum: ['a', 'b'], default: 'b' } } },
+      config: { mode: 'slow' },
+    };
+    TestBed.configureTestingModule({ imports: [PluginConfig], providers: [provideHttpClient(), provideHttpClientTesting()] });
+    const http = TestBed.inject(HttpTestingController);
+    const fixture = TestBed.createComponent(PluginConfig);
+    fixture.componentRef.setInput('pluginId', 'x');
+    fixture.detectChanges();
+    http.expectOne('/api/core/plugins/x/config').flush(d);
+    await tick();
+    await fixture.whenStable();
+    const el = fixture.nativeElement as HTMLElement;
+    expect((el.querySelector('#cfg_mode') as HTMLSelectElement).value).toBe('"slow"');
+    expect((el.querySelector('#cfg_level') as HTMLSelectElement).value).toBe('"b"');
+  });
+});

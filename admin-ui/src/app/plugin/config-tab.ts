@@ -4,7 +4,7 @@ import { Api, ApiError } from '../core/api';
 import { ConfigDoc } from '../core/models';
 import { ToastStore } from '../core/toast.store';
 import { formatTime } from '../shared/format';
-import { FormField, assignErrors, buildConfig, fieldsFromSchema, getPointer, toFormValue } from './schema';
+import { FormField, assignErrors, buildConfig, fieldsFromSchema, shownValue } from './schema';
 
 @Component({
   selector: 'app-plugin-config',
@@ -40,8 +40,8 @@ import { FormField, assignErrors, buildConfig, fieldsFromSchema, getPointer, toF
                     @switch (f.kind) {
                       @case ('enum') {
                         <select class="input mt-1" [id]="inputId(f)" [value]="form()[f.path]" (change)="set(f, $any($event.target).value)" [class.input-invalid]="!!errors()[f.path]">
-                          @if (!f.required) { <option value="">(default)</option> }
-                          @for (o of f.options; track $index) { <option [value]="json(o)">{{ o }}</option> }
+                          @if (!f.required) { <option value="" [selected]="form()[f.path] === ''">(default)</option> }
+                          @for (o of f.options; track $index) { <option [value]="json(o)" [selected]="json(o) === form()[f.path]">{{ o }}</option> }
                         </select>
                       }
                       @case ('string-list') {
@@ -133,7 +133,7 @@ export class PluginConfig {
   reset() {
     const d = this.doc();
     const form: Record<string, string | boolean> = {};
-    for (const f of this.fields()) form[f.path] = toFormValue(f, getPointer(d?.config, f.path));
+    for (const f of this.fields()) form[f.path] = shownValue(f, d?.config);
     this.form.set(form);
     this.rawText.set(JSON.stringify(d?.config ?? {}, null, 2));
     this.errors.set({});
@@ -147,7 +147,7 @@ export class PluginConfig {
       try {
         const v = JSON.parse(this.rawText());
         const form: Record<string, string | boolean> = {};
-        for (const f of this.fields()) form[f.path] = toFormValue(f, getPointer(v, f.path));
+        for (const f of this.fields()) form[f.path] = shownValue(f, v);
         this.form.set(form);
       } catch {
         /* keep the form as it was */
@@ -174,6 +174,7 @@ export class PluginConfig {
     if (f.max != null) parts.push(`max ${f.max}`);
     if (f.maxLength != null) parts.push(`up to ${f.maxLength} characters`);
     if (f.minLength != null) parts.push(`at least ${f.minLength} characters`);
+    if (f.default !== undefined && !f.secret) parts.push(`default ${JSON.stringify(f.default)}`);
     return parts.join(', ');
   }
 

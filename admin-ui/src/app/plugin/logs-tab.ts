@@ -23,7 +23,8 @@ const LEVEL_CLS: Record<string, string> = {
         <label class="text-sm">
           <span class="label">Level (and above)</span>
           <select class="input mt-1" [value]="level()" (change)="level.set($any($event.target).value)" data-testid="log-level">
-            @for (l of levels; track l) { <option [value]="l">{{ l }}</option> }
+            <!-- [selected] per option: a [value] on the select is set before its options exist (it then shows the first). -->
+            @for (l of levels; track l) { <option [value]="l" [selected]="l === level()">{{ l === 'trace' ? 'trace (all)' : l }}</option> }
           </select>
         </label>
         <label class="min-w-48 flex-1 text-sm">
@@ -40,7 +41,9 @@ const LEVEL_CLS: Record<string, string> = {
       @if (dropped()) { <p class="mb-2 text-xs text-amber-700 dark:text-amber-300">{{ dropped() }} lines were dropped because the view fell behind.</p> }
       <div #scroller class="h-[28rem] overflow-auto rounded bg-slate-950 p-2 font-mono text-xs text-slate-100" role="log" aria-live="off" data-testid="log-view" (scroll)="onScroll()">
         @for (l of visible(); track l.seq) {
-          <div class="whitespace-pre-wrap break-all" [attr.data-seq]="l.seq"><span class="text-slate-500">{{ time(l.at_ms) }}</span> <span [class]="levelCls(l.level)">{{ l.level.toUpperCase().padEnd(5) }}</span> <span class="text-slate-400">[{{ l.source }}{{ l.target ? ':' + l.target : '' }}]</span> {{ l.message }}</div>
+          <!-- Explicit {{ ' ' }} separators: the template compiler drops the whitespace between tags, so the
+               text (what a screen reader reads, what a copy gets) would run "7:20:23 PMINFO". -->
+          <div class="whitespace-pre-wrap break-all" [attr.data-seq]="l.seq"><time class="text-slate-500" [attr.datetime]="iso(l.at_ms)">{{ time(l.at_ms) }}</time>{{ ' ' }}<span class="inline-block min-w-[5ch]" [class]="levelCls(l.level)" [attr.data-level]="l.level">{{ l.level.toUpperCase() }}</span>{{ ' ' }}<span class="text-slate-400">[{{ l.source }}{{ l.target ? ':' + l.target : '' }}]</span>{{ ' ' + l.message }}</div>
         } @empty { <div class="text-slate-500">no lines{{ search() ? ' match' : ' yet' }}</div> }
       </div>
       <p class="muted mt-1 text-xs">{{ visible().length }} of {{ total() }} lines shown</p>
@@ -52,6 +55,7 @@ export class PluginLogs {
   private api = inject(Api);
   private auth = inject(AuthStore);
   protected readonly levels = LEVELS;
+  /** The filter the socket applies (`?level=`): trace, i.e. every line, until the user picks another. */
   protected readonly level = signal<string>('trace');
   protected readonly search = signal('');
   protected readonly paused = signal(false);
@@ -134,6 +138,9 @@ export class PluginLogs {
     setTimeout(() => URL.revokeObjectURL(url), 1000);
   }
 
+  protected iso(ms: number) {
+    return new Date(ms).toISOString();
+  }
   protected time(ms: number) {
     return new Date(ms).toLocaleTimeString();
   }

@@ -71,3 +71,47 @@ describe('PluginPage tabs', () => {
     expect(navigate).toHaveBeenCalledTimes(2);
   });
 });
+
+describe('PluginPage: candle has one "Models" tab (downloads and its own panel together)', () => {
+  let fixture: ComponentFixture<PluginPage>;
+  const el = () => fixture.nativeElement as HTMLElement;
+
+  const open = async (tab: string) => {
+    const store = { plugins: signal([]), pending: signal({}), loaded: signal(true), act: () => Promise.resolve() };
+    TestBed.configureTestingModule({
+      imports: [PluginPage],
+      providers: [
+        provideRouter([]),
+        provideHttpClient(),
+        provideHttpClientTesting(),
+        { provide: API_BASE, useValue: '' },
+        { provide: PluginsStore, useValue: store },
+      ],
+    });
+    fixture = TestBed.createComponent(PluginPage);
+    fixture.componentRef.setInput('id', 'candle');
+    fixture.componentRef.setInput('tab', tab);
+    await fixture.whenStable();
+    // The panel is loaded lazily: wait for it to render.
+    for (let i = 0; i < 50 && !el().querySelector('[data-testid=candle-load]'); i++) {
+      await new Promise((r) => setTimeout(r));
+      await fixture.whenStable();
+    }
+  };
+
+  it('lists the base tabs only, one of them "Models", which shows the candle panel above the downloads', async () => {
+    await open('models');
+    const tabs = Array.from(el().querySelectorAll('[role=tab]')) as HTMLElement[];
+    expect(tabs.map((t) => t.dataset['tab'])).toEqual(BASE_TABS.map((t) => t.id));
+    expect(tabs.filter((t) => /models/i.test(t.textContent!)).map((t) => t.textContent!.trim())).toEqual(['Models']);
+    const panel = el().querySelector('[role=tabpanel]')!;
+    expect(panel.querySelector('[data-testid=plugin-panel-in-tab] [data-testid=candle-load]')).not.toBeNull();
+    expect(panel.querySelector('app-plugin-models')).not.toBeNull();
+  });
+
+  it('an old /panel link opens the Models tab', async () => {
+    await open('panel');
+    expect(el().querySelector('[role=tab][aria-selected=true]')!.getAttribute('data-tab')).toBe('models');
+    expect(el().querySelector('[data-testid=candle-load]')).not.toBeNull();
+  });
+});

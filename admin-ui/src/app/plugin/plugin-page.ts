@@ -67,15 +67,24 @@ export function tabForKey(ids: string[], current: string, key: string): string |
 
     <div role="tablist" aria-label="Plugin sections" (keydown)="onTabKey($event)" class="mb-4 flex gap-1 overflow-x-auto border-b border-slate-200 dark:border-slate-700">
       @for (t of tabs(); track t.id) {
-        <a role="tab" [routerLink]="['/plugins', id(), t.id]" [attr.aria-selected]="t.id === tab()" [attr.data-tab]="t.id"
-          [id]="'tab-' + t.id" aria-controls="plugin-tabpanel" [attr.tabindex]="t.id === tab() ? 0 : -1"
+        <a role="tab" [routerLink]="['/plugins', id(), t.id]" [attr.aria-selected]="t.id === current()" [attr.data-tab]="t.id"
+          [id]="'tab-' + t.id" aria-controls="plugin-tabpanel" [attr.tabindex]="t.id === current() ? 0 : -1"
           class="whitespace-nowrap border-b-2 px-3 py-2 text-sm"
-          [class]="t.id === tab() ? 'border-sky-600 font-medium text-sky-700 dark:text-sky-300' : 'border-transparent muted hover:text-slate-900 dark:hover:text-white'">{{ t.label }}</a>
+          [class]="t.id === current() ? 'border-sky-600 font-medium text-sky-700 dark:text-sky-300' : 'border-transparent muted hover:text-slate-900 dark:hover:text-white'">{{ t.label }}</a>
       }
     </div>
 
-    <section role="tabpanel" id="plugin-tabpanel" [attr.aria-labelledby]="'tab-' + tab()" tabindex="0" class="focus-visible:outline-2 focus-visible:outline-sky-500">
-      @switch (tab()) {
+    <section role="tabpanel" id="plugin-tabpanel" [attr.aria-labelledby]="'tab-' + current()" tabindex="0" class="focus-visible:outline-2 focus-visible:outline-sky-500">
+      @if (panel()?.inTab === current()) {
+        <div class="mb-4" data-testid="plugin-panel-in-tab">
+          @if (panelComponent(); as c) {
+            <ng-container *ngComponentOutlet="c; inputs: { pluginId: id() }" />
+          } @else {
+            <p class="muted">Loading panel…</p>
+          }
+        </div>
+      }
+      @switch (current()) {
         @case ('overview') { <app-plugin-overview [plugin]="plugin()" [pluginId]="id()" /> }
         @case ('config') { <app-plugin-config [pluginId]="id()" /> }
         @case ('logs') { <app-plugin-logs [pluginId]="id()" /> }
@@ -106,7 +115,15 @@ export class PluginPage {
   protected readonly panel = computed(() => panelFor(this.id()));
   protected readonly tabs = computed(() => {
     const p = this.panel();
-    return p ? [...BASE_TABS, { id: 'panel', label: p.label }] : BASE_TABS;
+    if (!p) return BASE_TABS;
+    // A panel shown inside a base tab gives that tab its label, and no tab of its own.
+    if (p.inTab) return BASE_TABS.map((t) => (t.id === p.inTab ? { ...t, label: p.label } : t));
+    return [...BASE_TABS, { id: 'panel', label: p.label }];
+  });
+  /** The tab shown: `panel` (an old link) goes to the tab that now holds the panel. */
+  protected readonly current = computed(() => {
+    const p = this.panel();
+    return this.tab() === 'panel' && p?.inTab ? p.inTab : this.tab();
   });
   protected readonly panelComponent = signal<Type<unknown> | null>(null);
 
@@ -114,7 +131,8 @@ export class PluginPage {
     effect(() => {
       const entry = this.panel();
       this.panelComponent.set(null);
-      if (entry && this.tab() === 'panel') void entry.load().then((c) => this.panelComponent.set(c));
+      const tab = this.current();
+      if (entry && (entry.inTab ? tab === entry.inTab : tab === 'panel')) void entry.load().then((c) => this.panelComponent.set(c));
     });
   }
 
@@ -123,7 +141,7 @@ export class PluginPage {
   }
 
   protected onTabKey(event: KeyboardEvent) {
-    const next = tabForKey(this.tabs().map((t) => t.id), this.tab(), event.key);
+    const next = tabForKey(this.tabs().map((t) => t.id), this.current(), event.key);
     if (!next) return;
     event.preventDefault();
     const list = event.currentTarget as HTMLElement;

@@ -1,4 +1,4 @@
-import { assignErrors, buildConfig, fieldsFromSchema, getPointer, toFormValue } from './schema';
+import { assignErrors, buildConfig, fieldsFromSchema, getPointer, shownValue, toFormValue } from './schema';
 
 const echoSchema = {
   type: 'object',
@@ -66,6 +66,34 @@ describe('buildConfig', () => {
     expect(errors['/extra']).toMatch(/JSON/);
     expect('ratio' in value).toBe(false);
     expect(value['enabled']).toBe(false);
+  });
+});
+
+describe('schema defaults', () => {
+  const schema = {
+    type: 'object',
+    properties: {
+      embed_batch_size: { type: 'integer', default: 32 },
+      mode: { enum: ['fast', 'slow'], default: 'fast' },
+      verbose: { type: 'boolean', default: true },
+      name: { type: 'string' },
+    },
+  };
+  const fields = fieldsFromSchema(schema);
+  const form = (config: unknown) => Object.fromEntries(fields.map((f) => [f.path, shownValue(f, config)]));
+
+  it('fields carry the default; a value the config lacks shows it, a stored one wins', () => {
+    expect(fields.map((f) => f.default)).toEqual([32, 'fast', true, undefined]);
+    expect(form({})).toEqual({ '/embed_batch_size': '32', '/mode': '"fast"', '/verbose': true, '/name': '' });
+    expect(form({ embed_batch_size: 8, verbose: false })['/embed_batch_size']).toBe('8');
+    expect(form({ embed_batch_size: 8, verbose: false })['/verbose']).toBe(false);
+  });
+  it('untouched defaults stay out of the saved config; changed ones and stored ones go in', () => {
+    expect(buildConfig(fields, form({ keep: 1 }), { keep: 1 }).value).toEqual({ keep: 1 });
+    const changed = { ...form({}), '/embed_batch_size': '64', '/verbose': false };
+    expect(buildConfig(fields, changed, {}).value).toEqual({ embed_batch_size: 64, verbose: false });
+    // A stored value equal to the default is kept as stored.
+    expect(buildConfig(fields, form({ embed_batch_size: 32 }), { embed_batch_size: 32 }).value).toEqual({ embed_batch_size: 32 });
   });
 });
 

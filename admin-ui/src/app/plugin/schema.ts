@@ -17,6 +17,8 @@ export interface FormField {
   minLength?: number;
   pattern?: string;
   secret?: boolean;
+  /** The schema's `default`: shown for a value the stored config lacks (the plugin uses it). */
+  default?: unknown;
 }
 
 type Schema = Record<string, unknown>;
@@ -52,6 +54,7 @@ export function fieldsFromSchema(schema: unknown, base = '', required: string[] 
       label: (raw['title'] as string) ?? key,
       required: req.includes(key),
       description: raw['description'] as string | undefined,
+      ...('default' in raw ? { default: raw['default'] } : {}),
     };
     if (Array.isArray(raw['enum'])) {
       out.push({ ...common, kind: 'enum', options: raw['enum'] as unknown[] });
@@ -103,6 +106,15 @@ export function setPointer(target: Record<string, unknown>, path: string, v: unk
   cur[parts[parts.length - 1]] = v;
 }
 
+/**
+ * The value a field shows for a config: the stored one, or, where the config lacks it, the
+ * schema's default (what the plugin runs with).
+ */
+export function shownValue(field: FormField, config: unknown): string | boolean {
+  const v = getPointer(config, field.path);
+  return toFormValue(field, v === undefined ? field.default : v);
+}
+
 /** The text/boolean shown in a field for a config value. */
 export function toFormValue(field: FormField, v: unknown): string | boolean {
   switch (field.kind) {
@@ -127,13 +139,16 @@ export interface BuildResult {
 
 /**
  * Builds the config object from the form. Starts from `base` (the current config) so keys the
- * form does not show are kept. Empty optional fields are left out.
+ * form does not show are kept. Empty optional fields are left out, and so is a field the
+ * config lacks whose form value is still the schema's default (shown, not chosen): the plugin
+ * keeps following its default, and saving an untouched form sends the config as stored.
  */
 export function buildConfig(fields: FormField[], form: Record<string, string | boolean>, base: unknown): BuildResult {
   const value: Record<string, unknown> = isObj(base) ? structuredClone(base) : {};
   const errors: Record<string, string> = {};
   for (const f of fields) {
     const raw = form[f.path];
+    if (f.default !== undefined && getPointer(base, f.path) === undefined && raw === toFormValue(f, f.default)) continue;
     if (f.kind === 'boolean') {
       setPointer(value, f.path, raw === true);
       continue;
