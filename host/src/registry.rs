@@ -102,6 +102,9 @@ pub struct PluginView {
     /// Every file in the plugins folder that provides this id, newest first.
     pub files: Vec<PluginFile>,
     pub loaded_at_ms: Option<u64>,
+    /// When the loaded generation last started (unix ms; none while stopped): what a
+    /// card's uptime counts from.
+    pub started_at_ms: Option<u64>,
     pub last_error: Option<LastError>,
     /// Set when no generation is loaded (`state` is `unloaded`): whether the last one's
     /// library left memory (`unloaded`) or is still mapped until the host exits (`pinned`).
@@ -275,6 +278,8 @@ struct Generation {
     instance: Arc<Instance>,
     library: LoadedLibrary,
     started: bool,
+    /// When it last started (unix ms); none while stopped.
+    started_at_ms: Option<u64>,
 }
 
 #[derive(Default)]
@@ -707,7 +712,8 @@ impl Registry {
             slot.history.remove(0);
         }
         let (version, sha256) = (instance.manifest.version.clone(), library.sha256.clone());
-        let old = slot.current.replace(Generation { instance, library, started });
+        let started_at_ms = started.then(now_ms);
+        let old = slot.current.replace(Generation { instance, library, started, started_at_ms });
         tracing::info!(plugin = %id, generation, file = %path.display(), swapped = old.is_some(), "plugin loaded");
         let file = path.display().to_string();
         self.counters.loads.fetch_add(1, Ordering::Relaxed);
@@ -938,6 +944,7 @@ impl Registry {
             .and_then(|s| s.current.as_ref())
             .map(|g| (g.instance.clone(), g.started))
             .ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
+        let mut started_now = false;
         let stops = matches!(action, Action::Stop | Action::Restart);
         let starts = matches!(action, Action::Start | Action::Restart);
         let mut result: Result<(), String> = Ok(());
@@ -958,6 +965,7 @@ impl Registry {
                 .map_err(|f| format!("start failed: {}", f.message));
             if result.is_ok() {
                 running = true;
+                started_now = true;
                 instance.open();
             }
         }
@@ -965,6 +973,11 @@ impl Registry {
             self.slots.get_mut(id).ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
         if let Some(g) = slot.current.as_mut() {
             g.started = running;
+            if !running {
+                g.started_at_ms = None;
+            } else if started_now {
+                g.started_at_ms = Some(now_ms());
+            }
         }
         let kind = match action {
             Action::Start => "started",
@@ -1063,6 +1076,7 @@ impl Registry {
             if let Some(slot) = self.slots.get_mut(id) {
                 if let Some(g) = slot.current.as_mut() {
                     g.started = false;
+                    g.started_at_ms = None;
                 }
                 slot.state = Some(PluginState::Failed);
                 slot.last_error =
@@ -1077,6 +1091,7 @@ impl Registry {
                 if let Some(slot) = self.slots.get_mut(id) {
                     if let Some(g) = slot.current.as_mut() {
                         g.started = false;
+                        g.started_at_ms = None;
                     }
                     slot.state = Some(PluginState::Failed);
                     slot.last_error =
@@ -1086,6 +1101,9 @@ impl Registry {
                 return Err(RegistryError::Failed(message));
             }
             instance.open();
+            if let Some(g) = self.slots.get_mut(id).and_then(|s| s.current.as_mut()) {
+                g.started_at_ms = Some(now_ms());
+            }
         }
         applied.map_err(|f| {
             if timed_out {
@@ -1189,6 +1207,7 @@ impl Registry {
                     size_bytes: current.map(|g| g.library.size),
                     files,
                     loaded_at_ms: current.and(slot.loaded_at_ms),
+                    started_at_ms: current.and_then(|g| g.started_at_ms),
                     last_error: slot.last_error.clone(),
                     residency: if current.is_none() {
                         slot.history.last().and_then(|h| h.residency)

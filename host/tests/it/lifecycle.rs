@@ -117,3 +117,25 @@ fn the_plugin_from_the_author_guide_loads_and_answers() {
     assert_eq!(host.post("/api/plugins/hello/greet", "world"), (200, "hello, world".to_string()));
     host.wait_for("its log line", || host.log().contains("greeting someone"));
 }
+
+/// A card's uptime counts from `started_at_ms`: set at load, cleared by a stop, renewed by a
+/// start and by a restart.
+#[test]
+fn started_at_follows_stop_start_and_restart() {
+    let host = Host::start();
+    host.install(&fixture("echo"), &lib_name("echo"));
+    host.wait_state("echo", "running");
+    let started = |host: &Host| host.plugin("echo")["started_at_ms"].as_u64();
+    let at_load = started(&host).expect("started_at_ms after the load");
+    assert!(at_load >= host.plugin("echo")["loaded_at_ms"].as_u64().unwrap());
+    assert_eq!(host.post("/api/core/plugins/echo/stop", "").0, 200);
+    assert_eq!(started(&host), None, "a stopped plugin has no start time");
+    let before_start = crate::support::now_ms();
+    assert_eq!(host.post("/api/core/plugins/echo/start", "").0, 200);
+    let at_start = started(&host).expect("started_at_ms after a start");
+    assert!(at_start >= before_start, "{at_start} < {before_start}");
+    let before_restart = crate::support::now_ms();
+    assert_eq!(host.post("/api/core/plugins/echo/restart", "").0, 200);
+    let at_restart = started(&host).expect("started_at_ms after a restart");
+    assert!(at_restart >= before_restart && at_restart >= at_start);
+}
