@@ -16,6 +16,7 @@ export interface PanelEntry {
 
 export const PLUGIN_PANELS: Record<string, PanelEntry> = {
   apikeys: { label: 'API keys', load: () => import('./apikeys-panel').then((m) => m.ApiKeysPanel) },
+  brainml: { label: 'Collections', load: () => import('./brainml-panel').then((m) => m.BrainmlPanel) },
   candle: { label: 'Models', inTab: 'models', load: () => import('./candle-panel').then((m) => m.CandlePanel) },
   llmserver: { label: 'Chat & embeddings', load: () => import('./llmserver-panel').then((m) => m.LlmServerPanel) },
 };

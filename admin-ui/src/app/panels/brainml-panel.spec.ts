@@ -1,0 +1,173 @@
+import { provideHttpClient } from '@angular/common/http';
+import { HttpTestingController, provideHttpClientTesting } from '@angular/common/http/testing';
+import { ComponentFixture, TestBed } from '@angular/core/testing';
+import { ConfirmStore } from '../core/confirm.store';
+import { BrainmlPanel } from './brainml-panel';
+
+const tick = () => new Promise((r) => setTimeout(r));
+const coll = {
+  name: 'docs',
+  model: 'all-MiniLM-L6-v2',
+  dim: 384,
+  distance: 'cosine',
+  documents: 2,
+  chunks: 3,
+};
+const stat = {
+  name: 'docs',
+  documents: 2,
+  chunks: 3,
+  vectors: 3,
+  bytes_on_disk: 4096,
+  bytes_in_memory: 8192,
+  index: 'exact',
+  queries: 5,
+  p50_ms: 1.5,
+  p99_ms: 7,
+};
+
+describe('BrainmlPanel', () => {
+  let fixture: ComponentFixture<BrainmlPanel>;
+  let http: HttpTestingController;
+  const el = () => fixture.nativeElement as HTMLElement;
+  const button = (label: string) =>
+    [...el().querySelectorAll('button')].find((b) => b.textContent?.trim() === label)!;
+  const settle = async () => {
+    await tick();
+    await fixture.whenStable();
+  };
+  const answerLoad = async () => {
+    await tick();
+    http.expectOne('/api/plugins/brainml/collection.list').flush({ collections: [coll] });
+    http.expectOne('/api/plugins/brainml/stats').flush({ collections: [stat] });
+    await settle();
+  };
+  const type = (sel: string, value: string) => {
+    const i = el().querySelector(sel) as HTMLInputElement;
+    i.value = value;
+    i.dispatchEvent(new Event('input'));
+  };
+
+  beforeEach(async () => {
+    TestBed.configureTestingModule({
+      imports: [BrainmlPanel],
+      providers: [provideHttpClient(), provideHttpClientTesting()],
+    });
+    http = TestBed.inject(HttpTestingController);
+    fixture = TestBed.createComponent(BrainmlPanel);
+    fixture.detectChanges();
+    await answerLoad();
+  });
+  afterEach(() => http.verify());
+
+  it('shows each collection with its stats', () => {
+    const row = el().querySelector('tr[data-collection=docs]')!;
+    const text = row.textContent!.replace(/\s+/g, ' ');
+    expect(text).toContain('all-MiniLM-L6-v2 · 384');
+    expect(text).toContain('cosine');
+    expect(text).toContain('4.0 KiB');
+    expect(text).toContain('8.0 KiB');
+    expect(text).toContain('1.50 ms / 7.00 ms');
+    expect(row.querySelector('[data-testid=bm-documents]')!.textContent!.trim()).toBe('2');
+  });
+
+  it('shows a malformed filter before sending and keeps Search disabled', async () => {
+    type('textarea[name=bmFilter]', '{"source": ');
+    await settle();
+    expect(el().querySelector('[data-testid=bm-filter-error]')!.textContent).toContain(
+      'not valid JSON',
+    );
+    expect(el().querySelector('textarea[name=bmFilter]')!.getAttribute('aria-invalid')).toBe(
+      'true',
+    );
+    expect(button('Search').disabled).toBe(true);
+    type('textarea[name=bmFilter]', '{"source": "a.md"}');
+    await settle();
+    expect(button('Search').disabled).toBe(false);
+    expect(el().querySelector('[data-testid=bm-filter-error]')!.textContent).not.toContain(
+      'not valid',
+    );
+  });
+
+  it('queries and shows hits with rank, score, id, metadata and the words highlighted', async () => {
+    type('input[name=bmQueryText]', 'Grants');
+    await settle();
+    (el().querySelector('[data-testid=bm-query] form') as HTMLFormElement).dispatchEvent(
+      new Event('submit'),
+    );
+    const req = http.expectOne('/api/plugins/brainml/query');
+    expect(req.request.body).toEqual({
+      collection: 'docs',
+      text: 'Grants',
+      k: 10,
+      mode: 'hybrid',
+      with_text: true,
+    });
+    req.flush({
+      hits: [
+        {
+          id: 'a.md',
+          chunk: 0,
+          score: 0.0325,
+          text: 'The licensor grants you a licence.',
+          metadata: { source: 'a.md' },
+        },
+        { id: 'b.md', chunk: 1, score: 0.01, text: 'Nothing.', metadata: {} },
+      ],
+      took_ms: 3,
+      mode: 'hybrid',
+    });
+    await answerLoad();
+    const first = el().querySelector('li[data-rank="1"]')!;
+    expect(first.getAttribute('data-hit-id')).toBe('a.md');
+    expect(first.querySelector('[data-testid=bm-score]')!.textContent).toContain('0.0325');
+    expect(first.querySelector('[data-testid=bm-metadata]')!.textContent).toBe('{"source":"a.md"}');
+    expect([...first.querySelectorAll('mark')].map((m) => m.textContent)).toEqual(['grants']);
+    expect(first.querySelector('[data-testid=bm-hit-text]')!.textContent).toBe(
+      'The licensor grants you a licence.',
+    );
+    expect(el().querySelector('[data-testid=bm-took]')!.textContent).toContain('2 hits');
+  });
+
+  it('deletes a collection only after the confirmation', async () => {
+    const confirm = TestBed.inject(ConfirmStore);
+    button('Delete').click();
+    await settle();
+    expect(confirm.request()!.title).toBe('Delete collection docs?');
+    confirm.answer(false);
+    await settle();
+    http.expectNone('/api/plugins/brainml/collection.delete');
+    button('Delete').click();
+    await settle();
+    confirm.answer(true);
+    await tick();
+    const req = http.expectOne('/api/plugins/brainml/collection.delete');
+    expect(req.request.body).toEqual({ name: 'docs' });
+    req.flush({ deleted: true });
+    await answerLoad();
+  });
+
+  it('indexes a dropped file as one document named after it, and refuses other files', async () => {
+    const drop = new Event('drop') as Event & { dataTransfer: unknown };
+    const md = new File(['Some words.'], 'notes.md', { type: 'text/markdown' });
+    const pdf = new File(['%PDF'], 'paper.pdf');
+    Object.defineProperty(drop, 'dataTransfer', { value: { files: [md, pdf] } });
+    el().querySelector('[data-testid=bm-drop]')!.dispatchEvent(drop);
+    await tick();
+    await tick();
+    const req = http.expectOne('/api/plugins/brainml/index');
+    expect(req.request.body).toEqual({
+      collection: 'docs',
+      documents: [{ id: 'notes.md', text: 'Some words.', metadata: { source: 'notes.md' } }],
+    });
+    req.flush({ indexed: 1, chunks: 1, took_ms: 9 });
+    await answerLoad();
+    const status = (name: string) =>
+      el().querySelector(`li[data-file="${name}"]`)!.getAttribute('data-status');
+    expect(status('notes.md')).toBe('done');
+    expect(status('paper.pdf')).toBe('error');
+    expect(el().querySelector('li[data-file="paper.pdf"]')!.textContent).toContain(
+      'not a .txt or .md file',
+    );
+  });
+});
