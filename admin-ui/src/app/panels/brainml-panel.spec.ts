@@ -71,6 +71,15 @@ describe('BrainmlPanel', () => {
     expect(row.querySelector('[data-testid=bm-documents]')!.textContent!.trim()).toBe('2');
   });
 
+  it('labels every control', () => {
+    const controls = [...el().querySelectorAll('input, select, textarea, button')];
+    expect(controls.length).toBeGreaterThan(10);
+    for (const c of controls) {
+      const label = c.closest('label')?.textContent?.trim() || c.getAttribute('aria-label') || (c.tagName === 'BUTTON' ? c.textContent?.trim() : '');
+      expect(label, c.outerHTML).toBeTruthy();
+    }
+  });
+
   it('shows a malformed filter before sending and keeps Search disabled', async () => {
     type('textarea[name=bmFilter]', '{"source": ');
     await settle();
