@@ -76,7 +76,9 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A verified key: who it is, when it was verified, when it expires (unix ms).
-type CachedKey = (Principal, Instant, Option<u64>);
+/// The last field is the provider's write count (`Routing::provider_writes`) when the
+/// verification was asked for: an entry older than the provider's last write is not used.
+type CachedKey = (Principal, Instant, Option<u64>, u64);
 
 /// The auth state of the host.
 pub struct Auth {
@@ -160,11 +162,11 @@ impl Auth {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    fn cached(&self, hash: &[u8; 32]) -> Option<Principal> {
+    fn cached(&self, hash: &[u8; 32], writes: u64) -> Option<Principal> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let (principal, at, expires) = cache.get(hash)?;
+        let (principal, at, expires, seen) = cache.get(hash)?;
         let expired = expires.is_some_and(|e| crate::clock::now_ms() >= e);
-        (at.elapsed() < CACHE_TTL && !expired).then(|| principal.clone())
+        (at.elapsed() < CACHE_TTL && !expired && *seen == writes).then(|| principal.clone())
     }
 
     /// Check a presented key.
@@ -190,7 +192,10 @@ impl Auth {
                 )
             }));
         }
-        if let Some(p) = self.cached(&hash) {
+        // Any call to the provider but `verify` (a revoke over HTTP, or by another plugin
+        // over the bus) moves this count on and so invalidates what was cached before it.
+        let writes = state.routing.provider_writes();
+        if let Some(p) = self.cached(&hash, writes) {
             return Ok(p);
         }
         let body = serde_json::json!({ "key": key }).to_string().into_bytes();
@@ -234,7 +239,7 @@ impl Auth {
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(hash, (principal.clone(), Instant::now(), verified.expires_at_ms));
+            .insert(hash, (principal.clone(), Instant::now(), verified.expires_at_ms, writes));
         Ok(principal)
     }
 }

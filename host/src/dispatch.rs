@@ -18,9 +18,34 @@ use crate::exec::{
 pub struct Routing {
     plugins: RwLock<HashMap<String, Arc<Instance>>>,
     prefixes: RwLock<Vec<(String, String)>>,
+    /// The auth provider's plugin id, and how many calls it got for anything but `verify`
+    /// (counted when submitted and again when they end): the auth cache is keyed to this
+    /// count, so a key revoked by any caller, over HTTP or the bus, is refused at once.
+    provider: std::sync::OnceLock<String>,
+    provider_writes: std::sync::atomic::AtomicU64,
 }
 
 impl Routing {
+    /// Name the auth provider whose writes [`Routing::provider_writes`] counts (once).
+    pub fn watch_provider(&self, id: &str) {
+        let _ = self.provider.set(id.to_string());
+    }
+
+    /// How many calls the auth provider got for anything but `verify`.
+    pub fn provider_writes(&self) -> u64 {
+        self.provider_writes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn is_provider_write(&self, id: &str, target: &str) -> bool {
+        target != "verify" && self.provider.get().is_some_and(|p| p == id)
+    }
+
+    fn note_call(&self, id: &str, target: &str) {
+        if self.is_provider_write(id, target) {
+            self.provider_writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<Instance>> {
         self.plugins.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
@@ -101,6 +126,7 @@ fn submit_routed(
     id: &str,
     mut job: CallJob,
 ) -> Result<Arc<Instance>, DispatchError> {
+    routing.note_call(id, job.request.target.as_str());
     for _ in 0..ROUTE_ATTEMPTS {
         let Some(instance) = routing.get(id) else {
             return Err(DispatchError::NotLoaded(id.to_string()));
@@ -194,6 +220,18 @@ pub fn call_blocking(
 /// instead of making the host buffer the whole answer.
 const BUS_STREAM_BUFFER: usize = 16;
 
+/// Counts a bus call to the auth provider once more when it ends, however it ends (a
+/// verification that raced with it must not stay cached: see [`Routing::provider_writes`]).
+struct ProviderWriteEnds<'a>(Option<&'a Routing>);
+
+impl Drop for ProviderWriteEnds<'_> {
+    fn drop(&mut self) {
+        if let Some(routing) = self.0 {
+            routing.provider_writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
 /// Run a call from a plugin's thread (the bus), handing each chunk of a streamed answer to
 /// `on_chunk` as it arrives; `on_chunk` answering false cancels the call. Returns the last
 /// part of the answer (with the stream's content type), or the whole answer of a callee that
@@ -209,6 +247,8 @@ pub fn call_streaming(
     request: FfiRequest,
     on_chunk: &mut dyn FnMut(&[u8]) -> bool,
 ) -> Result<Reply, DispatchError> {
+    let writes = routing.is_provider_write(id, request.target.as_str());
+    let _ends = ProviderWriteEnds(writes.then_some(routing));
     let (tx, rx) = crossbeam_channel::bounded(BUS_STREAM_BUFFER);
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());

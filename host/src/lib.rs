@@ -72,6 +72,7 @@ impl Core {
             serde_json::json!({ "pid": std::process::id() }),
         )?;
         let routing = Arc::new(dispatch::Routing::default());
+        routing.watch_provider(&config.auth_provider);
         let logs = Arc::new(logs::LogHub::default());
         let control_timeout = Duration::from_millis(config.control_timeout_ms);
         let settings = registry::Settings {

@@ -59,3 +59,25 @@ fn stopping_the_auth_provider_needs_a_confirmation_or_the_bootstrap_key() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(host.state("apikeys"), "stopped");
 }
+
+/// A key revoked by another plugin through the bus (not over HTTP) is refused at once, not
+/// only when its 30 s cache entry expires.
+#[test]
+fn a_key_revoked_over_the_bus_is_refused_at_once() {
+    let host = start_with_apikeys();
+    let body = json!({ "name": "doomed", "scopes": ["invoke"] }).to_string();
+    let (status, created) = host.post_json("/api/plugins/apikeys/create", &body);
+    assert_eq!(status, 201, "{created}");
+    let (id, key) = (created["id"].as_str().unwrap(), created["key"].as_str().unwrap());
+    // Verified once: now in the host's cache.
+    assert_eq!(host.post_as("/api/plugins/echo/echo", "hi", key), (200, "hi".to_string()));
+    assert_eq!(host.post_as("/api/plugins/echo/echo", "hi", key).0, 200);
+    // echo's `relay` calls apikeys' `revoke` over the bus.
+    let relay = format!("apikeys revoke {}", json!({ "id": id }));
+    let (status, answer) = host.post("/api/plugins/echo/relay", &relay);
+    assert_eq!(status, 200, "{answer}");
+    let revoked: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(revoked["id"], id, "{answer}");
+    let (status, body) = host.post_as("/api/plugins/echo/echo", "hi", key);
+    assert_eq!(status, 401, "a revoked key still passed: {body}");
+}
