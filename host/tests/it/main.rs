@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod brainml;
 mod deadlines;
 mod execution;
 mod files;

@@ -441,3 +441,14 @@ impl Drop for Host {
         let _ = self.child.wait();
     }
 }
+
+impl Host {
+    /// Kill without warning (SIGKILL), let `edit` change the data folder while no host runs,
+    /// and start a new host on the same folders.
+    pub fn kill_edit_and_restart(mut self, extra: &[&str], edit: impl FnOnce(&Path)) -> Host {
+        self.stop_with("-KILL");
+        let dir = self.dir.take().expect("dir");
+        edit(&dir.path().join("data"));
+        Self::spawn_in(dir, extra)
+    }
+}

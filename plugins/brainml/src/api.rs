@@ -1,0 +1,187 @@
+//! The capabilities' requests and answers, in one place: the API reads like a table.
+//!
+//! | capability          | request                                         | answer |
+//! |---------------------|-------------------------------------------------|--------|
+//! | `collection.create` | [`CreateCollection`]                            | [`CollectionInfo`] (201) |
+//! | `collection.list`   | `{}`                                            | [`CollectionList`] |
+//! | `collection.get`    | [`NameRequest`]                                 | [`CollectionInfo`] |
+//! | `collection.delete` | [`NameRequest`]                                 | [`Deleted`] `{deleted: true}` |
+//! | `index`             | [`IndexRequest`]                                | [`Indexed`] |
+//! | `delete`            | [`DeleteRequest`]                               | [`DeletedCount`] |
+//! | `query`             | [`QueryRequest`]                                | [`QueryAnswer`] |
+//! | `stats`             | [`StatsRequest`]                                | [`StatsAnswer`] |
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The model a collection embeds with when neither `model` nor `dim` is given.
+pub const DEFAULT_MODEL: &str = "all-MiniLM-L6-v2";
+/// The most documents one `index` call takes.
+pub const MAX_DOCUMENTS: usize = 1000;
+/// The most hits one `query` returns.
+pub const MAX_K: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCollection {
+    pub name: String,
+    pub model: Option<String>,
+    pub dim: Option<usize>,
+    pub distance: Option<Distance>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Distance {
+    #[default]
+    Cosine,
+    Dot,
+    L2,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CollectionInfo {
+    pub name: String,
+    pub model: Option<String>,
+    pub dim: usize,
+    pub distance: Distance,
+    pub documents: usize,
+    pub chunks: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CollectionList {
+    pub collections: Vec<CollectionInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Deleted {
+    pub deleted: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexRequest {
+    pub collection: String,
+    pub documents: Vec<Document>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    pub id: String,
+    pub text: Option<String>,
+    pub vector: Option<Vec<f64>>,
+    pub metadata: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Indexed {
+    pub indexed: usize,
+    pub chunks: usize,
+    pub took_ms: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRequest {
+    pub collection: String,
+    pub ids: Option<Vec<String>>,
+    pub filter: Option<Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeletedCount {
+    pub deleted: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Hybrid,
+    Dense,
+    Bm25,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    pub collection: String,
+    pub text: Option<String>,
+    pub vector: Option<Vec<f64>>,
+    pub k: Option<usize>,
+    pub mode: Option<Mode>,
+    pub filter: Option<Value>,
+    pub with_text: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Hit {
+    pub id: String,
+    pub chunk: usize,
+    pub score: f64,
+    pub text: Option<String>,
+    pub metadata: Map<String, Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueryAnswer {
+    pub hits: Vec<Hit>,
+    pub took_ms: f64,
+    pub mode: Mode,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StatsRequest {
+    pub collection: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CollectionStats {
+    pub name: String,
+    pub documents: usize,
+    pub chunks: usize,
+    pub vectors: usize,
+    pub bytes_on_disk: u64,
+    pub bytes_in_memory: u64,
+    pub index: &'static str,
+    pub queries: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatsAnswer {
+    pub collections: Vec<CollectionStats>,
+}
+
+/// The plugin's config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub bm25_k1: f64,
+    pub bm25_b: f64,
+    pub rrf_k: f64,
+    pub embed_batch: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { bm25_k1: 1.2, bm25_b: 0.75, rrf_k: 60.0, embed_batch: 32 }
+    }
+}
+
+/// A collection name is `[a-z0-9_-]{1,64}`.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}

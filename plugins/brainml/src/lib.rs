@@ -1,0 +1,511 @@
+//! `brainml`: a durable knowledge store for RAG. Collections of documents, chunked and embedded
+//! by the `candle` plugin through the host's bus (or holding caller-supplied vectors), searched
+//! exactly by meaning (dense), by words (BM25) or both (reciprocal-rank fusion), with metadata
+//! filters. Every write is in a checksummed, fsynced write-ahead log before it is answered,
+//! and visible to the very next query. No threads of its own: it unloads cleanly.
+
+pub mod api;
+pub mod bm25;
+pub mod embed;
+pub mod filter;
+pub mod store;
+pub mod wal;
+
+use std::path::PathBuf;
+use std::sync::{Mutex, RwLock};
+use std::time::Instant;
+
+use bkg_abi::serde_json::{json, Value};
+use bkg_abi::{export_plugin, Context, Error, Host, Manifest, Plugin, Request, Response};
+use serde::de::DeserializeOwned;
+use serde_json::Map;
+
+use api::*;
+use filter::Filter;
+use store::collection::{self, ChunkRecord, DocRecord, Meta, QueryStats, Record};
+use store::{Shared, Store};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Chunks hold at most this many words (under the model's 256 word pieces) ...
+const CHUNK_WORDS: usize = 180;
+/// ... and repeat this many of the previous chunk's last words.
+const CHUNK_OVERLAP: usize = 30;
+
+pub struct BrainMl {
+    host: Host,
+    settings: Mutex<Settings>,
+    store: RwLock<Store>,
+    stats: Mutex<std::collections::HashMap<String, QueryStats>>,
+}
+
+fn parse<T: DeserializeOwned>(req: &Request<'_>) -> Result<T, Error> {
+    let body: &[u8] = if req.body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { req.body };
+    serde_json::from_slice(body).map_err(|e| Error::bad_request(format!("invalid request: {e}")))
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+fn poisoned() -> Error {
+    Error::internal("a lock was poisoned by an earlier panic")
+}
+
+/// A caller's vector as f32, checked: `dim` values, all finite (also as f32).
+fn checked_vector(v: &[f64], dim: usize, what: &str) -> Result<Vec<f32>, Error> {
+    if v.len() != dim {
+        return Err(Error::bad_request(format!(
+            "{what}: the vector has {} values; this collection's dimension is {dim}",
+            v.len()
+        )));
+    }
+    v.iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let f = *x as f32;
+            if f.is_finite() {
+                Ok(f)
+            } else {
+                Err(Error::bad_request(format!(
+                    "{what}: vector value {i} ({x:e}) is not a finite f32"
+                )))
+            }
+        })
+        .collect()
+}
+
+fn parse_filter(f: &Option<Value>) -> Result<Option<Filter>, Error> {
+    f.as_ref()
+        .map(|v| filter::parse(v).map_err(|e| Error::bad_request(format!("filter: {e}"))))
+        .transpose()
+}
+
+fn check_metadata(id: &str, m: &Map<String, Value>) -> Result<(), Error> {
+    for (k, v) in m {
+        if !matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+            return Err(Error::bad_request(format!(
+                "document {id:?}: metadata {k} must be a string, number or boolean, not {v}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl BrainMl {
+    fn settings(&self) -> Settings {
+        self.settings.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn root(&self) -> PathBuf {
+        self.host.data_dir().join("collections")
+    }
+
+    fn get(&self, name: &str) -> Result<Shared, Error> {
+        let store = self.store.read().map_err(|_| poisoned())?;
+        store
+            .collections
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("no collection named {name:?}")))
+    }
+
+    fn meta(&self, c: &Shared) -> Result<Meta, Error> {
+        Ok(c.read().map_err(|_| poisoned())?.meta.clone())
+    }
+
+    fn embed(&self, model: &str, texts: &[String]) -> Result<Vec<Vec<f32>>, Error> {
+        embed::embed(&self.host, model, texts, self.settings().embed_batch)
+    }
+
+    fn create(&self, r: CreateCollection) -> Result<Response, Error> {
+        if !valid_name(&r.name) {
+            return Err(Error::bad_request(format!(
+                "name {:?}: use 1 to 64 of a-z, 0-9, _ and -",
+                r.name
+            )));
+        }
+        let distance = r.distance.unwrap_or_default();
+        let (model, dim) = match (r.model, r.dim) {
+            (Some(_), Some(_)) => {
+                return Err(Error::bad_request(
+                    "give either model (text is embedded) or dim (you send vectors), not both",
+                ))
+            }
+            (None, Some(dim)) if !(1..=65536).contains(&dim) => {
+                return Err(Error::bad_request(format!("dim {dim}: use 1 to 65536")))
+            }
+            (None, Some(dim)) => (None, dim),
+            (model, None) => {
+                let model = model.unwrap_or_else(|| DEFAULT_MODEL.to_string());
+                if model.trim().is_empty() {
+                    return Err(Error::bad_request("model must not be empty"));
+                }
+                if self.store.read().map_err(|_| poisoned())?.collections.contains_key(&r.name) {
+                    return Err(Error::conflict(format!("a collection named {} exists", r.name)));
+                }
+                // The model's dimension, learnt from one embedding (this loads the model).
+                let probe = self.embed(&model, &["dimension probe".to_string()])?;
+                let dim = probe.first().map(Vec::len).unwrap_or(0);
+                if dim == 0 {
+                    return Err(Error::internal(format!("the model {model} gave an empty vector")));
+                }
+                (Some(model), dim)
+            }
+        };
+        let meta = Meta { name: r.name, model, dim, distance };
+        let mut store = self.store.write().map_err(|_| poisoned())?;
+        let c = store.create(&self.root(), meta)?;
+        let info = c.read().map_err(|_| poisoned())?.info();
+        self.host.info(&format!("created collection {}", info.name));
+        Ok(Response::json(&info)?.with_status(201))
+    }
+
+    fn index(&self, r: IndexRequest) -> Result<Response, Error> {
+        let started = Instant::now();
+        let c = self.get(&r.collection)?;
+        let meta = self.meta(&c)?;
+        if r.documents.is_empty() || r.documents.len() > MAX_DOCUMENTS {
+            return Err(Error::bad_request(format!(
+                "documents: send 1 to {MAX_DOCUMENTS} documents per call, not {}",
+                r.documents.len()
+            )));
+        }
+        // Check everything and chunk the texts before anything is written.
+        let mut docs = Vec::with_capacity(r.documents.len());
+        let mut to_embed: Vec<String> = Vec::new();
+        for d in r.documents {
+            let what = format!("document {:?}", d.id);
+            if d.id.is_empty() || d.id.len() > 512 {
+                return Err(Error::bad_request("a document id is 1 to 512 bytes"));
+            }
+            let metadata = d.metadata.unwrap_or_default();
+            check_metadata(&d.id, &metadata)?;
+            let texts = match &d.text {
+                Some(t) if t.trim().is_empty() => {
+                    return Err(Error::bad_request(format!("{what}: the text is empty")))
+                }
+                Some(t) => collection::chunk_words(t, CHUNK_WORDS, CHUNK_OVERLAP),
+                None => Vec::new(),
+            };
+            let vector =
+                d.vector.as_deref().map(|v| checked_vector(v, meta.dim, &what)).transpose()?;
+            let chunks: Vec<ChunkRecord> = match (&meta.model, vector) {
+                (Some(_), _) if texts.is_empty() => {
+                    return Err(Error::bad_request(format!(
+                        "{what}: this collection embeds text: send text"
+                    )))
+                }
+                (Some(_), Some(_)) if texts.len() > 1 => {
+                    return Err(Error::bad_request(format!(
+                    "{what}: a vector can only go with a text of one chunk ({CHUNK_WORDS} words); \
+                         this text makes {} chunks",
+                    texts.len()
+                )))
+                }
+                (Some(_), Some(v)) => {
+                    vec![ChunkRecord { text: texts.into_iter().next(), vector: v }]
+                }
+                (Some(_), None) => {
+                    let chunks = texts
+                        .iter()
+                        .map(|t| ChunkRecord { text: Some(t.clone()), vector: Vec::new() })
+                        .collect();
+                    to_embed.extend(texts);
+                    chunks
+                }
+                (None, None) => {
+                    return Err(Error::bad_request(format!(
+                        "{what}: this collection holds vectors of dimension {}: send vector",
+                        meta.dim
+                    )))
+                }
+                // A vector collection keeps the text whole beside the one vector.
+                (None, Some(v)) => vec![ChunkRecord { text: d.text.clone(), vector: v }],
+            };
+            docs.push(DocRecord { id: d.id, metadata, chunks });
+        }
+        if let Some(model) = &meta.model {
+            let mut vectors = self.embed(model, &to_embed)?.into_iter();
+            for ch in docs.iter_mut().flat_map(|d| d.chunks.iter_mut()) {
+                if ch.vector.is_empty() {
+                    ch.vector = vectors
+                        .next()
+                        .ok_or_else(|| Error::internal("fewer vectors than chunks"))?;
+                }
+            }
+        }
+        for ch in docs.iter_mut().flat_map(|d| d.chunks.iter_mut()) {
+            if ch.vector.len() != meta.dim {
+                return Err(Error::internal(format!(
+                    "the model gave {} dimensions; the collection has {}",
+                    ch.vector.len(),
+                    meta.dim
+                )));
+            }
+            if meta.distance == Distance::Cosine {
+                collection::normalize(&mut ch.vector);
+            }
+        }
+        let (indexed, chunks) = (docs.len(), docs.iter().map(|d| d.chunks.len()).sum());
+        let mut c = c.write().map_err(|_| poisoned())?;
+        if c.dropped {
+            return Err(Error::not_found(format!("no collection named {:?}", r.collection)));
+        }
+        c.write(Record::Upsert { docs })
+            .map_err(|e| Error::internal(format!("writing the write-ahead log: {e}")))?;
+        Response::json(&Indexed { indexed, chunks, took_ms: ms(started) })
+    }
+
+    fn delete(&self, r: DeleteRequest) -> Result<Response, Error> {
+        let c = self.get(&r.collection)?;
+        let filter = parse_filter(&r.filter)?;
+        let mut c = c.write().map_err(|_| poisoned())?;
+        let ids = match (r.ids, filter) {
+            (Some(ids), None) => ids.into_iter().filter(|id| c.contains(id)).collect::<Vec<_>>(),
+            (None, Some(f)) => c.matching_ids(&|m| f.matches(m)),
+            _ => return Err(Error::bad_request("send either ids or filter")),
+        };
+        let deleted = ids.len();
+        if deleted > 0 {
+            c.write(Record::Delete { ids })
+                .map_err(|e| Error::internal(format!("writing the write-ahead log: {e}")))?;
+        }
+        Response::json(&DeletedCount { deleted })
+    }
+
+    fn query(&self, r: QueryRequest) -> Result<Response, Error> {
+        let started = Instant::now();
+        let c = self.get(&r.collection)?;
+        let meta = self.meta(&c)?;
+        let k = r.k.unwrap_or(10);
+        if !(1..=MAX_K).contains(&k) {
+            return Err(Error::bad_request(format!("k {k}: use 1 to {MAX_K}")));
+        }
+        let filter = parse_filter(&r.filter)?;
+        if r.text.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(Error::bad_request("text is empty"));
+        }
+        let vector =
+            r.vector.as_deref().map(|v| checked_vector(v, meta.dim, "query")).transpose()?;
+        let has_text = r.text.is_some();
+        let can_dense = vector.is_some() || (has_text && meta.model.is_some());
+        let mode = match r.mode {
+            Some(Mode::Bm25) | Some(Mode::Hybrid) if !has_text => {
+                return Err(Error::bad_request("bm25 and hybrid search need text"))
+            }
+            Some(Mode::Dense) | Some(Mode::Hybrid) if !can_dense => {
+                return Err(Error::bad_request(
+                    "this collection has no model to embed text: send a vector for dense search",
+                ))
+            }
+            Some(m) => m,
+            None if has_text && can_dense => Mode::Hybrid,
+            None if can_dense => Mode::Dense,
+            None if has_text => Mode::Bm25,
+            None => return Err(Error::bad_request("send text or vector")),
+        };
+        let mut q = match (mode, vector, &meta.model, &r.text) {
+            (Mode::Bm25, _, _, _) => None,
+            (_, Some(v), _, _) => Some(v),
+            (_, None, Some(model), Some(text)) => {
+                self.embed(model, std::slice::from_ref(text))?.into_iter().next()
+            }
+            _ => None,
+        };
+        if let Some(q) = q.as_mut() {
+            if q.len() != meta.dim {
+                return Err(Error::internal("the model's dimension changed"));
+            }
+            if meta.distance == Distance::Cosine {
+                collection::normalize(q);
+            }
+        }
+        let s = self.settings();
+        let with_text = r.with_text.unwrap_or(true);
+        let keep = |m: &Map<String, Value>| filter.as_ref().is_none_or(|f| f.matches(m));
+        let guard = c.read().map_err(|_| poisoned())?;
+        let dense = || q.as_ref().map(|q| guard.dense(q, &keep)).unwrap_or_default();
+        let words = || guard.bm25(r.text.as_deref().unwrap_or(""), s.bm25_k1, s.bm25_b, &keep);
+        let ranked = match mode {
+            Mode::Dense => collection::top_k(dense(), k),
+            Mode::Bm25 => collection::top_k(words(), k),
+            Mode::Hybrid => {
+                // Fuse each ranking's best (deep enough that a chunk ranked well by one side
+                // still meets the other).
+                let depth = (k * 5).max(100);
+                let d: Vec<usize> =
+                    collection::top_k(dense(), depth).into_iter().map(|x| x.0).collect();
+                let w: Vec<usize> =
+                    collection::top_k(words(), depth).into_iter().map(|x| x.0).collect();
+                let mut fused = bm25::rrf(&[d, w], s.rrf_k);
+                fused.truncate(k);
+                fused
+            }
+        };
+        let hits: Vec<Hit> = ranked
+            .into_iter()
+            .filter_map(|(slot, score)| guard.scored(slot, score, with_text))
+            .map(|h| Hit {
+                id: h.id,
+                chunk: h.chunk,
+                score: h.score,
+                text: h.text,
+                metadata: h.metadata,
+            })
+            .collect();
+        drop(guard);
+        let took_ms = ms(started);
+        if let Ok(mut stats) = self.stats.lock() {
+            stats.entry(meta.name).or_default().record(took_ms);
+        }
+        Response::json(&QueryAnswer { hits, took_ms, mode })
+    }
+
+    fn stats(&self, r: StatsRequest) -> Result<Response, Error> {
+        let list: Vec<Shared> = match &r.collection {
+            Some(name) => vec![self.get(name)?],
+            None => {
+                self.store.read().map_err(|_| poisoned())?.collections.values().cloned().collect()
+            }
+        };
+        let stats = self.stats.lock().map_err(|_| poisoned())?;
+        let mut out = Vec::new();
+        for c in list {
+            let c = c.read().map_err(|_| poisoned())?;
+            let q = stats.get(&c.meta.name);
+            out.push(CollectionStats {
+                name: c.meta.name.clone(),
+                documents: c.documents(),
+                chunks: c.chunks(),
+                vectors: c.chunks(),
+                bytes_on_disk: c.bytes_on_disk(),
+                bytes_in_memory: c.bytes_in_memory(),
+                index: "exact",
+                queries: q.map_or(0, |q| q.queries),
+                p50_ms: q.map_or(0.0, |q| q.quantile(0.5)),
+                p99_ms: q.map_or(0.0, |q| q.quantile(0.99)),
+            });
+        }
+        Response::json(&StatsAnswer { collections: out })
+    }
+}
+
+impl Plugin for BrainMl {
+    fn manifest() -> Manifest {
+        Manifest::new("brainml", "Knowledge store", VERSION)
+            .description(
+                "collections of documents searched by meaning (candle embeddings), by words \
+                 (BM25) or both, with metadata filters; durable write-ahead log",
+            )
+            .capability("collection.create", "{name, model?, dim?, distance?}: a new collection")
+            .capability("collection.list", "the collections")
+            .capability("collection.get", "{name}: one collection")
+            .capability("collection.delete", "{name}: delete a collection and its files")
+            .capability("index", "{collection, documents: [{id, text?, vector?, metadata?}]}: upsert")
+            .capability("delete", "{collection, ids? | filter?}: delete documents")
+            .capability(
+                "query",
+                "{collection, text? | vector?, k?, mode?: hybrid|dense|bm25, filter?, with_text?}",
+            )
+            .capability("stats", "{collection?}: sizes and query times")
+            .config_schema(json!({
+                "type": "object",
+                "properties": {
+                    "bm25_k1": { "type": "number", "minimum": 0, "maximum": 10, "default": 1.2 },
+                    "bm25_b": { "type": "number", "minimum": 0, "maximum": 1, "default": 0.75 },
+                    "rrf_k": { "type": "number", "minimum": 0, "maximum": 10000, "default": 60 },
+                    "embed_batch": { "type": "integer", "minimum": 1, "maximum": 256, "default": 32 }
+                },
+                "additionalProperties": false
+            }))
+    }
+
+    fn new(host: Host) -> Result<Self, Error> {
+        Ok(BrainMl {
+            host,
+            settings: Mutex::new(Settings::default()),
+            store: RwLock::new(Store::default()),
+            stats: Mutex::new(Default::default()),
+        })
+    }
+
+    fn start(&self) -> Result<(), Error> {
+        let root = self.root();
+        std::fs::create_dir_all(&root)
+            .map_err(|e| Error::internal(format!("creating {}: {e}", root.display())))?;
+        let store = Store::open(&root, &|m| self.host.warn(m));
+        let (n, docs): (usize, usize) = (
+            store.collections.len(),
+            store.collections.values().filter_map(|c| c.read().ok().map(|c| c.documents())).sum(),
+        );
+        self.host.info(&format!("opened {n} collections ({docs} documents)"));
+        *self.store.write().map_err(|_| poisoned())? = store;
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), Error> {
+        *self.store.write().map_err(|_| poisoned())? = Store::default();
+        Ok(())
+    }
+
+    fn status(&self) -> Value {
+        let collections = self.store.read().map(|s| s.collections.len()).unwrap_or(0);
+        json!({ "version": VERSION, "collections": collections })
+    }
+
+    fn config(&self) -> Value {
+        serde_json::to_value(self.settings()).unwrap_or(Value::Null)
+    }
+
+    fn configure(&self, config: Value) -> Result<(), Error> {
+        let new: Settings = if config.is_null() {
+            Settings::default()
+        } else {
+            serde_json::from_value(config)
+                .map_err(|e| Error::bad_request(format!("config: {e}")))?
+        };
+        *self.settings.lock().map_err(|_| poisoned())? = new;
+        Ok(())
+    }
+
+    fn invoke(
+        &self,
+        capability: &str,
+        req: Request<'_>,
+        _: &Context<'_>,
+    ) -> Result<Response, Error> {
+        match capability {
+            "collection.create" => self.create(parse(&req)?),
+            "collection.list" => {
+                let store = self.store.read().map_err(|_| poisoned())?;
+                let mut collections = Vec::new();
+                for c in store.collections.values() {
+                    collections.push(c.read().map_err(|_| poisoned())?.info());
+                }
+                Ok(Response::json(&CollectionList { collections })?)
+            }
+            "collection.get" => {
+                let r: NameRequest = parse(&req)?;
+                let c = self.get(&r.name)?;
+                let info = c.read().map_err(|_| poisoned())?.info();
+                Ok(Response::json(&info)?)
+            }
+            "collection.delete" => {
+                let r: NameRequest = parse(&req)?;
+                self.store.write().map_err(|_| poisoned())?.delete(&self.root(), &r.name)?;
+                if let Ok(mut s) = self.stats.lock() {
+                    s.remove(&r.name);
+                }
+                self.host.info(&format!("deleted collection {}", r.name));
+                Ok(Response::json(&Deleted { deleted: true })?)
+            }
+            "index" => self.index(parse(&req)?),
+            "delete" => self.delete(parse(&req)?),
+            "query" => self.query(parse(&req)?),
+            "stats" => self.stats(parse(&req)?),
+            other => Err(Error::not_found(format!("no capability {other}"))),
+        }
+    }
+}
+
+export_plugin!(BrainMl);

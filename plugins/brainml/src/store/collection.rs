@@ -1,0 +1,425 @@
+//! One collection in memory: its documents, chunk slots, contiguous vectors and BM25 index,
+//! rebuilt at start from its write-ahead log and kept in step with it on every write.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::api::{CollectionInfo, Distance};
+use crate::bm25::Bm25;
+use crate::wal::Wal;
+
+/// What a collection is, kept in `meta.json` beside its log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Meta {
+    pub name: String,
+    pub model: Option<String>,
+    pub dim: usize,
+    pub distance: Distance,
+}
+
+/// One log record.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Record {
+    Upsert { docs: Vec<DocRecord> },
+    Delete { ids: Vec<String> },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DocRecord {
+    pub id: String,
+    pub metadata: Map<String, Value>,
+    pub chunks: Vec<ChunkRecord>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChunkRecord {
+    pub text: Option<String>,
+    pub vector: Vec<f32>,
+}
+
+struct Doc {
+    metadata: Map<String, Value>,
+    slots: Vec<usize>,
+}
+
+struct Chunk {
+    doc: String,
+    index: usize,
+    text: Option<String>,
+}
+
+/// A scored chunk, ready to answer.
+pub struct Scored {
+    pub id: String,
+    pub chunk: usize,
+    pub score: f64,
+    pub text: Option<String>,
+    pub metadata: Map<String, Value>,
+}
+
+pub struct Collection {
+    pub meta: Meta,
+    pub dir: PathBuf,
+    /// Set when the collection is deleted while a write was being prepared.
+    pub dropped: bool,
+    wal: Wal,
+    docs: HashMap<String, Doc>,
+    chunks: Vec<Option<Chunk>>,
+    /// Slot `i`'s vector is `vectors[i * dim..(i + 1) * dim]`.
+    vectors: Vec<f32>,
+    free: Vec<usize>,
+    live_chunks: usize,
+    bm25: Bm25,
+}
+
+/// Query counters, kept apart so that queries share the collection's read lock.
+#[derive(Default)]
+pub struct QueryStats {
+    pub queries: u64,
+    recent_ms: VecDeque<f64>,
+}
+
+impl QueryStats {
+    pub fn record(&mut self, ms: f64) {
+        self.queries += 1;
+        if self.recent_ms.len() == 1000 {
+            self.recent_ms.pop_front();
+        }
+        self.recent_ms.push_back(ms);
+    }
+
+    /// The `q` quantile (0..=1) of the last 1000 query times.
+    pub fn quantile(&self, q: f64) -> f64 {
+        if self.recent_ms.is_empty() {
+            return 0.0;
+        }
+        let mut v: Vec<f64> = self.recent_ms.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+        v[i.min(v.len() - 1)]
+    }
+}
+
+/// Eight running sums, so the compiler can keep them in vector registers.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| (x - y) * (x - y)).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            let d = x[i] - y[i];
+            acc[i] += d * d;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Scale to unit length (a zero vector stays zero).
+pub fn normalize(v: &mut [f32]) {
+    let n = dot(v, v).sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+/// Keep the `k` best of `v`, best first.
+pub fn top_k(mut v: Vec<(usize, f64)>, k: usize) -> Vec<(usize, f64)> {
+    let best = |a: &(usize, f64), b: &(usize, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if v.len() > k && k > 0 {
+        v.select_nth_unstable_by(k - 1, best);
+        v.truncate(k);
+    }
+    v.sort_by(best);
+    v.truncate(k);
+    v
+}
+
+impl Collection {
+    /// Open a collection's folder: replay its log (cutting a bad tail, reported through
+    /// `warn`) and build the in-memory indexes.
+    pub fn open(dir: &Path, meta: Meta, warn: &dyn Fn(&str)) -> std::io::Result<Collection> {
+        let path = dir.join("wal.log");
+        let parses = |p: &[u8]| serde_json::from_slice::<Record>(p).is_ok();
+        let (wal, replay) = Wal::open(&path, &parses)?;
+        if let Some(cut) = &replay.cut {
+            warn(&format!(
+                "collection {}: cut its write-ahead log {} at byte {}: {} ({} bytes dropped; \
+                 every acknowledged write before it is kept)",
+                meta.name,
+                path.display(),
+                cut.offset,
+                cut.reason,
+                cut.dropped_bytes
+            ));
+        }
+        let mut c = Collection {
+            meta,
+            dir: dir.to_path_buf(),
+            dropped: false,
+            wal,
+            docs: HashMap::new(),
+            chunks: Vec::new(),
+            vectors: Vec::new(),
+            free: Vec::new(),
+            live_chunks: 0,
+            bm25: Bm25::default(),
+        };
+        for payload in replay.records {
+            // `scan` kept only records that parse.
+            if let Ok(record) = serde_json::from_slice::<Record>(&payload) {
+                c.apply(record);
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn info(&self) -> CollectionInfo {
+        CollectionInfo {
+            name: self.meta.name.clone(),
+            model: self.meta.model.clone(),
+            dim: self.meta.dim,
+            distance: self.meta.distance,
+            documents: self.docs.len(),
+            chunks: self.live_chunks,
+        }
+    }
+
+    pub fn documents(&self) -> usize {
+        self.docs.len()
+    }
+
+    pub fn chunks(&self) -> usize {
+        self.live_chunks
+    }
+
+    /// Make `record` durable (fsynced), then visible.
+    pub fn write(&mut self, record: Record) -> std::io::Result<()> {
+        let payload = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
+        self.wal.append(&payload)?;
+        self.apply(record);
+        Ok(())
+    }
+
+    fn apply(&mut self, record: Record) {
+        match record {
+            Record::Upsert { docs } => {
+                for d in docs {
+                    self.remove(&d.id);
+                    let mut slots = Vec::with_capacity(d.chunks.len());
+                    for (index, ch) in d.chunks.into_iter().enumerate() {
+                        if ch.vector.len() != self.meta.dim {
+                            continue; // never written so; a guard for a hand-edited log
+                        }
+                        let slot = match self.free.pop() {
+                            Some(s) => s,
+                            None => {
+                                self.chunks.push(None);
+                                self.vectors.resize(self.vectors.len() + self.meta.dim, 0.0);
+                                self.chunks.len() - 1
+                            }
+                        };
+                        let dim = self.meta.dim;
+                        self.vectors[slot * dim..(slot + 1) * dim].copy_from_slice(&ch.vector);
+                        if let Some(t) = &ch.text {
+                            self.bm25.insert(slot, t);
+                        }
+                        self.chunks[slot] = Some(Chunk { doc: d.id.clone(), index, text: ch.text });
+                        self.live_chunks += 1;
+                        slots.push(slot);
+                    }
+                    self.docs.insert(d.id, Doc { metadata: d.metadata, slots });
+                }
+            }
+            Record::Delete { ids } => {
+                for id in ids {
+                    self.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> bool {
+        let Some(doc) = self.docs.remove(id) else { return false };
+        for slot in doc.slots {
+            if let Some(ch) = self.chunks[slot].take() {
+                if let Some(t) = &ch.text {
+                    self.bm25.remove(slot, t);
+                }
+                self.live_chunks -= 1;
+                self.free.push(slot);
+            }
+        }
+        true
+    }
+
+    /// The ids of the documents that exist among `ids`, or that pass `keep`.
+    pub fn matching_ids(&self, keep: &dyn Fn(&Map<String, Value>) -> bool) -> Vec<String> {
+        let mut ids: Vec<String> =
+            self.docs.iter().filter(|(_, d)| keep(&d.metadata)).map(|(id, _)| id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.docs.contains_key(id)
+    }
+
+    fn passes(&self, slot: usize, keep: &dyn Fn(&Map<String, Value>) -> bool) -> bool {
+        match &self.chunks[slot] {
+            Some(ch) => self.docs.get(&ch.doc).is_some_and(|d| keep(&d.metadata)),
+            None => false,
+        }
+    }
+
+    /// Exact dense search: every live chunk that passes `keep`, scored against `q` (higher is
+    /// better: the dot product, the cosine of unit vectors, or minus the squared distance).
+    pub fn dense(
+        &self,
+        q: &[f32],
+        keep: &dyn Fn(&Map<String, Value>) -> bool,
+    ) -> Vec<(usize, f64)> {
+        let dim = self.meta.dim;
+        let l2 = self.meta.distance == Distance::L2;
+        let mut out = Vec::new();
+        for (slot, v) in self.vectors.chunks_exact(dim).enumerate() {
+            if !self.passes(slot, keep) {
+                continue;
+            }
+            let s = if l2 { -l2_squared(v, q) } else { dot(v, q) };
+            out.push((slot, s as f64));
+        }
+        out
+    }
+
+    pub fn bm25(
+        &self,
+        text: &str,
+        k1: f64,
+        b: f64,
+        keep: &dyn Fn(&Map<String, Value>) -> bool,
+    ) -> Vec<(usize, f64)> {
+        self.bm25.search(text, k1, b, &|slot| self.passes(slot, keep))
+    }
+
+    pub fn scored(&self, slot: usize, score: f64, with_text: bool) -> Option<Scored> {
+        let ch = self.chunks.get(slot)?.as_ref()?;
+        let doc = self.docs.get(&ch.doc)?;
+        Some(Scored {
+            id: ch.doc.clone(),
+            chunk: ch.index,
+            score,
+            text: if with_text { ch.text.clone() } else { None },
+            metadata: doc.metadata.clone(),
+        })
+    }
+
+    pub fn bytes_on_disk(&self) -> u64 {
+        std::fs::read_dir(&self.dir)
+            .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0)
+    }
+
+    /// A rough count of the bytes the collection holds in memory.
+    pub fn bytes_in_memory(&self) -> u64 {
+        let texts: usize = self
+            .chunks
+            .iter()
+            .flatten()
+            .map(|c| c.doc.len() + c.text.as_ref().map_or(0, String::len) + 64)
+            .sum();
+        let docs: usize = self
+            .docs
+            .iter()
+            .map(|(id, d)| id.len() + 96 + d.slots.len() * 8 + d.metadata.len() * 64)
+            .sum();
+        (self.vectors.capacity() * 4 + texts + docs) as u64 + self.bm25.bytes()
+    }
+}
+
+/// Split text into chunks of at most `max` words that overlap by `overlap` words; a text
+/// that fits is kept as it is.
+pub fn chunk_words(text: &str, max: usize, overlap: usize) -> Vec<String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.len() <= max {
+        return vec![text.trim().to_string()];
+    }
+    let step = max - overlap;
+    let mut out = Vec::new();
+    let mut start = 0;
+    loop {
+        let end = (start + max).min(words.len());
+        out.push(words[start..end].join(" "));
+        if end == words.len() {
+            break;
+        }
+        start += step;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_text_is_split_into_overlapping_chunks() {
+        let text: Vec<String> = (0..400).map(|i| format!("w{i}")).collect();
+        let chunks = chunk_words(&text.join(" "), 180, 30);
+        assert_eq!(chunks.len(), 3);
+        assert!(chunks[0].starts_with("w0 ") && chunks[0].ends_with(" w179"));
+        assert!(chunks[1].starts_with("w150 ") && chunks[1].ends_with(" w329"));
+        assert!(chunks[2].starts_with("w300 ") && chunks[2].ends_with(" w399"));
+        assert_eq!(chunk_words("  short text ", 180, 30), ["short text"]);
+    }
+
+    #[test]
+    fn dense_scores_match_a_plain_loop_and_top_k_orders_them() {
+        let a: Vec<f32> = (0..19).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..19).map(|i| 3.0 - i as f32).collect();
+        let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - plain).abs() < 1e-3);
+        let plain: f32 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+        assert!((l2_squared(&a, &b) - plain).abs() < 1e-2);
+        let top = top_k(vec![(0, 0.1), (1, 0.9), (2, 0.5), (3, 0.7)], 2);
+        assert_eq!(top, [(1, 0.9), (3, 0.7)]);
+    }
+
+    #[test]
+    fn replayed_log_rebuilds_the_same_collection() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta { name: "t".into(), model: None, dim: 2, distance: Distance::Dot };
+        let doc = |id: &str, v: [f32; 2]| DocRecord {
+            id: id.into(),
+            metadata: Map::new(),
+            chunks: vec![ChunkRecord { text: Some(format!("text of {id}")), vector: v.to_vec() }],
+        };
+        {
+            let mut c = Collection::open(dir.path(), meta.clone(), &|_| {}).unwrap();
+            c.write(Record::Upsert { docs: vec![doc("a", [1.0, 0.0]), doc("b", [0.0, 1.0])] })
+                .unwrap();
+            c.write(Record::Upsert { docs: vec![doc("a", [0.5, 0.5])] }).unwrap();
+            c.write(Record::Delete { ids: vec!["b".into()] }).unwrap();
+        }
+        let c = Collection::open(dir.path(), meta, &|m| panic!("{m}")).unwrap();
+        assert_eq!((c.documents(), c.chunks()), (1, 1));
+        let hits = c.dense(&[1.0, 1.0], &|_| true);
+        assert_eq!(hits, [(0, 1.0)], "a's new vector, in the slot b freed or its own");
+        assert_eq!(c.bm25("text", 1.2, 0.75, &|_| true).len(), 1);
+    }
+}
