@@ -38,6 +38,9 @@ fn link_tree(from: &Path, to: &Path) {
         let target = to.join(e.file_name());
         if e.path().is_dir() {
             link_tree(&e.path(), &target);
+        } else if target.exists() {
+            // Already linked (or copied) here: copying onto a hard link of the source would
+            // truncate the shared original.
         } else if std::fs::hard_link(e.path(), &target).is_err() {
             std::fs::copy(e.path(), &target).unwrap();
         }
