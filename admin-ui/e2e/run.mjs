@@ -873,6 +873,87 @@ test('candle: load MiniLM as an embedding model, quantize it to q8_0, unload it'
   console.log(`    (candle heap after unloading MiniLM: ${formatMiB(await heapNow())})`);
 });
 
+const BRAINML = 'bkg_plugin_brainml';
+test(
+  'brainml: create a collection, index two Apache-2.0 paragraphs as dropped files, a query ranks the right one first with the word highlighted, delete',
+  async () => {
+    // Two real paragraphs nobody here wrote: sections 2 and 3 of the Apache License 2.0.
+    const license = await readFile('/usr/share/common-licenses/Apache-2.0', 'utf8');
+    const para = (start) => {
+      const p = license.split(/\n\s*\n/).find((x) => x.trim().startsWith(start));
+      if (!p) throw new Error(`no paragraph starting with ${start} in the Apache-2.0 text`);
+      return p.replace(/\s+/g, ' ').trim();
+    };
+    const copyright = para('2. Grant of Copyright License');
+    const patent = para('3. Grant of Patent License');
+    if (/patent/i.test(copyright)) throw new Error('the copyright paragraph mentions patents: the query would not tell them apart');
+
+    await installPlugin(host.pluginsDir, BRAINML);
+    await host.waitRunning(['brainml'], 30_000);
+    await page.goto(ui.url + '/plugins/brainml/panel');
+    const collections = page.getByTestId('bm-collections');
+    await collections.waitFor();
+    await settled();
+
+    // Create (the default model, cosine), by keyboard-reachable labelled controls.
+    const form = page.getByTestId('bm-create');
+    await form.locator('input[name=bmName]').fill('e2e-licenses');
+    await form.getByRole('button', { name: 'Create' }).click();
+    const row = collections.locator('tr[data-collection="e2e-licenses"]');
+    await row.waitFor({ timeout: 20_000 });
+    if (!/all-MiniLM-L6-v2/.test(await row.textContent())) throw new Error(`the new collection does not show its model: ${await row.textContent()}`);
+
+    // Index: two files, one document each, with progress per file.
+    await page.getByTestId('bm-file-input').setInputFiles([
+      { name: 'copyright.txt', mimeType: 'text/plain', buffer: Buffer.from(copyright) },
+      { name: 'patent.md', mimeType: 'text/markdown', buffer: Buffer.from(patent) },
+    ]);
+    const files = page.getByTestId('bm-files');
+    for (const f of ['copyright.txt', 'patent.md']) {
+      const li = files.locator(`li[data-file="${f}"]`);
+      await expectEventually(`${f} indexed`, async () => {
+        const st = await li.getAttribute('data-status');
+        if (st === 'error') throw new Error(`${f}: ${await li.textContent()}`);
+        return st === 'done';
+      }, 60_000);
+    }
+    await expectEventually('2 documents in the collection row', async () => (await row.getByTestId('bm-documents').textContent()).trim() === '2', 15_000);
+
+    // Query (hybrid, the default) for a word of one paragraph.
+    const q = page.getByTestId('bm-query');
+    await q.locator('select[name=bmQueryCollection]').selectOption('e2e-licenses');
+    await q.locator('input[name=bmQueryText]').fill('patent');
+    // A malformed filter is shown before anything is sent, and blocks the search.
+    await q.locator('textarea[name=bmFilter]').fill('{"source": ');
+    if (!/not valid JSON/.test(await q.getByTestId('bm-filter-error').textContent())) throw new Error('no filter error shown');
+    if (!(await q.getByRole('button', { name: 'Search' }).isDisabled())) throw new Error('Search is enabled with a malformed filter');
+    await q.locator('textarea[name=bmFilter]').fill('');
+    await q.getByRole('button', { name: 'Search' }).click();
+    const first = q.locator('li[data-rank="1"]');
+    await first.waitFor({ timeout: 30_000 });
+    const firstId = await first.getAttribute('data-hit-id');
+    if (firstId !== 'patent.md') throw new Error(`ranked first: ${firstId} (hits: ${await q.getByTestId('bm-hits').textContent()})`);
+    const marks = await first.locator('mark').allTextContents();
+    if (!marks.length || !marks.every((m) => m.toLowerCase() === 'patent')) throw new Error(`highlighted: ${JSON.stringify(marks)}`);
+    if (!/"source":"patent\.md"/.test(await first.getByTestId('bm-metadata').textContent())) throw new Error('the hit does not show its metadata');
+    // The whole panel: the collection with its stats, the files' progress, the hits.
+    await page.setViewportSize({ width: 1280, height: 1320 });
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await shot('brainml');
+    await page.setViewportSize({ width: 1280, height: 900 });
+
+    // Delete, confirmed in the dialog; the plugin no longer knows it.
+    await row.getByRole('button', { name: 'Delete collection e2e-licenses' }).click();
+    const dialog = page.getByRole('alertdialog');
+    await dialog.waitFor();
+    await dialog.getByRole('button', { name: 'Delete collection' }).click();
+    await row.waitFor({ state: 'detached', timeout: 15_000 });
+    const { collections: left } = await host.api('/api/plugins/brainml/collection.list', { method: 'POST', body: {} });
+    if (left.some((c) => c.name === 'e2e-licenses')) throw new Error('the collection is still listed after the delete');
+  },
+  { skip: existsSync(lib(BRAINML)) ? null : `no ${BRAINML} library (cargo build -p bkg-plugin-brainml)` },
+);
+
 // ---------------------------------------------------------------------------------------------
 
 let failed = 0;

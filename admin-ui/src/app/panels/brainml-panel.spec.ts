@@ -67,7 +67,7 @@ describe('BrainmlPanel', () => {
     expect(text).toContain('cosine');
     expect(text).toContain('4.0 KiB');
     expect(text).toContain('8.0 KiB');
-    expect(text).toContain('1.50 ms / 7.00 ms');
+    expect(text).toContain('1.5 ms / 7.0 ms');
     expect(row.querySelector('[data-testid=bm-documents]')!.textContent!.trim()).toBe('2');
   });
 
@@ -75,7 +75,10 @@ describe('BrainmlPanel', () => {
     const controls = [...el().querySelectorAll('input, select, textarea, button')];
     expect(controls.length).toBeGreaterThan(10);
     for (const c of controls) {
-      const label = c.closest('label')?.textContent?.trim() || c.getAttribute('aria-label') || (c.tagName === 'BUTTON' ? c.textContent?.trim() : '');
+      const label =
+        c.closest('label')?.textContent?.trim() ||
+        c.getAttribute('aria-label') ||
+        (c.tagName === 'BUTTON' ? c.textContent?.trim() : '');
       expect(label, c.outerHTML).toBeTruthy();
     }
   });

@@ -23,6 +23,7 @@ import {
   Mode,
   TEXT_FILE_RE,
   fileSource,
+  formatMs,
   highlight,
   parseFilter,
 } from './brainml.store';
@@ -377,7 +378,7 @@ import {
             @if (store.result(); as r) {
               <span class="muted text-xs" data-testid="bm-took"
                 >{{ r.hits.length }} hit{{ r.hits.length === 1 ? '' : 's' }} · {{ r.mode }} ·
-                {{ r.took_ms }} ms</span
+                {{ ms(r.took_ms) }}</span
               >
             }
           </div>
@@ -470,8 +471,7 @@ export class BrainmlPanel implements OnInit {
   protected json = (v: unknown) => JSON.stringify(v);
   protected hasKeys = (o: object) => Object.keys(o).length > 0;
   protected score = (s: number) => (Math.abs(s) >= 100 ? s.toFixed(1) : s.toFixed(4));
-  protected ms = (v: number | null | undefined) =>
-    v == null ? '–' : `${v < 10 ? v.toFixed(2) : Math.round(v)} ms`;
+  protected ms = formatMs;
   protected progress = (s: string) =>
     s === 'done' || s === 'error' ? 2 : s === 'indexing' ? 1 : 0;
 

@@ -2,6 +2,7 @@ import { provideHttpClient } from '@angular/common/http';
 import { HttpTestingController, provideHttpClientTesting } from '@angular/common/http/testing';
 import { TestBed } from '@angular/core/testing';
 import {
+  formatMs,
   BrainmlStore,
   DocSource,
   createBody,
@@ -105,6 +106,15 @@ describe('brainml request shapes and helpers', () => {
     });
   });
 
+  it("formats the plugin's float durations for reading", () => {
+    expect([formatMs(0.123456), formatMs(7.629764), formatMs(34.531317), formatMs(null)]).toEqual([
+      '0.12 ms',
+      '7.6 ms',
+      '35 ms',
+      '–',
+    ]);
+  });
+
   it("highlights the query's words, whole words and case-insensitively", () => {
     const runs = highlight('The Licensor grants a License; licensed works.', 'license GRANTS');
     expect(runs.filter((r) => r.match).map((r) => r.text)).toEqual(['grants', 'License']);
@@ -190,7 +200,7 @@ describe('BrainmlStore', () => {
       collection: 'docs',
       documents: [{ id: 'a.md', text: 'Alpha text', metadata: { source: 'a.md' } }],
     });
-    a.flush({ indexed: 1, chunks: 1, took_ms: 12 });
+    a.flush({ indexed: 1, chunks: 1, took_ms: 12.345678 });
     await tick();
     const b = http.expectOne('/api/plugins/brainml/index');
     expect(b.request.body.documents[0].id).toBe('empty.txt');

@@ -156,6 +156,12 @@ export function queryBody(f: QueryForm): { body: Record<string, unknown> } | { e
   return { body };
 }
 
+/** A duration in ms as the plugin reports it (a float), for reading: `0.42 ms`, `7.6 ms`, `35 ms`. */
+export function formatMs(v: number | null | undefined): string {
+  if (v == null || !isFinite(v)) return '–';
+  return `${v < 1 ? v.toFixed(2) : v < 10 ? v.toFixed(1) : Math.round(v)} ms`;
+}
+
 /** The lower-cased words of a text (letters and digits, any script). */
 export function words(text: string): string[] {
   return (text.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? []).filter(Boolean);
@@ -333,7 +339,7 @@ export const BrainmlStore = signalStore(
             );
             setFile(i, {
               status: 'done',
-              message: `${r.chunks} chunk${r.chunks === 1 ? '' : 's'} in ${r.took_ms} ms`,
+              message: `${r.chunks} chunk${r.chunks === 1 ? '' : 's'} in ${formatMs(r.took_ms)}`,
             });
           } catch (e) {
             setFile(i, { status: 'error', message: message(e) });
