@@ -12,32 +12,7 @@ use crate::support::{lib_name, product_plugin, Host};
 const LICENSES: [&str; 4] = ["GPL-3", "Apache-2.0", "MPL-2.0", "Artistic"];
 
 fn models_dir(into: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let source = std::env::var_os("BKG_TEST_MODELS").map(PathBuf::from).unwrap_or(source);
-    let model = "sentence-transformers/all-MiniLM-L6-v2";
-    let from = source.join(model);
-    assert!(
-        from.join(".bkg-model.json").is_file(),
-        "the model {model} is not in {}: run `bash scripts/fetch-models.sh` first",
-        source.display()
-    );
-    link_tree(&from, &into.join(model));
-    into.to_path_buf()
-}
-
-fn link_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            link_tree(&e.path(), &target);
-        } else if target.exists() {
-            // Linked already: copying onto a hard link would truncate the shared original.
-            continue;
-        } else if std::fs::hard_link(e.path(), &target).is_err() {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
+    crate::support::link_models(into, &["sentence-transformers/all-MiniLM-L6-v2"])
 }
 
 fn args(models: &tempfile::TempDir) -> Vec<String> {

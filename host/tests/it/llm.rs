@@ -13,38 +13,11 @@ use crate::support::{lib_name, product_plugin, Host};
 const EMBED: &str = "all-MiniLM-L6-v2";
 const CHAT: &str = "SmolLM2-135M-Instruct";
 
-/// The models `scripts/fetch-models.sh` lays out, linked into a folder of this test's own (so a
-/// test that writes, e.g. a quantized file, touches nothing shared).
 fn models_dir(into: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let source = std::env::var_os("BKG_TEST_MODELS").map(PathBuf::from).unwrap_or(source);
-    for model in
-        ["sentence-transformers/all-MiniLM-L6-v2", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"]
-    {
-        let from = source.join(model);
-        assert!(
-            from.join(".bkg-model.json").is_file(),
-            "the model {model} is not in {}: run `bash scripts/fetch-models.sh` first",
-            source.display()
-        );
-        link_tree(&from, &into.join(model));
-    }
-    into.to_path_buf()
-}
-
-fn link_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            link_tree(&e.path(), &target);
-        } else if target.exists() {
-            // Already linked (or copied) here: copying onto a hard link of the source would
-            // truncate the shared original.
-        } else if std::fs::hard_link(e.path(), &target).is_err() {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
+    crate::support::link_models(
+        into,
+        &["sentence-transformers/all-MiniLM-L6-v2", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"],
+    )
 }
 
 /// A host with `candle` and `llmserver` running on the real models.

@@ -127,27 +127,35 @@ impl Host {
 
     /// Start a host on the data and plugins folders of `dir` (kept from an earlier host).
     fn spawn_in(dir: tempfile::TempDir, extra: &[&str]) -> Host {
+        Self::spawn_with(dir, extra, &[("NO_COLOR", Some("1"))])
+    }
+
+    /// The one way a test host is started: `bkg` on an ephemeral port with the data and
+    /// plugins folders of `dir`, stderr appended to `host.log` there (a restarted host keeps
+    /// the earlier lines); `env` sets (`Some`) or removes (`None`) environment variables.
+    fn spawn_with(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, Option<&str>)]) -> Host {
         let plugins = dir.path().join("plugins");
         std::fs::create_dir_all(&plugins).expect("plugins dir");
         let log = dir.path().join("host.log");
-        // Append: a restarted host keeps the earlier log lines.
         let log_file =
             std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bkg"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bkg"));
+        command
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
             .arg("--plugins-dir")
             .arg(&plugins)
             .args(extra)
             .env("RUST_LOG", "info,bkg_host=debug")
-            .env("BKG_ADMIN_KEY", ADMIN_KEY)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("start bkg");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut reader = BufReader::new(stdout);
+            .env("BKG_ADMIN_KEY", ADMIN_KEY);
+        for (name, value) in env {
+            match value {
+                Some(v) => command.env(name, v),
+                None => command.env_remove(name),
+            };
+        }
+        let mut child = command.stdout(Stdio::piped()).stderr(log_file).spawn().expect("start bkg");
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
         let base = loop {
             let mut line = String::new();
             let n = reader.read_line(&mut line).expect("read bkg's stdout");
@@ -350,42 +358,9 @@ impl Host {
 
     /// [`Host::spawn_in`] with extra environment variables.
     fn spawn_in_with_env(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Host {
-        let plugins = dir.path().join("plugins");
-        std::fs::create_dir_all(&plugins).expect("plugins dir");
-        let log = dir.path().join("host.log");
-        let log_file =
-            std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bkg"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .arg("--plugins-dir")
-            .arg(&plugins)
-            .args(extra)
-            .env("RUST_LOG", "info,bkg_host=debug")
-            .env("BKG_ADMIN_KEY", ADMIN_KEY)
-            .env("NO_COLOR", "1")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("start bkg");
-        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
-        let base = loop {
-            let mut line = String::new();
-            let n = reader.read_line(&mut line).expect("read bkg's stdout");
-            assert!(
-                n > 0,
-                "bkg exited before listening:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            if let Some(url) = line.trim().strip_prefix("bkg listening on ") {
-                break url.to_string();
-            }
-        };
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
-        let host = Host { child, base, dir: Some(dir), plugins, log, agent };
-        host.wait_for("readyz", || host.get("/readyz").0 == 200);
-        host
+        let mut vars: Vec<(&str, Option<&str>)> = vec![("NO_COLOR", Some("1"))];
+        vars.extend(env.iter().map(|(k, v)| (*k, Some(*v))));
+        Self::spawn_with(dir, extra, &vars)
     }
 }
 
@@ -395,40 +370,7 @@ impl Host {
     pub fn start_without_no_color() -> Host {
         fixture_dir();
         let dir = tempfile::tempdir().expect("temp dir");
-        let plugins = dir.path().join("plugins");
-        std::fs::create_dir_all(&plugins).expect("plugins dir");
-        let log = dir.path().join("host.log");
-        let log_file =
-            std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bkg"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .arg("--plugins-dir")
-            .arg(&plugins)
-            .env("RUST_LOG", "info,bkg_host=debug")
-            .env("BKG_ADMIN_KEY", ADMIN_KEY)
-            .env_remove("NO_COLOR")
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("start bkg");
-        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
-        let base = loop {
-            let mut line = String::new();
-            let n = reader.read_line(&mut line).expect("read bkg's stdout");
-            assert!(
-                n > 0,
-                "bkg exited before listening:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            if let Some(url) = line.trim().strip_prefix("bkg listening on ") {
-                break url.to_string();
-            }
-        };
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
-        let host = Host { child, base, dir: Some(dir), plugins, log, agent };
-        host.wait_for("readyz", || host.get("/readyz").0 == 200);
-        host
+        Self::spawn_with(dir, &[], &[("NO_COLOR", None)])
     }
 }
 
@@ -450,5 +392,37 @@ impl Host {
         let dir = self.dir.take().expect("dir");
         edit(&dir.path().join("data"));
         Self::spawn_in(dir, extra)
+    }
+}
+
+/// The models `scripts/fetch-models.sh` lays out (or `$BKG_TEST_MODELS`), hard-linked into a
+/// folder of the test's own, so a test that writes there (a quantized file, say) touches
+/// nothing shared. Returns `into`.
+pub fn link_models(into: &Path, models: &[&str]) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let source = std::env::var_os("BKG_TEST_MODELS").map(PathBuf::from).unwrap_or(source);
+    for model in models {
+        let from = source.join(model);
+        assert!(
+            from.join(".bkg-model.json").is_file(),
+            "the model {model} is not in {}: run `bash scripts/fetch-models.sh` first",
+            source.display()
+        );
+        link_tree(&from, &into.join(model));
+    }
+    into.to_path_buf()
+}
+
+fn link_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            link_tree(&e.path(), &target);
+        } else if target.exists() {
+            // Linked already: copying onto a hard link would truncate the shared original.
+        } else if std::fs::hard_link(e.path(), &target).is_err() {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
     }
 }
