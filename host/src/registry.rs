@@ -1073,32 +1073,12 @@ impl Registry {
                 control_timeout.as_millis()
             );
             self.drain(id, &instance, false);
-            if let Some(slot) = self.slots.get_mut(id) {
-                if let Some(g) = slot.current.as_mut() {
-                    g.started = false;
-                    g.started_at_ms = None;
-                }
-                slot.state = Some(PluginState::Failed);
-                slot.last_error =
-                    Some(LastError { message: message.clone(), file: None, at_ms: now_ms() });
-            }
-            self.publish();
-            return Err(RegistryError::Failed(message));
+            return Err(self.fail_running(id, message));
         }
         if restart {
             if let Err(f) = instance.control(Control::Start, control_timeout) {
                 let message = format!("restart after reconfiguring failed: {}", f.message);
-                if let Some(slot) = self.slots.get_mut(id) {
-                    if let Some(g) = slot.current.as_mut() {
-                        g.started = false;
-                        g.started_at_ms = None;
-                    }
-                    slot.state = Some(PluginState::Failed);
-                    slot.last_error =
-                        Some(LastError { message: message.clone(), file: None, at_ms: now_ms() });
-                }
-                self.publish();
-                return Err(RegistryError::Failed(message));
+                return Err(self.fail_running(id, message));
             }
             instance.open();
             if let Some(g) = self.slots.get_mut(id).and_then(|s| s.current.as_mut()) {
@@ -1135,6 +1115,22 @@ impl Registry {
             ),
         );
         Ok(Configured { version, changed: true })
+    }
+
+    /// The loaded generation of `id` no longer runs: mark it stopped and the plugin failed
+    /// with `message`, publish, and hand back the error for the caller.
+    fn fail_running(&mut self, id: &str, message: String) -> RegistryError {
+        if let Some(slot) = self.slots.get_mut(id) {
+            if let Some(g) = slot.current.as_mut() {
+                g.started = false;
+                g.started_at_ms = None;
+            }
+            slot.state = Some(PluginState::Failed);
+            slot.last_error =
+                Some(LastError { message: message.clone(), file: None, at_ms: now_ms() });
+        }
+        self.publish();
+        RegistryError::Failed(message)
     }
 
     fn shutdown(&mut self) {

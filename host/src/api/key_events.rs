@@ -46,17 +46,7 @@ pub(crate) async fn call_and_record(
     capability: &str,
     body: Vec<u8>,
 ) -> ApiResult<HttpResponse> {
-    let request = exec::request(
-        CallKind::Capability,
-        capability,
-        req.method().as_str(),
-        req.query_string(),
-        &content_type(req),
-        body,
-    );
-    let peer = peer_of(req);
-    let gone = move || peer.as_ref().is_some_and(|p| p.closed());
-    let answer = dispatch::call(&state.routing, id, request, gone).await?;
+    let answer = dispatch_call(state, req, id, CallKind::Capability, capability, body).await?;
     if let (Answer::Complete(reply), Some(kind)) = (&answer, event_kind(capability)) {
         let ok = (200..300).contains(&reply.status);
         if let Some(details) = details(capability, &reply.body).filter(|_| ok) {

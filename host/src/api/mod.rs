@@ -83,6 +83,19 @@ async fn call_plugin(
     target: &str,
     body: Vec<u8>,
 ) -> ApiResult<HttpResponse> {
+    Ok(respond(dispatch_call(state, req, id, kind, target, body).await?))
+}
+
+/// Dispatch a call built from this HTTP request (its method, query and content type); the
+/// call is cancelled if the client goes away while it runs.
+pub(crate) async fn dispatch_call(
+    state: &AppState,
+    req: &HttpRequest,
+    id: &str,
+    kind: CallKind,
+    target: &str,
+    body: Vec<u8>,
+) -> ApiResult<Answer> {
     let request = exec::request(
         kind,
         target,
@@ -93,7 +106,7 @@ async fn call_plugin(
     );
     let peer = peer_of(req);
     let gone = move || peer.as_ref().is_some_and(|p| p.closed());
-    Ok(respond(dispatch::call(&state.routing, id, request, gone).await?))
+    Ok(dispatch::call(&state.routing, id, request, gone).await?)
 }
 
 /// A plugin's view plus its live call counters.
