@@ -9,23 +9,23 @@ use serde_json::{json, Value};
 
 use crate::support::{lib_name, product_plugin, Host};
 
-const LICENSES: [&str; 4] = ["GPL-3", "Apache-2.0", "MPL-2.0", "Artistic"];
+pub(crate) const LICENSES: [&str; 4] = ["GPL-3", "Apache-2.0", "MPL-2.0", "Artistic"];
 
-fn models_dir(into: &Path) -> PathBuf {
+pub(crate) fn models_dir(into: &Path) -> PathBuf {
     crate::support::link_models(into, &["sentence-transformers/all-MiniLM-L6-v2"])
 }
 
-fn args(models: &tempfile::TempDir) -> Vec<String> {
+pub(crate) fn args(models: &tempfile::TempDir) -> Vec<String> {
     let dir = models_dir(models.path());
     vec!["--models-dir".into(), dir.to_str().unwrap().into()]
 }
 
 /// A host with `candle` and `brainml` running.
-fn brain_host(models: &tempfile::TempDir) -> Host {
+pub(crate) fn brain_host(models: &tempfile::TempDir) -> Host {
     brain_host_with(&args(models))
 }
 
-fn brain_host_with(args: &[String]) -> Host {
+pub(crate) fn brain_host_with(args: &[String]) -> Host {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let host = Host::start_with(&args);
     host.install(&product_plugin("candle"), &lib_name("bkg_plugin_candle"));
@@ -35,18 +35,18 @@ fn brain_host_with(args: &[String]) -> Host {
     host
 }
 
-fn call(host: &Host, capability: &str, body: Value) -> (u16, Value) {
+pub(crate) fn call(host: &Host, capability: &str, body: Value) -> (u16, Value) {
     host.post_json(&format!("/api/plugins/brainml/{capability}"), &body.to_string())
 }
 
-fn ok(host: &Host, capability: &str, body: Value) -> Value {
+pub(crate) fn ok(host: &Host, capability: &str, body: Value) -> Value {
     let (status, v) = call(host, capability, body.clone());
     assert!(status == 200 || status == 201, "{capability} {body} -> {status} {v}");
     v
 }
 
 /// The paragraphs (at least 25 words) of the license texts, with their ids `<license>-<n>`.
-fn paragraphs() -> Vec<(String, String, String)> {
+pub(crate) fn paragraphs() -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for name in LICENSES {
         let text = std::fs::read_to_string(format!("/usr/share/common-licenses/{name}")).unwrap();
@@ -62,7 +62,7 @@ fn paragraphs() -> Vec<(String, String, String)> {
     out
 }
 
-fn index_paragraphs(
+pub(crate) fn index_paragraphs(
     host: &Host,
     collection: &str,
     paras: &[(String, String, String)],
@@ -84,7 +84,7 @@ fn index_paragraphs(
     ids
 }
 
-fn hit_ids(v: &Value) -> Vec<String> {
+pub(crate) fn hit_ids(v: &Value) -> Vec<String> {
     v["hits"]
         .as_array()
         .unwrap_or_else(|| panic!("no hits in {v}"))
@@ -93,7 +93,7 @@ fn hit_ids(v: &Value) -> Vec<String> {
         .collect()
 }
 
-fn the_paragraph(paras: &[(String, String, String)], license: &str, needle: &str) -> String {
+pub(crate) fn the_paragraph(paras: &[(String, String, String)], license: &str, needle: &str) -> String {
     paras
         .iter()
         .find(|p| p.1 == license && p.2.contains(needle))
