@@ -93,7 +93,11 @@ pub(crate) fn hit_ids(v: &Value) -> Vec<String> {
         .collect()
 }
 
-pub(crate) fn the_paragraph(paras: &[(String, String, String)], license: &str, needle: &str) -> String {
+pub(crate) fn the_paragraph(
+    paras: &[(String, String, String)],
+    license: &str,
+    needle: &str,
+) -> String {
     paras
         .iter()
         .find(|p| p.1 == license && p.2.contains(needle))
