@@ -4,6 +4,7 @@
 mod auth;
 mod bad_input;
 mod brainml;
+mod brainml_quality;
 mod deadlines;
 mod execution;
 mod files;
