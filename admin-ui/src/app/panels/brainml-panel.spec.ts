@@ -1,4 +1,4 @@
-import { provideHttpClient } from '@angular/common/http';
+import { HttpEventType, provideHttpClient } from '@angular/common/http';
 import { HttpTestingController, provideHttpClientTesting } from '@angular/common/http/testing';
 import { ComponentFixture, TestBed } from '@angular/core/testing';
 import { ConfirmStore } from '../core/confirm.store';
@@ -25,6 +25,17 @@ const stat = {
   p50_ms: 1.5,
   p99_ms: 7,
 };
+
+const FIRST_PART = [
+  'collection.create',
+  'collection.list',
+  'collection.get',
+  'collection.delete',
+  'index',
+  'delete',
+  'query',
+  'stats',
+].map((name) => ({ name, description: '', streaming: false, scope: 'write' }));
 
 describe('BrainmlPanel', () => {
   let fixture: ComponentFixture<BrainmlPanel>;
@@ -57,6 +68,9 @@ describe('BrainmlPanel', () => {
     fixture = TestBed.createComponent(BrainmlPanel);
     fixture.detectChanges();
     await answerLoad();
+    // A brainml of the first part: no train, snapshots or rag.ask (their sections say so).
+    http.expectOne('/api/core/plugins/brainml').flush({ capabilities: FIRST_PART });
+    await settle();
   });
   afterEach(() => http.verify());
 
@@ -171,12 +185,24 @@ describe('BrainmlPanel', () => {
     expect(req.request.body).toEqual({
       collection: 'docs',
       documents: [{ id: 'notes.md', text: 'Some words.', metadata: { source: 'notes.md' } }],
+      stream: true,
     });
-    req.flush({ indexed: 1, chunks: 1, took_ms: 9 });
+    // The NDJSON progress shows as embedded chunks of the file.
+    const part = '{"embedded": 3, "chunks": 7}\n';
+    req.event({ type: HttpEventType.DownloadProgress, loaded: part.length, partialText: part });
+    await settle();
+    const row = () => el().querySelector('li[data-file="notes.md"]')!;
+    expect(row().textContent).toContain('embedded 3/7 chunks');
+    expect(row().querySelector('progress')!.getAttribute('max')).toBe('7');
+    req.flush(part + '{"indexed": 1, "chunks": 7, "took_ms": 9}\n');
     await answerLoad();
     const status = (name: string) =>
       el().querySelector(`li[data-file="${name}"]`)!.getAttribute('data-status');
     expect(status('notes.md')).toBe('done');
+    expect(row().textContent).toContain('7 chunks in 9.0 ms');
+    expect(el().querySelector('[data-testid=bm-files-summary]')!.textContent).toMatch(
+      /1\/2 files indexed\s*· 1 failed/,
+    );
     expect(status('paper.pdf')).toBe('error');
     expect(el().querySelector('li[data-file="paper.pdf"]')!.textContent).toContain(
       'not a .txt or .md file',

@@ -11,7 +11,11 @@ import {
 import { FormsModule } from '@angular/forms';
 import { ConfirmStore } from '../core/confirm.store';
 import { ToastStore } from '../core/toast.store';
-import { formatBytes } from '../shared/format';
+import { formatBytes, formatTime } from '../shared/format';
+import { BrainmlAsk } from './brainml-ask';
+import { describeParams, formatRecall } from './brainml-ops';
+import { BrainmlSnapshots } from './brainml-snapshots';
+import { BrainmlTrain } from './brainml-train';
 import {
   BrainmlStore,
   CollectionRow,
@@ -35,7 +39,7 @@ import {
  */
 @Component({
   selector: 'app-brainml-panel',
-  imports: [FormsModule],
+  imports: [FormsModule, BrainmlTrain, BrainmlSnapshots, BrainmlAsk],
   providers: [BrainmlStore],
   changeDetection: ChangeDetectionStrategy.OnPush,
   template: `
@@ -69,6 +73,7 @@ import {
                 <th class="pr-3 text-right">chunks</th>
                 <th class="pr-3 text-right">on disk</th>
                 <th class="pr-3 text-right">in memory</th>
+                <th class="pr-3">index</th>
                 <th class="pr-3 text-right">queries</th>
                 <th class="pr-3 text-right">p50 / p99</th>
                 <th></th>
@@ -91,6 +96,18 @@ import {
                   </td>
                   <td class="pr-3 text-right">{{ bytes(c.stats?.bytes_on_disk) }}</td>
                   <td class="pr-3 text-right">{{ bytes(c.stats?.bytes_in_memory) }}</td>
+                  <td
+                    class="pr-3 whitespace-nowrap"
+                    data-testid="bm-index-kind"
+                    [title]="indexTitle(c)"
+                  >
+                    {{ c.stats?.index ?? '–' }}
+                    @if (c.stats?.recall_at_10 != null) {
+                      <span class="muted text-xs" data-testid="bm-recall"
+                        >· recall@10 {{ recall(c.stats?.recall_at_10) }}</span
+                      >
+                    }
+                  </td>
                   <td class="pr-3 text-right">{{ c.stats?.queries ?? '–' }}</td>
                   <td class="pr-3 text-right whitespace-nowrap">
                     {{ ms(c.stats?.p50_ms) }} / {{ ms(c.stats?.p99_ms) }}
@@ -108,7 +125,7 @@ import {
                 </tr>
               } @empty {
                 <tr>
-                  <td colspan="10" class="muted py-2">
+                  <td colspan="11" class="muted py-2">
                     {{ store.loading() ? 'Loading…' : 'No collections yet: create one below.' }}
                   </td>
                 </tr>
@@ -263,6 +280,14 @@ import {
             <p class="text-sm text-rose-700 dark:text-rose-300" role="alert">{{ e }}</p>
           }
           @if (store.files().length) {
+            <p class="text-xs" data-testid="bm-files-summary" aria-live="polite">
+              {{ store.filesSummary().done }}/{{ store.filesSummary().total }} files indexed
+              @if (store.filesSummary().failed) {
+                <span class="text-rose-700 dark:text-rose-300"
+                  >· {{ store.filesSummary().failed }} failed</span
+                >
+              }
+            </p>
             <ul class="space-y-1 text-sm" data-testid="bm-files" aria-live="polite">
               @for (f of store.files(); track $index) {
                 <li
@@ -272,12 +297,21 @@ import {
                 >
                   <span class="truncate font-mono">{{ f.name }}</span>
                   <span class="muted text-xs">{{ bytes(f.size) }}</span>
-                  <progress
-                    class="ml-auto w-24"
-                    max="2"
-                    [value]="progress(f.status)"
-                    [attr.aria-label]="'progress of ' + f.name"
-                  ></progress>
+                  @if (f.status === 'indexing' && f.chunksTotal) {
+                    <progress
+                      class="ml-auto w-24"
+                      [max]="f.chunksTotal"
+                      [value]="f.chunksDone ?? 0"
+                      [attr.aria-label]="'progress of ' + f.name"
+                    ></progress>
+                  } @else {
+                    <progress
+                      class="ml-auto w-24"
+                      max="2"
+                      [value]="progress(f.status)"
+                      [attr.aria-label]="'progress of ' + f.name"
+                    ></progress>
+                  }
                   <span
                     class="w-64 truncate text-xs"
                     [class]="f.status === 'error' ? 'text-rose-700 dark:text-rose-300' : 'muted'"
@@ -285,7 +319,9 @@ import {
                     >{{
                       f.status === 'done' || f.status === 'error'
                         ? f.message || f.status
-                        : f.status + '…'
+                        : f.status === 'indexing' && f.chunksTotal
+                          ? 'embedded ' + (f.chunksDone ?? 0) + '/' + f.chunksTotal + ' chunks…'
+                          : f.status + '…'
                     }}</span
                   >
                 </li>
@@ -434,6 +470,12 @@ import {
           </ol>
         }
       </section>
+
+      @if (store.capsRead()) {
+        <app-brainml-train />
+        <app-brainml-snapshots />
+        <app-brainml-ask />
+      }
     </div>
   `,
 })
@@ -472,6 +514,7 @@ export class BrainmlPanel implements OnInit {
   protected hasKeys = (o: object) => Object.keys(o).length > 0;
   protected score = (s: number) => (Math.abs(s) >= 100 ? s.toFixed(1) : s.toFixed(4));
   protected ms = formatMs;
+  protected recall = formatRecall;
   protected progress = (s: string) =>
     s === 'done' || s === 'error' ? 2 : s === 'indexing' ? 1 : 0;
 
@@ -487,6 +530,17 @@ export class BrainmlPanel implements OnInit {
   ngOnInit() {
     this.store.setPlugin(this.pluginId());
     void this.store.load();
+    void this.store.loadCaps();
+  }
+
+  /** The index's parameters and when it was trained, for the index cell's title. */
+  protected indexTitle(c: CollectionRow): string {
+    const s = c.stats;
+    if (!s) return '';
+    const parts = [describeParams(s.index_params)];
+    if (s.bytes_per_vector != null) parts.push(`${s.bytes_per_vector} bytes per vector`);
+    if (s.last_trained_ms != null) parts.push(`trained ${formatTime(s.last_trained_ms)}`);
+    return parts.filter((p) => p && p !== '–').join(' · ');
   }
 
   async create() {

@@ -1,4 +1,4 @@
-import { provideHttpClient } from '@angular/common/http';
+import { HttpEventType, provideHttpClient } from '@angular/common/http';
 import { HttpTestingController, provideHttpClientTesting } from '@angular/common/http/testing';
 import { TestBed } from '@angular/core/testing';
 import {
@@ -195,6 +195,16 @@ describe('BrainmlStore', () => {
     ]);
     await tick();
     expect(store.files().map((f) => f.status)).toEqual(['indexing', 'pending', 'error']);
+    // An earlier brainml refuses `stream`: the file is sent again plainly, and so are the next.
+    const streamed = http.expectOne('/api/plugins/brainml/index');
+    expect(streamed.request.body.stream).toBe(true);
+    streamed.flush(
+      JSON.stringify({
+        error: { code: 'bad_request', message: 'unknown field `stream`, expected `collection`' },
+      }),
+      { status: 400, statusText: 'Bad Request' },
+    );
+    await tick();
     const a = http.expectOne('/api/plugins/brainml/index');
     expect(a.request.body).toEqual({
       collection: 'docs',
@@ -216,6 +226,56 @@ describe('BrainmlStore', () => {
       { name: 'x.pdf', size: 0, status: 'error', message: 'not a .txt or .md file' },
     ]);
     expect(store.indexing()).toBe(false);
+  });
+
+  it('streams index progress (NDJSON) into the file row, then the final line', async () => {
+    const p = store.index('docs', [src('long.md', 'Many words')]);
+    await tick();
+    const req = http.expectOne('/api/plugins/brainml/index');
+    expect(req.request.body).toEqual({
+      collection: 'docs',
+      documents: [{ id: 'long.md', text: 'Many words', metadata: { source: 'long.md' } }],
+      stream: true,
+    });
+    const lines = '{"embedded": 16, "chunks": 40}\n{"embedded": 32, "chun';
+    req.event({ type: HttpEventType.DownloadProgress, loaded: lines.length, partialText: lines });
+    await tick();
+    expect(store.files()[0]).toMatchObject({ status: 'indexing', chunksDone: 16, chunksTotal: 40 });
+    const all = lines + 'ks": 40}\n{"indexed": 1, "chunks": 40, "took_ms": 950}\n';
+    req.event({ type: HttpEventType.DownloadProgress, loaded: all.length, partialText: all });
+    await tick();
+    expect(store.files()[0].chunksDone).toBe(32);
+    req.flush(all);
+    await answerLoad();
+    await p;
+    expect(store.files()[0]).toMatchObject({ status: 'done', message: '40 chunks in 950 ms' });
+    expect(store.indexStreams()).toBe(true);
+  });
+
+  it("shows an error line of a streamed index as the file's error", async () => {
+    const p = store.index('docs', [src('bad.md', 'x')]);
+    await tick();
+    http
+      .expectOne('/api/plugins/brainml/index')
+      .flush('{"embedded": 0, "chunks": 3}\n{"error": {"message": "candle is not running"}}\n');
+    await answerLoad();
+    await p;
+    expect(store.files()[0]).toMatchObject({ status: 'error', message: 'candle is not running' });
+  });
+
+  it('reads the capabilities from the manifest', async () => {
+    expect(store.lacks('train')).toBe(false);
+    const p = store.loadCaps();
+    http
+      .expectOne('/api/core/plugins/brainml')
+      .flush({ capabilities: [{ name: 'query' }, { name: 'train' }] });
+    await p;
+    expect([store.has('train'), store.lacks('train'), store.lacks('rag.ask')]).toEqual([
+      true,
+      false,
+      true,
+    ]);
+    expect(store.capsRead()).toBe(true);
   });
 
   it('queries with the contract body, keeps the hits with the query text; shows a 400', async () => {

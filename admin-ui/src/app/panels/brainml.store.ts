@@ -1,6 +1,9 @@
+import { HttpClient } from '@angular/common/http';
 import { computed, inject } from '@angular/core';
 import { patchState, signalStore, withComputed, withMethods, withState } from '@ngrx/signals';
-import { Api } from '../core/api';
+import { Api, ApiError } from '../core/api';
+import { PluginDetail } from '../core/models';
+import { NdjsonParser, postStreaming } from './brainml-ops';
 
 /** `collection.list` / `collection.get` (brainml's API contract). */
 export interface CollectionInfo {
@@ -24,6 +27,16 @@ export interface CollectionStats {
   queries: number;
   p50_ms: number | null;
   p99_ms: number | null;
+  /** Since `train` (issue 12, second part): what the index was built with and what it measured. */
+  index_params?: {
+    m?: number;
+    ef_construction?: number;
+    ef_search?: number | null;
+    quantization?: string;
+  } | null;
+  recall_at_10?: number | null;
+  last_trained_ms?: number | null;
+  bytes_per_vector?: number | null;
 }
 
 /** A collection with its stats (null until `stats` answered, or when it failed). */
@@ -80,6 +93,9 @@ export interface FileProgress {
   status: FileStatus;
   /** The server's answer (`N chunks in M ms`) or its error. */
   message: string;
+  /** While a streamed `index` embeds: the chunks embedded so far and in all. */
+  chunksDone?: number;
+  chunksTotal?: number;
 }
 
 /** A source of one document: a dropped file or the pasted text. */
@@ -217,6 +233,12 @@ interface BrainmlState {
   querying: boolean;
   queryError: string | null;
   result: QueryResult | null;
+  /** The plugin's capabilities (from its manifest), or null while unknown. */
+  caps: string[] | null;
+  /** Whether the manifest was asked for (read or not): the sections that depend on it wait. */
+  capsRead: boolean;
+  /** Whether `index` takes `stream: true` (NDJSON progress): null until the first file tells. */
+  indexStreams: boolean | null;
 }
 
 const initial: BrainmlState = {
@@ -232,6 +254,9 @@ const initial: BrainmlState = {
   querying: false,
   queryError: null,
   result: null,
+  caps: null,
+  capsRead: false,
+  indexStreams: null,
 };
 
 const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
@@ -241,9 +266,19 @@ export const BrainmlStore = signalStore(
   withState<BrainmlState>(initial),
   withComputed((s) => ({
     names: computed(() => s.collections().map((c) => c.name)),
+    /** Files done, failed and in all, for `3/5 done, 1 failed`. */
+    filesSummary: computed(() => {
+      const f = s.files();
+      return {
+        total: f.length,
+        done: f.filter((x) => x.status === 'done').length,
+        failed: f.filter((x) => x.status === 'error').length,
+      };
+    }),
   })),
   withMethods((store) => {
     const api = inject(Api);
+    const http = inject(HttpClient);
     const path = (cap: string) => `/api/plugins/${encodeURIComponent(store.pluginId())}/${cap}`;
     const setFile = (i: number, p: Partial<FileProgress>) =>
       patchState(store, { files: store.files().map((f, j) => (j === i ? { ...f, ...p } : f)) });
@@ -274,11 +309,80 @@ export const BrainmlStore = signalStore(
       }
     }
 
+    /**
+     * One `index` call for a document. Sent with `stream: true` (NDJSON lines `{embedded, chunks}`
+     * then the final `{indexed, chunks, took_ms}`), unless the plugin refused that field once: then
+     * as a plain call.
+     */
+    async function indexOne(
+      i: number,
+      collection: string,
+      doc: Record<string, unknown>,
+    ): Promise<{ indexed: number; chunks: number; took_ms: number }> {
+      const body = { collection, documents: [doc] };
+      if (store.indexStreams() === false) return api.post(path('index'), body);
+      const parser = new NdjsonParser();
+      let final: { indexed: number; chunks: number; took_ms: number } | null = null;
+      const take = (lines: unknown[]) => {
+        for (const l of lines) {
+          const o = l as Record<string, unknown>;
+          if (o['error'] != null) {
+            const e = o['error'] as { message?: string } | string;
+            throw new Error(typeof e === 'string' ? e : (e.message ?? JSON.stringify(e)));
+          }
+          if (typeof o['embedded'] === 'number') {
+            setFile(i, {
+              chunksDone: o['embedded'] as number,
+              chunksTotal: (o['chunks'] as number) ?? undefined,
+            });
+          } else if (typeof o['indexed'] === 'number') {
+            final = o as unknown as typeof final;
+          }
+        }
+      };
+      try {
+        await postStreaming(http, api.base + path('index'), { ...body, stream: true }, (t) =>
+          take(parser.push(t)),
+        );
+      } catch (e) {
+        // An earlier brainml refuses the unknown field: send it plainly from now on.
+        if (e instanceof ApiError && e.status === 400 && /\bstream\b/.test(e.message)) {
+          patchState(store, { indexStreams: false });
+          return api.post(path('index'), body);
+        }
+        throw e;
+      }
+      take(parser.end());
+      if (!final) throw new Error('the streamed answer ended without its final line');
+      patchState(store, { indexStreams: true });
+      return final;
+    }
+
     return {
       setPlugin(id: string) {
         patchState(store, { pluginId: id });
       },
       load,
+      /** Reads the plugin's manifest: which capabilities this brainml build has. */
+      async loadCaps() {
+        try {
+          const d = await api.get<PluginDetail>(
+            `/api/core/plugins/${encodeURIComponent(store.pluginId())}`,
+          );
+          patchState(store, { caps: (d.capabilities ?? []).map((c) => c.name), capsRead: true });
+        } catch {
+          patchState(store, { caps: null, capsRead: true });
+        }
+      },
+      /** Whether the plugin's manifest lists a capability (false while unknown). */
+      has(cap: string): boolean {
+        return store.caps()?.includes(cap) ?? false;
+      },
+      /** Whether the manifest is known and lacks a capability (then its section says so). */
+      lacks(cap: string): boolean {
+        const c = store.caps();
+        return c != null && !c.includes(cap);
+      },
       /** Creates a collection; true when it was created. */
       async create(form: CreateForm): Promise<boolean> {
         const r = createBody(form);
@@ -330,13 +434,7 @@ export const BrainmlStore = signalStore(
             setFile(i, { status: 'reading' });
             const text = await s.read();
             setFile(i, { status: 'indexing' });
-            const r = await api.post<{ indexed: number; chunks: number; took_ms: number }>(
-              path('index'),
-              {
-                collection,
-                documents: [{ id: s.id, text, metadata: s.metadata }],
-              },
-            );
+            const r = await indexOne(i, collection, { id: s.id, text, metadata: s.metadata });
             setFile(i, {
               status: 'done',
               message: `${r.chunks} chunk${r.chunks === 1 ? '' : 's'} in ${formatMs(r.took_ms)}`,
