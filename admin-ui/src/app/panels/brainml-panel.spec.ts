@@ -85,6 +85,58 @@ describe('BrainmlPanel', () => {
     expect(row.querySelector('[data-testid=bm-documents]')!.textContent!.trim()).toBe('2');
   });
 
+  it('shows the index kind and the recall it measured; the sections a first-part plugin lacks say so', async () => {
+    expect(
+      el()
+        .querySelector('tr[data-collection=docs] [data-testid=bm-index-kind]')!
+        .textContent!.trim(),
+    ).toBe('exact');
+    for (const id of ['bm-train-missing', 'bm-snapshots-missing', 'bm-ask-missing'])
+      expect(el().querySelector(`[data-testid=${id}]`), id).not.toBeNull();
+    button('Refresh').click();
+    await tick();
+    http.expectOne('/api/plugins/brainml/collection.list').flush({ collections: [coll] });
+    http.expectOne('/api/plugins/brainml/stats').flush({
+      collections: [
+        {
+          ...stat,
+          index: 'hnsw',
+          recall_at_10: 0.9734,
+          index_params: { m: 16, ef_construction: 200, ef_search: 48, quantization: 'int8' },
+          bytes_per_vector: 416,
+          last_trained_ms: 1_700_000_000_000,
+        },
+      ],
+    });
+    await settle();
+    const cell = el().querySelector('tr[data-collection=docs] [data-testid=bm-index-kind]')!;
+    expect(cell.textContent!.replace(/\s+/g, ' ').trim()).toBe('hnsw · recall@10 97.3 %');
+    expect(cell.getAttribute('title')).toContain(
+      'm 16 · ef_construction 200 · ef_search 48 · int8',
+    );
+    expect(cell.getAttribute('title')).toContain('416 bytes per vector');
+  });
+
+  it('shows hit text as text, never as markup', async () => {
+    type('input[name=bmQueryText]', 'img');
+    await settle();
+    (el().querySelector('[data-testid=bm-query] form') as HTMLFormElement).dispatchEvent(
+      new Event('submit'),
+    );
+    http.expectOne('/api/plugins/brainml/query').flush({
+      hits: [
+        { id: 'x.md', chunk: 0, score: 1, text: '<img src=x onerror="alert(1)"> img <b>bold</b>' },
+      ],
+      took_ms: 1,
+      mode: 'hybrid',
+    });
+    await answerLoad();
+    const p = el().querySelector('[data-testid=bm-hit-text]')!;
+    expect(p.querySelector('img, b')).toBeNull();
+    expect(p.textContent).toBe('<img src=x onerror="alert(1)"> img <b>bold</b>');
+    expect([...p.querySelectorAll('mark')].map((m) => m.textContent)).toEqual(['img', 'img']);
+  });
+
   it('labels every control', () => {
     const controls = [...el().querySelectorAll('input, select, textarea, button')];
     expect(controls.length).toBeGreaterThan(10);
