@@ -10,6 +10,13 @@
 //! | `delete`            | [`DeleteRequest`]                               | [`DeletedCount`] |
 //! | `query`             | [`QueryRequest`]                                | [`QueryAnswer`] |
 //! | `stats`             | [`StatsRequest`]                                | [`StatsAnswer`] |
+//! | `snapshot.create`   | [`SnapshotCreate`]                              | [`Snapshot`] (201) |
+//! | `snapshot.list`     | [`SnapshotListRequest`]                         | [`SnapshotList`] (newest first) |
+//! | `snapshot.verify`   | [`SnapshotId`]                                  | [`SnapshotVerified`]; 409 naming the damaged file |
+//! | `snapshot.restore`  | [`SnapshotRestore`]                             | [`CollectionInfo`]; 409 damaged (nothing changed) or `as` exists |
+//! | `snapshot.delete`   | [`SnapshotId`]                                  | [`Deleted`] |
+//! | `snapshot.export`   | [`SnapshotId`]                                  | `application/x-tar`: `manifest.json` and the files |
+//! | `snapshot.import`   | the raw tar archive `snapshot.export` gave       | [`Snapshot`] (201) with a fresh id; 400 naming a bad entry |
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -184,4 +191,67 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+// ---- STORAGE: snapshots (snapshot.rs) ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotCreate {
+    pub collection: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotListRequest {
+    pub collection: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotId {
+    pub id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRestore {
+    pub id: String,
+    /// Restore as a new collection of this name (409 if it exists); without it the
+    /// snapshot's collection is replaced.
+    #[serde(rename = "as")]
+    pub as_name: Option<String>,
+}
+
+/// One file of a snapshot, as its manifest lists it (`path` relative to the snapshot).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotFile {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    pub id: String,
+    pub collection: String,
+    pub created_ms: u64,
+    pub documents: usize,
+    pub chunks: usize,
+    /// The files' bytes together.
+    pub bytes: u64,
+    pub files: Vec<SnapshotFile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SnapshotList {
+    pub snapshots: Vec<Snapshot>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SnapshotVerified {
+    pub id: String,
+    pub ok: bool,
+    pub files: usize,
+    pub bytes: u64,
 }

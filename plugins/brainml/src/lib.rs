@@ -8,6 +8,7 @@ pub mod api;
 pub mod bm25;
 pub mod embed;
 pub mod filter;
+pub mod snapshot;
 pub mod store;
 pub mod wal;
 
@@ -408,6 +409,14 @@ impl Plugin for BrainMl {
                 "{collection, text? | vector?, k?, mode?: hybrid|dense|bm25, filter?, with_text?}",
             )
             .capability("stats", "{collection?}: sizes and query times")
+            .capability("snapshot.create", "{collection}: a hash-checked snapshot (201)")
+            .capability("snapshot.list", "{collection?}: the snapshots, newest first")
+            .capability("snapshot.verify", "{id}: check every file's size and SHA-256")
+            .capability("snapshot.restore", "{id, as?}: verify, then replace (or make `as`)")
+            .capability("snapshot.delete", "{id}: delete a snapshot")
+            .capability("snapshot.export", "{id}: the snapshot as one application/x-tar archive")
+            .capability("snapshot.import", "body: such an archive; checked, kept with a fresh id")
+            .max_body_bytes("snapshot.import", snapshot::MAX_IMPORT_BYTES)
             .config_schema(json!({
                 "type": "object",
                 "properties": {
@@ -503,6 +512,7 @@ impl Plugin for BrainMl {
             "delete" => self.delete(parse(&req)?),
             "query" => self.query(parse(&req)?),
             "stats" => self.stats(parse(&req)?),
+            c if c.starts_with("snapshot.") => snapshot::invoke(self, c, &req),
             other => Err(Error::not_found(format!("no capability {other}"))),
         }
     }

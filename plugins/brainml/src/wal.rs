@@ -1,17 +1,29 @@
 //! The write-ahead log: records `[u32 length][u32 crc32][payload]` (little endian), appended and
-//! fsynced before a write is answered. Replay stops at the first record that is torn (shorter
-//! than its header says) or corrupt (wrong checksum, unreadable payload) and cuts the file
-//! there: everything before it was acknowledged, nothing after it was.
+//! fsynced before a write is answered. Replay streams the file and stops at the first record
+//! that is torn (shorter than its header says) or corrupt (wrong checksum, unreadable
+//! payload); the file is cut there: everything before it was acknowledged, nothing after it
+//! was.
+//!
+//! Compaction ([`Wal::rewrite`]) replaces the whole log with a shorter one holding the same
+//! live state: written to `<log>.compact`, fsynced, renamed over the log, folder fsynced. A
+//! crash at any step leaves either the old log or the new one whole; a leftover `.compact`
+//! file is removed at the next open.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::path::Path;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 
 /// A record longer than this is taken for garbage.
 const MAX_RECORD: u32 = 1 << 30;
 const HEADER: usize = 8;
 
+/// The environment variable naming a step at which compaction stops as if the process had
+/// crashed there (a test hook): `compact-before-rename` leaves a whole temp file beside the
+/// old log, `compact-torn` a half-written one.
+pub const FAILPOINT_ENV: &str = "BKG_BRAINML_FAILPOINT";
+
 pub struct Wal {
+    path: PathBuf,
     file: File,
     len: u64,
 }
@@ -32,46 +44,95 @@ pub struct Cut {
     pub reason: String,
 }
 
-/// Split `bytes` into intact records; `valid` checks a payload (e.g. that it parses).
-pub fn scan(bytes: &[u8], valid: &dyn Fn(&[u8]) -> bool) -> Replay {
-    let mut records = Vec::new();
-    let mut at = 0usize;
-    let cut = loop {
-        let rest = &bytes[at..];
-        if rest.is_empty() {
-            break None;
+/// Read into `buf` until it is full or the input ends; the number of bytes read.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        let reason = if rest.len() < HEADER {
-            Some(format!("a torn record header ({} of {HEADER} bytes)", rest.len()))
+    }
+    Ok(got)
+}
+
+/// Stream the records of a log of `total` bytes from `r`, handing each intact payload to
+/// `each` (which answers false for a payload it cannot read: the log is cut there). Read
+/// errors are errors, never a cut.
+pub fn scan_stream(
+    r: &mut dyn Read,
+    total: u64,
+    each: &mut dyn FnMut(&[u8]) -> bool,
+) -> std::io::Result<Option<Cut>> {
+    let mut at = 0u64;
+    let mut header = [0u8; HEADER];
+    let mut payload = Vec::new();
+    loop {
+        let got = read_full(r, &mut header)?;
+        if got == 0 {
+            return Ok(None);
+        }
+        let reason = if got < HEADER {
+            format!("a torn record header ({got} of {HEADER} bytes)")
         } else {
-            let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-            let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+            let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+            let left = total.saturating_sub(at + HEADER as u64);
             if len > MAX_RECORD {
-                Some(format!("a record length of {len} bytes, more than any record"))
-            } else if rest.len() - HEADER < len as usize {
-                Some(format!("a torn record ({} of {len} bytes)", rest.len() - HEADER))
+                format!("a record length of {len} bytes, more than any record")
+            } else if (len as u64) > left {
+                // Read no further than the file holds (never allocate a garbage length).
+                let left = left.min(len as u64) as usize;
+                payload.resize(left, 0);
+                let got = read_full(r, &mut payload)?;
+                format!("a torn record ({got} of {len} bytes)")
             } else {
-                let payload = &rest[HEADER..HEADER + len as usize];
-                if crc32fast::hash(payload) != crc {
-                    Some("a checksum mismatch".to_string())
-                } else if !valid(payload) {
-                    Some("a record that does not parse".to_string())
+                payload.resize(len as usize, 0);
+                let got = read_full(r, &mut payload)?;
+                if got < len as usize {
+                    format!("a torn record ({got} of {len} bytes)")
+                } else if crc32fast::hash(&payload) != crc {
+                    "a checksum mismatch".to_string()
+                } else if !each(&payload) {
+                    "a record that does not parse".to_string()
                 } else {
-                    records.push(payload.to_vec());
-                    at += HEADER + len as usize;
-                    None
+                    at += (HEADER + len as usize) as u64;
+                    continue;
                 }
             }
         };
-        if let Some(reason) = reason {
-            break Some(Cut {
-                offset: at as u64,
-                dropped_bytes: (bytes.len() - at) as u64,
-                reason,
-            });
+        return Ok(Some(Cut { offset: at, dropped_bytes: total.saturating_sub(at), reason }));
+    }
+}
+
+/// Split `bytes` into intact records; `valid` checks a payload (e.g. that it parses).
+pub fn scan(bytes: &[u8], valid: &dyn Fn(&[u8]) -> bool) -> Replay {
+    let mut records = Vec::new();
+    let mut keep = |p: &[u8]| {
+        let ok = valid(p);
+        if ok {
+            records.push(p.to_vec());
         }
+        ok
     };
+    let cut = scan_stream(&mut std::io::Cursor::new(bytes), bytes.len() as u64, &mut keep)
+        .expect("reading from memory does not fail");
     Replay { records, cut }
+}
+
+/// Replay the log at `path` (absent: empty) without changing it: each intact payload goes to
+/// `each`; answers where the log must be cut, if anywhere.
+pub fn replay(path: &Path, each: &mut dyn FnMut(&[u8]) -> bool) -> std::io::Result<Option<Cut>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let total = file.metadata()?.len();
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    scan_stream(&mut r, total, each)
 }
 
 /// One record as written.
@@ -83,28 +144,80 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The temp file a compaction writes before it replaces the log.
+pub fn compact_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".compact");
+    path.with_file_name(name)
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => Ok(()),
+    }
+}
+
+/// Where a compaction stops early as if it had crashed (see [`FAILPOINT_ENV`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Failpoint {
+    /// The temp file is half written.
+    Torn,
+    /// The temp file is whole and fsynced, not yet renamed.
+    BeforeRename,
+}
+
+impl Failpoint {
+    pub fn from_env() -> Option<Failpoint> {
+        match std::env::var(FAILPOINT_ENV).ok()?.as_str() {
+            "compact-torn" => Some(Failpoint::Torn),
+            "compact-before-rename" => Some(Failpoint::BeforeRename),
+            _ => None,
+        }
+    }
+}
+
 impl Wal {
-    /// Open (creating) the log at `path`, replay it and cut a bad tail off the file.
-    pub fn open(path: &Path, valid: &dyn Fn(&[u8]) -> bool) -> std::io::Result<(Wal, Replay)> {
-        let mut file =
+    /// Open (creating) the log at `path` for appending after its last byte, removing the temp
+    /// file of an interrupted compaction. Replay it with [`replay`] and [`Wal::cut`] it before
+    /// the first append.
+    pub fn open(path: &Path) -> std::io::Result<Wal> {
+        let tmp = compact_path(path);
+        if tmp.exists() {
+            std::fs::remove_file(&tmp)?;
+        }
+        let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let replay = scan(&bytes, valid);
-        let len = match &replay.cut {
-            Some(cut) => {
-                file.set_len(cut.offset)?;
-                file.sync_all()?;
-                cut.offset
-            }
-            None => bytes.len() as u64,
-        };
-        Ok((Wal { file, len }, replay))
+        let len = file.metadata()?.len();
+        Ok(Wal { path: path.to_path_buf(), file, len })
+    }
+
+    /// Cut the file at `offset` (a torn or corrupt tail found by replay) and fsync it.
+    pub fn cut(&mut self, offset: u64) -> std::io::Result<()> {
+        self.file.set_len(offset)?;
+        self.file.sync_all()?;
+        self.len = offset;
+        Ok(())
+    }
+
+    /// The log's length in bytes: every acknowledged record lies before it.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A second handle on the log's current file and its length now: the bytes before that
+    /// length never change, even when a compaction replaces the file later (the handle keeps
+    /// the old one).
+    pub fn reader(&self) -> std::io::Result<(File, u64)> {
+        Ok((self.file.try_clone()?, self.len))
     }
 
     /// Append one record and fsync it.
     pub fn append(&mut self, payload: &[u8]) -> std::io::Result<()> {
-        use std::io::{Seek, SeekFrom};
         if payload.len() as u64 > MAX_RECORD as u64 {
             return Err(std::io::Error::other("the record is too large"));
         }
@@ -119,6 +232,61 @@ impl Wal {
         self.len += framed.len() as u64;
         Ok(())
     }
+
+    /// Replace the log with one holding exactly `records` (compaction): temp file, fsync,
+    /// rename over the log, fsync the folder, then append to the new file. On an error the
+    /// old log stays as it was and in use.
+    pub fn rewrite(
+        &mut self,
+        records: &mut dyn Iterator<Item = Vec<u8>>,
+        failpoint: Option<Failpoint>,
+    ) -> std::io::Result<()> {
+        let tmp = compact_path(&self.path);
+        let written = Self::write_new(&tmp, records, failpoint);
+        let len = match written {
+            Ok(len) => len,
+            Err(e) => {
+                if failpoint.is_none() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                return Err(e);
+            }
+        };
+        std::fs::rename(&tmp, &self.path)?;
+        sync_dir(&self.path)?;
+        let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        self.file = file;
+        self.len = len;
+        Ok(())
+    }
+
+    fn write_new(
+        tmp: &Path,
+        records: &mut dyn Iterator<Item = Vec<u8>>,
+        failpoint: Option<Failpoint>,
+    ) -> std::io::Result<u64> {
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(tmp)?);
+        let mut len = 0u64;
+        for payload in records {
+            if payload.len() as u64 > MAX_RECORD as u64 {
+                return Err(std::io::Error::other("a compacted record is too large"));
+            }
+            let framed = frame(&payload);
+            if failpoint == Some(Failpoint::Torn) && len > 0 {
+                out.write_all(&framed[..framed.len() / 2])?;
+                out.flush()?;
+                return Err(std::io::Error::other("failpoint compact-torn"));
+            }
+            out.write_all(&framed)?;
+            len += framed.len() as u64;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        if failpoint == Some(Failpoint::BeforeRename) {
+            return Err(std::io::Error::other("failpoint compact-before-rename"));
+        }
+        Ok(len)
+    }
 }
 
 #[cfg(test)]
@@ -131,6 +299,21 @@ mod tests {
 
     fn log(records: &[&[u8]]) -> Vec<u8> {
         records.iter().flat_map(|r| frame(r)).collect()
+    }
+
+    /// Open, replay and cut, the way a collection does.
+    fn open(path: &Path) -> (Wal, Replay) {
+        let mut records = Vec::new();
+        let cut = replay(path, &mut |p| {
+            records.push(p.to_vec());
+            true
+        })
+        .unwrap();
+        let mut wal = Wal::open(path).unwrap();
+        if let Some(c) = &cut {
+            wal.cut(c.offset).unwrap();
+        }
+        (wal, Replay { records, cut })
     }
 
     #[test]
@@ -177,6 +360,14 @@ mod tests {
         let r = scan(&bytes, &ok);
         assert_eq!(r.records.len(), 1);
         assert!(r.cut.unwrap().reason.contains("length"));
+        // A plausible length longer than the file: torn, and nothing that large is allocated.
+        let mut bytes = log(&[b"one"]);
+        bytes.extend_from_slice(&(100_000_000u32).to_le_bytes());
+        bytes.extend_from_slice(&[0; 12]);
+        let r = scan(&bytes, &ok);
+        let cut = r.cut.unwrap();
+        assert!(cut.reason.contains("torn record (8 of 100000000"), "{}", cut.reason);
+        assert_eq!(cut.dropped_bytes, 16);
         let r = scan(&log(&[b"{}", b"not json"]), &|p| p.starts_with(b"{"));
         assert_eq!(r.records.len(), 1);
         assert!(r.cut.unwrap().reason.contains("parse"));
@@ -187,7 +378,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal.log");
         {
-            let (mut wal, r) = Wal::open(&path, &ok).unwrap();
+            let (mut wal, r) = open(&path);
             assert!(r.records.is_empty() && r.cut.is_none());
             wal.append(b"one").unwrap();
             wal.append(b"two").unwrap();
@@ -196,14 +387,61 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"garbage at the end").unwrap();
         drop(f);
-        let (mut wal, r) = Wal::open(&path, &ok).unwrap();
+        let (mut wal, r) = open(&path);
         assert_eq!(r.records.len(), 2);
         assert_eq!(r.cut.as_ref().unwrap().offset, good);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
         wal.append(b"three").unwrap();
         drop(wal);
-        let (_, r) = Wal::open(&path, &ok).unwrap();
+        let (_, r) = open(&path);
         assert_eq!(r.records.last().unwrap(), b"three");
         assert!(r.cut.is_none());
+    }
+
+    #[test]
+    fn rewrite_replaces_the_log_and_appends_go_to_the_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal.log");
+        let (mut wal, _) = open(&path);
+        for r in [&b"a1"[..], b"a2", b"a3", b"b1"] {
+            wal.append(r).unwrap();
+        }
+        // A reader taken before keeps seeing the old bytes.
+        let (mut old, old_len) = wal.reader().unwrap();
+        wal.rewrite(&mut vec![b"a3".to_vec(), b"b1".to_vec()].into_iter(), None).unwrap();
+        wal.append(b"c1").unwrap();
+        let mut bytes = Vec::new();
+        old.seek(SeekFrom::Start(0)).unwrap();
+        old.read_to_end(&mut bytes).unwrap();
+        assert_eq!(scan(&bytes[..old_len as usize], &ok).records.len(), 4);
+        drop(wal);
+        let (_, r) = open(&path);
+        assert_eq!(r.records, [b"a3".to_vec(), b"b1".to_vec(), b"c1".to_vec()]);
+        assert!(!compact_path(&path).exists());
+    }
+
+    #[test]
+    fn a_compaction_that_stops_early_leaves_the_old_log_whole() {
+        for failpoint in [Failpoint::Torn, Failpoint::BeforeRename] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("wal.log");
+            let (mut wal, _) = open(&path);
+            for r in [&b"a1"[..], b"a2", b"b1"] {
+                wal.append(r).unwrap();
+            }
+            let new = vec![b"a2".to_vec(), b"b1".to_vec()];
+            let e = wal.rewrite(&mut new.into_iter(), Some(failpoint)).unwrap_err();
+            assert!(e.to_string().contains("failpoint"), "{e}");
+            // As if the process died here: the temp file is left behind.
+            assert!(compact_path(&path).exists(), "{failpoint:?}");
+            drop(wal);
+            let (mut wal, r) = open(&path);
+            assert_eq!(r.records, [b"a1".to_vec(), b"a2".to_vec(), b"b1".to_vec()]);
+            assert!(r.cut.is_none());
+            assert!(!compact_path(&path).exists(), "the leftover temp file is removed");
+            wal.append(b"c1").unwrap();
+            drop(wal);
+            assert_eq!(open(&path).1.records.len(), 4);
+        }
     }
 }

@@ -7,9 +7,17 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::record::{self, Entry};
 use crate::api::{CollectionInfo, Distance};
 use crate::bm25::Bm25;
-use crate::wal::Wal;
+use crate::wal::{self, Wal};
+
+/// A log is compacted once it is longer than this ...
+const COMPACT_MIN_BYTES: u64 = 8 << 20;
+/// ... and its live documents take less than this share of it.
+const COMPACT_LIVE_SHARE: f64 = 0.5;
+/// A compacted log's records hold about this many bytes each.
+const COMPACT_RECORD_BYTES: usize = 4 << 20;
 
 /// What a collection is, kept in `meta.json` beside its log.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -44,6 +52,8 @@ pub struct ChunkRecord {
 struct Doc {
     metadata: Map<String, Value>,
     slots: Vec<usize>,
+    /// About the bytes the document takes in a compacted log.
+    bytes: u64,
 }
 
 struct Chunk {
@@ -74,6 +84,11 @@ pub struct Collection {
     free: Vec<usize>,
     live_chunks: usize,
     bm25: Bm25,
+    /// About the bytes the live documents take in a compacted log: the rest of the log is
+    /// dead (overwritten or deleted documents).
+    live_bytes: u64,
+    /// No compaction is tried before the log is this long (raised after a failed one).
+    compact_at: u64,
 }
 
 /// Query counters, kept apart so that queries share the collection's read lock.
@@ -155,35 +170,52 @@ impl Collection {
     /// `warn`) and build the in-memory indexes.
     pub fn open(dir: &Path, meta: Meta, warn: &dyn Fn(&str)) -> std::io::Result<Collection> {
         let path = dir.join("wal.log");
-        let parses = |p: &[u8]| serde_json::from_slice::<Record>(p).is_ok();
-        let (wal, replay) = Wal::open(&path, &parses)?;
-        if let Some(cut) = &replay.cut {
-            warn(&format!(
-                "collection {}: cut its write-ahead log {} at byte {}: {} ({} bytes dropped; \
-                 every acknowledged write before it is kept)",
-                meta.name,
-                path.display(),
-                cut.offset,
-                cut.reason,
-                cut.dropped_bytes
-            ));
-        }
         let mut c = Collection {
             meta,
             dir: dir.to_path_buf(),
             dropped: false,
-            wal,
+            wal: Wal::open(&path)?,
             docs: HashMap::new(),
             chunks: Vec::new(),
             vectors: Vec::new(),
             free: Vec::new(),
             live_chunks: 0,
             bm25: Bm25::default(),
+            live_bytes: 0,
+            compact_at: COMPACT_MIN_BYTES,
         };
-        for payload in replay.records {
-            // `scan` kept only records that parse.
-            if let Ok(record) = serde_json::from_slice::<Record>(&payload) {
-                c.apply(record);
+        // Each record is decoded once and applied at once: nothing but the state is kept.
+        let cut = wal::replay(&path, &mut |payload| match record::decode(payload) {
+            Some(entry) => {
+                c.apply_entry(entry);
+                true
+            }
+            None => false,
+        })?;
+        if let Some(cut) = &cut {
+            c.wal.cut(cut.offset)?;
+            warn(&format!(
+                "collection {}: cut its write-ahead log {} at byte {}: {} ({} bytes dropped; \
+                 every acknowledged write before it is kept)",
+                c.meta.name,
+                path.display(),
+                cut.offset,
+                cut.reason,
+                cut.dropped_bytes
+            ));
+        }
+        if c.should_compact() {
+            let before = c.wal.len();
+            match c.compact() {
+                Ok(()) => warn(&format!(
+                    "collection {}: compacted its write-ahead log from {before} to {} bytes",
+                    c.meta.name,
+                    c.wal.len()
+                )),
+                Err(e) => warn(&format!(
+                    "collection {}: could not compact its write-ahead log (kept as it is): {e}",
+                    c.meta.name
+                )),
             }
         }
         Ok(c)
@@ -208,42 +240,50 @@ impl Collection {
         self.live_chunks
     }
 
-    /// Make `record` durable (fsynced), then visible.
+    /// Make `record` durable (fsynced), then visible. Compacts the log afterwards when it
+    /// holds much dead data (a failed compaction leaves the log as it was: the write stands).
     pub fn write(&mut self, record: Record) -> std::io::Result<()> {
-        let payload = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
-        self.wal.append(&payload)?;
+        if self.dropped {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("the collection {} was deleted or replaced", self.meta.name),
+            ));
+        }
+        self.wal.append(&record::encode(&record))?;
         self.apply(record);
+        if self.should_compact() && self.compact().is_err() {
+            // Try again once the log has grown by as much again.
+            self.compact_at = self.wal.len() + COMPACT_MIN_BYTES;
+        }
         Ok(())
+    }
+
+    fn apply_entry(&mut self, entry: Entry) {
+        match entry {
+            Entry::Record(r) => self.apply(r),
+            Entry::Layout { slots, free } => {
+                // A compacted log starts here: its state replaces whatever came before.
+                self.docs.clear();
+                self.bm25 = Bm25::default();
+                self.live_chunks = 0;
+                self.live_bytes = 0;
+                self.chunks = (0..slots).map(|_| None).collect();
+                self.vectors = vec![0.0; slots * self.meta.dim];
+                self.free = free;
+            }
+            Entry::Placed { docs } => {
+                for (d, slots) in docs {
+                    self.upsert(d, Some(&slots));
+                }
+            }
+        }
     }
 
     fn apply(&mut self, record: Record) {
         match record {
             Record::Upsert { docs } => {
                 for d in docs {
-                    self.remove(&d.id);
-                    let mut slots = Vec::with_capacity(d.chunks.len());
-                    for (index, ch) in d.chunks.into_iter().enumerate() {
-                        if ch.vector.len() != self.meta.dim {
-                            continue; // never written so; a guard for a hand-edited log
-                        }
-                        let slot = match self.free.pop() {
-                            Some(s) => s,
-                            None => {
-                                self.chunks.push(None);
-                                self.vectors.resize(self.vectors.len() + self.meta.dim, 0.0);
-                                self.chunks.len() - 1
-                            }
-                        };
-                        let dim = self.meta.dim;
-                        self.vectors[slot * dim..(slot + 1) * dim].copy_from_slice(&ch.vector);
-                        if let Some(t) = &ch.text {
-                            self.bm25.insert(slot, t);
-                        }
-                        self.chunks[slot] = Some(Chunk { doc: d.id.clone(), index, text: ch.text });
-                        self.live_chunks += 1;
-                        slots.push(slot);
-                    }
-                    self.docs.insert(d.id, Doc { metadata: d.metadata, slots });
+                    self.upsert(d, None);
                 }
             }
             Record::Delete { ids } => {
@@ -254,8 +294,51 @@ impl Collection {
         }
     }
 
+    /// Replace a document; its chunks go to free slots, or to `placed` ones (a compacted log).
+    fn upsert(&mut self, d: DocRecord, placed: Option<&[usize]>) {
+        self.remove(&d.id);
+        let bytes = record::doc_bytes(&d);
+        let mut slots = Vec::with_capacity(d.chunks.len());
+        for (index, ch) in d.chunks.into_iter().enumerate() {
+            if ch.vector.len() != self.meta.dim {
+                continue; // never written so; a guard for a hand-edited log
+            }
+            let want = placed.and_then(|p| p.get(index).copied());
+            let slot = self.take_slot(want);
+            let dim = self.meta.dim;
+            self.vectors[slot * dim..(slot + 1) * dim].copy_from_slice(&ch.vector);
+            if let Some(t) = &ch.text {
+                self.bm25.insert(slot, t);
+            }
+            self.chunks[slot] = Some(Chunk { doc: d.id.clone(), index, text: ch.text });
+            self.live_chunks += 1;
+            slots.push(slot);
+        }
+        self.live_bytes += bytes;
+        self.docs.insert(d.id, Doc { metadata: d.metadata, slots, bytes });
+    }
+
+    /// A slot for a new chunk: `want` when it is empty (a compacted log's placement; its
+    /// layout record made it and left it off the free list), else a free one or a new one.
+    fn take_slot(&mut self, want: Option<usize>) -> usize {
+        if let Some(s) = want {
+            if s < self.chunks.len() && self.chunks[s].is_none() {
+                return s;
+            }
+        }
+        while let Some(s) = self.free.pop() {
+            if self.chunks.get(s).is_some_and(Option::is_none) {
+                return s;
+            }
+        }
+        self.chunks.push(None);
+        self.vectors.resize(self.vectors.len() + self.meta.dim, 0.0);
+        self.chunks.len() - 1
+    }
+
     fn remove(&mut self, id: &str) -> bool {
         let Some(doc) = self.docs.remove(id) else { return false };
+        self.live_bytes = self.live_bytes.saturating_sub(doc.bytes);
         for slot in doc.slots {
             if let Some(ch) = self.chunks[slot].take() {
                 if let Some(t) = &ch.text {
@@ -349,6 +432,54 @@ impl Collection {
             .map(|(id, d)| id.len() + 96 + d.slots.len() * 8 + d.metadata.len() * 64)
             .sum();
         (self.vectors.capacity() * 4 + texts + docs) as u64 + self.bm25.bytes()
+    }
+}
+
+/// The write-ahead log's upkeep: compaction, and what snapshots read.
+impl Collection {
+    fn should_compact(&self) -> bool {
+        let len = self.wal.len();
+        len >= self.compact_at && (self.live_bytes as f64) < len as f64 * COMPACT_LIVE_SHARE
+    }
+
+    /// Rewrite the log as the live state alone (see [`Wal::rewrite`]: crash-safe, and on an
+    /// error the old log stays in use). The chunks keep their slots.
+    pub fn compact(&mut self) -> std::io::Result<()> {
+        let dim = self.meta.dim;
+        let mut layout = Some(record::encode_layout(self.chunks.len(), &self.free));
+        let (chunks, vectors) = (&self.chunks, &self.vectors);
+        let mut docs = self.docs.iter();
+        let mut records = std::iter::from_fn(move || {
+            if let Some(l) = layout.take() {
+                return Some(l);
+            }
+            let mut w = record::Writer::new(true);
+            for (id, d) in docs.by_ref() {
+                w.doc(id, &d.metadata, d.slots.len());
+                for &slot in &d.slots {
+                    let text = chunks[slot].as_ref().and_then(|c| c.text.as_deref());
+                    w.chunk(Some(slot), text, &vectors[slot * dim..(slot + 1) * dim]);
+                }
+                if w.len() >= COMPACT_RECORD_BYTES {
+                    break;
+                }
+            }
+            (!w.is_empty()).then(|| w.finish())
+        });
+        self.wal.rewrite(&mut records, wal::Failpoint::from_env())?;
+        self.compact_at = COMPACT_MIN_BYTES;
+        Ok(())
+    }
+
+    /// The log's length in bytes.
+    pub fn log_bytes(&self) -> u64 {
+        self.wal.len()
+    }
+
+    /// A handle on the log and its length now (take it under the collection's lock): that
+    /// prefix stays readable and unchanged while writes and compactions go on.
+    pub fn log_reader(&self) -> std::io::Result<(std::fs::File, u64)> {
+        self.wal.reader()
     }
 }
 

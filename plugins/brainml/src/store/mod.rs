@@ -2,6 +2,7 @@
 //! memory.
 
 pub mod collection;
+pub mod record;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,10 +37,35 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A snapshot restore renames the live folder `<name>` to `.replaced-<name>`, then the
+/// restored one into `<name>`. A crash between the two leaves no `<name>`: put the old one
+/// back (the restore was never answered). Runs before the leftovers (dot folders) are removed.
+fn recover_restores(root: &Path, warn: &dyn Fn(&str)) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for e in entries.flatten() {
+        let file_name = e.file_name().to_string_lossy().to_string();
+        let Some(name) = file_name.strip_prefix(".replaced-") else { continue };
+        let live = root.join(name);
+        if live.exists() {
+            continue; // the restore finished: the old folder is a leftover
+        }
+        match std::fs::rename(e.path(), &live) {
+            Ok(()) => warn(&format!(
+                "collection {name}: a snapshot restore was interrupted; the collection is kept \
+                 as it was before it"
+            )),
+            Err(err) => {
+                warn(&format!("collection {name}: could not undo an interrupted restore: {err}"))
+            }
+        }
+    }
+}
+
 impl Store {
     /// Open every collection under `root`; one that cannot be read is skipped with a warning.
     pub fn open(root: &Path, warn: &dyn Fn(&str)) -> Store {
         let mut store = Store::default();
+        recover_restores(root, warn);
         let Ok(entries) = std::fs::read_dir(root) else { return store };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
@@ -108,3 +134,6 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod durability_tests;
