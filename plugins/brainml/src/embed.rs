@@ -37,6 +37,29 @@ fn infer(host: &Host, model: &str, texts: &[String], batch: usize) -> Result<Vec
     Ok(vectors)
 }
 
+/// Run `call` (a bus call to `candle` about `model`); when `candle` has not loaded `model`,
+/// load it and run `call` again.
+pub fn with_model<T>(
+    host: &Host,
+    model: &str,
+    call: impl Fn() -> Result<T, Error>,
+) -> Result<T, Error> {
+    match call() {
+        Err(e) if is_not_loaded(&e) => {
+            let load = json!({ "name": model, "path": model_path(model), "kind": "embedding" });
+            host.call_json(BACKEND, "model.load", &load).map_err(|e| {
+                Error::new(
+                    e.kind,
+                    format!("loading the model {model} into {BACKEND}: {}", e.message),
+                )
+            })?;
+            host.info(&format!("loaded {model} into {BACKEND}"));
+            call()
+        }
+        other => other,
+    }
+}
+
 /// Embed `texts` with `model`, `batch` texts per bus call.
 pub fn embed(
     host: &Host,
@@ -44,23 +67,22 @@ pub fn embed(
     texts: &[String],
     batch: usize,
 ) -> Result<Vec<Vec<f32>>, Error> {
+    embed_reporting(host, model, texts, batch, &mut |_| Ok(()))
+}
+
+/// [`embed`] that calls `done(n)` after each bus call with the number of texts embedded so
+/// far; an error from `done` stops it.
+pub fn embed_reporting(
+    host: &Host,
+    model: &str,
+    texts: &[String],
+    batch: usize,
+    done: &mut dyn FnMut(usize) -> Result<(), Error>,
+) -> Result<Vec<Vec<f32>>, Error> {
     let mut out = Vec::with_capacity(texts.len());
     for group in texts.chunks(batch.max(1)) {
-        let vectors = match infer(host, model, group, batch) {
-            Err(e) if is_not_loaded(&e) => {
-                let load = json!({ "name": model, "path": model_path(model), "kind": "embedding" });
-                host.call_json(BACKEND, "model.load", &load).map_err(|e| {
-                    Error::new(
-                        e.kind,
-                        format!("loading the model {model} into {BACKEND}: {}", e.message),
-                    )
-                })?;
-                host.info(&format!("loaded {model} into {BACKEND}"));
-                infer(host, model, group, batch)?
-            }
-            other => other?,
-        };
-        out.extend(vectors);
+        out.extend(with_model(host, model, || infer(host, model, group, batch))?);
+        done(out.len())?;
     }
     Ok(out)
 }

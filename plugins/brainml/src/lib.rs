@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod bm25;
+pub mod chunk;
 pub mod embed;
 pub mod filter;
 pub mod snapshot;
@@ -27,10 +28,6 @@ use store::collection::{self, ChunkRecord, DocRecord, Meta, QueryStats, Record};
 use store::{Shared, Store};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// Chunks hold at most this many words (under the model's 256 word pieces) ...
-const CHUNK_WORDS: usize = 180;
-/// ... and repeat this many of the previous chunk's last words.
-const CHUNK_OVERLAP: usize = 30;
 
 pub struct BrainMl {
     host: Host,
@@ -42,6 +39,15 @@ pub struct BrainMl {
 fn parse<T: DeserializeOwned>(req: &Request<'_>) -> Result<T, Error> {
     let body: &[u8] = if req.body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { req.body };
     serde_json::from_slice(body).map_err(|e| Error::bad_request(format!("invalid request: {e}")))
+}
+
+const NDJSON: &str = "application/x-ndjson";
+
+/// One NDJSON line.
+fn ndjson<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, Error> {
+    let mut line = serde_json::to_vec(v).map_err(|e| Error::internal(format!("serialize: {e}")))?;
+    line.push(b'\n');
+    Ok(line)
 }
 
 fn ms(since: Instant) -> f64 {
@@ -161,7 +167,12 @@ impl BrainMl {
         Ok(Response::json(&info)?.with_status(201))
     }
 
-    fn index(&self, r: IndexRequest) -> Result<Response, Error> {
+    /// `index`: check every document and cut the texts on the model's word pieces
+    /// (`chunk.rs`), embed the chunks, then write them all in one log record. With `stream`,
+    /// NDJSON progress lines while embedding, then the answer (or `{error}`) as the last line;
+    /// a failure before the stream begins is a plain error answer. Nothing is written unless
+    /// every chunk is embedded.
+    fn index(&self, r: IndexRequest, ctx: &Context<'_>) -> Result<Response, Error> {
         let started = Instant::now();
         let c = self.get(&r.collection)?;
         let meta = self.meta(&c)?;
@@ -171,7 +182,22 @@ impl BrainMl {
                 r.documents.len()
             )));
         }
-        // Check everything and chunk the texts before anything is written.
+        let settings = self.settings();
+        // An embedding collection's texts, cut on the model's word pieces (asked of candle in
+        // batches of texts), in document order.
+        let (mut split, max_pieces) = match &meta.model {
+            Some(model) => {
+                let texts: Vec<&str> = (r.documents.iter())
+                    .filter_map(|d| d.text.as_deref())
+                    .filter(|t| !t.trim().is_empty())
+                    .collect();
+                let (chunks, max) =
+                    chunk::split(&self.host, model, &texts, settings.chunk_overlap_tokens)?;
+                (chunks.into_iter(), max)
+            }
+            None => (Vec::new().into_iter(), 0),
+        };
+        // Check everything before anything is written.
         let mut docs = Vec::with_capacity(r.documents.len());
         let mut to_embed: Vec<String> = Vec::new();
         for d in r.documents {
@@ -185,8 +211,10 @@ impl BrainMl {
                 Some(t) if t.trim().is_empty() => {
                     return Err(Error::bad_request(format!("{what}: the text is empty")))
                 }
-                Some(t) => collection::chunk_words(t, CHUNK_WORDS, CHUNK_OVERLAP),
-                None => Vec::new(),
+                Some(_) if meta.model.is_some() => {
+                    split.next().ok_or_else(|| Error::internal("fewer cut texts than texts"))?
+                }
+                _ => Vec::new(),
             };
             let vector =
                 d.vector.as_deref().map(|v| checked_vector(v, meta.dim, &what)).transpose()?;
@@ -198,10 +226,10 @@ impl BrainMl {
                 }
                 (Some(_), Some(_)) if texts.len() > 1 => {
                     return Err(Error::bad_request(format!(
-                    "{what}: a vector can only go with a text of one chunk ({CHUNK_WORDS} words); \
-                         this text makes {} chunks",
-                    texts.len()
-                )))
+                        "{what}: a vector can only go with a text of one chunk (at most \
+                         {max_pieces} word pieces); this text makes {} chunks",
+                        texts.len()
+                    )))
                 }
                 (Some(_), Some(v)) => {
                     vec![ChunkRecord { text: texts.into_iter().next(), vector: v }]
@@ -225,36 +253,59 @@ impl BrainMl {
             };
             docs.push(DocRecord { id: d.id, metadata, chunks });
         }
-        if let Some(model) = &meta.model {
-            let mut vectors = self.embed(model, &to_embed)?.into_iter();
-            for ch in docs.iter_mut().flat_map(|d| d.chunks.iter_mut()) {
-                if ch.vector.is_empty() {
-                    ch.vector = vectors
-                        .next()
-                        .ok_or_else(|| Error::internal("fewer vectors than chunks"))?;
+        let total = to_embed.len();
+        let stream = if r.stream { Some(ctx.stream(NDJSON)?) } else { None };
+        let mut progress = |embedded: usize| match &stream {
+            Some(s) => s.send(&ndjson(&IndexProgress { embedded, chunks: total })?),
+            None => Ok(()),
+        };
+        progress(0)?;
+        let written = (|| {
+            if let Some(model) = &meta.model {
+                let batch = settings.embed_batch;
+                let vectors =
+                    embed::embed_reporting(&self.host, model, &to_embed, batch, &mut progress)?;
+                let mut vectors = vectors.into_iter();
+                for ch in docs.iter_mut().flat_map(|d| d.chunks.iter_mut()) {
+                    if ch.vector.is_empty() {
+                        ch.vector = vectors
+                            .next()
+                            .ok_or_else(|| Error::internal("fewer vectors than chunks"))?;
+                    }
                 }
             }
-        }
-        for ch in docs.iter_mut().flat_map(|d| d.chunks.iter_mut()) {
-            if ch.vector.len() != meta.dim {
-                return Err(Error::internal(format!(
-                    "the model gave {} dimensions; the collection has {}",
-                    ch.vector.len(),
-                    meta.dim
-                )));
+            for ch in docs.iter_mut().flat_map(|d| d.chunks.iter_mut()) {
+                if ch.vector.len() != meta.dim {
+                    return Err(Error::internal(format!(
+                        "the model gave {} dimensions; the collection has {}",
+                        ch.vector.len(),
+                        meta.dim
+                    )));
+                }
+                if meta.distance == Distance::Cosine {
+                    collection::normalize(&mut ch.vector);
+                }
             }
-            if meta.distance == Distance::Cosine {
-                collection::normalize(&mut ch.vector);
+            let (indexed, chunks) = (docs.len(), docs.iter().map(|d| d.chunks.len()).sum());
+            let mut c = c.write().map_err(|_| poisoned())?;
+            if c.dropped {
+                return Err(Error::not_found(format!("no collection named {:?}", r.collection)));
             }
+            c.write(Record::Upsert { docs })
+                .map_err(|e| Error::internal(format!("writing the write-ahead log: {e}")))?;
+            Ok(Indexed { indexed, chunks, took_ms: ms(started) })
+        })();
+        match (written, stream) {
+            (Ok(answer), None) => Response::json(&answer),
+            (Ok(answer), Some(_)) => Ok(Response::bytes(NDJSON, ndjson(&answer)?)),
+            (Err(e), Some(_)) if e.kind != bkg_abi::ErrorKind::CANCELLED => {
+                self.host.warn(&format!("index into {} failed midway: {e}", r.collection));
+                let line = json!({ "error": {
+                    "code": e.kind.code(), "status": e.kind.0, "message": e.message } });
+                Ok(Response::bytes(NDJSON, format!("{line}\n").into_bytes()))
+            }
+            (Err(e), _) => Err(e),
         }
-        let (indexed, chunks) = (docs.len(), docs.iter().map(|d| d.chunks.len()).sum());
-        let mut c = c.write().map_err(|_| poisoned())?;
-        if c.dropped {
-            return Err(Error::not_found(format!("no collection named {:?}", r.collection)));
-        }
-        c.write(Record::Upsert { docs })
-            .map_err(|e| Error::internal(format!("writing the write-ahead log: {e}")))?;
-        Response::json(&Indexed { indexed, chunks, took_ms: ms(started) })
     }
 
     fn delete(&self, r: DeleteRequest) -> Result<Response, Error> {
@@ -402,7 +453,11 @@ impl Plugin for BrainMl {
             .capability("collection.list", "the collections")
             .capability("collection.get", "{name}: one collection")
             .capability("collection.delete", "{name}: delete a collection and its files")
-            .capability("index", "{collection, documents: [{id, text?, vector?, metadata?}]}: upsert")
+            .streaming_capability(
+                "index",
+                "{collection, documents: [{id, text?, vector?, metadata?}], stream?}: upsert; \
+                 stream: NDJSON progress {embedded, chunks}, then the answer",
+            )
             .capability("delete", "{collection, ids? | filter?}: delete documents")
             .capability(
                 "query",
@@ -423,7 +478,9 @@ impl Plugin for BrainMl {
                     "bm25_k1": { "type": "number", "minimum": 0, "maximum": 10, "default": 1.2 },
                     "bm25_b": { "type": "number", "minimum": 0, "maximum": 1, "default": 0.75 },
                     "rrf_k": { "type": "number", "minimum": 0, "maximum": 10000, "default": 60 },
-                    "embed_batch": { "type": "integer", "minimum": 1, "maximum": 256, "default": 32 }
+                    "embed_batch": { "type": "integer", "minimum": 1, "maximum": 256, "default": 32 },
+                    "chunk_overlap_tokens": { "type": "integer", "minimum": 0, "maximum": 512, "default": 32,
+                        "description": "word pieces a chunk repeats of the one before it (at most half a chunk)" }
                 },
                 "additionalProperties": false
             }))
@@ -481,7 +538,7 @@ impl Plugin for BrainMl {
         &self,
         capability: &str,
         req: Request<'_>,
-        _: &Context<'_>,
+        ctx: &Context<'_>,
     ) -> Result<Response, Error> {
         match capability {
             "collection.create" => self.create(parse(&req)?),
@@ -508,7 +565,7 @@ impl Plugin for BrainMl {
                 self.host.info(&format!("deleted collection {}", r.name));
                 Ok(Response::json(&Deleted { deleted: true })?)
             }
-            "index" => self.index(parse(&req)?),
+            "index" => self.index(parse(&req)?, ctx),
             "delete" => self.delete(parse(&req)?),
             "query" => self.query(parse(&req)?),
             "stats" => self.stats(parse(&req)?),

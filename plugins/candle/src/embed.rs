@@ -6,8 +6,12 @@
 //! batch's longest; the fixed 128 of the shipped tokenizer.json is switched off here) and
 //! attention runs per sentence. The vectors come back in input order.
 //!
-//! Long inputs are truncated to the model's `max_position_embeddings` tokens (512 for
-//! all-MiniLM-L6-v2, counting `[CLS]` and `[SEP]`); the answer says how many were truncated.
+//! Long inputs are truncated where the model's own sentence-transformers setting says:
+//! `max_seq_length` of the `sentence_bert_config.json` beside the weights (256 word pieces for
+//! all-MiniLM-L6-v2, counting `[CLS]` and `[SEP]`: what sentence-transformers, the reference,
+//! does), else the model's `max_position_embeddings` (512 for MiniLM); the answer says which
+//! inputs were truncated. [`EmbeddingModel::token_offsets`] gives the word pieces of a whole
+//! text (byte offsets), so a caller can cut it into pieces that are never truncated.
 
 use std::path::Path;
 
@@ -22,8 +26,15 @@ pub const GGUF_CONFIG_KEY: &str = "bert.config_json";
 
 pub struct EmbeddingModel {
     pub bert: Bert,
+    /// Truncates at `max_tokens` (with `[CLS]`/`[SEP]`).
     tokenizer: Tokenizer,
+    /// The same tokenizer without truncation, for [`EmbeddingModel::token_offsets`].
+    whole: Tokenizer,
+    /// The truncation length, in word pieces counting `[CLS]` and `[SEP]`.
     pub max_tokens: usize,
+    /// Where `max_tokens` comes from: `"sentence_bert_config.json"` or
+    /// `"max_position_embeddings"`.
+    pub max_tokens_from: &'static str,
     /// "f32", or the GGUF type of the quantized layers ("q8_0", "q4_0").
     pub weights_dtype: String,
 }
@@ -32,7 +43,8 @@ pub struct EmbeddingModel {
 pub struct Embeddings {
     pub vectors: Vec<Vec<f32>>,
     pub tokens: usize,
-    pub truncated: usize,
+    /// Per input: was it longer than `max_tokens` (and so cut)?
+    pub truncated: Vec<bool>,
     /// Encoder batches run.
     pub batches: usize,
 }
@@ -59,7 +71,7 @@ impl EmbeddingModel {
         let bert = Bert::load(&src, &config).map_err(|e| {
             Error::bad_request(format!("{}: {}", weights.display(), candle_msg(&e)))
         })?;
-        Self::with_tokenizer(bert, &dir.join("tokenizer.json"), "f32".into())
+        Self::with_tokenizer(bert, dir, "f32".into())
     }
 
     /// Load a GGUF written by `model.quantize` (the config is in its metadata, the tokenizer
@@ -92,21 +104,28 @@ impl EmbeddingModel {
         let bert = Bert::load(&src, &config)
             .map_err(|e| Error::bad_request(format!("{}: {}", path.display(), candle_msg(&e))))?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        Self::with_tokenizer(bert, &dir.join("tokenizer.json"), dtype)
+        Self::with_tokenizer(bert, dir, dtype)
     }
 
-    fn with_tokenizer(bert: Bert, tokenizer_path: &Path, weights_dtype: String) -> Result<Self> {
-        let mut tokenizer = Tokenizer::from_file(tokenizer_path)
+    /// Finish loading from the model folder `dir`: its `tokenizer.json`, and the truncation
+    /// length ([`max_seq_length`]).
+    fn with_tokenizer(bert: Bert, dir: &Path, weights_dtype: String) -> Result<Self> {
+        let tokenizer_path = dir.join("tokenizer.json");
+        let mut whole = Tokenizer::from_file(&tokenizer_path)
             .map_err(|e| Error::bad_request(format!("{}: {e}", tokenizer_path.display())))?;
-        let max_tokens = bert.config.max_position_embeddings;
-        tokenizer.with_padding(None);
+        let (max_tokens, max_tokens_from) = max_seq_length(dir, &bert.config)?;
+        whole.with_padding(None);
+        whole
+            .with_truncation(None)
+            .map_err(|e| Error::internal(format!("tokenizer truncation: {e}")))?;
+        let mut tokenizer = whole.clone();
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: max_tokens,
                 ..Default::default()
             }))
             .map_err(|e| Error::internal(format!("tokenizer truncation: {e}")))?;
-        Ok(Self { bert, tokenizer, max_tokens, weights_dtype })
+        Ok(Self { bert, tokenizer, whole, max_tokens, max_tokens_from, weights_dtype })
     }
 
     pub fn dim(&self) -> usize {
@@ -138,13 +157,13 @@ impl EmbeddingModel {
         let batch_size = batch_size.max(1);
         let total = texts.len().div_ceil(batch_size);
         let mut encodings = Vec::with_capacity(texts.len());
-        let mut truncated = 0;
+        let mut truncated = Vec::with_capacity(texts.len());
         for text in texts {
             if cancelled() {
                 return Ok(EmbedOutcome::Cancelled { batches_run: 0, batches_left: total });
             }
             let (ids, cut) = self.encode(text)?;
-            truncated += cut as usize;
+            truncated.push(cut);
             encodings.push(ids);
         }
         let tokens = encodings.iter().map(Vec::len).sum();
@@ -195,6 +214,35 @@ impl EmbeddingModel {
         crate::fused::mean_pool_normalized(&hidden, &offsets)
     }
 
+    /// The word pieces of the whole `text` (never truncated, special tokens left out) as byte
+    /// ranges `(start, end)` of `text`, in order. `cancelled` is polled every 64 KiB of text;
+    /// `None` when it said true.
+    pub fn token_offsets(
+        &self,
+        text: &str,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Option<Vec<(usize, usize)>>> {
+        // Long texts go through the tokenizer in pieces cut at whitespace (which the BERT
+        // pre-tokenizer splits on, so the pieces' word pieces are the whole text's), so a
+        // cancel is seen between them.
+        const PIECE: usize = 64 * 1024;
+        let mut out = Vec::new();
+        let mut from = 0;
+        while from < text.len() {
+            if cancelled() {
+                return Ok(None);
+            }
+            let to = piece_end(text, from, PIECE);
+            let enc = self
+                .whole
+                .encode(&text[from..to], false)
+                .map_err(|e| Error::bad_request(format!("tokenizer: {e}")))?;
+            out.extend(enc.get_offsets().iter().map(|&(s, e)| (from + s, from + e)));
+            from = to;
+        }
+        Ok(Some(out))
+    }
+
     /// Token ids of one text (with `[CLS]`/`[SEP]`, truncated), for benchmarks and tests.
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self
@@ -232,6 +280,47 @@ pub fn prefix_with_words(text: &str, words: usize) -> &str {
         }
     }
     text
+}
+
+/// The end of the piece of `text` starting at `from`: the first whitespace at or after
+/// `from + size` (the end of `text` if none).
+fn piece_end(text: &str, from: usize, size: usize) -> usize {
+    let mut at = (from + size).min(text.len());
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    text[at..].find(char::is_whitespace).map_or(text.len(), |i| at + i)
+}
+
+/// The truncation length of the model in `dir`, in word pieces counting `[CLS]` and `[SEP]`,
+/// and where it comes from: `max_seq_length` of its `sentence_bert_config.json` (what
+/// sentence-transformers truncates at; at most `max_position_embeddings`) when the file is
+/// there, else `max_position_embeddings`.
+pub fn max_seq_length(dir: &Path, config: &Config) -> Result<(usize, &'static str)> {
+    let path = dir.join("sentence_bert_config.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((config.max_position_embeddings, "max_position_embeddings"))
+        }
+        Err(e) => return Err(Error::bad_request(format!("{}: {e}", path.display()))),
+    };
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::bad_request(format!("{}: {e}", path.display())))?;
+    match v["max_seq_length"].as_u64() {
+        Some(n) if (3..=config.max_position_embeddings as u64).contains(&n) => {
+            Ok((n as usize, "sentence_bert_config.json"))
+        }
+        Some(n) => Err(Error::bad_request(format!(
+            "{}: max_seq_length {n} is not within 3..={} (max_position_embeddings)",
+            path.display(),
+            config.max_position_embeddings
+        ))),
+        None => Err(Error::bad_request(format!(
+            "{}: no max_seq_length (a positive integer)",
+            path.display()
+        ))),
+    }
 }
 
 fn read_config(path: &Path) -> Result<Config> {

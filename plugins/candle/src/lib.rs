@@ -217,12 +217,47 @@ impl Engine {
                     }
                 }
             }
+            "model.tokenize" => {
+                let r: TokenizeRequest = from_value(body)?;
+                self.tokenize(r, is_cancelled)
+            }
             "model.quantize" => {
                 let r: QuantizeRequest = from_value(body)?;
                 self.quantize(r, is_cancelled)
             }
             other => Err(Error::not_found(format!("no capability {other}"))),
         }
+    }
+
+    /// `model.tokenize`: the word pieces of each whole input as byte offsets (special tokens
+    /// left out), and the model's truncation length. Runs on the calling thread (no model
+    /// code), polling the cancel flag between texts and every 64 KiB of text.
+    fn tokenize(
+        &self,
+        r: TokenizeRequest,
+        is_cancelled: &dyn Fn() -> bool,
+    ) -> Result<Value, Error> {
+        let texts = input_texts(r.input)?;
+        if texts.is_empty() {
+            return Err(Error::bad_request("input is empty: send a string or a non-empty array"));
+        }
+        let model = self.registry.get(&r.model)?;
+        let Model::Embedding(m) = &*model else {
+            return Err(Error::bad_request(format!(
+                "{} is a chat model: model.tokenize serves embedding models",
+                r.model
+            )));
+        };
+        let mut tokens = Vec::with_capacity(texts.len());
+        for text in &texts {
+            let Some(offsets) = m.token_offsets(text, is_cancelled)? else {
+                return Err(Error::cancelled());
+            };
+            let pieces: Vec<Value> =
+                offsets.into_iter().map(|(s, e)| json!({ "start": s, "end": e })).collect();
+            tokens.push(Value::Array(pieces));
+        }
+        Ok(json!({ "model": r.model, "tokens": tokens, "max_tokens": m.max_tokens }))
     }
 
     fn embed(
@@ -233,19 +268,7 @@ impl Engine {
         is_cancelled: &dyn Fn() -> bool,
     ) -> Result<Value, Error> {
         let r: EmbedRequest = from_value(body)?;
-        let texts = match r.input {
-            Value::String(s) => vec![s],
-            Value::Array(items) => items
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| match v {
-                    Value::String(s) => Ok(s),
-                    _ => Err(Error::bad_request(format!("input[{i}] is not a string"))),
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            Value::Null => return Err(Error::bad_request("input is required")),
-            _ => return Err(Error::bad_request("input must be a string or an array of strings")),
-        };
+        let texts = input_texts(r.input)?;
         let batch = r.batch_size.unwrap_or(self.settings().embed_batch_size).clamp(1, 256);
         let c = &self.counters;
         Counters::add(&c.embed_requests, 1);
@@ -533,6 +556,31 @@ struct EmbedRequest {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct TokenizeRequest {
+    model: String,
+    #[serde(default)]
+    input: Value,
+}
+
+/// `input`: a string or an array of strings.
+fn input_texts(input: Value) -> Result<Vec<String>, Error> {
+    match input {
+        Value::String(s) => Ok(vec![s]),
+        Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(Error::bad_request(format!("input[{i}] is not a string"))),
+            })
+            .collect(),
+        Value::Null => Err(Error::bad_request("input is required")),
+        _ => Err(Error::bad_request("input must be a string or an array of strings")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct QuantizeRequest {
     name: Option<String>,
     path: Option<String>,
@@ -564,6 +612,10 @@ impl Plugin for Candle {
                 "embeddings {model, input} or chat {model, messages|prompt, temperature, top_p, max_tokens, stop, seed, stream}",
             )
             .streaming_capability("model.generate_stream", "chat, streamed as NDJSON lines {\"text\"}")
+            .capability(
+                "model.tokenize",
+                "word pieces of whole texts {model, input: [text]} -> {tokens: [[{start, end}]], max_tokens}",
+            )
             .admin_capability(
                 "model.quantize",
                 "BERT safetensors -> GGUF {name|path, dtype: q8_0|q4_0}, with the agreement to F32",

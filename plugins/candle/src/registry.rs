@@ -196,6 +196,7 @@ fn details(model: &Model) -> serde_json::Value {
             "architecture": "bert",
             "dimensions": m.dim(),
             "max_tokens": m.max_tokens,
+            "max_tokens_from": m.max_tokens_from,
             "layers": m.bert.config.num_hidden_layers,
             "weights": m.weights_dtype,
         }),

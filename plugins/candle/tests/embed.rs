@@ -129,12 +129,13 @@ fn bad_inputs_get_clear_errors_and_the_engine_keeps_serving() {
         400
     );
 
-    // A 100k-token input is truncated to 512 tokens, and says so.
+    // A 100k-token input is truncated to the model's 256 word pieces (its
+    // sentence_bert_config.json), and says so, per input.
     let long = "word ".repeat(100_000);
     let v =
         call(&e, "model.infer", json!({ "model": "minilm", "input": [long, "short"] })).unwrap();
-    assert_eq!(v["truncated"], 1);
-    assert_eq!(v["usage"]["prompt_tokens"], 512 + 3);
+    assert_eq!(v["truncated"], json!([true, false]));
+    assert_eq!(v["usage"]["prompt_tokens"], 256 + 3);
     assert_eq!(v["embeddings"].as_array().unwrap().len(), 2);
 
     // Still serving.
@@ -232,7 +233,8 @@ fn a_long_text_gets_the_ids_of_the_whole_text() {
     let long = piece.repeat(5000);
     let (ids, truncated) = m.encode(&long).unwrap();
     assert!(truncated);
-    assert_eq!(ids.len(), 512);
+    assert_eq!((m.max_tokens, m.max_tokens_from), (256, "sentence_bert_config.json"));
+    assert_eq!(ids.len(), 256);
     assert_eq!(ids, m.tokenize(&long).unwrap(), "the prefix changed the tokens");
     let prefix = bkg_plugin_candle::embed::prefix_with_words(&long, 520);
     assert!(prefix.len() < long.len() / 50, "{} of {}", prefix.len(), long.len());
