@@ -125,7 +125,7 @@ fn embeddings_through_v1_match_the_reference_figures() {
         assert!(message.contains(needle), "{body} -> {message}");
         assert!(v["error"]["type"].is_string(), "{v}");
     }
-    // A very long input is truncated to the model's 512 positions (documented), not refused.
+    // A very long input is truncated (at the model's 256 word pieces, documented), not refused.
     let long = "word ".repeat(100_000);
     let (status, v) = embed(&host, json!(long));
     assert_eq!(status, 200, "{v}");

@@ -28,8 +28,9 @@ pub struct EmbeddingModel {
     pub bert: Bert,
     /// Truncates at `max_tokens` (with `[CLS]`/`[SEP]`).
     tokenizer: Tokenizer,
-    /// The same tokenizer without truncation, for [`EmbeddingModel::token_offsets`].
-    whole: Tokenizer,
+    /// The same tokenizer without truncation, for [`EmbeddingModel::token_offsets`] (boxed: a
+    /// `Tokenizer` is large, and `registry::Model`'s variants should stay alike in size).
+    whole: Box<Tokenizer>,
     /// The truncation length, in word pieces counting `[CLS]` and `[SEP]`.
     pub max_tokens: usize,
     /// Where `max_tokens` comes from: `"sentence_bert_config.json"` or
@@ -119,6 +120,7 @@ impl EmbeddingModel {
             .with_truncation(None)
             .map_err(|e| Error::internal(format!("tokenizer truncation: {e}")))?;
         let mut tokenizer = whole.clone();
+        let whole = Box::new(whole);
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: max_tokens,

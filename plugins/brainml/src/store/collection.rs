@@ -483,41 +483,9 @@ impl Collection {
     }
 }
 
-/// Split text into chunks of at most `max` words that overlap by `overlap` words; a text
-/// that fits is kept as it is.
-pub fn chunk_words(text: &str, max: usize, overlap: usize) -> Vec<String> {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    if words.len() <= max {
-        return vec![text.trim().to_string()];
-    }
-    let step = max - overlap;
-    let mut out = Vec::new();
-    let mut start = 0;
-    loop {
-        let end = (start + max).min(words.len());
-        out.push(words[start..end].join(" "));
-        if end == words.len() {
-            break;
-        }
-        start += step;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn long_text_is_split_into_overlapping_chunks() {
-        let text: Vec<String> = (0..400).map(|i| format!("w{i}")).collect();
-        let chunks = chunk_words(&text.join(" "), 180, 30);
-        assert_eq!(chunks.len(), 3);
-        assert!(chunks[0].starts_with("w0 ") && chunks[0].ends_with(" w179"));
-        assert!(chunks[1].starts_with("w150 ") && chunks[1].ends_with(" w329"));
-        assert!(chunks[2].starts_with("w300 ") && chunks[2].ends_with(" w399"));
-        assert_eq!(chunk_words("  short text ", 180, 30), ["short text"]);
-    }
 
     #[test]
     fn dense_scores_match_a_plain_loop_and_top_k_orders_them() {
