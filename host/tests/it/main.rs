@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod brainml;
 mod brainml_quality;
+mod brainml_rag;
 mod deadlines;
 mod embed_fidelity;
 mod execution;

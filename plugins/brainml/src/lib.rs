@@ -4,6 +4,7 @@
 //! filters. Every write is in a checksummed, fsynced write-ahead log before it is answered,
 //! and visible to the very next query. No threads of its own: it unloads cleanly.
 
+pub mod ann;
 pub mod api;
 pub mod bm25;
 pub mod chunk;
@@ -34,6 +35,8 @@ pub struct BrainMl {
     settings: Mutex<Settings>,
     store: RwLock<Store>,
     stats: Mutex<std::collections::HashMap<String, QueryStats>>,
+    /// ANN: the train jobs and their threads (joined in `stop`).
+    ann_jobs: ann::job::Jobs,
 }
 
 fn parse<T: DeserializeOwned>(req: &Request<'_>) -> Result<T, Error> {
@@ -376,17 +379,19 @@ impl BrainMl {
         let with_text = r.with_text.unwrap_or(true);
         let keep = |m: &Map<String, Value>| filter.as_ref().is_none_or(|f| f.matches(m));
         let guard = c.read().map_err(|_| poisoned())?;
-        let dense = || q.as_ref().map(|q| guard.dense(q, &keep)).unwrap_or_default();
+        let dense = |n: usize| {
+            let f = filter.is_some();
+            q.as_ref().map(|q| guard.dense_k(q, n, &keep, f, s.exact_threshold)).unwrap_or_default()
+        };
         let words = || guard.bm25(r.text.as_deref().unwrap_or(""), s.bm25_k1, s.bm25_b, &keep);
         let ranked = match mode {
-            Mode::Dense => collection::top_k(dense(), k),
+            Mode::Dense => dense(k),
             Mode::Bm25 => collection::top_k(words(), k),
             Mode::Hybrid => {
                 // Fuse each ranking's best (deep enough that a chunk ranked well by one side
                 // still meets the other).
                 let depth = (k * 5).max(100);
-                let d: Vec<usize> =
-                    collection::top_k(dense(), depth).into_iter().map(|x| x.0).collect();
+                let d: Vec<usize> = dense(depth).into_iter().map(|x| x.0).collect();
                 let w: Vec<usize> =
                     collection::top_k(words(), depth).into_iter().map(|x| x.0).collect();
                 let mut fused = bm25::rrf(&[d, w], s.rrf_k);
@@ -432,10 +437,14 @@ impl BrainMl {
                 vectors: c.chunks(),
                 bytes_on_disk: c.bytes_on_disk(),
                 bytes_in_memory: c.bytes_in_memory(),
-                index: "exact",
+                index: if c.ann.is_some() { "hnsw" } else { "exact" },
                 queries: q.map_or(0, |q| q.queries),
                 p50_ms: q.map_or(0.0, |q| q.quantile(0.5)),
                 p99_ms: q.map_or(0.0, |q| q.quantile(0.99)),
+                index_params: c.ann.as_ref().map(|a| a.info.params.clone()),
+                recall_at_10: c.ann.as_ref().map_or(1.0, |a| a.info.recall_at_10),
+                last_trained_ms: c.ann.as_ref().map(|a| a.info.trained_ms),
+                bytes_per_vector: c.bytes_per_vector(),
             });
         }
         Response::json(&StatsAnswer { collections: out })
@@ -464,6 +473,13 @@ impl Plugin for BrainMl {
                 "{collection, text? | vector?, k?, mode?: hybrid|dense|bm25, filter?, with_text?}",
             )
             .capability("stats", "{collection?}: sizes and query times")
+            .capability(
+                "train",
+                "{collection, m?, ef_construction?, ef_search?, target_recall?, quantization?: \
+                 none|int8, sample?, wait?, force?}: build an HNSW index in the background",
+            )
+            .capability("train.status", "{collection}: the train job and the index")
+            .capability("query.batch", "{collection, vectors, k?, filter?, with_text?}: dense")
             .capability("snapshot.create", "{collection}: a hash-checked snapshot (201)")
             .capability("snapshot.list", "{collection?}: the snapshots, newest first")
             .capability("snapshot.verify", "{id}: check every file's size and SHA-256")
@@ -480,7 +496,9 @@ impl Plugin for BrainMl {
                     "rrf_k": { "type": "number", "minimum": 0, "maximum": 10000, "default": 60 },
                     "embed_batch": { "type": "integer", "minimum": 1, "maximum": 256, "default": 32 },
                     "chunk_overlap_tokens": { "type": "integer", "minimum": 0, "maximum": 512, "default": 32,
-                        "description": "word pieces a chunk repeats of the one before it (at most half a chunk)" }
+                        "description": "word pieces a chunk repeats of the one before it (at most half a chunk)" },
+                    "exact_threshold": { "type": "integer", "minimum": 0, "default": 20000,
+                        "description": "below this many vectors train keeps exact search" }
                 },
                 "additionalProperties": false
             }))
@@ -492,6 +510,7 @@ impl Plugin for BrainMl {
             settings: Mutex::new(Settings::default()),
             store: RwLock::new(Store::default()),
             stats: Mutex::new(Default::default()),
+            ann_jobs: Default::default(),
         })
     }
 
@@ -506,10 +525,12 @@ impl Plugin for BrainMl {
         );
         self.host.info(&format!("opened {n} collections ({docs} documents)"));
         *self.store.write().map_err(|_| poisoned())? = store;
+        self.ann_rebuild_damaged();
         Ok(())
     }
 
     fn stop(&self) -> Result<(), Error> {
+        self.ann_jobs.stop();
         *self.store.write().map_err(|_| poisoned())? = Store::default();
         Ok(())
     }
@@ -559,6 +580,7 @@ impl Plugin for BrainMl {
             "collection.delete" => {
                 let r: NameRequest = parse(&req)?;
                 self.store.write().map_err(|_| poisoned())?.delete(&self.root(), &r.name)?;
+                self.ann_jobs.forget(&r.name);
                 if let Ok(mut s) = self.stats.lock() {
                     s.remove(&r.name);
                 }
@@ -569,6 +591,9 @@ impl Plugin for BrainMl {
             "delete" => self.delete(parse(&req)?),
             "query" => self.query(parse(&req)?),
             "stats" => self.stats(parse(&req)?),
+            "train" => self.train(parse(&req)?),
+            "train.status" => self.train_status(parse(&req)?),
+            "query.batch" => self.query_batch(parse(&req)?),
             c if c.starts_with("snapshot.") => snapshot::invoke(self, c, &req),
             other => Err(Error::not_found(format!("no capability {other}"))),
         }

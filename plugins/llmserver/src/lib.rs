@@ -7,7 +7,9 @@
 //! a model `candle` does not have loaded (after its start or a swap) is loaded on first use.
 
 pub mod gate;
+pub mod multipart;
 pub mod openai;
+pub mod stores;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -126,7 +128,7 @@ fn failure(e: ApiError) -> Response {
 /// `code` a client can act on. The bus's own answers about the backend plugin (stopped, not
 /// loaded, busy, too slow: their message starts with `plugin '<backend>'`) are the server's
 /// trouble, not the request's: 503 (or 504) `server_error`, saying what to do.
-fn from_backend(backend: &str, e: Error) -> ApiError {
+pub(crate) fn from_backend(backend: &str, e: Error) -> ApiError {
     let about_backend = e.message.starts_with(&format!("plugin '{backend}'"));
     match e.kind {
         ErrorKind::CONFLICT | ErrorKind::NOT_FOUND if about_backend => {
@@ -443,7 +445,8 @@ impl Plugin for LlmServer {
         Manifest::new("llmserver", "OpenAI-compatible API", VERSION)
             .description(
                 "POST /v1/chat/completions (stream: true as server-sent events), \
-                 POST /v1/embeddings, GET /v1/models; models run in the candle plugin",
+                 POST /v1/embeddings, GET /v1/models; models run in the candle plugin. \
+                 /v1/files and /v1/vector_stores are served by the brainml plugin",
             )
             .route_prefix("/v1")
             .streaming_capability(
@@ -451,6 +454,7 @@ impl Plugin for LlmServer {
                 "the body and answer of POST /v1/chat/completions, for other plugins and the REST API",
             )
             .capability("embeddings", "the body and answer of POST /v1/embeddings")
+            .capability("models", "the answer of GET /v1/models (each model with its kind)")
             // Waiting chat requests hold a worker each; the fair gate orders them.
             .max_concurrency(32)
             .config_schema(json!({
@@ -537,6 +541,7 @@ impl Plugin for LlmServer {
                 Ok(r) => self.chat(r, ctx),
                 Err(e) => Ok(failure(e)),
             },
+            "models" => Ok(self.models()),
             other => Err(Error::not_found(format!("no capability {other}"))),
         }
     }
@@ -544,6 +549,9 @@ impl Plugin for LlmServer {
     fn route(&self, req: Request<'_>, ctx: &Context<'_>) -> Result<Response, Error> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let path = req.target.split('?').next().unwrap_or("").trim_end_matches('/');
+        if stores::handles(path) {
+            return Ok(stores::route(&self.host, &req, path).unwrap_or_else(failure));
+        }
         match (req.method, path) {
             ("GET", "/v1/models") => Ok(self.models()),
             ("GET", p) if p.starts_with("/v1/models/") => {
@@ -570,7 +578,8 @@ impl Plugin for LlmServer {
                 message: format!("{} is not allowed on {path}", req.method),
             })),
             _ => Ok(failure(ApiError::not_found(format!(
-                "no route {} {path}: this server has /v1/chat/completions, /v1/embeddings and /v1/models",
+                "no route {} {path}: this server has /v1/chat/completions, /v1/embeddings, \
+                 /v1/models, /v1/files and /v1/vector_stores",
                 req.method
             )))),
         }

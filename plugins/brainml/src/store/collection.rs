@@ -89,6 +89,12 @@ pub struct Collection {
     live_bytes: u64,
     /// No compaction is tried before the log is this long (raised after a failed one).
     compact_at: u64,
+    /// ANN: the trained HNSW index (None: exact search); see `crate::ann`.
+    pub ann: Option<crate::ann::AnnIndex>,
+    /// ANN: the slots written while a train runs (it inserts them before switching in).
+    pub ann_pending: Option<Vec<u32>>,
+    /// ANN: an index that was saved but could not be read back: retrain with these params.
+    pub ann_rebuild: Option<crate::ann::IndexParams>,
 }
 
 /// Query counters, kept apart so that queries share the collection's read lock.
@@ -183,6 +189,9 @@ impl Collection {
             bm25: Bm25::default(),
             live_bytes: 0,
             compact_at: COMPACT_MIN_BYTES,
+            ann: None,
+            ann_pending: None,
+            ann_rebuild: None,
         };
         // Each record is decoded once and applied at once: nothing but the state is kept.
         let cut = wal::replay(&path, &mut |payload| match record::decode(payload) {
@@ -218,6 +227,7 @@ impl Collection {
                 )),
             }
         }
+        c.ann_load(warn);
         Ok(c)
     }
 
@@ -312,6 +322,7 @@ impl Collection {
             }
             self.chunks[slot] = Some(Chunk { doc: d.id.clone(), index, text: ch.text });
             self.live_chunks += 1;
+            self.ann_written(slot);
             slots.push(slot);
         }
         self.live_bytes += bytes;
@@ -431,7 +442,126 @@ impl Collection {
             .iter()
             .map(|(id, d)| id.len() + 96 + d.slots.len() * 8 + d.metadata.len() * 64)
             .sum();
-        (self.vectors.capacity() * 4 + texts + docs) as u64 + self.bm25.bytes()
+        (self.vectors.capacity() * 4 + texts + docs) as u64
+            + self.bm25.bytes()
+            + self.ann.as_ref().map_or(0, |a| a.bytes() as u64)
+    }
+}
+
+/// ANN (see `crate::ann`): the dense search through the trained index, and its upkeep.
+impl Collection {
+    /// A slot got a new vector: into the live index, and noted for a train in flight.
+    fn ann_written(&mut self, slot: usize) {
+        if let Some(p) = &mut self.ann_pending {
+            p.push(slot as u32);
+        }
+        if let Some(a) = &mut self.ann {
+            a.insert(&self.vectors, slot);
+        }
+    }
+
+    /// A copy of the vectors and the live slots, for a train; the slots written from now on
+    /// are noted.
+    pub fn ann_copy(&mut self) -> (Vec<f32>, Vec<u32>) {
+        self.ann_pending = Some(Vec::new());
+        let live = (0..self.chunks.len()).filter(|&s| self.chunks[s].is_some()).map(|s| s as u32);
+        (self.vectors.clone(), live.collect())
+    }
+
+    /// Switch a freshly trained index in, after inserting the slots written since the copy.
+    pub fn ann_switch(&mut self, mut index: crate::ann::AnnIndex) {
+        for slot in self.ann_pending.take().unwrap_or_default() {
+            if self.chunks.get(slot as usize).is_some_and(Option::is_some) {
+                index.insert(&self.vectors, slot as usize);
+            }
+        }
+        self.ann_rebuild = None;
+        self.ann = Some(index);
+    }
+
+    /// Save the index beside the log (`ann.bin`).
+    pub fn ann_save(&self) -> std::io::Result<()> {
+        match &self.ann {
+            Some(a) => a.save(&self.dir, &self.vectors),
+            None => Ok(()),
+        }
+    }
+
+    /// Read `ann.bin` if there is one: slots whose vector changed since it was saved are
+    /// inserted again; an unreadable or mismatched file is left for a retrain.
+    fn ann_load(&mut self, warn: &dyn Fn(&str)) {
+        match crate::ann::AnnIndex::load(&self.dir) {
+            Ok(None) => {}
+            Ok(Some((mut index, sums))) => {
+                if index.info.dim != self.meta.dim
+                    || index.info.l2 != (self.meta.distance == Distance::L2)
+                {
+                    warn(&format!(
+                        "collection {}: its saved index is for another dimension or distance: \
+                         searched exactly until it is retrained",
+                        self.meta.name
+                    ));
+                    self.ann_rebuild = Some(index.info.params.clone());
+                    return;
+                }
+                let now = crate::ann::slot_sums(&self.vectors, self.meta.dim);
+                for (slot, sum) in now.iter().enumerate() {
+                    let live = self.chunks[slot].is_some();
+                    if live && (sums.get(slot) != Some(sum) || !index.graph.contains(slot as u32)) {
+                        index.insert(&self.vectors, slot);
+                    }
+                }
+                self.ann = Some(index);
+            }
+            Err(e) => {
+                warn(&format!(
+                    "collection {}: {e}: searched exactly while the index is rebuilt",
+                    self.meta.name
+                ));
+                self.ann_rebuild = Some(crate::ann::IndexParams {
+                    m: 16,
+                    ef_construction: 200,
+                    ef_search: 0,
+                    quantization: crate::ann::Quantization::None,
+                });
+            }
+        }
+    }
+
+    /// The `k` best live chunks that pass `keep`, best first: through the index when there is
+    /// one, exactly otherwise, and exactly over the filtered set when a filter passes few
+    /// (under `exact_threshold` or under 10% of the chunks); else the walk applies the filter
+    /// with an ef widened by how much it filters out.
+    pub fn dense_k(
+        &self,
+        q: &[f32],
+        k: usize,
+        keep: &dyn Fn(&Map<String, Value>) -> bool,
+        filtered: bool,
+        exact_threshold: usize,
+    ) -> Vec<(usize, f64)> {
+        let Some(ann) = &self.ann else { return top_k(self.dense(q, keep), k) };
+        let mut ef = ann.info.params.ef_search.max(k);
+        if filtered {
+            let passing: usize =
+                self.docs.values().filter(|d| keep(&d.metadata)).map(|d| d.slots.len()).sum();
+            if passing < exact_threshold || passing * 10 < self.live_chunks {
+                return top_k(self.dense(q, keep), k);
+            }
+            let widen = self.live_chunks as f64 / passing.max(1) as f64;
+            ef = ((ef as f64 * widen).ceil() as usize).min(4096);
+            return ann.search(&self.vectors, q, k, ef, &|s| self.passes(s as usize, keep));
+        }
+        ann.search(&self.vectors, q, k, ef, &|s| {
+            self.chunks.get(s as usize).is_some_and(Option::is_some)
+        })
+    }
+
+    /// Bytes in memory per live vector that the dense search needs: the f32 vectors and the
+    /// index (graph, codes).
+    pub fn bytes_per_vector(&self) -> f64 {
+        let ann = self.ann.as_ref().map_or(0, |a| a.bytes());
+        (self.vectors.capacity() * 4 + ann) as f64 / self.live_chunks.max(1) as f64
     }
 }
 
