@@ -6,6 +6,7 @@ mod bad_input;
 mod brainml;
 mod brainml_quality;
 mod brainml_rag;
+mod brainml_rag;
 mod deadlines;
 mod embed_fidelity;
 mod execution;

@@ -12,6 +12,8 @@
 //! | `stats`             | [`StatsRequest`]                                | [`StatsAnswer`] |
 //! | `rag.ask`           | [`AskRequest`]                                  | [`AskAnswer`], or with `stream: true` server-sent events (`event: citations` [`AskCitations`], `data: {"delta"}` per token, `event: done` [`AskDone`]; `event: error` `{error}` if the model fails midway) |
 //! | `openai.*`          | OpenAI's vector-store and file requests (see `openai.rs`), as `llmserver` forwards them from `/v1` | OpenAI's objects |
+//! | `rag.ask`           | [`AskRequest`]                                  | [`AskAnswer`], or with `stream: true` server-sent events (`event: citations` [`AskCitations`], `data: {"delta"}` per token, `event: done` [`AskDone`]; `event: error` `{error}` if the model fails midway) |
+//! | `openai.*`          | OpenAI's vector-store and file requests (see `openai.rs`), as `llmserver` forwards them from `/v1` | OpenAI's objects |
 //! | `snapshot.create`   | [`SnapshotCreate`]                              | [`Snapshot`] (201) |
 //! | `snapshot.list`     | [`SnapshotListRequest`]                         | [`SnapshotList`] (newest first) |
 //! | `snapshot.verify`   | [`SnapshotId`]                                  | [`SnapshotVerified`]; 409 naming the damaged file |
@@ -277,6 +279,58 @@ pub struct SnapshotVerified {
     pub ok: bool,
     pub files: usize,
     pub bytes: u64,
+}
+
+// ---- RAG: `rag.ask` (rag.rs) ----
+
+/// `rag.ask`: retrieve the chunks that answer a question and let a chat model answer from them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AskRequest {
+    pub collection: String,
+    pub question: String,
+    /// Chunks given to the model (default 5).
+    pub k: Option<usize>,
+    pub mode: Option<Mode>,
+    pub filter: Option<Value>,
+    /// A chat model `llmserver` offers (default: its first chat model).
+    pub model: Option<String>,
+    /// Most tokens of the answer (default 256).
+    pub max_tokens: Option<usize>,
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// One retrieved chunk, numbered as the prompt numbers it (`[n]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Citation {
+    pub n: usize,
+    pub id: String,
+    pub chunk: usize,
+    pub score: f64,
+    pub text: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AskAnswer {
+    pub answer: String,
+    pub citations: Vec<Citation>,
+    pub model: String,
+    pub took_ms: f64,
+}
+
+/// The first event of a streamed answer.
+#[derive(Debug, Serialize)]
+pub struct AskCitations {
+    pub citations: Vec<Citation>,
+    pub model: String,
+}
+
+/// The last event of a streamed answer.
+#[derive(Debug, Serialize)]
+pub struct AskDone {
+    pub answer: String,
+    pub took_ms: f64,
 }
 
 // ---- RAG: `rag.ask` (rag.rs) ----

@@ -10,6 +10,8 @@ pub mod bm25;
 pub mod chunk;
 pub mod embed;
 pub mod filter;
+pub mod openai;
+pub mod rag;
 pub mod snapshot;
 pub mod store;
 pub mod wal;
@@ -488,6 +490,29 @@ impl Plugin for BrainMl {
             .capability("snapshot.export", "{id}: the snapshot as one application/x-tar archive")
             .capability("snapshot.import", "body: such an archive; checked, kept with a fresh id")
             .max_body_bytes("snapshot.import", snapshot::MAX_IMPORT_BYTES)
+            .streaming_capability(
+                "rag.ask",
+                "{collection, question, k?, mode?, filter?, model?, max_tokens?, stream?}: an answer \
+                 from the chat model (llmserver) citing the chunks found; stream: server-sent events",
+            )
+            .capability("openai.files.create", "{filename, purpose, text}: OpenAI's file object")
+            .capability("openai.files.list", "{purpose?, limit?, order?, after?}: OpenAI's file list")
+            .capability("openai.files.get", "{file_id}: OpenAI's file object")
+            .capability("openai.files.content", "{file_id}: the file's text")
+            .capability("openai.files.delete", "{file_id}: delete a file (and from vector stores)")
+            .capability("openai.vector_stores.create", "{name?, file_ids?, metadata?}: a vector store")
+            .capability("openai.vector_stores.list", "{limit?, order?, after?, before?}")
+            .capability("openai.vector_stores.get", "{vector_store_id}")
+            .capability("openai.vector_stores.update", "{vector_store_id, name?, metadata?}")
+            .capability("openai.vector_stores.delete", "{vector_store_id}")
+            .capability("openai.vector_stores.files.create", "{vector_store_id, file_id, attributes?}")
+            .capability("openai.vector_stores.files.list", "{vector_store_id, limit?, order?, ...}")
+            .capability("openai.vector_stores.files.get", "{vector_store_id, file_id}")
+            .capability("openai.vector_stores.files.delete", "{vector_store_id, file_id}")
+            .capability(
+                "openai.vector_stores.search",
+                "{vector_store_id, query, max_num_results?, filters?, ranking_options?}",
+            )
             .config_schema(json!({
                 "type": "object",
                 "properties": {
@@ -591,6 +616,8 @@ impl Plugin for BrainMl {
             "delete" => self.delete(parse(&req)?),
             "query" => self.query(parse(&req)?),
             "stats" => self.stats(parse(&req)?),
+            "rag.ask" => self.ask(parse(&req)?, ctx),
+            c if c.starts_with("openai.") => self.openai(c, &req, ctx),
             "train" => self.train(parse(&req)?),
             "train.status" => self.train_status(parse(&req)?),
             "query.batch" => self.query_batch(parse(&req)?),
