@@ -426,3 +426,26 @@ fn link_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+impl Host {
+    /// The host's data folder (`--data-dir`); plugins keep theirs in `plugin-data/<id>`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.as_ref().expect("dir").path().join("data")
+    }
+
+    /// POST raw bytes with the admin key; the status and the answer's raw bytes (any size).
+    pub fn post_bytes(&self, path: &str, content_type: &str, bytes: &[u8]) -> (u16, Vec<u8>) {
+        use std::io::Read;
+        let req =
+            self.agent.post(&format!("{}{path}", self.base)).set("Content-Type", content_type);
+        let resp = self.authorized(req, ADMIN_KEY).send_bytes(bytes);
+        let (code, r) = match resp {
+            Ok(r) => (r.status(), r),
+            Err(ureq::Error::Status(code, r)) => (code, r),
+            Err(e) => return (0, e.to_string().into_bytes()),
+        };
+        let mut body = Vec::new();
+        r.into_reader().read_to_end(&mut body).expect("read the answer");
+        (code, body)
+    }
+}

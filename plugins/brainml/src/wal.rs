@@ -213,7 +213,8 @@ impl Wal {
     /// length never change, even when a compaction replaces the file later (the handle keeps
     /// the old one).
     pub fn reader(&self) -> std::io::Result<(File, u64)> {
-        Ok((self.file.try_clone()?, self.len))
+        // A handle of its own (a cloned one would share the appender's file offset).
+        Ok((File::open(&self.path)?, self.len))
     }
 
     /// Append one record and fsync it.
@@ -411,13 +412,30 @@ mod tests {
         wal.rewrite(&mut vec![b"a3".to_vec(), b"b1".to_vec()].into_iter(), None).unwrap();
         wal.append(b"c1").unwrap();
         let mut bytes = Vec::new();
-        old.seek(SeekFrom::Start(0)).unwrap();
         old.read_to_end(&mut bytes).unwrap();
         assert_eq!(scan(&bytes[..old_len as usize], &ok).records.len(), 4);
         drop(wal);
         let (_, r) = open(&path);
         assert_eq!(r.records, [b"a3".to_vec(), b"b1".to_vec(), b"c1".to_vec()]);
         assert!(!compact_path(&path).exists());
+    }
+
+    #[test]
+    fn a_snapshot_reader_starts_at_byte_0_and_leaves_appends_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal.log");
+        let (mut wal, _) = open(&path);
+        wal.append(b"one").unwrap();
+        let (mut reader, len) = wal.reader().unwrap();
+        let mut first = [0u8; 4];
+        reader.read_exact(&mut first).unwrap(); // reading moves no offset of the log's own
+        wal.append(b"two").unwrap();
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+        assert_eq!(&first[..], &frame(b"one")[..4]);
+        assert_eq!(scan(&[&first[..], &rest[..len as usize - 4]].concat(), &ok).records, [b"one"]);
+        drop(wal);
+        assert_eq!(open(&path).1.records, [b"one".to_vec(), b"two".to_vec()]);
     }
 
     #[test]
