@@ -874,8 +874,25 @@ test('candle: load MiniLM as an embedding model, quantize it to q8_0, unload it'
 });
 
 const BRAINML = 'bkg_plugin_brainml';
+// Skipped only outside CI when the library was not built; in CI a missing library fails.
+const brainmlSkip = { skip: existsSync(lib(BRAINML)) || process.env.CI ? null : `no ${BRAINML} library (cargo build -p bkg-plugin-brainml)` };
+const BM = 'e2e-licenses';
+const BM_COPY = 'e2e-licenses-copy';
+// The brainml tests share one collection: the first makes it, the last deletes it.
+let brainmlCollection = false;
+const needCollection = () => {
+  if (!brainmlCollection) throw new Error(`the brainml test that creates ${BM} failed: nothing to work on`);
+};
+const bmRow = (name) => page.getByTestId('bm-collections').locator(`tr[data-collection="${name}"]`);
+async function confirmDialog(label) {
+  const dialog = page.getByRole('alertdialog');
+  await dialog.waitFor();
+  await dialog.getByRole('button', { name: label, exact: true }).click();
+  await dialog.waitFor({ state: 'detached' });
+}
+
 test(
-  'brainml: create a collection, index two Apache-2.0 paragraphs as dropped files, a query ranks the right one first with the word highlighted, delete',
+  'brainml: create a collection, index two Apache-2.0 paragraphs as picked files (streamed progress), a query ranks the right one first with the word highlighted',
   async () => {
     // Two real paragraphs nobody here wrote: sections 2 and 3 of the Apache License 2.0.
     const license = await readFile('/usr/share/common-licenses/Apache-2.0', 'utf8');
@@ -897,9 +914,9 @@ test(
 
     // Create (the default model, cosine), by keyboard-reachable labelled controls.
     const form = page.getByTestId('bm-create');
-    await form.locator('input[name=bmName]').fill('e2e-licenses');
+    await form.locator('input[name=bmName]').fill(BM);
     await form.getByRole('button', { name: 'Create' }).click();
-    const row = collections.locator('tr[data-collection="e2e-licenses"]');
+    const row = bmRow(BM);
     await row.waitFor({ timeout: 20_000 });
     if (!/all-MiniLM-L6-v2/.test(await row.textContent())) throw new Error(`the new collection does not show its model: ${await row.textContent()}`);
 
@@ -916,12 +933,16 @@ test(
         if (st === 'error') throw new Error(`${f}: ${await li.textContent()}`);
         return st === 'done';
       }, 60_000);
+      // The plugin's own answer: its chunks and time.
+      if (!/(?<!\d)1 chunk in [\d.]+ ms/.test(await li.textContent())) throw new Error(`${f}: ${await li.textContent()}`);
     }
+    const summary = (await page.getByTestId('bm-files-summary').textContent()).replace(/\s+/g, ' ');
+    if (!summary.includes('2/2 files indexed')) throw new Error(`files summary: ${summary}`);
     await expectEventually('2 documents in the collection row', async () => (await row.getByTestId('bm-documents').textContent()).trim() === '2', 15_000);
 
     // Query (hybrid, the default) for a word of one paragraph.
     const q = page.getByTestId('bm-query');
-    await q.locator('select[name=bmQueryCollection]').selectOption('e2e-licenses');
+    await q.locator('select[name=bmQueryCollection]').selectOption(BM);
     await q.locator('input[name=bmQueryText]').fill('patent');
     // A malformed filter is shown before anything is sent, and blocks the search.
     await q.locator('textarea[name=bmFilter]').fill('{"source": ');
@@ -936,23 +957,167 @@ test(
     const marks = await first.locator('mark').allTextContents();
     if (!marks.length || !marks.every((m) => m.toLowerCase() === 'patent')) throw new Error(`highlighted: ${JSON.stringify(marks)}`);
     if (!/"source":"patent\.md"/.test(await first.getByTestId('bm-metadata').textContent())) throw new Error('the hit does not show its metadata');
-    // The whole panel: the collection with its stats, the files' progress, the hits.
+    // The top of the panel: the collection with its stats, the files' progress, the hits.
     await page.setViewportSize({ width: 1280, height: 1320 });
     await page.evaluate(() => window.scrollTo(0, 0));
     await shot('brainml');
     await page.setViewportSize({ width: 1280, height: 900 });
-
-    // Delete, confirmed in the dialog; the plugin no longer knows it.
-    await row.getByRole('button', { name: 'Delete collection e2e-licenses' }).click();
-    const dialog = page.getByRole('alertdialog');
-    await dialog.waitFor();
-    await dialog.getByRole('button', { name: 'Delete collection' }).click();
-    await row.waitFor({ state: 'detached', timeout: 15_000 });
-    const { collections: left } = await host.api('/api/plugins/brainml/collection.list', { method: 'POST', body: {} });
-    if (left.some((c) => c.name === 'e2e-licenses')) throw new Error('the collection is still listed after the delete');
+    brainmlCollection = true;
   },
-  // Skipped only outside CI when the library was not built; in CI a missing library fails.
-  { skip: existsSync(lib(BRAINML)) || process.env.CI ? null : `no ${BRAINML} library (cargo build -p bkg-plugin-brainml)` },
+  brainmlSkip,
+);
+
+test(
+  'brainml: snapshot the collection, verify it (every hash), download it as a tar, restore it as a new collection (confirmed), delete the snapshot (confirmed)',
+  async () => {
+    needCollection();
+    const sec = page.getByTestId('bm-snapshots');
+    await sec.locator('select[name=bmSnapCollection]').selectOption(BM);
+    await sec.getByRole('button', { name: 'Create snapshot' }).click();
+    const snapRow = sec.locator(`tr[data-collection="${BM}"]`).first();
+    await expectEventually('the snapshot listed', async () => {
+      const err = sec.getByTestId('bm-snap-error');
+      if (await err.count()) throw new Error(`the panel shows: ${await err.textContent()}`);
+      return (await snapRow.count()) > 0;
+    }, 30_000);
+    const id = await snapRow.getAttribute('data-snapshot');
+    const { snapshots } = await host.api('/api/plugins/brainml/snapshot.list', { method: 'POST', body: { collection: BM } });
+    const snap = snapshots.find((s) => s.id === id);
+    if (!snap || snap.documents !== 2) throw new Error(`the plugin does not list snapshot ${id} of 2 documents: ${JSON.stringify(snapshots)}`);
+
+    // Verify: the plugin checks every file's hash; the row says so.
+    await sec.getByRole('button', { name: `Verify snapshot ${id}` }).click();
+    const verdict = sec.locator(`tr[data-verify="${id}"] [data-testid=bm-verify]`);
+    await verdict.waitFor({ timeout: 20_000 });
+    const vText = await verdict.textContent();
+    if ((await verdict.getAttribute('data-ok')) !== 'true' || !/ok: \d+ files?/.test(vText)) throw new Error(`verify: ${vText}`);
+
+    // Download: snapshot.export as a file; a tar archive whose first member is its manifest or a file it lists.
+    const [download] = await Promise.all([page.waitForEvent('download', { timeout: 20_000 }), sec.getByRole('button', { name: `Download snapshot ${id}` }).click()]);
+    const expectedName = `${BM}-${id}.tar`.replace(/[^A-Za-z0-9._-]/g, '_');
+    if (download.suggestedFilename() !== expectedName) throw new Error(`downloaded as ${download.suggestedFilename()}, not ${expectedName}`);
+    const tar = await readFile(await download.path());
+    if (tar.length < 1024 || tar.subarray(257, 262).toString() !== 'ustar') throw new Error(`the download is not a tar archive (${tar.length} bytes)`);
+    const names = [];
+    for (let at = 0; at + 512 <= tar.length; ) {
+      const name = tar.subarray(at, at + 100).toString().replace(/\0.*$/s, '');
+      if (!name) break;
+      const size = parseInt(tar.subarray(at + 124, at + 136).toString().replace(/\0.*$/s, '').trim() || '0', 8);
+      names.push(name);
+      at += 512 + Math.ceil(size / 512) * 512;
+    }
+    if (!names.some((n) => n.endsWith('manifest.json'))) throw new Error(`no manifest.json in the archive: ${names.join(', ')}`);
+
+    // Restore as a new collection, confirmed: it appears with the snapshot's documents.
+    await sec.getByRole('button', { name: `Restore snapshot ${id}` }).click();
+    const restore = sec.locator(`tr[data-restore="${id}"]`);
+    await restore.locator('input[name=bmRestoreAs]').fill(BM_COPY);
+    await restore.getByRole('button', { name: 'Restore…' }).click();
+    await confirmDialog('Restore as new collection');
+    const copyRow = bmRow(BM_COPY);
+    await copyRow.waitFor({ timeout: 30_000 });
+    await expectEventually(`2 documents in ${BM_COPY}`, async () => (await copyRow.getByTestId('bm-documents').textContent()).trim() === '2', 15_000);
+    await sec.scrollIntoViewIfNeeded();
+    await sec.screenshot({ path: join(SHOTS, 'brainml-snapshots.png') });
+
+    // Delete the snapshot, confirmed; the plugin no longer lists it.
+    await sec.getByRole('button', { name: `Delete snapshot ${id}` }).click();
+    await confirmDialog('Delete snapshot');
+    await sec.locator(`tr[data-snapshot="${id}"]`).waitFor({ state: 'detached', timeout: 15_000 });
+    const after = await host.api('/api/plugins/brainml/snapshot.list', { method: 'POST', body: {} });
+    if (after.snapshots.some((s) => s.id === id)) throw new Error(`snapshot ${id} is still listed after the delete`);
+  },
+  brainmlSkip,
+);
+
+test(
+  'brainml: train a collection below the exact threshold (the panel says it is searched exactly), then forced: polled to done with the recall it measured',
+  async () => {
+    needCollection();
+    const sec = page.getByTestId('bm-train');
+    await sec.locator('select[name=bmTrainCollection]').selectOption(BM);
+    await sec.getByRole('button', { name: 'Train', exact: true }).click();
+    const exact = sec.getByTestId('bm-train-exact');
+    await exact.waitFor({ timeout: 20_000 });
+    const why = (await exact.textContent()).replace(/\s+/g, ' ');
+    if (!/Exact search/.test(why) || !/exact_threshold/.test(why)) throw new Error(`the exact answer: ${why}`);
+
+    // Forced: a graph for two vectors, built in the background; the panel polls train.status.
+    await sec.locator('input[name=bmForce]').check();
+    await sec.getByRole('button', { name: 'Train', exact: true }).click();
+    const status = sec.getByTestId('bm-train-status');
+    await expectEventually('the training to finish', async () => {
+      const st = await status.getAttribute('data-state');
+      if (st === 'failed' || st === 'cancelled') throw new Error(`training ${st}: ${await status.textContent()}`);
+      return st === 'done';
+    }, 60_000);
+    const recall = (await sec.getByTestId('bm-train-recall').textContent()).trim();
+    if (!/^\d+\.\d %/.test(recall)) throw new Error(`recall shown: ${recall}`);
+    if (!/ms$/.test((await sec.getByTestId('bm-train-build').textContent()).trim())) throw new Error('no build time shown');
+    if (!/^\d+(\.\d+)?$/.test((await sec.getByTestId('bm-train-bpv').textContent()).trim())) throw new Error('no bytes per vector shown');
+    if ((await sec.getByTestId('bm-train-index').textContent()).trim() !== 'hnsw') throw new Error('the index is not hnsw after a forced train');
+    await expectEventually('the collection row to show the hnsw index and its recall', async () => /hnsw\s*· recall@10 \d/.test(await bmRow(BM).getByTestId('bm-index-kind').textContent()), 15_000);
+    await sec.scrollIntoViewIfNeeded();
+    await sec.screenshot({ path: join(SHOTS, 'brainml-train.png') });
+  },
+  brainmlSkip,
+);
+
+test(
+  'brainml: ask streams an answer from the chat model (llmserver) and cites the indexed paragraphs',
+  async () => {
+    needCollection();
+    const sec = page.getByTestId('bm-ask');
+    await sec.locator('select[name=bmAskCollection]').selectOption(BM);
+    await sec.locator('input[name=bmAskMaxTokens]').fill('48');
+    await sec.locator('input[name=bmQuestion]').fill('Under which license may a Contributor grant a patent?');
+    // Record the answer's text each time it changes while it streams: more than one length seen
+    // means it arrived in pieces, not in one block at the end.
+    await page.evaluate(() => {
+      const el = document.querySelector('[data-testid=bm-ask]');
+      window.__bmLengths = new Set();
+      new MutationObserver(() => {
+        const a = el.querySelector('[data-testid=bm-answer]');
+        if (a && a.getAttribute('data-streaming') === 'true') window.__bmLengths.add(a.textContent.trim().length);
+      }).observe(el, { subtree: true, childList: true, characterData: true, attributes: true });
+    });
+    await sec.getByRole('button', { name: 'Ask' }).click();
+    const answer = sec.getByTestId('bm-answer');
+    await answer.waitFor({ timeout: 20_000 });
+    await expectEventually('the answer to finish', async () => {
+      const err = sec.getByTestId('bm-ask-error');
+      if (await err.count()) throw new Error(await err.textContent());
+      return (await answer.getAttribute('data-streaming')) === 'false';
+    }, 75_000);
+    const text = (await answer.textContent()).trim();
+    if (!text) throw new Error('an empty answer');
+    const cited = await sec.locator('[data-testid=bm-citations] li').evaluateAll((li) => li.map((l) => l.getAttribute('data-id')));
+    if (!cited.includes('patent.md')) throw new Error(`citations: ${JSON.stringify(cited)}`);
+    const lengths = await page.evaluate(() => [...window.__bmLengths].filter((n) => n > 0).length);
+    if (lengths < 2) throw new Error(`the answer did not stream: ${lengths} partial length(s) seen`);
+    if (!/answered in/.test(await sec.getByTestId('bm-ask-took').textContent())) throw new Error('no answer time shown');
+    console.log(`    (answer: ${JSON.stringify(text.slice(0, 120))}; citations ${cited.join(', ')})`);
+    await sec.scrollIntoViewIfNeeded();
+    await sec.screenshot({ path: join(SHOTS, 'brainml-ask.png') });
+  },
+  brainmlSkip,
+);
+
+test(
+  'brainml: delete the collections, confirmed in the dialog',
+  async () => {
+    needCollection();
+    for (const name of [BM, BM_COPY]) {
+      const row = bmRow(name);
+      if (!(await row.count())) continue;
+      await row.getByRole('button', { name: `Delete collection ${name}` }).click();
+      await confirmDialog('Delete collection');
+      await row.waitFor({ state: 'detached', timeout: 15_000 });
+    }
+    const { collections: left } = await host.api('/api/plugins/brainml/collection.list', { method: 'POST', body: {} });
+    if (left.some((c) => c.name === BM)) throw new Error('the collection is still listed after the delete');
+  },
+  brainmlSkip,
 );
 
 // ---------------------------------------------------------------------------------------------

@@ -165,7 +165,7 @@ import { BrainmlStore, formatMs, parseFilter } from './brainml.store';
                   [attr.data-n]="c.n"
                   [attr.data-id]="c.id"
                 >
-                  <span class="font-semibold">[{{ c.n }}]</span>
+                  <span class="mr-1 font-semibold">[{{ c.n }}]</span>
                   <span class="font-mono">{{ c.id }}</span>
                   <span class="muted text-xs">
                     chunk {{ c.chunk }} · score {{ score(c.score) }}</span
@@ -241,6 +241,7 @@ export class BrainmlAsk {
     this.answer.set('');
     this.citations.set([]);
     this.took.set(null);
+    this.answeredBy.set(null);
     this.asked.set(true);
     this.streaming.set(true);
     this.abort = new AbortController();
@@ -258,8 +259,11 @@ export class BrainmlAsk {
           );
         }
         if (ev.event === 'citations') {
+          // `{citations, model}` (or the bare list).
           const list = Array.isArray(data) ? data : (data as { citations?: Citation[] })?.citations;
           this.citations.set((list ?? []) as Citation[]);
+          const model = (data as { model?: unknown } | null)?.model;
+          if (typeof model === 'string') this.answeredBy.set(model);
         } else if (ev.event === 'done') {
           done = true;
           const d = (data ?? {}) as { answer?: string; took_ms?: number; model?: string };

@@ -390,7 +390,7 @@ describe('brainml sections', () => {
         },
         { n: 2, id: 'copyright.txt', chunk: 0, score: 0.42, text: 'copyright license' },
       ];
-      let sent = `event: citations\ndata: ${JSON.stringify(citations)}\n\ndata: {"delta": "Each Contributor"}\n\n`;
+      let sent = `event: citations\ndata: ${JSON.stringify({ citations, model: 'SmolLM2' })}\n\ndata: {"delta": "Each Contributor"}\n\n`;
       req.event({ type: HttpEventType.DownloadProgress, loaded: sent.length, partialText: sent });
       await settle(f);
       const answer = () => el(f).querySelector('[data-testid=bm-answer]')!;
@@ -415,7 +415,9 @@ describe('brainml sections', () => {
       const cite = answer().querySelector('a[data-cite]')!;
       expect(cite.getAttribute('data-cite')).toBe('1');
       expect(cite.getAttribute('href')).toBe('#bm-cite-1');
-      expect(el(f).querySelector('[data-testid=bm-ask-took]')!.textContent).toContain('812 ms');
+      expect(el(f).querySelector('[data-testid=bm-ask-took]')!.textContent).toContain(
+        'SmolLM2 · answered in 812 ms',
+      );
     });
 
     it("shows the server's error (llmserver not running) and a malformed filter before sending", async () => {

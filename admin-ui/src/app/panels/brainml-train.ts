@@ -140,7 +140,9 @@ import { BrainmlStore, formatMs } from './brainml.store';
           >
             <div class="flex items-center gap-2">
               <span class="font-mono">{{ s.collection }}</span>
-              <span data-testid="bm-train-state">{{ s.state }}</span>
+              <span data-testid="bm-train-state">{{
+                s.state === 'none' ? 'no index trained: queries are searched exactly' : s.state
+              }}</span>
               @if (s.state === 'running') {
                 <progress
                   class="w-40"
