@@ -4,11 +4,13 @@
 //! chunks of at most that many, so the model never truncates a chunk: no text is cut silently.
 //!
 //! - A text that fits is one chunk: the text as sent.
-//! - A chunk ends at a word-piece boundary, preferably one with whitespace in front of the
-//!   next piece (between words, not inside one), looked for in the second half of the window;
-//!   only a run of more than half a window without whitespace is cut inside a word.
+//! - A chunk ends at a word-piece boundary in the second half of its window: preferably one
+//!   with whitespace in front of the next piece (between words), else one at punctuation (not
+//!   between a word and its `##` continuation, which would tokenize differently on its own);
+//!   only a word of more than half a window of pieces would be cut inside (BERT makes one
+//!   `[UNK]` of a word over 100 characters, so with 254 pieces that never happens).
 //! - The next chunk repeats at most `overlap` word pieces of the previous one (capped at half
-//!   a window), starting at the first word start among them when there is one.
+//!   a window), starting at the first boundary among them chosen the same way.
 //! - Each chunk's text is the exact substring of the text between its first and last word
 //!   piece (the first chunk from the text's start, the last to its end).
 
@@ -101,12 +103,33 @@ pub fn cut(text: &str, pieces: &[(usize, usize)], max: usize, overlap: usize) ->
     let n = pieces.len();
     let max = max.max(1);
     if n <= max {
-        return vec![0..text.len()];
+        return std::iter::once(0..text.len()).collect();
     }
     let overlap = overlap.min(max / 2);
     // Is there whitespace in front of piece i (so a chunk may end before it, between words)?
     let word_start = |i: usize| {
         text.get(pieces[i - 1].1..pieces[i].0).is_some_and(|gap| gap.contains(char::is_whitespace))
+    };
+    // Does piece i continue the word of piece i-1 (a `##` piece: letters on both sides)? A
+    // chunk cut there would be tokenized differently on its own; one cut at punctuation not.
+    let inside_word = |i: usize| {
+        let before = text[..pieces[i].0].chars().next_back();
+        let after = text[pieces[i].0..].chars().next();
+        pieces[i - 1].1 >= pieces[i].0
+            && before.is_some_and(char::is_alphanumeric)
+            && after.is_some_and(char::is_alphanumeric)
+    };
+    // The best boundary in `range` (tried from its end, or from its start): between words,
+    // else not inside a word, else `fallback`.
+    let best = |range: Range<usize>, from_end: bool, fallback: usize| {
+        let pick = |ok: &dyn Fn(usize) -> bool| {
+            if from_end {
+                range.clone().rev().find(|&i| ok(i))
+            } else {
+                range.clone().find(|&i| ok(i))
+            }
+        };
+        pick(&word_start).or_else(|| pick(&|i| !inside_word(i))).unwrap_or(fallback)
     };
     let mut out = Vec::new();
     let mut s = 0;
@@ -119,10 +142,10 @@ pub fn cut(text: &str, pieces: &[(usize, usize)], max: usize, overlap: usize) ->
         // The end (exclusive) in the second half of the window, at a word start if any. The
         // chunk is longer than `overlap`, so the next one starts further on.
         let hard = s + max;
-        let e = (s + max / 2 + 1..=hard).rev().find(|&e| word_start(e)).unwrap_or(hard);
+        let e = best(s + max / 2 + 1..hard + 1, true, hard);
         out.push(begin..pieces[e - 1].1);
         let back = e - overlap;
-        s = if overlap == 0 { e } else { (back..e).find(|&i| word_start(i)).unwrap_or(back) };
+        s = if overlap == 0 { e } else { best(back..e, false, back) };
     }
 }
 
@@ -183,7 +206,7 @@ mod tests {
         out
     }
 
-    fn chunks<'a>(text: &'a str, max: usize, overlap: usize) -> Vec<&'a str> {
+    fn chunks(text: &str, max: usize, overlap: usize) -> Vec<&str> {
         let p = pieces(text);
         check(text, &p).unwrap();
         cut(text, &p, max, overlap).into_iter().map(|r| &text[r]).collect()
@@ -279,6 +302,29 @@ mod tests {
         }
         let words: String = chunks(&text, 16, 0).concat();
         assert_eq!(words.replace(' ', ""), text.replace(' ', ""));
+    }
+
+    #[test]
+    fn without_whitespace_a_cut_falls_at_punctuation_not_inside_a_word() {
+        // Words of two pieces ("abcd" + "##efgh") joined by dots: no whitespace at all.
+        let text = format!("x {}", "abcdefgh.".repeat(60));
+        let p = pieces(&text);
+        for (max, overlap) in [(16, 4), (9, 0), (25, 12)] {
+            let ranges = cut(&text, &p, max, overlap);
+            assert!(ranges.len() > 3);
+            for r in &ranges {
+                assert!(inside(&p, r).len() <= max);
+                let (before, after) = (&text[..r.end], &text[r.end..]);
+                assert!(
+                    after.is_empty() || before.ends_with('.') || after.starts_with('.'),
+                    "{r:?}"
+                );
+                let (before, after) = (&text[..r.start], &text[r.start..]);
+                let ok =
+                    before.is_empty() || before.ends_with(['.', ' ']) || after.starts_with('.');
+                assert!(ok, "{max} {overlap}: {r:?} starts inside a word");
+            }
+        }
     }
 
     #[test]

@@ -19,7 +19,9 @@ fn is_not_loaded(e: &Error) -> bool {
     e.kind == ErrorKind::NOT_FOUND && e.message.contains("is loaded")
 }
 
-fn infer(host: &Host, model: &str, texts: &[String], batch: usize) -> Result<Vec<Vec<f32>>, Error> {
+/// The vectors of `texts`, and per text whether `candle` truncated it (all false from a
+/// `candle` that does not say).
+fn infer(host: &Host, model: &str, texts: &[String], batch: usize) -> Result<Embedded, Error> {
     let body = json!({ "model": model, "input": texts, "batch_size": batch });
     let v: Value = host.call_json(BACKEND, "model.infer", &body)?.parse_json()?;
     if v["kind"] != "embedding" {
@@ -34,8 +36,15 @@ fn infer(host: &Host, model: &str, texts: &[String], batch: usize) -> Result<Vec
             texts.len()
         )));
     }
-    Ok(vectors)
+    let truncated = match serde_json::from_value::<Vec<bool>>(v["truncated"].clone()) {
+        Ok(t) if t.len() == texts.len() => t,
+        _ => vec![false; texts.len()],
+    };
+    Ok((vectors, truncated))
 }
+
+/// Vectors, and per text whether the model truncated it.
+pub type Embedded = (Vec<Vec<f32>>, Vec<bool>);
 
 /// Run `call` (a bus call to `candle` about `model`); when `candle` has not loaded `model`,
 /// load it and run `call` again.
@@ -67,22 +76,24 @@ pub fn embed(
     texts: &[String],
     batch: usize,
 ) -> Result<Vec<Vec<f32>>, Error> {
-    embed_reporting(host, model, texts, batch, &mut |_| Ok(()))
+    Ok(embed_reporting(host, model, texts, batch, &mut |_| Ok(()))?.0)
 }
 
-/// [`embed`] that calls `done(n)` after each bus call with the number of texts embedded so
-/// far; an error from `done` stops it.
+/// [`embed`] that also says which texts the model truncated, and calls `done(n)` after each
+/// bus call with the number of texts embedded so far; an error from `done` stops it.
 pub fn embed_reporting(
     host: &Host,
     model: &str,
     texts: &[String],
     batch: usize,
     done: &mut dyn FnMut(usize) -> Result<(), Error>,
-) -> Result<Vec<Vec<f32>>, Error> {
-    let mut out = Vec::with_capacity(texts.len());
+) -> Result<Embedded, Error> {
+    let (mut out, mut truncated) = (Vec::with_capacity(texts.len()), Vec::new());
     for group in texts.chunks(batch.max(1)) {
-        out.extend(with_model(host, model, || infer(host, model, group, batch))?);
+        let (vectors, cut) = with_model(host, model, || infer(host, model, group, batch))?;
+        out.extend(vectors);
+        truncated.extend(cut);
         done(out.len())?;
     }
-    Ok(out)
+    Ok((out, truncated))
 }

@@ -268,8 +268,17 @@ impl BrainMl {
         let written = (|| {
             if let Some(model) = &meta.model {
                 let batch = settings.embed_batch;
-                let vectors =
+                let (vectors, truncated) =
                     embed::embed_reporting(&self.host, model, &to_embed, batch, &mut progress)?;
+                // Never cut silently: chunk.rs keeps chunks within the model's length, and a
+                // chunk the model still truncated is refused, not stored half-embedded.
+                if let Some(i) = truncated.iter().position(|t| *t) {
+                    return Err(Error::internal(format!(
+                        "the model {model} truncated chunk text {:?}...: it holds more than the \
+                         {max_pieces} word pieces it was cut to; nothing was written",
+                        to_embed[i].chars().take(60).collect::<String>()
+                    )));
+                }
                 let mut vectors = vectors.into_iter();
                 for ch in docs.iter_mut().flat_map(|d| d.chunks.iter_mut()) {
                     if ch.vector.is_empty() {
