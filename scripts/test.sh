@@ -27,6 +27,9 @@ bash scripts/fetch-models.sh
 
 cargo test --workspace --locked
 bash scripts/test-docs.sh   # README.md's and docs/plugin-author.md's shell examples, against a real host
+# The official openai Python client (from PyPI, in a venv under ~/.cache) against /v1's vector
+# stores and files on a real host.
+bash scripts/test-openai.sh
 
 # A bounded fuzz of the REST API against its own OpenAPI document (schemathesis, from PyPI,
 # in a venv under ~/.cache): no generated request may get a 5xx or take the host down.

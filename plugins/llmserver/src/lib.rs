@@ -570,13 +570,15 @@ impl Plugin for LlmServer {
                 Ok(r) => self.chat(r, ctx),
                 Err(e) => Ok(failure(e)),
             },
-            (_, "/v1/models" | "/v1/embeddings" | "/v1/chat/completions") => Ok(failure(ApiError {
-                status: 405,
-                kind: "invalid_request_error",
-                code: None,
-                param: None,
-                message: format!("{} is not allowed on {path}", req.method),
-            })),
+            (_, "/v1/models" | "/v1/embeddings" | "/v1/chat/completions") => {
+                Ok(failure(ApiError {
+                    status: 405,
+                    kind: "invalid_request_error",
+                    code: None,
+                    param: None,
+                    message: format!("{} is not allowed on {path}", req.method),
+                }))
+            }
             _ => Ok(failure(ApiError::not_found(format!(
                 "no route {} {path}: this server has /v1/chat/completions, /v1/embeddings, \
                  /v1/models, /v1/files and /v1/vector_stores",
