@@ -105,6 +105,20 @@ fn ask_streamed(host: &Host, body: &Value) -> Vec<Event> {
         .collect()
 }
 
+/// POST `body` on a connection of the test's own, so that it can hang up whenever it likes.
+fn send_raw(host: &Host, path: &str, body: &str) -> TcpStream {
+    let addr = host.base.trim_start_matches("http://");
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    write!(
+        tcp,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    tcp
+}
+
 fn cited_ids(citations: &Value) -> Vec<String> {
     citations
         .as_array()
@@ -114,6 +128,10 @@ fn cited_ids(citations: &Value) -> Vec<String> {
         .collect()
 }
 
+/// `rag.ask` whole and streamed: the paragraph that answers is cited, the streamed answer comes
+/// in several deltas between the citations and `done`; a client that leaves stops the
+/// generation in candle; unknown collection, empty question, unknown model, no chat model and
+/// llmserver stopped each give their status and a message that names the problem.
 #[test]
 fn rag_ask_cites_the_paragraph_that_answers_and_streams_the_answer_token_by_token() {
     let models = tempfile::tempdir().unwrap();
@@ -168,6 +186,37 @@ fn rag_ask_cites_the_paragraph_that_answers_and_streams_the_answer_token_by_toke
     assert_eq!(deltas.concat(), done["answer"].as_str().unwrap(), "{events:?}");
     // Greedy decoding: the same answer as the whole one.
     assert_eq!(done["answer"], v["answer"], "{events:?}");
+
+    // A client that leaves a streamed answer stops the generation two bus hops away, in
+    // candle (brainml -> llmserver -> candle), and frees llmserver's place for the next one.
+    let counters = || {
+        let (status, v) = host.get_json("/api/core/plugins/candle/status");
+        assert_eq!(status, 200, "{v}");
+        let c = v["status"]["counters"].clone();
+        assert!(c.is_object(), "candle reports no counters: {v}");
+        c
+    };
+    let count = |c: &Value, name: &str| c[name].as_u64().unwrap_or_else(|| panic!("{name}: {c}"));
+    let before = counters();
+    let mut long = streamed.clone();
+    long["question"] =
+        json!("Explain in a long essay everything these sources say about trademarks.");
+    long["max_tokens"] = json!(2000);
+    let tcp = send_raw(&host, "/api/plugins/brainml/rag.ask", &long.to_string());
+    host.wait_for("the answer to be under way", || {
+        let c = counters();
+        count(&c, "generations_running") == 1
+            && count(&c, "tokens_generated") >= count(&before, "tokens_generated") + 3
+    });
+    tcp.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(tcp);
+    host.wait_for("candle to count the generation cancelled", || {
+        count(&counters(), "generations_cancelled") == count(&before, "generations_cancelled") + 1
+    });
+    let c = counters();
+    assert_eq!(count(&c, "generations_finished"), count(&before, "generations_finished"), "{c}");
+    let again = ok(&host, "rag.ask", ask.clone());
+    assert_eq!(again["answer"], v["answer"], "{again}");
 
     // Bad input: unknown collection 404, empty question 400, each naming the problem.
     let (status, v) = call(&host, "rag.ask", json!({ "collection": "nope", "question": "x?" }));
