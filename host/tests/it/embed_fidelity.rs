@@ -180,17 +180,23 @@ fn embed_fidelity_brainml_index_streams_progress_and_cuts_long_texts_on_word_pie
     let mut documents: Vec<Value> =
         paras[..120].iter().map(|(id, _, text)| json!({ "id": id, "text": text })).collect();
     documents.push(json!({ "id": "gpl-3", "text": gpl, "metadata": { "doc": "gpl" } }));
+    // The same words without whitespace between them (joined by hyphens, or glued into
+    // words past BERT's 100 characters): cut at punctuation, never inside a word, so no chunk
+    // is truncated by the model (index would refuse it).
+    let words: Vec<&str> = gpl.split_whitespace().take(1200).collect();
+    documents.push(json!({ "id": "hyphens", "text": words.join("-") }));
+    documents.push(json!({ "id": "glued", "text": words.concat() }));
     let lines: Vec<Value> = index_streamed(
         &host,
         &json!({ "collection": "streamed", "documents": documents, "stream": true }),
     )
     .collect();
     let (last, progress) = lines.split_last().unwrap();
-    assert_eq!(last["indexed"], 121, "{last}");
+    assert_eq!(last["indexed"], 123, "{last}");
     let chunks = last["chunks"].as_u64().unwrap();
     assert!(last["took_ms"].as_f64().is_some(), "{last}");
     // One line before embedding, then one per batch of 32 chunks, counting up to all.
-    assert!(chunks > 121 + 20, "the GPL is cut into many chunks: {chunks} in all");
+    assert!(chunks > 123 + 20, "the GPL is cut into many chunks: {chunks} in all");
     assert_eq!(progress[0], json!({ "embedded": 0, "chunks": chunks }));
     assert_eq!(progress.len() as u64, 1 + chunks.div_ceil(32), "{progress:?}");
     for (i, p) in progress.iter().enumerate() {
@@ -201,7 +207,7 @@ fn embed_fidelity_brainml_index_streams_progress_and_cuts_long_texts_on_word_pie
     // The documents are there and queryable; the GPL's chunks are exact pieces of it, each
     // within the model's 254 word pieces (the tokenizer says so), overlapping.
     let info = ok(&host, "collection.get", json!({ "name": "streamed" }));
-    assert_eq!((info["documents"].as_u64(), info["chunks"].as_u64()), (Some(121), Some(chunks)));
+    assert_eq!((info["documents"].as_u64(), info["chunks"].as_u64()), (Some(123), Some(chunks)));
     let v = ok(
         &host,
         "query",
