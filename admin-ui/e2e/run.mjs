@@ -1069,8 +1069,8 @@ test(
     needCollection();
     const sec = page.getByTestId('bm-ask');
     await sec.locator('select[name=bmAskCollection]').selectOption(BM);
-    await sec.locator('input[name=bmAskMaxTokens]').fill('48');
-    await sec.locator('input[name=bmQuestion]').fill('Under which license may a Contributor grant a patent?');
+    await sec.locator('input[name=bmAskMaxTokens]').fill('32');
+    await sec.locator('input[name=bmQuestion]').fill('What does each Contributor grant to You under the patent license?');
     // Record the answer's text each time it changes while it streams: more than one length seen
     // means it arrived in pieces, not in one block at the end.
     await page.evaluate(() => {

@@ -33,9 +33,11 @@ import {
 } from './brainml.store';
 
 /**
- * The brainml plugin's panel: its collections with their stats, create and delete, indexing
- * (pasted text, or dropped .txt/.md files: one document each, progress per file), and a query
- * playground whose hits show the query's words highlighted.
+ * The brainml plugin's panel: its collections with their stats (index kind and measured recall
+ * included), create and delete, indexing (pasted text, or dropped .txt/.md files: one document
+ * each, progress per file, embedded chunks when `index` streams), and a query playground whose
+ * hits show the query's words highlighted. Below, once the manifest is read: train, snapshots and
+ * ask (brainml-train.ts, brainml-snapshots.ts, brainml-ask.ts), which share this panel's store.
  */
 @Component({
   selector: 'app-brainml-panel',
