@@ -366,6 +366,18 @@ fn openai_vector_stores_find_the_file_that_answers_and_errors_are_openai_shaped(
         assert_eq!(h["attributes"]["year"], 1998, "{page}");
     }
 
+    // A store made with a file that cannot be indexed (no text) is not left half-made.
+    let (status, blank) = upload(&host, "blank.txt", b"  \n\n ");
+    assert_eq!(status, 200, "{blank}");
+    let body = json!({ "name": "half", "file_ids": [ids[0], blank["id"]] });
+    let (status, v) = host.post_json("/v1/vector_stores", &body.to_string());
+    assert_eq!(status, 400, "{v}");
+    assert!(openai_error(&v).contains("no text"), "{v}");
+    let (_, stores) = host.get_json("/v1/vector_stores");
+    assert_eq!(stores["data"].as_array().unwrap().len(), 1, "{stores}");
+    let collections = ok(&host, "collection.list", json!({}));
+    assert_eq!(collections["collections"].as_array().unwrap().len(), 1, "{collections}");
+
     // Errors in OpenAI's shape.
     let (status, v) = host.get_json("/v1/vector_stores/vs_doesnotexist");
     assert_eq!(status, 404, "{v}");

@@ -561,7 +561,13 @@ impl BrainMl {
                 };
                 self.save_store(&s)?;
                 for f in &r.file_ids {
-                    self.add_file(&mut s, f, Map::new(), ctx)?;
+                    if let Err(e) = self.add_file(&mut s, f, Map::new(), ctx) {
+                        // No half-made store the client never learnt the id of.
+                        let _ = local(self, "collection.delete", &json!({ "name": id }), ctx);
+                        let path = self.openai_dir("vector_stores").join(format!("{id}.json"));
+                        let _ = std::fs::remove_file(path);
+                        return Err(e);
+                    }
                 }
                 self.host.info(&format!("created vector store {id} ({:?})", s.name));
                 json_answer(&s.object())
