@@ -26,7 +26,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use bkg_abi::{Context, Error, Request, Response};
 use serde::{Deserialize, Serialize};
@@ -36,8 +36,9 @@ use crate::rag::local;
 use crate::BrainMl;
 
 /// One writer at a time for the files' and vector stores' records (a read-modify-write of a
-/// vector store's record must not lose a file another call added).
-static LOCK: Mutex<()> = Mutex::new(());
+/// vector store's record must not lose a file another call added); readers (lists, gets,
+/// searches) run side by side.
+static LOCK: RwLock<()> = RwLock::new(());
 
 const PURPOSES: [&str; 8] = [
     "assistants",
@@ -458,8 +459,16 @@ impl BrainMl {
         req: &Request<'_>,
         ctx: &Context<'_>,
     ) -> Result<Response, Error> {
-        let _guard = LOCK.lock().map_err(|_| crate::poisoned())?;
         let op = capability.strip_prefix("openai.").unwrap_or(capability);
+        let reads = op.ends_with(".list")
+            || op.ends_with(".get")
+            || op == "files.content"
+            || op == "vector_stores.search";
+        let (_read, _write) = if reads {
+            (Some(LOCK.read().map_err(|_| crate::poisoned())?), None)
+        } else {
+            (None, Some(LOCK.write().map_err(|_| crate::poisoned())?))
+        };
         match op {
             "files.create" => {
                 let r: FileCreate = parse(req)?;
