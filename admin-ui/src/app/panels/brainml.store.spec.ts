@@ -107,10 +107,12 @@ describe('brainml request shapes and helpers', () => {
   });
 
   it("formats the plugin's float durations for reading", () => {
-    expect([formatMs(0.123456), formatMs(7.629764), formatMs(34.531317), formatMs(null)]).toEqual([
+    expect([0.123456, 7.629764, 34.531317, 9999.4, 21642, null].map((v) => formatMs(v))).toEqual([
       '0.12 ms',
       '7.6 ms',
       '35 ms',
+      '9999 ms',
+      '21.6 s',
       '–',
     ]);
   });

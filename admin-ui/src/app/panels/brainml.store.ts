@@ -172,9 +172,13 @@ export function queryBody(f: QueryForm): { body: Record<string, unknown> } | { e
   return { body };
 }
 
-/** A duration in ms as the plugin reports it (a float), for reading: `0.42 ms`, `7.6 ms`, `35 ms`. */
+/**
+ * A duration in ms as the plugin reports it (a float), for reading: `0.42 ms`, `7.6 ms`, `35 ms`,
+ * and from 10 s on in seconds (`21.6 s`).
+ */
 export function formatMs(v: number | null | undefined): string {
   if (v == null || !isFinite(v)) return '–';
+  if (v >= 10_000) return `${(v / 1000).toFixed(1)} s`;
   return `${v < 1 ? v.toFixed(2) : v < 10 ? v.toFixed(1) : Math.round(v)} ms`;
 }
 
