@@ -249,3 +249,85 @@ fn a_long_text_gets_the_ids_of_the_whole_text() {
     assert_eq!(bkg_plugin_candle::embed::prefix_with_words("a b, c", 3), "a b, c");
     assert_eq!(bkg_plugin_candle::embed::prefix_with_words("a ... b c d", 2), "a ... b");
 }
+
+/// The truncation length comes from the model's `sentence_bert_config.json` when there is
+/// one (within 3..=max_position_embeddings, else the load is refused naming the file), else
+/// from `max_position_embeddings`.
+#[test]
+fn the_truncation_length_is_the_models_max_seq_length_else_its_positions() {
+    use bkg_plugin_candle::embed::max_seq_length;
+    let config: bkg_plugin_candle::bert::Config = serde_json::from_str(
+        &std::fs::read_to_string(models_dir().join(MINILM).join("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        max_seq_length(&models_dir().join(MINILM), &config).unwrap(),
+        (256, "sentence_bert_config.json")
+    );
+    let dir = tempfile_dir("max-seq-length");
+    assert_eq!(max_seq_length(&dir, &config).unwrap(), (512, "max_position_embeddings"));
+    for (content, needle) in [
+        (r#"{"max_seq_length": 1000}"#, "not within 3..=512"),
+        (r#"{"max_seq_length": 0}"#, "not within"),
+        (r#"{"do_lower_case": false}"#, "no max_seq_length"),
+        ("not json", "sentence_bert_config.json"),
+    ] {
+        std::fs::write(dir.join("sentence_bert_config.json"), content).unwrap();
+        let e = max_seq_length(&dir, &config).unwrap_err();
+        assert_eq!(e.kind.0, 400, "{content}: {e}");
+        assert!(e.message.contains(needle), "{content}: {e}");
+    }
+    std::fs::write(dir.join("sentence_bert_config.json"), r#"{"max_seq_length": 128}"#).unwrap();
+    assert_eq!(max_seq_length(&dir, &config).unwrap(), (128, "sentence_bert_config.json"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `model.tokenize`: the word pieces of whole texts (past the truncation point too) as byte
+/// offsets, special tokens left out; they agree with the ids `model.infer` embeds.
+#[test]
+fn tokenize_gives_the_byte_offsets_of_every_word_piece() {
+    let e = engine();
+    load(&e, "minilm", MINILM);
+    let text = "Naïve café-owners said: \"it's fine\" in 東京.";
+    let long = "word ".repeat(1000);
+    let v = call(&e, "model.tokenize", json!({ "model": "minilm", "input": [text, long, ""] }))
+        .unwrap();
+    assert_eq!(v["max_tokens"], 256);
+    let pieces: Vec<&str> = v["tokens"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &text[p["start"].as_u64().unwrap() as usize..p["end"].as_u64().unwrap() as usize])
+        .collect();
+    assert_eq!(
+        pieces,
+        [
+            "Naïve", "café", "-", "owners", "said", ":", "\"", "it", "'", "s", "fine", "\"", "in",
+            "東", "京", "."
+        ]
+    );
+    let model = e.registry.get("minilm").unwrap();
+    let bkg_plugin_candle::registry::Model::Embedding(m) = &*model else { panic!() };
+    assert_eq!(m.tokenize(text).unwrap().len(), pieces.len() + 2, "[CLS] + pieces + [SEP]");
+    assert_eq!(v["tokens"][1].as_array().unwrap().len(), 1000, "not truncated");
+    assert_eq!(v["tokens"][2], json!([]));
+    // A chat model has no such tokenizer here; a cancelled call stops.
+    load(&e, "smol", SMOLLM);
+    let err = call(&e, "model.tokenize", json!({ "model": "smol", "input": ["x"] })).unwrap_err();
+    assert_eq!(err.kind.0, 400, "{err}");
+    let err = e
+        .invoke_json(
+            "model.tokenize",
+            json!({ "model": "minilm", "input": [long] }),
+            &mut |_| Ok(()),
+            &|| true,
+        )
+        .unwrap_err();
+    assert_eq!(err.kind, bkg_abi::ErrorKind::CANCELLED, "{err}");
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("bkg-candle-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
