@@ -551,7 +551,7 @@ fn restore(ml: &BrainMl, snaps: &Path, id: &str, as_name: Option<&str>) -> Resul
         s.remove(&name);
     }
     ml.host.info(&format!("collection {name} restored from snapshot {id}"));
-    Ok(Response::json(&info)?)
+    Response::json(&info)
 }
 
 fn export(snaps: &Path, id: &str) -> Result<Vec<u8>, Error> {

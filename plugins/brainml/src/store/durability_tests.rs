@@ -159,3 +159,41 @@ fn a_compaction_interrupted_before_its_rename_leaves_the_old_log_in_use() {
     assert_eq!(fingerprint(&c, dim), before);
     assert!(!tmp.exists(), "the leftover temp file is removed");
 }
+
+/// A collection folder holding `docs` documents of `version`.
+fn folder(root: &std::path::Path, dir: &str, docs: usize, version: usize) {
+    let path = root.join(dir);
+    std::fs::create_dir_all(&path).unwrap();
+    let m = Meta { name: "docs".into(), ..meta(4) };
+    std::fs::write(path.join("meta.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    let mut c = Collection::open(&path, m, &|m| panic!("{m}")).unwrap();
+    c.write(Record::Upsert { docs: (0..docs).map(|n| doc(n, version, 4)).collect() }).unwrap();
+}
+
+#[test]
+fn a_restore_interrupted_between_its_renames_leaves_the_old_collection() {
+    let root = tempfile::tempdir().unwrap();
+    // The live folder was renamed aside; the restored one never got its name.
+    folder(root.path(), ".replaced-docs", 5, 0);
+    folder(root.path(), ".restore-docs", 9, 1);
+    let warned = std::cell::RefCell::new(Vec::new());
+    let store = super::Store::open(root.path(), &|m| warned.borrow_mut().push(m.to_string()));
+    let c = store.collections.get("docs").expect("the old collection is back");
+    assert_eq!(c.read().unwrap().documents(), 5);
+    assert!(warned.borrow().iter().any(|w| w.contains("restore was interrupted")), "{warned:?}");
+    let names: Vec<String> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(names, ["docs"], "the leftovers are removed");
+}
+
+#[test]
+fn a_restore_interrupted_after_its_renames_keeps_the_restored_collection() {
+    let root = tempfile::tempdir().unwrap();
+    folder(root.path(), ".replaced-docs", 5, 0);
+    folder(root.path(), "docs", 9, 1);
+    let store = super::Store::open(root.path(), &|m| panic!("{m}"));
+    assert_eq!(store.collections["docs"].read().unwrap().documents(), 9);
+    assert!(!root.path().join(".replaced-docs").exists());
+}
