@@ -4,6 +4,7 @@
 mod auth;
 mod bad_input;
 mod brainml;
+mod brainml_ann;
 mod brainml_quality;
 mod brainml_snapshots;
 mod brainml_rag;

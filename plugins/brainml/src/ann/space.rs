@@ -100,6 +100,16 @@ impl Space for FlatSpace<'_> {
     fn score_pair(&self, a: u32, b: u32) -> f32 {
         score(self.metric, row(self.vectors, self.dim, a), row(self.vectors, self.dim, b))
     }
+
+    #[inline]
+    fn touch(&self, id: u32) -> u32 {
+        let r = row(self.vectors, self.dim, id);
+        let mut t = 0;
+        for x in r.iter().step_by(16) {
+            t ^= x.to_bits();
+        }
+        t ^ r.last().map_or(0, |x| x.to_bits())
+    }
 }
 
 /// Int8 codes: the query stays f32, each code is decoded on the fly.
