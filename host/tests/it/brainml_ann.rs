@@ -250,6 +250,27 @@ fn brainml_ann_train_keeps_recall_freshness_and_deletions_and_survives_a_restart
     let s = ok(&host, "train.status", json!({ "collection": "ann" }));
     assert_eq!(s["params"]["ef_construction"], 300, "{s}");
 
+    // int8: the walk runs on byte codes, the best candidates are rescored exactly on the f32
+    // vectors, which leave memory for the collection's vectors.f32; recall holds.
+    let v = ok(
+        &host,
+        "train",
+        json!({ "collection": "ann", "quantization": "int8", "wait": true, "sample": 300 }),
+    );
+    assert_eq!(
+        (&v["state"], &v["params"]["quantization"]),
+        (&json!("done"), &json!("int8")),
+        "{v}"
+    );
+    assert!(v["recall_at_10"].as_f64().unwrap() >= 0.95, "{v}");
+    let per_vector = v["bytes_per_vector"].as_f64().unwrap();
+    assert!(per_vector < 1536.0 * 0.5, "no f32 copy in memory: {per_vector} bytes per vector");
+    let folder = host.data_dir().join("plugin-data/brainml/collections/ann");
+    assert!(folder.join("vectors.f32").is_file(), "{}", folder.display());
+    let approx: Vec<Vec<String>> = queries.iter().map(|q| top10(&host, q, None)).collect();
+    let r = recall(&exact, &approx);
+    assert!(r >= 0.93, "int8 recall@10 {r} against exact search");
+
     // Written after the index was saved: inserted again when it is read back.
     let (late_id, _, late_text) = &spare[1];
     ok(
@@ -264,7 +285,7 @@ fn brainml_ann_train_keeps_recall_freshness_and_deletions_and_survives_a_restart
     host.wait_state("brainml", "running");
     let s = stats(&host);
     assert_eq!(s["index"], "hnsw", "{s}");
-    assert_eq!(s["index_params"]["ef_construction"], 300, "{s}");
+    assert_eq!(s["index_params"]["quantization"], "int8", "{s}");
     // Two paragraphs were added and one deleted since the exact answers were taken: a
     // little of the truth moved, the rest is found as before.
     let after: Vec<Vec<String>> = queries.iter().map(|q| top10(&host, q, None)).collect();

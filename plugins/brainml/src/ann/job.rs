@@ -384,15 +384,17 @@ fn run(
     auto_ef: bool,
 ) -> Result<(), String> {
     let started = Instant::now();
-    let (vectors, live, dim, l2) = {
+    let (copy, live, dim, l2) = {
         let mut g = c.write().map_err(|_| "a lock was poisoned".to_string())?;
         let (v, live) = g.ann_copy();
         (v, live, g.meta.dim, g.meta.distance == Distance::L2)
     };
+    let copy = super::vectors::Vectors::from_vec(dim, copy);
+    let vectors = copy.ram().unwrap_or_default();
     job.total.store(live.len(), Relaxed);
     let cancel = || job.cancel.load(Relaxed);
     let mut index =
-        super::build(&vectors, dim, l2, &live, &params, BUILD_THREADS, &job.built, &cancel)
+        super::build(vectors, dim, l2, &live, &params, BUILD_THREADS, &job.built, &cancel)
             .ok_or_else(|| "cancelled".to_string())?;
     let build_ms = started.elapsed().as_secs_f64() * 1000.0;
     job.set(|s| s.progress = 0.9);
@@ -432,7 +434,7 @@ fn run(
             return Err("cancelled".into());
         }
         let found: Vec<usize> = parallel(queries.len(), BUILD_THREADS, |qi| {
-            let got = index.search(&vectors, row(queries[qi]), 10, ef, &|_| true);
+            let got = index.search(&copy, row(queries[qi]), 10, ef, &|_| true);
             got.iter().filter(|(s, _)| truth[qi].contains(&(*s as u32))).count()
         });
         let want: usize = truth.iter().map(Vec::len).sum();
@@ -449,7 +451,7 @@ fn run(
     index.info.sample = queries.len();
     index.info.build_ms = build_ms;
     index.info.trained_ms = now_ms();
-    drop(vectors);
+    drop(copy);
 
     // Switch in: the slots written meanwhile first.
     let mut g = c.write().map_err(|_| "a lock was poisoned".to_string())?;

@@ -6,6 +6,7 @@ pub mod hnsw;
 pub mod job;
 pub mod quant;
 pub mod space;
+pub mod vectors;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use hnsw::{Hnsw, Params, Scratch};
 use quant::Int8;
 use space::{CodeSpace, FlatSpace, Metric};
+use vectors::Vectors;
 
 /// The `ef_search` values a train tries, smallest first.
 pub const EF_LADDER: [usize; 9] = [32, 48, 64, 96, 128, 192, 256, 384, 512];
@@ -81,10 +83,11 @@ impl AnnIndex {
     }
 
     /// The `k` best slots that pass `accept`, best first, with exact scores. `vectors` are the
-    /// collection's f32 vectors; on int8 codes the `ef` candidates found are rescored on them.
+    /// collection's f32 vectors (in memory unless the index is quantized); on int8 codes the
+    /// `ef` candidates found are rescored exactly on them (read from disk).
     pub fn search(
         &self,
-        vectors: &[f32],
+        vectors: &Vectors,
         q: &[f32],
         k: usize,
         ef: usize,
@@ -93,6 +96,8 @@ impl AnnIndex {
         let (dim, metric) = (self.info.dim, self.metric());
         self.with_scratch(|s| match &self.codes {
             None => {
+                // Unquantized indexes keep the vectors in memory (the collection sees to it).
+                let Some(vectors) = vectors.ram() else { return Vec::new() };
                 let space = FlatSpace { vectors, dim, metric };
                 let found = self.graph.search(&space, q, k, ef, accept, s);
                 found.into_iter().map(|c| (c.id as usize, c.score as f64)).collect()
@@ -102,10 +107,10 @@ impl AnnIndex {
                 let found = self.graph.search(&space, q, ef.max(k), ef, accept, s);
                 let mut exact: Vec<(usize, f64)> = found
                     .into_iter()
-                    .filter(|c| (c.id as usize + 1) * dim <= vectors.len())
+                    .filter(|c| (c.id as usize) < vectors.slots())
                     .map(|c| {
-                        let v = &vectors[c.id as usize * dim..(c.id as usize + 1) * dim];
-                        (c.id as usize, space::score(metric, q, v) as f64)
+                        let v = vectors.get(c.id as usize);
+                        (c.id as usize, space::score(metric, q, &v) as f64)
                     })
                     .collect();
                 exact.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -116,17 +121,20 @@ impl AnnIndex {
     }
 
     /// Put slot `slot` (its vector now in `vectors`) into the graph.
-    pub fn insert(&mut self, vectors: &[f32], slot: usize) {
+    pub fn insert(&mut self, vectors: &Vectors, slot: usize) {
         let (dim, metric) = (self.info.dim, self.metric());
-        let Some(v) = vectors.get(slot * dim..(slot + 1) * dim) else { return };
+        if slot >= vectors.slots() {
+            return;
+        }
         let mut s = self.scratch.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
         match &mut self.codes {
             None => {
+                let Some(vectors) = vectors.ram() else { return };
                 let space = FlatSpace { vectors, dim, metric };
                 self.graph.insert(&space, slot as u32, &mut s);
             }
             Some(codes) => {
-                codes.set(slot as u32, v, metric);
+                codes.set(slot as u32, &vectors.get(slot), metric);
                 let space = CodeSpace { codes, metric };
                 self.graph.insert(&space, slot as u32, &mut s);
             }
@@ -143,7 +151,7 @@ impl AnnIndex {
 
     /// Write `ann.bin` (atomically): header, graph, codes, and a checksum of each slot's vector
     /// so that [`AnnIndex::load`] knows which slots changed since.
-    pub fn save(&self, dir: &Path, vectors: &[f32]) -> std::io::Result<()> {
+    pub fn save(&self, dir: &Path, vectors: &Vectors) -> std::io::Result<()> {
         let mut body = Vec::new();
         let header = serde_json::to_vec(&self.info).map_err(std::io::Error::other)?;
         body.extend((header.len() as u64).to_le_bytes());
@@ -161,7 +169,7 @@ impl AnnIndex {
                 body.extend(&c.codes);
             }
         }
-        let sums = slot_sums(vectors, self.info.dim);
+        let sums = slot_sums(vectors);
         body.extend((sums.len() as u64).to_le_bytes());
         body.extend(sums.iter().flat_map(|x| x.to_le_bytes()));
         let mut file = Vec::with_capacity(body.len() + 12);
@@ -239,17 +247,16 @@ fn parse(mut b: &[u8]) -> Option<(AnnIndex, Vec<u32>)> {
 }
 
 /// A checksum of each slot's vector.
-pub fn slot_sums(vectors: &[f32], dim: usize) -> Vec<u32> {
-    vectors
-        .chunks_exact(dim.max(1))
-        .map(|v| {
-            let mut h = crc32fast::Hasher::new();
-            for x in v {
-                h.update(&x.to_le_bytes());
-            }
-            h.finalize()
-        })
-        .collect()
+pub fn slot_sums(vectors: &Vectors) -> Vec<u32> {
+    let mut out = Vec::with_capacity(vectors.slots());
+    vectors.for_each(|_, v| {
+        let mut h = crc32fast::Hasher::new();
+        for x in v {
+            h.update(&x.to_le_bytes());
+        }
+        out.push(h.finalize());
+    });
+    out
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -316,27 +323,33 @@ mod tests {
     #[test]
     fn an_index_survives_save_and_load_and_reports_changed_slots() {
         let dim = 8;
-        let mut vectors: Vec<f32> =
-            (0..400 * dim).map(|i| ((i * 7919) % 113) as f32 / 113.0).collect();
+        let raw: Vec<f32> = (0..400 * dim).map(|i| ((i * 7919) % 113) as f32 / 113.0).collect();
         for quantization in [Quantization::None, Quantization::Int8] {
             let dir = tempfile::tempdir().unwrap();
             let params = IndexParams { m: 8, ef_construction: 40, ef_search: 32, quantization };
             let live: Vec<u32> = (0..400).collect();
             let idx =
-                build(&vectors, dim, true, &live, &params, 2, &AtomicUsize::new(0), &|| false)
-                    .unwrap();
+                build(&raw, dim, true, &live, &params, 2, &AtomicUsize::new(0), &|| false).unwrap();
+            let mut vectors = Vectors::from_vec(dim, raw.clone());
+            if quantization == Quantization::Int8 {
+                // Quantized: the f32 vectors leave memory; rescoring reads them from the file.
+                vectors.to_disk(dir.path()).unwrap();
+                assert_eq!(vectors.bytes_in_memory(), 0);
+            }
             idx.save(dir.path(), &vectors).unwrap();
-            let q = vectors[17 * dim..18 * dim].to_vec();
+            let q = raw[17 * dim..18 * dim].to_vec();
             let before = idx.search(&vectors, &q, 5, 32, &|_| true);
             assert_eq!(before[0].0, 17);
-            vectors[3 * dim] += 1.0;
+            let mut moved = q.clone();
+            moved[0] += 1.0;
+            vectors.set(3, &moved);
             let (back, sums) = AnnIndex::load(dir.path()).unwrap().unwrap();
             assert_eq!(back.info, idx.info);
-            assert_eq!(back.search(&vectors, &q, 5, 32, &|_| true), before);
-            let now = slot_sums(&vectors, dim);
+            let now = slot_sums(&vectors);
             let changed: Vec<usize> = (0..400).filter(|&i| now[i] != sums[i]).collect();
             assert_eq!(changed, [3]);
-            vectors[3 * dim] -= 1.0;
+            vectors.set(3, &raw[3 * dim..4 * dim]);
+            assert_eq!(back.search(&vectors, &q, 5, 32, &|_| true), before);
             // A damaged file is refused with a reason.
             let p = dir.path().join(FILE);
             let mut bytes = std::fs::read(&p).unwrap();

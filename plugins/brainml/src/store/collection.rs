@@ -79,8 +79,8 @@ pub struct Collection {
     wal: Wal,
     docs: HashMap<String, Doc>,
     chunks: Vec<Option<Chunk>>,
-    /// Slot `i`'s vector is `vectors[i * dim..(i + 1) * dim]`.
-    vectors: Vec<f32>,
+    /// Slot `i`'s vector (in memory, or on disk under an int8 index: see `crate::ann`).
+    vectors: crate::ann::vectors::Vectors,
     free: Vec<usize>,
     live_chunks: usize,
     bm25: Bm25,
@@ -183,7 +183,7 @@ impl Collection {
             wal: Wal::open(&path)?,
             docs: HashMap::new(),
             chunks: Vec::new(),
-            vectors: Vec::new(),
+            vectors: Default::default(),
             free: Vec::new(),
             live_chunks: 0,
             bm25: Bm25::default(),
@@ -278,7 +278,7 @@ impl Collection {
                 self.live_chunks = 0;
                 self.live_bytes = 0;
                 self.chunks = (0..slots).map(|_| None).collect();
-                self.vectors = vec![0.0; slots * self.meta.dim];
+                self.vectors.reset(slots, self.meta.dim);
                 self.free = free;
             }
             Entry::Placed { docs } => {
@@ -315,8 +315,7 @@ impl Collection {
             }
             let want = placed.and_then(|p| p.get(index).copied());
             let slot = self.take_slot(want);
-            let dim = self.meta.dim;
-            self.vectors[slot * dim..(slot + 1) * dim].copy_from_slice(&ch.vector);
+            self.vectors.set(slot, &ch.vector);
             if let Some(t) = &ch.text {
                 self.bm25.insert(slot, t);
             }
@@ -343,7 +342,7 @@ impl Collection {
             }
         }
         self.chunks.push(None);
-        self.vectors.resize(self.vectors.len() + self.meta.dim, 0.0);
+        self.vectors.push_slot(self.meta.dim);
         self.chunks.len() - 1
     }
 
@@ -388,16 +387,14 @@ impl Collection {
         q: &[f32],
         keep: &dyn Fn(&Map<String, Value>) -> bool,
     ) -> Vec<(usize, f64)> {
-        let dim = self.meta.dim;
         let l2 = self.meta.distance == Distance::L2;
         let mut out = Vec::new();
-        for (slot, v) in self.vectors.chunks_exact(dim).enumerate() {
-            if !self.passes(slot, keep) {
-                continue;
+        self.vectors.for_each(|slot, v| {
+            if self.passes(slot, keep) {
+                let s = if l2 { -l2_squared(v, q) } else { dot(v, q) };
+                out.push((slot, s as f64));
             }
-            let s = if l2 { -l2_squared(v, q) } else { dot(v, q) };
-            out.push((slot, s as f64));
-        }
+        });
         out
     }
 
@@ -442,7 +439,7 @@ impl Collection {
             .iter()
             .map(|(id, d)| id.len() + 96 + d.slots.len() * 8 + d.metadata.len() * 64)
             .sum();
-        (self.vectors.capacity() * 4 + texts + docs) as u64
+        (self.vectors.bytes_in_memory() + texts + docs) as u64
             + self.bm25.bytes()
             + self.ann.as_ref().map_or(0, |a| a.bytes() as u64)
     }
@@ -465,7 +462,7 @@ impl Collection {
     pub fn ann_copy(&mut self) -> (Vec<f32>, Vec<u32>) {
         self.ann_pending = Some(Vec::new());
         let live = (0..self.chunks.len()).filter(|&s| self.chunks[s].is_some()).map(|s| s as u32);
-        (self.vectors.clone(), live.collect())
+        (self.vectors.copy_all(), live.collect())
     }
 
     /// Switch a freshly trained index in, after inserting the slots written since the copy.
@@ -477,6 +474,18 @@ impl Collection {
         }
         self.ann_rebuild = None;
         self.ann = Some(index);
+        self.ann_place_vectors();
+    }
+
+    /// Under an int8 index the f32 vectors live in `vectors.f32` (rescoring reads them there);
+    /// otherwise in memory. If the file cannot be written they stay in memory.
+    fn ann_place_vectors(&mut self) {
+        let quantized = self.ann.as_ref().is_some_and(|a| a.codes.is_some());
+        if quantized {
+            let _ = self.vectors.to_disk(&self.dir);
+        } else {
+            self.vectors.to_ram();
+        }
     }
 
     /// Save the index beside the log (`ann.bin`).
@@ -504,7 +513,7 @@ impl Collection {
                     self.ann_rebuild = Some(index.info.params.clone());
                     return;
                 }
-                let now = crate::ann::slot_sums(&self.vectors, self.meta.dim);
+                let now = crate::ann::slot_sums(&self.vectors);
                 for (slot, sum) in now.iter().enumerate() {
                     let live = self.chunks[slot].is_some();
                     if live && (sums.get(slot) != Some(sum) || !index.graph.contains(slot as u32)) {
@@ -512,6 +521,7 @@ impl Collection {
                     }
                 }
                 self.ann = Some(index);
+                self.ann_place_vectors();
             }
             Err(e) => {
                 warn(&format!(
@@ -561,7 +571,7 @@ impl Collection {
     /// index (graph, codes).
     pub fn bytes_per_vector(&self) -> f64 {
         let ann = self.ann.as_ref().map_or(0, |a| a.bytes());
-        (self.vectors.capacity() * 4 + ann) as f64 / self.live_chunks.max(1) as f64
+        (self.vectors.bytes_in_memory() + ann) as f64 / self.live_chunks.max(1) as f64
     }
 }
 
@@ -575,7 +585,6 @@ impl Collection {
     /// Rewrite the log as the live state alone (see [`Wal::rewrite`]: crash-safe, and on an
     /// error the old log stays in use). The chunks keep their slots.
     pub fn compact(&mut self) -> std::io::Result<()> {
-        let dim = self.meta.dim;
         let mut layout = Some(record::encode_layout(self.chunks.len(), &self.free));
         let (chunks, vectors) = (&self.chunks, &self.vectors);
         let mut docs = self.docs.iter();
@@ -588,7 +597,7 @@ impl Collection {
                 w.doc(id, &d.metadata, d.slots.len());
                 for &slot in &d.slots {
                     let text = chunks[slot].as_ref().and_then(|c| c.text.as_deref());
-                    w.chunk(Some(slot), text, &vectors[slot * dim..(slot + 1) * dim]);
+                    w.chunk(Some(slot), text, &vectors.get(slot));
                 }
                 if w.len() >= COMPACT_RECORD_BYTES {
                     break;
