@@ -326,7 +326,18 @@ fn brainml_exported_snapshot_imports_on_a_second_host_and_a_hostile_archive_writ
     ok(&first, "collection.create", json!({ "name": "docs" }));
     let paras = paragraphs();
     index_paragraphs(&first, "docs", &paras[..90]);
+    // A trained int8 index: its ann.bin travels with the snapshot; the f32 vectors it moved to
+    // vectors.f32 are derived from the log and do not.
+    let trained = ok(
+        &first,
+        "train",
+        json!({ "collection": "docs", "force": true, "quantization": "int8", "wait": true }),
+    );
+    assert_eq!(trained["state"], "done", "{trained}");
     let snap = ok(&first, "snapshot.create", json!({ "collection": "docs" }));
+    let files: Vec<&str> =
+        snap["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert!(files.contains(&"ann.bin") && !files.contains(&"vectors.f32"), "{snap}");
     let id = snap["id"].as_str().unwrap().to_string();
     let want = answers(&first, "docs");
     let (status, tar) = first.post_bytes(
@@ -405,4 +416,6 @@ fn brainml_exported_snapshot_imports_on_a_second_host_and_a_hostile_archive_writ
     let info = ok(&second, "snapshot.restore", json!({ "id": new_id }));
     assert_eq!(info["documents"], 90, "{info}");
     assert_same_answers(&answers(&second, "docs"), &want);
+    let stats = ok(&second, "stats", json!({ "collection": "docs" }));
+    assert_eq!(stats["collections"][0]["index"], "hnsw", "the index came along: {stats}");
 }

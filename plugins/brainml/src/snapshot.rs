@@ -4,7 +4,8 @@
 //!
 //! - create: under the collection's lock, the log's length and a handle on each file are
 //!   taken (the log only grows, and a compaction writes a new file: the handle keeps the old
-//!   one); the copy is made after the lock is released. Written into `.tmp-<id>`, fsynced,
+//!   one); the copy is made after the lock is released. Not copied: temp files, and the
+//!   `vectors.f32` of an int8 index (derived from the log, rewritten at open). Written into `.tmp-<id>`, fsynced,
 //!   renamed into place.
 //! - verify and restore check every file against the manifest (size, SHA-256, no file
 //!   missing or extra, no path outside the snapshot) and refuse a damaged snapshot naming
@@ -280,8 +281,14 @@ fn create(ml: &BrainMl, snaps: &Path, name: &str) -> Result<Snapshot, Error> {
         let mut sources: Vec<(String, File, u64)> = vec![("wal.log".into(), log, log_len)];
         let listed = files_under(&c.dir).map_err(|e| io("listing the collection's files", e))?;
         for rel in listed.into_iter().flatten() {
-            // The log is above; temp files are half written by definition.
-            if rel == "wal.log" || rel.ends_with(".tmp") || rel.ends_with(".compact") {
+            // The log is above; temp files are half written by definition; the vectors file
+            // of an int8 index is derived from the log (rewritten at open) and written in
+            // place, so a copy could be torn.
+            if rel == "wal.log"
+                || rel == crate::ann::vectors::FILE
+                || rel.ends_with(".tmp")
+                || rel.ends_with(".compact")
+            {
                 continue;
             }
             if !plain_path(&rel) {
