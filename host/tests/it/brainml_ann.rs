@@ -296,6 +296,27 @@ fn brainml_ann_train_keeps_recall_freshness_and_deletions_and_survives_a_restart
     assert!(!first(&host, gone_text).contains(gone));
     assert!(!host.log().contains("searched exactly while the index is rebuilt"), "{}", host.log());
 
+    // A damaged ann.bin is not trusted: exact search at once, the index rebuilt in the
+    // background (default parameters: the file's own could not be read).
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    host = host.kill_edit_and_restart(&args_ref, |data| {
+        let f = data.join("plugin-data/brainml/collections/ann/ann.bin");
+        let mut bytes = std::fs::read(&f).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x5a;
+        std::fs::write(&f, bytes).unwrap();
+    });
+    host.wait_state("brainml", "running");
+    host.wait_for("the rebuilt index", || {
+        let s = ok(&host, "train.status", json!({ "collection": "ann" }));
+        s["state"] == "done" && s["index"] == "hnsw"
+    });
+    assert!(host.log().contains("ann.bin: checksum mismatch"), "{}", host.log());
+    let s = stats(&host);
+    assert_eq!((&s["index"], &s["index_params"]["quantization"]), (&json!("hnsw"), &json!("none")));
+    assert_eq!(first(&host, late_text)[0], *late_id);
+    assert!(!first(&host, gone_text).contains(gone));
+
     // The plugin still unloads cleanly: the train threads were joined.
     host.remove(&lib_name("bkg_plugin_brainml"));
     host.wait_state("brainml", "unloaded");

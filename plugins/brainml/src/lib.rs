@@ -1,8 +1,9 @@
 //! `brainml`: a durable knowledge store for RAG. Collections of documents, chunked and embedded
 //! by the `candle` plugin through the host's bus (or holding caller-supplied vectors), searched
-//! exactly by meaning (dense), by words (BM25) or both (reciprocal-rank fusion), with metadata
-//! filters. Every write is in a checksummed, fsynced write-ahead log before it is answered,
-//! and visible to the very next query. No threads of its own: it unloads cleanly.
+//! by meaning (dense: exactly, or through an HNSW index that `train` builds, see `ann`), by
+//! words (BM25) or both (reciprocal-rank fusion), with metadata filters. Every write is in a
+//! checksummed, fsynced write-ahead log before it is answered, and visible to the very next
+//! query. Its only threads are the train jobs', joined in `stop`: it unloads cleanly.
 
 pub mod ann;
 pub mod api;

@@ -194,6 +194,10 @@ impl Hnsw {
             return;
         }
         let stride = self.m0 + 1;
+        use crate::ann::vectors::grow_gently;
+        grow_gently(&mut self.links0, n * stride);
+        grow_gently(&mut self.upper_off, n);
+        grow_gently(&mut self.levels, n);
         self.links0.resize_with(n * stride, || AtomicU32::new(0));
         self.upper_off.resize(n, u32::MAX);
         self.levels.resize(n, ABSENT);

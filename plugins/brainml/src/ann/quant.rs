@@ -77,6 +77,7 @@ impl Int8 {
     pub fn set(&mut self, id: u32, v: &[f32], metric: Metric) {
         let (i, dim) = (id as usize, self.dim);
         if self.codes.len() < (i + 1) * dim {
+            crate::ann::vectors::grow_gently(&mut self.codes, (i + 1) * dim);
             self.codes.resize((i + 1) * dim, 0);
         }
         for (j, x) in v.iter().enumerate().take(dim) {

@@ -27,6 +27,15 @@ struct Disk {
     overlay: HashMap<usize, Vec<f32>>,
 }
 
+/// Make room for `need` elements growing by an eighth, not doubling: the memory a vector
+/// takes stays within 1.125x of its size (appends still cost amortized O(1)).
+pub fn grow_gently<T>(v: &mut Vec<T>, need: usize) {
+    if need > v.capacity() {
+        let extra = (need - v.len()).max(v.len() / 8);
+        v.reserve_exact(extra);
+    }
+}
+
 fn bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -72,7 +81,10 @@ impl Vectors {
         self.dim = dim;
         self.slots += 1;
         match &mut self.disk {
-            None => self.ram.resize(self.slots * dim, 0.0),
+            None => {
+                grow_gently(&mut self.ram, self.slots * dim);
+                self.ram.resize(self.slots * dim, 0.0);
+            }
             Some(d) => {
                 if d.file.set_len((self.slots * dim * 4) as u64).is_err() {
                     d.overlay.insert(self.slots - 1, vec![0.0; dim]);
@@ -193,6 +205,11 @@ impl Vectors {
             let _ = std::fs::remove_file(&d.path);
         }
         self.ram = all;
+    }
+
+    /// Give back the memory growth reserved ahead.
+    pub fn shrink(&mut self) {
+        self.ram.shrink_to_fit();
     }
 
     pub fn bytes_in_memory(&self) -> usize {

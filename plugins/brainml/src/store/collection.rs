@@ -485,6 +485,7 @@ impl Collection {
             let _ = self.vectors.to_disk(&self.dir);
         } else {
             self.vectors.to_ram();
+            self.vectors.shrink();
         }
     }
 
