@@ -12,8 +12,6 @@
 //! | `stats`             | [`StatsRequest`]                                | [`StatsAnswer`] |
 //! | `rag.ask`           | [`AskRequest`]                                  | [`AskAnswer`], or with `stream: true` server-sent events (`event: citations` [`AskCitations`], `data: {"delta"}` per token, `event: done` [`AskDone`]; `event: error` `{error}` if the model fails midway) |
 //! | `openai.*`          | OpenAI's vector-store and file requests (see `openai.rs`), as `llmserver` forwards them from `/v1` | OpenAI's objects |
-//! | `rag.ask`           | [`AskRequest`]                                  | [`AskAnswer`], or with `stream: true` server-sent events (`event: citations` [`AskCitations`], `data: {"delta"}` per token, `event: done` [`AskDone`]; `event: error` `{error}` if the model fails midway) |
-//! | `openai.*`          | OpenAI's vector-store and file requests (see `openai.rs`), as `llmserver` forwards them from `/v1` | OpenAI's objects |
 //! | `snapshot.create`   | [`SnapshotCreate`]                              | [`Snapshot`] (201) |
 //! | `snapshot.list`     | [`SnapshotListRequest`]                         | [`SnapshotList`] (newest first) |
 //! | `snapshot.verify`   | [`SnapshotId`]                                  | [`SnapshotVerified`]; 409 naming the damaged file |
@@ -21,6 +19,9 @@
 //! | `snapshot.delete`   | [`SnapshotId`]                                  | [`Deleted`] |
 //! | `snapshot.export`   | [`SnapshotId`]                                  | `application/x-tar`: `manifest.json` and the files |
 //! | `snapshot.import`   | the raw tar archive `snapshot.export` gave       | [`Snapshot`] (201) with a fresh id; 400 naming a bad entry |
+//! | `train`             | [`TrainRequest`]                                | [`TrainExact`] below `exact_threshold`; [`TrainStarted`] (202), or with `wait: true` the finished [`TrainStatus`]; 409 while one runs |
+//! | `train.status`      | [`TrainStatusRequest`]                          | [`TrainStatus`] |
+//! | `query.batch`       | [`BatchQueryRequest`]                           | [`BatchQueryAnswer`] (dense, one `hits` list per vector) |
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -179,6 +180,13 @@ pub struct CollectionStats {
     pub queries: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// ANN: the trained index's parameters (null while searched exactly).
+    pub index_params: Option<IndexParams>,
+    /// ANN: recall@10 measured by the last train (1.0 when exact).
+    pub recall_at_10: f64,
+    pub last_trained_ms: Option<u64>,
+    /// ANN: bytes in memory per vector of the dense search (vectors and index).
+    pub bytes_per_vector: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -196,6 +204,8 @@ pub struct Settings {
     pub embed_batch: usize,
     /// Word pieces a chunk repeats of the one before it (chunk.rs).
     pub chunk_overlap_tokens: usize,
+    /// Below this many vectors `train` keeps exact search (ANN).
+    pub exact_threshold: usize,
 }
 
 impl Default for Settings {
@@ -206,6 +216,7 @@ impl Default for Settings {
             rrf_k: 60.0,
             embed_batch: 32,
             chunk_overlap_tokens: 32,
+            exact_threshold: 20000,
         }
     }
 }
@@ -216,6 +227,58 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+// ---- RAG: `rag.ask` (rag.rs) ----
+
+/// `rag.ask`: retrieve the chunks that answer a question and let a chat model answer from them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AskRequest {
+    pub collection: String,
+    pub question: String,
+    /// Chunks given to the model (default 5).
+    pub k: Option<usize>,
+    pub mode: Option<Mode>,
+    pub filter: Option<Value>,
+    /// A chat model `llmserver` offers (default: its first chat model).
+    pub model: Option<String>,
+    /// Most tokens of the answer (default 256).
+    pub max_tokens: Option<usize>,
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// One retrieved chunk, numbered as the prompt numbers it (`[n]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Citation {
+    pub n: usize,
+    pub id: String,
+    pub chunk: usize,
+    pub score: f64,
+    pub text: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AskAnswer {
+    pub answer: String,
+    pub citations: Vec<Citation>,
+    pub model: String,
+    pub took_ms: f64,
+}
+
+/// The first event of a streamed answer.
+#[derive(Debug, Serialize)]
+pub struct AskCitations {
+    pub citations: Vec<Citation>,
+    pub model: String,
+}
+
+/// The last event of a streamed answer.
+#[derive(Debug, Serialize)]
+pub struct AskDone {
+    pub answer: String,
+    pub took_ms: f64,
 }
 
 // ---- STORAGE: snapshots (snapshot.rs) ----
@@ -281,106 +344,101 @@ pub struct SnapshotVerified {
     pub bytes: u64,
 }
 
-// ---- RAG: `rag.ask` (rag.rs) ----
+// ---- ANN: `train`, `train.status`, `query.batch` (ann/job.rs) ----
 
-/// `rag.ask`: retrieve the chunks that answer a question and let a chat model answer from them.
+pub use crate::ann::{IndexParams, Quantization};
+
+/// `train`: build an HNSW index in the background.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AskRequest {
+pub struct TrainRequest {
     pub collection: String,
-    pub question: String,
-    /// Chunks given to the model (default 5).
-    pub k: Option<usize>,
-    pub mode: Option<Mode>,
-    pub filter: Option<Value>,
-    /// A chat model `llmserver` offers (default: its first chat model).
-    pub model: Option<String>,
-    /// Most tokens of the answer (default 256).
-    pub max_tokens: Option<usize>,
+    /// Links per node (default 16; level 0 has twice as many).
+    pub m: Option<usize>,
+    /// Beam width while building (default 200).
+    pub ef_construction: Option<usize>,
+    /// Beam width of a query; null: the smallest of 32..512 that reaches `target_recall`.
+    pub ef_search: Option<usize>,
+    /// Default 0.95.
+    pub target_recall: Option<f64>,
+    /// `none` (default) or `int8`.
+    pub quantization: Option<Quantization>,
+    /// Live vectors used as queries to measure recall@10 (default 1000).
+    pub sample: Option<usize>,
+    /// Answer when the job is done.
     #[serde(default)]
-    pub stream: bool,
-}
-
-/// One retrieved chunk, numbered as the prompt numbers it (`[n]`).
-#[derive(Debug, Clone, Serialize)]
-pub struct Citation {
-    pub n: usize,
-    pub id: String,
-    pub chunk: usize,
-    pub score: f64,
-    pub text: String,
+    pub wait: bool,
+    /// Train even below `exact_threshold`.
+    #[serde(default)]
+    pub force: bool,
 }
 
 #[derive(Debug, Serialize)]
-pub struct AskAnswer {
-    pub answer: String,
-    pub citations: Vec<Citation>,
-    pub model: String,
-    pub took_ms: f64,
+pub struct TrainExact {
+    pub collection: String,
+    pub index: &'static str,
+    pub reason: String,
 }
 
-/// The first event of a streamed answer.
 #[derive(Debug, Serialize)]
-pub struct AskCitations {
-    pub citations: Vec<Citation>,
-    pub model: String,
+pub struct TrainStarted {
+    pub collection: String,
+    pub job: TrainStatus,
 }
 
-/// The last event of a streamed answer.
-#[derive(Debug, Serialize)]
-pub struct AskDone {
-    pub answer: String,
-    pub took_ms: f64,
-}
-
-// ---- RAG: `rag.ask` (rag.rs) ----
-
-/// `rag.ask`: retrieve the chunks that answer a question and let a chat model answer from them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AskRequest {
+pub struct TrainStatusRequest {
     pub collection: String,
-    pub question: String,
-    /// Chunks given to the model (default 5).
-    pub k: Option<usize>,
-    pub mode: Option<Mode>,
-    pub filter: Option<Value>,
-    /// A chat model `llmserver` offers (default: its first chat model).
-    pub model: Option<String>,
-    /// Most tokens of the answer (default 256).
-    pub max_tokens: Option<usize>,
-    #[serde(default)]
-    pub stream: bool,
 }
 
-/// One retrieved chunk, numbered as the prompt numbers it (`[n]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainState {
+    None,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
 #[derive(Debug, Clone, Serialize)]
-pub struct Citation {
-    pub n: usize,
-    pub id: String,
-    pub chunk: usize,
-    pub score: f64,
-    pub text: String,
+pub struct TrainStatus {
+    pub collection: String,
+    pub state: TrainState,
+    pub progress: f64,
+    pub index: &'static str,
+    pub params: Option<IndexParams>,
+    pub recall_at_10: Option<f64>,
+    pub sample: usize,
+    pub build_ms: Option<f64>,
+    pub bytes_per_vector: f64,
+    pub index_bytes: u64,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    pub error: Option<String>,
+    /// Live vectors when the job finished (or now, without a job).
+    pub vectors: usize,
+}
+
+/// `query.batch`: dense queries, many vectors at once.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchQueryRequest {
+    pub collection: String,
+    pub vectors: Vec<Vec<f64>>,
+    pub k: Option<usize>,
+    pub filter: Option<Value>,
+    pub with_text: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct AskAnswer {
-    pub answer: String,
-    pub citations: Vec<Citation>,
-    pub model: String,
-    pub took_ms: f64,
+pub struct BatchHits {
+    pub hits: Vec<Hit>,
 }
 
-/// The first event of a streamed answer.
 #[derive(Debug, Serialize)]
-pub struct AskCitations {
-    pub citations: Vec<Citation>,
-    pub model: String,
-}
-
-/// The last event of a streamed answer.
-#[derive(Debug, Serialize)]
-pub struct AskDone {
-    pub answer: String,
+pub struct BatchQueryAnswer {
+    pub results: Vec<BatchHits>,
     pub took_ms: f64,
 }
