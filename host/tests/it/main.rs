@@ -8,7 +8,6 @@ mod brainml_ann;
 mod brainml_quality;
 mod brainml_snapshots;
 mod brainml_rag;
-mod brainml_rag;
 mod deadlines;
 mod embed_fidelity;
 mod execution;
