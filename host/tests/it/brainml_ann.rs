@@ -16,11 +16,13 @@ use crate::support::{lib_name, Host};
 /// Distinct paragraphs of 20 to 60 words, `(id, source, text)`, thinned evenly to `max`.
 fn corpus(max: usize) -> Vec<(String, String, String)> {
     let mut files: Vec<(String, std::path::PathBuf)> = Vec::new();
-    for dir in ["/usr/share/common-licenses"] {
-        let mut v: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).collect();
-        v.sort();
-        files.extend(v.into_iter().map(|p| ("license".to_string(), p)));
-    }
+    let mut licenses: Vec<_> = std::fs::read_dir("/usr/share/common-licenses")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    licenses.sort();
+    files.extend(licenses.into_iter().map(|p| ("license".to_string(), p)));
     let mut docs: Vec<_> = std::fs::read_dir("/usr/share/doc")
         .unwrap()
         .flatten()
