@@ -506,3 +506,95 @@ pub fn parallel<T: Send>(n: usize, threads: usize, f: impl Fn(usize) -> T + Sync
     all.sort_by_key(|x| x.0);
     all.into_iter().map(|x| x.1).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use serde_json::{json, Map, Value};
+
+    use crate::ann::{build, IndexParams, Quantization};
+    use crate::api::Distance;
+    use crate::store::collection::{ChunkRecord, Collection, DocRecord, Meta, Record};
+
+    const DIM: usize = 8;
+
+    /// A deterministic spread of unit vectors.
+    fn vector(i: usize) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..DIM)
+            .map(|j| (((i * 31 + j * 17) * 2654435761usize) % 1000) as f32 - 500.0)
+            .collect();
+        crate::store::collection::normalize(&mut v);
+        v
+    }
+
+    fn doc(i: usize, v: Vec<f32>) -> DocRecord {
+        let mut metadata = Map::new();
+        metadata.insert("rare".into(), json!(i % 50 == 0));
+        DocRecord {
+            id: format!("d{i}"),
+            metadata,
+            chunks: vec![ChunkRecord { text: None, vector: v }],
+        }
+    }
+
+    fn train(c: &mut Collection, quantization: Quantization) -> Vec<usize> {
+        let (copy, live) = c.ann_copy();
+        // Written while the job runs: inserted at the switch.
+        c.write(Record::Upsert { docs: vec![doc(900, vector(900))] }).unwrap();
+        let params = IndexParams { m: 8, ef_construction: 64, ef_search: 64, quantization };
+        let idx = build(&copy, DIM, false, &live, &params, 2, &AtomicUsize::new(0), &|| false);
+        c.ann_switch(idx.unwrap());
+        live.iter().map(|s| *s as usize).collect()
+    }
+
+    fn ids(c: &Collection, hits: &[(usize, f64)]) -> Vec<String> {
+        hits.iter().map(|(s, _)| c.scored(*s, 0.0, false).unwrap().id).collect()
+    }
+
+    #[test]
+    fn the_index_answers_fresh_writes_hides_deletions_and_filters_selectively_exactly() {
+        for quantization in [Quantization::None, Quantization::Int8] {
+            let dir = tempfile::tempdir().unwrap();
+            let meta = Meta { name: "t".into(), model: None, dim: DIM, distance: Distance::Cosine };
+            let mut c = Collection::open(dir.path(), meta.clone(), &|_| {}).unwrap();
+            let docs: Vec<DocRecord> = (0..600).map(|i| doc(i, vector(i))).collect();
+            c.write(Record::Upsert { docs }).unwrap();
+            train(&mut c, quantization);
+            let all = |_: &Map<String, Value>| true;
+            // A slot written during the train is in the switched-in index.
+            let hits = c.dense_k(&vector(900), 1, &all, false, 20000);
+            assert_eq!(ids(&c, &hits), ["d900"], "{quantization:?}");
+            // A write after the switch is found at once.
+            let fresh = vector(7777);
+            c.write(Record::Upsert { docs: vec![doc(7777, fresh.clone())] }).unwrap();
+            assert_eq!(ids(&c, &c.dense_k(&fresh, 1, &all, false, 20000)), ["d7777"]);
+            // A deleted document never comes back, though the walk passes its node.
+            c.write(Record::Delete { ids: vec!["d10".into()] }).unwrap();
+            let hits = c.dense_k(&vector(10), 10, &all, false, 20000);
+            assert!(!ids(&c, &hits).contains(&"d10".to_string()));
+            assert_eq!(hits.len(), 10);
+            // A filter passing few chunks (12 of 601) is searched exactly over them.
+            let rare = |m: &Map<String, Value>| m["rare"] == json!(true);
+            let hits = c.dense_k(&vector(3), 12, &rare, true, 20000);
+            let exact = crate::store::collection::top_k(c.dense(&vector(3), &rare), 12);
+            assert_eq!(hits, exact);
+            assert!(ids(&c, &hits).iter().all(|id| id
+                .trim_start_matches('d')
+                .parse::<usize>()
+                .unwrap()
+                % 50
+                == 0));
+            // int8 keeps the f32 vectors on disk; an unquantized index in memory.
+            let file = dir.path().join(crate::ann::vectors::FILE);
+            assert_eq!(file.exists(), quantization == Quantization::Int8);
+            // Saved and read back at open: the same answers.
+            c.ann_save().unwrap();
+            let before = c.dense_k(&vector(42), 10, &all, false, 20000);
+            drop(c);
+            let c = Collection::open(dir.path(), meta, &|m| panic!("{m}")).unwrap();
+            assert!(c.ann.is_some());
+            assert_eq!(c.dense_k(&vector(42), 10, &all, false, 20000), before);
+        }
+    }
+}
