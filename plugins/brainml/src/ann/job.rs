@@ -530,7 +530,7 @@ mod tests {
 
     fn doc(i: usize, v: Vec<f32>) -> DocRecord {
         let mut metadata = Map::new();
-        metadata.insert("rare".into(), json!(i % 50 == 0));
+        metadata.insert("rare".into(), json!(i.is_multiple_of(50)));
         DocRecord {
             id: format!("d{i}"),
             metadata,
