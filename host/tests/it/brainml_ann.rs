@@ -288,6 +288,8 @@ fn brainml_ann_train_keeps_recall_freshness_and_deletions_and_survives_a_restart
     let s = stats(&host);
     assert_eq!(s["index"], "hnsw", "{s}");
     assert_eq!(s["index_params"]["quantization"], "int8", "{s}");
+    let t = ok(&host, "train.status", json!({ "collection": "ann" }));
+    assert_eq!((&t["state"], &t["index"]), (&json!("done"), &json!("hnsw")), "{t}");
     // Two paragraphs were added and one deleted since the exact answers were taken: a
     // little of the truth moved, the rest is found as before.
     let after: Vec<Vec<String>> = queries.iter().map(|q| top10(&host, q, None)).collect();

@@ -128,8 +128,9 @@ fn exact_status(name: &str, c: &Collection) -> TrainStatus {
     let index_bytes = ann.map_or(0, |a| a.bytes() as u64);
     TrainStatus {
         collection: name.to_string(),
-        state: TrainState::None,
-        progress: 0.0,
+        // An index read back at start was trained earlier: done.
+        state: if ann.is_some() { TrainState::Done } else { TrainState::None },
+        progress: if ann.is_some() { 1.0 } else { 0.0 },
         index: if ann.is_some() { "hnsw" } else { "exact" },
         params: ann.map(|a| a.info.params.clone()),
         recall_at_10: Some(ann.map_or(1.0, |a| a.info.recall_at_10)),
