@@ -269,7 +269,11 @@ impl BrainMl {
         let handle = std::thread::Builder::new()
             .name(format!("brainml-train-{name}"))
             .spawn(move || {
-                let res = run(&j, &c, params, target, sample, auto_ef);
+                // A panic in the job must still finish it (a `wait: true` caller waits on it).
+                let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run(&j, &c, params, target, sample, auto_ef)
+                }))
+                .unwrap_or_else(|_| Err("the train job panicked (a bug: see the log)".into()));
                 match res {
                     Ok(()) => {}
                     Err(e) => {
@@ -597,5 +601,27 @@ mod tests {
             assert!(c.ann.is_some());
             assert_eq!(c.dense_k(&vector(42), 10, &all, false, 20000), before);
         }
+    }
+
+    #[test]
+    fn a_saved_index_with_more_slots_than_the_log_is_rebuilt_not_trusted() {
+        let (big, small) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let meta = Meta { name: "t".into(), model: None, dim: DIM, distance: Distance::Cosine };
+        let mut c = Collection::open(big.path(), meta.clone(), &|_| {}).unwrap();
+        c.write(Record::Upsert { docs: (0..300).map(|i| doc(i, vector(i))).collect() }).unwrap();
+        train(&mut c, Quantization::None);
+        c.ann_save().unwrap();
+        // An older log (a snapshot cut before the index was saved, say) beside that index.
+        let mut old = Collection::open(small.path(), meta.clone(), &|_| {}).unwrap();
+        old.write(Record::Upsert { docs: (0..100).map(|i| doc(i, vector(i))).collect() }).unwrap();
+        drop(old);
+        std::fs::copy(big.path().join(crate::ann::FILE), small.path().join(crate::ann::FILE))
+            .unwrap();
+        let warned = std::cell::RefCell::new(String::new());
+        let c = Collection::open(small.path(), meta, &|m| warned.borrow_mut().push_str(m)).unwrap();
+        assert!(c.ann.is_none() && c.ann_rebuild.is_some());
+        assert!(warned.borrow().contains("more slots than the log holds"), "{}", warned.borrow());
+        let all = |_: &Map<String, Value>| true;
+        assert_eq!(c.dense_k(&vector(5), 1, &all, false, 20000)[0].0, 5, "exact meanwhile");
     }
 }

@@ -505,10 +505,11 @@ impl Collection {
             Ok(Some((mut index, sums))) => {
                 if index.info.dim != self.meta.dim
                     || index.info.l2 != (self.meta.distance == Distance::L2)
+                    || index.graph.len() > self.vectors.slots()
                 {
                     warn(&format!(
-                        "collection {}: its saved index is for another dimension or distance: \
-                         searched exactly until it is retrained",
+                        "collection {}: its saved index is for another dimension, distance or \
+                         more slots than the log holds: searched exactly while it is rebuilt",
                         self.meta.name
                     ));
                     self.ann_rebuild = Some(index.info.params.clone());
