@@ -2,6 +2,28 @@
 //! inverted index from term to (chunk slot, term frequency), updated in place on every write.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A term's postings: slot -> term frequency, hashed by a multiply (slots are small integers
+/// we assign, so SipHash's flood resistance buys nothing for them).
+type Postings = HashMap<usize, u32, BuildHasherDefault<SlotHasher>>;
+
+#[derive(Default)]
+struct SlotHasher(u64);
+
+impl Hasher for SlotHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 /// Lowercased words: runs of alphanumeric characters.
 pub fn tokenize(text: &str) -> Vec<String> {
@@ -13,24 +35,40 @@ pub fn tokenize(text: &str) -> Vec<String> {
 
 #[derive(Debug, Default)]
 pub struct Bm25 {
-    postings: HashMap<String, HashMap<usize, u32>>,
-    lengths: HashMap<usize, u32>,
+    postings: HashMap<String, Postings>,
+    /// Slot -> its length in tokens; `ABSENT` where the slot holds no text.
+    lengths: Vec<u32>,
+    /// Slots with a length.
+    count: usize,
     total_len: u64,
 }
+
+const ABSENT: u32 = u32::MAX;
 
 impl Bm25 {
     pub fn insert(&mut self, slot: usize, text: &str) {
         let tokens = tokenize(text);
-        self.lengths.insert(slot, tokens.len() as u32);
-        self.total_len += tokens.len() as u64;
+        if self.lengths.len() <= slot {
+            self.lengths.resize(slot + 1, ABSENT);
+        }
+        if self.lengths[slot] == ABSENT {
+            self.count += 1;
+        } else {
+            self.total_len -= self.lengths[slot] as u64;
+        }
+        let len = tokens.len().min(ABSENT as usize - 1) as u32;
+        self.lengths[slot] = len;
+        self.total_len += len as u64;
         for t in tokens {
             *self.postings.entry(t).or_default().entry(slot).or_insert(0) += 1;
         }
     }
 
     pub fn remove(&mut self, slot: usize, text: &str) {
-        if let Some(len) = self.lengths.remove(&slot) {
-            self.total_len -= len as u64;
+        if let Some(len) = self.lengths.get_mut(slot).filter(|l| **l != ABSENT) {
+            self.total_len -= *len as u64;
+            *len = ABSENT;
+            self.count -= 1;
         }
         for t in tokenize(text) {
             if let Some(p) = self.postings.get_mut(&t) {
@@ -50,7 +88,7 @@ impl Bm25 {
         b: f64,
         keep: &dyn Fn(usize) -> bool,
     ) -> Vec<(usize, f64)> {
-        let n = self.lengths.len() as f64;
+        let n = self.count as f64;
         if n == 0.0 {
             return Vec::new();
         }
@@ -58,28 +96,38 @@ impl Bm25 {
         let mut terms = tokenize(query);
         terms.sort();
         terms.dedup();
-        let mut scores: HashMap<usize, f64> = HashMap::new();
+        // Scores by slot, and the slots scored (NaN = not scored yet, and not allowed ones
+        // stay NaN after a first look: `keep` is asked once per slot).
+        let mut scores = vec![f64::NAN; self.lengths.len()];
+        let mut seen = vec![false; self.lengths.len()];
+        let mut scored = Vec::new();
         for t in terms {
             let Some(p) = self.postings.get(&t) else { continue };
             let df = p.len() as f64;
             let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
             for (&slot, &tf) in p {
-                if !keep(slot) {
+                if !seen[slot] {
+                    seen[slot] = true;
+                    if !keep(slot) {
+                        continue;
+                    }
+                    scores[slot] = 0.0;
+                    scored.push(slot);
+                } else if scores[slot].is_nan() {
                     continue;
                 }
-                let len = self.lengths.get(&slot).copied().unwrap_or(0) as f64;
+                let len = self.lengths[slot] as f64;
                 let tf = tf as f64;
-                let s = idf * tf * (k1 + 1.0) / (tf + k1 * (1.0 - b + b * len / avg));
-                *scores.entry(slot).or_insert(0.0) += s;
+                scores[slot] += idf * tf * (k1 + 1.0) / (tf + k1 * (1.0 - b + b * len / avg));
             }
         }
-        scores.into_iter().collect()
+        scored.into_iter().map(|slot| (slot, scores[slot])).collect()
     }
 
     /// A rough count of the bytes the index holds.
     pub fn bytes(&self) -> u64 {
         let terms: usize = self.postings.iter().map(|(t, p)| t.len() + 48 + p.len() * 24).sum();
-        (terms + self.lengths.len() * 24) as u64
+        (terms + self.lengths.capacity() * 4) as u64
     }
 }
 

@@ -389,13 +389,13 @@ impl BrainMl {
         }
         let s = self.settings();
         let with_text = r.with_text.unwrap_or(true);
-        let keep = |m: &Map<String, Value>| filter.as_ref().is_none_or(|f| f.matches(m));
+        let matches = |m: &Map<String, Value>| filter.as_ref().is_some_and(|f| f.matches(m));
         let guard = c.read().map_err(|_| poisoned())?;
+        let allowed = guard.allowed(filter.is_some().then_some(&matches as _));
         let dense = |n: usize| {
-            let f = filter.is_some();
-            q.as_ref().map(|q| guard.dense_k(q, n, &keep, f, s.exact_threshold)).unwrap_or_default()
+            q.as_ref().map(|q| guard.dense_k(q, n, &allowed, s.exact_threshold)).unwrap_or_default()
         };
-        let words = || guard.bm25(r.text.as_deref().unwrap_or(""), s.bm25_k1, s.bm25_b, &keep);
+        let words = || guard.bm25(r.text.as_deref().unwrap_or(""), s.bm25_k1, s.bm25_b, &allowed);
         let ranked = match mode {
             Mode::Dense => dense(k),
             Mode::Bm25 => collection::top_k(words(), k),

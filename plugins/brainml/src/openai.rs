@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::rag::local;
+use crate::store;
 use crate::BrainMl;
 
 /// One writer at a time for the files' and vector stores' records (a read-modify-write of a
@@ -154,21 +155,9 @@ fn io(what: &str, e: std::io::Error) -> Error {
     Error::internal(format!("{what}: {e}"))
 }
 
-/// Write a file whole or not at all: temp file, fsync, rename, fsync of the folder.
+/// Write a file whole or not at all (see [`store::write_atomic`]).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    let go = || -> std::io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    };
-    go().map_err(|e| io(&format!("writing {}", path.display()), e))
+    store::write_atomic(path, bytes).map_err(|e| io(&format!("writing {}", path.display()), e))
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Error> {

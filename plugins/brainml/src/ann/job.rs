@@ -355,13 +355,14 @@ impl BrainMl {
         }
         let threshold = self.settings().exact_threshold;
         let with_text = r.with_text.unwrap_or(true);
-        let keep = |m: &Map<String, Value>| filter.as_ref().is_none_or(|f| f.matches(m));
+        let matches = |m: &Map<String, Value>| filter.as_ref().is_some_and(|f| f.matches(m));
         let guard = c.read().map_err(|_| poisoned())?;
+        let allowed = guard.allowed(filter.is_some().then_some(&matches as _));
         let results = qs
             .iter()
             .map(|q| BatchHits {
                 hits: guard
-                    .dense_k(q, k, &keep, filter.is_some(), threshold)
+                    .dense_k(q, k, &allowed, threshold)
                     .into_iter()
                     .filter_map(|(slot, score)| guard.scored(slot, score, with_text))
                     .map(|h| Hit {
@@ -566,23 +567,23 @@ mod tests {
             let docs: Vec<DocRecord> = (0..600).map(|i| doc(i, vector(i))).collect();
             c.write(Record::Upsert { docs }).unwrap();
             train(&mut c, quantization);
-            let all = |_: &Map<String, Value>| true;
             // A slot written during the train is in the switched-in index.
-            let hits = c.dense_k(&vector(900), 1, &all, false, 20000);
+            let hits = c.dense_k(&vector(900), 1, &c.allowed(None), 20000);
             assert_eq!(ids(&c, &hits), ["d900"], "{quantization:?}");
             // A write after the switch is found at once.
             let fresh = vector(7777);
             c.write(Record::Upsert { docs: vec![doc(7777, fresh.clone())] }).unwrap();
-            assert_eq!(ids(&c, &c.dense_k(&fresh, 1, &all, false, 20000)), ["d7777"]);
+            assert_eq!(ids(&c, &c.dense_k(&fresh, 1, &c.allowed(None), 20000)), ["d7777"]);
             // A deleted document never comes back, though the walk passes its node.
             c.write(Record::Delete { ids: vec!["d10".into()] }).unwrap();
-            let hits = c.dense_k(&vector(10), 10, &all, false, 20000);
+            let hits = c.dense_k(&vector(10), 10, &c.allowed(None), 20000);
             assert!(!ids(&c, &hits).contains(&"d10".to_string()));
             assert_eq!(hits.len(), 10);
             // A filter passing few chunks (12 of 601) is searched exactly over them.
             let rare = |m: &Map<String, Value>| m["rare"] == json!(true);
-            let hits = c.dense_k(&vector(3), 12, &rare, true, 20000);
-            let exact = crate::store::collection::top_k(c.dense(&vector(3), &rare), 12);
+            let hits = c.dense_k(&vector(3), 12, &c.allowed(Some(&rare)), 20000);
+            let exact =
+                crate::store::collection::top_k(c.dense(&vector(3), &c.allowed(Some(&rare))), 12);
             assert_eq!(hits, exact);
             assert!(ids(&c, &hits).iter().all(|id| id
                 .trim_start_matches('d')
@@ -595,11 +596,11 @@ mod tests {
             assert_eq!(file.exists(), quantization == Quantization::Int8);
             // Saved and read back at open: the same answers.
             c.ann_save().unwrap();
-            let before = c.dense_k(&vector(42), 10, &all, false, 20000);
+            let before = c.dense_k(&vector(42), 10, &c.allowed(None), 20000);
             drop(c);
             let c = Collection::open(dir.path(), meta, &|m| panic!("{m}")).unwrap();
             assert!(c.ann.is_some());
-            assert_eq!(c.dense_k(&vector(42), 10, &all, false, 20000), before);
+            assert_eq!(c.dense_k(&vector(42), 10, &c.allowed(None), 20000), before);
         }
     }
 
@@ -621,7 +622,6 @@ mod tests {
         let c = Collection::open(small.path(), meta, &|m| warned.borrow_mut().push_str(m)).unwrap();
         assert!(c.ann.is_none() && c.ann_rebuild.is_some());
         assert!(warned.borrow().contains("more slots than the log holds"), "{}", warned.borrow());
-        let all = |_: &Map<String, Value>| true;
-        assert_eq!(c.dense_k(&vector(5), 1, &all, false, 20000)[0].0, 5, "exact meanwhile");
+        assert_eq!(c.dense_k(&vector(5), 1, &c.allowed(None), 20000)[0].0, 5, "exact meanwhile");
     }
 }

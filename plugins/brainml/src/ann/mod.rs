@@ -176,7 +176,7 @@ impl AnnIndex {
         file.extend(MAGIC);
         file.extend(&body);
         file.extend(crc32fast::hash(&body).to_le_bytes());
-        write_atomic(&dir.join(FILE), &file)
+        crate::store::write_atomic(&dir.join(FILE), &file)
     }
 
     /// Read `ann.bin`: the index and each slot's vector checksum when it was saved. `Err` names
@@ -257,19 +257,6 @@ pub fn slot_sums(vectors: &Vectors) -> Vec<u32> {
         out.push(h.finalize());
     });
     out
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -62,6 +62,10 @@ struct Chunk {
     text: Option<String>,
 }
 
+/// Which chunks one query may return (see [`Collection::allowed`]): `None` is every live
+/// chunk, else a mask by slot.
+pub struct Allowed(Option<Vec<bool>>);
+
 /// A scored chunk, ready to answer.
 pub struct Scored {
     pub id: String,
@@ -373,24 +377,34 @@ impl Collection {
         self.docs.contains_key(id)
     }
 
-    fn passes(&self, slot: usize, keep: &dyn Fn(&Map<String, Value>) -> bool) -> bool {
-        match &self.chunks[slot] {
-            Some(ch) => self.docs.get(&ch.doc).is_some_and(|d| keep(&d.metadata)),
-            None => false,
+    /// The chunks a query may return, worked out once per query: every live chunk, or
+    /// those of the documents `keep` passes. (Looking up each scored chunk's document instead
+    /// took ~90% of an exact or BM25 query at 100k chunks.)
+    pub fn allowed(&self, keep: Option<&dyn Fn(&Map<String, Value>) -> bool>) -> Allowed {
+        let Some(keep) = keep else { return Allowed(None) };
+        let mut mask = vec![false; self.chunks.len()];
+        for d in self.docs.values().filter(|d| keep(&d.metadata)) {
+            for &slot in &d.slots {
+                mask[slot] = true;
+            }
+        }
+        Allowed(Some(mask))
+    }
+
+    fn passes(&self, slot: usize, allowed: &Allowed) -> bool {
+        match &allowed.0 {
+            None => self.chunks.get(slot).is_some_and(Option::is_some),
+            Some(mask) => mask.get(slot).copied().unwrap_or(false),
         }
     }
 
     /// Exact dense search: every live chunk that passes `keep`, scored against `q` (higher is
     /// better: the dot product, the cosine of unit vectors, or minus the squared distance).
-    pub fn dense(
-        &self,
-        q: &[f32],
-        keep: &dyn Fn(&Map<String, Value>) -> bool,
-    ) -> Vec<(usize, f64)> {
+    pub fn dense(&self, q: &[f32], allowed: &Allowed) -> Vec<(usize, f64)> {
         let l2 = self.meta.distance == Distance::L2;
         let mut out = Vec::new();
         self.vectors.for_each(|slot, v| {
-            if self.passes(slot, keep) {
+            if self.passes(slot, allowed) {
                 let s = if l2 { -l2_squared(v, q) } else { dot(v, q) };
                 out.push((slot, s as f64));
             }
@@ -398,14 +412,8 @@ impl Collection {
         out
     }
 
-    pub fn bm25(
-        &self,
-        text: &str,
-        k1: f64,
-        b: f64,
-        keep: &dyn Fn(&Map<String, Value>) -> bool,
-    ) -> Vec<(usize, f64)> {
-        self.bm25.search(text, k1, b, &|slot| self.passes(slot, keep))
+    pub fn bm25(&self, text: &str, k1: f64, b: f64, allowed: &Allowed) -> Vec<(usize, f64)> {
+        self.bm25.search(text, k1, b, &|slot| self.passes(slot, allowed))
     }
 
     pub fn scored(&self, slot: usize, score: f64, with_text: bool) -> Option<Scored> {
@@ -548,25 +556,20 @@ impl Collection {
         &self,
         q: &[f32],
         k: usize,
-        keep: &dyn Fn(&Map<String, Value>) -> bool,
-        filtered: bool,
+        allowed: &Allowed,
         exact_threshold: usize,
     ) -> Vec<(usize, f64)> {
-        let Some(ann) = &self.ann else { return top_k(self.dense(q, keep), k) };
+        let Some(ann) = &self.ann else { return top_k(self.dense(q, allowed), k) };
         let mut ef = ann.info.params.ef_search.max(k);
-        if filtered {
-            let passing: usize =
-                self.docs.values().filter(|d| keep(&d.metadata)).map(|d| d.slots.len()).sum();
+        if let Some(mask) = &allowed.0 {
+            let passing = mask.iter().filter(|&&b| b).count();
             if passing < exact_threshold || passing * 10 < self.live_chunks {
-                return top_k(self.dense(q, keep), k);
+                return top_k(self.dense(q, allowed), k);
             }
             let widen = self.live_chunks as f64 / passing.max(1) as f64;
             ef = ((ef as f64 * widen).ceil() as usize).min(4096);
-            return ann.search(&self.vectors, q, k, ef, &|s| self.passes(s as usize, keep));
         }
-        ann.search(&self.vectors, q, k, ef, &|s| {
-            self.chunks.get(s as usize).is_some_and(Option::is_some)
-        })
+        ann.search(&self.vectors, q, k, ef, &|s| self.passes(s as usize, allowed))
     }
 
     /// Bytes in memory per live vector that the dense search needs: the f32 vectors and the
@@ -658,8 +661,8 @@ mod tests {
         }
         let c = Collection::open(dir.path(), meta, &|m| panic!("{m}")).unwrap();
         assert_eq!((c.documents(), c.chunks()), (1, 1));
-        let hits = c.dense(&[1.0, 1.0], &|_| true);
+        let hits = c.dense(&[1.0, 1.0], &c.allowed(None));
         assert_eq!(hits, [(0, 1.0)], "a's new vector, in the slot b freed or its own");
-        assert_eq!(c.bm25("text", 1.2, 0.75, &|_| true).len(), 1);
+        assert_eq!(c.bm25("text", 1.2, 0.75, &c.allowed(None)).len(), 1);
     }
 }

@@ -36,7 +36,7 @@ fn doc(n: usize, v: usize, dim: usize) -> DocRecord {
 /// Everything a query can see, in slot order: equal answers mean the same collection.
 fn fingerprint(c: &Collection, dim: usize) -> Vec<(usize, u64, String, usize)> {
     let q = vector(5, 5, dim);
-    c.dense(&q, &|_| true)
+    c.dense(&q, &c.allowed(None))
         .into_iter()
         .map(|(slot, score)| {
             let s = c.scored(slot, score, true).unwrap();
@@ -110,7 +110,7 @@ fn compaction_keeps_every_document_in_its_slot() {
     let c = Collection::open(dir.path(), meta(dim), &|m| panic!("{m}")).unwrap();
     assert_eq!(c.documents(), docs + 1);
     assert_eq!(fingerprint(&c, dim), after_write, "same documents, texts, scores and slots");
-    assert_eq!(c.bm25("v99", 1.2, 0.75, &|_| true).len(), 1);
+    assert_eq!(c.bm25("v99", 1.2, 0.75, &c.allowed(None)).len(), 1);
 }
 
 #[test]

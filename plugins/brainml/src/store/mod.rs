@@ -24,7 +24,7 @@ fn io(what: &str, e: std::io::Error) -> Error {
 }
 
 /// Write a file so that it is either whole or absent: temp file, fsync, rename, fsync folder.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
