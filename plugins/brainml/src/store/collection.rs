@@ -66,6 +66,9 @@ struct Chunk {
 /// chunk, else a mask by slot.
 pub struct Allowed(Option<Vec<bool>>);
 
+/// A test on a document's metadata (a query's filter).
+pub type Keep<'a> = &'a dyn Fn(&Map<String, Value>) -> bool;
+
 /// A scored chunk, ready to answer.
 pub struct Scored {
     pub id: String,
@@ -380,7 +383,7 @@ impl Collection {
     /// The chunks a query may return, worked out once per query: every live chunk, or
     /// those of the documents `keep` passes. (Looking up each scored chunk's document instead
     /// took ~90% of an exact or BM25 query at 100k chunks.)
-    pub fn allowed(&self, keep: Option<&dyn Fn(&Map<String, Value>) -> bool>) -> Allowed {
+    pub fn allowed(&self, keep: Option<Keep<'_>>) -> Allowed {
         let Some(keep) = keep else { return Allowed(None) };
         let mut mask = vec![false; self.chunks.len()];
         for d in self.docs.values().filter(|d| keep(&d.metadata)) {
