@@ -8,6 +8,7 @@ mod brainml_ann;
 mod brainml_quality;
 mod brainml_rag;
 mod brainml_snapshots;
+mod brainml_swap;
 mod deadlines;
 mod embed_fidelity;
 mod execution;

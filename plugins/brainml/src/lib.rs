@@ -11,6 +11,7 @@ pub mod bm25;
 pub mod chunk;
 pub mod embed;
 pub mod filter;
+pub mod handoff;
 pub mod openai;
 pub mod rag;
 pub mod snapshot;
@@ -18,6 +19,7 @@ pub mod store;
 pub mod wal;
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, RwLock};
 use std::time::Instant;
 
@@ -40,6 +42,11 @@ pub struct BrainMl {
     stats: Mutex<std::collections::HashMap<String, QueryStats>>,
     /// ANN: the train jobs and their threads (joined in `stop`).
     ann_jobs: ann::job::Jobs,
+    /// The data dir's lock between generations (see `handoff`), and whether this generation
+    /// has opened the store (under `opening`).
+    handoff: handoff::Handoff,
+    opened: std::sync::atomic::AtomicBool,
+    opening: Mutex<()>,
 }
 
 fn parse<T: DeserializeOwned>(req: &Request<'_>) -> Result<T, Error> {
@@ -60,7 +67,7 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
 }
 
-fn poisoned() -> Error {
+pub(crate) fn poisoned() -> Error {
     Error::internal("a lock was poisoned by an earlier panic")
 }
 
@@ -105,6 +112,35 @@ fn check_metadata(id: &str, m: &Map<String, Value>) -> Result<(), Error> {
 }
 
 impl BrainMl {
+    /// Open the collections (the caller holds `opening` and the data dir's lock).
+    fn open_store(&self) -> Result<(), Error> {
+        let store = Store::open(&self.root(), &|m| self.host.warn(m));
+        let (n, docs): (usize, usize) = (
+            store.collections.len(),
+            store.collections.values().filter_map(|c| c.read().ok().map(|c| c.documents())).sum(),
+        );
+        self.host.info(&format!("opened {n} collections ({docs} documents)"));
+        *self.store.write().map_err(|_| poisoned())? = store;
+        self.opened.store(true, Ordering::SeqCst);
+        self.ann_rebuild_damaged();
+        Ok(())
+    }
+
+    /// Open the store on the first call of a generation that started during a swap, once the
+    /// previous generation has let go of it (see `handoff`).
+    fn ensure_open(&self, ctx: &Context<'_>) -> Result<(), Error> {
+        if self.opened.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _opening = self.opening.lock().map_err(|_| poisoned())?;
+        if self.opened.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.handoff.take(&self.host.data_dir(), &|| ctx.is_cancelled())?;
+        self.host.info("the previous generation let go of the collections");
+        self.open_store()
+    }
+
     fn settings(&self) -> Settings {
         self.settings.lock().map(|s| s.clone()).unwrap_or_default()
     }
@@ -546,6 +582,9 @@ impl Plugin for BrainMl {
             store: RwLock::new(Store::default()),
             stats: Mutex::new(Default::default()),
             ann_jobs: Default::default(),
+            handoff: Default::default(),
+            opened: Default::default(),
+            opening: Mutex::new(()),
         })
     }
 
@@ -553,26 +592,31 @@ impl Plugin for BrainMl {
         let root = self.root();
         std::fs::create_dir_all(&root)
             .map_err(|e| Error::internal(format!("creating {}: {e}", root.display())))?;
-        let store = Store::open(&root, &|m| self.host.warn(m));
-        let (n, docs): (usize, usize) = (
-            store.collections.len(),
-            store.collections.values().filter_map(|c| c.read().ok().map(|c| c.documents())).sum(),
-        );
-        self.host.info(&format!("opened {n} collections ({docs} documents)"));
-        *self.store.write().map_err(|_| poisoned())? = store;
-        self.ann_rebuild_damaged();
-        Ok(())
+        let _opening = self.opening.lock().map_err(|_| poisoned())?;
+        if self.handoff.try_take(&self.host.data_dir())? {
+            self.open_store()
+        } else {
+            self.host.info(
+                "the previous generation still holds the collections (a swap): they open on \
+                 the first call, once it has let go",
+            );
+            Ok(())
+        }
     }
 
     fn stop(&self) -> Result<(), Error> {
+        let _opening = self.opening.lock().map_err(|_| poisoned())?;
         self.ann_jobs.stop();
         *self.store.write().map_err(|_| poisoned())? = Store::default();
+        self.opened.store(false, Ordering::SeqCst);
+        self.handoff.release();
         Ok(())
     }
 
     fn status(&self) -> Value {
         let collections = self.store.read().map(|s| s.collections.len()).unwrap_or(0);
-        json!({ "version": VERSION, "collections": collections })
+        let store = if self.opened.load(Ordering::SeqCst) { "open" } else { "waiting" };
+        json!({ "version": VERSION, "collections": collections, "store": store })
     }
 
     fn config(&self) -> Value {
@@ -596,6 +640,7 @@ impl Plugin for BrainMl {
         req: Request<'_>,
         ctx: &Context<'_>,
     ) -> Result<Response, Error> {
+        self.ensure_open(ctx)?;
         match capability {
             "collection.create" => self.create(parse(&req)?),
             "collection.list" => {
