@@ -10,6 +10,12 @@ import {
 import { FormsModule } from '@angular/forms';
 import { Api } from '../core/api';
 import {
+  BrainmlAlert,
+  BrainmlCollectionSelect,
+  BrainmlLacks,
+  chosenOrFirst,
+} from './brainml-controls';
+import {
   Citation,
   SseEventParser,
   askBody,
@@ -26,33 +32,22 @@ import { BrainmlStore, formatMs, parseFilter } from './brainml.store';
  */
 @Component({
   selector: 'app-brainml-ask',
-  imports: [FormsModule],
+  imports: [FormsModule, BrainmlAlert, BrainmlCollectionSelect, BrainmlLacks],
   changeDetection: ChangeDetectionStrategy.OnPush,
   template: `
     <section class="card space-y-3" data-testid="bm-ask" aria-labelledby="bm-ask-h">
       <h2 id="bm-ask-h" class="font-semibold">Ask</h2>
       @if (store.lacks('rag.ask')) {
-        <p class="muted text-sm" data-testid="bm-ask-missing">
-          This brainml build has no <code>rag.ask</code> capability.
-        </p>
+        <p bmLacks="rag.ask" data-testid="bm-ask-missing"></p>
       } @else {
         <form class="space-y-3" (ngSubmit)="ask()">
           <div class="grid grid-cols-2 gap-2 sm:grid-cols-4">
-            <label class="col-span-2"
-              ><span class="label">Collection</span>
-              <select
-                class="input mt-1"
-                name="bmAskCollection"
-                [ngModel]="collection()"
-                (ngModelChange)="choice.set($event)"
-              >
-                @for (n of store.names(); track n) {
-                  <option [value]="n">{{ n }}</option>
-                } @empty {
-                  <option value="">(no collections)</option>
-                }
-              </select>
-            </label>
+            <label
+              bmCollectionSelect="bmAskCollection"
+              class="col-span-2"
+              [value]="collection()"
+              (chosen)="choice.set($event)"
+            ></label>
             <label
               ><span class="label">k (chunks)</span>
               <input
@@ -118,13 +113,7 @@ import { BrainmlStore, formatMs, parseFilter } from './brainml.store';
           </div>
         </form>
         @if (error(); as e) {
-          <p
-            class="text-sm text-rose-700 dark:text-rose-300"
-            role="alert"
-            data-testid="bm-ask-error"
-          >
-            {{ e }}
-          </p>
+          <p bmAlert data-testid="bm-ask-error">{{ e }}</p>
         }
         @if (asked()) {
           <div
@@ -187,10 +176,7 @@ export class BrainmlAsk {
   private api = inject(Api);
   private http = inject(HttpClient);
   protected readonly choice = signal('');
-  protected readonly collection = computed(() => {
-    const names = this.store.names();
-    return names.includes(this.choice()) ? this.choice() : (names[0] ?? '');
-  });
+  protected readonly collection = computed(() => chosenOrFirst(this.store.names(), this.choice()));
   protected question = '';
   protected k: number | null = 5;
   protected maxTokens: number | null = 256;

@@ -188,6 +188,14 @@ export const TRAIN_DEFAULTS: TrainForm = {
   force: false,
 };
 
+/** What an index was built with (`train.status` params, `stats` index_params). */
+export interface IndexParams {
+  m?: number;
+  ef_construction?: number;
+  ef_search?: number | null;
+  quantization?: string;
+}
+
 export type TrainState = 'none' | 'running' | 'done' | 'failed' | 'cancelled';
 
 export interface TrainStatus {
@@ -195,12 +203,7 @@ export interface TrainStatus {
   state: TrainState;
   progress: number;
   index: 'exact' | 'hnsw' | string;
-  params?: {
-    m?: number;
-    ef_construction?: number;
-    ef_search?: number | null;
-    quantization?: string;
-  } | null;
+  params?: IndexParams | null;
   recall_at_10?: number | null;
   sample?: number | null;
   build_ms?: number | null;

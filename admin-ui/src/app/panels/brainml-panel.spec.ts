@@ -1,32 +1,19 @@
-import { HttpEventType, provideHttpClient } from '@angular/common/http';
-import { HttpTestingController, provideHttpClientTesting } from '@angular/common/http/testing';
+import { HttpEventType } from '@angular/common/http';
+import { HttpTestingController } from '@angular/common/http/testing';
 import { ComponentFixture, TestBed } from '@angular/core/testing';
 import { ConfirmStore } from '../core/confirm.store';
 import { BrainmlPanel } from './brainml-panel';
+import {
+  answerLoad as answer,
+  brainmlTestBed,
+  coll,
+  manifestCaps,
+  stat,
+  tick,
+  typeInto,
+} from './brainml.testing';
 
-const tick = () => new Promise((r) => setTimeout(r));
-const coll = {
-  name: 'docs',
-  model: 'all-MiniLM-L6-v2',
-  dim: 384,
-  distance: 'cosine',
-  documents: 2,
-  chunks: 3,
-};
-const stat = {
-  name: 'docs',
-  documents: 2,
-  chunks: 3,
-  vectors: 3,
-  bytes_on_disk: 4096,
-  bytes_in_memory: 8192,
-  index: 'exact',
-  queries: 5,
-  p50_ms: 1.5,
-  p99_ms: 7,
-};
-
-const FIRST_PART = [
+const FIRST_PART = manifestCaps([
   'collection.create',
   'collection.list',
   'collection.get',
@@ -35,7 +22,7 @@ const FIRST_PART = [
   'delete',
   'query',
   'stats',
-].map((name) => ({ name, description: '', streaming: false, scope: 'write' }));
+]);
 
 describe('BrainmlPanel', () => {
   let fixture: ComponentFixture<BrainmlPanel>;
@@ -48,23 +35,13 @@ describe('BrainmlPanel', () => {
     await fixture.whenStable();
   };
   const answerLoad = async () => {
-    await tick();
-    http.expectOne('/api/plugins/brainml/collection.list').flush({ collections: [coll] });
-    http.expectOne('/api/plugins/brainml/stats').flush({ collections: [stat] });
-    await settle();
+    await answer(http);
+    await fixture.whenStable();
   };
-  const type = (sel: string, value: string) => {
-    const i = el().querySelector(sel) as HTMLInputElement;
-    i.value = value;
-    i.dispatchEvent(new Event('input'));
-  };
+  const type = (sel: string, value: string) => typeInto(el(), sel, value);
 
   beforeEach(async () => {
-    TestBed.configureTestingModule({
-      imports: [BrainmlPanel],
-      providers: [provideHttpClient(), provideHttpClientTesting()],
-    });
-    http = TestBed.inject(HttpTestingController);
+    http = brainmlTestBed([BrainmlPanel], false);
     fixture = TestBed.createComponent(BrainmlPanel);
     fixture.detectChanges();
     await answerLoad();

@@ -13,6 +13,7 @@ import { ConfirmStore } from '../core/confirm.store';
 import { ToastStore } from '../core/toast.store';
 import { formatBytes, formatTime } from '../shared/format';
 import { BrainmlAsk } from './brainml-ask';
+import { BrainmlAlert, BrainmlCollectionSelect, chosenOrFirst } from './brainml-controls';
 import { describeParams, formatRecall } from './brainml-ops';
 import { BrainmlSnapshots } from './brainml-snapshots';
 import { BrainmlTrain } from './brainml-train';
@@ -41,7 +42,14 @@ import {
  */
 @Component({
   selector: 'app-brainml-panel',
-  imports: [FormsModule, BrainmlTrain, BrainmlSnapshots, BrainmlAsk],
+  imports: [
+    FormsModule,
+    BrainmlAlert,
+    BrainmlCollectionSelect,
+    BrainmlTrain,
+    BrainmlSnapshots,
+    BrainmlAsk,
+  ],
   providers: [BrainmlStore],
   changeDetection: ChangeDetectionStrategy.OnPush,
   template: `
@@ -59,7 +67,7 @@ import {
           </button>
         </div>
         @if (store.listError(); as e) {
-          <p class="text-sm text-rose-700 dark:text-rose-300" role="alert">{{ e }}</p>
+          <p bmAlert>{{ e }}</p>
         }
         @if (store.statsError(); as e) {
           <p class="text-sm text-amber-700 dark:text-amber-300" role="status">{{ e }}</p>
@@ -187,13 +195,7 @@ import {
             </select>
           </label>
           @if (store.createError(); as e) {
-            <p
-              class="text-sm text-rose-700 dark:text-rose-300"
-              role="alert"
-              data-testid="bm-create-error"
-            >
-              {{ e }}
-            </p>
+            <p bmAlert data-testid="bm-create-error">{{ e }}</p>
           }
           <button class="btn btn-primary" type="submit" [disabled]="store.creating()">
             {{ store.creating() ? 'Creating…' : 'Create' }}
@@ -202,21 +204,12 @@ import {
 
         <section class="card space-y-3" data-testid="bm-index" aria-labelledby="bm-index-h">
           <h2 id="bm-index-h" class="font-semibold">Index documents</h2>
-          <label class="block"
-            ><span class="label">Collection</span>
-            <select
-              class="input mt-1"
-              name="bmIndexCollection"
-              [ngModel]="indexCollection()"
-              (ngModelChange)="indexChoice.set($event)"
-            >
-              @for (n of store.names(); track n) {
-                <option [value]="n">{{ n }}</option>
-              } @empty {
-                <option value="">(no collections)</option>
-              }
-            </select>
-          </label>
+          <label
+            bmCollectionSelect="bmIndexCollection"
+            class="block"
+            [value]="indexCollection()"
+            (chosen)="indexChoice.set($event)"
+          ></label>
           <div
             class="rounded-lg border-2 border-dashed p-4 text-center text-sm"
             [class]="
@@ -279,7 +272,7 @@ import {
             </div>
           </details>
           @if (indexError(); as e) {
-            <p class="text-sm text-rose-700 dark:text-rose-300" role="alert">{{ e }}</p>
+            <p bmAlert>{{ e }}</p>
           }
           @if (store.files().length) {
             <p class="text-xs" data-testid="bm-files-summary" aria-live="polite">
@@ -337,21 +330,12 @@ import {
         <h2 id="bm-query-h" class="font-semibold">Query</h2>
         <form class="grid gap-3 md:grid-cols-[1fr_2fr]" (ngSubmit)="query()">
           <div class="space-y-3">
-            <label class="block"
-              ><span class="label">Collection</span>
-              <select
-                class="input mt-1"
-                name="bmQueryCollection"
-                [ngModel]="queryCollection()"
-                (ngModelChange)="queryChoice.set($event)"
-              >
-                @for (n of store.names(); track n) {
-                  <option [value]="n">{{ n }}</option>
-                } @empty {
-                  <option value="">(no collections)</option>
-                }
-              </select>
-            </label>
+            <label
+              bmCollectionSelect="bmQueryCollection"
+              class="block"
+              [value]="queryCollection()"
+              (chosen)="queryChoice.set($event)"
+            ></label>
             <div class="flex gap-2">
               <label class="flex-1"
                 ><span class="label">Mode</span>
@@ -422,13 +406,7 @@ import {
           </div>
         </form>
         @if (store.queryError(); as e) {
-          <p
-            class="text-sm text-rose-700 dark:text-rose-300"
-            role="alert"
-            data-testid="bm-query-error"
-          >
-            {{ e }}
-          </p>
+          <p bmAlert data-testid="bm-query-error">{{ e }}</p>
         }
         @if (store.result(); as r) {
           <ol class="space-y-2" data-testid="bm-hits">
@@ -501,8 +479,12 @@ export class BrainmlPanel implements OnInit {
   protected readonly indexChoice = signal('');
   protected readonly queryChoice = signal('');
   /** The chosen collection, or the first one while none is chosen (or the chosen one is gone). */
-  protected readonly indexCollection = computed(() => this.pick(this.indexChoice()));
-  protected readonly queryCollection = computed(() => this.pick(this.queryChoice()));
+  protected readonly indexCollection = computed(() =>
+    chosenOrFirst(this.store.names(), this.indexChoice()),
+  );
+  protected readonly queryCollection = computed(() =>
+    chosenOrFirst(this.store.names(), this.queryChoice()),
+  );
   protected queryText = '';
   protected mode: Mode = 'hybrid';
   protected k = 10;
@@ -522,11 +504,6 @@ export class BrainmlPanel implements OnInit {
 
   constructor() {
     effect(() => this.store.setPlugin(this.pluginId()));
-  }
-
-  private pick(chosen: string) {
-    const names = this.store.names();
-    return names.includes(chosen) ? chosen : (names[0] ?? '');
   }
 
   ngOnInit() {

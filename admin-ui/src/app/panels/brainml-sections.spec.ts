@@ -1,5 +1,5 @@
-import { HttpEventType, provideHttpClient } from '@angular/common/http';
-import { HttpTestingController, provideHttpClientTesting } from '@angular/common/http/testing';
+import { HttpEventType } from '@angular/common/http';
+import { HttpTestingController } from '@angular/common/http/testing';
 import { Type } from '@angular/core';
 import { ComponentFixture, TestBed } from '@angular/core/testing';
 import { ConfirmStore } from '../core/confirm.store';
@@ -7,17 +7,17 @@ import { BrainmlAsk } from './brainml-ask';
 import { BrainmlSnapshots } from './brainml-snapshots';
 import { BrainmlTrain } from './brainml-train';
 import { BrainmlStore } from './brainml.store';
+import {
+  P,
+  answerLoad as answer,
+  brainmlTestBed,
+  coll,
+  manifestCaps,
+  tick,
+  typeInto,
+} from './brainml.testing';
 
-const tick = () => new Promise((r) => setTimeout(r));
-const coll = {
-  name: 'docs',
-  model: 'all-MiniLM-L6-v2',
-  dim: 384,
-  distance: 'cosine',
-  documents: 2,
-  chunks: 3,
-};
-const ALL_CAPS = [
+const ALL_CAPS = manifestCaps([
   'collection.list',
   'stats',
   'index',
@@ -31,8 +31,7 @@ const ALL_CAPS = [
   'snapshot.delete',
   'snapshot.export',
   'rag.ask',
-].map((name) => ({ name, description: '', streaming: name === 'rag.ask', scope: 'write' }));
-const P = '/api/plugins/brainml/';
+]);
 
 /** The sections live inside the panel, which provides the store: here the test bed does. */
 describe('brainml sections', () => {
@@ -42,22 +41,13 @@ describe('brainml sections', () => {
     await tick();
     await f.whenStable();
   };
-  const answerLoad = async () => {
-    await tick();
-    http.expectOne(P + 'collection.list').flush({ collections: [coll] });
-    http.expectOne(P + 'stats').flush({ collections: [] });
-    await tick();
-  };
+  const answerLoad = () => answer(http, [coll], { collections: [] });
   async function mount<T>(
     cmp: Type<T>,
     caps = ALL_CAPS,
     before?: (c: T) => void,
   ): Promise<ComponentFixture<T>> {
-    TestBed.configureTestingModule({
-      imports: [cmp],
-      providers: [BrainmlStore, provideHttpClient(), provideHttpClientTesting()],
-    });
-    http = TestBed.inject(HttpTestingController);
+    http = brainmlTestBed([cmp]);
     store = TestBed.inject(BrainmlStore);
     const loaded = store.load();
     await answerLoad();
@@ -74,11 +64,8 @@ describe('brainml sections', () => {
   const el = (f: ComponentFixture<unknown>) => f.nativeElement as HTMLElement;
   const submit = (f: ComponentFixture<unknown>, sel = 'form') =>
     el(f).querySelector(sel)!.dispatchEvent(new Event('submit'));
-  const type = (f: ComponentFixture<unknown>, sel: string, value: string) => {
-    const i = el(f).querySelector(sel) as HTMLInputElement;
-    i.value = value;
-    i.dispatchEvent(new Event('input'));
-  };
+  const type = (f: ComponentFixture<unknown>, sel: string, value: string) =>
+    typeInto(el(f), sel, value);
   afterEach(() => http.verify());
 
   for (const cmp of [BrainmlTrain, BrainmlSnapshots, BrainmlAsk] as Type<unknown>[]) {

@@ -14,6 +14,12 @@ import { ConfirmStore } from '../core/confirm.store';
 import { ToastStore } from '../core/toast.store';
 import { formatBytes, formatTime } from '../shared/format';
 import {
+  BrainmlAlert,
+  BrainmlCollectionSelect,
+  BrainmlLacks,
+  chosenOrFirst,
+} from './brainml-controls';
+import {
   Snapshot,
   capPath,
   errorMessage,
@@ -37,7 +43,7 @@ export interface VerifyResult {
  */
 @Component({
   selector: 'app-brainml-snapshots',
-  imports: [FormsModule],
+  imports: [FormsModule, BrainmlAlert, BrainmlCollectionSelect, BrainmlLacks],
   changeDetection: ChangeDetectionStrategy.OnPush,
   template: `
     <section class="card space-y-3" data-testid="bm-snapshots" aria-labelledby="bm-snap-h">
@@ -50,38 +56,21 @@ export interface VerifyResult {
         }
       </div>
       @if (store.lacks('snapshot.create')) {
-        <p class="muted text-sm" data-testid="bm-snapshots-missing">
-          This brainml build has no <code>snapshot.*</code> capabilities.
-        </p>
+        <p bmLacks="snapshot.*" data-testid="bm-snapshots-missing"></p>
       } @else {
         <form class="flex flex-wrap items-end gap-2" (ngSubmit)="create()">
-          <label class="min-w-40 flex-1"
-            ><span class="label">Collection</span>
-            <select
-              class="input mt-1"
-              name="bmSnapCollection"
-              [ngModel]="collection()"
-              (ngModelChange)="choice.set($event)"
-            >
-              @for (n of store.names(); track n) {
-                <option [value]="n">{{ n }}</option>
-              } @empty {
-                <option value="">(no collections)</option>
-              }
-            </select>
-          </label>
+          <label
+            bmCollectionSelect="bmSnapCollection"
+            class="min-w-40 flex-1"
+            [value]="collection()"
+            (chosen)="choice.set($event)"
+          ></label>
           <button class="btn btn-primary" type="submit" [disabled]="creating() || !collection()">
             {{ creating() ? 'Creating…' : 'Create snapshot' }}
           </button>
         </form>
         @if (error(); as e) {
-          <p
-            class="text-sm text-rose-700 dark:text-rose-300"
-            role="alert"
-            data-testid="bm-snap-error"
-          >
-            {{ e }}
-          </p>
+          <p bmAlert data-testid="bm-snap-error">{{ e }}</p>
         }
         <div class="overflow-x-auto">
           <table class="w-full text-left text-sm" data-testid="bm-snapshot-list">
@@ -211,10 +200,7 @@ export class BrainmlSnapshots implements OnInit {
   private confirm = inject(ConfirmStore);
   private toasts = inject(ToastStore);
   protected readonly choice = signal('');
-  protected readonly collection = computed(() => {
-    const names = this.store.names();
-    return names.includes(this.choice()) ? this.choice() : (names[0] ?? '');
-  });
+  protected readonly collection = computed(() => chosenOrFirst(this.store.names(), this.choice()));
   readonly snapshots = signal<Snapshot[]>([]);
   protected readonly loading = signal(false);
   protected readonly creating = signal(false);

@@ -12,6 +12,12 @@ import { FormsModule } from '@angular/forms';
 import { Api } from '../core/api';
 import { formatBytes } from '../shared/format';
 import {
+  BrainmlAlert,
+  BrainmlCollectionSelect,
+  BrainmlLacks,
+  chosenOrFirst,
+} from './brainml-controls';
+import {
   QUANTIZATIONS,
   TRAIN_DEFAULTS,
   TrainAnswer,
@@ -32,33 +38,25 @@ import { BrainmlStore, formatMs } from './brainml.store';
  */
 @Component({
   selector: 'app-brainml-train',
-  imports: [FormsModule],
+  imports: [FormsModule, BrainmlAlert, BrainmlCollectionSelect, BrainmlLacks],
   changeDetection: ChangeDetectionStrategy.OnPush,
   template: `
     <section class="card space-y-3" data-testid="bm-train" aria-labelledby="bm-train-h">
       <h2 id="bm-train-h" class="font-semibold">Train an index</h2>
       @if (store.lacks('train')) {
-        <p class="muted text-sm" data-testid="bm-train-missing">
-          This brainml build has no <code>train</code> capability: every query is answered by an
-          exact search.
-        </p>
+        <p
+          bmLacks="train"
+          note="every query is answered by an exact search"
+          data-testid="bm-train-missing"
+        ></p>
       } @else {
         <form class="space-y-3" (ngSubmit)="train()">
-          <label class="block"
-            ><span class="label">Collection</span>
-            <select
-              class="input mt-1"
-              name="bmTrainCollection"
-              [ngModel]="collection()"
-              (ngModelChange)="choice.set($event)"
-            >
-              @for (n of store.names(); track n) {
-                <option [value]="n">{{ n }}</option>
-              } @empty {
-                <option value="">(no collections)</option>
-              }
-            </select>
-          </label>
+          <label
+            bmCollectionSelect="bmTrainCollection"
+            class="block"
+            [value]="collection()"
+            (chosen)="choice.set($event)"
+          ></label>
           <div class="grid grid-cols-2 gap-2 sm:grid-cols-3">
             <label
               ><span class="label">m (links per node)</span>
@@ -118,13 +116,7 @@ import { BrainmlStore, formatMs } from './brainml.store';
           </button>
         </form>
         @if (error(); as e) {
-          <p
-            class="text-sm text-rose-700 dark:text-rose-300"
-            role="alert"
-            data-testid="bm-train-error"
-          >
-            {{ e }}
-          </p>
+          <p bmAlert data-testid="bm-train-error">{{ e }}</p>
         }
         @if (exact(); as reason) {
           <p class="text-sm" role="status" data-testid="bm-train-exact">
@@ -191,10 +183,7 @@ export class BrainmlTrain {
   protected readonly quantizations = QUANTIZATIONS;
   protected form: TrainForm = { ...TRAIN_DEFAULTS };
   protected readonly choice = signal('');
-  protected readonly collection = computed(() => {
-    const names = this.store.names();
-    return names.includes(this.choice()) ? this.choice() : (names[0] ?? '');
-  });
+  protected readonly collection = computed(() => chosenOrFirst(this.store.names(), this.choice()));
   protected readonly status = signal<TrainStatus | null>(null);
   protected readonly exact = signal<string | null>(null);
   protected readonly error = signal<string | null>(null);

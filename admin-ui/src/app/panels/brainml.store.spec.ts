@@ -1,5 +1,5 @@
-import { HttpEventType, provideHttpClient } from '@angular/common/http';
-import { HttpTestingController, provideHttpClientTesting } from '@angular/common/http/testing';
+import { HttpEventType } from '@angular/common/http';
+import { HttpTestingController } from '@angular/common/http/testing';
 import { TestBed } from '@angular/core/testing';
 import {
   formatMs,
@@ -10,28 +10,8 @@ import {
   parseFilter,
   queryBody,
 } from './brainml.store';
+import { answerLoad as answer, brainmlTestBed, coll, stat, tick } from './brainml.testing';
 
-const tick = () => new Promise((r) => setTimeout(r));
-const coll = {
-  name: 'docs',
-  model: 'all-MiniLM-L6-v2',
-  dim: 384,
-  distance: 'cosine',
-  documents: 2,
-  chunks: 3,
-};
-const stat = {
-  name: 'docs',
-  documents: 2,
-  chunks: 3,
-  vectors: 3,
-  bytes_on_disk: 4096,
-  bytes_in_memory: 8192,
-  index: 'exact',
-  queries: 5,
-  p50_ms: 1.5,
-  p99_ms: 7,
-};
 const src = (id: string, text: string): DocSource => ({
   id,
   size: text.length,
@@ -134,26 +114,10 @@ describe('BrainmlStore', () => {
   let store: InstanceType<typeof BrainmlStore>;
   let http: HttpTestingController;
 
-  const answerLoad = async (collections = [coll], stats: unknown = { collections: [stat] }) => {
-    await tick();
-    http
-      .expectOne({ method: 'POST', url: '/api/plugins/brainml/collection.list' })
-      .flush({ collections });
-    const s = http.expectOne({ method: 'POST', url: '/api/plugins/brainml/stats' });
-    if (stats) s.flush(stats);
-    else
-      s.flush(
-        { error: { code: 'internal', message: 'stats broke' } },
-        { status: 500, statusText: 'x' },
-      );
-    await tick();
-  };
+  const answerLoad = (collections?: object[], stats?: unknown) => answer(http, collections, stats);
 
   beforeEach(() => {
-    TestBed.configureTestingModule({
-      providers: [BrainmlStore, provideHttpClient(), provideHttpClientTesting()],
-    });
-    http = TestBed.inject(HttpTestingController);
+    http = brainmlTestBed();
     store = TestBed.inject(BrainmlStore);
   });
   afterEach(() => http.verify());

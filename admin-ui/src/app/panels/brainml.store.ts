@@ -3,7 +3,7 @@ import { computed, inject } from '@angular/core';
 import { patchState, signalStore, withComputed, withMethods, withState } from '@ngrx/signals';
 import { Api, ApiError } from '../core/api';
 import { PluginDetail } from '../core/models';
-import { NdjsonParser, postStreaming } from './brainml-ops';
+import { IndexParams, NdjsonParser, postStreaming } from './brainml-ops';
 
 /** `collection.list` / `collection.get` (brainml's API contract). */
 export interface CollectionInfo {
@@ -28,12 +28,7 @@ export interface CollectionStats {
   p50_ms: number | null;
   p99_ms: number | null;
   /** Since `train` (issue 12, second part): what the index was built with and what it measured. */
-  index_params?: {
-    m?: number;
-    ef_construction?: number;
-    ef_search?: number | null;
-    quantization?: string;
-  } | null;
+  index_params?: IndexParams | null;
   recall_at_10?: number | null;
   last_trained_ms?: number | null;
   bytes_per_vector?: number | null;
