@@ -13,7 +13,7 @@ use serde_json::Value;
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
 
 /// Product plugins the tests use, from `plugins/`.
-pub const PRODUCT_PLUGINS: &[&str] = &["apikeys", "candle", "llmserver", "brainml"];
+pub const PRODUCT_PLUGINS: &[&str] = &["apikeys", "candle", "llmserver", "brainml", "rustyface"];
 
 pub const FIXTURES: &[&str] =
     &["echo", "echo-v2", "panicky", "slow", "threaded", "incompatible", "squatter", "uncounted"];

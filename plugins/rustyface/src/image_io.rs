@@ -1,0 +1,1 @@
+//! Decoding request images (filled in below).

@@ -1,0 +1,243 @@
+//! `rustyface`: face detection, landmarks and 128-d face descriptors with face-api's networks
+//! (weights from npm `@vladmandic/face-api`, read by `tfjs`), run on CPU in the plugin's own
+//! threads (`pool`) with the plugin's own kernels (`nets::ops`), so that the library unloads.
+//!
+//! The request and answer shapes are in `api`; this file is the glue to the host: the
+//! [`Engine`] (usable without a host, by tests) and the [`Plugin`] impl.
+
+pub mod api;
+pub mod image_io;
+pub mod nets;
+pub mod pool;
+pub mod tfjs;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bkg_abi::serde_json::{json, Value};
+use bkg_abi::{export_plugin, Context, Error, Host, Manifest, Plugin, Request, Response};
+
+use crate::api::{ModelInfo, ModelName, Settings, FACE_API_DIR};
+use crate::pool::{barrier_threads_alive, Pool};
+use crate::tfjs::Weights;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+type Net = Arc<dyn Any + Send + Sync>;
+
+/// The plugin's state, usable without a host (tests): give it the models folder.
+pub struct Engine {
+    pub models_dir: PathBuf,
+    pub pool: Pool,
+    settings: Mutex<Settings>,
+    /// Loaded networks by name, each with what `model.load` reports about it.
+    nets: Mutex<HashMap<ModelName, (Net, ModelInfo)>>,
+    running: AtomicBool,
+    /// candle barrier-pool threads alive when this engine was made.
+    barrier_before: usize,
+}
+
+impl Engine {
+    pub fn new(models_dir: PathBuf) -> Self {
+        Self {
+            models_dir,
+            pool: Pool::default(),
+            settings: Mutex::new(Settings::default()),
+            nets: Mutex::new(HashMap::new()),
+            running: AtomicBool::new(false),
+            barrier_before: barrier_threads_alive(),
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Start the compute threads.
+    pub fn start(&self) -> Result<(), Error> {
+        self.pool.start(self.settings().threads)?;
+        self.running.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Join the compute threads and drop every network.
+    pub fn stop(&self) -> Result<(), Error> {
+        self.running.store(false, Ordering::SeqCst);
+        self.pool.shutdown()?;
+        if let Ok(mut nets) = self.nets.lock() {
+            nets.clear();
+        }
+        Ok(())
+    }
+
+    pub fn configure(&self, value: Value) -> Result<(), Error> {
+        let new: Settings = if value.is_null() {
+            Settings::default()
+        } else {
+            serde_json::from_value(value).map_err(|e| Error::bad_request(format!("config: {e}")))?
+        };
+        if !(1..=64).contains(&new.threads) {
+            return Err(Error::bad_request("config: threads must be within 1..=64"));
+        }
+        if new.max_pixels < 4 {
+            return Err(Error::bad_request("config: max_pixels must be at least 4"));
+        }
+        let old = self.settings();
+        *self.settings.lock().map_err(|_| Error::internal("settings: poisoned"))? = new.clone();
+        if self.running.load(Ordering::SeqCst) && old.threads != new.threads {
+            self.pool.start(new.threads)?;
+        }
+        Ok(())
+    }
+
+    /// The network `model`, loaded on first use by `build` from its weights.
+    pub fn net<T: Send + Sync + 'static>(
+        &self,
+        model: ModelName,
+        build: impl FnOnce(&Weights) -> Result<T, Error>,
+    ) -> Result<(Arc<T>, ModelInfo), Error> {
+        let mut nets = self.nets.lock().map_err(|_| Error::internal("models: poisoned"))?;
+        if let Some((net, info)) = nets.get(&model) {
+            let net = Arc::clone(net)
+                .downcast::<T>()
+                .map_err(|_| Error::internal(format!("model {}: wrong type", model.as_str())))?;
+            return Ok((net, info.clone()));
+        }
+        let started = Instant::now();
+        let dir = self.models_dir.join(FACE_API_DIR);
+        let weights = Weights::open(&dir, model.file_stem())?;
+        let net = Arc::new(build(&weights)?);
+        let info = ModelInfo {
+            model,
+            path: format!("{FACE_API_DIR}/{}-weights_manifest.json", model.file_stem()),
+            tensors: weights.names().len(),
+            parameters: weights.parameters(),
+            bytes: weights.bytes,
+            load_ms: started.elapsed().as_secs_f64() * 1000.0,
+        };
+        nets.insert(model, (Arc::clone(&net) as Net, info.clone()));
+        Ok((net, info))
+    }
+
+    /// The loaded networks.
+    pub fn loaded(&self) -> Vec<ModelInfo> {
+        let mut v: Vec<ModelInfo> = self
+            .nets
+            .lock()
+            .map(|n| n.values().map(|(_, i)| i.clone()).collect())
+            .unwrap_or_default();
+        v.sort_by_key(|i| i.model.as_str());
+        v
+    }
+
+    pub fn status(&self) -> Value {
+        let alive = barrier_threads_alive();
+        json!({
+            "running": self.running.load(Ordering::SeqCst),
+            "threads": self.pool.threads(),
+            "threads_spawned": self.pool.spawned_total(),
+            "threads_joined": self.pool.joined_total(),
+            "models": self.loaded(),
+            "candle_bp_threads": alive.saturating_sub(self.barrier_before),
+        })
+    }
+
+    /// Run one capability: `content_type`, `query` and `body` as the request brought them.
+    pub fn invoke(
+        &self,
+        capability: &str,
+        content_type: &str,
+        query: &str,
+        body: &[u8],
+    ) -> Result<Value, Error> {
+        let _ = (content_type, query, body);
+        Err(Error::not_found(format!("rustyface has no capability '{capability}'")))
+    }
+}
+
+/// The plugin object the host drives.
+pub struct RustyFace {
+    host: Host,
+    engine: Engine,
+}
+
+impl Plugin for RustyFace {
+    fn manifest() -> Manifest {
+        Manifest::new("rustyface", "Rusty face", VERSION)
+            .description(
+                "face detection, 68-point landmarks and 128-d face descriptors with face-api's \
+                 networks, on CPU in the plugin's own threads",
+            )
+            .config_schema(json!({
+                "type": "object",
+                "properties": {
+                    "threads": { "type": "integer", "minimum": 1, "maximum": 64, "default": 2,
+                                 "description": "compute threads owned by the plugin" },
+                    "max_pixels": { "type": "integer", "minimum": 4, "default": 40_000_000,
+                                    "description": "the largest decoded image (width x height), checked before decoding" }
+                },
+                "additionalProperties": false
+            }))
+    }
+
+    fn new(host: Host) -> Result<Self, Error> {
+        let engine = Engine::new(host.models_dir());
+        Ok(RustyFace { host, engine })
+    }
+
+    fn start(&self) -> Result<(), Error> {
+        self.engine.start()?;
+        self.host.info(&format!(
+            "started: {} compute threads, models from {}",
+            self.engine.pool.threads(),
+            self.engine.models_dir.display()
+        ));
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), Error> {
+        self.engine.stop()?;
+        self.host.info("stopped: compute threads joined, models dropped");
+        Ok(())
+    }
+
+    fn status(&self) -> Value {
+        self.engine.status()
+    }
+
+    fn config(&self) -> Value {
+        serde_json::to_value(self.engine.settings()).unwrap_or(Value::Null)
+    }
+
+    fn configure(&self, config: Value) -> Result<(), Error> {
+        self.engine.configure(config)
+    }
+
+    fn invoke(
+        &self,
+        capability: &str,
+        req: Request<'_>,
+        _ctx: &Context<'_>,
+    ) -> Result<Response, Error> {
+        let result = self.engine.invoke(capability, req.content_type, req.query, req.body);
+        if let Err(e) = &result {
+            if e.kind.0 >= 500 {
+                self.host.warn(&format!("{capability}: {e}"));
+            }
+        }
+        Response::json(&result?)
+    }
+}
+
+/// The models folder a test uses: `$BKG_MODELS_DIR`, else `<repo>/models`.
+pub fn default_models_dir() -> PathBuf {
+    std::env::var_os("BKG_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"))
+}
+
+export_plugin!(RustyFace);
