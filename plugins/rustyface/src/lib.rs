@@ -21,7 +21,12 @@ use std::time::Instant;
 use bkg_abi::serde_json::{json, Value};
 use bkg_abi::{export_plugin, Context, Error, Host, Manifest, Plugin, Request, Response};
 
-use crate::api::{ModelInfo, ModelName, Settings, FACE_API_DIR};
+use crate::api::{
+    EmbedAnswer, EmbedOptions, EmbeddedFace, LoadRequest, ModelInfo, ModelName, Settings,
+    FACE_API_DIR, MAX_IMAGE_BODY_BYTES,
+};
+use crate::image_io::ImageRequest;
+use crate::nets::recognition::Recognizer;
 use crate::pool::{barrier_threads_alive, Pool};
 use crate::tfjs::Weights;
 
@@ -154,9 +159,60 @@ impl Engine {
         query: &str,
         body: &[u8],
     ) -> Result<Value, Error> {
-        let _ = (content_type, query, body);
-        Err(Error::not_found(format!("rustyface has no capability '{capability}'")))
+        match capability {
+            "model.load" => {
+                let r: LoadRequest = json_body(body)?;
+                Ok(serde_json::to_value(self.load(r.model)?).unwrap_or(Value::Null))
+            }
+            "face.embed" => self.embed(content_type, query, body),
+            _ => Err(Error::not_found(format!("rustyface has no capability '{capability}'"))),
+        }
     }
+
+    /// Load `model` (if it is not loaded yet) and report it.
+    pub fn load(&self, model: ModelName) -> Result<ModelInfo, Error> {
+        match model {
+            ModelName::Recognition => Ok(self.net(model, Recognizer::load)?.1),
+            other => Err(Error::unsupported(format!(
+                "model '{}' is not available in this version",
+                other.as_str()
+            ))),
+        }
+    }
+
+    /// The recognizer, loaded on first use.
+    pub fn recognizer(&self) -> Result<Arc<Recognizer>, Error> {
+        Ok(self.net(ModelName::Recognition, Recognizer::load)?.0)
+    }
+
+    /// `face.embed`.
+    fn embed(&self, content_type: &str, query: &str, body: &[u8]) -> Result<Value, Error> {
+        let started = Instant::now();
+        let req: ImageRequest<EmbedOptions> = ImageRequest::parse(content_type, query, body)?;
+        let img =
+            image_io::decode(&req.bytes, req.content_type.as_deref(), self.settings().max_pixels)?;
+        if !req.options.aligned {
+            return Err(Error::unsupported(
+                "face.embed on a photo (detection and alignment) is not available in this \
+                 version: send an aligned 150x150 face chip with aligned: true",
+            ));
+        }
+        let recognizer = self.recognizer()?;
+        let descriptor = self.pool.install(|| recognizer.descriptor(&img))??;
+        let answer = EmbedAnswer {
+            width: img.width,
+            height: img.height,
+            faces: vec![EmbeddedFace { descriptor: descriptor.to_vec() }],
+            took_ms: started.elapsed().as_secs_f64() * 1000.0,
+        };
+        Ok(serde_json::to_value(answer).unwrap_or(Value::Null))
+    }
+}
+
+/// Parse a JSON body (an empty body is `{}`); errors are 400s naming the problem.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    serde_json::from_slice(body).map_err(|e| Error::bad_request(format!("bad request body: {e}")))
 }
 
 /// The plugin object the host drives.
@@ -172,6 +228,16 @@ impl Plugin for RustyFace {
                 "face detection, 68-point landmarks and 128-d face descriptors with face-api's \
                  networks, on CPU in the plugin's own threads",
             )
+            .admin_capability(
+                "model.load",
+                "load a network now (they also load on first use): {model: recognition}",
+            )
+            .capability(
+                "face.embed",
+                "the 128-d descriptor of an aligned 150x150 face chip: the raw image body with \
+                 ?aligned=true, or {image: <base64>, aligned: true}",
+            )
+            .max_body_bytes("face.embed", MAX_IMAGE_BODY_BYTES)
             .config_schema(json!({
                 "type": "object",
                 "properties": {

@@ -146,16 +146,22 @@ impl Weights {
                     (None, "int32") => {
                         (4, Box::new(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32))
                     }
-                    (Some(q), "float32") => {
+                    (Some(q), dtype @ ("float32" | "int32")) => {
                         let (scale, min) = (q.scale.unwrap_or(1.0), q.min.unwrap_or(0.0));
+                        // tfjs rounds a quantized int32 tensor (ssd_mobilenetv1 has a few).
+                        let int = dtype == "int32";
+                        let deq = move |v: f32| {
+                            if int {
+                                (v * scale + min).round()
+                            } else {
+                                v * scale + min
+                            }
+                        };
                         match q.dtype.as_str() {
-                            "uint8" => (1, Box::new(move |b| b[0] as f32 * scale + min)),
-                            "uint16" => (
-                                2,
-                                Box::new(move |b| {
-                                    u16::from_le_bytes([b[0], b[1]]) as f32 * scale + min
-                                }),
-                            ),
+                            "uint8" => (1, Box::new(move |b| deq(b[0] as f32))),
+                            "uint16" => {
+                                (2, Box::new(move |b| deq(u16::from_le_bytes([b[0], b[1]]) as f32)))
+                            }
                             "float16" => {
                                 (2, Box::new(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))))
                             }
@@ -291,5 +297,157 @@ impl Weights {
     pub fn depthwise(&self, name: &str) -> Result<Tensor, Error> {
         let (data, shape) = self.depthwise_data(name)?;
         self.to_candle(name, data, &shape)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn face_api_dir() -> Option<PathBuf> {
+        let dir = crate::default_models_dir().join(crate::api::FACE_API_DIR);
+        if dir.join("face_recognition_model.bin").is_file() {
+            Some(dir)
+        } else {
+            eprintln!("skipped: no face-api weights (scripts/fetch-models.sh)");
+            None
+        }
+    }
+
+    /// A model folder with one manifest `m` whose group lists `paths`, and the given files.
+    fn model(manifest: serde_json::Value, files: &[(&str, &[u8])]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("m-weights_manifest.json"), manifest.to_string()).unwrap();
+        for (name, bytes) in files {
+            fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn face_recognition_model_has_its_117_tensors() {
+        let Some(dir) = face_api_dir() else { return };
+        let w = Weights::open(&dir, "face_recognition_model").unwrap();
+        assert_eq!(w.names().len(), 117);
+        assert_eq!(w.parameters(), 5_614_592);
+        assert_eq!(w.bytes, 6_444_032);
+        assert_eq!(w.raw("conv32_down/conv/filters").unwrap().shape, [7, 7, 3, 32]);
+        assert_eq!(w.raw("fc").unwrap().shape, [256, 128]);
+        // uint8 dequantization: `q * scale + min`, so every value lies in [min, min + 255 scale]
+        // and the scale layer's weights (min 5.79) are all positive.
+        let sw = &w.raw("conv32_down/scale/weights").unwrap().data;
+        assert!(sw.iter().all(|v| (5.788..=5.789 + 255.0 * 0.0682).contains(v)), "{sw:?}");
+        // The other three models read too.
+        for stem in ["ssd_mobilenetv1_model", "tiny_face_detector_model", "face_landmark_68_model"]
+        {
+            let w = Weights::open(&dir, stem).unwrap();
+            assert!(w.names().len() > 10, "{stem}: {} tensors", w.names().len());
+        }
+    }
+
+    #[test]
+    fn uint8_is_dequantized_and_float32_read_as_is() {
+        let mut bin = vec![0u8, 1, 255];
+        bin.extend_from_slice(&1.5f32.to_le_bytes());
+        let dir = model(
+            serde_json::json!([{"paths": ["m.bin"], "weights": [
+                {"name": "q", "shape": [3], "dtype": "float32",
+                 "quantization": {"dtype": "uint8", "scale": 0.5, "min": -1.0}},
+                {"name": "f", "shape": [1], "dtype": "float32"}
+            ]}]),
+            &[("m.bin", &bin)],
+        );
+        let w = Weights::open(dir.path(), "m").unwrap();
+        assert_eq!(w.raw("q").unwrap().data, [-1.0, -0.5, 126.5]);
+        assert_eq!(w.raw("f").unwrap().data, [1.5]);
+        assert_eq!(w.names(), ["q", "f"]);
+        let t = w.tensor("q").unwrap();
+        assert_eq!(t.dims(), [3]);
+    }
+
+    #[test]
+    fn conv_filters_turn_from_hwio_to_oihw() {
+        // h=1, w=2, i=2, o=3; each value encodes its position: 100 x + 10 c + k.
+        let (h, wd, i, o) = (1usize, 2usize, 2usize, 3usize);
+        let mut bin = Vec::new();
+        for _y in 0..h {
+            for x in 0..wd {
+                for c in 0..i {
+                    for k in 0..o {
+                        bin.extend_from_slice(&((x * 100 + c * 10 + k) as f32).to_le_bytes());
+                    }
+                }
+            }
+        }
+        let dir = model(
+            serde_json::json!([{"paths": ["m.bin"], "weights": [
+                {"name": "c", "shape": [h, wd, i, o], "dtype": "float32"}
+            ]}]),
+            &[("m.bin", &bin)],
+        );
+        let w = Weights::open(dir.path(), "m").unwrap();
+        let (data, shape) = w.conv_data("c").unwrap();
+        assert_eq!(shape, [3, 2, 1, 2]);
+        // OIHW: index ((k * i + c) * h + y) * w + x.
+        for k in 0..o {
+            for c in 0..i {
+                for x in 0..wd {
+                    assert_eq!(data[(k * i + c) * wd + x], (x * 100 + c * 10 + k) as f32);
+                }
+            }
+        }
+        assert_eq!(w.conv("c").unwrap().dims(), [3, 2, 1, 2]);
+        // Depthwise H-W-C-1 -> C-1-H-W.
+        let (dw, dshape) = w.depthwise_data("c").unwrap();
+        assert_eq!(dshape, [2, 3, 1, 2]);
+        assert_eq!(dw[(3 + 2) * 2 + 1], 100.0 + 10.0 + 2.0); // c=1, m=2, x=1
+    }
+
+    fn err(dir: &tempfile::TempDir) -> String {
+        Weights::open(dir.path(), "m").unwrap_err().message
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_tensor() {
+        let manifest = |paths: serde_json::Value| {
+            serde_json::json!([{"paths": paths, "weights": [
+                {"name": "a", "shape": [2], "dtype": "float32"},
+                {"name": "b", "shape": [4], "dtype": "float32"}
+            ]}])
+        };
+        // A short shard: the tensor that runs past its end is named.
+        let dir = model(manifest(serde_json::json!(["m.bin"])), &[("m.bin", &[0u8; 12])]);
+        let e = err(&dir);
+        assert!(e.contains("'b'") && e.contains("m.bin") && e.contains("too short"), "{e}");
+        // A missing shard.
+        let dir = model(manifest(serde_json::json!(["m.bin", "m2.bin"])), &[("m.bin", &[0; 8])]);
+        let e = err(&dir);
+        assert!(e.contains("m2.bin") && e.contains("cannot be read"), "{e}");
+        // A shard path leaving the folder.
+        let dir = model(manifest(serde_json::json!(["../m.bin"])), &[]);
+        let e = err(&dir);
+        assert!(e.contains("../m.bin") && e.contains("leaves"), "{e}");
+        // An unknown dtype.
+        let dir = model(
+            serde_json::json!([{"paths": ["m.bin"], "weights": [
+                {"name": "s", "shape": [1], "dtype": "string"}]}]),
+            &[("m.bin", &[0; 4])],
+        );
+        let e = err(&dir);
+        assert!(e.contains("'s'") && e.contains("unknown dtype 'string'"), "{e}");
+        // A long shard (bytes no tensor accounts for).
+        let dir = model(manifest(serde_json::json!(["m.bin"])), &[("m.bin", &[0; 28])]);
+        assert!(err(&dir).contains("hold 28 bytes"), "{}", err(&dir));
+        // No manifest: 404 naming it.
+        let e = Weights::open(dir.path(), "nope").unwrap_err();
+        assert_eq!(e.kind, bkg_abi::ErrorKind::NOT_FOUND);
+        assert!(e.message.contains("nope-weights_manifest.json"), "{}", e.message);
+        // A shape mismatch is named by raw_shaped.
+        let dir = model(manifest(serde_json::json!(["m.bin"])), &[("m.bin", &[0; 24])]);
+        let w = Weights::open(dir.path(), "m").unwrap();
+        let e = w.raw_shaped("b", &[2, 2]).unwrap_err().message;
+        assert!(e.contains("'b'") && e.contains("[4]") && e.contains("[2, 2]"), "{e}");
+        assert!(w.raw("zzz").unwrap_err().message.contains("'zzz'"));
     }
 }

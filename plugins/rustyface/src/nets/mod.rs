@@ -1,1 +1,7 @@
 //! The networks (face-api's four models) and the kernels they share (`ops`).
+//!
+//! - [`recognition`]: the 128-d face descriptor (dlib's ResNet-34, face-api's port);
+//! - [`ops`]: the kernels on HWC `f32` buffers.
+
+pub mod ops;
+pub mod recognition;
