@@ -25,6 +25,7 @@ mod models;
 mod openapi;
 mod persistence;
 mod routes;
+mod rustyface_core;
 mod support;
 mod swap;
 mod telemetry;

@@ -19,7 +19,6 @@ use super::ops::{
     Epilogue, Fmap, Padding,
 };
 use super::FaceBox;
-use crate::image_io::Rgb;
 use crate::tfjs::Weights;
 
 /// The net's input size.
@@ -29,7 +28,7 @@ pub const IOU_THRESHOLD: f32 = 0.5;
 /// Anchors in `Output/extra_dim`.
 pub const ANCHORS: usize = 5118;
 /// The batch norm epsilon face-api uses.
-const BN_EPSILON: f32 = 0.001_000_000_047_497_451_3;
+const BN_EPSILON: f32 = 0.001;
 
 /// Channels in and out of MobileNetV1's 13 depthwise/pointwise pairs.
 const PAIRS: [(usize, usize); 13] = [
@@ -205,11 +204,17 @@ impl Detector {
         (boxes, scores)
     }
 
-    /// The faces in `img` scoring above `min_confidence`, at most `max_faces`, best first, in
-    /// image pixels.
-    pub fn detect(&self, img: &Rgb, min_confidence: f32, max_faces: usize) -> Vec<FaceBox> {
-        let (width, height) = (img.width as usize, img.height as usize);
-        let x = letterbox(&img.data, width, height, INPUT_SIZE, [1.0 / 127.5; 3], [-1.0; 3]);
+    /// The faces in an RGB image (`data` HWC, `width x height`) scoring above
+    /// `min_confidence`, at most `max_faces`, best first, in image pixels.
+    pub fn detect_pixels(
+        &self,
+        data: &[u8],
+        width: usize,
+        height: usize,
+        min_confidence: f32,
+        max_faces: usize,
+    ) -> Vec<FaceBox> {
+        let x = letterbox(data, width, height, INPUT_SIZE, [1.0 / 127.5; 3], [-1.0; 3]);
         let (boxes, scores) = self.forward(&x);
         let keep = nms(&boxes, &scores, max_faces, IOU_THRESHOLD, min_confidence);
         let (rw, rh) = letterbox_dims(width, height, INPUT_SIZE);

@@ -17,7 +17,6 @@ use super::ops::{
     DepthwiseFilter, Epilogue, Fmap, Padding,
 };
 use super::FaceBox;
-use crate::image_io::Rgb;
 use crate::tfjs::Weights;
 
 /// face-api's default input size.
@@ -33,7 +32,7 @@ const ANCHORS: [(f32, f32); 5] = [
     (9.041765, 10.66308),
 ];
 const MEAN_RGB: [f32; 3] = [117.001, 114.697, 97.404];
-const LEAKY: f32 = 0.100_000_001_490_116_12;
+const LEAKY: f32 = 0.1;
 /// Channels of the separable layers conv1..conv5: (in, out).
 const SEPARABLE: [(usize, usize); 5] = [(16, 32), (32, 64), (64, 128), (128, 256), (256, 512)];
 
@@ -97,19 +96,21 @@ impl Detector {
         conv2d(&out, &self.head, 1, Padding::Valid, &self.head_ep)
     }
 
-    /// The faces in `img` scoring above `min_confidence`, at most `max_faces`, best first, in
-    /// image pixels. `input_size` must be a positive multiple of 32.
-    pub fn detect(
+    /// The faces in an RGB image (`data` HWC, `width x height`) scoring above
+    /// `min_confidence`, at most `max_faces`, best first, in image pixels. `input_size` must be
+    /// a positive multiple of 32.
+    pub fn detect_pixels(
         &self,
-        img: &Rgb,
+        data: &[u8],
+        width: usize,
+        height: usize,
         min_confidence: f32,
         max_faces: usize,
         input_size: usize,
     ) -> Vec<FaceBox> {
-        let (width, height) = (img.width as usize, img.height as usize);
         let mul = [1.0 / 255.0; 3];
         let add = MEAN_RGB.map(|m| -m / 255.0);
-        let x = letterbox(&img.data, width, height, input_size, mul, add);
+        let x = letterbox(data, width, height, input_size, mul, add);
         let out = self.forward(&x);
         let (rw, rh) = letterbox_dims(width, height, input_size);
         let side = rw.max(rh) as f32;
