@@ -130,7 +130,7 @@ impl Similarity {
     /// The inverse transform (`None` for a degenerate, zero-scale one).
     pub fn inverse(&self) -> Option<Similarity> {
         let d = self.a * self.a + self.b * self.b;
-        if !(d > 1e-24) || !d.is_finite() {
+        if !d.is_finite() || d <= 1e-24 {
             return None;
         }
         // The inverse of z -> c z + t (complex) is z -> z / c - t / c.
@@ -144,7 +144,7 @@ impl Similarity {
     }
 
     /// The least-squares similarity mapping `from[i]` onto `to[i]` (no reflection). `None` when
-    /// the points are fewer than 2 or all `from` points coincide.
+    /// the points are fewer than 2, or all `from` (or all `to`) points coincide.
     pub fn fit(from: &[[f64; 2]], to: &[[f64; 2]]) -> Option<Similarity> {
         let n = from.len().min(to.len());
         if n < 2 {
@@ -165,10 +165,14 @@ impl Similarity {
             cross += fx * gy - fy * gx;
             var += fx * fx + fy * fy;
         }
-        if !(var > 1e-12) || !dot.is_finite() || !cross.is_finite() {
+        if !var.is_finite() || var <= 1e-12 || !dot.is_finite() || !cross.is_finite() {
             return None;
         }
         let (a, b) = (dot / var, cross / var);
+        // All `to` points in one place: a zero-scale map, nothing to align.
+        if a.hypot(b) <= 1e-9 {
+            return None;
+        }
         Some(Similarity {
             a,
             b,

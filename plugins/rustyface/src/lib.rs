@@ -5,6 +5,7 @@
 //! The request and answer shapes are in `api`; this file is the glue to the host: the
 //! [`Engine`] (usable without a host, by tests) and the [`Plugin`] impl.
 
+pub mod align;
 pub mod api;
 pub mod image_io;
 pub mod nets;
