@@ -115,6 +115,13 @@ fn photo(name: &str) -> Vec<u8> {
     })
 }
 
+/// The plugin's own status report.
+fn status_report(host: &Host) -> Value {
+    let (code, v) = host.get_json("/api/core/plugins/rustyface/status");
+    assert_eq!(code, 200, "{v}");
+    v["status"].clone()
+}
+
 /// `face.embed` of chip `k` sent raw: its descriptor.
 fn embed_raw(host: &Host, k: u32) -> Vec<f32> {
     let (status, body) = host.post_bytes(&format!("{EMBED}?aligned=true"), "image/bmp", &chip(k));
@@ -142,8 +149,9 @@ fn rustyface_embeds_aligned_chips_like_face_api_refuses_bad_images_and_unloads()
     assert_eq!(info["model"], "recognition", "{info}");
     assert_eq!(info["tensors"], 117, "{info}");
     assert_eq!(info["parameters"], 5_614_592, "{info}");
-    let status_report = host.plugin("rustyface");
-    assert!(status_report.to_string().contains("recognition"), "{status_report}");
+    let report = status_report(&host);
+    assert_eq!(report["models"][0]["model"], "recognition", "{report}");
+    assert_eq!(report["threads"], 2, "{report}");
 
     // (2) The descriptors are face-api's own, raw or as base64 JSON.
     let want = reference();
@@ -201,7 +209,30 @@ fn rustyface_embeds_aligned_chips_like_face_api_refuses_bad_images_and_unloads()
     }
     assert!(distance(&embed_raw(&host, 0), &got[0]) < 1e-6);
 
-    // (4) The recognizer ran on the plugin's own threads: removing the file unloads the library.
+    // (4) Config: a smaller `max_pixels` refuses the chip with a 413 naming it, a new thread
+    // count replaces the pool (the chip embeds the same on it), bad values are refused.
+    let config = "/api/core/plugins/rustyface/config";
+    let (status, v) =
+        host.post_json(config, &json!({"max_pixels": 10_000, "threads": 1}).to_string());
+    assert_eq!(status, 200, "{v}");
+    let (status, answer) = host.post_bytes(&format!("{EMBED}?aligned=true"), "image/bmp", &chip(0));
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("22500") && answer.contains("10000"), "{answer}");
+    let (status, v) = host.post_json(config, &json!({"threads": 3}).to_string());
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(status_report(&host)["threads"], 3);
+    assert!(distance(&embed_raw(&host, 2), &got[2]) < 1e-5);
+    for bad in [json!({"threads": 0}), json!({"max_pixels": 1}), json!({"colour": 1})] {
+        let (status, v) = host.post_json(config, &bad.to_string());
+        assert!((400..500).contains(&status), "{bad}: {status} {v}");
+    }
+    assert!(distance(&embed_raw(&host, 2), &got[2]) < 1e-5);
+
+    // No candle op ran: candle's never-joined barrier pool was not started.
+    assert_eq!(status_report(&host)["candle_bp_threads"], 0);
+
+    // (5) The recognizer ran on the plugin's own threads: removing the file unloads the library.
     host.remove(&lib_name("bkg_plugin_rustyface"));
     host.wait_state("rustyface", "unloaded");
     host.wait_for("the generation's residency", || {
