@@ -295,4 +295,15 @@ install_archive test-images/face_recognition pypi-sdist:face_recognition==1.3.0 
     "$t/obama_partial_face2.jpg|obama_partial_face2.jpg|478346|9a812347f97633542b8cd9992de22def11b74f79d82056bc3ee830f13878e028" \
     "$t/32bit.png|32bit.png|887446|44dca895a7d635a4aedddd91a4f37af9a8a5b44e66154282a24645a757b5f627"
 
+# Real photos with no face in them, for rustyface's detector tests: scikit-learn's sample
+# images (a temple, a flower), from its wheel. The wheel named for CPython 3.11 on x86-64
+# Linux is asked for whatever python3 runs this (PIP_* options), so the file is always the same.
+s=sklearn/datasets/images
+PIP_PYTHON_VERSION=3.11 PIP_PLATFORM=manylinux2014_x86_64 PIP_IMPLEMENTATION=cp PIP_ABI=cp311 \
+    install_model test-images/no-face scikit-learn 1.5.2 \
+    scikit_learn-1.5.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl \
+    f8b0ccd4a902836493e026c03256e8b206656f91fbcc4fde28c57a5b752561f1 \
+    "$s/china.jpg|china.jpg|196653|8378025ad2519d649d02e32bd98990db4ab572357d9f09841c2fbfbb4fefad29" \
+    "$s/flower.jpg|flower.jpg|142987|a77f6ec41e353afdf8bdff2ea981b2955535d8d83294f8cfa49cf4e423dd5638"
+
 say "models are in $models_dir"

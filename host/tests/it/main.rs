@@ -26,6 +26,7 @@ mod openapi;
 mod persistence;
 mod routes;
 mod rustyface_core;
+mod rustyface_detect;
 mod support;
 mod swap;
 mod telemetry;

@@ -8,6 +8,7 @@
 //! | capability   | request                  | answer |
 //! |--------------|--------------------------|--------|
 //! | `model.load` | [`LoadRequest`]          | [`ModelInfo`] (models also load lazily on first use) |
+//! | `face.detect` | [`DetectOptions`] + image | [`DetectAnswer`]: the faces, best first, boxes in image pixels |
 //! | `face.embed` | [`EmbedOptions`] + image | [`EmbedAnswer`]; `aligned: true`: the image is one aligned 150x150 chip, `faces: [{descriptor}]` |
 
 use serde::{Deserialize, Serialize};
@@ -102,5 +103,107 @@ pub struct EmbedAnswer {
     pub width: u32,
     pub height: u32,
     pub faces: Vec<EmbeddedFace>,
+    pub took_ms: f64,
+}
+
+/// The face detectors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectorName {
+    /// SSD MobileNetV1 (512x512 input): the default, finds smaller faces.
+    #[default]
+    Ssd,
+    /// The Tiny Face Detector (416x416 input): several times faster, misses small faces.
+    Tiny,
+}
+
+impl DetectorName {
+    pub fn model(self) -> ModelName {
+        match self {
+            DetectorName::Ssd => ModelName::Ssd,
+            DetectorName::Tiny => ModelName::Tiny,
+        }
+    }
+}
+
+/// `face.detect`'s options (beside the image); `face.embed` on a photo detects with them too.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectOptions {
+    pub detector: DetectorName,
+    /// Faces scoring at or below this are dropped (0 < min_confidence < 1; face-api's 0.5).
+    pub min_confidence: f32,
+    /// Faces whose box is narrower or lower than this many pixels are dropped.
+    pub min_size: f32,
+    /// At most this many faces, the best first (1..=1000).
+    pub max_faces: usize,
+    /// Also the 68 landmarks of each face.
+    pub landmarks: bool,
+}
+
+impl Default for DetectOptions {
+    fn default() -> Self {
+        Self {
+            detector: DetectorName::Ssd,
+            min_confidence: 0.5,
+            min_size: 0.0,
+            max_faces: 100,
+            landmarks: false,
+        }
+    }
+}
+
+impl DetectOptions {
+    /// The most faces one request may ask for.
+    pub const MAX_FACES: usize = 1000;
+
+    /// 400 naming the option that is out of range.
+    pub fn check(&self) -> Result<(), bkg_abi::Error> {
+        let bad = |m: String| Err(bkg_abi::Error::bad_request(m));
+        if !(self.min_confidence > 0.0 && self.min_confidence < 1.0) {
+            return bad(format!(
+                "min_confidence must be between 0 and 1 (exclusive), got {}",
+                self.min_confidence
+            ));
+        }
+        if !(self.min_size >= 0.0 && self.min_size.is_finite()) {
+            return bad(format!("min_size must be a number of pixels >= 0, got {}", self.min_size));
+        }
+        if !(1..=Self::MAX_FACES).contains(&self.max_faces) {
+            return bad(format!(
+                "max_faces must be within 1..={}, got {}",
+                Self::MAX_FACES,
+                self.max_faces
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A face box in image pixels: `x`, `y` the top-left corner.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BoxPx {
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectedFace {
+    #[serde(rename = "box")]
+    pub bbox: BoxPx,
+    pub score: f32,
+    /// 68 `[x, y]` points in image pixels, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub landmarks: Option<Vec<[f32; 2]>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DetectAnswer {
+    pub width: u32,
+    pub height: u32,
+    pub detector: DetectorName,
+    pub faces: Vec<DetectedFace>,
     pub took_ms: f64,
 }

@@ -22,12 +22,14 @@ use std::time::Instant;
 use bkg_abi::serde_json::{json, Value};
 use bkg_abi::{export_plugin, Context, Error, Host, Manifest, Plugin, Request, Response};
 
+use crate::api::{BoxPx, DetectAnswer, DetectOptions, DetectedFace, DetectorName};
 use crate::api::{
     EmbedAnswer, EmbedOptions, EmbeddedFace, LoadRequest, ModelInfo, ModelName, Settings,
     FACE_API_DIR, MAX_IMAGE_BODY_BYTES,
 };
-use crate::image_io::ImageRequest;
+use crate::image_io::{ImageRequest, Rgb};
 use crate::nets::recognition::Recognizer;
+use crate::nets::{ssd, tiny, FaceBox};
 use crate::pool::{barrier_threads_alive, Pool};
 use crate::tfjs::Weights;
 
@@ -166,6 +168,7 @@ impl Engine {
                 Ok(serde_json::to_value(self.load(r.model)?).unwrap_or(Value::Null))
             }
             "face.embed" => self.embed(content_type, query, body),
+            "face.detect" => self.detect(content_type, query, body),
             _ => Err(Error::not_found(format!("rustyface has no capability '{capability}'"))),
         }
     }
@@ -174,6 +177,8 @@ impl Engine {
     pub fn load(&self, model: ModelName) -> Result<ModelInfo, Error> {
         match model {
             ModelName::Recognition => Ok(self.net(model, Recognizer::load)?.1),
+            ModelName::Ssd => Ok(self.net(model, ssd::Detector::load)?.1),
+            ModelName::Tiny => Ok(self.net(model, tiny::Detector::load)?.1),
             other => Err(Error::unsupported(format!(
                 "model '{}' is not available in this version",
                 other.as_str()
@@ -184,6 +189,57 @@ impl Engine {
     /// The recognizer, loaded on first use.
     pub fn recognizer(&self) -> Result<Arc<Recognizer>, Error> {
         Ok(self.net(ModelName::Recognition, Recognizer::load)?.0)
+    }
+
+    /// The faces in `img` as `opts` asks (detector, thresholds, size, count), best first, in
+    /// image pixels. The detector is loaded on first use; it runs on the plugin's pool.
+    pub fn detect_faces(&self, img: &Rgb, opts: &DetectOptions) -> Result<Vec<FaceBox>, Error> {
+        opts.check()?;
+        // No cap inside the detector: small faces dropped by `min_size` must not use up
+        // `max_faces` (greedy NMS keeps the same best-first prefix either way).
+        let mut faces = match opts.detector {
+            DetectorName::Ssd => {
+                let net = self.net(ModelName::Ssd, ssd::Detector::load)?.0;
+                self.pool.install(|| net.detect(img, opts.min_confidence, usize::MAX))?
+            }
+            DetectorName::Tiny => {
+                let net = self.net(ModelName::Tiny, tiny::Detector::load)?.0;
+                self.pool.install(|| net.detect(img, opts.min_confidence, usize::MAX))?
+            }
+        };
+        faces.retain(|f| f.w >= opts.min_size && f.h >= opts.min_size);
+        faces.truncate(opts.max_faces);
+        Ok(faces)
+    }
+
+    /// `face.detect`.
+    fn detect(&self, content_type: &str, query: &str, body: &[u8]) -> Result<Value, Error> {
+        let started = Instant::now();
+        let req: ImageRequest<DetectOptions> = ImageRequest::parse(content_type, query, body)?;
+        req.options.check()?;
+        if req.options.landmarks {
+            return Err(Error::unsupported(
+                "landmarks are not available in this version of face.detect",
+            ));
+        }
+        let img =
+            image_io::decode(&req.bytes, req.content_type.as_deref(), self.settings().max_pixels)?;
+        let faces = self.detect_faces(&img, &req.options)?;
+        let answer = DetectAnswer {
+            width: img.width,
+            height: img.height,
+            detector: req.options.detector,
+            faces: faces
+                .iter()
+                .map(|f| DetectedFace {
+                    bbox: BoxPx { x: f.x, y: f.y, w: f.w, h: f.h },
+                    score: f.score,
+                    landmarks: None,
+                })
+                .collect(),
+            took_ms: started.elapsed().as_secs_f64() * 1000.0,
+        };
+        Ok(serde_json::to_value(answer).unwrap_or(Value::Null))
     }
 
     /// `face.embed`.
@@ -231,8 +287,16 @@ impl Plugin for RustyFace {
             )
             .admin_capability(
                 "model.load",
-                "load a network now (they also load on first use): {model: recognition}",
+                "load a network now (they also load on first use): \
+                 {model: ssd | tiny | recognition}",
             )
+            .capability(
+                "face.detect",
+                "the faces in a photo, best first, boxes in image pixels: the raw image body \
+                 (options in the query string) or {image: <base64>, detector?: ssd | tiny, \
+                 min_confidence?: 0.5, min_size?: 0, max_faces?: 100}",
+            )
+            .max_body_bytes("face.detect", MAX_IMAGE_BODY_BYTES)
             .capability(
                 "face.embed",
                 "the 128-d descriptor of an aligned 150x150 face chip: the raw image body with \

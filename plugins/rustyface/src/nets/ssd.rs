@@ -19,6 +19,7 @@ use super::ops::{
     Epilogue, Fmap, Padding,
 };
 use super::FaceBox;
+use crate::image_io::Rgb;
 use crate::tfjs::Weights;
 
 /// The net's input size.
@@ -202,6 +203,13 @@ impl Detector {
             debug_assert_eq!(enc.data.len() / 4, enc.h * enc.w * p.anchors);
         }
         (boxes, scores)
+    }
+
+    /// The faces in `img` scoring above `min_confidence`, at most `max_faces`, best first, in
+    /// image pixels.
+    pub fn detect(&self, img: &Rgb, min_confidence: f32, max_faces: usize) -> Vec<FaceBox> {
+        let (w, h) = (img.width as usize, img.height as usize);
+        self.detect_pixels(&img.data, w, h, min_confidence, max_faces)
     }
 
     /// The faces in an RGB image (`data` HWC, `width x height`) scoring above

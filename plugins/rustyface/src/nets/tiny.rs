@@ -17,6 +17,7 @@ use super::ops::{
     DepthwiseFilter, Epilogue, Fmap, Padding,
 };
 use super::FaceBox;
+use crate::image_io::Rgb;
 use crate::tfjs::Weights;
 
 /// face-api's default input size.
@@ -94,6 +95,13 @@ impl Detector {
         }
         out = max_pool(&out, 2, 1, Padding::Same);
         conv2d(&out, &self.head, 1, Padding::Valid, &self.head_ep)
+    }
+
+    /// The faces in `img` scoring above `min_confidence`, at most `max_faces`, best first, in
+    /// image pixels, at face-api's default input size (416).
+    pub fn detect(&self, img: &Rgb, min_confidence: f32, max_faces: usize) -> Vec<FaceBox> {
+        let (w, h) = (img.width as usize, img.height as usize);
+        self.detect_pixels(&img.data, w, h, min_confidence, max_faces, DEFAULT_INPUT_SIZE)
     }
 
     /// The faces in an RGB image (`data` HWC, `width x height`) scoring above

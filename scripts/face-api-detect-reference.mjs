@@ -1,0 +1,69 @@
+// Reference face boxes from face-api itself, for rustyface's detector test (not run in CI).
+//
+//   node scripts/face-api-detect-reference.mjs
+//
+// Runs @vladmandic/face-api@1.7.15's SsdMobilenetv1 (minConfidence 0.5, maxResults 100) and
+// TinyFaceDetector (inputSize 416, scoreThreshold 0.5), with its bundled TensorFlow.js on the
+// CPU backend, on the weights scripts/fetch-models.sh laid out, over the face_recognition test
+// photos it fetched (models/test-images/face_recognition), and writes
+// host/tests/fixtures/face-detect-reference.json (boxes in image pixels). The photos are decoded
+// by jpeg-js (npm, installed into a temporary folder); their EXIF orientation is 1 (none).
+// The npm package comes from fetch-models.sh's cache (~/.cache/bkg-models/npm).
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const cache = process.env.BKG_MODELS_CACHE || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'bkg-models');
+const tgz = path.join(cache, 'npm', 'vladmandic-face-api-1.7.15.tgz');
+const models = process.env.BKG_MODELS_DIR || path.join(root, 'models');
+const weightsDir = path.join(models, 'vladmandic', 'face-api');
+const photos = path.join(models, 'test-images', 'face_recognition');
+if (!fs.existsSync(tgz) || !fs.existsSync(weightsDir) || !fs.existsSync(photos)) {
+  console.error(`run scripts/fetch-models.sh first (${tgz}, ${weightsDir}, ${photos})`);
+  process.exit(1);
+}
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'face-api-'));
+execFileSync('tar', ['xzf', tgz, '-C', tmp]);
+fs.writeFileSync(path.join(tmp, 'package', 'package.json'), JSON.stringify({ type: 'module' }));
+execFileSync('npm', ['install', '--silent', '--no-audit', '--no-fund', '--prefix', tmp, 'jpeg-js@0.4.4']);
+const jpeg = createRequire(path.join(tmp, 'x.js'))('jpeg-js');
+
+// The ESM bundle picks its platform at import: let it take the browser one (fetch is unused).
+globalThis.window = globalThis;
+globalThis.document = { createElement: () => ({ getContext: () => null }) };
+const faceapi = await import(path.join(tmp, 'package', 'dist', 'face-api.esm.js'));
+const tf = faceapi.tf;
+await tf.setBackend('cpu');
+await tf.ready();
+
+function load(net, stem) {
+  const manifest = JSON.parse(fs.readFileSync(path.join(weightsDir, `${stem}-weights_manifest.json`)));
+  const bin = fs.readFileSync(path.join(weightsDir, `${stem}.bin`));
+  net.loadFromWeightMap(tf.io.decodeWeights(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength), manifest[0].weights));
+  return net;
+}
+const ssd = load(new faceapi.SsdMobilenetv1(), 'ssd_mobilenetv1_model');
+const tiny = load(new faceapi.TinyFaceDetector(), 'tiny_face_detector_model');
+
+const boxes = (dets) => dets.map((d) => ({ x: d.box.x, y: d.box.y, w: d.box.width, h: d.box.height, score: d.score }));
+const images = {};
+for (const name of ['obama.jpg', 'obama2.jpg', 'obama3.jpg', 'biden.jpg']) {
+  const raw = jpeg.decode(fs.readFileSync(path.join(photos, name)), { useTArray: true, formatAsRGBA: false });
+  const input = tf.tensor3d(raw.data, [raw.height, raw.width, 3], 'int32');
+  const s = await ssd.locateFaces(input, new faceapi.SsdMobilenetv1Options({ minConfidence: 0.5, maxResults: 100 }));
+  const t = await tiny.locateFaces(input, new faceapi.TinyFaceDetectorOptions({ inputSize: 416, scoreThreshold: 0.5 }));
+  input.dispose();
+  images[name] = { width: raw.width, height: raw.height, ssd: boxes(s), tiny: boxes(t) };
+  console.log(name, JSON.stringify(images[name]));
+}
+const out = path.join(root, 'host', 'tests', 'fixtures', 'face-detect-reference.json');
+fs.writeFileSync(out, JSON.stringify({
+  source: `@vladmandic/face-api@1.7.15 SsdMobilenetv1 (minConfidence 0.5) and TinyFaceDetector (416, 0.5), tfjs ${tf.version_core} cpu backend, jpeg-js 0.4.4 (scripts/face-api-detect-reference.mjs)`,
+  images,
+}, null, 1) + '\n');
+fs.rmSync(tmp, { recursive: true, force: true });
+console.log(`wrote ${out}`);
