@@ -366,6 +366,22 @@ mod tests {
         assert_eq!(t.dims(), [3]);
     }
 
+    /// Regression: ssd_mobilenetv1's manifest has int32 tensors quantized to uint8; they were
+    /// refused ("unknown dtype 'int32'"), so the SSD detector could not load. tfjs rounds them.
+    #[test]
+    fn quantized_int32_is_dequantized_and_rounded() {
+        let dir = model(
+            serde_json::json!([{"paths": ["m.bin"], "weights": [
+                {"name": "i", "shape": [3], "dtype": "int32",
+                 "quantization": {"dtype": "uint8", "scale": 0.3, "min": 1.0}}
+            ]}]),
+            &[("m.bin", &[0u8, 2, 6])],
+        );
+        let w = Weights::open(dir.path(), "m").unwrap();
+        // 1.0, 1.6, 2.8 rounded.
+        assert_eq!(w.raw("i").unwrap().data, [1.0, 2.0, 3.0]);
+    }
+
     #[test]
     fn conv_filters_turn_from_hwio_to_oihw() {
         // h=1, w=2, i=2, o=3; each value encodes its position: 100 x + 10 c + k.
