@@ -25,6 +25,7 @@ mod models;
 mod openapi;
 mod persistence;
 mod routes;
+mod rustyface_align;
 mod rustyface_core;
 mod rustyface_detect;
 mod support;

@@ -7,6 +7,7 @@
 
 pub mod align;
 pub mod api;
+pub mod faces;
 pub mod image_io;
 pub mod nets;
 pub mod pool;
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bkg_abi::serde_json::{json, Value};
+use bkg_abi::serde_json::{json, Map, Value};
 use bkg_abi::{export_plugin, Context, Error, Host, Manifest, Plugin, Request, Response};
 
 use crate::api::{BoxPx, DetectAnswer, DetectOptions, DetectedFace, DetectorName};
@@ -168,6 +169,7 @@ impl Engine {
                 Ok(serde_json::to_value(self.load(r.model)?).unwrap_or(Value::Null))
             }
             "face.embed" => self.embed(content_type, query, body),
+            "face.compare" => self.compare(body),
             "face.detect" => self.detect(content_type, query, body),
             _ => Err(Error::not_found(format!("rustyface has no capability '{capability}'"))),
         }
@@ -177,12 +179,9 @@ impl Engine {
     pub fn load(&self, model: ModelName) -> Result<ModelInfo, Error> {
         match model {
             ModelName::Recognition => Ok(self.net(model, Recognizer::load)?.1),
+            ModelName::Landmarks => Ok(self.net(model, nets::landmarks::Landmarks::load)?.1),
             ModelName::Ssd => Ok(self.net(model, ssd::Detector::load)?.1),
             ModelName::Tiny => Ok(self.net(model, tiny::Detector::load)?.1),
-            other => Err(Error::unsupported(format!(
-                "model '{}' is not available in this version",
-                other.as_str()
-            ))),
         }
     }
 
@@ -217,24 +216,22 @@ impl Engine {
         let started = Instant::now();
         let req: ImageRequest<DetectOptions> = ImageRequest::parse(content_type, query, body)?;
         req.options.check()?;
-        if req.options.landmarks {
-            return Err(Error::unsupported(
-                "landmarks are not available in this version of face.detect",
-            ));
-        }
         let img =
             image_io::decode(&req.bytes, req.content_type.as_deref(), self.settings().max_pixels)?;
         let faces = self.detect_faces(&img, &req.options)?;
+        let landmarks =
+            if req.options.landmarks { self.landmarks_for(&img, &faces)? } else { Vec::new() };
         let answer = DetectAnswer {
             width: img.width,
             height: img.height,
             detector: req.options.detector,
             faces: faces
                 .iter()
-                .map(|f| DetectedFace {
+                .enumerate()
+                .map(|(i, f)| DetectedFace {
                     bbox: BoxPx { x: f.x, y: f.y, w: f.w, h: f.h },
                     score: f.score,
-                    landmarks: None,
+                    landmarks: landmarks.get(i).map(|l| l.to_vec()),
                 })
                 .collect(),
             took_ms: started.elapsed().as_secs_f64() * 1000.0,
@@ -245,15 +242,18 @@ impl Engine {
     /// `face.embed`.
     fn embed(&self, content_type: &str, query: &str, body: &[u8]) -> Result<Value, Error> {
         let started = Instant::now();
-        let req: ImageRequest<EmbedOptions> = ImageRequest::parse(content_type, query, body)?;
+        let req: ImageRequest<Map<String, Value>> = ImageRequest::parse(content_type, query, body)?;
+        let mut options = req.options;
+        let aligned = options.remove("aligned");
         let img =
             image_io::decode(&req.bytes, req.content_type.as_deref(), self.settings().max_pixels)?;
-        if !req.options.aligned {
-            return Err(Error::unsupported(
-                "face.embed on a photo (detection and alignment) is not available in this \
-                 version: send an aligned 150x150 face chip with aligned: true",
-            ));
+        // A photo: detect, landmark, align, describe every face (faces.rs).
+        if aligned.is_none() || aligned == Some(Value::Bool(false)) {
+            return self.embed_photo(&img, options, started);
         }
+        options.insert("aligned".into(), aligned.unwrap_or(Value::Null));
+        let _: EmbedOptions = serde_json::from_value(Value::Object(options))
+            .map_err(|e| Error::bad_request(format!("bad options: {e}")))?;
         let recognizer = self.recognizer()?;
         let descriptor = self.pool.install(|| recognizer.descriptor(&img))??;
         let answer = EmbedAnswer {
@@ -288,21 +288,31 @@ impl Plugin for RustyFace {
             .admin_capability(
                 "model.load",
                 "load a network now (they also load on first use): \
-                 {model: ssd | tiny | recognition}",
+                 {model: ssd | tiny | landmarks | recognition}",
             )
             .capability(
                 "face.detect",
                 "the faces in a photo, best first, boxes in image pixels: the raw image body \
                  (options in the query string) or {image: <base64>, detector?: ssd | tiny, \
-                 min_confidence?: 0.5, min_size?: 0, max_faces?: 100}",
+                 min_confidence?: 0.5, min_size?: 0, max_faces?: 100, landmarks?: false (68 \
+                 [x, y] points per face)}",
             )
             .max_body_bytes("face.detect", MAX_IMAGE_BODY_BYTES)
             .capability(
                 "face.embed",
-                "the 128-d descriptor of an aligned 150x150 face chip: the raw image body with \
-                 ?aligned=true, or {image: <base64>, aligned: true}",
+                "every face of a photo with its box, 68 landmarks and 128-d descriptor (computed \
+                 on a chip aligned by a similarity transform): the raw image body or {image: \
+                 <base64>, detector?, min_confidence?, min_size?, max_faces?}; with \
+                 aligned: true the image is one aligned 150x150 face chip",
             )
             .max_body_bytes("face.embed", MAX_IMAGE_BODY_BYTES)
+            .capability(
+                "face.compare",
+                "the descriptor distance between the largest face of two photos: {image_a: \
+                 <base64>, image_b: <base64>, threshold?: 0.6, detector?, min_confidence?} -> \
+                 {distance, same, threshold}",
+            )
+            .max_body_bytes("face.compare", 2 * MAX_IMAGE_BODY_BYTES)
             .config_schema(json!({
                 "type": "object",
                 "properties": {
