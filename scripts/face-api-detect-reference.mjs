@@ -5,7 +5,8 @@
 // Runs @vladmandic/face-api@1.7.15's SsdMobilenetv1 (minConfidence 0.5, maxResults 100) and
 // TinyFaceDetector (inputSize 416, scoreThreshold 0.5), with its bundled TensorFlow.js on the
 // CPU backend, on the weights scripts/fetch-models.sh laid out, over the face_recognition test
-// photos it fetched (models/test-images/face_recognition), and writes
+// photos and face-api's demo group photos it fetched (models/test-images/face_recognition,
+// models/test-images/face-api-demo), and writes
 // host/tests/fixtures/face-detect-reference.json (boxes in image pixels). The photos are decoded
 // by jpeg-js (npm, installed into a temporary folder); their EXIF orientation is 1 (none).
 // The npm package comes from fetch-models.sh's cache (~/.cache/bkg-models/npm).
@@ -22,8 +23,9 @@ const tgz = path.join(cache, 'npm', 'vladmandic-face-api-1.7.15.tgz');
 const models = process.env.BKG_MODELS_DIR || path.join(root, 'models');
 const weightsDir = path.join(models, 'vladmandic', 'face-api');
 const photos = path.join(models, 'test-images', 'face_recognition');
-if (!fs.existsSync(tgz) || !fs.existsSync(weightsDir) || !fs.existsSync(photos)) {
-  console.error(`run scripts/fetch-models.sh first (${tgz}, ${weightsDir}, ${photos})`);
+const demo = path.join(models, 'test-images', 'face-api-demo');
+if (!fs.existsSync(tgz) || !fs.existsSync(weightsDir) || !fs.existsSync(photos) || !fs.existsSync(demo)) {
+  console.error(`run scripts/fetch-models.sh first (${tgz}, ${weightsDir}, ${photos}, ${demo})`);
   process.exit(1);
 }
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'face-api-'));
@@ -51,8 +53,10 @@ const tiny = load(new faceapi.TinyFaceDetector(), 'tiny_face_detector_model');
 
 const boxes = (dets) => dets.map((d) => ({ x: d.box.x, y: d.box.y, w: d.box.width, h: d.box.height, score: d.score }));
 const images = {};
-for (const name of ['obama.jpg', 'obama2.jpg', 'obama3.jpg', 'biden.jpg']) {
-  const raw = jpeg.decode(fs.readFileSync(path.join(photos, name)), { useTArray: true, formatAsRGBA: false });
+const files = ['obama.jpg', 'obama2.jpg', 'obama3.jpg', 'biden.jpg'].map((n) => [n, path.join(photos, n)]);
+for (let i = 1; i <= 6; i++) files.push([`sample${i}.jpg`, path.join(demo, `sample${i}.jpg`)]);
+for (const [name, file] of files) {
+  const raw = jpeg.decode(fs.readFileSync(file), { useTArray: true, formatAsRGBA: false, maxMemoryUsageInMB: 1024 });
   const input = tf.tensor3d(raw.data, [raw.height, raw.width, 3], 'int32');
   const s = await ssd.locateFaces(input, new faceapi.SsdMobilenetv1Options({ minConfidence: 0.5, maxResults: 100 }));
   const t = await tiny.locateFaces(input, new faceapi.TinyFaceDetectorOptions({ inputSize: 416, scoreThreshold: 0.5 }));

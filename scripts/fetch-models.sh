@@ -295,6 +295,19 @@ install_archive test-images/face_recognition pypi-sdist:face_recognition==1.3.0 
     "$t/obama_partial_face2.jpg|obama_partial_face2.jpg|478346|9a812347f97633542b8cd9992de22def11b74f79d82056bc3ee830f13878e028" \
     "$t/32bit.png|32bit.png|887446|44dca895a7d635a4aedddd91a4f37af9a8a5b44e66154282a24645a757b5f627"
 
+# face-api's demo group photos (several faces each), from the same npm package, for the
+# detector tests.
+d=package/demo
+install_archive test-images/face-api-demo npm:@vladmandic/face-api@1.7.15 npm @vladmandic/face-api@1.7.15 \
+    vladmandic-face-api-1.7.15.tgz \
+    0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031 \
+    "$d/sample1.jpg|sample1.jpg|144516|8ecae4b267b2d3169e06e00c7dee97097aa2a94635d45216f7732a5f4943cb51" \
+    "$d/sample2.jpg|sample2.jpg|181758|7d2b60ae6f13bf30f422e04df87451081a02c83de469056f25afb44b7000c691" \
+    "$d/sample3.jpg|sample3.jpg|221049|8eb081c9efb14370fa94d9feab9e5fbeafd19a627491853a80c2bf67f7ffa936" \
+    "$d/sample4.jpg|sample4.jpg|210824|729efa5923061d40eb4ed5f267a18cc7b8ba6f852bb2757b16d8b7e4937476fc" \
+    "$d/sample5.jpg|sample5.jpg|166400|6d45095ebb182d8f975c0790e0e4eefd86fbb40609cf4b271776d92e12662938" \
+    "$d/sample6.jpg|sample6.jpg|302445|9baad80f9d5e306fb9b8c0913d44445f1e95848df317530efb03d0934c57ba87"
+
 # Real photos with no face in them, for rustyface's detector tests: scikit-learn's sample
 # images (a temple, a flower), from its wheel. The wheel named for CPython 3.11 on x86-64
 # Linux is asked for whatever python3 runs this (PIP_* options), so the file is always the same.

@@ -5,6 +5,8 @@
 //!   obama2.jpg, obama3.jpg, biden.jpg), with both detectors, at IoU >= 0.8 with the box face-api
 //!   itself finds (host/tests/fixtures/face-detect-reference.json, from
 //!   scripts/face-api-detect-reference.mjs), raw or as base64 JSON;
+//! - in face-api's demo group photos, the faces face-api finds (3 to 5 a photo), each at
+//!   IoU >= 0.8 with face-api's box, with both detectors;
 //! - no face in real photos without one (scikit-learn's sample images);
 //! - two faces in a picture made of two portraits, `max_faces`, `min_size` and `min_confidence`
 //!   cut them down; bad options get 400s naming them and the plugin keeps serving;
@@ -207,4 +209,40 @@ fn rustyface_detects_the_faces_face_api_finds_and_none_in_a_landscape_then_unloa
     });
     let p = host.plugin("rustyface");
     assert_eq!(p["history"][0]["residency"], "unloaded", "{p}");
+}
+
+#[test]
+fn rustyface_finds_the_faces_face_api_finds_in_its_demo_group_photos() {
+    let models = tempfile::tempdir().unwrap();
+    let dir = link_models(models.path(), &["vladmandic/face-api"]);
+    let host = Host::start_with(&["--models-dir", dir.to_str().unwrap()]);
+    host.install(&product_plugin("rustyface"), &lib_name("bkg_plugin_rustyface"));
+    host.wait_state("rustyface", "running");
+    let want = reference();
+    let mut total = 0;
+    for i in 1..=6 {
+        let name = format!("sample{i}.jpg");
+        let jpeg = photo("face-api-demo", &name);
+        let reference = &want["images"][name.as_str()];
+        for detector in ["ssd", "tiny"] {
+            let v = detect(&host, &format!("?detector={detector}"), "image/jpeg", &jpeg);
+            let face_api = reference[detector].as_array().unwrap();
+            assert!(face_api.len() >= 3 || detector == "tiny", "{name}: a group photo");
+            assert_eq!(faces(&v).len(), face_api.len(), "{name} {detector}: {v}");
+            // Every face face-api finds is found, each by a different box of ours.
+            let mut ours: Vec<[f64; 4]> = faces(&v).iter().map(|f| rect(&f["box"])).collect();
+            for theirs in face_api {
+                let (at, overlap) = ours
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (i, iou(*b, rect(theirs))))
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .unwrap_or_else(|| panic!("{name} {detector}: no box left for {theirs}"));
+                assert!(overlap >= 0.8, "{name} {detector}: {theirs} best IoU {overlap}: {v}");
+                ours.remove(at);
+                total += 1;
+            }
+        }
+    }
+    assert!(total >= 40, "{total} faces in all");
 }
