@@ -241,6 +241,55 @@ fn dense_block(x: &Fmap, block: &DenseBlock) -> Fmap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{ModelName, FACE_API_DIR};
+
+    /// face-api's own landmarks for face_recognition's portraits, on its own SSD boxes
+    /// (`scripts/face-api-landmarks-reference.mjs`): given the same boxes, the port lands on the
+    /// same points. face-api shifts the points by the unfloored box while it crops at the
+    /// floored one (this port shifts by the crop it used, under a pixel apart): the test takes
+    /// that difference out. What is left comes from the JPEG decoders (jpeg-js there, `image`
+    /// here) and float rounding.
+    #[test]
+    fn landmarks_match_face_api_on_its_boxes() {
+        let models = crate::default_models_dir();
+        let dir = models.join(FACE_API_DIR);
+        let w = Weights::open(&dir, ModelName::Landmarks.file_stem())
+            .unwrap_or_else(|e| panic!("{e}: run `bash scripts/fetch-models.sh` first"));
+        let net = Landmarks::load(&w).unwrap();
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../host/tests/fixtures/face-landmarks-reference.json");
+        let reference: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        for (name, image) in reference["images"].as_object().unwrap() {
+            let path = models.join("test-images/face_recognition").join(name);
+            let bytes = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (scripts/fetch-models.sh)", path.display()));
+            let img = crate::image_io::decode(&bytes, None, 40_000_000).unwrap();
+            let face = &image["faces"][0];
+            let b = |k: &str| face["box"][k].as_f64().unwrap() as f32;
+            let lm =
+                pool.install(|| net.landmarks_in(&img, b("x"), b("y"), b("w"), b("h"))).unwrap();
+            let want = face["landmarks"].as_array().unwrap();
+            assert_eq!(want.len(), 68);
+            let errors: Vec<f32> = lm
+                .iter()
+                .zip(want)
+                .map(|(p, q)| {
+                    // face-api's points, shifted by the crop's (floored) corner as here.
+                    let qx = q[0].as_f64().unwrap() as f32 - b("x").fract();
+                    let qy = q[1].as_f64().unwrap() as f32 - b("y").fract();
+                    ((p[0] - qx).powi(2) + (p[1] - qy).powi(2)).sqrt()
+                })
+                .collect();
+            let mean = errors.iter().sum::<f32>() / 68.0;
+            let max = errors.iter().cloned().fold(0.0, f32::max);
+            eprintln!(
+                "{name}: landmarks off face-api's by {mean:.3} px on average, {max:.3} at most"
+            );
+            assert!(mean < 0.3 && max < 1.0, "{name}: mean {mean} px, max {max} px");
+        }
+    }
 
     #[test]
     fn preprocess_pads_a_tall_box_on_both_sides() {

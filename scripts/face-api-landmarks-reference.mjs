@@ -1,0 +1,83 @@
+// Reference 68-point landmarks from face-api itself, for rustyface's landmark net test (not run
+// in CI).
+//
+//   node scripts/face-api-landmarks-reference.mjs
+//
+// Runs @vladmandic/face-api@1.7.15's SsdMobilenetv1 (minConfidence 0.5) on the
+// face_recognition test portraits (models/test-images/face_recognition), then its
+// FaceLandmark68Net on each face the way `detectAllFaces(...).withFaceLandmarks()` does with a
+// tensor input (extractFaceTensors: the box clipped and floored; landmarks shifted by the box),
+// with its bundled TensorFlow.js on the CPU backend, on the weights scripts/fetch-models.sh laid
+// out, and writes host/tests/fixtures/face-landmarks-reference.json (boxes and landmarks in
+// image pixels). The photos are decoded by jpeg-js (npm, installed into a temporary folder);
+// their EXIF orientation is 1 (none). The npm package comes from fetch-models.sh's cache
+// (~/.cache/bkg-models/npm).
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const cache = process.env.BKG_MODELS_CACHE || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'bkg-models');
+const tgz = path.join(cache, 'npm', 'vladmandic-face-api-1.7.15.tgz');
+const models = process.env.BKG_MODELS_DIR || path.join(root, 'models');
+const weightsDir = path.join(models, 'vladmandic', 'face-api');
+const photos = path.join(models, 'test-images', 'face_recognition');
+if (!fs.existsSync(tgz) || !fs.existsSync(weightsDir) || !fs.existsSync(photos)) {
+  console.error(`run scripts/fetch-models.sh first (${tgz}, ${weightsDir}, ${photos})`);
+  process.exit(1);
+}
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'face-api-'));
+execFileSync('tar', ['xzf', tgz, '-C', tmp]);
+fs.writeFileSync(path.join(tmp, 'package', 'package.json'), JSON.stringify({ type: 'module' }));
+execFileSync('npm', ['install', '--silent', '--no-audit', '--no-fund', '--prefix', tmp, 'jpeg-js@0.4.4']);
+const jpeg = createRequire(path.join(tmp, 'x.js'))('jpeg-js');
+
+// The ESM bundle picks its platform at import: let it take the browser one (fetch is unused).
+globalThis.window = globalThis;
+globalThis.document = { createElement: () => ({ getContext: () => null }) };
+const faceapi = await import(path.join(tmp, 'package', 'dist', 'face-api.esm.js'));
+const tf = faceapi.tf;
+await tf.setBackend('cpu');
+await tf.ready();
+
+function load(net, stem) {
+  const manifest = JSON.parse(fs.readFileSync(path.join(weightsDir, `${stem}-weights_manifest.json`)));
+  const bin = fs.readFileSync(path.join(weightsDir, `${stem}.bin`));
+  net.loadFromWeightMap(tf.io.decodeWeights(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength), manifest[0].weights));
+  return net;
+}
+const ssd = load(new faceapi.SsdMobilenetv1(), 'ssd_mobilenetv1_model');
+const landmarkNet = load(new faceapi.FaceLandmark68Net(), 'face_landmark_68_model');
+
+const images = {};
+for (const name of ['obama.jpg', 'obama2.jpg', 'obama3.jpg', 'biden.jpg']) {
+  const raw = jpeg.decode(fs.readFileSync(path.join(photos, name)), { useTArray: true, formatAsRGBA: false, maxMemoryUsageInMB: 1024 });
+  const input = tf.tensor3d(raw.data, [raw.height, raw.width, 3], 'int32');
+  const dets = await ssd.locateFaces(input, new faceapi.SsdMobilenetv1Options({ minConfidence: 0.5, maxResults: 100 }));
+  const faces = [];
+  for (const det of dets) {
+    const [crop] = await faceapi.extractFaceTensors(input, [det]);
+    const lm = await landmarkNet.detectLandmarks(crop);
+    crop.dispose();
+    const b = det.box;
+    // As extendWithFaceLandmarks does: shifted by the detection's box.
+    const shifted = lm.shiftBy(b.x, b.y);
+    faces.push({
+      box: { x: b.x, y: b.y, w: b.width, h: b.height },
+      landmarks: shifted.positions.map((p) => [p.x, p.y]),
+    });
+  }
+  input.dispose();
+  images[name] = { width: raw.width, height: raw.height, faces };
+  console.log(name, faces.length, 'faces', JSON.stringify(faces[0]?.landmarks.slice(36, 38)));
+}
+const out = path.join(root, 'host', 'tests', 'fixtures', 'face-landmarks-reference.json');
+fs.writeFileSync(out, JSON.stringify({
+  source: `@vladmandic/face-api@1.7.15 SsdMobilenetv1 (minConfidence 0.5) + FaceLandmark68Net on tensor input, tfjs ${tf.version_core} cpu backend, jpeg-js 0.4.4 (scripts/face-api-landmarks-reference.mjs)`,
+  images,
+}, null, 1) + '\n');
+fs.rmSync(tmp, { recursive: true, force: true });
+console.log(`wrote ${out}`);
