@@ -385,4 +385,92 @@ mod tests {
             assert!((q[0] - p[0]).abs() < 1e-3 && (q[1] - p[1]).abs() < 1e-3, "landmark {i}");
         }
     }
+
+    /// A real portrait (face_recognition's obama.jpg) rotated by 20 degrees: its landmarks are
+    /// the upright ones rotated, the aligned chip gives nearly the upright photo's descriptor,
+    /// and it is the rotation in the transform that does it: the same chip cut without the
+    /// rotation (scale and centre kept) is much further off.
+    #[test]
+    fn a_rotated_portrait_aligns_to_the_upright_descriptor() {
+        use crate::api::{ModelName, FACE_API_DIR};
+        use crate::nets::{landmarks::Landmarks, recognition::Recognizer, ssd::Detector};
+        use crate::tfjs::Weights;
+
+        let models = crate::default_models_dir();
+        let dir = models.join(FACE_API_DIR);
+        let open = |m: ModelName| {
+            Weights::open(&dir, m.file_stem())
+                .unwrap_or_else(|e| panic!("{e}: run `bash scripts/fetch-models.sh` first"))
+        };
+        let ssd = Detector::load(&open(ModelName::Ssd)).unwrap();
+        let lmnet = Landmarks::load(&open(ModelName::Landmarks)).unwrap();
+        let rec = Recognizer::load(&open(ModelName::Recognition)).unwrap();
+        let path = models.join("test-images/face_recognition/obama.jpg");
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let img = crate::image_io::decode(&bytes, None, 40_000_000).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let face = |img: &Rgb| {
+            pool.install(|| {
+                let faces = ssd.detect(img, 0.5, 10);
+                assert_eq!(faces.len(), 1, "{faces:?}");
+                let f = faces[0];
+                lmnet.landmarks_in(img, f.x, f.y, f.w, f.h).unwrap()
+            })
+        };
+        let describe = |img: &Rgb, t: &Similarity| {
+            pool.install(|| rec.descriptor(&extract(img, t, CHIP_SIZE)).unwrap())
+        };
+        let dist = |a: &[f32; 128], b: &[f32; 128]| {
+            a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt()
+        };
+
+        let upright_lm = face(&img);
+        let upright_t = chip_transform(&upright_lm, CHIP_SIZE).unwrap();
+        let upright = describe(&img, &upright_t);
+
+        // The photo rotated by 20 degrees about its centre on a square canvas that holds all
+        // of it: canvas pixel p shows the photo at `to_photo(p)`.
+        let (w, h) = (img.width as f64, img.height as f64);
+        let side = w.hypot(h).ceil() as usize;
+        let r = rotation(20.0, 1.0, 0.0, 0.0);
+        let c = side as f64 / 2.0;
+        let m = r.apply([c, c]);
+        let to_photo = Similarity { tx: w / 2.0 - m[0], ty: h / 2.0 - m[1], ..r };
+        let rotated = extract(&img, &to_photo, side);
+        let to_canvas = to_photo.inverse().unwrap();
+
+        let lm = face(&rotated);
+        let eyes =
+            (upright_lm[36][0] - upright_lm[45][0]).hypot(upright_lm[36][1] - upright_lm[45][1]);
+        let mean_error = upright_lm
+            .iter()
+            .zip(&lm)
+            .map(|(p, q)| {
+                let e = to_canvas.apply([p[0] as f64, p[1] as f64]);
+                ((e[0] - q[0] as f64).hypot(e[1] - q[1] as f64)) as f32
+            })
+            .sum::<f32>()
+            / 68.0;
+        let t = chip_transform(&lm, CHIP_SIZE).unwrap();
+        let aligned = describe(&rotated, &t);
+        // The same chip without the rotation: scale kept, chip centre on the same point.
+        let centre = t.apply([CHIP_SIZE as f64 / 2.0; 2]);
+        let s = t.scale();
+        let half = s * CHIP_SIZE as f64 / 2.0;
+        let unrotated = Similarity { a: s, b: 0.0, tx: centre[0] - half, ty: centre[1] - half };
+        let not_aligned = describe(&rotated, &unrotated);
+        let (d_aligned, d_not) = (dist(&upright, &aligned), dist(&upright, &not_aligned));
+        eprintln!(
+            "obama.jpg rotated 20 degrees: transform angle {:.1}, landmarks {mean_error:.2} px off \
+             (eyes {eyes:.0} px apart), distance to upright {d_aligned:.4} aligned, {d_not:.4} \
+             without the rotation",
+            t.angle().to_degrees()
+        );
+        // The canvas shows the photo turned by -20 degrees: the chip's transform turns 20 less.
+        let turned = (t.angle() - upright_t.angle()).to_degrees();
+        assert!((turned + 20.0).abs() < 2.0, "turned by {turned}: {t:?}");
+        assert!(mean_error < 0.05 * eyes, "landmarks {mean_error} px off");
+        assert!(d_aligned < 0.2, "aligned: {d_aligned}");
+        assert!(d_not > d_aligned + 0.1, "without rotation {d_not}, aligned {d_aligned}");
+    }
 }
