@@ -109,10 +109,15 @@ impl Engine {
     /// Detect, landmark, align and describe every face of `img`.
     pub fn embed_faces(&self, img: &Rgb, opts: &DetectOptions) -> Result<Vec<PhotoFace>, Error> {
         let faces = self.detect_faces(img, opts)?;
+        self.embed_boxes(img, &faces)
+    }
+
+    /// Landmark, align and describe the faces in these boxes.
+    pub fn embed_boxes(&self, img: &Rgb, faces: &[FaceBox]) -> Result<Vec<PhotoFace>, Error> {
         if faces.is_empty() {
             return Ok(Vec::new());
         }
-        let landmarks = self.landmarks_for(img, &faces)?;
+        let landmarks = self.landmarks_for(img, faces)?;
         let recognizer = self.recognizer()?;
         self.pool.install(|| {
             faces
@@ -181,11 +186,10 @@ impl Engine {
         let one = |which: &str, b64: &str| -> Result<(PhotoFace, usize), Error> {
             let bytes = image_io::base64_bytes(which, b64)?;
             let img = image_io::decode(&bytes, None, max_pixels).map_err(|e| about(which, e))?;
-            let faces = self.embed_faces(&img, &opts)?;
-            let n = faces.len();
+            let faces = self.detect_faces(&img, &opts)?;
             let largest = faces
-                .into_iter()
-                .max_by(|a, b| (a.bbox.w * a.bbox.h).total_cmp(&(b.bbox.w * b.bbox.h)))
+                .iter()
+                .max_by(|a, b| (a.w * a.h).total_cmp(&(b.w * b.h)))
                 .ok_or_else(|| {
                     Error::bad_request(format!(
                         "{which}: no face found in the {}x{} image (detector {}, min_confidence \
@@ -196,7 +200,9 @@ impl Engine {
                         opts.min_confidence
                     ))
                 })?;
-            Ok((largest, n))
+            let face = self.embed_boxes(&img, std::slice::from_ref(largest))?.pop();
+            let face = face.ok_or_else(|| Error::internal("the largest face was not embedded"))?;
+            Ok((face, faces.len()))
         };
         let (a, faces_a) = one("image_a", &req.image_a)?;
         let (b, faces_b) = one("image_b", &req.image_b)?;
