@@ -134,12 +134,13 @@ impl Landmarks {
         let cw = (x + w - cx).min(iw as f32 - cx).floor();
         let ch = (y + h - cy).min(ih as f32 - cy).floor();
         let (bx, by) = (cx.floor() as usize, cy.floor() as usize);
-        if cw < 1.0 || ch < 1.0 || bx >= iw || by >= ih {
+        if x + w <= 0.0 || y + h <= 0.0 || bx >= iw || by >= ih || w < 0.0 || h < 0.0 {
             return Err(Error::bad_request(format!(
                 "face box ({x}, {y}, {w}, {h}) has no pixel inside the {iw}x{ih} image"
             )));
         }
-        let (bw, bh) = ((cw as usize).min(iw - bx), (ch as usize).min(ih - by));
+        // A sliver under a pixel wide (a detector box at the border) still gets one pixel.
+        let (bw, bh) = ((cw.max(1.0) as usize).min(iw - bx), (ch.max(1.0) as usize).min(ih - by));
         let out = self.forward(&preprocess(img, bx, by, bw, bh));
         // Undo the padding: the net answers in 0..1 of the padded square of side `s`.
         let s = bw.max(bh) as f32;
@@ -289,6 +290,24 @@ mod tests {
             );
             assert!(mean < 0.3 && max < 1.0, "{name}: mean {mean} px, max {max} px");
         }
+    }
+
+    #[test]
+    fn landmarks_in_refuses_boxes_outside_the_image_and_takes_slivers_at_its_border() {
+        let dir = crate::default_models_dir().join(FACE_API_DIR);
+        let w = Weights::open(&dir, ModelName::Landmarks.file_stem())
+            .unwrap_or_else(|e| panic!("{e}: run `bash scripts/fetch-models.sh` first"));
+        let net = Landmarks::load(&w).unwrap();
+        let img = Rgb { width: 40, height: 30, data: vec![128u8; 40 * 30 * 3] };
+        for (x, y, bw, bh) in
+            [(40.0, 0.0, 5.0, 5.0), (-10.0, 0.0, 9.0, 5.0), (0.0, 0.0, f32::NAN, 1.0)]
+        {
+            let e = net.landmarks_in(&img, x, y, bw, bh).unwrap_err();
+            assert_eq!(e.kind, bkg_abi::ErrorKind::BAD_REQUEST, "{e}");
+        }
+        // A zero-width box on the right border, half a pixel inside.
+        let lm = net.landmarks_in(&img, 39.5, 3.0, 0.0, 20.0).unwrap();
+        assert!(lm.iter().all(|p| p[0].is_finite() && p[1].is_finite()));
     }
 
     #[test]
