@@ -19,6 +19,7 @@ export const PLUGIN_PANELS: Record<string, PanelEntry> = {
   brainml: { label: 'Collections', load: () => import('./brainml-panel').then((m) => m.BrainmlPanel) },
   candle: { label: 'Models', inTab: 'models', load: () => import('./candle-panel').then((m) => m.CandlePanel) },
   llmserver: { label: 'Chat & embeddings', load: () => import('./llmserver-panel').then((m) => m.LlmServerPanel) },
+  rustyface: { label: 'Faces', load: () => import('./rustyface-panel').then((m) => m.RustyfacePanel) },
 };
 
 export function panelFor(id: string): PanelEntry | undefined {
