@@ -1120,6 +1120,62 @@ test(
   brainmlSkip,
 );
 
+// --- rustyface: the Faces panel against the real plugin and face-api's weights ----------------
+
+const RUSTYFACE = 'bkg_plugin_rustyface';
+const FACE_PHOTOS = join(MODELS_DIR, 'test-images/face_recognition');
+const rustyfaceSkip = {
+  skip: existsSync(lib(RUSTYFACE)) || process.env.CI
+    ? existsSync(join(FACE_PHOTOS, 'obama.jpg')) || process.env.CI ? null : `no ${FACE_PHOTOS}/obama.jpg (bash scripts/fetch-models.sh)`
+    : `no ${RUSTYFACE} library (cargo build -p bkg-plugin-rustyface)`,
+};
+
+test(
+  'rustyface: a picked portrait shows one face box with its 68 points and score; obama.jpg and obama2.jpg compare as the same person',
+  async () => {
+    await installPlugin(host.pluginsDir, RUSTYFACE);
+    await host.waitRunning(['rustyface'], 30_000);
+    await page.goto(ui.url + '/plugins/rustyface/panel');
+    const detect = page.getByTestId('rf-detect');
+    await detect.waitFor();
+    await settled();
+
+    await page.getByTestId('rf-file').setInputFiles(join(FACE_PHOTOS, 'obama.jpg'));
+    const summary = page.getByTestId('rf-summary');
+    await expectEventually('the detection answered', async () => (await page.getByTestId('rf-error').count()) > 0 || (await summary.count()) > 0, 60_000);
+    if (await page.getByTestId('rf-error').count()) throw new Error(`face.detect failed: ${await page.getByTestId('rf-error').textContent()}`);
+    if (!/^\s*1 face in \d+×\d+/.test(await summary.textContent())) throw new Error(`summary: ${await summary.textContent()}`);
+    const boxes = page.getByTestId('rf-box');
+    if ((await boxes.count()) !== 1) throw new Error(`${await boxes.count()} boxes drawn`);
+    if ((await page.getByTestId('rf-point').count()) !== 68) throw new Error(`${await page.getByTestId('rf-point').count()} landmarks drawn`);
+    const score = Number(await page.getByTestId('rf-score').textContent());
+    if (!(score >= 0.5 && score <= 1)) throw new Error(`score shown: ${score}`);
+    // The box is drawn over the face: inside the shown photo, a sizeable part of it.
+    const img = await detect.locator('figure img').boundingBox();
+    const box = await boxes.first().boundingBox();
+    if (!img || !box) throw new Error('photo or box not laid out');
+    const inside = box.x >= img.x - 1 && box.y >= img.y - 1 && box.x + box.width <= img.x + img.width + 1 && box.y + box.height <= img.y + img.height + 1;
+    if (!inside || box.width < img.width * 0.1) throw new Error(`box ${JSON.stringify(box)} vs photo ${JSON.stringify(img)}`);
+
+    const cmp = page.getByTestId('rf-compare');
+    await page.getByTestId('rf-compare-a').setInputFiles(join(FACE_PHOTOS, 'obama.jpg'));
+    await page.getByTestId('rf-compare-b').setInputFiles(join(FACE_PHOTOS, 'obama2.jpg'));
+    const compare = cmp.getByRole('button', { name: 'Compare' });
+    await expectEventually('Compare enabled', async () => !(await compare.isDisabled()));
+    await compare.click();
+    const result = page.getByTestId('rf-compare-result');
+    await expectEventually('the comparison answered', async () => (await page.getByTestId('rf-compare-error').count()) > 0 || (await result.count()) > 0, 60_000);
+    if (await page.getByTestId('rf-compare-error').count()) throw new Error(`face.compare failed: ${await page.getByTestId('rf-compare-error').textContent()}`);
+    if ((await result.getAttribute('data-same')) !== 'true') throw new Error(`compare: ${await result.textContent()}`);
+    if (!/same person: distance 0\.\d{3} \(threshold 0\.6\)/.test((await result.textContent()).replace(/\s+/g, ' '))) throw new Error(`compare: ${await result.textContent()}`);
+    await page.setViewportSize({ width: 1280, height: 1000 });
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await shot('rustyface');
+    await page.setViewportSize({ width: 1280, height: 900 });
+  },
+  rustyfaceSkip,
+);
+
 // ---------------------------------------------------------------------------------------------
 
 let failed = 0;

@@ -35,8 +35,20 @@ import { DETECTORS, Detector, Face, Photo, RustyfaceStore, photoProblem, readPho
         </div>
         @if (store.error(); as e) { <p class="text-sm text-rose-700 dark:text-rose-300" role="alert" data-testid="rf-error">{{ e }}</p> }
         @if (store.photo(); as p) {
+          <div class="text-sm" aria-live="polite">
+            @if (store.detecting()) { <p class="muted">detecting…</p> }
+            @if (store.result(); as r) {
+              <p data-testid="rf-summary">{{ r.faces.length }} face{{ r.faces.length === 1 ? '' : 's' }} in {{ r.width }}×{{ r.height }}, {{ r.took_ms.toFixed(0) }} ms ({{ store.detector() }})</p>
+              <ol class="mt-1 list-decimal pl-5" data-testid="rf-faces">
+                @for (f of r.faces; track $index) {
+                  <li [attr.data-face]="$index">score <span class="font-mono" data-testid="rf-score">{{ f.score.toFixed(3) }}</span>
+                    <span class="muted"> at {{ box(f) }}</span></li>
+                }
+              </ol>
+            }
+          </div>
           <figure class="relative inline-block max-w-full" data-testid="rf-figure">
-            <img [src]="p.url" [alt]="p.name" class="block h-auto max-h-[70vh] max-w-full" />
+            <img [src]="p.url" [alt]="p.name" class="block h-auto max-h-[60vh] max-w-full" />
             @if (store.result(); as r) {
               <svg class="pointer-events-none absolute inset-0 h-full w-full" [attr.viewBox]="'0 0 ' + r.width + ' ' + r.height"
                 preserveAspectRatio="none" data-testid="rf-overlay" aria-hidden="true">
@@ -52,18 +64,6 @@ import { DETECTORS, Detector, Face, Photo, RustyfaceStore, photoProblem, readPho
               </svg>
             }
           </figure>
-          <div class="text-sm" aria-live="polite">
-            @if (store.detecting()) { <p class="muted">detecting…</p> }
-            @if (store.result(); as r) {
-              <p data-testid="rf-summary">{{ r.faces.length }} face{{ r.faces.length === 1 ? '' : 's' }} in {{ r.width }}×{{ r.height }}, {{ r.took_ms }} ms ({{ store.detector() }})</p>
-              <ol class="mt-1 list-decimal pl-5" data-testid="rf-faces">
-                @for (f of r.faces; track $index) {
-                  <li [attr.data-face]="$index">score <span class="font-mono" data-testid="rf-score">{{ f.score.toFixed(3) }}</span>
-                    <span class="muted"> at {{ box(f) }}</span></li>
-                }
-              </ol>
-            }
-          </div>
         }
       </section>
 
