@@ -28,6 +28,7 @@ mod routes;
 mod rustyface_align;
 mod rustyface_core;
 mod rustyface_detect;
+mod rustyface_gallery;
 mod support;
 mod swap;
 mod telemetry;

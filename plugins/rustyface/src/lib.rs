@@ -8,6 +8,7 @@
 pub mod align;
 pub mod api;
 pub mod faces;
+pub mod gallery;
 pub mod image_io;
 pub mod nets;
 pub mod pool;
@@ -276,6 +277,7 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
 pub struct RustyFace {
     host: Host,
     engine: Engine,
+    gallery: gallery::Store,
 }
 
 impl Plugin for RustyFace {
@@ -313,6 +315,36 @@ impl Plugin for RustyFace {
                  {distance, same, threshold}",
             )
             .max_body_bytes("face.compare", 2 * MAX_IMAGE_BODY_BYTES)
+            .capability(
+                "gallery.enrol",
+                "enrol a face into a gallery (kept in the plugin's data folder): {gallery?: \
+                 default, person, image: <base64> | descriptor: [128 floats], face_index? (which \
+                 face, in face.embed's order, when the photo has several)}",
+            )
+            .max_body_bytes("gallery.enrol", MAX_IMAGE_BODY_BYTES)
+            .capability(
+                "gallery.list",
+                "the persons of a gallery with their entry counts, and the galleries: {gallery?}",
+            )
+            .capability(
+                "gallery.person",
+                "a person's entries (id, created_ms, box, crop as base64 JPEG): {gallery?, person}",
+            )
+            .capability(
+                "gallery.crop",
+                "an entry's face crop as image/jpeg: {gallery?, person, entry}",
+            )
+            .capability(
+                "gallery.delete",
+                "remove a person: every descriptor and crop, on disk too: {gallery?, person}",
+            )
+            .capability(
+                "face.recognize",
+                "every face of a photo matched against a gallery: {image: <base64>, gallery?, \
+                 threshold?: 0.6, detector?, min_confidence?} -> faces: [{box, person (null when \
+                 the nearest is at >= threshold), distance, candidates: up to 3 next persons}]",
+            )
+            .max_body_bytes("face.recognize", MAX_IMAGE_BODY_BYTES)
             .config_schema(json!({
                 "type": "object",
                 "properties": {
@@ -327,7 +359,8 @@ impl Plugin for RustyFace {
 
     fn new(host: Host) -> Result<Self, Error> {
         let engine = Engine::new(host.models_dir());
-        Ok(RustyFace { host, engine })
+        let gallery = gallery::Store::new(&host.data_dir());
+        Ok(RustyFace { host, engine, gallery })
     }
 
     fn start(&self) -> Result<(), Error> {
@@ -364,7 +397,18 @@ impl Plugin for RustyFace {
         req: Request<'_>,
         _ctx: &Context<'_>,
     ) -> Result<Response, Error> {
-        let result = self.engine.invoke(capability, req.content_type, req.query, req.body);
+        if capability == "gallery.crop" {
+            return Ok(Response::bytes("image/jpeg", gallery::crop(&self.gallery, req.body)?));
+        }
+        let result = gallery::invoke(
+            &self.engine,
+            &self.gallery,
+            capability,
+            req.content_type,
+            req.query,
+            req.body,
+        )
+        .unwrap_or_else(|| self.engine.invoke(capability, req.content_type, req.query, req.body));
         if let Err(e) = &result {
             if e.kind.0 >= 500 {
                 self.host.warn(&format!("{capability}: {e}"));

@@ -1,0 +1,234 @@
+//! `rustyface`'s galleries and `face.recognize`, in a real host with the real plugin, face-api's
+//! real weights and the `face_recognition==1.3.0` sdist's test photos (laid out by
+//! `scripts/fetch-models.sh`):
+//! - enrol Obama (obama.jpg) and Biden; obama2/obama3 are recognized as Obama, biden.jpg as
+//!   Biden; the same after the host is killed and restarted (the gallery lives on disk);
+//! - deleting Obama removes his files from the plugin's data folder, and he is unknown from
+//!   then on;
+//! - bad inputs (unknown gallery / person, bad descriptor, face_index out of range, a photo
+//!   with no face) -> 4xx naming the problem, and the plugin keeps serving.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::support::{lib_name, link_models, product_plugin, Host};
+
+const FACE_API: &str = "vladmandic/face-api";
+
+fn test_images() -> PathBuf {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let models = std::env::var_os("BKG_TEST_MODELS").map(PathBuf::from).unwrap_or(models);
+    models.join("test-images")
+}
+
+fn photo(rel: &str) -> String {
+    let path = test_images().join(rel);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("{}: {e} (run `bash scripts/fetch-models.sh` first)", path.display())
+    });
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn call(host: &Host, capability: &str, body: &Value) -> (u16, Value) {
+    host.post_json(&format!("/api/plugins/rustyface/{capability}"), &body.to_string())
+}
+
+fn ok(host: &Host, capability: &str, body: Value) -> Value {
+    let (status, v) = call(host, capability, &body);
+    assert_eq!(status, 200, "{capability} -> {v}");
+    v
+}
+
+/// `capability` answers `status` with an error message containing `needle`.
+fn refused(host: &Host, capability: &str, body: Value, status: u16, needle: &str) {
+    let (code, v) = call(host, capability, &body);
+    assert_eq!(code, status, "{capability} {needle}: {v}");
+    assert!(v.to_string().contains(needle), "{capability}: expected '{needle}' in {v}");
+}
+
+/// The person `face.recognize` gives the only face of `photo`.
+fn recognized(host: &Host, name: &str) -> Value {
+    let v = ok(host, "face.recognize", json!({ "image": photo(name) }));
+    let faces = v["faces"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(faces.len(), 1, "{name}: one face: {v}");
+    let f = &faces[0];
+    if f["person"].is_null() {
+        assert!(f["distance"].is_null() || f["distance"].as_f64().unwrap() >= 0.6, "{f}");
+    } else {
+        assert!(f["distance"].as_f64().unwrap() < 0.6, "{f}");
+    }
+    f["person"].clone()
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                out.extend(files_under(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn rustyface_gallery_enrols_recognizes_survives_a_restart_and_deletes_on_disk() {
+    let models = tempfile::tempdir().unwrap();
+    let dir = link_models(models.path(), &[FACE_API]);
+    let args = ["--models-dir", dir.to_str().unwrap()];
+    let host = Host::start_with(&args);
+    host.install(&product_plugin("rustyface"), &lib_name("bkg_plugin_rustyface"));
+    host.wait_state("rustyface", "running");
+
+    // Empty default gallery: faces are unknown.
+    assert_eq!(recognized(&host, "face_recognition/obama2.jpg"), Value::Null);
+
+    let e = ok(
+        &host,
+        "gallery.enrol",
+        json!({ "person": "obama", "image": photo("face_recognition/obama.jpg") }),
+    );
+    assert_eq!(e["gallery"], "default", "{e}");
+    assert_eq!(e["crop"], true, "{e}");
+    ok(
+        &host,
+        "gallery.enrol",
+        json!({ "person": "biden", "image": photo("face_recognition/biden.jpg") }),
+    );
+    // A descriptor enrolled as is, in a second gallery.
+    let emb = ok(&host, "face.embed", json!({ "image": photo("face_recognition/biden.jpg") }));
+    let biden_descriptor = emb["faces"][0]["descriptor"].clone();
+    ok(
+        &host,
+        "gallery.enrol",
+        json!({ "gallery": "staff", "person": "joe", "descriptor": biden_descriptor }),
+    );
+
+    let list = ok(&host, "gallery.list", json!({}));
+    assert_eq!(
+        list["persons"],
+        json!([{ "person": "biden", "entries": 1 }, { "person": "obama", "entries": 1 }]),
+        "{list}"
+    );
+    assert_eq!(list["galleries"], json!(["default", "staff"]), "{list}");
+
+    let check = |host: &Host| {
+        assert_eq!(recognized(host, "face_recognition/obama2.jpg"), "obama");
+        assert_eq!(recognized(host, "face_recognition/obama3.jpg"), "obama");
+        assert_eq!(recognized(host, "face_recognition/biden.jpg"), "biden");
+        let v =
+            ok(host, "face.recognize", json!({ "image": photo("face_recognition/obama2.jpg") }));
+        let candidates = v["faces"][0]["candidates"].as_array().unwrap();
+        assert_eq!(candidates.len(), 1, "{v}");
+        assert_eq!(candidates[0]["person"], "biden", "{v}");
+        assert!(candidates[0]["distance"].as_f64().unwrap() >= 0.6, "{v}");
+        let v = ok(
+            host,
+            "face.recognize",
+            json!({ "gallery": "staff", "image": photo("face_recognition/biden.jpg") }),
+        );
+        assert_eq!(v["faces"][0]["person"], "joe", "{v}");
+    };
+    check(&host);
+
+    // The person's entries, and the crop both inline and through gallery.crop.
+    let p = ok(&host, "gallery.person", json!({ "person": "obama" }));
+    let entries = p["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{p}");
+    let id = entries[0]["id"].as_str().unwrap().to_string();
+    assert!(entries[0]["box"]["w"].as_f64().unwrap() > 50.0, "{p}");
+    let inline = base64::engine::general_purpose::STANDARD
+        .decode(entries[0]["crop"].as_str().unwrap())
+        .unwrap();
+    let body = json!({ "person": "obama", "entry": id }).to_string();
+    let (status, jpeg) =
+        host.post_bytes("/api/plugins/rustyface/gallery.crop", "application/json", body.as_bytes());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&jpeg));
+    assert_eq!(jpeg, inline);
+    assert_eq!(&jpeg[..3], &[0xff, 0xd8, 0xff], "a JPEG");
+
+    // Killed and restarted: the galleries are still there.
+    let host = host.kill_and_restart(&args);
+    host.wait_state("rustyface", "running");
+    check(&host);
+
+    // Delete Obama: his files are gone, and he is unknown from then on.
+    let obama_dir = host.data_dir().join("plugin-data/rustyface/galleries/default/obama");
+    let files = files_under(&obama_dir);
+    assert!(files.iter().any(|f| f.extension().is_some_and(|e| e == "jpg")), "{files:?}");
+    assert!(files.iter().any(|f| f.extension().is_some_and(|e| e == "json")), "{files:?}");
+    let d = ok(&host, "gallery.delete", json!({ "person": "obama" }));
+    assert_eq!(d["deleted_entries"], 1, "{d}");
+    assert!(!obama_dir.exists(), "{} still exists", obama_dir.display());
+    for f in &files {
+        assert!(!f.exists(), "{} still exists", f.display());
+    }
+    let leftovers: Vec<PathBuf> = files_under(&host.data_dir().join("plugin-data/rustyface"))
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains(&id))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(recognized(&host, "face_recognition/obama2.jpg"), Value::Null);
+    assert_eq!(recognized(&host, "face_recognition/biden.jpg"), "biden");
+    let list = ok(&host, "gallery.list", json!({}));
+    assert_eq!(list["persons"], json!([{ "person": "biden", "entries": 1 }]), "{list}");
+
+    // Bad inputs: clear 4xx.
+    refused(&host, "gallery.list", json!({ "gallery": "nope" }), 404, "no gallery 'nope'");
+    refused(
+        &host,
+        "face.recognize",
+        json!({ "gallery": "nope", "image": photo("face_recognition/biden.jpg") }),
+        404,
+        "no gallery 'nope'",
+    );
+    refused(&host, "gallery.person", json!({ "person": "obama" }), 404, "no person 'obama'");
+    refused(&host, "gallery.delete", json!({ "person": "obama" }), 404, "no person 'obama'");
+    refused(&host, "gallery.list", json!({ "gallery": "Bad Name" }), 400, "gallery name");
+    refused(
+        &host,
+        "gallery.enrol",
+        json!({ "person": "x", "descriptor": [0.1, 0.2] }),
+        400,
+        "128 numbers, got 2",
+    );
+    let mut nan = vec![json!(0.0); 128];
+    nan[5] = json!("NaN");
+    refused(
+        &host,
+        "gallery.enrol",
+        json!({ "person": "x", "descriptor": nan }),
+        400,
+        "'descriptor'[5] must be a finite number",
+    );
+    refused(
+        &host,
+        "gallery.enrol",
+        json!({ "person": "x", "image": photo("face_recognition/biden.jpg"), "face_index": 3 }),
+        400,
+        "face_index 3 is out of range: the image has 1 face",
+    );
+    refused(
+        &host,
+        "gallery.enrol",
+        json!({ "person": "x", "image": photo("no-face/flower.jpg") }),
+        400,
+        "no face found",
+    );
+    refused(
+        &host,
+        "gallery.enrol",
+        json!({ "image": photo("face_recognition/biden.jpg") }),
+        400,
+        "'person' is required",
+    );
+    // None of the refused enrolments stored anything; the plugin still serves.
+    refused(&host, "gallery.person", json!({ "person": "x" }), 404, "no person 'x'");
+    assert_eq!(recognized(&host, "face_recognition/biden.jpg"), "biden");
+    assert_eq!(host.state("rustyface"), "running");
+}
