@@ -227,6 +227,34 @@ fn rustyface_gallery_enrols_recognizes_survives_a_restart_and_deletes_on_disk() 
         400,
         "'person' is required",
     );
+    // A group photo: which face must be said; any index below the count is taken.
+    let group = photo("face-api-demo/sample1.jpg");
+    let (code, v) = call(&host, "gallery.enrol", &json!({ "person": "x", "image": group }));
+    assert_eq!(code, 400, "{v}");
+    assert!(v.to_string().contains("say which with face_index"), "{v}");
+    let faces =
+        ok(&host, "face.embed", json!({ "image": group }))["faces"].as_array().unwrap().len();
+    assert!(faces >= 2, "{faces}");
+    assert!(v.to_string().contains(&format!("the image has {faces} faces")), "{v}");
+    refused(
+        &host,
+        "gallery.enrol",
+        json!({ "person": "x", "image": group, "face_index": faces }),
+        400,
+        &format!("face_index {faces} is out of range: the image has {faces} face(s)"),
+    );
+    let e = ok(
+        &host,
+        "gallery.enrol",
+        json!({ "gallery": "group", "person": "second", "image": group, "face_index": 1 }),
+    );
+    assert_eq!(e["faces_in_image"], faces, "{e}");
+    let v = ok(&host, "face.recognize", json!({ "gallery": "group", "image": group }));
+    let named: Vec<&Value> =
+        v["faces"].as_array().unwrap().iter().filter(|f| f["person"] == "second").collect();
+    assert_eq!(named.len(), 1, "exactly the enrolled face is recognized: {v}");
+    assert_eq!(named[0]["box"], e["box"], "{v}");
+
     // None of the refused enrolments stored anything; the plugin still serves.
     refused(&host, "gallery.person", json!({ "person": "x" }), 404, "no person 'x'");
     assert_eq!(recognized(&host, "face_recognition/biden.jpg"), "biden");

@@ -554,3 +554,76 @@ fn recognize(
         "took_ms": started.elapsed().as_secs_f64() * 1000.0,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(person: &str, d: f32) -> Entry {
+        Entry {
+            id: new_id(),
+            person: person.into(),
+            created_ms: now_ms(),
+            bbox: None,
+            descriptor: vec![d; 128],
+        }
+    }
+
+    #[test]
+    fn write_atomic_replaces_the_file_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn two_generations_on_one_data_dir_see_each_others_writes_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (Store::new(dir.path()), Store::new(dir.path()));
+        old.add("default", &entry("ann", 0.1), Some(b"jpeg")).unwrap();
+        new.add("default", &entry("ann", 0.2), None).unwrap();
+        assert_eq!(new.entries("default", "ann").unwrap().len(), 2);
+        assert_eq!(old.entries("default", "ann").unwrap().len(), 2);
+        let (entries, files) = new.delete("default", "ann").unwrap();
+        assert_eq!((entries, files), (2, 3));
+        assert_eq!(old.entries("default", "ann").unwrap_err().kind.0, 404);
+        assert_eq!(old.persons("default").unwrap(), Vec::<String>::new());
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("galleries/default"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn names_are_checked_so_no_path_leaves_the_gallery_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::new(dir.path());
+        for bad in ["", "..", "a/b", "A", &"x".repeat(65)] {
+            assert_eq!(s.persons(bad).unwrap_err().kind.0, 400, "{bad:?}");
+        }
+        for bad in ["..", "a/b", ".hidden", "a b"] {
+            assert_eq!(s.add("default", &entry(bad, 0.0), None).unwrap_err().kind.0, 400);
+        }
+        assert_eq!(s.crop("default", "ann", "../x").unwrap_err().kind.0, 404);
+        s.add("default", &entry("Ann", 0.0), None).unwrap();
+        assert_eq!(s.crop("default", "Ann", "../../x").unwrap_err().kind.0, 400);
+        assert_eq!(s.persons("nope").unwrap_err().kind.0, 404);
+        assert!(s.persons(DEFAULT_GALLERY).is_ok());
+    }
+
+    #[test]
+    fn descriptors_must_be_128_finite_numbers() {
+        assert!(descriptor_of(&json!(vec![0.5; 128])).is_ok());
+        assert!(descriptor_of(&json!(vec![0.5; 127])).unwrap_err().message.contains("got 127"));
+        assert!(descriptor_of(&json!("x")).is_err());
+        let mut v = vec![json!(0.5); 128];
+        v[3] = json!(1e300);
+        assert!(descriptor_of(&Value::Array(v)).unwrap_err().message.contains("[3]"));
+    }
+}
