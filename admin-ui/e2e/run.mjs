@@ -1176,6 +1176,48 @@ test(
   rustyfaceSkip,
 );
 
+test(
+  'rustyface gallery: enrol the face of obama.jpg as obama, recognize obama2.jpg names it obama on its box, delete obama (confirmed)',
+  async () => {
+    await page.goto(ui.url + '/plugins/rustyface/panel');
+    const gallery = page.getByTestId('rf-gallery');
+    await gallery.waitFor({ timeout: 20_000 });
+    await settled();
+    await page.getByTestId('rf-file').setInputFiles(join(FACE_PHOTOS, 'obama.jpg'));
+    await expectEventually('obama.jpg detected', async () => (await page.getByTestId('rf-box').count()) === 1, 60_000);
+    // The face is picked by its box.
+    await page.getByTestId('rf-box').click();
+    await gallery.locator('input[name=rfPerson]').fill('obama');
+    await gallery.getByRole('button', { name: /^Enrol face 1$/ }).click();
+    const row = page.getByTestId('rf-persons').locator('tr[data-person="obama"]');
+    await row.waitFor({ timeout: 60_000 });
+    const listed = await host.api('/api/plugins/rustyface/gallery.list', { method: 'POST', body: {} });
+    if (!listed.persons.some((p) => p.person === 'obama' && p.entries === 1)) throw new Error(`gallery.list: ${JSON.stringify(listed)}`);
+
+    await page.getByTestId('rf-file').setInputFiles(join(FACE_PHOTOS, 'obama2.jpg'));
+    await expectEventually('obama2.jpg detected', async () => (await page.getByTestId('rf-box').count()) === 1, 60_000);
+    await gallery.getByRole('button', { name: 'Recognize' }).click();
+    const name = page.getByTestId('rf-name');
+    await expectEventually('a name on the box', async () => {
+      if (await page.getByTestId('rf-gallery-error').count()) throw new Error(await page.getByTestId('rf-gallery-error').textContent());
+      return (await name.count()) === 1;
+    }, 60_000);
+    if ((await name.getAttribute('data-person')) !== 'obama') throw new Error(`recognized as: ${await name.textContent()}`);
+    if (!/^obama 0\.\d\d$/.test((await name.textContent()).trim())) throw new Error(`label: ${await name.textContent()}`);
+    await page.setViewportSize({ width: 1280, height: 1000 });
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await shot('rustyface');
+    await page.setViewportSize({ width: 1280, height: 900 });
+
+    await row.getByRole('button', { name: 'Delete' }).click();
+    await confirmDialog('Delete');
+    await row.waitFor({ state: 'detached', timeout: 20_000 });
+    const after = await host.api('/api/plugins/rustyface/gallery.list', { method: 'POST', body: {} });
+    if (after.persons.some((p) => p.person === 'obama')) throw new Error(`still listed: ${JSON.stringify(after)}`);
+  },
+  rustyfaceSkip,
+);
+
 // ---------------------------------------------------------------------------------------------
 
 let failed = 0;

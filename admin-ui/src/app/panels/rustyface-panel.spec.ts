@@ -1,6 +1,7 @@
 import { provideHttpClient } from '@angular/common/http';
 import { HttpTestingController, TestRequest, provideHttpClientTesting } from '@angular/common/http/testing';
 import { ComponentFixture, TestBed } from '@angular/core/testing';
+import { ConfirmStore } from '../core/confirm.store';
 import { RustyfacePanel } from './rustyface-panel';
 
 const tick = () => new Promise((r) => setTimeout(r, 5));
@@ -29,12 +30,21 @@ describe('RustyfacePanel', () => {
     input.dispatchEvent(new Event('change'));
   }
 
-  beforeEach(async () => {
+  const caps = (names: string[]) => ({ id: 'rustyface', capabilities: names.map((name) => ({ name, description: '' })) });
+  const FIRST = ['face.detect', 'face.embed', 'face.compare'];
+  const GALLERIES = [...FIRST, 'gallery.enrol', 'gallery.list', 'gallery.person', 'gallery.delete', 'face.recognize'];
+
+  async function create(names: string[], persons?: { person: string; entries: number }[]) {
     TestBed.configureTestingModule({ imports: [RustyfacePanel], providers: [provideHttpClient(), provideHttpClientTesting()] });
     http = TestBed.inject(HttpTestingController);
     fixture = TestBed.createComponent(RustyfacePanel);
     fixture.detectChanges();
-    await fixture.whenStable();
+    http.expectOne({ method: 'GET', url: '/api/core/plugins/rustyface' }).flush(caps(names));
+    if (persons) (await request('/api/plugins/rustyface/gallery.list')).flush({ gallery: 'default', persons, galleries: ['default'] });
+    await settle();
+  }
+  beforeEach(async () => {
+    if (!expect.getState().currentTestName?.includes('gallery')) await create(FIRST);
   });
   afterEach(() => http.verify());
 
@@ -54,6 +64,9 @@ describe('RustyfacePanel', () => {
     expect(points[67].getAttribute('cx')).toBe('167');
     expect(el().querySelector('[data-testid=rf-score]')!.textContent).toBe('0.988');
     expect(el().querySelector('[data-testid=rf-summary]')!.textContent).toContain('1 face in 640×480');
+    // A rustyface without galleries: no gallery section, no face picker.
+    expect(el().querySelector('[data-testid=rf-gallery]')).toBeNull();
+    expect(el().querySelector('input[name=rfChosenFace]')).toBeNull();
   });
 
   it('detects again with the other detector, and refuses a file that is not an image', async () => {
@@ -90,5 +103,68 @@ describe('RustyfacePanel', () => {
     expect(res.getAttribute('data-same')).toBe('false');
     expect(res.textContent).toContain('different people');
     expect(res.textContent).toContain('0.812');
+  });
+
+  it('gallery: recognize names the faces on the photo, enrol the face picked by its box, delete a person after the confirmation', async () => {
+    await create(GALLERIES, [{ person: 'biden', entries: 1 }]);
+    expect(el().querySelector('tr[data-person=biden]')!.textContent).toContain('1');
+    pick(el().querySelector('[data-testid=rf-file]') as HTMLInputElement, new File(['x'], 'two.jpg', { type: 'image/jpeg' }));
+    const two = [
+      { box: { x: 10, y: 10, w: 50, h: 50 }, score: 0.9 },
+      { box: { x: 100, y: 10, w: 50, h: 50 }, score: 0.8 },
+    ];
+    (await request('/api/plugins/rustyface/face.detect')).flush({ width: 200, height: 100, faces: two, took_ms: 1 });
+    await settle();
+    const enrolButton = () => el().querySelector('[data-testid=rf-enrol] button') as HTMLButtonElement;
+    // Two faces: none is chosen until one is picked.
+    expect(enrolButton().disabled).toBe(true);
+    el().querySelectorAll('[data-testid=rf-box]')[1].dispatchEvent(new MouseEvent('click'));
+    await settle();
+    expect(enrolButton().disabled).toBe(false);
+    expect(el().querySelectorAll('[data-testid=rf-box]')[1].getAttribute('stroke')).toBe('#f59e0b');
+    const name = el().querySelector('input[name=rfPerson]') as HTMLInputElement;
+    name.value = 'bad name!';
+    name.dispatchEvent(new Event('input'));
+    enrolButton().click();
+    await settle();
+    http.expectNone('/api/plugins/rustyface/gallery.enrol');
+    expect(el().querySelector('[data-testid=rf-gallery-error]')!.textContent).toContain('not a name');
+    name.value = 'obama';
+    name.dispatchEvent(new Event('input'));
+    enrolButton().click();
+    const enrol = await request('/api/plugins/rustyface/gallery.enrol');
+    expect(enrol.request.body).toEqual({ person: 'obama', image: 'eA==', face_index: 1, detector: 'ssd', min_confidence: 0.5 });
+    enrol.flush({ id: 'e1', person: 'obama' });
+    (await request('/api/plugins/rustyface/gallery.list')).flush({ persons: [{ person: 'biden', entries: 1 }, { person: 'obama', entries: 1 }] });
+    await settle();
+    expect(el().querySelectorAll('[data-testid=rf-persons] tr[data-person]').length).toBe(2);
+
+    const recognize = [...el().querySelectorAll('button')].find((b) => b.textContent?.trim() === 'Recognize')!;
+    recognize.click();
+    const rec = await request('/api/plugins/rustyface/face.recognize');
+    expect(rec.request.body).toEqual({ image: 'eA==', detector: 'ssd', min_confidence: 0.5 });
+    rec.flush({ faces: [{ ...two[0], person: null, distance: 0.71 }, { ...two[1], person: 'obama', distance: 0.123 }] });
+    await settle();
+    const names = [...el().querySelectorAll('[data-testid=rf-name]')].map((t) => t.textContent?.trim());
+    expect(names).toEqual(['unknown 0.71', 'obama 0.12']);
+
+    const confirm = TestBed.inject(ConfirmStore);
+    const del = () => el().querySelector('tr[data-person=obama] button') as HTMLButtonElement;
+    del().click();
+    await settle();
+    expect(confirm.request()!.title).toBe('Delete obama?');
+    confirm.answer(false);
+    await settle();
+    http.expectNone('/api/plugins/rustyface/gallery.delete');
+    del().click();
+    await settle();
+    confirm.answer(true);
+    const d = await request('/api/plugins/rustyface/gallery.delete');
+    expect(d.request.body).toEqual({ person: 'obama' });
+    d.flush({ deleted_entries: 1, deleted_files: 2 });
+    (await request('/api/plugins/rustyface/gallery.list')).flush({ persons: [{ person: 'biden', entries: 1 }] });
+    await settle();
+    expect(el().querySelector('tr[data-person=obama]')).toBeNull();
+    expect(el().querySelectorAll('[data-testid=rf-name]').length).toBe(0);
   });
 });

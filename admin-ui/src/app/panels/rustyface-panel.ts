@@ -1,4 +1,5 @@
-import { ChangeDetectionStrategy, Component, OnInit, inject, input } from '@angular/core';
+import { ChangeDetectionStrategy, Component, OnInit, inject, input, signal } from '@angular/core';
+import { ConfirmStore } from '../core/confirm.store';
 import { DETECTORS, Detector, Face, Photo, RustyfaceStore, photoProblem, readPhoto } from './rustyface-store';
 
 /**
@@ -41,7 +42,11 @@ import { DETECTORS, Detector, Face, Photo, RustyfaceStore, photoProblem, readPho
               <p data-testid="rf-summary">{{ r.faces.length }} face{{ r.faces.length === 1 ? '' : 's' }} in {{ r.width }}×{{ r.height }}, {{ r.took_ms.toFixed(0) }} ms ({{ store.detector() }})</p>
               <ol class="mt-1 list-decimal pl-5" data-testid="rf-faces">
                 @for (f of r.faces; track $index) {
-                  <li [attr.data-face]="$index">score <span class="font-mono" data-testid="rf-score">{{ f.score.toFixed(3) }}</span>
+                  <li [attr.data-face]="$index">
+                    @if (store.hasGalleries()) {
+                      <input type="radio" name="rfChosenFace" class="mr-1" [checked]="store.chosenFace() === $index" (change)="store.chooseFace($index)" [attr.aria-label]="'enrol face ' + ($index + 1)" />
+                    }
+                    score <span class="font-mono" data-testid="rf-score">{{ f.score.toFixed(3) }}</span>
                     <span class="muted"> at {{ box(f) }}</span></li>
                 }
               </ol>
@@ -55,17 +60,54 @@ import { DETECTORS, Detector, Face, Photo, RustyfaceStore, photoProblem, readPho
                 @for (f of r.faces; track $index) {
                   <g [attr.data-face]="$index">
                     <rect [attr.x]="f.box.x" [attr.y]="f.box.y" [attr.width]="f.box.w" [attr.height]="f.box.h"
-                      fill="none" stroke="#10b981" stroke-width="2" vector-effect="non-scaling-stroke" data-testid="rf-box" />
+                      fill="none" [attr.stroke]="store.hasGalleries() && store.chosenFace() === $index ? '#f59e0b' : '#10b981'"
+                      [attr.stroke-width]="store.hasGalleries() && store.chosenFace() === $index ? 4 : 2" vector-effect="non-scaling-stroke"
+                      data-testid="rf-box" [attr.pointer-events]="store.hasGalleries() ? 'all' : 'none'" [class.cursor-pointer]="store.hasGalleries()"
+                      (click)="store.chooseFace($index)" />
                     @for (pt of f.landmarks ?? []; track $index) {
                       <circle [attr.cx]="pt[0]" [attr.cy]="pt[1]" [attr.r]="dot(r.width, r.height)" fill="#f43f5e" data-testid="rf-point" />
                     }
                   </g>
+                }
+                @for (f of store.recognized() ?? []; track $index) {
+                  <text [attr.x]="f.box.x" [attr.y]="f.box.y - label(r.width, r.height) * 0.3" [attr.font-size]="label(r.width, r.height)"
+                    fill="#fbbf24" stroke="#000" [attr.stroke-width]="label(r.width, r.height) / 12" paint-order="stroke" font-weight="bold"
+                    data-testid="rf-name" [attr.data-person]="f.person ?? ''">{{ f.person ?? 'unknown' }}{{ f.distance != null ? ' ' + f.distance.toFixed(2) : '' }}</text>
                 }
               </svg>
             }
           </figure>
         }
       </section>
+
+      <div class="space-y-4">
+      @if (store.hasGalleries()) {
+        <section class="card space-y-3" data-testid="rf-gallery" aria-label="Gallery">
+          <h2 class="font-semibold">Gallery</h2>
+          <div class="flex flex-wrap items-end gap-3">
+            <button type="button" class="btn" (click)="store.recognize()" [disabled]="store.busy() || !store.photo()">Recognize</button>
+            <form class="flex flex-wrap items-end gap-2" (submit)="$event.preventDefault(); enrol()" data-testid="rf-enrol">
+              <label class="block"><span class="label">Name</span>
+                <input class="input mt-1" name="rfPerson" [value]="person()" (input)="person.set($any($event.target).value)" placeholder="obama" />
+              </label>
+              <button type="submit" class="btn btn-primary" [disabled]="store.busy() || store.chosenFace() === null">Enrol face {{ store.chosenFace() === null ? '' : store.chosenFace()! + 1 }}</button>
+            </form>
+            <span class="muted text-sm">Pick the face by its box or its row; Recognize names the faces on the photo.</span>
+          </div>
+          @if (store.galleryError(); as e) { <p class="text-sm text-rose-700 dark:text-rose-300" role="alert" data-testid="rf-gallery-error">{{ e }}</p> }
+          <table class="w-full text-left text-sm" data-testid="rf-persons">
+            <thead class="muted text-xs"><tr><th class="py-1 pr-3">person</th><th class="pr-3">faces</th><th></th></tr></thead>
+            <tbody>
+              @for (p of store.persons(); track p.person) {
+                <tr class="border-t border-slate-200 dark:border-slate-700" [attr.data-person]="p.person">
+                  <td class="py-1 pr-3">{{ p.person }}</td><td class="pr-3">{{ p.entries }}</td>
+                  <td class="text-right"><button type="button" class="btn !py-0.5" (click)="remove(p.person)">Delete</button></td>
+                </tr>
+              } @empty { <tr><td colspan="3" class="muted py-2">nobody enrolled</td></tr> }
+            </tbody>
+          </table>
+        </section>
+      }
 
       <section class="card space-y-3" data-testid="rf-compare" aria-label="Compare two faces">
         <h2 class="font-semibold">Compare two faces</h2>
@@ -83,6 +125,7 @@ import { DETECTORS, Detector, Face, Photo, RustyfaceStore, photoProblem, readPho
           </p>
         }
       </section>
+      </div>
     </div>
   `,
 })
@@ -92,8 +135,30 @@ export class RustyfacePanel implements OnInit {
   protected readonly detectors = DETECTORS;
   protected readonly sides = ['a', 'b'] as const;
 
+  private readonly confirm = inject(ConfirmStore);
+  protected readonly person = signal('');
+
   ngOnInit() {
     this.store.setPlugin(this.pluginId());
+    void this.store.loadCaps();
+  }
+
+  /** A name's font size in image pixels: about 1/30 of the image. */
+  protected label(w: number, h: number) {
+    return Math.max(10, Math.max(w, h) / 30);
+  }
+
+  protected async enrol() {
+    if (await this.store.enrol(this.person())) this.person.set('');
+  }
+
+  protected async remove(person: string) {
+    const ok = await this.confirm.ask({
+      title: `Delete ${person}?`,
+      message: `Every face enrolled as ${person} is removed from the gallery, on disk too.`,
+      confirmLabel: 'Delete',
+    });
+    if (ok) await this.store.deletePerson(person);
   }
 
   /** A landmark's radius in image pixels: about 1/250 of the image, at least 1. */

@@ -105,4 +105,27 @@ describe('RustyfaceStore', () => {
     expect(store.compareError()).toBeNull();
     await tick();
   });
+
+  it('galleries: only with every gallery capability in the manifest; a single face is chosen for enrolment, none of two', async () => {
+    const caps = store.loadCaps();
+    http.expectOne('/api/core/plugins/rustyface').flush({ capabilities: [{ name: 'face.detect' }, { name: 'gallery.list' }] });
+    await tick();
+    // gallery.list is listed, so the persons are read; the others are missing: no galleries.
+    http.expectOne('/api/plugins/rustyface/gallery.list').flush({ persons: [{ person: 'a', entries: 2 }] });
+    await caps;
+    expect(store.hasGalleries()).toBe(false);
+    expect(store.persons()).toEqual([{ person: 'a', entries: 2 }]);
+
+    expect(await store.enrol('obama')).toBe(false);
+    expect(store.galleryError()).toContain('Pick a face');
+    const one = store.setPhoto(photo('AAAA'));
+    http.expectOne('/api/plugins/rustyface/face.detect').flush({ width: 9, height: 9, faces: [face], took_ms: 1 });
+    await one;
+    expect(store.chosenFace()).toBe(0);
+    const two = store.setPhoto(photo('BBBB'));
+    http.expectOne('/api/plugins/rustyface/face.detect').flush({ width: 9, height: 9, faces: [face, face], took_ms: 1 });
+    await two;
+    expect(store.chosenFace()).toBeNull();
+    http.expectNone('/api/plugins/rustyface/gallery.enrol');
+  });
 });

@@ -1,6 +1,7 @@
 import { inject } from '@angular/core';
 import { patchState, signalStore, withMethods, withState } from '@ngrx/signals';
 import { Api } from '../core/api';
+import { PluginDetail } from '../core/models';
 
 /** rustyface's `face.detect` answer (its API contract). */
 export interface FaceBox {
@@ -25,6 +26,19 @@ export interface CompareResult {
   same: boolean;
   threshold: number;
 }
+
+/** `face.recognize`: a face with the nearest enrolled person (null when none is under the threshold). */
+export interface RecognizedFace {
+  box: FaceBox;
+  person: string | null;
+  distance: number | null;
+}
+export interface GalleryPerson {
+  person: string;
+  entries: number;
+}
+/** Person names the plugin takes (checked before sending; the plugin checks again). */
+export const PERSON_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
 export const DETECTORS = ['ssd', 'tiny'] as const;
 export type Detector = (typeof DETECTORS)[number];
@@ -88,6 +102,14 @@ interface State {
   compare: CompareResult | null;
   comparing: boolean;
   compareError: string | null;
+  /** The plugin's capabilities (its manifest), null while unknown. */
+  caps: string[] | null;
+  persons: GalleryPerson[];
+  galleryError: string | null;
+  recognized: RecognizedFace[] | null;
+  /** The face (index in the detection) chosen for enrolment. */
+  chosenFace: number | null;
+  busy: boolean;
 }
 
 const initial: State = {
@@ -102,6 +124,12 @@ const initial: State = {
   compare: null,
   comparing: false,
   compareError: null,
+  caps: null,
+  persons: [],
+  galleryError: null,
+  recognized: null,
+  chosenFace: null,
+  busy: false,
 };
 
 export const RustyfaceStore = signalStore(
@@ -127,7 +155,7 @@ export const RustyfaceStore = signalStore(
           landmarks: true,
         });
         // A later photo or setting wins over an answer that comes back late.
-        if (seq === detectSeq) patchState(store, { result: r });
+        if (seq === detectSeq) patchState(store, { result: r, recognized: null, chosenFace: r.faces.length === 1 ? 0 : null });
       } catch (e) {
         if (seq === detectSeq) patchState(store, { error: `face.detect: ${(e as Error).message}`, result: null });
       } finally {
@@ -135,12 +163,91 @@ export const RustyfaceStore = signalStore(
       }
     }
 
+    async function loadGallery() {
+      try {
+        const r = await api.post<{ persons: GalleryPerson[] }>(path('gallery.list'), {});
+        patchState(store, { persons: r.persons });
+      } catch (e) {
+        patchState(store, { galleryError: `gallery.list: ${(e as Error).message}` });
+      }
+    }
+
     return {
+      /** Reads the manifest: whether this rustyface has galleries. */
+      async loadCaps() {
+        try {
+          const d = await api.get<PluginDetail>(`/api/core/plugins/${encodeURIComponent(pluginId)}`);
+          patchState(store, { caps: (d.capabilities ?? []).map((c) => c.name) });
+        } catch {
+          patchState(store, { caps: [] });
+        }
+        if (store.caps()?.includes('gallery.list')) await loadGallery();
+      },
+      hasGalleries(): boolean {
+        const c = store.caps();
+        return !!c && ['gallery.list', 'gallery.enrol', 'gallery.delete', 'face.recognize'].every((x) => c.includes(x));
+      },
+      loadGallery,
+      chooseFace(i: number) {
+        patchState(store, { chosenFace: i });
+      },
+      async recognize() {
+        const photo = store.photo();
+        if (!photo) return;
+        patchState(store, { busy: true, galleryError: null });
+        try {
+          const r = await api.post<{ faces: RecognizedFace[] }>(path('face.recognize'), {
+            image: photo.base64,
+            detector: store.detector(),
+            min_confidence: store.minConfidence(),
+          });
+          if (store.photo() === photo) patchState(store, { recognized: r.faces });
+        } catch (e) {
+          patchState(store, { galleryError: `face.recognize: ${(e as Error).message}` });
+        } finally {
+          patchState(store, { busy: false });
+        }
+      },
+      /** Enrols the chosen face under `person`; true when enrolled. */
+      async enrol(person: string): Promise<boolean> {
+        const photo = store.photo();
+        const i = store.chosenFace();
+        const name = person.trim();
+        if (!photo || i === null) return (patchState(store, { galleryError: 'Pick a face (its box or its row) to enrol.' }), false);
+        if (!PERSON_RE.test(name)) return (patchState(store, { galleryError: `“${name}” is not a name the gallery takes: 1 to 64 letters, digits, _ or -.` }), false);
+        patchState(store, { busy: true, galleryError: null });
+        try {
+          await api.post(path('gallery.enrol'), {
+            person: name,
+            image: photo.base64,
+            face_index: i,
+            detector: store.detector(),
+            min_confidence: store.minConfidence(),
+          });
+          await loadGallery();
+          return true;
+        } catch (e) {
+          patchState(store, { galleryError: `gallery.enrol: ${(e as Error).message}` });
+          return false;
+        } finally {
+          patchState(store, { busy: false });
+        }
+      },
+      async deletePerson(person: string) {
+        patchState(store, { galleryError: null });
+        try {
+          await api.post(path('gallery.delete'), { person });
+          patchState(store, { recognized: null });
+        } catch (e) {
+          patchState(store, { galleryError: `gallery.delete: ${(e as Error).message}` });
+        }
+        await loadGallery();
+      },
       setPlugin(id: string) {
         pluginId = id;
       },
       async setPhoto(photo: Photo) {
-        patchState(store, { photo, result: null });
+        patchState(store, { photo, result: null, recognized: null, chosenFace: null });
         await detect();
       },
       fail(message: string) {
