@@ -10,6 +10,13 @@
 //! | `model.load` | [`LoadRequest`]          | [`ModelInfo`] (models also load lazily on first use) |
 //! | `face.detect` | [`DetectOptions`] + image | [`DetectAnswer`]: the faces, best first, boxes in image pixels |
 //! | `face.embed` | [`EmbedOptions`] + image | [`EmbedAnswer`]; `aligned: true`: the image is one aligned 150x150 chip, `faces: [{descriptor}]` |
+//! | `face.compare` | `{image_a, image_b, threshold?: 0.6}` (base64) | `{distance, same, threshold}` of the largest face of each |
+//! | `gallery.enrol` | `{gallery?, person, image or descriptor, face_index?}` | the stored entry (see [`crate::gallery`], whose types are still its own) |
+//! | `gallery.list` | `{gallery?}` | persons with their counts, and the galleries |
+//! | `gallery.person` | `{gallery?, person}` | its entries (id, created_ms, box, crop) |
+//! | `gallery.crop` | `{gallery?, person, entry}` | `image/jpeg` bytes |
+//! | `gallery.delete` | `{gallery?, person}` | every descriptor and crop of them removed, on disk too |
+//! | `face.recognize` | `{image, gallery?, threshold?: 0.6}` | per face: box, `person` or null, `distance`, `candidates` |
 
 use serde::{Deserialize, Serialize};
 
