@@ -83,6 +83,24 @@ describe('RustyfaceStore', () => {
     expect(store.photo()?.base64).toBe('BBBB');
   });
 
+  it('keeps the names from Recognize when the detection of the same photo answers after them; a new detection clears them', async () => {
+    const p = store.setPhoto(photo('AAAA'));
+    const detect = http.expectOne('/api/plugins/rustyface/face.detect');
+    // Recognize clicked while the photo's detection is still out.
+    const r = store.recognize();
+    http.expectOne('/api/plugins/rustyface/face.recognize').flush({ faces: [{ ...face, person: 'obama', distance: 0.38, candidates: [] }] });
+    await r;
+    detect.flush({ width: 100, height: 80, faces: [face], took_ms: 5 });
+    await p;
+    expect(store.recognized()?.map((f) => f.person)).toEqual(['obama']);
+    // Another detector: new boxes, so the names go.
+    const d = store.setDetector('tiny');
+    expect(store.recognized()).toBeNull();
+    http.expectOne('/api/plugins/rustyface/face.detect').flush({ width: 100, height: 80, faces: [face], took_ms: 3 });
+    await d;
+    expect(store.recognized()).toBeNull();
+  });
+
   it('shows the plugin error of a failed detection', async () => {
     const p = store.setPhoto(photo('AAAA'));
     http.expectOne('/api/plugins/rustyface/face.detect').flush({ error: { code: 'bad_request', message: 'not an image' } }, { status: 400, statusText: 'Bad Request' });

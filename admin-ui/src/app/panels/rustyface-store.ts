@@ -146,7 +146,9 @@ export const RustyfaceStore = signalStore(
       const bad = confidenceProblem(store.minConfidence());
       if (bad) return patchState(store, { error: bad, result: null });
       const seq = ++detectSeq;
-      patchState(store, { detecting: true, error: null });
+      // Names from Recognize belong to the detection they were made with: cleared when a new
+      // one starts, kept when its answer lands after them.
+      patchState(store, { detecting: true, error: null, recognized: null });
       try {
         const r = await api.post<DetectResult>(path('face.detect'), {
           image: photo.base64,
@@ -155,7 +157,7 @@ export const RustyfaceStore = signalStore(
           landmarks: true,
         });
         // A later photo or setting wins over an answer that comes back late.
-        if (seq === detectSeq) patchState(store, { result: r, recognized: null, chosenFace: r.faces.length === 1 ? 0 : null });
+        if (seq === detectSeq) patchState(store, { result: r, chosenFace: r.faces.length === 1 ? 0 : null });
       } catch (e) {
         if (seq === detectSeq) patchState(store, { error: `face.detect: ${(e as Error).message}`, result: null });
       } finally {
@@ -194,6 +196,7 @@ export const RustyfaceStore = signalStore(
       async recognize() {
         const photo = store.photo();
         if (!photo) return;
+        const seq = detectSeq;
         patchState(store, { busy: true, galleryError: null });
         try {
           const r = await api.post<{ faces: RecognizedFace[] }>(path('face.recognize'), {
@@ -201,7 +204,7 @@ export const RustyfaceStore = signalStore(
             detector: store.detector(),
             min_confidence: store.minConfidence(),
           });
-          if (store.photo() === photo) patchState(store, { recognized: r.faces });
+          if (store.photo() === photo && seq === detectSeq) patchState(store, { recognized: r.faces });
         } catch (e) {
           patchState(store, { galleryError: `face.recognize: ${(e as Error).message}` });
         } finally {
