@@ -10,44 +10,12 @@
 // host/tests/fixtures/face-detect-reference.json (boxes in image pixels). The photos are decoded
 // by jpeg-js (npm, installed into a temporary folder); their EXIF orientation is 1 (none).
 // The npm package comes from fetch-models.sh's cache (~/.cache/bkg-models/npm).
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { faceApi, paths } from './face-api-node.mjs';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const cache = process.env.BKG_MODELS_CACHE || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'bkg-models');
-const tgz = path.join(cache, 'npm', 'vladmandic-face-api-1.7.15.tgz');
-const models = process.env.BKG_MODELS_DIR || path.join(root, 'models');
-const weightsDir = path.join(models, 'vladmandic', 'face-api');
-const photos = path.join(models, 'test-images', 'face_recognition');
-const demo = path.join(models, 'test-images', 'face-api-demo');
-if (!fs.existsSync(tgz) || !fs.existsSync(weightsDir) || !fs.existsSync(photos) || !fs.existsSync(demo)) {
-  console.error(`run scripts/fetch-models.sh first (${tgz}, ${weightsDir}, ${photos}, ${demo})`);
-  process.exit(1);
-}
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'face-api-'));
-execFileSync('tar', ['xzf', tgz, '-C', tmp]);
-fs.writeFileSync(path.join(tmp, 'package', 'package.json'), JSON.stringify({ type: 'module' }));
-execFileSync('npm', ['install', '--silent', '--no-audit', '--no-fund', '--prefix', tmp, 'jpeg-js@0.4.4']);
-const jpeg = createRequire(path.join(tmp, 'x.js'))('jpeg-js');
-
-// The ESM bundle picks its platform at import: let it take the browser one (fetch is unused).
-globalThis.window = globalThis;
-globalThis.document = { createElement: () => ({ getContext: () => null }) };
-const faceapi = await import(path.join(tmp, 'package', 'dist', 'face-api.esm.js'));
-const tf = faceapi.tf;
-await tf.setBackend('cpu');
-await tf.ready();
-
-function load(net, stem) {
-  const manifest = JSON.parse(fs.readFileSync(path.join(weightsDir, `${stem}-weights_manifest.json`)));
-  const bin = fs.readFileSync(path.join(weightsDir, `${stem}.bin`));
-  net.loadFromWeightMap(tf.io.decodeWeights(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength), manifest[0].weights));
-  return net;
-}
+const { root, photos, demo } = paths;
+const { faceapi, tf, jpeg, load, tmp } = await faceApi({ needs: ['photos', 'demo'], withJpeg: true });
 const ssd = load(new faceapi.SsdMobilenetv1(), 'ssd_mobilenetv1_model');
 const tiny = load(new faceapi.TinyFaceDetector(), 'tiny_face_detector_model');
 

@@ -7,37 +7,13 @@
 // are integer formulas (the same `chipPixel` is in plugins/rustyface/src/nets/recognition.rs's
 // tests), and writes host/tests/fixtures/face-recognition-reference.json. The npm package comes
 // from fetch-models.sh's cache (~/.cache/bkg-models/npm), unpacked into a temporary folder.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { faceApi, paths } from './face-api-node.mjs';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const cache = process.env.BKG_MODELS_CACHE || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'bkg-models');
-const tgz = path.join(cache, 'npm', 'vladmandic-face-api-1.7.15.tgz');
-const models = process.env.BKG_MODELS_DIR || path.join(root, 'models');
-const weightsDir = path.join(models, 'vladmandic', 'face-api');
-if (!fs.existsSync(tgz) || !fs.existsSync(weightsDir)) {
-  console.error(`run scripts/fetch-models.sh first (${tgz}, ${weightsDir})`);
-  process.exit(1);
-}
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'face-api-'));
-execFileSync('tar', ['xzf', tgz, '-C', tmp]);
-fs.writeFileSync(path.join(tmp, 'package', 'package.json'), JSON.stringify({ type: 'module' }));
-
-// The ESM bundle picks its platform at import: let it take the browser one (fetch is unused).
-globalThis.window = globalThis;
-globalThis.document = { createElement: () => ({ getContext: () => null }) };
-const faceapi = await import(path.join(tmp, 'package', 'dist', 'face-api.esm.js'));
-const tf = faceapi.tf;
-await tf.setBackend('cpu');
-await tf.ready();
-
-const manifest = JSON.parse(fs.readFileSync(path.join(weightsDir, 'face_recognition_model-weights_manifest.json')));
-const bin = fs.readFileSync(path.join(weightsDir, 'face_recognition_model.bin'));
-const net = new faceapi.FaceRecognitionNet();
-net.loadFromWeightMap(tf.io.decodeWeights(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength), manifest[0].weights));
+const { root } = paths;
+const { faceapi, tf, load, tmp } = await faceApi();
+const net = load(new faceapi.FaceRecognitionNet(), 'face_recognition_model');
 
 // Keep in step with `chip_pixel` in recognition.rs.
 function chipPixel(k, x, y) {
