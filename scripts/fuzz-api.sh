@@ -37,14 +37,28 @@ for _ in $(seq 100); do
 done
 
 echo "fuzzing $base for ${seconds}s"
-status=0
+set +e
 "$venv/bin/st" run "$base/api/openapi.json" \
   --header "Authorization: Bearer $key" \
   --checks not_a_server_error \
   --max-time "$seconds" \
   --workers 2 \
   --suppress-health-check all \
-  --exclude-path-regex '^/ws/' || status=$?
+  --exclude-path-regex '^/ws/' 2>&1 | tee "$work/st.log"
+status=${PIPESTATUS[0]}
+set -e
+# schemathesis exits 1 for a failed check (a 5xx) and also for an error inside itself (seen once
+# in CI: hypothesis's "AST constructor recursion depth mismatch" while it built coverage cases
+# for one operation). The second says nothing about the API: when every error it lists is such
+# a "Runtime Error" and its summary counts no failure, the run counts as passed, said loudly.
+errors=$(grep -cE '^_+ [A-Z]+ /[^ ]* _+$' "$work/st.log" || true)
+runtime=$(grep -c '^Runtime Error$' "$work/st.log" || true)
+summary=$(grep -E '^=+ .* in [0-9.]+s =+$' "$work/st.log" | tail -1)
+if [ "$status" -ne 0 ] && [ "$errors" -gt 0 ] && [ "$errors" -eq "$runtime" ] \
+  && ! grep -q failure <<<"$summary"; then
+  echo "NOTE: schemathesis stopped on $runtime error(s) of its own (above), not on a check: no 5xx was found"
+  status=0
+fi
 
 if ! curl -sf "$base/healthz" >/dev/null; then
   echo "FAIL: the host is down after fuzzing"; tail -50 "$work/host.log"; exit 1
