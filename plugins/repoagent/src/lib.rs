@@ -2,3 +2,5 @@
 //! metrics, search, a repository map, and code RAG through brainml over the bus.
 
 pub mod lang;
+pub mod search;
+pub mod stats;
