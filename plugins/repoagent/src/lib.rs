@@ -2,5 +2,6 @@
 //! metrics, search, a repository map, and code RAG through brainml over the bus.
 
 pub mod lang;
+pub mod metrics;
 pub mod search;
 pub mod stats;
