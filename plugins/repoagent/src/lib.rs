@@ -1,7 +1,630 @@
 //! `repoagent`: code analysis of repositories on the host's disk: line counts, symbols,
 //! metrics, search, a repository map, and code RAG through brainml over the bus.
+//!
+//! Repositories are added under the roots an operator allows (`repos.rs`), walked like ripgrep
+//! walks (`walk.rs`), indexed file by file on the plugin's own rayon pool (`index.rs`,
+//! `pool.rs`) and kept up to date by a file watcher (`watch.rs`). The plugin never reads
+//! outside its roots, never writes into a repository, and its threads (the pool's, the
+//! watcher's, notify's) are all joined in `stop`: it unloads cleanly.
 
+pub mod api;
+pub mod churn;
+pub mod index;
 pub mod lang;
 pub mod metrics;
+pub mod pool;
+pub mod repos;
 pub mod search;
 pub mod stats;
+pub mod symbols;
+pub mod walk;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bkg_abi::serde_json::{json, Value};
+use bkg_abi::{export_plugin, Context, Error, Host, Manifest, Plugin, Request, Response, Stream};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use api::*;
+use repos::{BuildState, RepoEntry, Repos};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub(crate) const NDJSON: &str = "application/x-ndjson";
+
+/// One NDJSON line.
+pub(crate) fn ndjson<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
+    let mut line = serde_json::to_vec(v).map_err(|e| Error::internal(format!("serialize: {e}")))?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// A request body as JSON (an empty body is `{}`), with a message naming what is wrong.
+pub(crate) fn parse<T: DeserializeOwned>(req: &Request<'_>) -> Result<T, Error> {
+    let body: &[u8] = if req.body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { req.body };
+    serde_json::from_slice(body).map_err(|e| Error::bad_request(format!("invalid request: {e}")))
+}
+
+pub(crate) use repos::poisoned;
+
+/// The plugin's config.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The folders repositories may be added under (absolute). Empty: every `repo.add` is
+    /// refused.
+    pub roots: Vec<PathBuf>,
+    /// Threads of the plugin's pool (indexing, counting, search).
+    pub threads: usize,
+    /// Files larger than this are left out of the index (and counted).
+    pub max_file_bytes: u64,
+    /// Watch the repositories and update their indexes on every change.
+    pub watch: bool,
+    /// How many commits of history `code.metrics`' hotspots read.
+    pub churn_commits: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            roots: Vec::new(),
+            threads: 2,
+            max_file_bytes: 1 << 20,
+            watch: true,
+            churn_commits: 2000,
+        }
+    }
+}
+
+pub const MAX_THREADS: usize = 64;
+pub const MAX_FILE_BYTES_LIMIT: u64 = 1 << 30;
+pub const MAX_CHURN_COMMITS: u32 = 1_000_000;
+
+impl Settings {
+    /// Check every value; the roots canonicalised.
+    fn checked(mut self) -> Result<Settings, Error> {
+        if !(1..=MAX_THREADS).contains(&self.threads) {
+            return Err(Error::bad_request(format!(
+                "threads {}: use 1 to {MAX_THREADS}",
+                self.threads
+            )));
+        }
+        if !(1..=MAX_FILE_BYTES_LIMIT).contains(&self.max_file_bytes) {
+            return Err(Error::bad_request(format!(
+                "max_file_bytes {}: use 1 to {MAX_FILE_BYTES_LIMIT}",
+                self.max_file_bytes
+            )));
+        }
+        if !(1..=MAX_CHURN_COMMITS).contains(&self.churn_commits) {
+            return Err(Error::bad_request(format!(
+                "churn_commits {}: use 1 to {MAX_CHURN_COMMITS}",
+                self.churn_commits
+            )));
+        }
+        let mut roots = Vec::new();
+        for r in &self.roots {
+            if !r.is_absolute() {
+                return Err(Error::bad_request(format!(
+                    "roots: {} is relative: give absolute folders",
+                    r.display()
+                )));
+            }
+            let c = std::fs::canonicalize(r).map_err(|e| {
+                Error::bad_request(format!("roots: {} cannot be used: {e}", r.display()))
+            })?;
+            if !c.is_dir() {
+                return Err(Error::bad_request(format!("roots: {} is not a folder", r.display())));
+            }
+            if ["/proc", "/sys", "/dev"].iter().any(|f| c.starts_with(f)) {
+                return Err(Error::bad_request(format!(
+                    "roots: {} is a virtual file system repoagent never reads",
+                    r.display()
+                )));
+            }
+            roots.push(c);
+        }
+        self.roots = roots;
+        Ok(self)
+    }
+}
+
+/// What the plugin's threads share; the plugin holds it in an `Arc` (the watcher's thread
+/// holds a `Weak`, pool jobs an `Arc` until they end: all before `stop` returns).
+pub struct Core {
+    pub(crate) host: Host,
+    /// As configured (what `config` shows) and checked (roots canonical).
+    configured: RwLock<Settings>,
+    settings: RwLock<Settings>,
+    pub(crate) pool: pool::Pool,
+    pub(crate) extractor: symbols::Extractor,
+    pub(crate) repos: Repos,
+    pub(crate) watcher: watch::Watcher,
+    stopping: AtomicBool,
+    persisting: Mutex<()>,
+}
+
+/// The plugin. Derefs to its [`Core`] (`self.repos`, `self.extractor`, `self.pool`).
+pub struct RepoAgent {
+    core: Arc<Core>,
+}
+
+impl Deref for RepoAgent {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl Core {
+    /// The checked settings (roots canonical).
+    pub(crate) fn settings(&self) -> Settings {
+        self.settings.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    fn persist(&self) -> Result<(), Error> {
+        let _one = self.persisting.lock().map_err(|_| poisoned())?;
+        repos::save(&self.host.data_dir(), self.repos.saved())
+    }
+
+    fn watch(&self, entry: &RepoEntry) {
+        match self.watcher.watch(&entry.root) {
+            Ok(on) => entry.watching.store(on, Ordering::SeqCst),
+            Err(e) => {
+                entry.watching.store(false, Ordering::SeqCst);
+                self.host.warn(&format!("repository {}: not watched: {}", entry.name, e.message));
+            }
+        }
+    }
+
+    /// Start a build of `entry`'s index on the pool (superseding one in progress): its epoch.
+    fn start_build(self: &Arc<Self>, entry: &Arc<RepoEntry>) -> Result<u64, Error> {
+        let epoch = entry.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        entry.files_done.store(0, Ordering::SeqCst);
+        entry.files_total.store(0, Ordering::SeqCst);
+        entry.set_state(BuildState::Indexing { epoch });
+        let (core, job) = (self.clone(), entry.clone());
+        if let Err(e) = self.pool.spawn(move || core.build_job(&job, epoch)) {
+            entry.set_state(BuildState::Error { epoch, message: e.message.clone() });
+            return Err(e);
+        }
+        Ok(epoch)
+    }
+
+    /// A pool job: walk and index the repository; the index replaces the old one unless a
+    /// newer build, a removal or `stop` came first.
+    fn build_job(&self, entry: &RepoEntry, epoch: u64) {
+        let current = || {
+            !self.is_stopping()
+                && !entry.removed.load(Ordering::SeqCst)
+                && entry.epoch.load(Ordering::SeqCst) == epoch
+        };
+        let cancelled = || !current();
+        let max = self.settings().max_file_bytes;
+        let started = Instant::now();
+        let result = walk::walk(&entry.root, &entry.root, max, &cancelled).and_then(|walked| {
+            entry.files_total.store(walked.files.len(), Ordering::SeqCst);
+            entry.wake();
+            index::build(
+                &entry.name,
+                &entry.root,
+                walked,
+                max,
+                &self.extractor,
+                &entry.files_done,
+                &cancelled,
+            )
+        });
+        // The index lock before the state's (the order `Repos::with_index` takes them in).
+        let Ok(mut slot) = entry.index.write() else { return };
+        if !current() {
+            drop(slot);
+            entry.wake();
+            return;
+        }
+        match result {
+            Ok(mut index) => {
+                index.indexed_ms = started.elapsed().as_millis() as u64;
+                if let Some(old) = slot.as_ref() {
+                    index.generation = old.generation + 1;
+                }
+                let files = index.files.len();
+                *slot = Some(index);
+                drop(slot);
+                entry.set_state(BuildState::Ready { epoch });
+                self.host.debug(&format!("repository {} indexed: {files} files", entry.name));
+            }
+            Err(e) => {
+                drop(slot);
+                self.host.warn(&format!("repository {}: indexing failed: {e}", entry.name));
+                entry.set_state(BuildState::Error { epoch, message: e.message });
+            }
+        }
+    }
+
+    /// Wait for the build `epoch` (or a newer one) of `entry` to end, streaming progress.
+    fn wait_build(
+        &self,
+        entry: &RepoEntry,
+        epoch: u64,
+        ctx: &Context<'_>,
+        stream: Option<&Stream<'_, '_>>,
+    ) -> Result<(), Error> {
+        let mut sent = None;
+        loop {
+            if ctx.is_cancelled() {
+                return Err(Error::cancelled());
+            }
+            if self.is_stopping() {
+                return Err(Error::unavailable("repoagent is stopping"));
+            }
+            if entry.removed.load(Ordering::SeqCst) {
+                return Err(Error::conflict(format!(
+                    "repository {} was removed while it was indexing",
+                    entry.name
+                )));
+            }
+            match entry.state() {
+                BuildState::Ready { epoch: e } if e >= epoch => return Ok(()),
+                BuildState::Error { epoch: e, message } if e >= epoch => {
+                    return Err(Error::internal(format!(
+                        "indexing repository {} failed: {message}",
+                        entry.name
+                    )))
+                }
+                _ => {}
+            }
+            if let Some(s) = stream {
+                let p = entry.progress();
+                if sent != Some((p.files_done, p.files_total)) {
+                    s.send(&ndjson(&p)?)?;
+                    sent = Some((p.files_done, p.files_total));
+                }
+            }
+            entry.wait(Duration::from_millis(100));
+        }
+    }
+
+    fn indexed(&self, entry: &RepoEntry) -> Result<RepoIndexed, Error> {
+        let guard = entry.index.read().map_err(|_| poisoned())?;
+        let index = guard.as_ref().ok_or_else(|| Error::internal("the index vanished"))?;
+        Ok(RepoIndexed {
+            name: entry.name.clone(),
+            path: entry.root.display().to_string(),
+            files: index.files.len(),
+            skipped_large: index.skipped_large.len() as u64,
+            skipped_binary: index.skipped_binary.len() as u64,
+            indexed_ms: index.indexed_ms,
+        })
+    }
+
+    /// Answer a build's end: plain, or (streamed) as the last NDJSON line, an error too.
+    fn finish(
+        &self,
+        what: &str,
+        stream: Option<Stream<'_, '_>>,
+        result: Result<RepoIndexed, Error>,
+        status: u16,
+    ) -> Result<Response, Error> {
+        match (result, stream) {
+            (Ok(answer), None) => Ok(Response::json(&answer)?.with_status(status)),
+            (Ok(answer), Some(_)) => Ok(Response::bytes(NDJSON, ndjson(&answer)?)),
+            (Err(e), Some(_)) if e.kind != bkg_abi::ErrorKind::CANCELLED => {
+                self.host.warn(&format!("{what} failed midway: {e}"));
+                let line = json!({ "error": {
+                    "code": e.kind.code(), "status": e.kind.0, "message": e.message } });
+                Ok(Response::bytes(NDJSON, format!("{line}\n").into_bytes()))
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    fn repo_add(self: &Arc<Self>, r: RepoAdd, ctx: &Context<'_>) -> Result<Response, Error> {
+        let settings = self.settings();
+        let root = repos::check_path(&settings.roots, &r.path)?;
+        let name =
+            match r.name {
+                Some(n) => n,
+                None => root.file_name().and_then(|n| n.to_str()).map(str::to_string).ok_or_else(
+                    || Error::bad_request(format!("path {:?}: give a name for it", r.path)),
+                )?,
+            };
+        repos::check_name(&name)?;
+        let entry = Arc::new(RepoEntry::new(name, root));
+        self.repos.insert(entry.clone())?;
+        let stream = match r.stream.then(|| ctx.stream(NDJSON)).transpose() {
+            Ok(s) => s,
+            Err(e) => {
+                self.forget(&entry);
+                return Err(e);
+            }
+        };
+        self.watch(&entry);
+        let result = self
+            .start_build(&entry)
+            .and_then(|epoch| self.wait_build(&entry, epoch, ctx, stream.as_ref()))
+            .and_then(|()| self.persist())
+            .and_then(|()| self.indexed(&entry));
+        match &result {
+            Ok(a) => self.host.info(&format!(
+                "repository {} added: {} ({} files, {} ms)",
+                a.name, a.path, a.files, a.indexed_ms
+            )),
+            Err(_) => self.forget(&entry),
+        }
+        self.finish("repo.add", stream, result, 201)
+    }
+
+    /// Undo an add that did not finish (only if the name still means this entry).
+    fn forget(&self, entry: &Arc<RepoEntry>) {
+        if let Ok(e) = self.repos.get(&entry.name) {
+            if Arc::ptr_eq(&e, entry) {
+                self.repos.remove(&entry.name);
+                self.watcher.unwatch(&entry.root);
+            }
+        }
+        entry.removed.store(true, Ordering::SeqCst);
+    }
+
+    fn repo_remove(&self, r: RepoName) -> Result<Response, Error> {
+        let entry = self.repos.get(&r.name)?;
+        self.repos.remove(&entry.name);
+        if entry.watching.swap(false, Ordering::SeqCst) {
+            self.watcher.unwatch(&entry.root);
+        }
+        self.persist()?;
+        self.host.info(&format!("repository {} removed (its files untouched)", entry.name));
+        Response::json(&RepoRemoved { removed: entry.name.clone() })
+    }
+
+    fn repo_reindex(
+        self: &Arc<Self>,
+        r: RepoReindex,
+        ctx: &Context<'_>,
+    ) -> Result<Response, Error> {
+        let entry = self.repos.get(&r.name)?;
+        // The roots may have changed since it was added.
+        repos::check_path(&self.settings().roots, &entry.root.display().to_string())?;
+        let stream = r.stream.then(|| ctx.stream(NDJSON)).transpose()?;
+        if !entry.watching.load(Ordering::SeqCst) {
+            self.watch(&entry);
+        }
+        let result = self
+            .start_build(&entry)
+            .and_then(|epoch| self.wait_build(&entry, epoch, ctx, stream.as_ref()))
+            .and_then(|()| self.indexed(&entry));
+        self.finish("repo.reindex", stream, result, 200)
+    }
+
+    /// Bring the saved repositories back (at start): each indexed again in the background.
+    fn restore(self: &Arc<Self>) {
+        let dir = self.host.data_dir();
+        let saved = match repos::load(&dir) {
+            Ok(s) => s,
+            Err(e) => {
+                // Kept aside, not overwritten by the next add.
+                let aside = dir.join(format!("repos.json.damaged-{}", index::now_ms()));
+                let _ = std::fs::rename(dir.join("repos.json"), &aside);
+                self.host.error(&format!("{}; moved to {}", e.message, aside.display()));
+                return;
+            }
+        };
+        let roots = self.settings().roots;
+        for s in saved {
+            let checked = repos::check_path(&roots, &s.path);
+            let root = checked.as_ref().map_or_else(|_| PathBuf::from(&s.path), Clone::clone);
+            let entry = Arc::new(RepoEntry::new(s.name.clone(), root));
+            if self.repos.insert(entry.clone()).is_err() {
+                continue;
+            }
+            match checked {
+                Ok(_) => {
+                    self.watch(&entry);
+                    let _ = self.start_build(&entry);
+                }
+                Err(e) => {
+                    self.host.warn(&format!("repository {} not indexed: {}", s.name, e.message));
+                    entry.set_state(BuildState::Error {
+                        epoch: 0,
+                        message: format!("not indexed: {}", e.message),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Apply the watcher's changed paths to the indexes of ready repositories (inside the
+    /// pool); paths of repositories still indexing stay pending.
+    pub(crate) fn apply_pending(self: &Arc<Self>, pending: &mut watch::Pending) {
+        if self.is_stopping() {
+            *pending = watch::Pending::default();
+            return;
+        }
+        if std::mem::take(&mut pending.rescan) {
+            for e in self.repos.all() {
+                if e.index.read().map(|i| i.is_some()).unwrap_or(false) {
+                    let _ = self.start_build(&e);
+                }
+            }
+        }
+        let mut by_repo: BTreeMap<String, (Arc<RepoEntry>, std::collections::BTreeSet<PathBuf>)> =
+            BTreeMap::new();
+        for p in std::mem::take(&mut pending.paths) {
+            if let Some(e) = self.repos.find_by_path(&p) {
+                by_repo
+                    .entry(e.name.clone())
+                    .or_insert_with(|| (e, Default::default()))
+                    .1
+                    .insert(p);
+            }
+        }
+        let max = self.settings().max_file_bytes;
+        for (_, (entry, paths)) in by_repo {
+            if !entry.is_ready() {
+                pending.paths.extend(paths);
+                continue;
+            }
+            let applied = self.pool.install(|| {
+                let mut slot = entry.index.write().map_err(|_| poisoned())?;
+                Ok::<_, Error>(match slot.as_mut() {
+                    Some(index) => index::apply_changes(index, &paths, max, &self.extractor),
+                    None => index::Applied::Unchanged,
+                })
+            });
+            match applied {
+                Ok(Ok(index::Applied::NeedsRebuild)) => {
+                    let _ = self.start_build(&entry);
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) | Err(e) => {
+                    self.host.warn(&format!("repository {}: update failed: {e}", entry.name))
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> Value {
+        let s = self.settings();
+        let repos: Vec<RepoInfo> = self.repos.all().iter().map(|e| e.info()).collect();
+        json!({
+            "version": VERSION,
+            "threads": self.pool.threads(),
+            "threads_spawned": self.pool.spawned_total(),
+            "threads_joined": self.pool.joined_total(),
+            "watching": self.watcher.is_running(),
+            "roots": s.roots,
+            "repos": repos,
+        })
+    }
+}
+
+impl Plugin for RepoAgent {
+    fn manifest() -> Manifest {
+        Manifest::new("repoagent", "Code analysis", VERSION)
+            .description(
+                "code analysis of repositories on the host's disk (under the roots an operator \
+                 allows): line counts, symbols, metrics, search; indexes kept up to date by a \
+                 file watcher",
+            )
+            .streaming_capability(
+                "repo.add",
+                "{path, name?, stream?}: add and index a repository under an allowed root (201 \
+                 {name, path, files, indexed_ms}); stream: NDJSON progress {files_done, \
+                 files_total}, then the answer",
+            )
+            .capability(
+                "repo.list",
+                "the repositories: {repos: [{name, path, state, files, languages, indexed_at, \
+                 watching}]}",
+            )
+            .capability("repo.remove", "{name}: stop watching and forget it (files untouched)")
+            .streaming_capability(
+                "repo.reindex",
+                "{name, stream?}: walk and index the repository again",
+            )
+            .config_schema(json!({
+                "type": "object",
+                "properties": {
+                    "roots": { "type": "array", "items": { "type": "string" }, "default": [],
+                        "description": "absolute folders repositories may be added under; empty: none" },
+                    "threads": { "type": "integer", "minimum": 1, "maximum": MAX_THREADS, "default": 2 },
+                    "max_file_bytes": { "type": "integer", "minimum": 1, "maximum": MAX_FILE_BYTES_LIMIT,
+                        "default": 1048576, "description": "larger files are left out (and counted)" },
+                    "watch": { "type": "boolean", "default": true },
+                    "churn_commits": { "type": "integer", "minimum": 1, "maximum": MAX_CHURN_COMMITS,
+                        "default": 2000 }
+                },
+                "additionalProperties": false
+            }))
+            .config_needs_restart()
+    }
+
+    fn new(host: Host) -> Result<Self, Error> {
+        Ok(RepoAgent {
+            core: Arc::new(Core {
+                host,
+                configured: RwLock::new(Settings::default()),
+                settings: RwLock::new(Settings::default()),
+                pool: pool::Pool::default(),
+                extractor: symbols::Extractor::new(),
+                repos: Repos::default(),
+                watcher: watch::Watcher::default(),
+                stopping: AtomicBool::new(false),
+                persisting: Mutex::new(()),
+            }),
+        })
+    }
+
+    fn start(&self) -> Result<(), Error> {
+        self.stopping.store(false, Ordering::SeqCst);
+        let s = self.settings();
+        self.pool.start(s.threads)?;
+        if s.watch {
+            self.watcher.start(Arc::downgrade(&self.core))?;
+        }
+        self.core.restore();
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), Error> {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.repos.clear();
+        self.watcher.stop()?;
+        self.pool.shutdown()
+    }
+
+    fn status(&self) -> Value {
+        self.core.status()
+    }
+
+    fn config(&self) -> Value {
+        self.configured
+            .read()
+            .ok()
+            .and_then(|s| serde_json::to_value(&*s).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    fn configure(&self, config: Value) -> Result<(), Error> {
+        let given: Settings = if config.is_null() {
+            Settings::default()
+        } else {
+            serde_json::from_value(config)
+                .map_err(|e| Error::bad_request(format!("config: {e}")))?
+        };
+        let checked = given.clone().checked()?;
+        *self.configured.write().map_err(|_| poisoned())? = given;
+        *self.settings.write().map_err(|_| poisoned())? = checked;
+        Ok(())
+    }
+
+    fn invoke(
+        &self,
+        capability: &str,
+        req: Request<'_>,
+        ctx: &Context<'_>,
+    ) -> Result<Response, Error> {
+        match capability {
+            "repo.add" => self.core.repo_add(parse(&req)?, ctx),
+            "repo.list" => {
+                let repos = self.repos.all().iter().map(|e| e.info()).collect();
+                Response::json(&RepoList { repos })
+            }
+            "repo.remove" => self.repo_remove(parse(&req)?),
+            "repo.reindex" => self.core.repo_reindex(parse(&req)?, ctx),
+            other => Err(Error::not_found(format!("no capability {other}"))),
+        }
+    }
+}
+
+export_plugin!(RepoAgent);

@@ -1,0 +1,97 @@
+//! Every request and answer of repoagent's capabilities, one section per group of
+//! capabilities (each group's owner adds its own section).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+// ---------------------------------------------------------------------------------------------
+// Repositories (racore): repo.add, repo.list, repo.remove, repo.reindex
+// ---------------------------------------------------------------------------------------------
+
+/// `repo.add {path, name?, stream?}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoAdd {
+    pub path: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Answer with NDJSON progress lines (`RepoProgress`), then the answer as the last line.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// `repo.remove {name}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoName {
+    pub name: String,
+}
+
+/// `repo.reindex {name, stream?}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoReindex {
+    pub name: String,
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// One progress line of a streamed `repo.add` / `repo.reindex`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RepoProgress {
+    pub files_done: usize,
+    pub files_total: usize,
+}
+
+/// The answer of `repo.add` (201) and `repo.reindex`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoIndexed {
+    pub name: String,
+    pub path: String,
+    /// Files in the index.
+    pub files: usize,
+    /// Files left out for being larger than `max_file_bytes`.
+    pub skipped_large: u64,
+    /// Files left out as binary (a NUL byte in their first 8 KiB).
+    pub skipped_binary: u64,
+    pub indexed_ms: u64,
+}
+
+/// `repo.list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoList {
+    pub repos: Vec<RepoInfo>,
+}
+
+/// One repository in `repo.list` and in the status report.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoInfo {
+    pub name: String,
+    pub path: String,
+    /// `indexing`, `ready` or `error`.
+    pub state: &'static str,
+    /// Files in the index (0 until the first index is built).
+    pub files: usize,
+    /// Files per language (tokei's name; files tokei does not know are left out).
+    pub languages: BTreeMap<String, usize>,
+    /// When the index was last built, milliseconds since the Unix epoch.
+    pub indexed_at: Option<u64>,
+    pub watching: bool,
+    /// Bumped on every change to the index.
+    pub generation: u64,
+    pub skipped_large: u64,
+    pub skipped_binary: u64,
+    /// While indexing: progress of the build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<RepoProgress>,
+    /// Why the last build failed (state `error`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `repo.remove`'s answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoRemoved {
+    pub removed: String,
+}

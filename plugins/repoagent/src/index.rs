@@ -1,0 +1,302 @@
+//! One repository's index: per file its language, tokei's counts and its symbols (metrics on
+//! first use). No file contents are kept: search and metrics read the file again from disk.
+//!
+//! Built on the plugin's own pool (`build`, from a pool job) and updated file by file by the
+//! watcher (`apply_changes`, inside `Pool::install`): tokei and rayon never run elsewhere.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bkg_abi::Error;
+use rayon::prelude::*;
+
+use crate::lang::Lang;
+use crate::walk::{self, Walked};
+use crate::{metrics, stats, symbols};
+
+/// How many leading bytes are looked at for a NUL (git's and ripgrep's binary test).
+pub const BINARY_PROBE: usize = 8192;
+
+/// One file of the index.
+#[derive(Clone, Debug)]
+pub struct FileEntry {
+    /// Its language for symbols and metrics (tree-sitter), if one of ours.
+    pub lang: Option<Lang>,
+    /// tokei's language, if tokei knows the file.
+    pub tokei: Option<tokei::LanguageType>,
+    pub bytes: u64,
+    pub mtime_ns: i128,
+    /// tokei's counts (files tokei does not know have none).
+    pub counts: Option<stats::Counts>,
+    pub symbols: Arc<symbols::FileSymbols>,
+    /// Computed on the first `code.metrics` that needs it; a change to the file makes a new
+    /// entry without it.
+    pub metrics: Option<Arc<metrics::FileMetrics>>,
+}
+
+/// One repository's index.
+#[derive(Clone, Debug)]
+pub struct RepoIndex {
+    pub name: String,
+    /// Canonical.
+    pub root: PathBuf,
+    /// By relative path (`/` separators).
+    pub files: BTreeMap<String, FileEntry>,
+    /// Bumped on every change.
+    pub generation: u64,
+    /// The folders the walk went into (relative, `""` is the root).
+    pub dirs: BTreeSet<String>,
+    /// Files left out for their size (> `max_file_bytes`) or as binary, by relative path.
+    pub skipped_large: BTreeSet<String>,
+    pub skipped_binary: BTreeSet<String>,
+    /// When the index was built (ms since the Unix epoch) and how long that took.
+    pub indexed_at: u64,
+    pub indexed_ms: u64,
+}
+
+impl RepoIndex {
+    /// The absolute path of a file of the index.
+    pub fn abs(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// Files per language (tokei's names), files tokei does not know left out.
+    pub fn languages(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for e in self.files.values() {
+            if let Some(t) = e.tokei {
+                *out.entry(t.name().to_string()).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
+    fn remove_under(&mut self, rel: &str) -> bool {
+        let prefix = format!("{rel}/");
+        let mut changed = self.files.remove(rel).is_some();
+        let under: Vec<String> = self
+            .files
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        changed |= !under.is_empty();
+        for k in under {
+            self.files.remove(&k);
+        }
+        for set in [&mut self.skipped_large, &mut self.skipped_binary, &mut self.dirs] {
+            set.remove(rel);
+            set.retain(|k| !k.starts_with(&prefix));
+        }
+        changed
+    }
+
+    fn forget_skips(&mut self, rel: &str) {
+        self.skipped_large.remove(rel);
+        self.skipped_binary.remove(rel);
+    }
+}
+
+/// What reading one file gave.
+#[derive(Debug)]
+pub enum Read {
+    Entry(FileEntry),
+    Binary,
+    TooLarge,
+    /// Gone or unreadable since the walk.
+    Gone,
+}
+
+fn mtime_ns(m: &std::fs::Metadata) -> i128 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Read one file and make its entry (on the plugin's pool: tokei may use rayon).
+pub fn read_file(abs: &Path, max_file_bytes: u64, extractor: &symbols::Extractor) -> Read {
+    let Ok(meta) = std::fs::symlink_metadata(abs) else { return Read::Gone };
+    if !meta.is_file() {
+        return Read::Gone;
+    }
+    if meta.len() > max_file_bytes {
+        return Read::TooLarge;
+    }
+    let Ok(bytes) = std::fs::read(abs) else { return Read::Gone };
+    if bytes.len() as u64 > max_file_bytes {
+        return Read::TooLarge;
+    }
+    if bytes[..bytes.len().min(BINARY_PROBE)].contains(&0) {
+        return Read::Binary;
+    }
+    let lang = Lang::of_path(abs);
+    let tokei = stats::language_of(abs);
+    let counts = tokei.map(|t| stats::count(t, &bytes));
+    let symbols = match lang {
+        // A file whose symbols cannot be extracted is still indexed (counts, search).
+        Some(l) => extractor.extract(l, &bytes).unwrap_or_default(),
+        None => symbols::FileSymbols::default(),
+    };
+    Read::Entry(FileEntry {
+        lang,
+        tokei,
+        bytes: bytes.len() as u64,
+        mtime_ns: mtime_ns(&meta),
+        counts,
+        symbols: Arc::new(symbols),
+        metrics: None,
+    })
+}
+
+/// Build an index from a walk (call it on the plugin's pool). `done` counts the files read.
+pub fn build(
+    name: &str,
+    root: &Path,
+    walked: Walked,
+    max_file_bytes: u64,
+    extractor: &symbols::Extractor,
+    done: &AtomicUsize,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<RepoIndex, Error> {
+    let started = std::time::Instant::now();
+    let read: Option<Vec<(String, Read)>> = walked
+        .files
+        .par_iter()
+        .map(|f| {
+            if cancelled() {
+                return None;
+            }
+            let r = read_file(&f.abs, max_file_bytes, extractor);
+            done.fetch_add(1, Ordering::Relaxed);
+            Some((f.rel.clone(), r))
+        })
+        .collect();
+    let read = read.ok_or_else(Error::cancelled)?;
+    let mut index = RepoIndex {
+        name: name.to_string(),
+        root: root.to_path_buf(),
+        files: BTreeMap::new(),
+        generation: 1,
+        dirs: walked.dirs,
+        skipped_large: BTreeSet::new(),
+        skipped_binary: BTreeSet::new(),
+        indexed_at: now_ms(),
+        indexed_ms: 0,
+    };
+    index.skipped_large.extend(walked.large);
+    for (rel, r) in read {
+        match r {
+            Read::Entry(e) => {
+                index.files.insert(rel, e);
+            }
+            Read::Binary => {
+                index.skipped_binary.insert(rel);
+            }
+            Read::TooLarge => {
+                index.skipped_large.insert(rel);
+            }
+            Read::Gone => {}
+        }
+    }
+    index.indexed_ms = started.elapsed().as_millis() as u64;
+    Ok(index)
+}
+
+/// What `apply_changes` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Unchanged,
+    Changed,
+    /// An ignore file changed: the whole repository must be walked again.
+    NeedsRebuild,
+}
+
+/// Bring the index up to date with these changed paths (absolute, under the root): files
+/// re-read, removed ones dropped, new folders walked. Call it on the plugin's pool.
+pub fn apply_changes(
+    index: &mut RepoIndex,
+    paths: &BTreeSet<PathBuf>,
+    max_file_bytes: u64,
+    extractor: &symbols::Extractor,
+) -> Applied {
+    let root = index.root.clone();
+    let mut changed = false;
+    for abs in paths {
+        let Some(rel) = walk::relative(&root, abs) else { continue };
+        if rel.is_empty() {
+            continue;
+        }
+        let name = abs.file_name().unwrap_or_default();
+        if name == ".gitignore" || name == ".ignore" {
+            return Applied::NeedsRebuild;
+        }
+        let parent_rel = rel.rsplit_once('/').map_or("", |(p, _)| p);
+        if !index.dirs.contains(parent_rel) {
+            // Inside a folder the walk leaves out (ignored or hidden) or not there any more.
+            changed |= index.remove_under(&rel);
+            continue;
+        }
+        let parent = abs.parent().unwrap_or(&root);
+        let meta = std::fs::symlink_metadata(abs);
+        let admitted = meta.is_ok() && walk::child_admitted(parent, name);
+        match meta {
+            Ok(m) if m.is_dir() && admitted => {
+                if !index.dirs.contains(&rel) {
+                    let Ok(walked) = walk::walk(&root, abs, max_file_bytes, &|| false) else {
+                        continue;
+                    };
+                    for f in &walked.files {
+                        index.forget_skips(&f.rel);
+                        match read_file(&f.abs, max_file_bytes, extractor) {
+                            Read::Entry(e) => {
+                                index.files.insert(f.rel.clone(), e);
+                            }
+                            Read::Binary => {
+                                index.skipped_binary.insert(f.rel.clone());
+                            }
+                            Read::TooLarge => {
+                                index.skipped_large.insert(f.rel.clone());
+                            }
+                            Read::Gone => {}
+                        }
+                    }
+                    index.dirs.extend(walked.dirs);
+                    changed = true;
+                }
+            }
+            Ok(m) if m.is_file() && admitted => {
+                index.forget_skips(&rel);
+                index.files.remove(&rel);
+                match read_file(abs, max_file_bytes, extractor) {
+                    Read::Entry(e) => {
+                        index.files.insert(rel, e);
+                    }
+                    Read::Binary => {
+                        index.skipped_binary.insert(rel);
+                    }
+                    Read::TooLarge => {
+                        index.skipped_large.insert(rel);
+                    }
+                    Read::Gone => {}
+                }
+                changed = true;
+            }
+            // Gone, ignored now, a symbolic link or a special file.
+            _ => changed |= index.remove_under(&rel),
+        }
+    }
+    if changed {
+        index.generation += 1;
+        Applied::Changed
+    } else {
+        Applied::Unchanged
+    }
+}
