@@ -1176,47 +1176,186 @@ test(
   rustyfaceSkip,
 );
 
+/** A PNG whose header says `w`x`h` (RGB) over one tiny IDAT: a decompression bomb's header, a few dozen bytes. */
+function pngHeaderOnly(w, h) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (buf) => {
+    let c = 0xffffffff;
+    for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+    const sum = Buffer.alloc(4);
+    sum.writeUInt32BE(crc(body));
+    return Buffer.concat([len, body, sum]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr.set([8, 2, 0, 0, 0], 8);
+  // zlib of a single zero byte: far too little data for the size the header claims.
+  const idat = Buffer.from([0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01]);
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', idat), chunk('IEND', Buffer.alloc(0))]);
+}
+
+/** A DataTransfer holding `files` ({name, type, base64}), as a user dragging them from the desktop carries. */
+async function filesTransfer(files) {
+  return page.evaluateHandle((fs) => {
+    const dt = new DataTransfer();
+    for (const f of fs) dt.items.add(new File([Uint8Array.from(atob(f.base64), (c) => c.charCodeAt(0))], f.name, { type: f.type }));
+    return dt;
+  }, files);
+}
+/** Drops `files` on the panel's drop zone. */
+async function dropFiles(files) {
+  await page.getByTestId('rf-drop').dispatchEvent('drop', { dataTransfer: await filesTransfer(files) });
+}
+/** Toasts from the shell's plugin upload: a file dropped on a panel's zone must not be taken for a plugin. */
+const uploadToasts = () => page.locator('[data-toast]').filter({ hasText: 'plugin library' }).count();
+
+const RF_GALLERY = 'e2e-faces';
+const rfPerson = (name) => page.getByTestId('rf-persons').locator(`li[data-person="${name}"]`);
+const rfList = (gallery) => host.api('/api/plugins/rustyface/gallery.list', { method: 'POST', body: { gallery } });
+/** Picks `file`, waits for its own detection (its size in the summary), picks its only face and enrols it as `name`. */
+async function rfEnrol(file, size, name) {
+  await page.getByTestId('rf-file').setInputFiles(join(FACE_PHOTOS, file));
+  await expectEventually(`${file} detected`, async () => (await page.getByTestId('rf-box').count()) === 1
+    && ((await page.getByTestId('rf-summary').textContent()) ?? '').includes(size), 60_000);
+  await page.getByTestId('rf-box').click();
+  const gallery = page.getByTestId('rf-gallery');
+  await gallery.locator('input[name=rfPerson]').fill(name);
+  await gallery.getByRole('button', { name: /^Enrol face 1$/ }).click();
+  await rfPerson(name).waitFor({ timeout: 60_000 });
+}
+/** Waits until every thumbnail shown has decoded (a real JPEG from the plugin, not a broken image). */
+async function thumbsDecoded(n) {
+  await expectEventually(`${n} decoded thumbnails`, async () => page.getByTestId('rf-thumb').evaluateAll(
+    (imgs, n) => imgs.length === n && imgs.every((i) => i.complete && i.naturalWidth > 20 && i.naturalHeight > 20), n), 20_000);
+}
+
 test(
-  'rustyface gallery: enrol the face of obama.jpg as obama, recognize obama2.jpg names it obama on its box, delete obama (confirmed)',
+  'rustyface gallery: in a new gallery, enrol obama.jpg (picked by its box) and biden.jpg: thumbnails appear; recognize obama2.jpg names obama on its box with biden next; delete obama (confirmed): his row, thumbnail and name are gone, obama2.jpg is unknown',
   async () => {
     await page.goto(ui.url + '/plugins/rustyface/panel');
     const gallery = page.getByTestId('rf-gallery');
     await gallery.waitFor({ timeout: 20_000 });
     await settled();
-    await page.getByTestId('rf-file').setInputFiles(join(FACE_PHOTOS, 'obama.jpg'));
-    await expectEventually('obama.jpg detected', async () => (await page.getByTestId('rf-box').count()) === 1, 60_000);
-    // The face is picked by its box.
-    await page.getByTestId('rf-box').click();
-    await gallery.locator('input[name=rfPerson]').fill('obama');
-    await gallery.getByRole('button', { name: /^Enrol face 1$/ }).click();
-    const row = page.getByTestId('rf-persons').locator('tr[data-person="obama"]');
-    await row.waitFor({ timeout: 60_000 });
-    const listed = await host.api('/api/plugins/rustyface/gallery.list', { method: 'POST', body: {} });
-    if (!listed.persons.some((p) => p.person === 'obama' && p.entries === 1)) throw new Error(`gallery.list: ${JSON.stringify(listed)}`);
+    // A gallery of its own, created by name: empty until the first enrolment makes it.
+    await gallery.locator('input[name=rfNewGallery]').fill(RF_GALLERY);
+    await gallery.getByRole('button', { name: 'Create' }).click();
+    await expectEventually('the new gallery chosen', async () => (await gallery.locator('select[name=rfGallery]').inputValue()) === RF_GALLERY);
+    await expectEventually('it is empty', async () => /nobody enrolled in e2e-faces yet/.test(await page.getByTestId('rf-persons').textContent()));
+
+    await rfEnrol('obama.jpg', '910×1137', 'obama');
+    await thumbsDecoded(1);
+    await rfEnrol('biden.jpg', '970×2204', 'biden');
+    await thumbsDecoded(2);
+    if (!/e2e-faces: 2 persons, 2 faces/.test(await page.getByTestId('rf-gallery-count').textContent())) throw new Error(`count: ${await page.getByTestId('rf-gallery-count').textContent()}`);
+    const listed = await rfList(RF_GALLERY);
+    if (listed.persons.map((p) => `${p.person}:${p.entries}`).sort().join() !== 'biden:1,obama:1') throw new Error(`gallery.list: ${JSON.stringify(listed)}`);
+    if (!listed.galleries.includes(RF_GALLERY)) throw new Error(`galleries: ${JSON.stringify(listed.galleries)}`);
+    // Enrolled into e2e-faces, not into the default gallery.
+    if ((await rfList('default')).persons.some((p) => p.person === 'obama')) throw new Error('obama landed in the default gallery');
 
     await page.getByTestId('rf-file').setInputFiles(join(FACE_PHOTOS, 'obama2.jpg'));
-    // obama2.jpg's own answer (626x1200), not obama.jpg's box still on screen: a detection that
-    // lands after Recognize would clear its names.
+    // obama2.jpg's own answer (626x1200), not the last photo's box still on screen: a detection
+    // that lands after Recognize would clear its names.
     await expectEventually('obama2.jpg detected', async () => (await page.getByTestId('rf-box').count()) === 1
       && ((await page.getByTestId('rf-summary').textContent()) ?? '').includes('626×1200'), 60_000);
-    await gallery.getByRole('button', { name: 'Recognize' }).click();
+    const recognize = async () => {
+      await gallery.getByRole('button', { name: 'Recognize' }).click();
+      await expectEventually('a name on the box', async () => {
+        if (await page.getByTestId('rf-gallery-error').count()) throw new Error(await page.getByTestId('rf-gallery-error').textContent());
+        return (await page.getByTestId('rf-name').count()) === 1;
+      }, 60_000);
+    };
+    await recognize();
     const name = page.getByTestId('rf-name');
-    await expectEventually('a name on the box', async () => {
-      if (await page.getByTestId('rf-gallery-error').count()) throw new Error(await page.getByTestId('rf-gallery-error').textContent());
-      return (await name.count()) === 1;
-    }, 60_000);
     if ((await name.getAttribute('data-person')) !== 'obama') throw new Error(`recognized as: ${await name.textContent()}`);
     if (!/^obama 0\.\d\d$/.test((await name.textContent()).trim())) throw new Error(`label: ${await name.textContent()}`);
+    // The face's row names him too, with biden as the next candidate (further than the threshold).
+    const row = page.getByTestId('rf-faces').locator('li').first();
+    if ((await row.getByTestId('rf-face-name').getAttribute('data-person')) !== 'obama') throw new Error(`row: ${await row.textContent()}`);
+    const next = (await row.getByTestId('rf-candidates').textContent()).trim();
+    const m = /^· next: biden (\d\.\d{3})$/.exec(next);
+    if (!m || !(Number(m[1]) > 0.6)) throw new Error(`candidates: ${next}`);
     await page.setViewportSize({ width: 1280, height: 1000 });
     await page.evaluate(() => window.scrollTo(0, 0));
     await shot('rustyface');
     await page.setViewportSize({ width: 1280, height: 900 });
 
-    await row.getByRole('button', { name: 'Delete' }).click();
+    await rfPerson('obama').getByRole('button', { name: 'Delete' }).click();
     await confirmDialog('Delete');
-    await row.waitFor({ state: 'detached', timeout: 20_000 });
-    const after = await host.api('/api/plugins/rustyface/gallery.list', { method: 'POST', body: {} });
+    await rfPerson('obama').waitFor({ state: 'detached', timeout: 20_000 });
+    // His thumbnail and his name on the photo go with him; biden's thumbnail stays.
+    await thumbsDecoded(1);
+    if ((await page.getByTestId('rf-thumb').getAttribute('alt'))?.startsWith('biden') !== true) throw new Error(`thumbnail left: ${await page.getByTestId('rf-thumb').getAttribute('alt')}`);
+    if ((await name.count()) !== 0) throw new Error(`a name is still shown: ${await name.textContent()}`);
+    const after = await rfList(RF_GALLERY);
     if (after.persons.some((p) => p.person === 'obama')) throw new Error(`still listed: ${JSON.stringify(after)}`);
+    // Recognized again, obama2.jpg is nobody the gallery knows.
+    await recognize();
+    if ((await name.getAttribute('data-person')) !== '' || !/^unknown 0\.\d\d$/.test((await name.textContent()).trim())) throw new Error(`after the delete: ${await name.textContent()}`);
+
+    await rfPerson('biden').getByRole('button', { name: 'Delete' }).click();
+    await confirmDialog('Delete');
+    await rfPerson('biden').waitFor({ state: 'detached', timeout: 20_000 });
+    if ((await page.getByTestId('rf-thumb').count()) !== 0) throw new Error('a thumbnail is left in the empty gallery');
+  },
+  rustyfaceSkip,
+);
+
+test(
+  'rustyface bad files: a dropped text file and a fake .jpg are refused with their reason, a PNG whose header says 10000x5000 gets the plugin\'s 413 naming max_pixels; a dropped portrait still shows its face',
+  async () => {
+    await page.goto(ui.url + '/plugins/rustyface/panel');
+    await page.getByTestId('rf-detect').waitFor();
+    await settled();
+    const error = page.getByTestId('rf-error');
+    const errorText = async (what) => {
+      await expectEventually(what, async () => (await error.count()) > 0, 60_000);
+      return (await error.textContent()).trim();
+    };
+    const notes = [{ name: 'notes.txt', type: 'text/plain', base64: Buffer.from('just some notes\n').toString('base64') }];
+    // Dragged over the page, files are offered as a plugin upload; over the photo zone, not.
+    const overlay = page.getByTestId('drop-overlay');
+    await page.locator('header').dispatchEvent('dragover', { dataTransfer: await filesTransfer(notes) });
+    await overlay.waitFor({ timeout: 5_000 });
+    await page.getByTestId('rf-drop').dispatchEvent('dragover', { dataTransfer: await filesTransfer(notes) });
+    await overlay.waitFor({ state: 'detached', timeout: 5_000 });
+    await dropFiles(notes);
+    let msg = await errorText('the text file refused');
+    if (msg !== 'notes.txt is not a JPEG, PNG, WebP or BMP image (text/plain)') throw new Error(`text file: ${msg}`);
+    if (await page.getByTestId('rf-figure').count()) throw new Error('a photo is shown for the text file');
+    if (await uploadToasts()) throw new Error('the dropped text file was taken for a plugin upload');
+
+    await page.getByTestId('rf-file').setInputFiles({ name: 'fake.jpg', mimeType: 'image/jpeg', buffer: Buffer.from('this is not a photo at all') });
+    await expectEventually('the fake JPEG refused by the plugin', async () => /^face\.detect refused fake\.jpg: /.test(((await error.textContent().catch(() => '')) ?? '').trim()), 60_000);
+    msg = (await error.textContent()).trim();
+    if (!/not an image|cannot be read/.test(msg)) throw new Error(`fake jpg: ${msg}`);
+
+    await page.getByTestId('rf-file').setInputFiles({ name: 'bomb.png', mimeType: 'image/png', buffer: pngHeaderOnly(10_000, 5_000) });
+    await expectEventually('the bomb refused', async () => /^bomb\.png is too large/.test(((await error.textContent().catch(() => '')) ?? '').trim()), 60_000);
+    msg = (await error.textContent()).trim();
+    if (!/^bomb\.png is too large for the plugin: .*10000x5000.*max_pixels/.test(msg)) throw new Error(`bomb: ${msg}`);
+    await page.setViewportSize({ width: 1280, height: 700 });
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await shot('rustyface-bad-file');
+    await page.setViewportSize({ width: 1280, height: 900 });
+
+    // The plugin keeps serving: a real portrait dropped afterwards shows its one face.
+    await dropFiles([{ name: 'obama.jpg', type: 'image/jpeg', base64: (await readFile(join(FACE_PHOTOS, 'obama.jpg'))).toString('base64') }]);
+    await expectEventually('obama.jpg detected after the bad files', async () => (await page.getByTestId('rf-box').count()) === 1, 60_000);
+    if (await error.count()) throw new Error(`an error is still shown: ${await error.textContent()}`);
+    if (await uploadToasts()) throw new Error('a dropped photo was taken for a plugin upload');
+    if (await overlay.count()) throw new Error('the upload overlay is still shown after the drop');
   },
   rustyfaceSkip,
 );

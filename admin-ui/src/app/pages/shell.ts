@@ -92,6 +92,8 @@ export class Shell implements OnInit, OnDestroy {
 
   onDragOver(e: DragEvent) {
     if (!e.dataTransfer?.types?.includes('Files')) return;
+    // A panel's own drop zone (photos, documents) took it: no plugin upload offered there.
+    if (e.defaultPrevented) return this.dragging.set(false);
     e.preventDefault();
     e.dataTransfer.dropEffect = 'copy';
     this.dragging.set(true);
@@ -100,9 +102,10 @@ export class Shell implements OnInit, OnDestroy {
     if (!e.relatedTarget) this.dragging.set(false);
   }
   onDrop(e: DragEvent) {
-    if (!e.dataTransfer?.files?.length) return;
-    e.preventDefault();
     this.dragging.set(false);
+    // Dropped on a panel's own drop zone: its files, not a plugin upload.
+    if (!e.dataTransfer?.files?.length || e.defaultPrevented) return;
+    e.preventDefault();
     void this.upload.upload(e.dataTransfer.files);
   }
 }
