@@ -528,6 +528,17 @@ impl Plugin for RepoAgent {
                  watching}]}",
             )
             .capability("repo.remove", "{name}: stop watching and forget it (files untouched)")
+            .capability(
+                "code.stats",
+                "{repo, by?: language|file, path?}: lines, code, comments, blanks (tokei's \
+                 rules) per language with files, or per file, most code first; totals",
+            )
+            .capability(
+                "code.search",
+                "{repo, pattern, regex?: false, case_sensitive?: true, smart_case?, glob?, \
+                 path?, max?: 100, context?: 0}: ripgrep's search; hits {path, line, column, \
+                 text, before?, after?, symbol?: {kind, name, line}}, truncated, files_searched",
+            )
             .streaming_capability(
                 "repo.reindex",
                 "{name, stream?}: walk and index the repository again",
@@ -622,6 +633,10 @@ impl Plugin for RepoAgent {
             }
             "repo.remove" => self.repo_remove(parse(&req)?),
             "repo.reindex" => self.core.repo_reindex(parse(&req)?, ctx),
+            "code.stats" => Response::json(&stats::answer(&self.repos, &parse(&req)?)?),
+            "code.search" => {
+                Response::json(&search::answer(&self.repos, &self.pool, &parse(&req)?)?)
+            }
             other => Err(Error::not_found(format!("no capability {other}"))),
         }
     }

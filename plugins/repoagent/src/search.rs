@@ -13,6 +13,9 @@
 //! `max` hits in that order are returned: the answer does not depend on timing.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bkg_abi::Error;
 
 use grep_matcher::Matcher;
 use grep_regex::{RegexMatcher, RegexMatcherBuilder};
@@ -22,6 +25,11 @@ use grep_searcher::{
 use ignore::overrides::{Override, OverrideBuilder};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use crate::api;
+use crate::pool::Pool;
+use crate::repos::Repos;
+use crate::symbols::FileSymbols;
 
 /// The longest `max` a request may ask for.
 pub const MAX_HITS: usize = 10_000;
@@ -231,6 +239,57 @@ impl Query {
             Err(_) => None,
         }
     }
+}
+
+/// The default of `max`.
+pub const DEFAULT_MAX: usize = 100;
+
+/// `code.search`: checks the request (400 for a bad pattern, glob or limit), takes the list of
+/// files from the index (404 unknown repository, 409 still indexing), then searches them on the
+/// plugin's pool without holding the index.
+pub fn answer(repos: &Repos, pool: &Pool, req: &api::CodeSearch) -> Result<SearchResult, Error> {
+    let globs = req.glob.as_ref().map(Globs::as_slice).unwrap_or(&[]);
+    let query = Query::new(&QuerySpec {
+        pattern: &req.pattern,
+        regex: req.regex,
+        case_sensitive: req.case_sensitive,
+        smart_case: req.smart_case,
+        globs,
+        max: req.max,
+        context: req.context,
+    })
+    .map_err(Error::bad_request)?;
+    let under = match &req.path {
+        Some(p) => crate::stats::clean_rel_path(p).map_err(Error::bad_request)?,
+        None => String::new(),
+    };
+    let (root, files) = repos.with_index(&req.repo, |index| {
+        let files: Vec<(String, Arc<FileSymbols>)> = index
+            .files
+            .iter()
+            .filter(|(rel, _)| crate::stats::is_under(rel, &under) && query.wants(rel))
+            .map(|(rel, e)| (rel.clone(), e.symbols.clone()))
+            .collect();
+        if files.is_empty()
+            && !under.is_empty()
+            && !index.files.keys().any(|r| crate::stats::is_under(r, &under))
+        {
+            return Err(Error::not_found(format!(
+                "no file or folder {under:?} in repository {:?}",
+                req.repo
+            )));
+        }
+        Ok((index.root.clone(), files))
+    })?;
+    pool.install(|| {
+        query.run(&root, &files, |symbols, line| {
+            symbols.enclosing(line).map(|s| HitSymbol {
+                kind: s.kind.name().to_string(),
+                name: s.name.clone(),
+                line: s.line,
+            })
+        })
+    })
 }
 
 struct FileHit {

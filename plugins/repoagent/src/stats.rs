@@ -14,8 +14,12 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
+use bkg_abi::Error;
 use serde::Serialize;
 use tokei::{Config, LanguageType};
+
+use crate::api;
+use crate::repos::Repos;
 
 /// Lines of one file or of many, as tokei splits them (`lines` = code + comments + blanks).
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
@@ -151,6 +155,61 @@ pub fn by_file<'a>(
     (out, totals)
 }
 
+/// A `path` filter of a request made plain: relative, `/` separators, no `.`/`..` parts (an
+/// empty answer holds the whole repository). The error is for a 400.
+pub fn clean_rel_path(path: &str) -> Result<String, String> {
+    let p = path.trim().replace('\\', "/");
+    if p.starts_with('/') {
+        return Err(format!(
+            "`path` {path:?} must be relative to the repository's root (like \"src\" or \"src/lib.rs\")"
+        ));
+    }
+    let mut parts = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                return Err(format!("`path` {path:?} may not contain `..`"));
+            }
+            other => parts.push(other),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// `code.stats`: the repository's counts by language (the default) or by file, for the whole
+/// tree or the folder or file `path`; 404 when `path` holds no indexed file.
+pub fn answer(repos: &Repos, req: &api::CodeStats) -> Result<api::StatsAnswer, Error> {
+    let under = match &req.path {
+        Some(p) => clean_rel_path(p).map_err(Error::bad_request)?,
+        None => String::new(),
+    };
+    repos.with_index(&req.repo, |index| {
+        if !under.is_empty() && !index.files.keys().any(|rel| is_under(rel, &under)) {
+            return Err(Error::not_found(format!(
+                "no file or folder {under:?} in repository {:?}",
+                req.repo
+            )));
+        }
+        let counted = index.files.iter().filter_map(|(rel, e)| {
+            if !is_under(rel, &under) {
+                return None;
+            }
+            Some((rel.as_str(), e.tokei?, e.counts?))
+        });
+        Ok(match req.by {
+            api::StatsBy::Language => {
+                let (languages, totals) = by_language(counted);
+                api::StatsAnswer::Languages { languages, totals }
+            }
+            api::StatsBy::File => {
+                let (files, totals) = by_file(counted);
+                api::StatsAnswer::Files { files, totals }
+            }
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +287,14 @@ mod tests {
         let json = serde_json::to_value(&by_path[0]).unwrap();
         assert_eq!(json["code"], 10);
         assert_eq!(json["language"], "Rust");
+    }
+
+    #[test]
+    fn clean_rel_path_refuses_escapes() {
+        assert_eq!(clean_rel_path("./src//a/").unwrap(), "src/a");
+        assert_eq!(clean_rel_path("").unwrap(), "");
+        assert!(clean_rel_path("/etc").unwrap_err().contains("relative"));
+        assert!(clean_rel_path("src/../..").unwrap_err().contains(".."));
     }
 
     #[test]

@@ -1,0 +1,71 @@
+//! The counting half of repoagent's index on its own, for scripts/bench-repoagent.sh: the
+//! plugin's walk (`walk::walk`: gitignore, hidden, size limit), then per file one read, the
+//! binary probe, `stats::language_of` and `stats::count`, on a rayon pool of `--threads`
+//! threads (the plugin's own pool is one like it). No symbols: this is the part of `repo.add`
+//! that scc and tokei's CLI also do. Prints one JSON line per run.
+//!
+//! Usage: bench_stats --root DIR [--threads 2] [--runs 3] [--max-file-bytes 1048576]
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use bkg_plugin_repoagent::{stats, walk};
+use rayon::prelude::*;
+
+fn main() {
+    let mut root = None;
+    let mut threads = 2usize;
+    let mut runs = 3usize;
+    let mut max_file_bytes = 1u64 << 20;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--root" => root = Some(PathBuf::from(value())),
+            "--threads" => threads = value().parse().expect("--threads N"),
+            "--runs" => runs = value().parse().expect("--runs N"),
+            "--max-file-bytes" => max_file_bytes = value().parse().expect("--max-file-bytes N"),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let root = root.expect("--root DIR").canonicalize().expect("root exists");
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    for run in 0..runs {
+        let started = Instant::now();
+        let walked = walk::walk(&root, &root, max_file_bytes, &|| false).expect("walk");
+        let walk_s = started.elapsed().as_secs_f64();
+        let per_file: Vec<Option<(tokei::LanguageType, stats::Counts)>> = pool.install(|| {
+            walked
+                .files
+                .par_iter()
+                .map(|f| {
+                    let lang = stats::language_of(&f.abs)?;
+                    let bytes = std::fs::read(&f.abs).ok()?;
+                    if bytes[..bytes.len().min(8192)].contains(&0) {
+                        return None;
+                    }
+                    Some((lang, stats::count(lang, &bytes)))
+                })
+                .collect()
+        });
+        let (_, totals) = stats::by_language(
+            per_file.iter().flatten().map(|(lang, counts)| ("", *lang, *counts)),
+        );
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({
+                "run": run,
+                "threads": threads,
+                "files_walked": walked.files.len(),
+                "files_counted": totals.files,
+                "lines": totals.counts.lines,
+                "code": totals.counts.code,
+                "comments": totals.counts.comments,
+                "blanks": totals.counts.blanks,
+                "walk_s": walk_s,
+                "secs": secs,
+            })
+        );
+    }
+}
