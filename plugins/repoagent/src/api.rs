@@ -164,3 +164,82 @@ fn yes() -> bool {
 fn default_search_max() -> usize {
     crate::search::DEFAULT_MAX
 }
+
+// ---------------------------------------------------------------------------------------------
+// Metrics (rametrics): code.metrics
+// ---------------------------------------------------------------------------------------------
+
+/// `code.metrics {repo, path?, limit?}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeMetrics {
+    pub repo: String,
+    /// One file (relative to the repository, `/` separators): its functions.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Without `path`: how many files and hotspots to list (default 50, at most 10000).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// `code.metrics` with `path`: the file's functions in source order and its totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileMetricsAnswer {
+    pub path: String,
+    pub language: crate::lang::Lang,
+    pub functions: Vec<crate::metrics::FnMetrics>,
+    /// Sums over its functions.
+    pub cyclomatic: u32,
+    pub cognitive: u32,
+    pub max_cyclomatic: u32,
+}
+
+/// One file in the ranking of `code.metrics` without `path`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileComplexity {
+    pub path: String,
+    pub language: crate::lang::Lang,
+    pub functions: usize,
+    pub cyclomatic: u32,
+    pub cognitive: u32,
+    pub max_cyclomatic: u32,
+}
+
+/// Churn of one file over the commits read.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hotspot {
+    pub path: String,
+    pub churn: crate::churn::FileChurn,
+    /// The file's cyclomatic complexity (sum over its functions).
+    pub complexity: u32,
+    /// `churn.commits * complexity`.
+    pub score: u64,
+}
+
+/// Sums over every file measured.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct MetricsTotals {
+    pub files: usize,
+    pub functions: usize,
+    pub cyclomatic: u64,
+    pub cognitive: u64,
+}
+
+/// `code.metrics` without `path`: files ranked by cyclomatic complexity, and hotspots.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoMetricsAnswer {
+    pub files: Vec<FileComplexity>,
+    /// More files were measured than `limit` lists.
+    pub truncated: bool,
+    pub totals: MetricsTotals,
+    /// Files ranked by `score`, those with a score of 0 left out.
+    pub hotspots: Vec<Hotspot>,
+    /// Commits of history read for the churn.
+    pub churn_commits: u32,
+    /// Why there is no churn (no git, not a git repository, ...): hotspots are then empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub churn_error: Option<String>,
+    /// Files whose metrics could not be computed (unreadable since indexing), with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}

@@ -529,6 +529,13 @@ impl Plugin for RepoAgent {
             )
             .capability("repo.remove", "{name}: stop watching and forget it (files untouched)")
             .capability(
+                "code.metrics",
+                "{repo, path?, limit?: 50}: with path, the file's functions (cyclomatic, \
+                 cognitive, lines, params, exits) and totals; without, files ranked by \
+                 complexity and hotspots (git churn x complexity; churn_error when there is no \
+                 history)",
+            )
+            .capability(
                 "code.stats",
                 "{repo, by?: language|file, path?}: lines, code, comments, blanks (tokei's \
                  rules) per language with files, or per file, most code first; totals",
@@ -633,6 +640,10 @@ impl Plugin for RepoAgent {
             }
             "repo.remove" => self.repo_remove(parse(&req)?),
             "repo.reindex" => self.core.repo_reindex(parse(&req)?, ctx),
+            "code.metrics" => {
+                let churn_commits = self.settings().churn_commits;
+                metrics::answer(&self.repos, &self.pool, churn_commits, &parse(&req)?)
+            }
             "code.stats" => Response::json(&stats::answer(&self.repos, &parse(&req)?)?),
             "code.search" => {
                 Response::json(&search::answer(&self.repos, &self.pool, &parse(&req)?)?)

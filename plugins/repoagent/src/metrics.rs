@@ -42,11 +42,19 @@
 //!   analysed). Exits inside a lambda leave the lambda, not the function, and are not counted.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
+use bkg_abi::{Error, Response};
+use rayon::prelude::*;
 use serde::Serialize;
 use tree_sitter::{Node, Parser};
 
 use crate::lang::Lang;
+use crate::pool::Pool;
+use crate::repos::Repos;
+use crate::{api, churn};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct FnMetrics {
@@ -812,6 +820,215 @@ fn skip_parens(mut node: Node) -> Node {
         node = kids[0];
     }
     node
+}
+
+// ---------------------------------------------------------------------------------------------
+// code.metrics
+// ---------------------------------------------------------------------------------------------
+
+/// Default and largest `limit` of `code.metrics`.
+pub const DEFAULT_LIMIT: usize = 50;
+pub const MAX_LIMIT: usize = 10_000;
+/// How long `git log` may run for the hotspots.
+pub const CHURN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads one file of the index again (a regular file, not a link) and measures it.
+fn measure(abs: &Path, lang: Lang) -> Result<FileMetrics, String> {
+    let meta = std::fs::symlink_metadata(abs).map_err(|e| format!("cannot read it: {e}"))?;
+    if !meta.is_file() {
+        return Err("no longer a regular file".into());
+    }
+    let bytes = std::fs::read(abs).map_err(|e| format!("cannot read it: {e}"))?;
+    analyze(lang, &bytes)
+}
+
+/// A file to measure, as the index knows it.
+struct Wanted {
+    rel: String,
+    lang: Lang,
+    cached: Option<Arc<FileMetrics>>,
+    mtime_ns: i128,
+    bytes: u64,
+}
+
+/// A file measured.
+struct Measured {
+    rel: String,
+    lang: Lang,
+    metrics: Arc<FileMetrics>,
+}
+
+/// The metrics of the given files of `repo`, from the index's cache where it has them;
+/// the others are computed on the plugin's pool and kept in the index (unless the file
+/// changed meanwhile: the watcher's new entry has none and the next call computes it).
+/// Files that cannot be measured are listed with why.
+fn metrics_of(
+    repos: &Repos,
+    pool: &Pool,
+    repo: &str,
+    wanted: Vec<Wanted>,
+    root: &Path,
+) -> Result<(Vec<Measured>, Vec<String>), Error> {
+    let (cached, missing): (Vec<_>, Vec<_>) = wanted.into_iter().partition(|w| w.cached.is_some());
+    let computed: Vec<(Wanted, Result<FileMetrics, String>)> = pool.install(|| {
+        missing
+            .into_par_iter()
+            .map(|w| {
+                let m = measure(&root.join(&w.rel), w.lang);
+                (w, m)
+            })
+            .collect()
+    })?;
+    let mut out: Vec<Measured> = cached
+        .into_iter()
+        .filter_map(|w| {
+            let metrics = w.cached?;
+            Some(Measured { rel: w.rel, lang: w.lang, metrics })
+        })
+        .collect();
+    let mut errors = Vec::new();
+    let mut fresh = Vec::new();
+    for (w, m) in computed {
+        match m {
+            Ok(m) => {
+                let metrics = Arc::new(m);
+                fresh.push((w.rel.clone(), w.mtime_ns, w.bytes, metrics.clone()));
+                out.push(Measured { rel: w.rel, lang: w.lang, metrics });
+            }
+            Err(e) => errors.push(format!("{}: {e}", w.rel)),
+        }
+    }
+    if !fresh.is_empty() {
+        repos.with_index_mut(repo, |index| {
+            for (rel, mtime, bytes, m) in fresh {
+                if let Some(e) = index.files.get_mut(&rel) {
+                    if e.mtime_ns == mtime && e.bytes == bytes && e.metrics.is_none() {
+                        e.metrics = Some(m);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+    Ok((out, errors))
+}
+
+/// `code.metrics {repo, path?, limit?}`.
+pub fn answer(
+    repos: &Repos,
+    pool: &Pool,
+    churn_commits: u32,
+    req: &api::CodeMetrics,
+) -> Result<Response, Error> {
+    let limit = req.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(Error::bad_request(format!("limit {limit}: use 1 to {MAX_LIMIT}")));
+    }
+    let (root, wanted): (PathBuf, Vec<Wanted>) = repos.with_index(&req.repo, |index| {
+        let pick = |rel: &String, e: &crate::index::FileEntry| {
+            e.lang.map(|lang| Wanted {
+                rel: rel.clone(),
+                lang,
+                cached: e.metrics.clone(),
+                mtime_ns: e.mtime_ns,
+                bytes: e.bytes,
+            })
+        };
+        let wanted = match &req.path {
+            Some(path) => {
+                let rel = path.trim_start_matches("./").to_string();
+                let Some(e) = index.files.get(&rel) else {
+                    return Err(Error::not_found(format!(
+                        "{path:?} is not a file of repository {} (paths are relative to its \
+                         root, with / separators)",
+                        req.repo
+                    )));
+                };
+                let Some(w) = pick(&rel, e) else {
+                    let names: Vec<&str> = Lang::ALL.iter().map(|l| l.name()).collect();
+                    return Err(Error::bad_request(format!(
+                        "{path:?}: no metrics for this kind of file; the languages measured: {}",
+                        names.join(", ")
+                    )));
+                };
+                vec![w]
+            }
+            None => index.files.iter().filter_map(|(rel, e)| pick(rel, e)).collect(),
+        };
+        Ok((index.root.clone(), wanted))
+    })?;
+    let (measured, errors) = metrics_of(repos, pool, &req.repo, wanted, &root)?;
+
+    if let Some(path) = &req.path {
+        let Some(Measured { rel, lang, metrics: m }) = measured.into_iter().next() else {
+            return Err(Error::not_found(format!(
+                "{path:?} in repository {}: {}",
+                req.repo,
+                errors.join("; ")
+            )));
+        };
+        return Response::json(&api::FileMetricsAnswer {
+            path: rel,
+            language: lang,
+            functions: m.functions.clone(),
+            cyclomatic: m.cyclomatic,
+            cognitive: m.cognitive,
+            max_cyclomatic: m.max_cyclomatic,
+        });
+    }
+
+    let mut totals = api::MetricsTotals::default();
+    let mut files: Vec<api::FileComplexity> = measured
+        .iter()
+        .map(|Measured { rel, lang, metrics: m }| {
+            totals.files += 1;
+            totals.functions += m.functions.len();
+            totals.cyclomatic += u64::from(m.cyclomatic);
+            totals.cognitive += u64::from(m.cognitive);
+            api::FileComplexity {
+                path: rel.clone(),
+                language: *lang,
+                functions: m.functions.len(),
+                cyclomatic: m.cyclomatic,
+                cognitive: m.cognitive,
+                max_cyclomatic: m.max_cyclomatic,
+            }
+        })
+        .collect();
+    files.sort_by(|a, b| b.cyclomatic.cmp(&a.cyclomatic).then_with(|| a.path.cmp(&b.path)));
+    let truncated = files.len() > limit;
+    files.truncate(limit);
+
+    let (hotspots, commits, churn_error) = match churn::read(&root, churn_commits, CHURN_TIMEOUT) {
+        Ok(churn) => {
+            let mut hot: Vec<api::Hotspot> = measured
+                .iter()
+                .filter_map(|Measured { rel, metrics: m, .. }| {
+                    let c = *churn.files.get(rel)?;
+                    let score = churn::score(c, m.cyclomatic);
+                    (score > 0).then(|| api::Hotspot {
+                        path: rel.clone(),
+                        churn: c,
+                        complexity: m.cyclomatic,
+                        score,
+                    })
+                })
+                .collect();
+            hot.sort_by(|a, b| b.score.cmp(&a.score).then_with(|| a.path.cmp(&b.path)));
+            hot.truncate(limit);
+            (hot, churn.commits, None)
+        }
+        Err(e) => (Vec::new(), 0, Some(e)),
+    };
+    Response::json(&api::RepoMetricsAnswer {
+        files,
+        truncated,
+        totals,
+        hotspots,
+        churn_commits: commits,
+        churn_error,
+        errors,
+    })
 }
 
 #[cfg(test)]
