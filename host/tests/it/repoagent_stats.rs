@@ -376,6 +376,9 @@ fn code_search_on_a_real_crate_literal_regex_glob_max_context_and_symbol() {
     // from_str ends the file: one line after it, not two.
     assert_eq!(hit["after"], json!(lines[n..(n + 2).min(lines.len())]));
     assert!(!hit["after"].as_array().unwrap().is_empty());
+    let def = lines.iter().rposition(|l| l.starts_with("pub fn from_str<")).unwrap() + 1;
+    assert!(def < n);
+    assert_eq!(hit["symbol"], json!({"kind": "function", "name": "from_str", "line": def}), "{v}");
     // Without context, no context fields.
     let v = search(json!({"repo": "sj", "pattern": "from_trait(read::StrRead::new(s))"}));
     assert!(v["hits"][0].get("before").is_none(), "{v}");

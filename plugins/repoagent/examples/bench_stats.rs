@@ -48,7 +48,7 @@ fn main() {
                 })
                 .collect()
         });
-        let (_, totals) = stats::by_language(
+        let (languages, totals) = stats::by_language(
             per_file.iter().flatten().map(|(lang, counts)| ("", *lang, *counts)),
         );
         let secs = started.elapsed().as_secs_f64();
@@ -65,6 +65,7 @@ fn main() {
                 "blanks": totals.counts.blanks,
                 "walk_s": walk_s,
                 "secs": secs,
+                "languages": languages,
             })
         );
     }
