@@ -1083,6 +1083,190 @@ class A {
 }
 "#;
 
+    fn m(f: &FnMetrics) -> (u32, u32, u32, u32) {
+        (f.cyclomatic, f.cognitive, f.params, f.exits)
+    }
+
+    #[test]
+    fn go_receivers_multi_name_params_switch_cases_and_function_literals() {
+        let src = r#"
+package p
+
+func (s *Server) Handle(a, b int, rest ...string) (int, error) {
+	if a > 0 && b > 0 {
+		return 1, nil
+	} else if a < 0 {
+		return 2, nil
+	}
+	for i := 0; i < b; i++ {
+		switch i {
+		case 1, 2:
+			continue
+		case 3:
+			break
+		default:
+		}
+	}
+	f := func() int {
+		if a == b {
+			return 1
+		}
+		return 0
+	}
+	return f(), nil
+}
+"#;
+        let f = one(Lang::Go, src, "Handle");
+        assert_eq!(f.parent.as_deref(), Some("Server"));
+        // if && else-if for case case (lambda) if
+        assert_eq!(m(&f), (8, 8, 3, 3));
+    }
+
+    #[test]
+    fn javascript_methods_named_arrows_folded_callbacks_and_coalescing() {
+        let src = r#"
+class Box {
+  open(x, {y}, ...rest) {
+    try {
+      if (x ?? y) { return 1; }
+    } catch (e) {
+      throw e;
+    }
+    const h = (v) => v ? 1 : 2;
+    items.forEach((i) => { while (i) { i--; } });
+    return x || y || 0;
+  }
+}
+"#;
+        let f = one(Lang::JavaScript, src, "open");
+        assert_eq!(f.parent.as_deref(), Some("Box"));
+        // if ?? catch while(folded) || ||; cognitive: if catch while(+1 nesting) ||-run
+        assert_eq!(m(&f), (7, 5, 3, 3));
+        let h = one(Lang::JavaScript, src, "h");
+        assert_eq!(h.parent.as_deref(), Some("open"));
+        assert_eq!(m(&h), (2, 1, 1, 1));
+        let ts = "function f(a: number, b?: string): number { switch (a) { case 1: return 1; default: return 0; } }";
+        assert_eq!(m(&one(Lang::TypeScript, ts, "f")), (2, 1, 2, 3));
+        assert_eq!(m(&one(Lang::Tsx, ts, "f")), (2, 1, 2, 3));
+    }
+
+    #[test]
+    fn c_and_cpp_declarators_lambdas_and_catch() {
+        let c = r#"
+static int f(void) { return 0; }
+int *g(int a, char **b) {
+  do { a--; } while (a > 0 && b);
+  switch (a) { case 0: break; case 1: a++; break; default: break; }
+  return a ? b[0] : 0;
+}
+"#;
+        assert_eq!(m(&one(Lang::C, c, "f")), (1, 0, 0, 1));
+        // do && case case ?:
+        assert_eq!(m(&one(Lang::C, c, "g")), (6, 4, 2, 1));
+        let cpp = r#"
+namespace n {
+class Widget {
+ public:
+  int size(int x) const {
+    auto f = [&](int y) { return y > 0 ? y : -y; };
+    for (int v : items) { if (v == x || v == -x) return f(v); }
+    try { run(); } catch (const std::exception& e) { throw; }
+    return 0;
+  }
+};
+}
+int Widget::count() { return 1; }
+"#;
+        let size = one(Lang::Cpp, cpp, "size");
+        assert_eq!(size.parent.as_deref(), Some("Widget"));
+        // ?: (in the lambda, nesting 1) for if || catch
+        assert_eq!(m(&size), (6, 7, 1, 3));
+        assert_eq!(m(&one(Lang::Cpp, cpp, "Widget::count")), (1, 0, 0, 1));
+    }
+
+    #[test]
+    fn ruby_modifiers_case_when_blocks_rescue_and_raise() {
+        let src = r#"
+class Shop
+  def self.price(item, qty = 1, *rest, **opts, &blk)
+    raise ArgumentError, "no item" unless item
+    total = case item.kind
+            when :book then 10
+            when :pen, :pencil then 2
+            else 0
+            end
+    items.each do |i|
+      total += 1 if i && qty > 0
+    end
+    begin
+      compute
+    rescue StandardError => e
+      return 0
+    end
+    total > 100 ? total : total * qty
+  end
+end
+"#;
+        let f = one(Lang::Ruby, src, "price");
+        assert_eq!(f.parent.as_deref(), Some("Shop"));
+        // unless when when if && rescue ?:
+        assert_eq!(m(&f), (8, 7, 5, 3));
+    }
+
+    #[test]
+    fn csharp_accessors_switch_expressions_and_coalescing() {
+        let src = r#"
+class Account {
+    public int Balance { get { return x > 0 ? x : 0; } }
+    public string Kind(int v) => v switch { 1 => "one", 2 => "two", _ => "many" };
+    public void Run(int a, int[] b) {
+        foreach (var i in b) { if (i > 0 || a == 1) continue; }
+        var s = name ?? "none";
+        try { Go(); } catch (IOException e) { throw; }
+    }
+}
+"#;
+        let get = one(Lang::CSharp, src, "Balance.get");
+        assert_eq!(get.parent.as_deref(), Some("Balance"));
+        assert_eq!(m(&get), (2, 1, 0, 1));
+        assert_eq!(m(&one(Lang::CSharp, src, "Kind")), (3, 1, 1, 1));
+        // foreach if || ?? catch
+        assert_eq!(m(&one(Lang::CSharp, src, "Run")), (6, 5, 2, 2));
+    }
+
+    #[test]
+    fn file_totals_sum_the_functions_and_nothing_outside_them_counts() {
+        let src = "x = 1 if a else 2\n\ndef f(a):\n    return a and b\n\ndef g():\n    if a:\n        pass\n";
+        let fm = analyze(Lang::Python, src.as_bytes()).unwrap();
+        assert_eq!(fm.functions.len(), 2);
+        assert_eq!((fm.cyclomatic, fm.cognitive, fm.max_cyclomatic), (4, 2, 2));
+        assert_eq!(
+            (fm.functions[0].line, fm.functions[0].end_line, fm.functions[0].lines),
+            (3, 4, 2)
+        );
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow_the_stack() {
+        // 20000 nested ifs and a 20000-term boolean chain: the walk is iterative.
+        let mut src = String::from("fn deep() {\n");
+        for _ in 0..20_000 {
+            src.push_str("if a {");
+        }
+        src.push_str(&"}".repeat(20_000));
+        src.push_str("\nlet x = a");
+        src.push_str(&" && a".repeat(20_000));
+        src.push_str(";\n}\n");
+        let f = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || analyze(Lang::Rust, src.as_bytes()))
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.functions[0].cyclomatic, 1 + 20_000 + 20_000);
+    }
+
     #[test]
     fn paper_figure_1_sum_of_primes_and_get_words() {
         let s = one(Lang::Java, SUM_OF_PRIMES_JAVA, "sumOfPrimes");
