@@ -26,6 +26,8 @@ impl ErrorKind {
     pub const BAD_REQUEST: Self = Self(400);
     pub const NOT_FOUND: Self = Self(404);
     pub const CONFLICT: Self = Self(409);
+    /// The request's payload is over a limit (a body, a decoded image); the message names it.
+    pub const PAYLOAD_TOO_LARGE: Self = Self(413);
     pub const UNPROCESSABLE: Self = Self(422);
     /// The call was cancelled because its client went away.
     pub const CANCELLED: Self = Self(499);
@@ -42,6 +44,7 @@ impl ErrorKind {
             400 => "bad_request",
             404 => "not_found",
             409 => "conflict",
+            413 => "payload_too_large",
             422 => "unprocessable",
             499 => "cancelled",
             501 => "unsupported",

@@ -159,6 +159,7 @@ mod tests {
             ErrorKind::BAD_REQUEST,
             ErrorKind::NOT_FOUND,
             ErrorKind::CONFLICT,
+            ErrorKind::PAYLOAD_TOO_LARGE,
             ErrorKind::UNPROCESSABLE,
             ErrorKind::CANCELLED,
             ErrorKind::UNSUPPORTED,
@@ -169,6 +170,8 @@ mod tests {
         let codes: std::collections::HashSet<_> = kinds.iter().map(|k| k.code()).collect();
         assert_eq!(codes.len(), kinds.len());
         assert_eq!(ErrorKind(418).code(), "plugin_error");
+        assert_eq!(ErrorKind::PAYLOAD_TOO_LARGE.code(), "payload_too_large");
+        assert_eq!(crate::Error::payload_too_large("x").kind.0, 413);
     }
 }
 

@@ -50,6 +50,10 @@ impl Error {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::CONFLICT, message)
     }
+    /// 413: the payload is over a limit; say which limit, its value and how to raise it.
+    pub fn payload_too_large(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::PAYLOAD_TOO_LARGE, message)
+    }
     pub fn unsupported(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::UNSUPPORTED, message)
     }

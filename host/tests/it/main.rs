@@ -28,6 +28,7 @@ mod repoagent_metrics;
 mod repoagent_stats;
 mod routes;
 mod rustyface_align;
+mod rustyface_bad_input;
 mod rustyface_core;
 mod rustyface_detect;
 mod rustyface_gallery;

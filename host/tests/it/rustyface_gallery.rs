@@ -6,7 +6,10 @@
 //! - deleting Obama removes his files from the plugin's data folder, and he is unknown from
 //!   then on;
 //! - bad inputs (unknown gallery / person, bad descriptor, face_index out of range, a photo
-//!   with no face) -> 4xx naming the problem, and the plugin keeps serving.
+//!   with no face) -> 4xx naming the problem, and the plugin keeps serving;
+//! - a hot swap to a new build of the plugin, then a restart: the gallery is still there;
+//! - enrolments and deletes of one person racing each other leave only whole entries (a
+//!   `.json` with its `.jpg` crop), and only 200 / 404 answers.
 
 use std::path::{Path, PathBuf};
 
@@ -259,4 +262,161 @@ fn rustyface_gallery_enrols_recognizes_survives_a_restart_and_deletes_on_disk() 
     refused(&host, "gallery.person", json!({ "person": "x" }), 404, "no person 'x'");
     assert_eq!(recognized(&host, "face_recognition/biden.jpg"), "biden");
     assert_eq!(host.state("rustyface"), "running");
+}
+
+/// Every `.json` entry under `person_dir` has its `.jpg` crop and every crop its entry; no temp
+/// file is left. Returns the entry ids.
+fn whole_entries(person_dir: &Path) -> Vec<String> {
+    let (mut json, mut jpg) = (Vec::new(), Vec::new());
+    for f in files_under(person_dir) {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        if let Some(id) = name.strip_suffix(".json") {
+            json.push(id.to_string());
+        } else if let Some(id) = name.strip_suffix(".jpg") {
+            jpg.push(id.to_string());
+        } else {
+            panic!("a leftover in the gallery: {}", f.display());
+        }
+    }
+    json.sort();
+    jpg.sort();
+    assert_eq!(json, jpg, "an entry without its crop or a crop without its entry");
+    json
+}
+
+#[test]
+fn rustyface_gallery_survives_a_hot_swap_and_a_restart() {
+    let models = tempfile::tempdir().unwrap();
+    let dir = link_models(models.path(), &[FACE_API]);
+    let args = ["--models-dir", dir.to_str().unwrap()];
+    let host = Host::start_with(&args);
+    host.install(&product_plugin("rustyface"), &lib_name("bkg_plugin_rustyface"));
+    host.wait_state("rustyface", "running");
+    ok(
+        &host,
+        "gallery.enrol",
+        json!({ "person": "obama", "image": photo("face_recognition/obama.jpg") }),
+    );
+    assert_eq!(recognized(&host, "face_recognition/obama2.jpg"), "obama");
+    let generation = host.plugin("rustyface")["generation"].as_u64().unwrap();
+
+    // A new build of the plugin (the same code with bytes appended: another file hash).
+    let mut bytes = std::fs::read(product_plugin("rustyface")).unwrap();
+    bytes.extend_from_slice(&[0; 7]);
+    host.install_bytes(&bytes, &lib_name("bkg_plugin_rustyface"));
+    host.wait_for("the swap", || {
+        let p = host.plugin("rustyface");
+        p["generation"].as_u64() == Some(generation + 1) && p["state"] == "running"
+    });
+    assert_eq!(recognized(&host, "face_recognition/obama2.jpg"), "obama");
+    assert_eq!(recognized(&host, "face_recognition/biden.jpg"), Value::Null);
+    // The new generation enrols; the old one has gone, leaving nothing behind in memory.
+    ok(
+        &host,
+        "gallery.enrol",
+        json!({ "person": "biden", "image": photo("face_recognition/biden.jpg") }),
+    );
+    assert_eq!(recognized(&host, "face_recognition/biden.jpg"), "biden");
+    let old = &host.plugin("rustyface")["history"][0];
+    assert_eq!(old["reason"], "swapped", "{old}");
+
+    // And a restart of the host.
+    let host = host.restart(&args);
+    host.wait_state("rustyface", "running");
+    assert_eq!(recognized(&host, "face_recognition/obama3.jpg"), "obama");
+    assert_eq!(recognized(&host, "face_recognition/biden.jpg"), "biden");
+    let list = ok(&host, "gallery.list", json!({}));
+    assert_eq!(
+        list["persons"],
+        json!([{ "person": "biden", "entries": 1 }, { "person": "obama", "entries": 1 }]),
+        "{list}"
+    );
+}
+
+#[test]
+fn rustyface_concurrent_enrol_and_delete_leave_only_whole_entries() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    let models = tempfile::tempdir().unwrap();
+    let dir = link_models(models.path(), &[FACE_API]);
+    let host = Host::start_with(&["--models-dir", dir.to_str().unwrap()]);
+    host.install(&product_plugin("rustyface"), &lib_name("bkg_plugin_rustyface"));
+    host.wait_state("rustyface", "running");
+    let obama = photo("face_recognition/obama.jpg");
+    let person_dir = host.data_dir().join("plugin-data/rustyface/galleries/default/obama");
+
+    // Two threads enrol obama.jpg (a crop and an entry each time) while two delete him.
+    let enrolled = std::sync::atomic::AtomicUsize::new(0);
+    let deletes = std::sync::atomic::AtomicUsize::new(0);
+    let enrolling = AtomicBool::new(true);
+    let unexpected = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        let enrollers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    for _ in 0..6 {
+                        let body = json!({ "person": "obama", "image": obama });
+                        match call(&host, "gallery.enrol", &body) {
+                            (200, _) => {
+                                enrolled.fetch_add(1, Ordering::SeqCst);
+                            }
+                            (code, v) => {
+                                unexpected.lock().unwrap().push(format!("enrol {code} {v}"))
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..2 {
+            s.spawn(|| {
+                while enrolling.load(Ordering::SeqCst) {
+                    match call(&host, "gallery.delete", &json!({ "person": "obama" })) {
+                        (200, _) => {
+                            deletes.fetch_add(1, Ordering::SeqCst);
+                        }
+                        (404, _) => {}
+                        (code, v) => unexpected.lock().unwrap().push(format!("delete {code} {v}")),
+                    }
+                }
+            });
+        }
+        for e in enrollers {
+            e.join().unwrap();
+        }
+        enrolling.store(false, Ordering::SeqCst);
+    });
+    let unexpected = unexpected.into_inner().unwrap();
+    assert!(unexpected.is_empty(), "only 200 or 404 answers: {unexpected:?}");
+    assert_eq!(enrolled.load(Ordering::SeqCst), 12);
+    assert!(deletes.load(Ordering::SeqCst) > 0, "the deletes raced the enrolments");
+
+    // Whatever survived is whole, and the plugin reports exactly it.
+    let ids = whole_entries(&person_dir);
+    let list = ok(&host, "gallery.list", json!({}));
+    let listed = list["persons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["person"] == "obama")
+        .map_or(0, |p| p["entries"].as_u64().unwrap() as usize);
+    assert_eq!(listed, ids.len(), "{list}");
+    let gallery = person_dir.parent().unwrap();
+    let stray: Vec<String> = std::fs::read_dir(gallery)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n != "obama" && n != ".generation")
+        .collect();
+    assert!(stray.is_empty(), "leftovers of deletes or writes: {stray:?}");
+
+    // One more delete, then an enrolment: each lands whole.
+    if !ids.is_empty() {
+        ok(&host, "gallery.delete", json!({ "person": "obama" }));
+    }
+    assert!(!person_dir.exists());
+    ok(&host, "gallery.enrol", json!({ "person": "obama", "image": obama }));
+    assert_eq!(whole_entries(&person_dir).len(), 1);
+    assert_eq!(recognized(&host, "face_recognition/obama2.jpg"), "obama");
 }

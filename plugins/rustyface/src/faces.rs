@@ -7,12 +7,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bkg_abi::serde_json::{self, Map, Value};
+use bkg_abi::serde_json::{self, Value};
 use bkg_abi::Error;
-use serde::{Deserialize, Serialize};
 
 use crate::align;
-use crate::api::{BoxPx, DetectOptions, DetectorName, ModelName};
+use crate::api::{
+    BoxPx, CompareAnswer, CompareRequest, DetectOptions, ModelName, PhotoEmbedAnswer, PhotoFace,
+};
 use crate::image_io::{self, Rgb};
 use crate::nets::landmarks::Landmarks;
 use crate::nets::FaceBox;
@@ -20,57 +21,6 @@ use crate::Engine;
 
 /// The customary match threshold for face-api / dlib descriptors (Euclidean distance).
 pub const DEFAULT_THRESHOLD: f64 = 0.6;
-
-/// One face of a photo, embedded.
-#[derive(Debug, Clone, Serialize)]
-pub struct PhotoFace {
-    #[serde(rename = "box")]
-    pub bbox: BoxPx,
-    pub score: f32,
-    /// 68 `[x, y]` points in image pixels.
-    pub landmarks: Vec<[f32; 2]>,
-    pub descriptor: Vec<f32>,
-}
-
-/// `face.embed` on a photo.
-#[derive(Debug, Serialize)]
-pub struct PhotoEmbedAnswer {
-    pub width: u32,
-    pub height: u32,
-    pub detector: DetectorName,
-    pub faces: Vec<PhotoFace>,
-    pub took_ms: f64,
-}
-
-/// `face.compare`'s request: two base64 images (JSON), and how to find their faces.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CompareRequest {
-    pub image_a: String,
-    pub image_b: String,
-    /// Distances below this are the same person (0 < threshold <= 2; default 0.6).
-    #[serde(default)]
-    pub threshold: Option<f64>,
-    #[serde(default)]
-    pub detector: DetectorName,
-    #[serde(default)]
-    pub min_confidence: Option<f32>,
-}
-
-/// `face.compare`'s answer: the distance between the largest face of each image.
-#[derive(Debug, Serialize)]
-pub struct CompareAnswer {
-    pub distance: f32,
-    pub same: bool,
-    pub threshold: f64,
-    /// The face compared in each image (the largest).
-    pub face_a: BoxPx,
-    pub face_b: BoxPx,
-    /// Faces found in each image.
-    pub faces_a: usize,
-    pub faces_b: usize,
-    pub took_ms: f64,
-}
 
 /// Euclidean distance between two descriptors.
 pub fn distance(a: &[f32], b: &[f32]) -> f32 {
@@ -141,17 +91,14 @@ impl Engine {
         })?
     }
 
-    /// `face.embed` on a photo (`options` as the request brought them, `aligned` removed).
+    /// `face.embed` on a photo.
     pub fn embed_photo(
         &self,
         img: &Rgb,
-        options: Map<String, Value>,
+        opts: &DetectOptions,
         started: Instant,
     ) -> Result<Value, Error> {
-        let opts: DetectOptions = serde_json::from_value(Value::Object(options))
-            .map_err(|e| Error::bad_request(format!("bad options: {e}")))?;
-        opts.check()?;
-        let faces = self.embed_faces(img, &opts)?;
+        let faces = self.embed_faces(img, opts)?;
         let answer = PhotoEmbedAnswer {
             width: img.width,
             height: img.height,

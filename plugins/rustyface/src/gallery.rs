@@ -2,11 +2,22 @@
 //!
 //! A gallery is a folder under the plugin's data dir, `galleries/<gallery>/<person>/`, holding
 //! per enrolled face `<entry>.json` (descriptor, box, time) and, when enrolled from a photo,
-//! `<entry>.jpg` (the face's crop). The disk is the only state: every request reads it again,
-//! so during a hot swap the old and the new generation (which overlap) see each other's
-//! writes, and a restart finds everything. Writes are crash-safe (temp file, fsync, rename;
-//! the crop is written before the `.json` that makes the entry visible); a person is deleted by
-//! renaming its folder away (atomic) and then removing it.
+//! `<entry>.jpg` (the face's crop). The disk is authoritative: during a hot swap the old and
+//! the new generation (which overlap) see each other's writes, and a restart finds everything.
+//! Writes are crash-safe (temp file, fsync, rename; the crop is written before the `.json` that
+//! makes the entry visible, and removed again if the `.json` cannot be written); a person is
+//! deleted by renaming its folder away (atomic) and then removing it.
+//!
+//! Enrolments and deletes hold an OS file lock on `galleries/.lock` (shared by every generation
+//! and process on the data dir), so an enrol racing a delete of the same person lands wholly
+//! before it (and is deleted) or wholly after it (and stays): never a `.json` without its crop,
+//! a crop without its `.json`, or an enrol failing because the folder vanished under it. Each
+//! of them then writes a new token to `galleries/<gallery>/.generation`.
+//!
+//! Reads (`face.recognize`, `gallery.list`) keep each gallery's entries in memory, keyed by that
+//! token and the gallery folder's mtime: a request reads one small file, not every entry, and
+//! reloads the gallery when any generation changed it (a gallery without a token, written by an
+//! older build, is read from disk every time).
 //!
 //! | capability | request | answer |
 //! |---|---|---|
@@ -17,17 +28,24 @@
 //! | `gallery.delete` | `{gallery?, person}` | `{deleted_entries, deleted_files}` |
 //! | `face.recognize` | `{image, gallery?, threshold?: 0.6}` + detect options | `{faces: [{box, person, distance, candidates}]}` |
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use bkg_abi::serde_json::{self, json, Map, Value};
+use bkg_abi::serde_json::{self, Value};
 use bkg_abi::Error;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{BoxPx, DetectOptions};
+use crate::api::{
+    detect_options, BoxPx, Candidate, CropRequest, DeleteAnswer, EnrolAnswer, EnrolRequest,
+    ListAnswer, ListRequest, PersonAnswer, PersonCount, PersonEntry, PersonRequest, PhotoFace,
+    RecognizeAnswer, RecognizeOptions, RecognizedFace,
+};
 use crate::faces::{distance, DEFAULT_THRESHOLD};
 use crate::image_io::{self, ImageRequest, Rgb};
 use crate::Engine;
@@ -61,10 +79,24 @@ pub struct Entry {
     pub descriptor: Vec<f32>,
 }
 
+/// A gallery's persons with their entries, as loaded from disk.
+pub type Known = Arc<Vec<(String, Vec<Entry>)>>;
+
+/// What a cached gallery was loaded at: its `.generation` token and its folder's mtime.
+type Stamp = (String, Option<SystemTime>);
+
 /// The galleries under a plugin's data dir.
 pub struct Store {
     root: PathBuf,
+    /// Loaded galleries by name, with the stamp they were loaded at.
+    cache: Mutex<HashMap<String, (Stamp, Known)>>,
+    /// Galleries read from disk / answered from memory (the plugin's status shows them).
+    loads: AtomicU64,
+    hits: AtomicU64,
 }
+
+/// The file whose token changes with every enrolment or delete in a gallery.
+const GENERATION: &str = ".generation";
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::internal(format!("{what} {}: {e}", path.display()))
@@ -119,7 +151,89 @@ fn live_dirs(dir: &Path) -> Result<Vec<String>, Error> {
 
 impl Store {
     pub fn new(data_dir: &Path) -> Self {
-        Store { root: data_dir.join("galleries") }
+        Store {
+            root: data_dir.join("galleries"),
+            cache: Mutex::new(HashMap::new()),
+            loads: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+        }
+    }
+
+    /// `(loads, hits)`: galleries read from disk, and answered from memory.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        (self.loads.load(Ordering::Relaxed), self.hits.load(Ordering::Relaxed))
+    }
+
+    /// Run `f` holding the galleries' write lock (an OS lock on `galleries/.lock`, so the other
+    /// generation of a hot swap, or another process, waits too), then give `gallery` a new
+    /// generation token so every reader reloads it.
+    fn writing<T>(&self, gallery: &str, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        std::fs::create_dir_all(&self.root).map_err(|e| io("create", &self.root, e))?;
+        let path = self.root.join(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io("open", &path, e))?;
+        fs2::FileExt::lock_exclusive(&lock).map_err(|e| io("lock", &path, e))?;
+        let out = f();
+        let dir = self.root.join(gallery);
+        let token = dir.join(GENERATION);
+        let bumped = if dir.is_dir() {
+            write_atomic(&token, new_id().as_bytes()).map_err(|e| io("write", &token, e))
+        } else {
+            Ok(())
+        };
+        drop(lock); // closing the file releases the lock
+        let out = out?;
+        bumped?;
+        Ok(out)
+    }
+
+    /// The stamp `gallery`'s folder is at now (None: no token, never cache it).
+    fn stamp(dir: &Path) -> Result<Option<Stamp>, Error> {
+        let path = dir.join(GENERATION);
+        let token = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("read", &path, e)),
+        };
+        let mtime = std::fs::metadata(dir).and_then(|m| m.modified()).ok();
+        Ok(Some((token, mtime)))
+    }
+
+    /// Every person of `gallery` with their entries: from memory when the gallery has not
+    /// changed on disk since it was loaded, else loaded again. 404 for an unknown gallery.
+    pub fn known(&self, gallery: &str) -> Result<Known, Error> {
+        let dir = self.existing_gallery(gallery)?;
+        let stamp = Self::stamp(&dir)?;
+        if let Some(stamp) = &stamp {
+            let cache =
+                self.cache.lock().map_err(|_| Error::internal("gallery cache: poisoned"))?;
+            if let Some((at, known)) = cache.get(gallery) {
+                if at == stamp {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Arc::clone(known));
+                }
+            }
+        }
+        // Read after the stamp: a write landing meanwhile changes the token again, so the next
+        // request reloads; what is cached is never older than its stamp.
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        let known: Known = Arc::new(
+            live_dirs(&dir)?
+                .into_iter()
+                .map(|p| Ok((p.clone(), Self::entries_in(&dir.join(&p))?)))
+                .collect::<Result<_, Error>>()?,
+        );
+        let mut cache =
+            self.cache.lock().map_err(|_| Error::internal("gallery cache: poisoned"))?;
+        match stamp {
+            Some(stamp) => cache.insert(gallery.to_string(), (stamp, Arc::clone(&known))),
+            None => cache.remove(gallery),
+        };
+        Ok(known)
     }
 
     fn gallery_dir(&self, gallery: &str) -> Result<PathBuf, Error> {
@@ -185,18 +299,25 @@ impl Store {
         Self::entries_in(&self.existing_person(gallery, person)?)
     }
 
-    /// Store an entry (and its crop, written first).
+    /// Store an entry (and its crop, written first), under the write lock: wholly or not at all.
     pub fn add(&self, gallery: &str, entry: &Entry, crop: Option<&[u8]>) -> Result<(), Error> {
         check_name("person", &entry.person, true)?;
         let dir = self.gallery_dir(gallery)?.join(&entry.person);
-        std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
-        if let Some(jpeg) = crop {
-            let path = dir.join(format!("{}.jpg", entry.id));
-            write_atomic(&path, jpeg).map_err(|e| io("write", &path, e))?;
-        }
-        let path = dir.join(format!("{}.json", entry.id));
         let text = serde_json::to_vec(entry).map_err(|e| Error::internal(e.to_string()))?;
-        write_atomic(&path, &text).map_err(|e| io("write", &path, e))
+        self.writing(gallery, || {
+            std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+            let jpg = dir.join(format!("{}.jpg", entry.id));
+            if let Some(jpeg) = crop {
+                write_atomic(&jpg, jpeg).map_err(|e| io("write", &jpg, e))?;
+            }
+            let path = dir.join(format!("{}.json", entry.id));
+            write_atomic(&path, &text).map_err(|e| {
+                // No crop without its entry.
+                let _ = std::fs::remove_file(&jpg);
+                let _ = std::fs::remove_file(&path);
+                io("write", &path, e)
+            })
+        })
     }
 
     pub fn crop(&self, gallery: &str, person: &str, entry: &str) -> Result<Vec<u8>, Error> {
@@ -211,18 +332,23 @@ impl Store {
         })
     }
 
-    /// Remove a person: its folder is renamed away (atomic), then removed with every file.
+    /// Remove a person, under the write lock: its folder is renamed away (atomic), then removed
+    /// with every file. 404 when the person is not (or no longer) there.
     pub fn delete(&self, gallery: &str, person: &str) -> Result<(usize, usize), Error> {
-        let dir = self.existing_person(gallery, person)?;
-        let entries = Self::entries_in(&dir)?.len();
-        let files = std::fs::read_dir(&dir).map(|rd| rd.count()).unwrap_or(0);
-        let gone = dir.with_file_name(format!(".deleted-{person}-{}", new_id()));
-        std::fs::rename(&dir, &gone).map_err(|e| io("rename", &dir, e))?;
-        std::fs::remove_dir_all(&gone).map_err(|e| io("remove", &gone, e))?;
-        if let Some(parent) = gone.parent() {
-            let _ = std::fs::File::open(parent).and_then(|f| f.sync_all());
-        }
-        Ok((entries, files))
+        self.existing_person(gallery, person)?;
+        self.writing(gallery, || {
+            // Again under the lock: another delete may have won.
+            let dir = self.existing_person(gallery, person)?;
+            let entries = Self::entries_in(&dir)?.len();
+            let files = std::fs::read_dir(&dir).map(|rd| rd.count()).unwrap_or(0);
+            let gone = dir.with_file_name(format!(".deleted-{person}-{}", new_id()));
+            std::fs::rename(&dir, &gone).map_err(|e| io("rename", &dir, e))?;
+            std::fs::remove_dir_all(&gone).map_err(|e| io("remove", &gone, e))?;
+            if let Some(parent) = gone.parent() {
+                let _ = std::fs::File::open(parent).and_then(|f| f.sync_all());
+            }
+            Ok((entries, files))
+        })
     }
 }
 
@@ -243,36 +369,19 @@ fn crop_jpeg(img: &Rgb, b: &BoxPx) -> Result<Vec<u8>, Error> {
     Ok(out.into_inner())
 }
 
-fn json_map(body: &[u8]) -> Result<Map<String, Value>, Error> {
+/// A JSON body (an empty one is `{}`) as `T`; 400 naming the capability and the problem.
+fn json_request<T: DeserializeOwned>(capability: &str, body: &[u8]) -> Result<T, Error> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(Error::bad_request("the JSON body is not an object")),
-        Err(e) => Err(Error::bad_request(format!("bad request body: {e}"))),
-    }
+    serde_json::from_slice(body)
+        .map_err(|e| Error::bad_request(format!("{capability}: bad request body: {e}")))
 }
 
-fn take_str(m: &mut Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
-    match m.remove(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(v) => Err(Error::bad_request(format!("'{key}' must be a string, got {v}"))),
-    }
+fn required(value: Option<String>, key: &str) -> Result<String, Error> {
+    value.ok_or_else(|| Error::bad_request(format!("'{key}' is required")))
 }
 
-fn need_str(m: &mut Map<String, Value>, key: &str) -> Result<String, Error> {
-    take_str(m, key)?.ok_or_else(|| Error::bad_request(format!("'{key}' is required")))
-}
-
-fn gallery_of(m: &mut Map<String, Value>) -> Result<String, Error> {
-    Ok(take_str(m, "gallery")?.unwrap_or_else(|| DEFAULT_GALLERY.to_string()))
-}
-
-fn no_more(m: &Map<String, Value>, capability: &str) -> Result<(), Error> {
-    match m.keys().next() {
-        Some(k) => Err(Error::bad_request(format!("{capability}: unknown field '{k}'"))),
-        None => Ok(()),
-    }
+fn gallery_or_default(gallery: Option<String>) -> String {
+    gallery.unwrap_or_else(|| DEFAULT_GALLERY.to_string())
 }
 
 /// A 128-float descriptor, or 400 naming what is wrong.
@@ -297,20 +406,6 @@ fn descriptor_of(v: &Value) -> Result<Vec<f32>, Error> {
         .collect()
 }
 
-fn detect_options(m: Map<String, Value>) -> Result<DetectOptions, Error> {
-    let o: DetectOptions = serde_json::from_value(Value::Object(m))
-        .map_err(|e| Error::bad_request(format!("bad options: {e}")))?;
-    o.check()?;
-    Ok(o)
-}
-
-/// A person's best (smallest) distance to `d`: its nearest descriptor.
-#[derive(Debug, Serialize)]
-pub struct Candidate {
-    pub person: String,
-    pub distance: f32,
-}
-
 /// Run a gallery capability (`None`: not one of them).
 pub fn invoke(
     engine: &Engine,
@@ -321,23 +416,24 @@ pub fn invoke(
     body: &[u8],
 ) -> Option<Result<Value, Error>> {
     Some(match capability {
-        "gallery.enrol" => enrol(engine, store, content_type, query, body),
-        "gallery.list" => list(store, body),
-        "gallery.person" => person(store, body),
-        "gallery.delete" => delete(store, body),
-        "face.recognize" => recognize(engine, store, content_type, query, body),
+        "gallery.enrol" => enrol(engine, store, content_type, query, body).map(to_value),
+        "gallery.list" => list(store, body).map(to_value),
+        "gallery.person" => person(store, body).map(to_value),
+        "gallery.delete" => delete(store, body).map(to_value),
+        "face.recognize" => recognize(engine, store, content_type, query, body).map(to_value),
         _ => return None,
     })
 }
 
+fn to_value<T: Serialize>(answer: T) -> Value {
+    serde_json::to_value(answer).unwrap_or(Value::Null)
+}
+
 /// `gallery.crop {gallery?, person, entry}`: the JPEG bytes.
 pub fn crop(store: &Store, body: &[u8]) -> Result<Vec<u8>, Error> {
-    let mut m = json_map(body)?;
-    let gallery = gallery_of(&mut m)?;
-    let person = need_str(&mut m, "person")?;
-    let entry = need_str(&mut m, "entry")?;
-    no_more(&m, "gallery.crop")?;
-    store.crop(&gallery, &person, &entry)
+    let r: CropRequest = json_request("gallery.crop", body)?;
+    let gallery = gallery_or_default(r.gallery);
+    store.crop(&gallery, &required(r.person, "person")?, &required(r.entry, "entry")?)
 }
 
 fn enrol(
@@ -346,9 +442,11 @@ fn enrol(
     content_type: &str,
     query: &str,
     body: &[u8],
-) -> Result<Value, Error> {
+) -> Result<EnrolAnswer, Error> {
     let is_json = content_type.trim().to_ascii_lowercase().starts_with("application/json")
         || body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let with_descriptor = is_json
+        && matches!(serde_json::from_slice(body), Ok(Value::Object(m)) if m.contains_key("descriptor"));
     let mut entry = Entry {
         id: new_id(),
         person: String::new(),
@@ -359,31 +457,24 @@ fn enrol(
     let gallery;
     let mut crop = None;
     let mut faces_found = None;
-    let descriptor_body = if is_json { json_map(body).ok() } else { None };
-    if let Some(mut m) = descriptor_body.filter(|m| m.contains_key("descriptor")) {
-        gallery = gallery_of(&mut m)?;
-        entry.person = need_str(&mut m, "person")?;
-        if m.contains_key("image") {
+    if with_descriptor {
+        if matches!(serde_json::from_slice(body), Ok(Value::Object(m)) if m.contains_key("image")) {
             return Err(Error::bad_request("send either 'image' or 'descriptor', not both"));
         }
-        entry.descriptor = descriptor_of(&m.remove("descriptor").unwrap_or(Value::Null))?;
-        no_more(&m, "gallery.enrol")?;
+        let r: EnrolRequest = json_request("gallery.enrol", body)?;
+        gallery = gallery_or_default(r.gallery);
+        entry.person = required(r.person, "person")?;
+        entry.descriptor = descriptor_of(r.descriptor.as_ref().unwrap_or(&Value::Null))?;
         check_name("gallery", &gallery, false)?;
         check_name("person", &entry.person, true)?;
     } else {
-        let req: ImageRequest<Map<String, Value>> = ImageRequest::parse(content_type, query, body)?;
-        let mut m = req.options;
-        gallery = gallery_of(&mut m)?;
-        entry.person = need_str(&mut m, "person")?;
+        let req: ImageRequest<EnrolRequest> = ImageRequest::parse(content_type, query, body)?;
+        let r = req.options;
+        gallery = gallery_or_default(r.gallery);
+        entry.person = required(r.person, "person")?;
         check_name("gallery", &gallery, false)?;
         check_name("person", &entry.person, true)?;
-        let face_index = match m.remove("face_index") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_u64().ok_or_else(|| {
-                Error::bad_request(format!("'face_index' must be an integer >= 0, got {v}"))
-            })? as usize),
-        };
-        let opts = detect_options(m)?;
+        let opts = detect_options(r.detector, r.min_confidence, r.min_size, r.max_faces)?;
         let img = image_io::decode(
             &req.bytes,
             req.content_type.as_deref(),
@@ -391,7 +482,7 @@ fn enrol(
         )?;
         let mut faces = engine.embed_faces(&img, &opts)?;
         let n = faces.len();
-        let face = match (n, face_index) {
+        let face = match (n, r.face_index) {
             (0, _) => {
                 return Err(Error::bad_request(format!(
                     "no face found in the {}x{} image (detector {}, min_confidence {})",
@@ -423,102 +514,59 @@ fn enrol(
         faces_found = Some(n);
     }
     store.add(&gallery, &entry, crop.as_deref())?;
-    Ok(json!({
-        "gallery": gallery,
-        "person": entry.person,
-        "id": entry.id,
-        "created_ms": entry.created_ms,
-        "box": entry.bbox,
-        "crop": crop.is_some(),
-        "faces_in_image": faces_found,
-    }))
+    Ok(EnrolAnswer {
+        gallery,
+        person: entry.person,
+        id: entry.id,
+        created_ms: entry.created_ms,
+        bbox: entry.bbox,
+        crop: crop.is_some(),
+        faces_in_image: faces_found,
+    })
 }
 
-fn list(store: &Store, body: &[u8]) -> Result<Value, Error> {
-    let mut m = json_map(body)?;
-    let gallery = gallery_of(&mut m)?;
-    no_more(&m, "gallery.list")?;
-    let dir = store.existing_gallery(&gallery)?;
-    let mut persons = Vec::new();
-    for p in store.persons(&gallery)? {
-        let n = Store::entries_in(&dir.join(&p))?.len();
-        if n > 0 {
-            persons.push(json!({ "person": p, "entries": n }));
-        }
-    }
-    Ok(json!({ "gallery": gallery, "persons": persons, "galleries": store.galleries()? }))
+fn list(store: &Store, body: &[u8]) -> Result<ListAnswer, Error> {
+    let r: ListRequest = json_request("gallery.list", body)?;
+    let gallery = gallery_or_default(r.gallery);
+    let persons = store
+        .known(&gallery)?
+        .iter()
+        .filter(|(_, entries)| !entries.is_empty())
+        .map(|(p, entries)| PersonCount { person: p.clone(), entries: entries.len() })
+        .collect();
+    Ok(ListAnswer { gallery, persons, galleries: store.galleries()? })
 }
 
-fn person(store: &Store, body: &[u8]) -> Result<Value, Error> {
-    let mut m = json_map(body)?;
-    let gallery = gallery_of(&mut m)?;
-    let person = need_str(&mut m, "person")?;
-    no_more(&m, "gallery.person")?;
+fn person(store: &Store, body: &[u8]) -> Result<PersonAnswer, Error> {
+    let r: PersonRequest = json_request("gallery.person", body)?;
+    let gallery = gallery_or_default(r.gallery);
+    let person = required(r.person, "person")?;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let entries: Vec<Value> = store
+    let entries = store
         .entries(&gallery, &person)?
         .into_iter()
-        .map(|e| {
-            let crop = store.crop(&gallery, &person, &e.id).ok().map(|b| b64.encode(b));
-            json!({
-                "id": e.id,
-                "created_ms": e.created_ms,
-                "box": e.bbox,
-                "crop": crop,
-                "crop_via": "gallery.crop {gallery, person, entry: id} -> image/jpeg",
-            })
+        .map(|e| PersonEntry {
+            crop: store.crop(&gallery, &person, &e.id).ok().map(|b| b64.encode(b)),
+            id: e.id,
+            created_ms: e.created_ms,
+            bbox: e.bbox,
+            crop_via: "gallery.crop {gallery, person, entry: id} -> image/jpeg",
         })
         .collect();
-    Ok(json!({ "gallery": gallery, "person": person, "entries": entries }))
+    Ok(PersonAnswer { gallery, person, entries })
 }
 
-fn delete(store: &Store, body: &[u8]) -> Result<Value, Error> {
-    let mut m = json_map(body)?;
-    let gallery = gallery_of(&mut m)?;
-    let person = need_str(&mut m, "person")?;
-    no_more(&m, "gallery.delete")?;
-    let (entries, files) = store.delete(&gallery, &person)?;
-    Ok(json!({
-        "gallery": gallery,
-        "person": person,
-        "deleted_entries": entries,
-        "deleted_files": files,
-    }))
+fn delete(store: &Store, body: &[u8]) -> Result<DeleteAnswer, Error> {
+    let r: PersonRequest = json_request("gallery.delete", body)?;
+    let gallery = gallery_or_default(r.gallery);
+    let person = required(r.person, "person")?;
+    let (deleted_entries, deleted_files) = store.delete(&gallery, &person)?;
+    Ok(DeleteAnswer { gallery, person, deleted_entries, deleted_files })
 }
 
-fn recognize(
-    engine: &Engine,
-    store: &Store,
-    content_type: &str,
-    query: &str,
-    body: &[u8],
-) -> Result<Value, Error> {
-    let started = Instant::now();
-    let req: ImageRequest<Map<String, Value>> = ImageRequest::parse(content_type, query, body)?;
-    let mut m = req.options;
-    let gallery = gallery_of(&mut m)?;
-    let threshold = match m.remove("threshold") {
-        None | Some(Value::Null) => DEFAULT_THRESHOLD,
-        Some(v) => v
-            .as_f64()
-            .ok_or_else(|| Error::bad_request(format!("'threshold' must be a number, got {v}")))?,
-    };
-    if !(threshold > 0.0 && threshold <= 2.0) {
-        return Err(Error::bad_request(format!(
-            "threshold must be within (0, 2] (descriptors are unit vectors), got {threshold}"
-        )));
-    }
-    let opts = detect_options(m)?;
-    let dir = store.existing_gallery(&gallery)?;
-    let known: Vec<(String, Vec<Entry>)> = store
-        .persons(&gallery)?
-        .into_iter()
-        .map(|p| Ok((p.clone(), Store::entries_in(&dir.join(&p))?)))
-        .collect::<Result<_, Error>>()?;
-    let img =
-        image_io::decode(&req.bytes, req.content_type.as_deref(), engine.settings().max_pixels)?;
-    let faces = engine.embed_faces(&img, &opts)?;
-    let out: Vec<Value> = faces
+/// Every face of `faces` matched against `known`: the nearest person under `threshold`.
+pub fn match_faces(known: &Known, faces: &[PhotoFace], threshold: f64) -> Vec<RecognizedFace> {
+    faces
         .iter()
         .map(|f| {
             let mut ranked: Vec<Candidate> = known
@@ -535,29 +583,56 @@ fn recognize(
             let best = ranked.first();
             let matched = best.filter(|c| (c.distance as f64) < threshold);
             let skip = usize::from(matched.is_some());
-            json!({
-                "box": f.bbox,
-                "score": f.score,
-                "person": matched.map(|c| c.person.clone()),
-                "distance": best.map(|c| c.distance),
-                "candidates": ranked.iter().skip(skip).take(3).collect::<Vec<_>>(),
-            })
+            RecognizedFace {
+                bbox: f.bbox,
+                score: f.score,
+                person: matched.map(|c| c.person.clone()),
+                distance: best.map(|c| c.distance),
+                candidates: ranked.iter().skip(skip).take(3).cloned().collect(),
+            }
         })
-        .collect();
-    Ok(json!({
-        "width": img.width,
-        "height": img.height,
-        "gallery": gallery,
-        "threshold": threshold,
-        "persons_known": known.iter().filter(|(_, e)| !e.is_empty()).count(),
-        "faces": out,
-        "took_ms": started.elapsed().as_secs_f64() * 1000.0,
-    }))
+        .collect()
+}
+
+fn recognize(
+    engine: &Engine,
+    store: &Store,
+    content_type: &str,
+    query: &str,
+    body: &[u8],
+) -> Result<RecognizeAnswer, Error> {
+    let started = Instant::now();
+    let req: ImageRequest<RecognizeOptions> = ImageRequest::parse(content_type, query, body)?;
+    let r = req.options;
+    let gallery = gallery_or_default(r.gallery);
+    let threshold = r.threshold.unwrap_or(DEFAULT_THRESHOLD);
+    if !(threshold > 0.0 && threshold <= 2.0) {
+        return Err(Error::bad_request(format!(
+            "threshold must be within (0, 2] (descriptors are unit vectors), got {threshold}"
+        )));
+    }
+    let opts = detect_options(r.detector, r.min_confidence, r.min_size, r.max_faces)?;
+    // 404 for an unknown gallery before the photo is decoded and searched.
+    store.existing_gallery(&gallery)?;
+    let img =
+        image_io::decode(&req.bytes, req.content_type.as_deref(), engine.settings().max_pixels)?;
+    let faces = engine.embed_faces(&img, &opts)?;
+    let known = store.known(&gallery)?;
+    Ok(RecognizeAnswer {
+        width: img.width,
+        height: img.height,
+        threshold,
+        persons_known: known.iter().filter(|(_, e)| !e.is_empty()).count(),
+        faces: match_faces(&known, &faces, threshold),
+        gallery,
+        took_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bkg_abi::serde_json::json;
 
     fn entry(person: &str, d: f32) -> Entry {
         Entry {
@@ -592,12 +667,99 @@ mod tests {
         assert_eq!((entries, files), (2, 3));
         assert_eq!(old.entries("default", "ann").unwrap_err().kind.0, 404);
         assert_eq!(old.persons("default").unwrap(), Vec::<String>::new());
-        let left: Vec<_> = std::fs::read_dir(dir.path().join("galleries/default"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        assert!(left.is_empty(), "{left:?}");
+        let left = tree(&dir.path().join("galleries/default"));
+        assert_eq!(left, [GENERATION], "only the generation token is left");
+    }
+
+    /// Every file of a gallery folder, relative, sorted (dot-files and folders included).
+    fn tree(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if e.path().is_dir() {
+                out.push(format!("{name}/"));
+                out.extend(tree(&e.path()).into_iter().map(|n| format!("{name}/{n}")));
+            } else {
+                out.push(name);
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn concurrent_enrol_and_delete_of_one_person_leave_whole_entries_only() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two stores on one data dir: the two generations of a hot swap.
+        let stores = [Store::new(dir.path()), Store::new(dir.path())];
+        let errors = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (store, errors) = (&stores[t % 2], &errors);
+                s.spawn(move || {
+                    for i in 0..150 {
+                        let r = if t < 2 {
+                            store.add("default", &entry("ann", i as f32 / 1000.0), Some(b"jpeg"))
+                        } else {
+                            store.delete("default", "ann").map(|_| ())
+                        };
+                        match r {
+                            Err(e) if e.kind.0 != 404 => errors.lock().unwrap().push(e.message),
+                            _ => {}
+                        }
+                    }
+                });
+            }
+        });
+        let errors = errors.into_inner().unwrap();
+        assert!(errors.is_empty(), "enrol/delete failed: {errors:?}");
+        let files = tree(&dir.path().join("galleries/default"));
+        let (mut json, mut jpg) = (Vec::new(), Vec::new());
+        for f in &files {
+            if let Some(id) = f.strip_prefix("ann/").and_then(|f| f.strip_suffix(".json")) {
+                json.push(id.to_string());
+            } else if let Some(id) = f.strip_prefix("ann/").and_then(|f| f.strip_suffix(".jpg")) {
+                jpg.push(id.to_string());
+            } else {
+                assert!(f == "ann/" || f == ".generation", "a leftover: {f} in {files:?}");
+            }
+        }
+        assert_eq!(json, jpg, "every entry has its crop and every crop its entry: {files:?}");
+        let listed = stores[0].entries("default", "ann").map(|e| e.len()).unwrap_or(0);
+        assert_eq!(listed, json.len());
+    }
+
+    #[test]
+    fn recognize_reads_a_gallery_from_memory_until_any_generation_changes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (Store::new(dir.path()), Store::new(dir.path()));
+        old.add("default", &entry("ann", 0.1), None).unwrap();
+        old.add("default", &entry("bob", 0.2), None).unwrap();
+        let first = old.known("default").unwrap();
+        assert_eq!(first.len(), 2);
+        for _ in 0..5 {
+            assert!(Arc::ptr_eq(&first, &old.known("default").unwrap()), "served from memory");
+        }
+        assert_eq!(old.cache_stats(), (1, 5));
+        // The other generation enrols: the next read sees it, once from disk.
+        new.add("default", &entry("ann", 0.3), None).unwrap();
+        let known = old.known("default").unwrap();
+        assert_eq!(known.iter().map(|(_, e)| e.len()).sum::<usize>(), 3);
+        assert_eq!(old.cache_stats(), (2, 5));
+        // Its delete too.
+        new.delete("default", "bob").unwrap();
+        let known = old.known("default").unwrap();
+        assert_eq!(known.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(), ["ann"]);
+        // This store's own writes.
+        old.delete("default", "ann").unwrap();
+        assert!(old.known("default").unwrap().is_empty());
+        assert_eq!(old.cache_stats(), (4, 5));
+        // A gallery written by an older build has no token: read from disk every time.
+        std::fs::remove_file(dir.path().join("galleries/default").join(GENERATION)).unwrap();
+        old.known("default").unwrap();
+        old.known("default").unwrap();
+        assert_eq!(old.cache_stats(), (6, 5));
+        assert_eq!(old.known("nope").unwrap_err().kind.0, 404);
     }
 
     #[test]

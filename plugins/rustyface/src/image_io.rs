@@ -4,20 +4,20 @@
 //! decoded size checked against `max_pixels` from the header before anything is decoded).
 //!
 //! Every refusal names the problem: 400 for a body that is not an image, a truncated or damaged
-//! one, an image under 2x2 pixels, bad base64; 413 for one over the pixel limit (the SDK has no
-//! 413 kind of its own: `ErrorKind(413)`, which the host answers as HTTP 413).
+//! one, an image under 2x2 pixels, bad base64; 413 (`payload_too_large`) for one over the pixel
+//! limit, naming `max_pixels`, its value and the config key that raises it.
 
 use std::borrow::Cow;
 use std::io::Cursor;
 
 use base64::Engine as _;
-use bkg_abi::serde_json::{Map, Value};
+use bkg_abi::serde_json::{self, Map, Value};
 use bkg_abi::{Error, ErrorKind};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 use serde::de::DeserializeOwned;
 
-/// HTTP 413: the decoded image would be larger than `max_pixels`.
-pub const TOO_LARGE: ErrorKind = ErrorKind(413);
+/// HTTP 413 (`payload_too_large`): the decoded image would be larger than `max_pixels`.
+pub const TOO_LARGE: ErrorKind = ErrorKind::PAYLOAD_TOO_LARGE;
 
 /// A decoded image: `height` rows of `width` RGB pixels (HWC, u8).
 #[derive(Clone, Debug, PartialEq)]
@@ -97,13 +97,12 @@ pub fn decode(bytes: &[u8], content_type: Option<&str>, max_pixels: u64) -> Resu
     let (width, height) = decoder.dimensions();
     let pixels = width as u64 * height as u64;
     if pixels > max_pixels {
-        return Err(Error::new(
-            TOO_LARGE,
-            format!(
-                "the image is {width}x{height} = {pixels} pixels, over the limit of {max_pixels} \
-                 pixels (config max_pixels)"
-            ),
-        ));
+        return Err(Error::payload_too_large(format!(
+            "the image is {width}x{height} = {pixels} pixels, over max_pixels = {max_pixels} \
+             (checked from its header, nothing decoded); raise the plugin's config key \
+             max_pixels (POST /api/core/plugins/rustyface/config {{\"max_pixels\": ...}}) to \
+             accept it"
+        )));
     }
     if width < 2 || height < 2 {
         return Err(Error::bad_request(format!(
@@ -234,6 +233,67 @@ impl<'a, T: DeserializeOwned> ImageRequest<'a, T> {
     }
 }
 
+/// A batch request: JSON `{"images": ["<base64>", ...], ...options}`. Each image is its bytes
+/// or the error that image alone would get (bad base64, not a string); the options are shared.
+#[derive(Debug)]
+pub struct Batch {
+    pub images: Vec<Result<Vec<u8>, Error>>,
+    pub options: Map<String, Value>,
+}
+
+impl Batch {
+    /// `None` unless the body is a JSON object with an `images` key (then the request is a
+    /// batch; a base64 string never holds a `"`, so bodies without `"images"` are not parsed).
+    /// 400 for an empty batch, one over `max` images, `images` not an array, or `image` too.
+    pub fn parse(content_type: &str, body: &[u8], max: usize) -> Result<Option<Batch>, Error> {
+        let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        let json = mime == "application/json" || (mime.is_empty() && first == Some(&b'{'));
+        if !json || !body.windows(8).any(|w| w == b"\"images\"") {
+            return Ok(None);
+        }
+        let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(body) else {
+            return Ok(None); // ImageRequest::parse names the problem
+        };
+        let Some(images) = map.remove("images") else { return Ok(None) };
+        if map.contains_key("image") {
+            return Err(Error::bad_request("send either 'image' or 'images', not both"));
+        }
+        let Value::Array(images) = images else {
+            return Err(Error::bad_request("'images' must be an array of base64 strings"));
+        };
+        if images.is_empty() || images.len() > max {
+            return Err(Error::bad_request(format!(
+                "'images' must hold 1 to {max} images, got {}",
+                images.len()
+            )));
+        }
+        let images = images
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => base64_bytes(&format!("images[{i}]"), &s),
+                v => Err(Error::bad_request(format!(
+                    "'images[{i}]' must be a base64 string, got {}",
+                    kind_of(&v)
+                ))),
+            })
+            .collect();
+        Ok(Some(Batch { images, options: map }))
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +342,8 @@ mod tests {
         let e = decode(&png(20, 10), None, 199).unwrap_err();
         assert_eq!(e.kind, TOO_LARGE);
         assert!(e.message.contains("20x10") && e.message.contains("199"), "{}", e.message);
+        assert!(e.message.contains("max_pixels = 199"), "names the limit: {}", e.message);
+        assert_eq!(e.kind.code(), "payload_too_large");
         // A PNG whose header claims 100000 x 100000 pixels (with a fixed-up CRC) and no data:
         // refused by the limit, never decoded.
         let mut huge = png(2, 2);
@@ -342,6 +404,31 @@ mod tests {
         assert_eq!((rgb.width, rgb.height), (2, 4));
         let plain = decode(&jpeg, None, 100).unwrap();
         assert_eq!((plain.width, plain.height), (4, 2));
+    }
+
+    #[test]
+    fn a_batch_keeps_each_images_own_error_and_refuses_what_is_not_a_batch() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(png(3, 3));
+        let body = format!("{{\"images\": [\"{b64}\", \"@@\", 7], \"max_faces\": 2}}");
+        let b = Batch::parse("application/json", body.as_bytes(), 64).unwrap().unwrap();
+        assert_eq!(b.images.len(), 3);
+        assert_eq!(b.images[0].as_ref().unwrap(), &png(3, 3));
+        assert!(b.images[1].as_ref().unwrap_err().message.contains("'images[1]'"));
+        assert!(b.images[2].as_ref().unwrap_err().message.contains("a number"));
+        assert_eq!(b.options.get("max_faces"), Some(&Value::from(2)));
+        let single = format!("{{\"image\": \"{b64}\"}}");
+        assert!(Batch::parse("application/json", single.as_bytes(), 64).unwrap().is_none());
+        assert!(Batch::parse("image/png", &png(3, 3), 64).unwrap().is_none());
+        for (body, needle) in [
+            (r#"{"images": []}"#.to_string(), "1 to 64 images, got 0"),
+            (format!("{{\"images\": [\"{b64}\", \"{b64}\"]}}"), "1 to 1 images, got 2"),
+            (r#"{"images": "x"}"#.to_string(), "must be an array"),
+            (format!("{{\"images\": [\"{b64}\"], \"image\": \"{b64}\"}}"), "not both"),
+        ] {
+            let max = if needle.contains("1 to 1") { 1 } else { 64 };
+            let e = Batch::parse("application/json", body.as_bytes(), max).unwrap_err();
+            assert!(e.message.contains(needle), "{body}: {}", e.message);
+        }
     }
 
     #[derive(serde::Deserialize, Debug, PartialEq)]

@@ -24,12 +24,12 @@ use std::time::Instant;
 use bkg_abi::serde_json::{json, Map, Value};
 use bkg_abi::{export_plugin, Context, Error, Host, Manifest, Plugin, Request, Response};
 
-use crate::api::{BoxPx, DetectAnswer, DetectOptions, DetectedFace, DetectorName};
+use crate::api::{BatchAnswer, BoxPx, DetectAnswer, DetectOptions, DetectedFace, DetectorName};
 use crate::api::{
-    EmbedAnswer, EmbedOptions, EmbeddedFace, LoadRequest, ModelInfo, ModelName, Settings,
-    FACE_API_DIR, MAX_IMAGE_BODY_BYTES,
+    EmbedAnswer, EmbedOptions, EmbeddedFace, ItemError, LoadRequest, ModelInfo, ModelName,
+    Settings, FACE_API_DIR, MAX_BATCH, MAX_IMAGE_BODY_BYTES,
 };
-use crate::image_io::{ImageRequest, Rgb};
+use crate::image_io::{Batch, ImageRequest, Rgb};
 use crate::nets::recognition::Recognizer;
 use crate::nets::{ssd, tiny, FaceBox};
 use crate::pool::{barrier_threads_alive, Pool};
@@ -212,20 +212,34 @@ impl Engine {
         Ok(faces)
     }
 
-    /// `face.detect`.
+    /// `face.detect`: one image, or a batch (`images: [...]`).
     fn detect(&self, content_type: &str, query: &str, body: &[u8]) -> Result<Value, Error> {
-        let started = Instant::now();
+        if let Some(batch) = Batch::parse(content_type, body, MAX_BATCH)? {
+            let opts: DetectOptions = serde_json::from_value(Value::Object(batch.options))
+                .map_err(|e| Error::bad_request(format!("bad options: {e}")))?;
+            opts.check()?;
+            return Ok(run_batch(batch.images, |bytes| self.detect_one(bytes, None, &opts)));
+        }
         let req: ImageRequest<DetectOptions> = ImageRequest::parse(content_type, query, body)?;
         req.options.check()?;
-        let img =
-            image_io::decode(&req.bytes, req.content_type.as_deref(), self.settings().max_pixels)?;
-        let faces = self.detect_faces(&img, &req.options)?;
-        let landmarks =
-            if req.options.landmarks { self.landmarks_for(&img, &faces)? } else { Vec::new() };
+        self.detect_one(&req.bytes, req.content_type.as_deref(), &req.options)
+    }
+
+    /// `face.detect` of one image's bytes.
+    fn detect_one(
+        &self,
+        bytes: &[u8],
+        content_type: Option<&str>,
+        opts: &DetectOptions,
+    ) -> Result<Value, Error> {
+        let started = Instant::now();
+        let img = image_io::decode(bytes, content_type, self.settings().max_pixels)?;
+        let faces = self.detect_faces(&img, opts)?;
+        let landmarks = if opts.landmarks { self.landmarks_for(&img, &faces)? } else { Vec::new() };
         let answer = DetectAnswer {
             width: img.width,
             height: img.height,
-            detector: req.options.detector,
+            detector: opts.detector,
             faces: faces
                 .iter()
                 .enumerate()
@@ -240,21 +254,30 @@ impl Engine {
         Ok(serde_json::to_value(answer).unwrap_or(Value::Null))
     }
 
-    /// `face.embed`.
+    /// `face.embed`: one image, or a batch (`images: [...]`).
     fn embed(&self, content_type: &str, query: &str, body: &[u8]) -> Result<Value, Error> {
-        let started = Instant::now();
-        let req: ImageRequest<Map<String, Value>> = ImageRequest::parse(content_type, query, body)?;
-        let mut options = req.options;
-        let aligned = options.remove("aligned");
-        let img =
-            image_io::decode(&req.bytes, req.content_type.as_deref(), self.settings().max_pixels)?;
-        // A photo: detect, landmark, align, describe every face (faces.rs).
-        if aligned.is_none() || aligned == Some(Value::Bool(false)) {
-            return self.embed_photo(&img, options, started);
+        if let Some(batch) = Batch::parse(content_type, body, MAX_BATCH)? {
+            let mode = EmbedMode::of(batch.options)?;
+            return Ok(run_batch(batch.images, |bytes| self.embed_one(bytes, None, &mode)));
         }
-        options.insert("aligned".into(), aligned.unwrap_or(Value::Null));
-        let _: EmbedOptions = serde_json::from_value(Value::Object(options))
-            .map_err(|e| Error::bad_request(format!("bad options: {e}")))?;
+        let req: ImageRequest<Map<String, Value>> = ImageRequest::parse(content_type, query, body)?;
+        let mode = EmbedMode::of(req.options)?;
+        self.embed_one(&req.bytes, req.content_type.as_deref(), &mode)
+    }
+
+    /// `face.embed` of one image's bytes.
+    fn embed_one(
+        &self,
+        bytes: &[u8],
+        content_type: Option<&str>,
+        mode: &EmbedMode,
+    ) -> Result<Value, Error> {
+        let started = Instant::now();
+        let img = image_io::decode(bytes, content_type, self.settings().max_pixels)?;
+        // A photo: detect, landmark, align, describe every face (faces.rs).
+        if let EmbedMode::Photo(opts) = mode {
+            return self.embed_photo(&img, opts, started);
+        }
         let recognizer = self.recognizer()?;
         let descriptor = self.pool.install(|| recognizer.descriptor(&img))??;
         let answer = EmbedAnswer {
@@ -265,6 +288,57 @@ impl Engine {
         };
         Ok(serde_json::to_value(answer).unwrap_or(Value::Null))
     }
+}
+
+/// What `face.embed` does with an image: find and describe its faces, or describe it as one
+/// aligned 150x150 chip (`aligned: true`).
+enum EmbedMode {
+    Photo(DetectOptions),
+    Aligned,
+}
+
+impl EmbedMode {
+    /// From the request's options (beside the image); 400 naming a bad one.
+    fn of(mut options: Map<String, Value>) -> Result<Self, Error> {
+        let bad = |e: serde_json::Error| Error::bad_request(format!("bad options: {e}"));
+        match options.remove("aligned") {
+            None | Some(Value::Bool(false)) => {
+                let opts: DetectOptions =
+                    serde_json::from_value(Value::Object(options)).map_err(bad)?;
+                opts.check()?;
+                Ok(EmbedMode::Photo(opts))
+            }
+            Some(aligned) => {
+                // Only `aligned` itself: a chip is not searched for faces.
+                options.insert("aligned".into(), aligned);
+                let _: EmbedOptions =
+                    serde_json::from_value(Value::Object(options)).map_err(bad)?;
+                Ok(EmbedMode::Aligned)
+            }
+        }
+    }
+}
+
+/// Run `one` on every image of a batch, in order: each result is its answer or `{error}`.
+fn run_batch(
+    images: Vec<Result<Vec<u8>, Error>>,
+    one: impl Fn(&[u8]) -> Result<Value, Error>,
+) -> Value {
+    let started = Instant::now();
+    let mut errors = 0;
+    let results = images
+        .into_iter()
+        .map(|image| match image.and_then(|bytes| one(&bytes)) {
+            Ok(v) => v,
+            Err(e) => {
+                errors += 1;
+                let status = if e.kind.0 >= 590 { 500 } else { e.kind.0 };
+                json!({ "error": ItemError { status, code: e.kind.code(), message: e.message } })
+            }
+        })
+        .collect();
+    let answer = BatchAnswer { results, errors, took_ms: started.elapsed().as_secs_f64() * 1000.0 };
+    serde_json::to_value(answer).unwrap_or(Value::Null)
 }
 
 /// Parse a JSON body (an empty body is `{}`); errors are 400s naming the problem.
@@ -297,7 +371,8 @@ impl Plugin for RustyFace {
                 "the faces in a photo, best first, boxes in image pixels: the raw image body \
                  (options in the query string) or {image: <base64>, detector?: ssd | tiny, \
                  min_confidence?: 0.5, min_size?: 0, max_faces?: 100, landmarks?: false (68 \
-                 [x, y] points per face)}",
+                 [x, y] points per face)}; with images: [<base64>, ...] (at most 64) instead \
+                 of image -> {results: [one answer or {error} per image, in order]}",
             )
             .max_body_bytes("face.detect", MAX_IMAGE_BODY_BYTES)
             .capability(
@@ -305,7 +380,9 @@ impl Plugin for RustyFace {
                 "every face of a photo with its box, 68 landmarks and 128-d descriptor (computed \
                  on a chip aligned by a similarity transform): the raw image body or {image: \
                  <base64>, detector?, min_confidence?, min_size?, max_faces?}; with \
-                 aligned: true the image is one aligned 150x150 face chip",
+                 aligned: true the image is one aligned 150x150 face chip; with images: \
+                 [<base64>, ...] (at most 64) instead of image -> {results: [one answer or \
+                 {error} per image, in order]}",
             )
             .max_body_bytes("face.embed", MAX_IMAGE_BODY_BYTES)
             .capability(
@@ -380,7 +457,10 @@ impl Plugin for RustyFace {
     }
 
     fn status(&self) -> Value {
-        self.engine.status()
+        let mut status = self.engine.status();
+        let (loads, hits) = self.gallery.cache_stats();
+        status["gallery_cache"] = json!({ "loads": loads, "hits": hits });
+        status
     }
 
     fn config(&self) -> Value {
