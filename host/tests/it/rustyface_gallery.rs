@@ -331,6 +331,23 @@ fn rustyface_gallery_survives_a_hot_swap_and_a_restart() {
         json!([{ "person": "biden", "entries": 1 }, { "person": "obama", "entries": 1 }]),
         "{list}"
     );
+
+    // An unchanged gallery is matched from memory: no load from disk, one hit per request.
+    let cache = |host: &Host| {
+        let (status, v) = host.get_json("/api/core/plugins/rustyface/status");
+        assert_eq!(status, 200, "{v}");
+        let c = &v["status"]["gallery_cache"];
+        (c["loads"].as_u64().unwrap(), c["hits"].as_u64().unwrap())
+    };
+    let (loads, hits) = cache(&host);
+    assert!(loads >= 1, "loaded once since the restart: {loads}");
+    assert_eq!(recognized(&host, "face_recognition/obama2.jpg"), "obama");
+    assert_eq!(recognized(&host, "face_recognition/biden.jpg"), "biden");
+    assert_eq!(cache(&host), (loads, hits + 2));
+    // A change reloads it.
+    ok(&host, "gallery.delete", json!({ "person": "biden" }));
+    assert_eq!(recognized(&host, "face_recognition/biden.jpg"), Value::Null);
+    assert_eq!(cache(&host), (loads + 1, hits + 2));
 }
 
 #[test]

@@ -219,7 +219,7 @@ pub struct DetectAnswer {
     pub took_ms: f64,
 }
 
-/// The options `face.enrol` / `face.recognize` take for finding faces, as a [`DetectOptions`]
+/// The options `gallery.enrol` / `face.recognize` take for finding faces, as a [`DetectOptions`]
 /// (defaults for what is not given), checked.
 pub fn detect_options(
     detector: DetectorName,

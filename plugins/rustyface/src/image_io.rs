@@ -129,6 +129,13 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
     matches!((last(0xda), last(0xd9)), (Some(sos), Some(eoi)) if eoi > sos)
 }
 
+/// Whether a body is JSON: `application/json`, or a body starting with `{` under any type but
+/// `image/*` (no image format starts with `{`; `curl -d` sends JSON as form data by default).
+fn is_json(mime: &str, body: &[u8]) -> bool {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    mime == "application/json" || (!mime.starts_with("image/") && first == Some(&b'{'))
+}
+
 /// An image request: the image's bytes, the Content-Type they came with (raw bodies), and the
 /// capability's options.
 #[derive(Debug)]
@@ -206,8 +213,7 @@ impl<'a, T: DeserializeOwned> ImageRequest<'a, T> {
     /// base64 image in `"image"` and the options beside it.
     pub fn parse(content_type: &str, query: &str, body: &'a [u8]) -> Result<Self, Error> {
         let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        let first = body.iter().find(|b| !b.is_ascii_whitespace());
-        let json = mime == "application/json" || (mime.is_empty() && first == Some(&b'{'));
+        let json = is_json(&mime, body);
         if !json {
             if body.is_empty() {
                 return Err(Error::bad_request(format!("no image: {HOW}")));
@@ -247,8 +253,7 @@ impl Batch {
     /// 400 for an empty batch, one over `max` images, `images` not an array, or `image` too.
     pub fn parse(content_type: &str, body: &[u8], max: usize) -> Result<Option<Batch>, Error> {
         let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        let first = body.iter().find(|b| !b.is_ascii_whitespace());
-        let json = mime == "application/json" || (mime.is_empty() && first == Some(&b'{'));
+        let json = is_json(&mime, body);
         if !json || !body.windows(8).any(|w| w == b"\"images\"") {
             return Ok(None);
         }
@@ -436,6 +441,24 @@ mod tests {
     struct Opts {
         #[serde(default)]
         aligned: bool,
+    }
+
+    #[test]
+    fn json_sent_as_curls_default_form_content_type_is_read_as_json() {
+        let raw = png(3, 3);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&raw);
+        let form = "application/x-www-form-urlencoded";
+        let body = format!("{{\"image\": \"{b64}\", \"aligned\": true}}");
+        let r: ImageRequest<Opts> = ImageRequest::parse(form, "", body.as_bytes()).unwrap();
+        assert_eq!(r.bytes.as_ref(), &raw[..]);
+        assert!(r.options.aligned);
+        let batch = format!("{{\"images\": [\"{b64}\"]}}");
+        let b = Batch::parse(form, batch.as_bytes(), 64).unwrap().expect("a batch");
+        assert_eq!(b.images[0].as_ref().unwrap(), &raw);
+        // Not under an image type: that is the raw image, refused as one.
+        let e = decode(body.as_bytes(), Some("image/png"), 100).unwrap_err();
+        assert!(e.message.contains("not an image"), "{}", e.message);
+        assert!(ImageRequest::<Opts>::parse("image/png", "", body.as_bytes()).is_ok());
     }
 
     #[test]
