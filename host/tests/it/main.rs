@@ -24,6 +24,7 @@ mod logs;
 mod models;
 mod openapi;
 mod persistence;
+mod repoagent_core;
 mod repoagent_metrics;
 mod repoagent_stats;
 mod routes;

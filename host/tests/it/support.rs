@@ -13,7 +13,8 @@ use serde_json::Value;
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
 
 /// Product plugins the tests use, from `plugins/`.
-pub const PRODUCT_PLUGINS: &[&str] = &["apikeys", "candle", "llmserver", "brainml", "rustyface"];
+pub const PRODUCT_PLUGINS: &[&str] =
+    &["apikeys", "candle", "llmserver", "brainml", "rustyface", "repoagent"];
 
 pub const FIXTURES: &[&str] =
     &["echo", "echo-v2", "panicky", "slow", "threaded", "incompatible", "squatter", "uncounted"];
@@ -447,5 +448,29 @@ impl Host {
         let mut body = Vec::new();
         r.into_reader().read_to_end(&mut body).expect("read the answer");
         (code, body)
+    }
+}
+
+impl Host {
+    /// POST JSON with the admin key and read the answer line by line as it streams (NDJSON):
+    /// `on_line` gets each line; returning false drops the connection there (a client
+    /// leaving). Returns the status.
+    pub fn post_lines(&self, path: &str, body: &str, mut on_line: impl FnMut(&str) -> bool) -> u16 {
+        let req = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .set("Content-Type", "application/json");
+        let (code, r) = match self.authorized(req, ADMIN_KEY).send_string(body) {
+            Ok(r) => (r.status(), r),
+            Err(ureq::Error::Status(code, r)) => (code, r),
+            Err(e) => panic!("POST {path}: {e}"),
+        };
+        for line in BufReader::new(r.into_reader()).lines() {
+            let line = line.expect("read a line of the answer");
+            if !on_line(&line) {
+                break;
+            }
+        }
+        code
     }
 }

@@ -300,3 +300,66 @@ pub fn apply_changes(
         Applied::Unchanged
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index_of(root: &Path, extractor: &symbols::Extractor) -> RepoIndex {
+        let walked = walk::walk(root, root, 1000, &|| false).unwrap();
+        let done = AtomicUsize::new(0);
+        let index = build("t", root, walked, 1000, extractor, &done, &|| false).unwrap();
+        assert_eq!(done.load(Ordering::SeqCst), index.files.len() + index.skipped_binary.len());
+        index
+    }
+
+    #[test]
+    fn changes_are_applied_file_by_file_and_ignore_files_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(root.join(".gitignore"), "target/\n").unwrap();
+        std::fs::write(root.join("src/a.rs"), "fn a() {}\n").unwrap();
+        std::fs::write(root.join("bin.dat"), b"ab\0cd").unwrap();
+        let extractor = symbols::Extractor::new();
+        let mut index = index_of(&root, &extractor);
+        assert_eq!(index.files.keys().collect::<Vec<_>>(), ["src/a.rs"]);
+        assert!(index.skipped_binary.contains("bin.dat"));
+        let a = &index.files["src/a.rs"];
+        assert_eq!((a.lang, a.bytes), (Some(Lang::Rust), 10));
+        assert_eq!(a.counts.map(|c| c.code), Some(1));
+
+        let apply = |index: &mut RepoIndex, paths: &[&str]| {
+            let paths = paths.iter().map(|p| root.join(p)).collect();
+            apply_changes(index, &paths, 1000, &extractor)
+        };
+        // An edit, a new file, a file in an ignored folder, a hidden one.
+        std::fs::write(root.join("src/a.rs"), "fn a() {}\n\nfn b() {}\n").unwrap();
+        std::fs::write(root.join("src/c.py"), "x = 1\n").unwrap();
+        std::fs::create_dir_all(root.join("target")).unwrap();
+        std::fs::write(root.join("target/t.rs"), "fn t() {}\n").unwrap();
+        std::fs::write(root.join("src/.h.rs"), "fn h() {}\n").unwrap();
+        let g = index.generation;
+        let paths = ["src/a.rs", "src/c.py", "target", "target/t.rs", "src/.h.rs"];
+        assert_eq!(apply(&mut index, &paths), Applied::Changed);
+        assert_eq!(index.generation, g + 1);
+        assert_eq!(index.files.keys().collect::<Vec<_>>(), ["src/a.rs", "src/c.py"]);
+        assert_eq!(index.files["src/a.rs"].counts.map(|c| c.code), Some(2));
+        // A folder moved in is walked; a big file is counted out; deletions are dropped.
+        std::fs::create_dir_all(root.join("src/m/n")).unwrap();
+        std::fs::write(root.join("src/m/n/d.go"), "package n\n").unwrap();
+        std::fs::write(root.join("src/big.rs"), vec![b'a'; 2000]).unwrap();
+        assert_eq!(apply(&mut index, &["src/m", "src/big.rs"]), Applied::Changed);
+        assert!(index.files.contains_key("src/m/n/d.go") && index.dirs.contains("src/m/n"));
+        assert!(index.skipped_large.contains("src/big.rs"));
+        std::fs::remove_dir_all(root.join("src/m")).unwrap();
+        std::fs::remove_file(root.join("src/c.py")).unwrap();
+        assert_eq!(apply(&mut index, &["src/m", "src/c.py"]), Applied::Changed);
+        assert_eq!(index.files.keys().collect::<Vec<_>>(), ["src/a.rs"]);
+        assert!(!index.dirs.contains("src/m/n"));
+        // Nothing to do for a path that changed nothing the index holds.
+        assert_eq!(apply(&mut index, &["target/t.rs"]), Applied::Unchanged);
+        // An ignore file changed: everything is walked again.
+        assert_eq!(apply(&mut index, &[".gitignore"]), Applied::NeedsRebuild);
+    }
+}

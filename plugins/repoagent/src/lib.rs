@@ -225,27 +225,22 @@ impl Core {
                 &cancelled,
             )
         });
-        // The index lock before the state's (the order `Repos::with_index` takes them in).
-        let Ok(mut slot) = entry.index.write() else { return };
         if !current() {
-            drop(slot);
             entry.wake();
             return;
         }
         match result {
             Ok(mut index) => {
                 index.indexed_ms = started.elapsed().as_millis() as u64;
-                if let Some(old) = slot.as_ref() {
+                if let Some(old) = entry.snapshot() {
                     index.generation = old.generation + 1;
                 }
                 let files = index.files.len();
-                *slot = Some(index);
-                drop(slot);
+                entry.store(index);
                 entry.set_state(BuildState::Ready { epoch });
                 self.host.debug(&format!("repository {} indexed: {files} files", entry.name));
             }
             Err(e) => {
-                drop(slot);
                 self.host.warn(&format!("repository {}: indexing failed: {e}", entry.name));
                 entry.set_state(BuildState::Error { epoch, message: e.message });
             }
@@ -296,8 +291,7 @@ impl Core {
     }
 
     fn indexed(&self, entry: &RepoEntry) -> Result<RepoIndexed, Error> {
-        let guard = entry.index.read().map_err(|_| poisoned())?;
-        let index = guard.as_ref().ok_or_else(|| Error::internal("the index vanished"))?;
+        let index = entry.snapshot().ok_or_else(|| Error::internal("the index vanished"))?;
         Ok(RepoIndexed {
             name: entry.name.clone(),
             path: entry.root.display().to_string(),
@@ -452,7 +446,7 @@ impl Core {
         }
         if std::mem::take(&mut pending.rescan) {
             for e in self.repos.all() {
-                if e.index.read().map(|i| i.is_some()).unwrap_or(false) {
+                if e.snapshot().is_some() {
                     let _ = self.start_build(&e);
                 }
             }
@@ -474,21 +468,25 @@ impl Core {
                 pending.paths.extend(paths);
                 continue;
             }
-            let applied = self.pool.install(|| {
-                let mut slot = entry.index.write().map_err(|_| poisoned())?;
-                Ok::<_, Error>(match slot.as_mut() {
-                    Some(index) => index::apply_changes(index, &paths, max, &self.extractor),
-                    None => index::Applied::Unchanged,
-                })
-            });
-            match applied {
-                Ok(Ok(index::Applied::NeedsRebuild)) => {
-                    let _ = self.start_build(&entry);
+            // On a copy, outside every lock; it replaces the index unless something else did
+            // first (then again, on the new one).
+            for _ in 0..8 {
+                let Some(old) = entry.snapshot() else { break };
+                let mut copy = index::RepoIndex::clone(&old);
+                let applied = self
+                    .pool
+                    .install(|| index::apply_changes(&mut copy, &paths, max, &self.extractor));
+                match applied {
+                    Ok(index::Applied::NeedsRebuild) => {
+                        let _ = self.start_build(&entry);
+                    }
+                    Ok(index::Applied::Changed) if !entry.swap_if(&old, copy) => continue,
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.host.warn(&format!("repository {}: update failed: {e}", entry.name))
+                    }
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) | Err(e) => {
-                    self.host.warn(&format!("repository {}: update failed: {e}", entry.name))
-                }
+                break;
             }
         }
     }

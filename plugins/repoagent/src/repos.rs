@@ -4,6 +4,12 @@
 //! Path safety: a repository's root is the canonical path (symbolic links and `..` resolved)
 //! of an existing folder under one of the configured `roots` (themselves canonicalised), and
 //! never in `/proc`, `/sys` or `/dev`. Nothing is ever written into a repository.
+//!
+//! Locking: a repository's index is an `Arc<RepoIndex>` behind a lock that is only ever held to
+//! clone or swap that pointer, never while work runs (so never while waiting for the pool):
+//! readers work on their own `Arc`, writers on a copy that replaces the index if it is still
+//! the one they copied. No lock is held across a capability's work, so a capability may call
+//! `Pool::install` inside `with_index`/`with_index_mut` (and the other way round) freely.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -35,7 +41,7 @@ pub struct RepoEntry {
     pub name: String,
     /// Canonical.
     pub root: PathBuf,
-    pub index: RwLock<Option<RepoIndex>>,
+    index: RwLock<Option<Arc<RepoIndex>>>,
     state: Mutex<BuildState>,
     changed: Condvar,
     /// The newest build's number: an older build stops.
@@ -60,6 +66,30 @@ impl RepoEntry {
             files_done: AtomicUsize::new(0),
             files_total: AtomicUsize::new(0),
             watching: AtomicBool::new(false),
+        }
+    }
+
+    /// The index as it is now (None before the first build ends).
+    pub fn snapshot(&self) -> Option<Arc<RepoIndex>> {
+        self.index.read().ok().and_then(|i| i.clone())
+    }
+
+    /// Put in a new index (a build's).
+    pub(crate) fn store(&self, index: RepoIndex) {
+        if let Ok(mut slot) = self.index.write() {
+            *slot = Some(Arc::new(index));
+        }
+    }
+
+    /// Replace the index with `new` only if it is still `old` (else false: someone replaced
+    /// it meanwhile).
+    pub(crate) fn swap_if(&self, old: &Arc<RepoIndex>, new: RepoIndex) -> bool {
+        match self.index.write() {
+            Ok(mut slot) if slot.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, old)) => {
+                *slot = Some(Arc::new(new));
+                true
+            }
+            _ => false,
         }
     }
 
@@ -101,8 +131,8 @@ impl RepoEntry {
 
     pub fn info(&self) -> RepoInfo {
         let state = self.state();
-        let index = self.index.read().ok();
-        let index = index.as_ref().and_then(|i| i.as_ref());
+        let index = self.snapshot();
+        let index = index.as_deref();
         RepoInfo {
             name: self.name.clone(),
             path: self.root.display().to_string(),
@@ -168,32 +198,35 @@ impl Repos {
         })
     }
 
-    /// Read a repository's index: 404 when unknown, 409 "still indexing" while it has none.
+    /// Read a repository's index (as it is when the call begins; no lock is held while `f`
+    /// runs): 404 when unknown, 409 "still indexing" while it has none.
     pub fn with_index<T>(
         &self,
         repo: &str,
         f: impl FnOnce(&RepoIndex) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let entry = self.get(repo)?;
-        let guard = entry.index.read().map_err(|_| poisoned())?;
-        match guard.as_ref() {
-            Some(index) => f(index),
+        match entry.snapshot() {
+            Some(index) => f(&index),
             None => Err(entry.no_index()),
         }
     }
 
-    /// Change a repository's index (e.g. to keep metrics computed lazily).
+    /// Change a repository's index (e.g. to keep metrics computed lazily): `f` changes a copy,
+    /// which replaces the index if nothing else did meanwhile; if a build or the watcher
+    /// replaced it first, the change (made to an older index) is dropped. `f`'s answer is
+    /// returned either way; an error from `f` changes nothing.
     pub fn with_index_mut<T>(
         &self,
         repo: &str,
         f: impl FnOnce(&mut RepoIndex) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let entry = self.get(repo)?;
-        let mut guard = entry.index.write().map_err(|_| poisoned())?;
-        match guard.as_mut() {
-            Some(index) => f(index),
-            None => Err(entry.no_index()),
-        }
+        let Some(old) = entry.snapshot() else { return Err(entry.no_index()) };
+        let mut copy = RepoIndex::clone(&old);
+        let answer = f(&mut copy)?;
+        entry.swap_if(&old, copy);
+        Ok(answer)
     }
 
     /// Every repository, by name.

@@ -112,6 +112,8 @@ fn run(rx: Receiver<notify::Result<notify::Event>>, core: Weak<Core>) {
     let mut last = Instant::now();
     loop {
         match rx.recv_timeout(TICK) {
+            // Opening and reading a file (ours too: the walk reads `.gitignore`) changes nothing.
+            Ok(Ok(event)) if matches!(event.kind, notify::EventKind::Access(_)) => {}
             Ok(Ok(event)) => {
                 pending.rescan |= event.need_rescan();
                 pending.paths.extend(event.paths);
