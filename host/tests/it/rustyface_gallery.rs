@@ -310,15 +310,19 @@ fn rustyface_gallery_survives_a_hot_swap_and_a_restart() {
     });
     assert_eq!(recognized(&host, "face_recognition/obama2.jpg"), "obama");
     assert_eq!(recognized(&host, "face_recognition/biden.jpg"), Value::Null);
-    // The new generation enrols; the old one has gone, leaving nothing behind in memory.
+    // The new generation enrols; the old one, which detected, embedded and enrolled, unloaded.
     ok(
         &host,
         "gallery.enrol",
         json!({ "person": "biden", "image": photo("face_recognition/biden.jpg") }),
     );
     assert_eq!(recognized(&host, "face_recognition/biden.jpg"), "biden");
+    host.wait_for("the old generation's residency", || {
+        !host.plugin("rustyface")["history"][0]["residency"].is_null()
+    });
     let old = &host.plugin("rustyface")["history"][0];
     assert_eq!(old["reason"], "swapped", "{old}");
+    assert_eq!(old["residency"], "unloaded", "after detection, embedding and enrolment: {old}");
 
     // And a restart of the host.
     let host = host.restart(&args);
