@@ -314,13 +314,39 @@ fn repoagent_indexes_a_real_crate_follows_edits_survives_restart_and_swap_and_un
         info(&host, "serde_json")["languages"]["Python"] == 1
     });
     assert_eq!(files(&host, "serde_json"), n + 1, "ignored and hidden files stay out");
-    let g = generation(&host, "serde_json");
+    // An edit: seen by code.stats and code.search (the hit inside the new function).
+    let lib_counts = |host: &Host| {
+        let body = json!({"repo": "serde_json", "by": "file", "path": "src/lib.rs"});
+        let (status, v) = call(host, "code.stats", body);
+        assert_eq!(status, 200, "{v}");
+        (v["files"][0]["code"].as_u64().unwrap(), v["files"][0]["blanks"].as_u64().unwrap())
+    };
+    let search = |host: &Host, pattern: &str| {
+        let (status, v) =
+            call(host, "code.search", json!({"repo": "serde_json", "pattern": pattern}));
+        assert_eq!(status, 200, "{v}");
+        v["hits"].as_array().unwrap().clone()
+    };
+    let (code, blanks) = lib_counts(&host);
+    assert!(search(&host, "racore_added").is_empty());
     let lib_rs = sj.join("src/lib.rs");
     let mut text = std::fs::read_to_string(&lib_rs).unwrap();
+    let line = text.lines().count() + 2;
     text.push_str("\npub fn racore_added() -> u32 {\n    7\n}\n");
     std::fs::write(&lib_rs, text).unwrap();
-    within(&host, "the edit to be applied", || generation(&host, "serde_json") > g);
+    within(&host, "the edit in code.stats and code.search", || {
+        lib_counts(&host) == (code + 3, blanks + 1) && search(&host, "racore_added").len() == 1
+    });
+    let hit = &search(&host, "racore_added")[0];
+    assert_eq!(
+        (hit["path"].as_str(), hit["line"].as_u64()),
+        (Some("src/lib.rs"), Some(line as u64))
+    );
+    assert_eq!(hit["symbol"]["name"], "racore_added", "{hit}");
     assert_eq!(files(&host, "serde_json"), n + 1);
+    // Only the add walked the repository: the edits were applied file by file (its own reads
+    // of .gitignore once made the watcher walk it again and again).
+    assert_eq!(info(&host, "serde_json")["builds"], 1);
     // A folder moved in from outside the repository.
     let staging = tmp.path().join("staging/newmod");
     std::fs::create_dir_all(&staging).unwrap();
@@ -332,7 +358,26 @@ fn repoagent_indexes_a_real_crate_follows_edits_survives_restart_and_swap_and_un
     std::fs::remove_dir_all(sj.join("src/newmod")).unwrap();
     within(&host, "the deletions", || {
         let i = info(&host, "serde_json");
-        i["files"] == n && i["languages"]["Python"].is_null()
+        i["files"] == n
+            && i["languages"]["Python"].is_null()
+            && search(&host, "racore_probe").is_empty()
+    });
+
+    // A changed .gitignore walks the repository again: what it names now leaves the index,
+    // and comes back with it restored.
+    let md = count_ext(&sj_files, ".md") as u64;
+    assert!(md > 0, "{sj_files:?}");
+    std::fs::write(sj.join(".gitignore"), format!("{gitignore}*.md\n")).unwrap();
+    within(&host, "the Markdown files out", || {
+        let i = info(&host, "serde_json");
+        i["builds"].as_u64() >= Some(2)
+            && i["files"] == n - md
+            && i["languages"]["Markdown"].is_null()
+    });
+    std::fs::write(sj.join(".gitignore"), &gitignore).unwrap();
+    within(&host, "the Markdown files back", || {
+        let i = info(&host, "serde_json");
+        i["files"] == n && i["languages"]["Markdown"] == md
     });
 
     // (4) Re-index: the same files.

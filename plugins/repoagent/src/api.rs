@@ -80,6 +80,8 @@ pub struct RepoInfo {
     pub watching: bool,
     /// Bumped on every change to the index.
     pub generation: u64,
+    /// Whole walks of the repository started (the add, each reindex, a changed ignore file).
+    pub builds: u64,
     pub skipped_large: u64,
     pub skipped_binary: u64,
     /// While indexing: progress of the build.

@@ -190,6 +190,7 @@ impl Core {
     /// Start a build of `entry`'s index on the pool (superseding one in progress): its epoch.
     fn start_build(self: &Arc<Self>, entry: &Arc<RepoEntry>) -> Result<u64, Error> {
         let epoch = entry.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        entry.builds.fetch_add(1, Ordering::SeqCst);
         entry.files_done.store(0, Ordering::SeqCst);
         entry.files_total.store(0, Ordering::SeqCst);
         entry.set_state(BuildState::Indexing { epoch });

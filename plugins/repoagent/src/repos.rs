@@ -51,6 +51,8 @@ pub struct RepoEntry {
     pub(crate) files_done: AtomicUsize,
     pub(crate) files_total: AtomicUsize,
     pub(crate) watching: AtomicBool,
+    /// Whole walks started.
+    pub(crate) builds: AtomicU64,
 }
 
 impl RepoEntry {
@@ -66,6 +68,7 @@ impl RepoEntry {
             files_done: AtomicUsize::new(0),
             files_total: AtomicUsize::new(0),
             watching: AtomicBool::new(false),
+            builds: AtomicU64::new(0),
         }
     }
 
@@ -146,6 +149,7 @@ impl RepoEntry {
             indexed_at: index.map(|i| i.indexed_at),
             watching: self.watching.load(Ordering::SeqCst),
             generation: index.map_or(0, |i| i.generation),
+            builds: self.builds.load(Ordering::SeqCst),
             skipped_large: index.map_or(0, |i| i.skipped_large.len() as u64),
             skipped_binary: index.map_or(0, |i| i.skipped_binary.len() as u64),
             progress: matches!(state, BuildState::Indexing { .. }).then(|| self.progress()),
