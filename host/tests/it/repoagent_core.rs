@@ -328,6 +328,7 @@ fn repoagent_indexes_a_real_crate_follows_edits_survives_restart_and_swap_and_un
         v["hits"].as_array().unwrap().clone()
     };
     let (code, blanks) = lib_counts(&host);
+    let g = generation(&host, "serde_json");
     assert!(search(&host, "racore_added").is_empty());
     let lib_rs = sj.join("src/lib.rs");
     let mut text = std::fs::read_to_string(&lib_rs).unwrap();
@@ -343,6 +344,7 @@ fn repoagent_indexes_a_real_crate_follows_edits_survives_restart_and_swap_and_un
         (Some("src/lib.rs"), Some(line as u64))
     );
     assert_eq!(hit["symbol"]["name"], "racore_added", "{hit}");
+    assert!(generation(&host, "serde_json") > g, "every change bumps the generation");
     assert_eq!(files(&host, "serde_json"), n + 1);
     // Only the add walked the repository: the edits were applied file by file (its own reads
     // of .gitignore once made the watcher walk it again and again).
