@@ -27,6 +27,7 @@ mod persistence;
 mod repoagent_core;
 mod repoagent_metrics;
 mod repoagent_stats;
+mod repoagent_symbols;
 mod routes;
 mod rustyface_align;
 mod rustyface_bad_input;

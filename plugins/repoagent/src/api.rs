@@ -245,3 +245,146 @@ pub struct RepoMetricsAnswer {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Symbols (rasymbols): code.symbols, code.outline, code.refs (symbols.rs, symbols/answer.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// `code.symbols {repo, path?, kind?, name?, language?, limit?: 1000}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeSymbols {
+    pub repo: String,
+    /// Only the folder or file at this path (relative to the repository's root).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// One kind (`function`, `method`, `struct`, ...: [`crate::symbols::Kind`]).
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Definitions named exactly this (case-sensitive); when there is none, those whose
+    /// name holds it, case-insensitively (`name_match` says which).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// One language (`rust`, `python`, `javascript`, `typescript`, `tsx`, `go`, `java`, `c`,
+    /// `cpp`, `ruby`, `csharp`).
+    #[serde(default)]
+    pub language: Option<String>,
+    #[serde(default = "default_symbols_limit")]
+    pub limit: usize,
+}
+
+fn default_symbols_limit() -> usize {
+    crate::symbols::answer::DEFAULT_SYMBOLS_LIMIT
+}
+
+/// One definition in an answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct SymbolHit {
+    pub path: String,
+    pub kind: crate::symbols::Kind,
+    pub name: String,
+    pub line: u32,
+    pub end_line: u32,
+    pub parent: Option<String>,
+    pub signature: String,
+    pub language: crate::lang::Lang,
+}
+
+/// How `code.symbols` matched `name`.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NameMatch {
+    Exact,
+    Substring,
+}
+
+/// The answer of `code.symbols`: definitions in path and source order.
+#[derive(Debug, Clone, Serialize)]
+pub struct SymbolsAnswer {
+    pub symbols: Vec<SymbolHit>,
+    /// All that matched (`symbols` holds the first `limit`).
+    pub total: usize,
+    pub truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_match: Option<NameMatch>,
+}
+
+/// `code.outline {repo, path}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeOutline {
+    pub repo: String,
+    pub path: String,
+}
+
+/// A definition with those it encloses.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutlineNode {
+    pub kind: crate::symbols::Kind,
+    pub name: String,
+    pub line: u32,
+    pub end_line: u32,
+    pub signature: String,
+    pub children: Vec<OutlineNode>,
+}
+
+/// The answer of `code.outline`: the file's definitions nested by what encloses them
+/// (`language` null and no symbols for a file without a grammar here).
+#[derive(Debug, Clone, Serialize)]
+pub struct OutlineAnswer {
+    pub path: String,
+    pub language: Option<crate::lang::Lang>,
+    pub symbols: Vec<OutlineNode>,
+}
+
+/// `code.refs {repo, name, kind?, path?, limit?: 200}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeRefs {
+    pub repo: String,
+    /// The name, exactly (case-sensitive).
+    pub name: String,
+    /// Only references of this kind: `call`, `type` or `other`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Only in the folder or file at this path.
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default = "default_refs_limit")]
+    pub limit: usize,
+}
+
+fn default_refs_limit() -> usize {
+    crate::symbols::answer::DEFAULT_REFS_LIMIT
+}
+
+/// The definition that encloses a reference.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnclosingSymbol {
+    pub kind: crate::symbols::Kind,
+    pub name: String,
+    pub line: u32,
+}
+
+/// One reference.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefHit {
+    pub path: String,
+    pub line: u32,
+    pub kind: crate::symbols::RefKind,
+    /// The line, as the file reads now (trimmed, at most 300 characters).
+    pub text: String,
+    pub symbol: Option<EnclosingSymbol>,
+}
+
+/// The answer of `code.refs`: the name's definitions and its references (path and line
+/// order).
+#[derive(Debug, Clone, Serialize)]
+pub struct RefsAnswer {
+    pub name: String,
+    pub definitions: Vec<SymbolHit>,
+    pub references: Vec<RefHit>,
+    /// All references that matched (`references` holds the first `limit`).
+    pub total: usize,
+    pub truncated: bool,
+}

@@ -528,6 +528,22 @@ impl Plugin for RepoAgent {
             )
             .capability("repo.remove", "{name}: stop watching and forget it (files untouched)")
             .capability(
+                "code.symbols",
+                "{repo, path?, kind?, name?, language?, limit?: 1000}: definitions (tree-sitter) \
+                 {path, kind, name, line, end_line, parent, signature, language}; name: exact \
+                 matches, else case-insensitive substring (name_match says which); total, \
+                 truncated",
+            )
+            .capability(
+                "code.outline",
+                "{repo, path}: the file's definitions nested by what encloses them (children)",
+            )
+            .capability(
+                "code.refs",
+                "{repo, name, kind?: call|type|other, path?, limit?: 200}: the name's \
+                 definitions and references {path, line, kind, text, symbol?}; total, truncated",
+            )
+            .capability(
                 "code.metrics",
                 "{repo, path?, limit?: 50}: with path, the file's functions (cyclomatic, \
                  cognitive, lines, params, exits) and totals; without, files ranked by \
@@ -639,6 +655,13 @@ impl Plugin for RepoAgent {
             }
             "repo.remove" => self.repo_remove(parse(&req)?),
             "repo.reindex" => self.core.repo_reindex(parse(&req)?, ctx),
+            "code.symbols" => {
+                Response::json(&symbols::answer::symbols(&self.repos, &parse(&req)?)?)
+            }
+            "code.outline" => {
+                Response::json(&symbols::answer::outline(&self.repos, &parse(&req)?)?)
+            }
+            "code.refs" => Response::json(&symbols::answer::refs(&self.repos, &parse(&req)?)?),
             "code.metrics" => {
                 let churn_commits = self.settings().churn_commits;
                 metrics::answer(&self.repos, &self.pool, churn_commits, &parse(&req)?)

@@ -10,6 +10,8 @@
 //! method. References are `@ref.call`, `@ref.type`, `@ref.other` captures on the name itself;
 //! a name that is a definition's own name is not a reference.
 
+pub mod answer;
+
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
