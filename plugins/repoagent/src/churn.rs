@@ -75,9 +75,18 @@ impl Drop for TempOut {
     }
 }
 
+/// Why `read` gave up early: the caller's `cancelled` said so.
+pub const CANCELLED: &str = "cancelled";
+
 /// Reads the churn of the repository at `root`. Errors say why there is none: `git` missing,
-/// not a git repository, an empty history, the deadline passed.
-pub fn read(root: &Path, max_commits: u32, timeout: Duration) -> Result<Churn, String> {
+/// not a git repository, an empty history, the deadline passed, or [`CANCELLED`] (`git` is
+/// then killed at once).
+pub fn read(
+    root: &Path,
+    max_commits: u32,
+    timeout: Duration,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Churn, String> {
     let io = |e: std::io::Error| format!("cannot run git: {e}");
     let (out_path, out_file) = TempOut::new("git-out").map_err(io)?;
     let (err_path, err_file) = TempOut::new("git-err").map_err(io)?;
@@ -113,6 +122,11 @@ pub fn read(root: &Path, max_commits: u32, timeout: Duration) -> Result<Churn, S
     };
     let deadline = Instant::now() + timeout;
     let status = loop {
+        if cancelled() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(CANCELLED.into());
+        }
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() >= deadline => {
@@ -216,10 +230,51 @@ mod tests {
         assert!(!c.files.contains_key("d/x.rs"));
     }
 
+    fn git(dir: &Path, args: &[&str]) {
+        let ok = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(["-c", "commit.gpgsign=false"])
+            .args(args)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+
+    #[test]
+    fn a_real_history_is_read_and_a_cancelled_read_gives_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git(root, &["init", "-q"]);
+        std::fs::create_dir(root.join("src")).unwrap();
+        std::fs::write(root.join("src/a.rs"), "fn a() {}\nfn b() {}\n").unwrap();
+        git(root, &["add", "-A"]);
+        git(root, &["commit", "-q", "-m", "one"]);
+        std::fs::write(root.join("src/a.rs"), "fn a() {}\n").unwrap();
+        git(root, &["commit", "-q", "-am", "two"]);
+        let c = read(root, 10, Duration::from_secs(60), &|| false).unwrap();
+        assert_eq!(c.commits, 2);
+        assert_eq!(c.files["src/a.rs"], FileChurn { commits: 2, lines_changed: 3 });
+        // --max-count
+        assert_eq!(read(root, 1, Duration::from_secs(60), &|| false).unwrap().commits, 1);
+        // --relative: a subfolder's own paths
+        let sub = read(&root.join("src"), 10, Duration::from_secs(60), &|| false).unwrap();
+        assert_eq!(sub.files["a.rs"].commits, 2);
+        let err = read(root, 10, Duration::from_secs(60), &|| true).unwrap_err();
+        assert_eq!(err, CANCELLED);
+        // an empty repository
+        let empty = tempfile::tempdir().unwrap();
+        git(empty.path(), &["init", "-q"]);
+        let err = read(empty.path(), 10, Duration::from_secs(60), &|| false).unwrap_err();
+        assert!(err.contains("no commits"), "{err}");
+    }
+
     #[test]
     fn a_folder_outside_git_gives_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = read(dir.path(), 10, Duration::from_secs(60)).unwrap_err();
+        let err = read(dir.path(), 10, Duration::from_secs(60), &|| false).unwrap_err();
         assert!(err.contains("not in a git repository"), "{err}");
     }
 }

@@ -664,7 +664,8 @@ impl Plugin for RepoAgent {
             "code.refs" => Response::json(&symbols::answer::refs(&self.repos, &parse(&req)?)?),
             "code.metrics" => {
                 let churn_commits = self.settings().churn_commits;
-                metrics::answer(&self.repos, &self.pool, churn_commits, &parse(&req)?)
+                let cancelled = || ctx.is_cancelled() || self.is_stopping();
+                metrics::answer(&self.repos, &self.pool, churn_commits, &parse(&req)?, &cancelled)
             }
             "code.stats" => Response::json(&stats::answer(&self.repos, &parse(&req)?)?),
             "code.search" => {

@@ -914,11 +914,14 @@ fn metrics_of(
 }
 
 /// `code.metrics {repo, path?, limit?}`.
+/// `cancelled`: the client left or the plugin is stopping (checked around the measuring and
+/// while `git` runs, which is then killed).
 pub fn answer(
     repos: &Repos,
     pool: &Pool,
     churn_commits: u32,
     req: &api::CodeMetrics,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<Response, Error> {
     let limit = req.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -958,6 +961,9 @@ pub fn answer(
         Ok((index.root.clone(), wanted))
     })?;
     let (measured, errors) = metrics_of(repos, pool, &req.repo, wanted, &root)?;
+    if cancelled() {
+        return Err(Error::cancelled());
+    }
 
     if let Some(path) = &req.path {
         let Some(Measured { rel, lang, metrics: m }) = measured.into_iter().next() else {
@@ -999,7 +1005,11 @@ pub fn answer(
     let truncated = files.len() > limit;
     files.truncate(limit);
 
-    let (hotspots, commits, churn_error) = match churn::read(&root, churn_commits, CHURN_TIMEOUT) {
+    let churn = churn::read(&root, churn_commits, CHURN_TIMEOUT, cancelled);
+    if churn.as_ref().is_err_and(|e| e == churn::CANCELLED) {
+        return Err(Error::cancelled());
+    }
+    let (hotspots, commits, churn_error) = match churn {
         Ok(churn) => {
             let mut hot: Vec<api::Hotspot> = measured
                 .iter()

@@ -57,9 +57,9 @@ fn resolve(path: &str) -> PathBuf {
 }
 
 /// What lizard counts in this Rust function that repoagent does not, by the documented causes:
-/// `where` clauses (lizard's keyword list has `where`), closures without parameters (their
-/// `||` is read as a logical or), and `&&`, `||`, `if`, `for`, `while`, `?` among a macro's
-/// tokens (tree-sitter leaves macro arguments unparsed). `None`: the function has a byte
+/// `where` clauses (lizard's keyword list has `where`), `?Sized` (any `?` is one to lizard),
+/// closures without parameters (their `||` is read as a logical or), and `&&`, `||`, `if`,
+/// `for`, `while`, `?` among a macro's tokens (tree-sitter leaves macro arguments unparsed). `None`: the function has a byte
 /// literal (`b'0'`), which lizard's tokenizer reads as a lifetime, losing the tokens up to the
 /// next quote: no exact figure can be given for it.
 fn lizard_extra_rust(source: &[u8], line: u32) -> Option<u32> {
@@ -82,7 +82,7 @@ fn lizard_extra_rust(source: &[u8], line: u32) -> Option<u32> {
     while let Some((n, in_macro)) = stack.pop() {
         let text = &source[n.byte_range()];
         match n.kind() {
-            "where_clause" => extra += 1,
+            "where_clause" | "removed_trait_bound" => extra += 1,
             "closure_parameters" if text == b"||" => extra += 1,
             "char_literal" if text.starts_with(b"b'") => return None,
             "&&" | "||" | "if" | "for" | "while" | "?" if in_macro => extra += 1,
