@@ -13,18 +13,21 @@
   (pointer_declarator declarator: (field_identifier) @name)
   (pointer_declarator declarator: (pointer_declarator declarator: (field_identifier) @name))
   (array_declarator declarator: (field_identifier) @name)
-  (function_declarator declarator: (parenthesized_declarator (pointer_declarator declarator: (field_identifier) @name)))]) @def.field
+  (function_declarator declarator: (parenthesized_declarator (pointer_declarator declarator: (field_identifier) @name)))
+  (pointer_declarator declarator: (function_declarator declarator: (parenthesized_declarator (pointer_declarator declarator: (field_identifier) @name))))]) @def.field
 (type_definition declarator: [
   (type_identifier) @name
   (pointer_declarator declarator: (type_identifier) @name)
   (function_declarator declarator: (parenthesized_declarator (pointer_declarator declarator: (type_identifier) @name)))]) @def.type
 (preproc_def name: (identifier) @name) @def.macro
 (preproc_function_def name: (identifier) @name) @def.macro
-(translation_unit (declaration declarator: [
+; A declaration outside a function (also inside #ifdef blocks and namespaces) is a variable;
+; in a function it is a local, dropped.
+(declaration declarator: [
   (identifier) @name
   (init_declarator declarator: [(identifier) @name (pointer_declarator declarator: (identifier) @name) (array_declarator declarator: (identifier) @name)])
   (pointer_declarator declarator: (identifier) @name)
-  (array_declarator declarator: (identifier) @name)]) @def.variable)
+  (array_declarator declarator: (identifier) @name)]) @def.variable
 
 ; references
 (call_expression function: (identifier) @ref.call)

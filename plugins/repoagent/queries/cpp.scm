@@ -31,9 +31,11 @@
 (alias_declaration name: (type_identifier) @name) @def.type
 (preproc_def name: (identifier) @name) @def.macro
 (preproc_function_def name: (identifier) @name) @def.macro
-(translation_unit (declaration declarator: [
+; A declaration outside a function (also inside #ifdef blocks and namespaces) is a variable;
+; in a function it is a local, dropped.
+(declaration declarator: [
   (identifier) @name
-  (init_declarator declarator: [(identifier) @name (pointer_declarator declarator: (identifier) @name)])]) @def.variable)
+  (init_declarator declarator: [(identifier) @name (pointer_declarator declarator: (identifier) @name)])]) @def.variable
 
 ; references
 (call_expression function: (identifier) @ref.call)
