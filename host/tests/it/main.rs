@@ -25,6 +25,7 @@ mod models;
 mod openapi;
 mod persistence;
 mod repoagent_core;
+mod repoagent_map;
 mod repoagent_metrics;
 mod repoagent_stats;
 mod repoagent_symbols;

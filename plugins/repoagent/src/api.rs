@@ -388,3 +388,24 @@ pub struct RefsAnswer {
     pub total: usize,
     pub truncated: bool,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Repository map (ramap): code.map
+// ---------------------------------------------------------------------------------------------
+
+/// `code.map {repo, focus?, tokens?}`; the answer is [`crate::map::MapAnswer`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeMap {
+    pub repo: String,
+    /// Files (relative paths) and names of definitions the map is about.
+    #[serde(default)]
+    pub focus: Vec<String>,
+    /// The budget in estimated tokens (16 to 65536).
+    #[serde(default = "default_map_tokens")]
+    pub tokens: usize,
+}
+
+fn default_map_tokens() -> usize {
+    crate::map::DEFAULT_TOKENS
+}

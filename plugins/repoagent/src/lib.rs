@@ -11,6 +11,7 @@ pub mod api;
 pub mod churn;
 pub mod index;
 pub mod lang;
+pub mod map;
 pub mod metrics;
 pub mod pool;
 pub mod repos;
@@ -146,6 +147,8 @@ pub struct Core {
     pub(crate) extractor: symbols::Extractor,
     pub(crate) repos: Repos,
     pub(crate) watcher: watch::Watcher,
+    /// `code.map`'s graphs, per repository.
+    pub(crate) maps: map::Maps,
     stopping: AtomicBool,
     persisting: Mutex<()>,
 }
@@ -561,6 +564,13 @@ impl Plugin for RepoAgent {
                  path?, max?: 100, context?: 0}: ripgrep's search; hits {path, line, column, \
                  text, before?, after?, symbol?: {kind, name, line}}, truncated, files_searched",
             )
+            .capability(
+                "code.map",
+                "{repo, focus?: [paths or names], tokens?: 1024}: the most important \
+                 definitions (aider's repo map: files ranked by personalized PageRank over \
+                 references, definitions fitted to the token budget); {map, tokens, files, \
+                 ranked, included, cached, updated}",
+            )
             .streaming_capability(
                 "repo.reindex",
                 "{name, stream?}: walk and index the repository again",
@@ -592,6 +602,7 @@ impl Plugin for RepoAgent {
                 extractor: symbols::Extractor::new(),
                 repos: Repos::default(),
                 watcher: watch::Watcher::default(),
+                maps: map::Maps::default(),
                 stopping: AtomicBool::new(false),
                 persisting: Mutex::new(()),
             }),
@@ -612,6 +623,7 @@ impl Plugin for RepoAgent {
     fn stop(&self) -> Result<(), Error> {
         self.stopping.store(true, Ordering::SeqCst);
         self.repos.clear();
+        self.maps.clear();
         self.watcher.stop()?;
         self.pool.shutdown()
     }
@@ -671,6 +683,7 @@ impl Plugin for RepoAgent {
             "code.search" => {
                 Response::json(&search::answer(&self.repos, &self.pool, &parse(&req)?)?)
             }
+            "code.map" => Response::json(&map::answer(&self.maps, &self.repos, &parse(&req)?)?),
             other => Err(Error::not_found(format!("no capability {other}"))),
         }
     }
