@@ -71,7 +71,11 @@ fn rust_files(dir: &Path) -> usize {
 }
 
 fn git(dir: &Path, args: &[&str]) {
+    // The test's repository, whatever the environment names (a developer's GIT_INDEX_FILE).
     let out = Command::new("git")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_INDEX_FILE")
+        .env_remove("GIT_WORK_TREE")
         .arg("-C")
         .arg(dir)
         .args([
