@@ -147,6 +147,8 @@ fn repoagent_refuses_every_unsafe_repo_add_with_its_reason() {
     std::fs::write(allowed.join("file.txt"), "text\n").unwrap();
     std::os::unix::fs::symlink(outside.join("secret"), allowed.join("link")).unwrap();
     std::os::unix::fs::symlink(allowed.join("repo"), allowed.join("inner-link")).unwrap();
+    // A link inside the repository leading to `/`: neither walked nor watched through.
+    std::os::unix::fs::symlink("/", allowed.join("repo/escape")).unwrap();
     let host = start_host();
 
     // No roots configured: every add is refused, saying what to set.
@@ -199,6 +201,7 @@ fn repoagent_refuses_every_unsafe_repo_add_with_its_reason() {
     let (status, v) = call(&host, "repo.add", json!({"path": path_str(&allowed.join("repo"))}));
     assert_eq!(status, 201, "{v}");
     assert_eq!((v["name"].as_str(), v["files"].as_u64()), (Some("repo"), Some(1)), "{v}");
+    assert_eq!(info(&host, "repo")["watching"], true);
     let (status, v) = call(&host, "repo.add", json!({"path": path_str(&allowed.join("repo"))}));
     assert_eq!(status, 409, "{v}");
     assert!(v.to_string().contains("named repo exists"), "{v}");
@@ -219,7 +222,7 @@ fn repoagent_refuses_every_unsafe_repo_add_with_its_reason() {
     }
     // Nothing was ever written into the repository.
     let entries: Vec<_> = walkdir(&allowed.join("repo"));
-    assert_eq!(entries, ["src", "src/a.rs"]);
+    assert_eq!(entries, ["escape", "src", "src/a.rs"]);
 }
 
 /// Every path under `dir`, relative, sorted.
@@ -438,6 +441,18 @@ fn repoagent_indexes_a_real_crate_follows_edits_survives_restart_and_swap_and_un
     assert_eq!(before, after);
     let (status, v) = call(&host, "repo.remove", json!({"name": "rsyntax"}));
     assert_eq!(status, 404, "{v}");
+
+    // A repository whose folder goes away says so (and is no longer watched).
+    std::fs::rename(&sj, tmp.path().join("serde_json-moved-away")).unwrap();
+    within(&host, "the repository's folder reported gone", || {
+        let i = info(&host, "serde_json");
+        i["state"] == "error" && i["watching"] == false
+    });
+    let i = info(&host, "serde_json");
+    assert!(i["error"].as_str().unwrap_or("").contains("is gone"), "{i}");
+    let (status, v) = call(&host, "repo.reindex", json!({"name": "serde_json"}));
+    assert_eq!(status, 400, "{v}");
+    assert!(v.to_string().contains("does not exist"), "{v}");
 
     // (7) After indexing and watching, deleting the file unloads the library: both the
     // generation the swap retired and the last one.

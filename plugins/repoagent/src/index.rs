@@ -217,6 +217,8 @@ pub enum Applied {
     Changed,
     /// An ignore file changed: the whole repository must be walked again.
     NeedsRebuild,
+    /// The repository's folder itself is gone (deleted or moved away).
+    RootGone,
 }
 
 /// Bring the index up to date with these changed paths (absolute, under the root): files
@@ -232,6 +234,9 @@ pub fn apply_changes(
     for abs in paths {
         let Some(rel) = walk::relative(&root, abs) else { continue };
         if rel.is_empty() {
+            if !std::fs::symlink_metadata(&root).is_ok_and(|m| m.is_dir()) {
+                return Applied::RootGone;
+            }
             continue;
         }
         let name = abs.file_name().unwrap_or_default();
@@ -316,7 +321,7 @@ mod tests {
     #[test]
     fn changes_are_applied_file_by_file_and_ignore_files_rebuild() {
         let dir = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap().join("repo");
         std::fs::create_dir_all(root.join("src")).unwrap();
         std::fs::write(root.join(".gitignore"), "target/\n").unwrap();
         std::fs::write(root.join("src/a.rs"), "fn a() {}\n").unwrap();
@@ -361,5 +366,9 @@ mod tests {
         assert_eq!(apply(&mut index, &["target/t.rs"]), Applied::Unchanged);
         // An ignore file changed: everything is walked again.
         assert_eq!(apply(&mut index, &[".gitignore"]), Applied::NeedsRebuild);
+        // The folder itself went away.
+        assert_eq!(apply(&mut index, &[""]), Applied::Unchanged);
+        std::fs::rename(&root, root.with_extension("moved")).unwrap();
+        assert_eq!(apply(&mut index, &["", "src/a.rs"]), Applied::RootGone);
     }
 }

@@ -468,9 +468,15 @@ impl Core {
         }
         let max = self.settings().max_file_bytes;
         for (_, (entry, paths)) in by_repo {
-            if !entry.is_ready() {
-                pending.paths.extend(paths);
-                continue;
+            match entry.state() {
+                BuildState::Ready { .. } => {}
+                // Applied once the build ends.
+                BuildState::Indexing { .. } => {
+                    pending.paths.extend(paths);
+                    continue;
+                }
+                // Its next build walks it anyway.
+                BuildState::Error { .. } => continue,
             }
             // On a copy, outside every lock; it replaces the index unless something else did
             // first (then again, on the new one).
@@ -483,6 +489,18 @@ impl Core {
                 match applied {
                     Ok(index::Applied::NeedsRebuild) => {
                         let _ = self.start_build(&entry);
+                    }
+                    Ok(index::Applied::RootGone) => {
+                        let message = format!(
+                            "its folder {} is gone: repo.reindex once it is back, or repo.remove",
+                            entry.root.display()
+                        );
+                        self.host.warn(&format!("repository {}: {message}", entry.name));
+                        if entry.watching.swap(false, Ordering::SeqCst) {
+                            self.watcher.unwatch(&entry.root);
+                        }
+                        let epoch = entry.epoch.load(Ordering::SeqCst);
+                        entry.set_state(BuildState::Error { epoch, message });
                     }
                     Ok(index::Applied::Changed) if !entry.swap_if(&old, copy) => continue,
                     Ok(_) => {}

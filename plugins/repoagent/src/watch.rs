@@ -59,7 +59,9 @@ impl Watcher {
     pub fn start(&self, core: Weak<Core>) -> Result<(), Error> {
         self.stop()?;
         let (tx, rx) = channel();
-        let watcher = RecommendedWatcher::new(tx, notify::Config::default())
+        // Never through a symbolic link: one inside a repository may lead anywhere (`/`).
+        let config = notify::Config::default().with_follow_symlinks(false);
+        let watcher = RecommendedWatcher::new(tx, config)
             .map_err(|e| Error::internal(format!("starting the file watcher: {e}")))?;
         let thread = std::thread::Builder::new()
             .name("bkg-repoagent-watch".into())
