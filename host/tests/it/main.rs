@@ -27,6 +27,7 @@ mod persistence;
 mod repoagent_core;
 mod repoagent_map;
 mod repoagent_metrics;
+mod repoagent_rag;
 mod repoagent_stats;
 mod repoagent_symbols;
 mod routes;

@@ -409,3 +409,151 @@ pub struct CodeMap {
 fn default_map_tokens() -> usize {
     crate::map::DEFAULT_TOKENS
 }
+
+// ---------------------------------------------------------------------------------------------
+// Code RAG (rarag): code.index, code.semantic_search, code.ask (rag.rs, chunk.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// `code.index {repo, collection?, stream?, docs?}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeIndex {
+    pub repo: String,
+    /// The brainml collection (default `repo-<name>`, lower case).
+    #[serde(default)]
+    pub collection: Option<String>,
+    /// NDJSON progress lines ([`CodeIndexProgress`]), then the answer as the last line.
+    #[serde(default)]
+    pub stream: bool,
+    /// Keep doc comments in the chunks (default true; false only for the doc-comment
+    /// retrieval benchmark).
+    #[serde(default = "yes")]
+    pub docs: bool,
+}
+
+/// One progress line of a streamed `code.index`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CodeIndexProgress {
+    /// `chunking`, `embedding` or `deleting`.
+    pub phase: &'static str,
+    pub done: usize,
+    pub total: usize,
+}
+
+/// The answer of `code.index`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CodeIndexed {
+    pub repo: String,
+    pub collection: String,
+    /// Chunks of the repository now in the collection.
+    pub chunks: usize,
+    /// Chunks embedded by this call (new or changed).
+    pub embedded: usize,
+    /// Chunks that were already in the collection as they are.
+    pub unchanged: usize,
+    /// Chunks removed (their code changed or vanished).
+    pub deleted: usize,
+    pub files: usize,
+    pub took_ms: u64,
+}
+
+/// How `code.semantic_search` and `code.ask` retrieve (brainml's query modes).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RetrieveMode {
+    #[default]
+    Hybrid,
+    Dense,
+    Bm25,
+}
+
+/// `code.semantic_search {repo, query, collection?, k?: 10, mode?: hybrid|dense|bm25,
+/// with_text?: true}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SemanticSearch {
+    pub repo: String,
+    pub query: String,
+    /// The collection `code.index` filled (default `repo-<name>`).
+    #[serde(default)]
+    pub collection: Option<String>,
+    #[serde(default)]
+    pub k: Option<usize>,
+    #[serde(default)]
+    pub mode: RetrieveMode,
+    #[serde(default = "yes")]
+    pub with_text: bool,
+}
+
+/// One chunk found.
+#[derive(Debug, Clone, Serialize)]
+pub struct SemanticHit {
+    pub path: String,
+    pub line: u64,
+    pub end_line: u64,
+    pub kind: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    pub score: f64,
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// The answer of `code.semantic_search`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SemanticAnswer {
+    pub hits: Vec<SemanticHit>,
+    pub mode: RetrieveMode,
+    pub collection: String,
+    /// When `code.index` last ran for the repository (ms since the Unix epoch): the lines
+    /// are as they were then.
+    pub indexed_at: u64,
+}
+
+/// `code.ask {repo, question, collection?, k?: 5, mode?, model?, max_tokens?: 256, stream?}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeAsk {
+    pub repo: String,
+    pub question: String,
+    /// The collection `code.index` filled (default `repo-<name>`).
+    #[serde(default)]
+    pub collection: Option<String>,
+    #[serde(default)]
+    pub k: Option<usize>,
+    #[serde(default)]
+    pub mode: RetrieveMode,
+    /// A chat model llmserver offers (default: its first chat model).
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// A chunk given to the chat model, as the prompt names it (`path:line`).
+#[derive(Debug, Clone, Serialize)]
+pub struct CodeCitation {
+    pub n: usize,
+    /// `path:line`, as the answer is asked to cite it.
+    pub cite: String,
+    pub path: String,
+    pub line: u64,
+    pub end_line: u64,
+    pub kind: String,
+    pub name: String,
+    pub score: f64,
+}
+
+/// The answer of `code.ask` (streamed: `event: citations` {citations, model}, `data:
+/// {"delta"}` per token, `event: done` {answer, took_ms}).
+#[derive(Debug, Clone, Serialize)]
+pub struct CodeAskAnswer {
+    pub answer: String,
+    pub citations: Vec<CodeCitation>,
+    pub model: String,
+    pub took_ms: u64,
+}

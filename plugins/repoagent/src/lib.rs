@@ -8,12 +8,14 @@
 //! watcher's, notify's) are all joined in `stop`: it unloads cleanly.
 
 pub mod api;
+pub mod chunk;
 pub mod churn;
 pub mod index;
 pub mod lang;
 pub mod map;
 pub mod metrics;
 pub mod pool;
+pub mod rag;
 pub mod repos;
 pub mod search;
 pub mod stats;
@@ -149,6 +151,8 @@ pub struct Core {
     pub(crate) watcher: watch::Watcher,
     /// `code.map`'s graphs, per repository.
     pub(crate) maps: map::Maps,
+    /// `code.index` runs (rag.rs).
+    pub(crate) rag: rag::Rag,
     stopping: AtomicBool,
     persisting: Mutex<()>,
 }
@@ -590,6 +594,25 @@ impl Plugin for RepoAgent {
                  ranked, included, cached, updated}",
             )
             .streaming_capability(
+                "code.index",
+                "{repo, collection?, stream?}: one chunk per definition embedded into a brainml \
+                 collection (default repo-<name>); only new or changed chunks are embedded \
+                 again; answer {chunks, embedded, unchanged, deleted}; stream: NDJSON progress \
+                 {phase, done, total}, then the answer; 503 naming brainml or candle when one \
+                 is missing",
+            )
+            .capability(
+                "code.semantic_search",
+                "{repo, query, k?: 10, mode?: hybrid|dense|bm25, collection?}: the chunks \
+                 closest in meaning: hits {path, line, end_line, kind, name, score, text}",
+            )
+            .streaming_capability(
+                "code.ask",
+                "{repo, question, k?: 5, model?, stream?}: the chat model (llmserver) answers \
+                 from the chunks found, citing path:line; citations {n, cite, path, line, ...}; \
+                 stream: server-sent events like brainml's rag.ask",
+            )
+            .streaming_capability(
                 "repo.reindex",
                 "{name, stream?}: walk and index the repository again",
             )
@@ -621,6 +644,7 @@ impl Plugin for RepoAgent {
                 repos: Repos::default(),
                 watcher: watch::Watcher::default(),
                 maps: map::Maps::default(),
+                rag: rag::Rag::default(),
                 stopping: AtomicBool::new(false),
                 persisting: Mutex::new(()),
             }),
@@ -702,6 +726,9 @@ impl Plugin for RepoAgent {
                 Response::json(&search::answer(&self.repos, &self.pool, &parse(&req)?)?)
             }
             "code.map" => Response::json(&map::answer(&self.maps, &self.repos, &parse(&req)?)?),
+            "code.index" => self.core.code_index(parse(&req)?, ctx),
+            "code.semantic_search" => self.core.semantic_search(parse(&req)?),
+            "code.ask" => self.core.code_ask(parse(&req)?, ctx),
             other => Err(Error::not_found(format!("no capability {other}"))),
         }
     }
