@@ -311,6 +311,8 @@ fn repoagent_indexes_a_real_crate_follows_edits_survives_restart_and_swap_and_un
     let n = sj_files.len() as u64;
     std::fs::create_dir_all(sj.join("target/debug")).unwrap();
     std::fs::write(sj.join("target/debug/ignored.rs"), "fn ignored() {}\n").unwrap();
+    // Cargo writes one of these: an ignore file in an ignored folder walks nothing again.
+    std::fs::write(sj.join("target/.gitignore"), "*\n").unwrap();
     std::fs::write(sj.join("src/.hidden.rs"), "fn hidden() {}\n").unwrap();
     std::fs::write(sj.join("src/racore_probe.py"), "def racore_probe():\n    return 1\n").unwrap();
     within(&host, "the new Python file in the index", || {
@@ -350,7 +352,7 @@ fn repoagent_indexes_a_real_crate_follows_edits_survives_restart_and_swap_and_un
     assert!(generation(&host, "serde_json") > g, "every change bumps the generation");
     assert_eq!(files(&host, "serde_json"), n + 1);
     // Only the add walked the repository: the edits were applied file by file (its own reads
-    // of .gitignore once made the watcher walk it again and again).
+    // of .gitignore once made the watcher walk it again and again; target/.gitignore did too).
     assert_eq!(info(&host, "serde_json")["builds"], 1);
     // A folder moved in from outside the repository.
     let staging = tmp.path().join("staging/newmod");

@@ -58,6 +58,16 @@ pub struct RepoIndex {
 }
 
 impl RepoIndex {
+    /// Whether a change at `rel` can change this index: not when it is inside a folder the
+    /// walk leaves out and not in the index itself (a build writing into `target/`, say).
+    pub fn may_change(&self, rel: &str) -> bool {
+        let parent = rel.rsplit_once('/').map_or("", |(p, _)| p);
+        rel.is_empty()
+            || self.dirs.contains(parent)
+            || self.dirs.contains(rel)
+            || self.files.contains_key(rel)
+    }
+
     /// The absolute path of a file of the index.
     pub fn abs(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
@@ -240,14 +250,15 @@ pub fn apply_changes(
             continue;
         }
         let name = abs.file_name().unwrap_or_default();
-        if name == ".gitignore" || name == ".ignore" {
-            return Applied::NeedsRebuild;
-        }
         let parent_rel = rel.rsplit_once('/').map_or("", |(p, _)| p);
         if !index.dirs.contains(parent_rel) {
             // Inside a folder the walk leaves out (ignored or hidden) or not there any more.
             changed |= index.remove_under(&rel);
             continue;
+        }
+        // An ignore file in a folder the walk takes (not one in `target/`, say).
+        if name == ".gitignore" || name == ".ignore" {
+            return Applied::NeedsRebuild;
         }
         let parent = abs.parent().unwrap_or(&root);
         let meta = std::fs::symlink_metadata(abs);
@@ -362,8 +373,13 @@ mod tests {
         assert_eq!(apply(&mut index, &["src/m", "src/c.py"]), Applied::Changed);
         assert_eq!(index.files.keys().collect::<Vec<_>>(), ["src/a.rs"]);
         assert!(!index.dirs.contains("src/m/n"));
-        // Nothing to do for a path that changed nothing the index holds.
+        // Nothing to do for a path that changed nothing the index holds, an ignore file in an
+        // ignored folder included.
         assert_eq!(apply(&mut index, &["target/t.rs"]), Applied::Unchanged);
+        std::fs::write(root.join("target/.gitignore"), "*\n").unwrap();
+        assert_eq!(apply(&mut index, &["target/.gitignore"]), Applied::Unchanged);
+        assert!(!index.may_change("target/t.rs") && !index.may_change("target/.gitignore"));
+        assert!(index.may_change("src/new.rs") && index.may_change("src") && index.may_change(""));
         // An ignore file changed: everything is walked again.
         assert_eq!(apply(&mut index, &[".gitignore"]), Applied::NeedsRebuild);
         // The folder itself went away.

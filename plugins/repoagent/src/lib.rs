@@ -486,6 +486,12 @@ impl Core {
             // first (then again, on the new one).
             for _ in 0..8 {
                 let Some(old) = entry.snapshot() else { break };
+                let root = &entry.root;
+                let relevant =
+                    |p: &PathBuf| walk::relative(root, p).is_some_and(|rel| old.may_change(&rel));
+                if !paths.iter().any(relevant) {
+                    break;
+                }
                 let mut copy = index::RepoIndex::clone(&old);
                 let applied = self
                     .pool
