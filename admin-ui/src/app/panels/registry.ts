@@ -20,6 +20,7 @@ export const PLUGIN_PANELS: Record<string, PanelEntry> = {
   candle: { label: 'Models', inTab: 'models', load: () => import('./candle-panel').then((m) => m.CandlePanel) },
   llmserver: { label: 'Chat & embeddings', load: () => import('./llmserver-panel').then((m) => m.LlmServerPanel) },
   rustyface: { label: 'Faces', load: () => import('./rustyface-panel').then((m) => m.RustyfacePanel) },
+  repoagent: { label: 'Code', load: () => import('./repoagent-panel').then((m) => m.RepoagentPanel) },
 };
 
 export function panelFor(id: string): PanelEntry | undefined {
