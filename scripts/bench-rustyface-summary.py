@@ -196,6 +196,8 @@ row(*["---"] * 4)
 margins = {}
 for label, tool, key in [
     ("rustyface (SSD, aligned chip)", rust2, "descriptors"),
+    ("rustyface, chip on dlib's 5-point template (5 of its 68 landmarks)", rust2,
+     "descriptors_5point"),
     ("face-api tfjs-wasm (SSD, box crop)", fa_wasm, "descriptors"),
     ("dlib HOG + face_encodings", dl, "hog_descriptors"),
     ("dlib CNN + face_encodings", dl, "cnn_descriptors"),
@@ -210,6 +212,15 @@ for label, tool, key in [
     same, diff = sep(descs)
     margins[label] = min(diff) - max(same)
     row(label, f"{max(same):.4f}", f"{min(diff):.4f}", f"{min(diff) - max(same):.4f}")
+
+if dl and dl.get("chips"):
+    descs = {c["chip"].rsplit("-", 1)[0] + ".jpg": c["descriptor"] for c in dl["chips"]
+             if c["chip"].endswith("-0.rgb")}
+    descs = {n: d for n, d in descs.items() if n in portraits}
+    if len(descs) == 4:
+        same, diff = sep(descs)
+        row("dlib's ResNet on rustyface's chips", f"{max(same):.4f}", f"{min(diff):.4f}",
+            f"{min(diff) - max(same):.4f}")
 
 if rust2 and (fa_wasm or dl):
     print("\n### Same chips, same work: distance between the tools' descriptors of each chip\n")
