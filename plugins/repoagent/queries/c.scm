@@ -26,7 +26,7 @@
 (declaration declarator: [
   (identifier) @name
   (init_declarator declarator: [(identifier) @name (pointer_declarator declarator: (identifier) @name) (array_declarator declarator: (identifier) @name)])
-  (pointer_declarator declarator: (identifier) @name)
+  (pointer_declarator declarator: [(identifier) @name (array_declarator declarator: (identifier) @name)])
   (array_declarator declarator: (identifier) @name)]) @def.variable
 
 ; references

@@ -14,9 +14,10 @@
 (type_alias name: (type_identifier) @name) @def.type
 (field_declaration name: (field_identifier) @name) @def.field
 (method_elem name: (field_identifier) @name) @def.method
-(const_spec name: (identifier) @name) @def.constant
-(source_file (var_declaration (var_spec name: (identifier) @name) @def.variable))
-(source_file (var_declaration (var_spec_list (var_spec name: (identifier) @name) @def.variable)))
+; (no `name:` field here: with several names, the field matches the first only)
+(const_spec (identifier) @name) @def.constant
+(source_file (var_declaration (var_spec (identifier) @name) @def.variable))
+(source_file (var_declaration (var_spec_list (var_spec (identifier) @name) @def.variable)))
 (package_clause (package_identifier) @name) @def.module
 
 ; references

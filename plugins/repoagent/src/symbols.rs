@@ -811,6 +811,52 @@ def main; end
     }
 
     #[test]
+    fn c_globals_inside_include_guards_are_variables_and_locals_are_not() {
+        let h = "\
+#ifndef LENGTH_H_
+#define LENGTH_H_
+static const int LENGTH_MAX = 10;
+static char *names[4];
+static int twice(int x) {
+    int local = x * 2;
+    return local;
+}
+#endif
+";
+        let d = defs(Lang::C, h);
+        has(&d, Kind::Variable, "LENGTH_MAX", None);
+        has(&d, Kind::Variable, "names", None);
+        has(&d, Kind::Function, "twice", None);
+        assert!(!d.iter().any(|s| s.1 == "local"), "a local: {d:?}");
+    }
+
+    #[test]
+    fn names_declared_together_are_siblings_not_parent_and_child() {
+        let d = defs(Lang::Python, "a, b = 1, 2\nclass C:\n    x = y = 0\n");
+        has(&d, Kind::Variable, "a", None);
+        has(&d, Kind::Variable, "b", None);
+        let d = defs(Lang::Java, "class C { int p, q; }");
+        has(&d, Kind::Field, "p", Some("C"));
+        has(&d, Kind::Field, "q", Some("C"));
+        let d = defs(Lang::Go, "package m\nconst A, B = 1, 2\n");
+        has(&d, Kind::Constant, "A", None);
+        has(&d, Kind::Constant, "B", None);
+        let d = defs(Lang::Go, "package m\ntype P struct { X, Y int }\n");
+        has(&d, Kind::Field, "X", Some("P"));
+        has(&d, Kind::Field, "Y", Some("P"));
+        for lang in [Lang::C, Lang::Cpp] {
+            let d = defs(lang, "struct s { int a, *b; };\nint x = 1, y;\n");
+            has(&d, Kind::Field, "a", Some("s"));
+            has(&d, Kind::Field, "b", Some("s"));
+            has(&d, Kind::Variable, "x", None);
+            has(&d, Kind::Variable, "y", None);
+        }
+        let d = defs(Lang::CSharp, "class C { int p, q; }");
+        has(&d, Kind::Field, "p", Some("C"));
+        has(&d, Kind::Field, "q", Some("C"));
+    }
+
+    #[test]
     fn signatures_are_collapsed_and_bounded() {
         let long = format!(
             "fn f({}) {{}}\n",
