@@ -109,6 +109,16 @@ fn ours_for(ctags_lang: &str, kind: &str) -> Option<&'static [Kind]> {
         ("JavaScript", "method" | "getter" | "setter") => &[Method],
         ("JavaScript", "field") => &[Field],
         ("JavaScript", "variable" | "constant") => &[Variable],
+        ("TypeScript", "function" | "generator") => &[Function],
+        ("TypeScript", "class") => &[Class],
+        ("TypeScript", "method") => &[Method],
+        ("TypeScript", "interface") => &[Interface],
+        ("TypeScript", "enum") => &[Enum],
+        ("TypeScript", "enumerator") => &[Variant],
+        ("TypeScript", "property") => &[Field, Property],
+        ("TypeScript", "variable" | "constant") => &[Variable],
+        ("TypeScript", "namespace") => &[Namespace, Module],
+        ("TypeScript", "alias") => &[Type],
         _ => return None,
     })
 }
@@ -210,6 +220,7 @@ fn compare_only(ex: &Extractor, dir: &Path, only: Option<Lang>) -> Agreement {
         Lang::Python => "Python",
         Lang::Rust => "Rust",
         Lang::C => "C,C++",
+        Lang::TypeScript => "TypeScript",
         other => panic!("no ctags language for {other:?} here"),
     });
     for t in ctags(dir, ctags_languages) {
@@ -355,4 +366,11 @@ fn c_and_javascript_measured() {
     }
     report("the grammar crates' grammar.js (JavaScript)", &js);
     assert!(js.files >= 10, "{} grammar.js files", js.files);
+
+    // TypeScript where a tree of it is at hand (e.g. the admin UI's node_modules/rxjs/src,
+    // present only after its npm install): printed for the benchmark notes.
+    if let Some(dir) = std::env::var_os("REPOAGENT_CTAGS_TS") {
+        let ts = compare_only(&ex, Path::new(&dir), Some(Lang::TypeScript));
+        report(&format!("{} (TypeScript)", Path::new(&dir).display()), &ts);
+    }
 }
