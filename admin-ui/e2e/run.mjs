@@ -8,8 +8,8 @@
 //                     the host gets a hard-linked private copy of it
 //   E2E_KEEP          1: keep the host's temp folder (log, models copy) even when all passed
 //   E2E_ONLY          run only tests whose name contains this (and the first, which logs in)
-import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { cp, mkdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { ADMIN_KEY, DIST, MODELS_DIR, REPO_ROOT, UI_FROM_HOST, installPlugin, launchChromium, lib, modelsProblem, startHost } from './harness.mjs';
 import { bytes, sha256, startFakeHub } from './fakehub.mjs';
@@ -1358,6 +1358,140 @@ test(
     if (await overlay.count()) throw new Error('the upload overlay is still shown after the drop');
   },
   rustyfaceSkip,
+);
+
+// --- repoagent: the Code panel against the real plugin and a real crate from the cargo registry --
+
+const REPOAGENT = 'bkg_plugin_repoagent';
+const repoagentSkip = { skip: existsSync(lib(REPOAGENT)) || process.env.CI ? null : `no ${REPOAGENT} library (cargo build -p bkg-plugin-repoagent)` };
+
+/** A crate's sources in the cargo registry at the version Cargo.lock pins (the build downloaded them). */
+function registryCrate(name) {
+  const lock = readFileSync(join(REPO_ROOT, 'Cargo.lock'), 'utf8');
+  const m = new RegExp(`\\[\\[package\\]\\]\\nname = "${name}"\\nversion = "([^"]+)"`).exec(lock);
+  if (!m) throw new Error(`${name} is not in Cargo.lock`);
+  const home = process.env.CARGO_HOME ?? join(process.env.HOME ?? '/root', '.cargo');
+  for (const reg of readdirSync(join(home, 'registry/src'))) {
+    const dir = join(home, 'registry/src', reg, `${name}-${m[1]}`);
+    if (existsSync(join(dir, 'Cargo.toml'))) return dir;
+  }
+  throw new Error(`${name}-${m[1]} is not in the cargo registry (cargo fetch)`);
+}
+
+test(
+  'repoagent: a path refused without roots and outside them shows the plugin\'s message; a copy of semver added in the panel shows Rust in the language chart, its outline (Version, its lines), a search finding its definition line, the map; removed after a confirmation',
+  async () => {
+    await installPlugin(host.pluginsDir, REPOAGENT);
+    await host.waitRunning(['repoagent'], 30_000);
+    const root = join(host.dir, 'code');
+    const crate = join(root, 'semver');
+    await cp(registryCrate('semver'), crate, { recursive: true });
+    const source = (await readFile(join(crate, 'src/lib.rs'), 'utf8')).split('\n');
+    const defLine = source.findIndex((l) => l.startsWith('pub struct Version {')) + 1;
+    if (defLine < 1) throw new Error('semver\'s src/lib.rs has no `pub struct Version {`');
+
+    await page.goto(ui.url + '/plugins/repoagent/panel');
+    await page.getByTestId('ra-repos').waitFor();
+    await settled();
+    const addError = page.getByTestId('ra-add-error');
+    const add = async (path) => {
+      await page.getByTestId('ra-add-path').fill(path);
+      await page.getByTestId('ra-repos').getByRole('button', { name: 'Add', exact: true }).click();
+    };
+    // No roots yet: the panel says so, and the plugin's refusal is shown as it says it.
+    await expectEventually('the roots note', async () => /No roots are allowed/.test(await page.getByTestId('ra-roots').textContent()));
+    await add(crate);
+    await addError.waitFor({ timeout: 20_000 });
+    let msg = (await addError.textContent()).trim();
+    if (!msg.startsWith(`repo.add refused ${crate}: `) || !/set `roots`/.test(msg)) throw new Error(`without roots: ${msg}`);
+
+    await host.api('/api/core/plugins/repoagent/config', { method: 'POST', body: { roots: [root] } });
+    await expectEventually('repoagent restarted with its roots', async () => {
+      const c = await host.api('/api/core/plugins/repoagent/config');
+      const p = await host.api('/api/core/plugins/repoagent');
+      return p.state === 'running' && JSON.stringify(c.config?.roots) === JSON.stringify([root]);
+    }, 30_000);
+    await page.reload();
+    await expectEventually('the allowed root shown', async () => (await page.getByTestId('ra-roots').textContent()).includes(root), 20_000);
+    // A folder outside the roots: refused, naming them.
+    await add(host.modelsDir);
+    await expectEventually('the outside path refused', async () => /outside the allowed roots/.test((await addError.textContent().catch(() => '')) ?? ''), 20_000);
+    msg = (await addError.textContent()).trim();
+    if (!msg.startsWith(`repo.add refused ${host.modelsDir}: `)) throw new Error(`outside: ${msg}`);
+
+    await add(crate);
+    const row = page.locator('[data-testid=ra-repo][data-repo=semver]');
+    await expectEventually('semver ready', async () => (await row.count()) > 0 && (await row.getByTestId('ra-repo-state').getAttribute('data-state')) === 'ready', 60_000);
+    if (await addError.count()) throw new Error(`an add error is still shown: ${await addError.textContent()}`);
+    const listed = (await host.api('/api/plugins/repoagent/repo.list', { method: 'POST', body: {} })).repos;
+    if (listed.length !== 1 || listed[0].name !== 'semver' || !(listed[0].files > 10)) throw new Error(`repo.list: ${JSON.stringify(listed)}`);
+
+    // The chart: a bar per language, Rust first (most code), its code lines as code.stats counts them.
+    const stats = await host.api('/api/plugins/repoagent/code.stats', { method: 'POST', body: { repo: 'semver' } });
+    const rust = stats.languages.find((l) => l.language === 'Rust');
+    const bars = page.getByTestId('ra-lang');
+    await expectEventually('the language chart', async () => (await bars.count()) === stats.languages.length, 20_000);
+    if ((await bars.first().getAttribute('data-language')) !== 'Rust') throw new Error(`first bar: ${await bars.first().getAttribute('data-language')}`);
+    if (Number(await bars.first().getAttribute('data-code')) !== rust.code) throw new Error(`Rust bar ${await bars.first().getAttribute('data-code')} vs code.stats ${rust.code}`);
+    const fullBar = await bars.first().getByTestId('ra-lang-bar').boundingBox();
+    const codePart = await bars.first().getByTestId('ra-lang-bar').locator('span').first().boundingBox();
+    if (!fullBar || !codePart || !(codePart.width > fullBar.width * 0.5)) throw new Error(`Rust's code bar ${JSON.stringify(codePart)} in ${JSON.stringify(fullBar)}`);
+
+    // The outline: src/lib.rs -> struct Version (kind badge) -> its lines, the definition highlighted.
+    await page.getByTestId('ra-files').locator('button[data-path="src/lib.rs"]').click();
+    const version = page.getByTestId('ra-tree').locator('[data-testid=ra-node][data-name=Version][data-kind=struct]').first();
+    await version.waitFor({ timeout: 20_000 });
+    if ((await version.getByTestId('ra-kind').first().textContent()).trim() !== 'struct') throw new Error('no struct badge on Version');
+    await version.locator('button').first().click();
+    const snippet = page.getByTestId('ra-snippet');
+    await snippet.waitFor({ timeout: 20_000 });
+    const hitLine = snippet.locator(`[data-line="${defLine}"]`);
+    if (!(await hitLine.textContent()).includes('pub struct Version {')) throw new Error(`snippet line ${defLine}: ${await hitLine.textContent()}`);
+    if (!(await snippet.locator(`[data-line="${defLine - 1}"]`).count()) || !(await snippet.locator(`[data-line="${defLine + 1}"]`).count())) throw new Error('no lines around the definition');
+
+    // Search: the definition's line is found, with its context lines.
+    await page.getByTestId('ra-pattern').fill('pub struct Version {');
+    await page.getByTestId('ra-search').getByRole('button', { name: 'Search', exact: true }).click();
+    const hit = page.locator('[data-testid=ra-hit-file][data-path="src/lib.rs"] [data-testid=ra-hit]');
+    await expectEventually('the search hit', async () => (await hit.count()) > 0, 20_000);
+    if (Number(await hit.first().getAttribute('data-line')) !== defLine) throw new Error(`hit at ${await hit.first().getAttribute('data-line')}, expected ${defLine}`);
+    if (!(await hit.first().locator('[data-hit]').textContent()).includes('pub struct Version {')) throw new Error('the hit line is not the definition');
+    if ((await hit.first().locator('pre > span').count()) !== 5) throw new Error(`${await hit.first().locator('pre > span').count()} lines shown (2 of context each side expected)`);
+    // A bad regex: the plugin's message.
+    await page.getByTestId('ra-search').locator('input[name=raRegex]').check();
+    await page.getByTestId('ra-pattern').fill('fn (');
+    await page.getByTestId('ra-search').getByRole('button', { name: 'Search', exact: true }).click();
+    await page.getByTestId('ra-search-error').waitFor({ timeout: 20_000 });
+    if (!/^code\.search failed: .*regex/i.test((await page.getByTestId('ra-search-error').textContent()).trim())) throw new Error(`bad regex: ${await page.getByTestId('ra-search-error').textContent()}`);
+    await page.getByTestId('ra-pattern').fill('pub struct Version \\{');
+    await page.getByTestId('ra-search').getByRole('button', { name: 'Search', exact: true }).click();
+    await expectEventually('the regex search hit', async () => (await page.getByTestId('ra-search-error').count()) === 0 && (await hit.count()) > 0, 20_000);
+
+    // Complexity: semver's copy has no git history, which the panel says.
+    if (await page.getByTestId('ra-metrics').count()) {
+      await page.getByTestId('ra-churn-error').waitFor({ timeout: 30_000 });
+    }
+    // The map, when this build has it.
+    if (await page.getByTestId('ra-map').count()) {
+      await page.getByTestId('ra-map').getByRole('button', { name: 'Make the map' }).click();
+      const text = page.getByTestId('ra-map-text');
+      await text.waitFor({ timeout: 30_000 });
+      if (!/Version/.test(await text.textContent())) throw new Error(`the map lacks Version: ${(await text.textContent()).slice(0, 300)}`);
+    }
+    await settled();
+    await page.setViewportSize({ width: 1280, height: 1400 });
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await shot('repoagent');
+    await page.setViewportSize({ width: 1280, height: 900 });
+
+    await row.getByRole('button', { name: 'Remove' }).click();
+    await confirmDialog('Remove');
+    await row.waitFor({ state: 'detached', timeout: 20_000 });
+    const after = (await host.api('/api/plugins/repoagent/repo.list', { method: 'POST', body: {} })).repos;
+    if (after.length) throw new Error(`still listed: ${JSON.stringify(after)}`);
+    if (!existsSync(join(crate, 'src/lib.rs'))) throw new Error('the removed repository\'s files were touched');
+  },
+  repoagentSkip,
 );
 
 // ---------------------------------------------------------------------------------------------

@@ -90,22 +90,22 @@ const OTHER_KIND = 'bg-slate-200 text-slate-800 dark:bg-slate-700 dark:text-slat
         @if (store.repos().length) {
           <div class="overflow-x-auto">
           <table class="w-full text-left text-sm">
-            <thead class="muted text-xs"><tr><th class="py-1">Name</th><th>Folder</th><th>State</th><th class="text-right">Files</th><th>Indexed</th><th></th></tr></thead>
+            <thead class="muted text-xs"><tr><th class="py-1 pr-2">Name</th><th class="px-2">Folder</th><th class="px-2">State</th><th class="px-2 text-right">Files</th><th class="px-2">Indexed</th><th></th></tr></thead>
             <tbody>
               @for (r of store.repos(); track r.name) {
                 <tr class="border-t border-slate-200 dark:border-slate-700" data-testid="ra-repo" [attr.data-repo]="r.name"
                   [class.bg-sky-50]="store.selected() === r.name" [class.dark:bg-sky-950]="store.selected() === r.name">
-                  <td class="py-1"><button type="button" class="font-semibold text-sky-700 underline-offset-2 hover:underline dark:text-sky-300"
+                  <td class="py-1 pr-2"><button type="button" class="font-semibold text-sky-700 underline-offset-2 hover:underline dark:text-sky-300"
                     [attr.aria-pressed]="store.selected() === r.name" (click)="store.select(r.name)">{{ r.name }}</button></td>
-                  <td class="font-mono text-xs">{{ r.path }}</td>
-                  <td data-testid="ra-repo-state" [attr.data-state]="r.state">
+                  <td class="px-2 font-mono text-xs">{{ r.path }}</td>
+                  <td class="px-2" data-testid="ra-repo-state" [attr.data-state]="r.state">
                     <span [class]="stateClass(r)">{{ r.state }}</span>
                     @if (r.state === 'indexing' && r.progress; as p) { <span class="muted text-xs"> {{ p.files_done }}/{{ p.files_total }}</span> }
                     @if (r.error) { <span class="text-xs text-rose-700 dark:text-rose-300"> {{ r.error }}</span> }
                     @if (r.watching) { <span class="muted text-xs" title="edits are followed as they are saved"> · watched</span> }
                   </td>
-                  <td class="text-right tabular-nums">{{ r.files }}</td>
-                  <td class="text-xs">{{ r.indexed_at ? time(r.indexed_at) : '–' }}</td>
+                  <td class="px-2 text-right tabular-nums">{{ r.files }}</td>
+                  <td class="px-2 text-xs">{{ r.indexed_at ? time(r.indexed_at) : '–' }}</td>
                   <td class="whitespace-nowrap text-right">
                     <button type="button" class="btn" (click)="store.reindex(r.name)">Reindex</button>
                     <button type="button" class="btn btn-danger ml-1" (click)="remove(r.name)">Remove</button>
@@ -163,7 +163,7 @@ const OTHER_KIND = 'bg-slate-200 text-slate-800 dark:bg-slate-700 dark:text-slat
                   <tbody>
                     @for (f of m.files.slice(0, 8); track f.path) {
                       <tr data-testid="ra-metric-file">
-                        <td><button type="button" class="font-mono text-xs text-sky-700 hover:underline dark:text-sky-300" (click)="store.fileMetricsOf(f.path)">{{ f.path }}</button></td>
+                        <td class="pr-2"><button type="button" class="font-mono text-xs text-sky-700 hover:underline dark:text-sky-300" (click)="store.fileMetricsOf(f.path)">{{ f.path }}</button></td>
                         <td class="text-right tabular-nums">{{ f.cyclomatic }}</td><td class="text-right tabular-nums">{{ f.max_cyclomatic }}</td><td class="text-right tabular-nums">{{ f.functions }}</td>
                       </tr>
                     }
@@ -190,7 +190,7 @@ const OTHER_KIND = 'bg-slate-200 text-slate-800 dark:bg-slate-700 dark:text-slat
                 } @else {
                   <ol class="space-y-0.5 text-xs" data-testid="ra-hotspots">
                     @for (h of m.hotspots.slice(0, 8); track h.path) {
-                      <li><span class="font-mono">{{ h.path }}</span> <span class="muted">{{ h.churn.commits }} commits × {{ h.complexity }} = {{ h.score }}</span></li>
+                      <li><span class="font-mono">{{ h.path }}</span><span class="muted ml-2">{{ h.churn.commits }} commits × {{ h.complexity }} = {{ h.score }}</span></li>
                     } @empty { <li class="muted">No file has both history and complexity.</li> }
                   </ol>
                 }
@@ -229,7 +229,7 @@ const OTHER_KIND = 'bg-slate-200 text-slate-800 dark:bg-slate-700 dark:text-slat
             <div class="min-w-0">
               @if (store.snippetError(); as e) { <p class="text-sm text-rose-700 dark:text-rose-300" role="alert" data-testid="ra-snippet-error">{{ e }}</p> }
               @if (store.snippet(); as s) {
-                <p class="mb-1 text-xs"><span [class]="kindClass(s.kind)" class="rounded px-1">{{ s.kind }}</span> <span class="font-mono">{{ s.name }}</span> <span class="muted">{{ s.path }}:{{ s.line }}</span></p>
+                <p class="mb-1 text-xs"><span [class]="kindClass(s.kind)" class="rounded px-1">{{ s.kind }}</span><span class="ml-1 font-mono">{{ s.name }}</span><span class="muted ml-2">{{ s.path }}:{{ s.line }}</span></p>
                 <pre class="max-h-96 overflow-auto rounded bg-slate-50 p-2 text-xs dark:bg-slate-950" data-testid="ra-snippet">@for (l of s.lines; track l.n) {<span [class.bg-amber-100]="l.hit" [class.dark:bg-amber-900]="l.hit" [attr.data-line]="l.n" class="block"><span class="muted mr-2 inline-block w-10 select-none text-right">{{ l.n }}</span>{{ l.text }}</span>}</pre>
               }
             </div>
@@ -300,7 +300,7 @@ const OTHER_KIND = 'bg-slate-200 text-slate-800 dark:bg-slate-700 dark:text-slat
                   <p class="font-mono text-xs font-semibold">{{ g.path }}</p>
                   @for (h of g.hits; track h.line) {
                     <div class="mt-1" data-testid="ra-hit" [attr.data-line]="h.line">
-                      @if (h.symbol; as s) { <p class="muted text-xs">in <span [class]="kindClass(s.kind)" class="rounded px-1">{{ s.kind }}</span> <span class="font-mono">{{ s.name }}</span> (line {{ s.line }})</p> }
+                      @if (h.symbol; as s) { <p class="muted text-xs">in <span [class]="kindClass(s.kind)" class="rounded px-1">{{ s.kind }}</span><span class="ml-1 font-mono">{{ s.name }}</span><span class="ml-1">(line {{ s.line }})</span></p> }
                       <pre class="overflow-x-auto rounded bg-slate-50 p-1 text-xs dark:bg-slate-950">@for (l of lines(h); track l.n) {<span class="block" [class.bg-amber-100]="l.hit" [class.dark:bg-amber-900]="l.hit" [attr.data-hit]="l.hit || null"><span class="muted mr-2 inline-block w-10 select-none text-right">{{ l.n }}</span>{{ l.text }}</span>}</pre>
                     </div>
                   }
@@ -313,8 +313,8 @@ const OTHER_KIND = 'bg-slate-200 text-slate-800 dark:bg-slate-700 dark:text-slat
             <ol class="max-h-[32rem] space-y-2 overflow-auto" data-testid="ra-semantic">
               @for (h of r.hits; track h.id) {
                 <li data-testid="ra-semantic-hit">
-                  <p class="text-xs"><span [class]="kindClass(h.kind)" class="rounded px-1">{{ h.kind }}</span> <span class="font-mono">{{ h.parent ? h.parent + '::' : '' }}{{ h.name }}</span>
-                    <span class="muted"> {{ h.path }}:{{ h.line }}-{{ h.end_line }} · score {{ h.score.toFixed(4) }}</span></p>
+                  <p class="text-xs"><span [class]="kindClass(h.kind)" class="rounded px-1">{{ h.kind }}</span><span class="ml-1 font-mono">{{ h.parent ? h.parent + '::' : '' }}{{ h.name }}</span>
+                    <span class="muted ml-2">{{ h.path }}:{{ h.line }}-{{ h.end_line }} · score {{ h.score.toFixed(4) }}</span></p>
                   @if (h.text) { <pre class="max-h-40 overflow-auto rounded bg-slate-50 p-1 text-xs dark:bg-slate-950">{{ h.text }}</pre> }
                 </li>
               } @empty { <li class="muted text-sm">Nothing found.</li> }
@@ -363,9 +363,9 @@ const OTHER_KIND = 'bg-slate-200 text-slate-800 dark:bg-slate-700 dark:text-slat
               <ol class="space-y-0.5 text-xs" data-testid="ra-citations">
                 @for (c of store.citations(); track c.n) {
                   <li [id]="'ra-cite-' + c.n" tabindex="-1" [attr.data-cite]="c.cite">
-                    <span class="font-semibold">[{{ c.n }}]</span> <span class="font-mono">{{ c.cite }}</span>
-                    <span [class]="kindClass(c.kind)" class="ml-1 rounded px-1">{{ c.kind }}</span> <span class="font-mono">{{ c.name }}</span>
-                    <span class="muted"> · score {{ c.score.toFixed(4) }}</span>
+                    <span class="font-semibold">[{{ c.n }}]</span><span class="ml-1 font-mono">{{ c.cite }}</span>
+                    <span [class]="kindClass(c.kind)" class="ml-2 rounded px-1">{{ c.kind }}</span><span class="ml-1 font-mono">{{ c.name }}</span>
+                    <span class="muted ml-1">· score {{ c.score.toFixed(4) }}</span>
                   </li>
                 }
               </ol>
