@@ -212,6 +212,33 @@ fn post_streamed(host: &Host, path: &str, body: &Value) -> (u16, Vec<String>) {
     (status, text.lines().map(str::to_string).collect())
 }
 
+/// POST a streamed `body` to code.index, read until its first embedding progress line, and
+/// hang up.
+fn leave_after_first_progress(host: &Host, body: &Value) {
+    let addr = host.base.trim_start_matches("http://");
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    let body = body.to_string();
+    write!(
+        tcp,
+        "POST /api/plugins/repoagent/code.index HTTP/1.1\r\nHost: {addr}\r\nAuthorization: \
+         Bearer {ADMIN_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(tcp);
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "ended before any progress: {seen}");
+        seen.push_str(&line);
+        if line.contains("\"phase\":\"embedding\"") {
+            return;
+        }
+    }
+}
+
 /// `code.index` streamed (an unstreamed answer must come within the host's call timeout):
 /// its progress lines checked, the answer (the last line) returned.
 fn index_streamed(host: &Host, mut body: Value) -> Value {
@@ -349,6 +376,30 @@ fn code_rag_indexes_walkdir_finds_functions_by_meaning_and_embeds_only_changes()
     );
     let max_open = v["hits"].as_array().unwrap().iter().find(|h| h["name"] == "max_open");
     assert!(max_open.unwrap()["text"].as_str().unwrap().contains("n = 2;"), "{v}");
+
+    // A client that leaves stops code.index between two batches; what was embedded before is
+    // kept and recorded, so the next call embeds the rest only.
+    leave_after_first_progress(
+        &host,
+        &json!({"repo": "walkdir", "collection": "walkdir-leave", "stream": true}),
+    );
+    let mut rest = Value::Null;
+    for _ in 0..1200 {
+        let (status, v) =
+            call(&host, "code.index", json!({"repo": "walkdir", "collection": "walkdir-leave"}));
+        if status == 409 && v["error"]["message"].as_str().unwrap().contains("already running") {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        assert_eq!(status, 200, "{v}");
+        rest = v;
+        break;
+    }
+    assert_eq!(rest["chunks"], total, "{rest}");
+    let (embedded, unchanged) = (rest["embedded"].as_u64().unwrap(), rest["unchanged"].as_u64());
+    assert!(embedded > 0 && embedded < total, "the first call ran to its end: {rest}");
+    assert_eq!(unchanged, Some(total - embedded), "{rest}");
+    assert_eq!(host.log().matches("code.index walkdir: 213 chunks in walkdir-leave").count(), 1);
 
     // (4) MRR@10 on the doc-comment pairs, indexed without the doc comments.
     let pairs = doc_pairs(&repo);

@@ -52,6 +52,31 @@ pub struct Rag {
     busy: Mutex<BTreeSet<String>>,
 }
 
+/// A repository's place in [`Rag::busy`], given back when dropped (a panic included).
+struct Busy<'a> {
+    rag: &'a Rag,
+    repo: String,
+}
+
+impl<'a> Busy<'a> {
+    fn take(rag: &'a Rag, repo: &str) -> Result<Busy<'a>, Error> {
+        if !rag.busy.lock().map_err(|_| poisoned())?.insert(repo.to_string()) {
+            return Err(Error::conflict(format!(
+                "code.index is already running for repository {repo}"
+            )));
+        }
+        Ok(Busy { rag, repo: repo.to_string() })
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.rag.busy.lock() {
+            busy.remove(&self.repo);
+        }
+    }
+}
+
 /// What was last indexed for a repository (`rag/<repo>.json`).
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
@@ -299,24 +324,9 @@ impl Core {
         }
         self.repos.with_index(&r.repo, |_| Ok(()))?;
         let index = entry.snapshot().ok_or_else(|| Error::internal("the index vanished"))?;
-        {
-            let mut busy = self.rag.busy.lock().map_err(|_| poisoned())?;
-            if !busy.insert(entry.name.clone()) {
-                return Err(Error::conflict(format!(
-                    "code.index is already running for repository {}",
-                    entry.name
-                )));
-            }
-        }
-        let stream = match r.stream.then(|| ctx.stream(NDJSON)).transpose() {
-            Ok(s) => s,
-            Err(e) => {
-                self.rag.busy.lock().map_err(|_| poisoned())?.remove(&entry.name);
-                return Err(e);
-            }
-        };
+        let _busy = Busy::take(&self.rag, &entry.name)?;
+        let stream = r.stream.then(|| ctx.stream(NDJSON)).transpose()?;
         let result = self.index_into(&r, &collection, &index, ctx, stream.as_ref());
-        self.rag.busy.lock().map_err(|_| poisoned())?.remove(&entry.name);
         if let Ok(a) = &result {
             self.host.info(&format!(
                 "code.index {}: {} chunks in {} ({} embedded, {} deleted, {} ms)",
@@ -716,6 +726,18 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_code_index_per_repository_and_its_place_is_given_back() {
+        let rag = Rag::default();
+        let a = Busy::take(&rag, "a").unwrap();
+        let e = Busy::take(&rag, "a").err().unwrap();
+        assert_eq!(e.kind, ErrorKind::CONFLICT);
+        assert!(e.message.contains("already running for repository a"), "{}", e.message);
+        let _b = Busy::take(&rag, "b").unwrap();
+        drop(a);
+        Busy::take(&rag, "a").unwrap();
+    }
 
     #[test]
     fn default_collections_use_brainmls_alphabet() {
