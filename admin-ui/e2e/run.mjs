@@ -1494,6 +1494,87 @@ test(
   repoagentSkip,
 );
 
+test(
+  'repoagent by meaning: a copy of itoa indexed from the panel (streamed progress, its chunks embedded into brainml), a search by meaning lists its functions with their lines, and a question streams an answer from the chat model with path:line citations',
+  async () => {
+    const manifest = await host.api('/api/core/plugins/repoagent');
+    const caps = manifest.capabilities.map((c) => c.name);
+    if (!['code.index', 'code.semantic_search', 'code.ask'].every((c) => caps.includes(c))) {
+      console.log('    (this repoagent build has no code.index/code.semantic_search/code.ask: nothing to test)');
+      return;
+    }
+    const plugins = (await host.api('/api/core/plugins')).plugins;
+    if (!plugins.some((p) => p.id === 'brainml')) await installPlugin(host.pluginsDir, BRAINML);
+    await host.waitRunning(['repoagent', 'brainml', 'candle', 'llmserver'], 30_000);
+    const root = join(host.dir, 'code');
+    const roots = (await host.api('/api/core/plugins/repoagent/config')).config?.roots ?? [];
+    if (!roots.includes(root)) {
+      await host.api('/api/core/plugins/repoagent/config', { method: 'POST', body: { roots: [root] } });
+      await expectEventually('repoagent restarted with its roots', async () => (await host.api('/api/core/plugins/repoagent')).state === 'running' && JSON.stringify((await host.api('/api/core/plugins/repoagent/config')).config?.roots) === JSON.stringify([root]), 30_000);
+    }
+    const crate = join(root, 'itoa');
+    await cp(registryCrate('itoa'), crate, { recursive: true });
+
+    await page.goto(ui.url + '/plugins/repoagent/panel');
+    await page.getByTestId('ra-repos').waitFor();
+    await settled();
+    await page.getByTestId('ra-add-path').fill(crate);
+    await page.getByTestId('ra-repos').getByRole('button', { name: 'Add', exact: true }).click();
+    const row = page.locator('[data-testid=ra-repo][data-repo=itoa]');
+    await expectEventually('itoa ready', async () => (await row.count()) > 0 && (await row.getByTestId('ra-repo-state').getAttribute('data-state')) === 'ready', 60_000);
+    const search = page.getByTestId('ra-search');
+    await search.waitFor();
+    await search.locator('select[name=raBy]').selectOption('meaning');
+    await page.getByTestId('ra-index').click();
+    const indexed = page.getByTestId('ra-indexed');
+    await expectEventually('code.index done', async () => (await indexed.count()) > 0 || (await search.locator('[role=alert]').count()) > 0, 80_000);
+    if (await search.locator('[role=alert]').count()) throw new Error(`code.index: ${await search.locator('[role=alert]').first().textContent()}`);
+    const m = /^(\d+) chunks in (\S+) \((\d+) embedded/.exec((await indexed.textContent()).trim());
+    if (!m || !(Number(m[1]) > 0) || m[1] !== m[3] || m[2] !== 'repo-itoa') throw new Error(`indexed: ${await indexed.textContent()}`);
+
+    await page.getByTestId('ra-pattern').fill('format an integer into a buffer of decimal digits');
+    await search.getByRole('button', { name: 'Search', exact: true }).click();
+    const hits = page.getByTestId('ra-semantic-hit');
+    await expectEventually('the semantic hits', async () => (await hits.count()) > 0 || (await page.getByTestId('ra-search-error').count()) > 0, 30_000);
+    if (await page.getByTestId('ra-search-error').count()) throw new Error(`semantic search: ${await page.getByTestId('ra-search-error').textContent()}`);
+    const api = await host.api('/api/plugins/repoagent/code.semantic_search', { method: 'POST', body: { repo: 'itoa', query: 'format an integer into a buffer of decimal digits', k: 10, mode: 'hybrid' } });
+    if ((await hits.count()) !== api.hits.length) throw new Error(`${await hits.count()} hits shown, the plugin answers ${api.hits.length}`);
+    const first = (await hits.first().textContent()).replace(/\s+/g, ' ');
+    if (!first.includes(`${api.hits[0].path}:${api.hits[0].line}-${api.hits[0].end_line}`)) throw new Error(`first hit: ${first} vs ${JSON.stringify(api.hits[0]).slice(0, 200)}`);
+
+    const ask = page.getByTestId('ra-ask');
+    await ask.locator('input[name=raQuestion]').fill('How does itoa write an integer into its buffer?');
+    // A small prompt and answer: the chat model runs on the CPU of a debug host.
+    await ask.locator('input[name=raAskK]').fill('2');
+    await ask.locator('input[name=raAskMaxTokens]').fill('32');
+    await ask.getByRole('button', { name: 'Ask', exact: true }).click();
+    const answer = page.getByTestId('ra-answer');
+    const lengths = new Set();
+    await expectEventually('the streamed answer', async () => {
+      if (await page.getByTestId('ra-ask-error').count()) return true;
+      if (await answer.count()) lengths.add((await answer.textContent()).trim().length);
+      return (await page.getByTestId('ra-answer-took').count()) > 0;
+    }, 80_000);
+    if (await page.getByTestId('ra-ask-error').count()) throw new Error(`code.ask: ${await page.getByTestId('ra-ask-error').textContent()}`);
+    const final = (await answer.textContent()).trim().length;
+    if (!(final > 0)) throw new Error('an empty answer');
+    if (![...lengths].some((n) => n > 0 && n < final)) throw new Error(`the answer was not seen growing (lengths seen ${[...lengths].join(', ')} of ${final})`);
+    const cites = page.getByTestId('ra-citations').locator('li');
+    if (!((await cites.count()) > 0)) throw new Error('no citations listed');
+    for (const c of await cites.all()) {
+      if (!/^[\w./-]+\.rs:\d+$/.test((await c.getAttribute('data-cite')) ?? '')) throw new Error(`citation ${await c.getAttribute('data-cite')}`);
+    }
+    await page.setViewportSize({ width: 1280, height: 1000 });
+    await ask.scrollIntoViewIfNeeded();
+    await shot('repoagent-ask');
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await row.getByRole('button', { name: 'Remove' }).click();
+    await confirmDialog('Remove');
+    await row.waitFor({ state: 'detached', timeout: 20_000 });
+  },
+  repoagentSkip,
+);
+
 // ---------------------------------------------------------------------------------------------
 
 let failed = 0;

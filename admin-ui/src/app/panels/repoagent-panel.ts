@@ -342,10 +342,11 @@ const OTHER_KIND = 'bg-slate-200 text-slate-800 dark:bg-slate-700 dark:text-slat
         @if (store.has('code.ask')) {
           <section class="card space-y-2" data-testid="ra-ask" aria-labelledby="ra-ask-h">
             <h2 id="ra-ask-h" class="font-semibold">Ask about {{ repo.name }}</h2>
-            <form class="flex flex-wrap items-end gap-2" (ngSubmit)="store.ask(question, askK)">
+            <form class="flex flex-wrap items-end gap-2" (ngSubmit)="store.ask(question, askK, askMaxTokens)">
               <label class="min-w-64 flex-1"><span class="label">Question (answered from the chunks code.index stored)</span>
                 <input class="input mt-1" name="raQuestion" [(ngModel)]="question" autocomplete="off" placeholder="Where are numbers parsed?" /></label>
               <label><span class="label">k (chunks)</span><input class="input mt-1 w-20" type="number" min="1" max="20" name="raAskK" [(ngModel)]="askK" /></label>
+              <label><span class="label">Max tokens</span><input class="input mt-1 w-24" type="number" min="1" max="4096" name="raAskMaxTokens" [(ngModel)]="askMaxTokens" /></label>
               @if (store.asking()) { <button type="button" class="btn" (click)="store.stopAsk()">Stop</button> }
               @else { <button class="btn btn-primary" type="submit">Ask</button> }
             </form>
@@ -389,6 +390,7 @@ export class RepoagentPanel implements OnInit {
   protected mapTokens: number | null = 1024;
   protected question = '';
   protected askK: number | null = 5;
+  protected askMaxTokens: number | null = 256;
   protected readonly fileFilter = signal('');
   private readonly filtered = computed(() => {
     const q = this.fileFilter().trim().toLowerCase();

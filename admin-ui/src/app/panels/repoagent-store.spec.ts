@@ -58,7 +58,9 @@ describe('repoagent request bodies and helpers', () => {
     expect(mapBody('sj', 'src/lib.rs, from_str', 512)).toEqual({ body: { repo: 'sj', tokens: 512, focus: ['src/lib.rs', 'from_str'] } });
     expect(mapBody('sj', '', 1024)).toEqual({ body: { repo: 'sj', tokens: 1024 } });
     expect(mapBody('sj', '', 8)).toEqual({ error: expect.stringContaining('16 to 65536') });
-    expect(askBody('sj', ' where? ', 5)).toEqual({ body: { repo: 'sj', question: 'where?', k: 5, stream: true } });
+    expect(askBody('sj', ' where? ', 5)).toEqual({ body: { repo: 'sj', question: 'where?', k: 5, max_tokens: 256, stream: true } });
+    expect(askBody('sj', 'q', 2, 64)).toEqual({ body: { repo: 'sj', question: 'q', k: 2, max_tokens: 64, stream: true } });
+    expect(askBody('sj', 'q', 2, 0)).toEqual({ error: expect.stringContaining('1 to 4096') });
     expect(askBody('sj', '', 5)).toEqual({ error: expect.stringContaining('question') });
     expect(askBody('sj', 'q', 21)).toEqual({ error: expect.stringContaining('1 to 20') });
   });
@@ -331,10 +333,10 @@ describe('RepoagentStore', () => {
 
   it('streams an answer: citations first, then the tokens, then done', async () => {
     await list_then_select([repo('a', 'indexing')]);
-    const p = store.ask('Where is main?', 3);
+    const p = store.ask('Where is main?', 3, 100);
     await tick();
     const req = http.expectOne({ method: 'POST', url: P + 'code.ask' });
-    expect(req.request.body).toEqual({ repo: 'a', question: 'Where is main?', k: 3, stream: true });
+    expect(req.request.body).toEqual({ repo: 'a', question: 'Where is main?', k: 3, max_tokens: 100, stream: true });
     const cite = { n: 1, cite: 'src/main.rs:4', path: 'src/main.rs', line: 4, end_line: 9, kind: 'function', name: 'main', score: 0.4 };
     let text = `event: citations\ndata: ${JSON.stringify({ citations: [cite], model: 'smol' })}\n\n`;
     req.event({ type: HttpEventType.DownloadProgress, loaded: 1, partialText: text });

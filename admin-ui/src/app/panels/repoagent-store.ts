@@ -251,12 +251,14 @@ export function askBody(
   repo: string,
   question: string,
   k: number | null,
+  maxTokens: number | null = 256,
 ): { body: Record<string, unknown> } | { error: string } {
   if (!repo) return { error: 'Choose a repository first.' };
   const q = question.trim();
   if (!q) return { error: 'Type a question about the code.' };
   if (!whole(k, 1, 20)) return { error: 'k is a whole number of chunks from 1 to 20.' };
-  return { body: { repo, question: q, k: Number(k), stream: true } };
+  if (!whole(maxTokens, 1, 4096)) return { error: 'Max tokens is a whole number from 1 to 4096.' };
+  return { body: { repo, question: q, k: Number(k), max_tokens: Number(maxTokens), stream: true } };
 }
 
 /** Why a path typed into the add box cannot be sent (the plugin checks the rest), or null. */
@@ -762,9 +764,9 @@ export const RepoagentStore = signalStore(
        * `code.ask {stream: true}`: `event: citations` first, then `data: {"delta"}` per token,
        * then `event: done` {answer, took_ms}. A plain JSON answer is taken too.
        */
-      async ask(question: string, k: number | null) {
+      async ask(question: string, k: number | null, maxTokens: number | null = 256) {
         const repo = store.selected() ?? '';
-        const r = askBody(repo, question, k);
+        const r = askBody(repo, question, k, maxTokens);
         if ('error' in r) {
           patchState(store, { askError: r.error });
           return;
