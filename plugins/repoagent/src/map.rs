@@ -289,13 +289,7 @@ impl Graph {
     pub fn map(&self, focus: &[String], tokens: usize) -> Result<Fitted, Error> {
         let ranking = self.rank(&self.resolve_focus(focus)?);
         let (text, _, tokens, included) = self.fit(&ranking, tokens);
-        Ok(Fitted {
-            text,
-            tokens,
-            included,
-            ranked: ranking.units.len(),
-            iterations: ranking.iterations,
-        })
+        Ok(Fitted { text, tokens, included, ranked: ranking.total, iterations: ranking.iterations })
     }
 
     fn slot(&self, f: FileId) -> &Slot {
@@ -343,7 +337,10 @@ struct Unit {
 
 /// The ranked definitions for one focus.
 pub struct Ranking {
+    /// The best ranked, best first (at most MAX_TOKENS of them).
     units: Vec<Unit>,
+    /// How many definitions were ranked.
+    total: usize,
     pub iterations: usize,
 }
 
@@ -413,7 +410,7 @@ impl Graph {
         let nodes: Vec<usize> = (0..size).filter(|&f| node[f]).collect();
         let count = nodes.len();
         if count == 0 {
-            return Ranking { units: Vec::new(), iterations: 0 };
+            return Ranking { units: Vec::new(), total: 0, iterations: 0 };
         }
         // Personalization: the focus files and the files defining focus names.
         let mut p = vec![0.0f64; size];
@@ -477,23 +474,23 @@ impl Graph {
                 break;
             }
         }
-        // Each file's rank flows along its out-edges into (definer, name).
+        // Each file's rank flows along its out-edges into (definer, name): for a referenced
+        // name the same amount into each of its definers (computed once per name).
         let mut units = Vec::new();
         for (id, n) in self.names.iter().enumerate() {
             if n.definers.is_empty() {
                 continue;
             }
+            let flow = if n.refs.is_empty() { 0.0 } else { inflow(&x, id, n) };
             for &d in &n.definers {
-                let rank = if n.refs.is_empty() {
-                    x[d as usize] * 0.1 / out_w[d as usize]
-                } else {
-                    inflow(&x, id, n)
-                };
+                let rank =
+                    if n.refs.is_empty() { x[d as usize] * 0.1 / out_w[d as usize] } else { flow };
                 units.push(Unit { file: d, name: id as NameId, rank });
             }
         }
+        let total = units.len();
         let first = |u: &Unit| focus.files.contains(&u.file) || focus.names.contains(&u.name);
-        units.sort_by(|a, b| {
+        let order = |a: &Unit, b: &Unit| {
             first(b)
                 .cmp(&first(a))
                 .then(b.rank.total_cmp(&a.rank))
@@ -501,25 +498,37 @@ impl Graph {
                 .then_with(|| {
                     self.names[a.name as usize].name.cmp(&self.names[b.name as usize].name)
                 })
-        });
-        Ranking { units, iterations }
+        };
+        // Only the best MAX_TOKENS can be in a map (each takes a line, at least 2 tokens).
+        if units.len() > MAX_TOKENS {
+            units.select_nth_unstable_by(MAX_TOKENS, order);
+            units.truncate(MAX_TOKENS);
+        }
+        units.sort_by(order);
+        Ranking { units, total, iterations }
     }
 
     /// The map of the first `k` ranked definitions: its text and its files.
     fn render(&self, units: &[Unit]) -> (String, Vec<MapFile>) {
-        let mut by_file: BTreeMap<&str, (FileId, BTreeSet<usize>, BTreeSet<usize>)> =
-            BTreeMap::new();
+        // The names chosen per file, then one pass over each file's definitions.
+        let mut wanted: BTreeMap<&str, (FileId, HashSet<&str>)> = BTreeMap::new();
         for u in units {
             let slot = self.slot(u.file);
-            let name = &self.names[u.name as usize].name;
-            let e = by_file
-                .entry(slot.path.as_str())
-                .or_insert_with(|| (u.file, BTreeSet::new(), BTreeSet::new()));
-            for (i, d) in slot.symbols.defs.iter().enumerate() {
-                if &d.name == name && in_graph(&slot.symbols, d) {
-                    e.1.insert(i);
-                }
-            }
+            let e = wanted.entry(slot.path.as_str()).or_insert_with(|| (u.file, HashSet::new()));
+            e.1.insert(self.names[u.name as usize].name.as_str());
+        }
+        let mut by_file: BTreeMap<&str, (FileId, BTreeSet<usize>, BTreeSet<usize>)> =
+            BTreeMap::new();
+        for (path, (fid, names)) in wanted {
+            let symbols = &self.slot(fid).symbols;
+            let chosen: BTreeSet<usize> = symbols
+                .defs
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| names.contains(d.name.as_str()) && in_graph(symbols, d))
+                .map(|(i, _)| i)
+                .collect();
+            by_file.insert(path, (fid, chosen, BTreeSet::new()));
         }
         let mut text = String::new();
         let mut files = Vec::new();
@@ -594,7 +603,7 @@ impl Graph {
 
     /// Fit the ranking to `tokens`: the largest prefix whose map fits (binary search).
     fn fit(&self, ranking: &Ranking, tokens: usize) -> (String, Vec<MapFile>, usize, usize) {
-        let (mut lo, mut hi) = (0usize, ranking.units.len());
+        let (mut lo, mut hi) = (0usize, ranking.units.len().min(tokens));
         let mut best = (String::new(), Vec::new(), 0usize, 0usize);
         // Invariant: the prefix of `lo` fits (0 always does: an empty map).
         while lo < hi {
@@ -764,7 +773,7 @@ pub fn answer(maps: &Maps, repos: &Repos, req: &CodeMap) -> Result<MapAnswer, Er
             map,
             tokens,
             files,
-            ranked: ranking.units.len(),
+            ranked: ranking.total,
             included,
             cached: false,
             updated,
