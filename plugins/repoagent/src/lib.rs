@@ -42,6 +42,9 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub(crate) const NDJSON: &str = "application/x-ndjson";
 
+/// A streamed build sends a progress line at least this often.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
 /// One NDJSON line.
 pub(crate) fn ndjson<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
     let mut line = serde_json::to_vec(v).map_err(|e| Error::internal(format!("serialize: {e}")))?;
@@ -264,6 +267,7 @@ impl Core {
         stream: Option<&Stream<'_, '_>>,
     ) -> Result<(), Error> {
         let mut sent = None;
+        let mut last_sent = Instant::now();
         loop {
             if ctx.is_cancelled() {
                 return Err(Error::cancelled());
@@ -288,10 +292,13 @@ impl Core {
                 _ => {}
             }
             if let Some(s) = stream {
+                // On progress, and every few seconds regardless (a long walk of a big tree
+                // must not look idle to the host).
                 let p = entry.progress();
-                if sent != Some((p.files_done, p.files_total)) {
+                if sent != Some((p.files_done, p.files_total)) || last_sent.elapsed() >= HEARTBEAT {
                     s.send(&ndjson(&p)?)?;
                     sent = Some((p.files_done, p.files_total));
+                    last_sent = Instant::now();
                 }
             }
             entry.wait(Duration::from_millis(100));
