@@ -1365,6 +1365,9 @@ test(
 const REPOAGENT = 'bkg_plugin_repoagent';
 const repoagentSkip = { skip: existsSync(lib(REPOAGENT)) || process.env.CI ? null : `no ${REPOAGENT} library (cargo build -p bkg-plugin-repoagent)` };
 
+/** Whether the by-meaning test indexed itoa (null: the plugin has no code.index), for the ask test. */
+let raMeaning = false;
+
 /** A crate's sources in the cargo registry at the version Cargo.lock pins (the build downloaded them). */
 function registryCrate(name) {
   const lock = readFileSync(join(REPO_ROOT, 'Cargo.lock'), 'utf8');
@@ -1495,11 +1498,13 @@ test(
 );
 
 test(
-  'repoagent by meaning: a copy of itoa indexed from the panel (streamed progress, its chunks embedded into brainml), a search by meaning lists its functions with their lines, and a question streams an answer from the chat model with path:line citations',
+  'repoagent by meaning: a copy of itoa indexed from the panel (its chunks embedded into brainml), a search by meaning shows the plugin\'s hits with their lines',
   async () => {
+    raMeaning = false;
     const manifest = await host.api('/api/core/plugins/repoagent');
     const caps = manifest.capabilities.map((c) => c.name);
     if (!['code.index', 'code.semantic_search', 'code.ask'].every((c) => caps.includes(c))) {
+      raMeaning = null;
       console.log('    (this repoagent build has no code.index/code.semantic_search/code.ask: nothing to test)');
       return;
     }
@@ -1541,7 +1546,20 @@ test(
     if ((await hits.count()) !== api.hits.length) throw new Error(`${await hits.count()} hits shown, the plugin answers ${api.hits.length}`);
     const first = (await hits.first().textContent()).replace(/\s+/g, ' ');
     if (!first.includes(`${api.hits[0].path}:${api.hits[0].line}-${api.hits[0].end_line}`)) throw new Error(`first hit: ${first} vs ${JSON.stringify(api.hits[0]).slice(0, 200)}`);
+    raMeaning = true;
+  },
+  repoagentSkip,
+);
 
+test(
+  'repoagent ask: a question about the indexed itoa streams an answer from the chat model (seen growing) with path:line citations; itoa removed after',
+  async () => {
+    if (raMeaning === null) {
+      console.log('    (this repoagent build has no code.ask: nothing to test)');
+      return;
+    }
+    if (!raMeaning) throw new Error('the repoagent by-meaning test that indexes itoa failed: nothing to ask about');
+    const row = page.locator('[data-testid=ra-repo][data-repo=itoa]');
     const ask = page.getByTestId('ra-ask');
     await ask.locator('input[name=raQuestion]').fill('How does itoa write an integer into its buffer?');
     // A small prompt and answer: the chat model runs on the CPU of a debug host.

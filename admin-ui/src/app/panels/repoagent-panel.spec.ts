@@ -5,7 +5,18 @@ import { RepoagentPanel } from './repoagent-panel';
 
 const tick = () => new Promise((r) => setTimeout(r, 5));
 const P = '/api/plugins/repoagent/';
-const FIRST = ['repo.add', 'repo.list', 'repo.remove', 'repo.reindex', 'code.stats', 'code.search', 'code.symbols', 'code.outline', 'code.refs', 'code.metrics'];
+const FIRST = [
+  'repo.add',
+  'repo.list',
+  'repo.remove',
+  'repo.reindex',
+  'code.stats',
+  'code.search',
+  'code.symbols',
+  'code.outline',
+  'code.refs',
+  'code.metrics',
+];
 const ALL = [...FIRST, 'code.map', 'code.index', 'code.semantic_search', 'code.ask'];
 
 describe('RepoagentPanel', () => {
@@ -22,16 +33,33 @@ describe('RepoagentPanel', () => {
 
   /** The panel with a manifest of `caps` and one ready repository, chosen. */
   async function create(caps: string[]) {
-    TestBed.configureTestingModule({ imports: [RepoagentPanel], providers: [provideHttpClient(), provideHttpClientTesting()] });
+    TestBed.configureTestingModule({
+      imports: [RepoagentPanel],
+      providers: [provideHttpClient(), provideHttpClientTesting()],
+    });
     http = TestBed.inject(HttpTestingController);
     fixture = TestBed.createComponent(RepoagentPanel);
     fixture.detectChanges();
-    http.expectOne({ method: 'GET', url: '/api/core/plugins/repoagent' }).flush({ id: 'repoagent', capabilities: caps.map((name) => ({ name })) });
+    http
+      .expectOne({ method: 'GET', url: '/api/core/plugins/repoagent' })
+      .flush({ id: 'repoagent', capabilities: caps.map((name) => ({ name })) });
     http.expectOne({ method: 'POST', url: P + 'repo.list' }).flush({
-      repos: [{ name: 'sj', path: '/srv/sj', state: 'ready', files: 2, languages: { Rust: 2 }, indexed_at: 1, watching: true }],
+      repos: [
+        {
+          name: 'sj',
+          path: '/srv/sj',
+          state: 'ready',
+          files: 2,
+          languages: { Rust: 2 },
+          indexed_at: 1,
+          watching: true,
+        },
+      ],
     });
     await tick();
-    http.expectOne({ method: 'GET', url: '/api/core/plugins/repoagent/config' }).flush({ config: { roots: ['/srv'] } });
+    http
+      .expectOne({ method: 'GET', url: '/api/core/plugins/repoagent/config' })
+      .flush({ config: { roots: ['/srv'] } });
     await settle();
     (el().querySelector('[data-repo="sj"] button') as HTMLButtonElement).click();
     await tick();
@@ -44,10 +72,30 @@ describe('RepoagentPanel', () => {
           ],
           totals: { files: 2, lines: 110, code: 88, comments: 11, blanks: 11 },
         });
-      else r.flush({ files: [{ path: 'src/lib.rs', language: 'Rust', lines: 100, code: 80, comments: 10, blanks: 10 }], totals: {} });
+      else
+        r.flush({
+          files: [
+            {
+              path: 'src/lib.rs',
+              language: 'Rust',
+              lines: 100,
+              code: 80,
+              comments: 10,
+              blanks: 10,
+            },
+          ],
+          totals: {},
+        });
     }
     for (const r of http.match({ method: 'POST', url: P + 'code.metrics' }))
-      r.flush({ files: [], truncated: false, totals: { files: 1, functions: 0, cyclomatic: 0, cognitive: 0 }, hotspots: [], churn_commits: 0, churn_error: 'not a git repository' });
+      r.flush({
+        files: [],
+        truncated: false,
+        totals: { files: 1, functions: 0, cyclomatic: 0, cognitive: 0 },
+        hotspots: [],
+        churn_commits: 0,
+        churn_error: 'not a git repository',
+      });
     await settle();
   }
 
@@ -58,7 +106,8 @@ describe('RepoagentPanel', () => {
     expect(q('ra-roots')?.textContent).toContain('/srv');
     const bars = [...el().querySelectorAll('[data-testid="ra-lang"]')] as HTMLElement[];
     expect(bars.map((b) => b.dataset['language'])).toEqual(['Rust', 'TOML']);
-    const code = (b: HTMLElement) => (b.querySelector('[data-testid="ra-lang-bar"] span') as HTMLElement).style.width;
+    const code = (b: HTMLElement) =>
+      (b.querySelector('[data-testid="ra-lang-bar"] span') as HTMLElement).style.width;
     expect(code(bars[0])).toBe('80%');
     expect(code(bars[1])).toBe('8%');
     expect(q('ra-churn-error')?.textContent).toContain('not a git repository');
@@ -79,15 +128,32 @@ describe('RepoagentPanel', () => {
 
   it('nests the outline with kind badges and shows the lines of a clicked definition', async () => {
     await create(FIRST);
-    (el().querySelector('[data-testid="ra-files"] button[data-path="src/lib.rs"]') as HTMLButtonElement).click();
+    (
+      el().querySelector(
+        '[data-testid="ra-files"] button[data-path="src/lib.rs"]',
+      ) as HTMLButtonElement
+    ).click();
     await tick();
     http.expectOne({ method: 'POST', url: P + 'code.outline' }).flush({
       path: 'src/lib.rs',
       language: 'rust',
       symbols: [
         {
-          kind: 'impl', name: 'Foo', line: 5, end_line: 20, signature: 'impl Foo',
-          children: [{ kind: 'method', name: 'new', line: 6, end_line: 8, signature: 'pub fn new() -> Foo', children: [] }],
+          kind: 'impl',
+          name: 'Foo',
+          line: 5,
+          end_line: 20,
+          signature: 'impl Foo',
+          children: [
+            {
+              kind: 'method',
+              name: 'new',
+              line: 6,
+              end_line: 8,
+              signature: 'pub fn new() -> Foo',
+              children: [],
+            },
+          ],
         },
       ],
     });
@@ -99,10 +165,27 @@ describe('RepoagentPanel', () => {
     (method.querySelector('button') as HTMLButtonElement).click();
     await tick();
     const req = http.expectOne({ method: 'POST', url: P + 'code.search' });
-    expect(req.request.body).toEqual(expect.objectContaining({ pattern: 'new', path: 'src/lib.rs' }));
-    req.flush({ hits: [{ path: 'src/lib.rs', line: 6, column: 12, text: '    pub fn new() -> Foo {', before: ['impl Foo {'], after: ['        Foo'] }], truncated: false, files_searched: 1 });
+    expect(req.request.body).toEqual(
+      expect.objectContaining({ pattern: 'new', path: 'src/lib.rs' }),
+    );
+    req.flush({
+      hits: [
+        {
+          path: 'src/lib.rs',
+          line: 6,
+          column: 12,
+          text: '    pub fn new() -> Foo {',
+          before: ['impl Foo {'],
+          after: ['        Foo'],
+        },
+      ],
+      truncated: false,
+      files_searched: 1,
+    });
     await settle();
-    const lines = [...el().querySelectorAll('[data-testid="ra-snippet"] [data-line]')].map((l) => (l as HTMLElement).dataset['line']);
+    const lines = [...el().querySelectorAll('[data-testid="ra-snippet"] [data-line]')].map(
+      (l) => (l as HTMLElement).dataset['line'],
+    );
     expect(lines).toEqual(['5', '6', '7']);
     expect(q('ra-snippet')?.querySelector('[data-line="6"]')?.className).toContain('bg-amber-100');
   });

@@ -36,30 +36,76 @@ const hit = (path: string, line: number, before: string[] = [], after: string[] 
 
 describe('repoagent request bodies and helpers', () => {
   it('builds code.search bodies: regex, case, globs, context, max; refuses bad numbers', () => {
-    const f = { ...SEARCH_DEFAULTS, pattern: 'fn from_str', regex: true, matchCase: false, glob: '*.rs !tests/**', context: 3, max: 50 };
+    const f = {
+      ...SEARCH_DEFAULTS,
+      pattern: 'fn from_str',
+      regex: true,
+      matchCase: false,
+      glob: '*.rs !tests/**',
+      context: 3,
+      max: 50,
+    };
     expect(searchBody('sj', f)).toEqual({
-      body: { repo: 'sj', pattern: 'fn from_str', regex: true, case_sensitive: false, context: 3, max: 50, glob: ['*.rs', '!tests/**'] },
+      body: {
+        repo: 'sj',
+        pattern: 'fn from_str',
+        regex: true,
+        case_sensitive: false,
+        context: 3,
+        max: 50,
+        glob: ['*.rs', '!tests/**'],
+      },
     });
-    expect(searchBody('sj', { ...f, glob: ' src/** ' })).toEqual({ body: expect.objectContaining({ glob: 'src/**' }) });
+    expect(searchBody('sj', { ...f, glob: ' src/** ' })).toEqual({
+      body: expect.objectContaining({ glob: 'src/**' }),
+    });
     expect('glob' in (searchBody('sj', { ...f, glob: '' }) as { body: object }).body).toBe(false);
-    expect(searchBody('sj', { ...f, pattern: '' })).toEqual({ error: expect.stringContaining('what to search') });
+    expect(searchBody('sj', { ...f, pattern: '' })).toEqual({
+      error: expect.stringContaining('what to search'),
+    });
     expect(searchBody('', f)).toEqual({ error: expect.stringContaining('repository') });
-    expect(searchBody('sj', { ...f, context: 21 })).toEqual({ error: expect.stringContaining('0 to 20') });
-    expect(searchBody('sj', { ...f, context: null })).toEqual({ error: expect.stringContaining('0 to 20') });
-    expect(searchBody('sj', { ...f, max: 0 })).toEqual({ error: expect.stringContaining('1 to 10000') });
-    expect(searchBody('sj', { ...f, max: 1.5 })).toEqual({ error: expect.stringContaining('1 to 10000') });
+    expect(searchBody('sj', { ...f, context: 21 })).toEqual({
+      error: expect.stringContaining('0 to 20'),
+    });
+    expect(searchBody('sj', { ...f, context: null })).toEqual({
+      error: expect.stringContaining('0 to 20'),
+    });
+    expect(searchBody('sj', { ...f, max: 0 })).toEqual({
+      error: expect.stringContaining('1 to 10000'),
+    });
+    expect(searchBody('sj', { ...f, max: 1.5 })).toEqual({
+      error: expect.stringContaining('1 to 10000'),
+    });
   });
 
   it('builds code.semantic_search, code.map and code.ask bodies', () => {
-    const f = { ...SEARCH_DEFAULTS, by: 'meaning' as const, pattern: ' parse a number ', k: 5, mode: 'bm25' as const };
-    expect(semanticBody('sj', f)).toEqual({ body: { repo: 'sj', query: 'parse a number', k: 5, mode: 'bm25' } });
-    expect(semanticBody('sj', { ...f, k: 101 })).toEqual({ error: expect.stringContaining('1 to 100') });
-    expect(semanticBody('sj', { ...f, pattern: '  ' })).toEqual({ error: expect.stringContaining('Describe') });
-    expect(mapBody('sj', 'src/lib.rs, from_str', 512)).toEqual({ body: { repo: 'sj', tokens: 512, focus: ['src/lib.rs', 'from_str'] } });
+    const f = {
+      ...SEARCH_DEFAULTS,
+      by: 'meaning' as const,
+      pattern: ' parse a number ',
+      k: 5,
+      mode: 'bm25' as const,
+    };
+    expect(semanticBody('sj', f)).toEqual({
+      body: { repo: 'sj', query: 'parse a number', k: 5, mode: 'bm25' },
+    });
+    expect(semanticBody('sj', { ...f, k: 101 })).toEqual({
+      error: expect.stringContaining('1 to 100'),
+    });
+    expect(semanticBody('sj', { ...f, pattern: '  ' })).toEqual({
+      error: expect.stringContaining('Describe'),
+    });
+    expect(mapBody('sj', 'src/lib.rs, from_str', 512)).toEqual({
+      body: { repo: 'sj', tokens: 512, focus: ['src/lib.rs', 'from_str'] },
+    });
     expect(mapBody('sj', '', 1024)).toEqual({ body: { repo: 'sj', tokens: 1024 } });
     expect(mapBody('sj', '', 8)).toEqual({ error: expect.stringContaining('16 to 65536') });
-    expect(askBody('sj', ' where? ', 5)).toEqual({ body: { repo: 'sj', question: 'where?', k: 5, max_tokens: 256, stream: true } });
-    expect(askBody('sj', 'q', 2, 64)).toEqual({ body: { repo: 'sj', question: 'q', k: 2, max_tokens: 64, stream: true } });
+    expect(askBody('sj', ' where? ', 5)).toEqual({
+      body: { repo: 'sj', question: 'where?', k: 5, max_tokens: 256, stream: true },
+    });
+    expect(askBody('sj', 'q', 2, 64)).toEqual({
+      body: { repo: 'sj', question: 'q', k: 2, max_tokens: 64, stream: true },
+    });
     expect(askBody('sj', 'q', 2, 0)).toEqual({ error: expect.stringContaining('1 to 4096') });
     expect(askBody('sj', '', 5)).toEqual({ error: expect.stringContaining('question') });
     expect(askBody('sj', 'q', 21)).toEqual({ error: expect.stringContaining('1 to 20') });
@@ -80,7 +126,9 @@ describe('repoagent request bodies and helpers', () => {
       { n: 10, text: 'line 10', hit: true },
       { n: 11, text: 'l11', hit: false },
     ]);
-    expect(hitLines({ ...hit('a.rs', 1), before: undefined, after: undefined })).toEqual([{ n: 1, text: 'line 1', hit: true }]);
+    expect(hitLines({ ...hit('a.rs', 1), before: undefined, after: undefined })).toEqual([
+      { n: 1, text: 'line 1', hit: true },
+    ]);
     const g = groupByPath([hit('a.rs', 1), hit('a.rs', 5), hit('b.rs', 2), hit('a.rs', 9)]);
     expect(g.map((x) => [x.path, x.hits.map((h) => h.line)])).toEqual([
       ['a.rs', [1, 5]],
@@ -98,7 +146,10 @@ describe('repoagent request bodies and helpers', () => {
       ['Rust', 75, 15, 10],
       ['TOML', 20, 2.5, 2.5],
     ]);
-    expect(languageBars([{ language: 'Text', files: 1, lines: 0, code: 0, comments: 0, blanks: 0 }])[0].codePct).toBe(0);
+    expect(
+      languageBars([{ language: 'Text', files: 1, lines: 0, code: 0, comments: 0, blanks: 0 }])[0]
+        .codePct,
+    ).toBe(0);
   });
 });
 
@@ -107,7 +158,9 @@ describe('RepoagentStore', () => {
   let store: InstanceType<typeof RepoagentStore>;
 
   beforeEach(() => {
-    TestBed.configureTestingModule({ providers: [RepoagentStore, provideHttpClient(), provideHttpClientTesting()] });
+    TestBed.configureTestingModule({
+      providers: [RepoagentStore, provideHttpClient(), provideHttpClientTesting()],
+    });
     http = TestBed.inject(HttpTestingController);
     store = TestBed.inject(RepoagentStore);
   });
@@ -126,19 +179,41 @@ describe('RepoagentStore', () => {
     expect(stats.map((r) => r.request.body.by).sort()).toEqual(['file', 'language']);
     for (const r of stats) {
       if (r.request.body.by === 'language')
-        r.flush({ languages: [{ language: 'Rust', files: 2, lines: 10, code: 8, comments: 1, blanks: 1 }], totals: { files: 2, lines: 10, code: 8, comments: 1, blanks: 1 } });
+        r.flush({
+          languages: [{ language: 'Rust', files: 2, lines: 10, code: 8, comments: 1, blanks: 1 }],
+          totals: { files: 2, lines: 10, code: 8, comments: 1, blanks: 1 },
+        });
       else
-        r.flush({ files: [{ path: 'src/z.rs', language: 'Rust', lines: 5, code: 4, comments: 0, blanks: 1 }, { path: 'src/a.rs', language: 'Rust', lines: 5, code: 4, comments: 1, blanks: 0 }], totals: {} });
+        r.flush({
+          files: [
+            { path: 'src/z.rs', language: 'Rust', lines: 5, code: 4, comments: 0, blanks: 1 },
+            { path: 'src/a.rs', language: 'Rust', lines: 5, code: 4, comments: 1, blanks: 0 },
+          ],
+          totals: {},
+        });
     }
     if (metrics)
-      http.expectOne({ method: 'POST', url: P + 'code.metrics' }).flush({ files: [], truncated: false, totals: { files: 0, functions: 0, cyclomatic: 0, cognitive: 0 }, hotspots: [], churn_commits: 0, churn_error: 'not a git repository' });
+      http
+        .expectOne({ method: 'POST', url: P + 'code.metrics' })
+        .flush({
+          files: [],
+          truncated: false,
+          totals: { files: 0, functions: 0, cyclomatic: 0, cognitive: 0 },
+          hotspots: [],
+          churn_commits: 0,
+          churn_error: 'not a git repository',
+        });
     await tick();
   }
   async function caps(names: string[], roots: unknown = ['/srv']) {
     const p = store.loadCaps();
-    http.expectOne({ method: 'GET', url: '/api/core/plugins/repoagent' }).flush({ id: 'repoagent', capabilities: names.map((name) => ({ name })) });
+    http
+      .expectOne({ method: 'GET', url: '/api/core/plugins/repoagent' })
+      .flush({ id: 'repoagent', capabilities: names.map((name) => ({ name })) });
     await tick();
-    http.expectOne({ method: 'GET', url: '/api/core/plugins/repoagent/config' }).flush({ config: { roots } });
+    http
+      .expectOne({ method: 'GET', url: '/api/core/plugins/repoagent/config' })
+      .flush({ config: { roots } });
     await p;
   }
 
@@ -155,10 +230,16 @@ describe('RepoagentStore', () => {
     await tick();
     const req = http.expectOne({ method: 'POST', url: P + 'repo.add' });
     expect(req.request.body).toEqual({ path: '/srv/sj', name: 'sj', stream: true });
-    req.event({ type: HttpEventType.DownloadProgress, loaded: 1, partialText: '{"files_done":3,"files_total":9}\n' });
+    req.event({
+      type: HttpEventType.DownloadProgress,
+      loaded: 1,
+      partialText: '{"files_done":3,"files_total":9}\n',
+    });
     expect(store.addProgress()).toEqual({ files_done: 3, files_total: 9 });
     expect(store.adding()).toBe(true);
-    req.flush('{"files_done":3,"files_total":9}\n{"name":"sj","path":"/srv/sj","files":9,"indexed_ms":4}\n');
+    req.flush(
+      '{"files_done":3,"files_total":9}\n{"name":"sj","path":"/srv/sj","files":9,"indexed_ms":4}\n',
+    );
     await list([repo('sj')]);
     await answerSelect();
     expect(await added).toBe(true);
@@ -175,9 +256,19 @@ describe('RepoagentStore', () => {
     await tick();
     http
       .expectOne({ method: 'POST', url: P + 'repo.add' })
-      .flush({ error: { code: 'bad_request', message: 'no roots are allowed: set `roots` in the config' } }, { status: 400, statusText: 'Bad Request' });
+      .flush(
+        {
+          error: {
+            code: 'bad_request',
+            message: 'no roots are allowed: set `roots` in the config',
+          },
+        },
+        { status: 400, statusText: 'Bad Request' },
+      );
     expect(await added).toBe(false);
-    expect(store.addError()).toBe('repo.add refused /etc/passwd: no roots are allowed: set `roots` in the config');
+    expect(store.addError()).toBe(
+      'repo.add refused /etc/passwd: no roots are allowed: set `roots` in the config',
+    );
     expect(store.adding()).toBe(false);
     // Nothing is sent for an empty path.
     expect(await store.add('', '')).toBe(false);
@@ -211,7 +302,12 @@ describe('RepoagentStore', () => {
     // A failed remove says why.
     const bad = store.remove('zz');
     await tick();
-    http.expectOne({ method: 'POST', url: P + 'repo.remove' }).flush({ error: { code: 'not_found', message: 'no repository zz' } }, { status: 404, statusText: 'x' });
+    http
+      .expectOne({ method: 'POST', url: P + 'repo.remove' })
+      .flush(
+        { error: { code: 'not_found', message: 'no repository zz' } },
+        { status: 404, statusText: 'x' },
+      );
     await list([repo('b')]);
     await bad;
     expect(store.actionError()).toBe('repo.remove zz failed: no repository zz');
@@ -236,15 +332,39 @@ describe('RepoagentStore', () => {
     await tick();
     const oreq = http.expectOne({ method: 'POST', url: P + 'code.outline' });
     expect(oreq.request.body).toEqual({ repo: 'a', path: 'src/lib.rs' });
-    oreq.flush({ path: 'src/lib.rs', language: 'rust', symbols: [{ kind: 'struct', name: 'Foo', line: 3, end_line: 9, signature: 'pub struct Foo', children: [] }] });
+    oreq.flush({
+      path: 'src/lib.rs',
+      language: 'rust',
+      symbols: [
+        {
+          kind: 'struct',
+          name: 'Foo',
+          line: 3,
+          end_line: 9,
+          signature: 'pub struct Foo',
+          children: [],
+        },
+      ],
+    });
     await o;
     expect(store.outline()?.symbols[0].name).toBe('Foo');
     const s = store.showSymbol('src/lib.rs', { name: 'Foo', kind: 'struct', line: 3 }, 2);
     await tick();
     const sreq = http.expectOne({ method: 'POST', url: P + 'code.search' });
-    expect(sreq.request.body).toEqual({ repo: 'a', pattern: 'Foo', path: 'src/lib.rs', case_sensitive: true, context: 2, max: 10000 });
+    expect(sreq.request.body).toEqual({
+      repo: 'a',
+      pattern: 'Foo',
+      path: 'src/lib.rs',
+      case_sensitive: true,
+      context: 2,
+      max: 10000,
+    });
     // Two hits: a use of Foo above, then its definition on line 3.
-    sreq.flush({ hits: [hit('src/lib.rs', 1, [], ['x', 'y']), hit('src/lib.rs', 3, ['a', 'b'], ['c'])], truncated: false, files_searched: 1 });
+    sreq.flush({
+      hits: [hit('src/lib.rs', 1, [], ['x', 'y']), hit('src/lib.rs', 3, ['a', 'b'], ['c'])],
+      truncated: false,
+      files_searched: 1,
+    });
     await s;
     expect(store.snippet()?.lines).toEqual([
       { n: 1, text: 'a', hit: false },
@@ -255,7 +375,9 @@ describe('RepoagentStore', () => {
     // The line no longer holds the name: said so, no stale snippet.
     const s2 = store.showSymbol('src/lib.rs', { name: 'Gone', kind: 'function', line: 7 });
     await tick();
-    http.expectOne({ method: 'POST', url: P + 'code.search' }).flush({ hits: [hit('src/lib.rs', 2)], truncated: false, files_searched: 1 });
+    http
+      .expectOne({ method: 'POST', url: P + 'code.search' })
+      .flush({ hits: [hit('src/lib.rs', 2)], truncated: false, files_searched: 1 });
     await s2;
     expect(store.snippet()).toBeNull();
     expect(store.snippetError()).toContain('Line 7 of src/lib.rs no longer holds Gone');
@@ -266,13 +388,20 @@ describe('RepoagentStore', () => {
     const f = { ...SEARCH_DEFAULTS, pattern: 'fn (', regex: true };
     const s = store.search(f);
     await tick();
-    http.expectOne({ method: 'POST', url: P + 'code.search' }).flush({ error: { code: 'bad_request', message: 'regex parse error: unclosed group' } }, { status: 400, statusText: 'x' });
+    http
+      .expectOne({ method: 'POST', url: P + 'code.search' })
+      .flush(
+        { error: { code: 'bad_request', message: 'regex parse error: unclosed group' } },
+        { status: 400, statusText: 'x' },
+      );
     await s;
     expect(store.searchError()).toBe('code.search failed: regex parse error: unclosed group');
     expect(store.searching()).toBe(false);
     const s2 = store.search({ ...f, pattern: 'fn main' });
     await tick();
-    http.expectOne({ method: 'POST', url: P + 'code.search' }).flush({ hits: [hit('a.rs', 4), hit('b.rs', 1)], truncated: true, files_searched: 7 });
+    http
+      .expectOne({ method: 'POST', url: P + 'code.search' })
+      .flush({ hits: [hit('a.rs', 4), hit('b.rs', 1)], truncated: true, files_searched: 7 });
     await s2;
     expect(store.searchError()).toBeNull();
     expect(store.result()?.truncated).toBe(true);
@@ -281,7 +410,14 @@ describe('RepoagentStore', () => {
     await tick();
     const req = http.expectOne({ method: 'POST', url: P + 'code.semantic_search' });
     expect(req.request.body).toEqual({ repo: 'a', query: 'entry point', k: 10, mode: 'hybrid' });
-    req.flush({ hits: [{ path: 'a.rs', line: 4, end_line: 9, kind: 'function', name: 'main', score: 0.5, id: 'x' }], mode: 'hybrid', collection: 'repo-a', indexed_at: 1 });
+    req.flush({
+      hits: [
+        { path: 'a.rs', line: 4, end_line: 9, kind: 'function', name: 'main', score: 0.5, id: 'x' },
+      ],
+      mode: 'hybrid',
+      collection: 'repo-a',
+      indexed_at: 1,
+    });
     await s3;
     expect(store.semantic()?.hits[0].name).toBe('main');
     expect(store.result()).toBeNull();
@@ -296,16 +432,27 @@ describe('RepoagentStore', () => {
     await tick();
     const req = http.expectOne({ method: 'POST', url: P + 'code.index' });
     expect(req.request.body).toEqual({ repo: 'a', stream: true });
-    req.event({ type: HttpEventType.DownloadProgress, loaded: 1, partialText: '{"phase":"embedding","done":64,"total":100}\n' });
+    req.event({
+      type: HttpEventType.DownloadProgress,
+      loaded: 1,
+      partialText: '{"phase":"embedding","done":64,"total":100}\n',
+    });
     expect(store.indexProgress()).toEqual({ phase: 'embedding', done: 64, total: 100 });
-    req.flush('{"phase":"embedding","done":64,"total":100}\n{"repo":"a","collection":"repo-a","chunks":100,"embedded":100,"unchanged":0,"deleted":0,"files":3,"took_ms":9}\n');
+    req.flush(
+      '{"phase":"embedding","done":64,"total":100}\n{"repo":"a","collection":"repo-a","chunks":100,"embedded":100,"unchanged":0,"deleted":0,"files":3,"took_ms":9}\n',
+    );
     await p;
     expect(store.indexed()?.chunks).toBe(100);
     expect(store.indexing()).toBe(false);
     // A 503 naming brainml is shown.
     const p2 = store.index();
     await tick();
-    http.expectOne({ method: 'POST', url: P + 'code.index' }).flush({ error: { code: 'unavailable', message: 'brainml is not running' } }, { status: 503, statusText: 'x' });
+    http
+      .expectOne({ method: 'POST', url: P + 'code.index' })
+      .flush(
+        { error: { code: 'unavailable', message: 'brainml is not running' } },
+        { status: 503, statusText: 'x' },
+      );
     await p2;
     expect(store.indexError()).toBe('code.index failed: brainml is not running');
   });
@@ -316,15 +463,39 @@ describe('RepoagentStore', () => {
     await tick();
     const req = http.expectOne({ method: 'POST', url: P + 'code.metrics' });
     expect(req.request.body).toEqual({ repo: 'a', path: 'src/a.rs' });
-    const fn = (name: string, line: number, cyclomatic: number) => ({ name, parent: null, line, end_line: line + 3, cyclomatic, cognitive: 0, lines: 4, params: 0, exits: 1 });
-    req.flush({ path: 'src/a.rs', language: 'rust', functions: [fn('low', 1, 1), fn('high', 9, 7), fn('mid', 20, 3)], cyclomatic: 11, cognitive: 0, max_cyclomatic: 7 });
+    const fn = (name: string, line: number, cyclomatic: number) => ({
+      name,
+      parent: null,
+      line,
+      end_line: line + 3,
+      cyclomatic,
+      cognitive: 0,
+      lines: 4,
+      params: 0,
+      exits: 1,
+    });
+    req.flush({
+      path: 'src/a.rs',
+      language: 'rust',
+      functions: [fn('low', 1, 1), fn('high', 9, 7), fn('mid', 20, 3)],
+      cyclomatic: 11,
+      cognitive: 0,
+      max_cyclomatic: 7,
+    });
     await m;
     expect(store.fileMetrics()?.functions.map((f) => f.name)).toEqual(['high', 'mid', 'low']);
     const mp = store.makeMap('src/a.rs', 256);
     await tick();
     const mreq = http.expectOne({ method: 'POST', url: P + 'code.map' });
     expect(mreq.request.body).toEqual({ repo: 'a', tokens: 256, focus: ['src/a.rs'] });
-    mreq.flush({ map: 'src/a.rs:\n│fn high()', tokens: 12, ranked: 3, included: 1, cached: false, updated: 3 });
+    mreq.flush({
+      map: 'src/a.rs:\n│fn high()',
+      tokens: 12,
+      ranked: 3,
+      included: 1,
+      cached: false,
+      updated: 3,
+    });
     await mp;
     expect(store.map()?.map).toContain('fn high()');
     await store.makeMap('', 1);
@@ -336,8 +507,23 @@ describe('RepoagentStore', () => {
     const p = store.ask('Where is main?', 3, 100);
     await tick();
     const req = http.expectOne({ method: 'POST', url: P + 'code.ask' });
-    expect(req.request.body).toEqual({ repo: 'a', question: 'Where is main?', k: 3, max_tokens: 100, stream: true });
-    const cite = { n: 1, cite: 'src/main.rs:4', path: 'src/main.rs', line: 4, end_line: 9, kind: 'function', name: 'main', score: 0.4 };
+    expect(req.request.body).toEqual({
+      repo: 'a',
+      question: 'Where is main?',
+      k: 3,
+      max_tokens: 100,
+      stream: true,
+    });
+    const cite = {
+      n: 1,
+      cite: 'src/main.rs:4',
+      path: 'src/main.rs',
+      line: 4,
+      end_line: 9,
+      kind: 'function',
+      name: 'main',
+      score: 0.4,
+    };
     let text = `event: citations\ndata: ${JSON.stringify({ citations: [cite], model: 'smol' })}\n\n`;
     req.event({ type: HttpEventType.DownloadProgress, loaded: 1, partialText: text });
     expect(store.citations()).toEqual([cite]);
@@ -358,7 +544,9 @@ describe('RepoagentStore', () => {
     // An error event is shown.
     const p2 = store.ask('again', 3);
     await tick();
-    http.expectOne({ method: 'POST', url: P + 'code.ask' }).flush('event: error\ndata: {"error":{"message":"llmserver is not running"}}\n\n');
+    http
+      .expectOne({ method: 'POST', url: P + 'code.ask' })
+      .flush('event: error\ndata: {"error":{"message":"llmserver is not running"}}\n\n');
     await p2;
     expect(store.askError()).toBe('code.ask failed: llmserver is not running');
   });

@@ -206,7 +206,8 @@ export function searchBody(
   if (!f.pattern) return { error: 'Type what to search for.' };
   if (!whole(f.context, 0, MAX_CONTEXT))
     return { error: `Context is a whole number of lines from 0 to ${MAX_CONTEXT}.` };
-  if (!whole(f.max, 1, MAX_HITS)) return { error: `Max hits is a whole number from 1 to ${MAX_HITS}.` };
+  if (!whole(f.max, 1, MAX_HITS))
+    return { error: `Max hits is a whole number from 1 to ${MAX_HITS}.` };
   const body: Record<string, unknown> = {
     repo,
     pattern: f.pattern,
@@ -239,7 +240,8 @@ export function mapBody(
   tokens: number | null,
 ): { body: Record<string, unknown> } | { error: string } {
   if (!repo) return { error: 'Choose a repository first.' };
-  if (!whole(tokens, 16, 65536)) return { error: 'The budget is a whole number of tokens from 16 to 65536.' };
+  if (!whole(tokens, 16, 65536))
+    return { error: 'The budget is a whole number of tokens from 16 to 65536.' };
   const body: Record<string, unknown> = { repo, tokens: Number(tokens) };
   const f = focus.split(/[\s,]+/).filter(Boolean);
   if (f.length) body['focus'] = f;
@@ -497,7 +499,8 @@ export const RepoagentStore = signalStore(
         const repos = [...r.repos].sort((a, b) => a.name.localeCompare(b.name));
         patchState(store, { repos, listError: null });
         const sel = store.selected();
-        if (sel && !repos.some((x) => x.name === sel)) patchState(store, { selected: null, ...perRepo });
+        if (sel && !repos.some((x) => x.name === sel))
+          patchState(store, { selected: null, ...perRepo });
       } catch (e) {
         patchState(store, { listError: `Could not list repositories: ${message(e)}` });
       }
@@ -506,7 +509,10 @@ export const RepoagentStore = signalStore(
     async function loadStats(repo: string) {
       try {
         const [langs, files] = await Promise.all([
-          call<{ languages: LanguageStats[]; totals: Totals }>('code.stats', { repo, by: 'language' }),
+          call<{ languages: LanguageStats[]; totals: Totals }>('code.stats', {
+            repo,
+            by: 'language',
+          }),
           call<{ files: FileStats[] }>('code.stats', { repo, by: 'file' }),
         ]);
         if (!current(repo)) return;
@@ -526,12 +532,17 @@ export const RepoagentStore = signalStore(
         const m = await call<RepoMetrics>('code.metrics', { repo, limit: 15 });
         if (current(repo)) patchState(store, { metrics: m, metricsError: null });
       } catch (e) {
-        if (current(repo)) patchState(store, { metricsError: `code.metrics failed: ${message(e)}` });
+        if (current(repo))
+          patchState(store, { metricsError: `code.metrics failed: ${message(e)}` });
       }
     }
 
     /** Reads an NDJSON stream: `onLine` gets each line as it arrives; the last one is returned. */
-    async function ndjson(cap: string, body: unknown, onLine: (o: Record<string, unknown>) => void) {
+    async function ndjson(
+      cap: string,
+      body: unknown,
+      onLine: (o: Record<string, unknown>) => void,
+    ) {
       const parser = new NdjsonParser();
       let last: Record<string, unknown> | null = null;
       const take = (lines: unknown[]) => {
@@ -581,7 +592,9 @@ export const RepoagentStore = signalStore(
           patchState(store, { caps: [] });
         }
         try {
-          const c = await api.get<{ config?: { roots?: unknown } | null }>(`/api/core/plugins/${id}/config`);
+          const c = await api.get<{ config?: { roots?: unknown } | null }>(
+            `/api/core/plugins/${id}/config`,
+          );
           const roots = c.config?.roots;
           patchState(store, { roots: Array.isArray(roots) ? roots.map(String) : [] });
         } catch {
@@ -651,14 +664,21 @@ export const RepoagentStore = signalStore(
           if (current(repo)) patchState(store, { outline: o });
         } catch (e) {
           if (current(repo))
-            patchState(store, { outline: null, outlineError: `code.outline ${file} failed: ${message(e)}` });
+            patchState(store, {
+              outline: null,
+              outlineError: `code.outline ${file} failed: ${message(e)}`,
+            });
         }
       },
       /**
        * The lines around a definition: `code.search` for its name in its file with context, the
        * hit on its line (the plugin has no file view).
        */
-      async showSymbol(file: string, sym: { name: string; kind: string; line: number }, context = 8) {
+      async showSymbol(
+        file: string,
+        sym: { name: string; kind: string; line: number },
+        context = 8,
+      ) {
         const repo = store.selected();
         if (!repo) return;
         patchState(store, { snippetError: null });
@@ -681,10 +701,17 @@ export const RepoagentStore = signalStore(
             return;
           }
           patchState(store, {
-            snippet: { path: file, name: sym.name, kind: sym.kind, line: sym.line, lines: hitLines(hit) },
+            snippet: {
+              path: file,
+              name: sym.name,
+              kind: sym.kind,
+              line: sym.line,
+              lines: hitLines(hit),
+            },
           });
         } catch (e) {
-          if (current(repo)) patchState(store, { snippet: null, snippetError: `code.search failed: ${message(e)}` });
+          if (current(repo))
+            patchState(store, { snippet: null, snippetError: `code.search failed: ${message(e)}` });
         }
       },
       /** `code.search` (by text) or `code.semantic_search` (by meaning). */
@@ -703,11 +730,17 @@ export const RepoagentStore = signalStore(
             if (current(repo)) patchState(store, { semantic: res, result: null });
           } else {
             const res = await call<SearchResult>('code.search', r.body);
-            if (current(repo)) patchState(store, { result: { ...res, pattern: form.pattern }, semantic: null });
+            if (current(repo))
+              patchState(store, { result: { ...res, pattern: form.pattern }, semantic: null });
           }
         } catch (e) {
           const cap = meaning ? 'code.semantic_search' : 'code.search';
-          if (current(repo)) patchState(store, { searchError: `${cap} failed: ${message(e)}`, result: null, semantic: null });
+          if (current(repo))
+            patchState(store, {
+              searchError: `${cap} failed: ${message(e)}`,
+              result: null,
+              semantic: null,
+            });
         } finally {
           patchState(store, { searching: false });
         }
@@ -736,11 +769,16 @@ export const RepoagentStore = signalStore(
         patchState(store, { fileMetricsError: null });
         try {
           const m = await call<FileMetrics>('code.metrics', { repo, path: file });
-          const functions = [...m.functions].sort((a, b) => b.cyclomatic - a.cyclomatic || a.line - b.line);
+          const functions = [...m.functions].sort(
+            (a, b) => b.cyclomatic - a.cyclomatic || a.line - b.line,
+          );
           if (current(repo)) patchState(store, { fileMetrics: { ...m, functions } });
         } catch (e) {
           if (current(repo))
-            patchState(store, { fileMetrics: null, fileMetricsError: `code.metrics ${file} failed: ${message(e)}` });
+            patchState(store, {
+              fileMetrics: null,
+              fileMetricsError: `code.metrics ${file} failed: ${message(e)}`,
+            });
         }
       },
       async makeMap(focus: string, tokens: number | null) {
@@ -755,7 +793,8 @@ export const RepoagentStore = signalStore(
           const m = await call<MapAnswer>('code.map', r.body);
           if (current(repo)) patchState(store, { map: m });
         } catch (e) {
-          if (current(repo)) patchState(store, { map: null, mapError: `code.map failed: ${message(e)}` });
+          if (current(repo))
+            patchState(store, { map: null, mapError: `code.map failed: ${message(e)}` });
         } finally {
           patchState(store, { mapping: false });
         }
@@ -774,7 +813,14 @@ export const RepoagentStore = signalStore(
         askAbort?.abort();
         const abort = new AbortController();
         askAbort = abort;
-        patchState(store, { asking: true, askError: null, answer: '', citations: [], answerModel: null, answerMs: null });
+        patchState(store, {
+          asking: true,
+          askError: null,
+          answer: '',
+          citations: [],
+          answerModel: null,
+          answerMs: null,
+        });
         const parser = new SseEventParser();
         let done = false;
         const take = (events: { event: string; data: string }[]) => {
@@ -783,24 +829,41 @@ export const RepoagentStore = signalStore(
             const err = ev.event === 'error' ? (streamError(data) ?? ev.data) : streamError(data);
             if (err) throw new Error(err);
             if (ev.event === 'citations') {
-              const list = Array.isArray(data) ? data : (data?.['citations'] as CodeCitation[] | undefined);
+              const list = Array.isArray(data)
+                ? data
+                : (data?.['citations'] as CodeCitation[] | undefined);
               patchState(store, { citations: (list ?? []) as CodeCitation[] });
-              if (typeof data?.['model'] === 'string') patchState(store, { answerModel: data['model'] as string });
+              if (typeof data?.['model'] === 'string')
+                patchState(store, { answerModel: data['model'] as string });
             } else if (ev.event === 'done') {
               done = true;
-              if (typeof data?.['answer'] === 'string') patchState(store, { answer: data['answer'] as string });
-              if (typeof data?.['took_ms'] === 'number') patchState(store, { answerMs: data['took_ms'] as number });
-              if (typeof data?.['model'] === 'string') patchState(store, { answerModel: data['model'] as string });
+              if (typeof data?.['answer'] === 'string')
+                patchState(store, { answer: data['answer'] as string });
+              if (typeof data?.['took_ms'] === 'number')
+                patchState(store, { answerMs: data['took_ms'] as number });
+              if (typeof data?.['model'] === 'string')
+                patchState(store, { answerModel: data['model'] as string });
             } else if (typeof data?.['delta'] === 'string') {
               patchState(store, { answer: store.answer() + (data['delta'] as string) });
             }
           }
         };
         try {
-          const res = await postStreaming(http, api.base + path('code.ask'), r.body, (t) => take(parser.push(t)), abort.signal);
+          const res = await postStreaming(
+            http,
+            api.base + path('code.ask'),
+            r.body,
+            (t) => take(parser.push(t)),
+            abort.signal,
+          );
           take(parser.end());
           if (!done) {
-            const whole = parseJson(res.text) as { answer?: string; citations?: CodeCitation[]; took_ms?: number; model?: string } | null;
+            const whole = parseJson(res.text) as {
+              answer?: string;
+              citations?: CodeCitation[];
+              took_ms?: number;
+              model?: string;
+            } | null;
             if (whole && typeof whole.answer === 'string') {
               patchState(store, {
                 answer: whole.answer,
@@ -811,7 +874,8 @@ export const RepoagentStore = signalStore(
             } else if (!store.answer()) throw new Error('the answer ended before it began');
           }
         } catch (e) {
-          if ((e as Error).name !== 'AbortError' && current(repo)) patchState(store, { askError: `code.ask failed: ${message(e)}` });
+          if ((e as Error).name !== 'AbortError' && current(repo))
+            patchState(store, { askError: `code.ask failed: ${message(e)}` });
         } finally {
           if (askAbort === abort) {
             askAbort = null;
