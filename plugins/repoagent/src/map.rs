@@ -77,7 +77,8 @@ fn in_graph(symbols: &FileSymbols, d: &crate::symbols::Symbol) -> bool {
 }
 
 /// The line a definition shows in the map: its signature (a macro's name only: its signature
-/// holds its first rules), at most 160 characters.
+/// holds its first rules; a constant's or static's without its value), at most 160
+/// characters.
 fn display(d: &crate::symbols::Symbol) -> String {
     if d.signature.is_empty() {
         return d.name.clone();
@@ -85,6 +86,12 @@ fn display(d: &crate::symbols::Symbol) -> String {
     if d.kind == Kind::Macro {
         if let Some(at) = d.signature.find(&d.name) {
             return d.signature[..at + d.name.len()].to_string();
+        }
+    }
+    // A constant's value (a table, often) is left out.
+    if matches!(d.kind, Kind::Constant | Kind::Static) {
+        if let Some(at) = d.signature.find(" = ") {
+            return d.signature[..at].to_string();
         }
     }
     match d.signature.char_indices().nth(160) {
@@ -1042,6 +1049,26 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("⋮\n"), "{text}");
+    }
+
+    #[test]
+    fn an_impls_associated_type_is_not_a_definition_of_its_name() {
+        // serde's visitors: `type Value = Value;` in six impls must not make `Value` a name
+        // defined in more than 5 files (weighed x0.1); the trait's own declaration still counts.
+        let ex = Extractor::new();
+        let mut g = Graph::default();
+        g.add("src/value.rs", syms(&ex, Lang::Rust, "pub enum Value { Null }\n"));
+        g.add("src/visitor.rs", syms(&ex, Lang::Rust, "pub trait Visitor { type Value; }\n"));
+        for i in 0..6 {
+            let src = format!(
+                "struct V{i};\nimpl Visitor for V{i} {{\n    type Value = Value;\n    const N: u8 = 1;\n}}\n"
+            );
+            g.add(&format!("src/v{i}.rs"), syms(&ex, Lang::Rust, &src));
+        }
+        let value = &g.names[g.by_name["Value"] as usize];
+        let definers: Vec<&str> = value.definers.iter().map(|&f| g.slot(f).path.as_str()).collect();
+        assert_eq!(definers, ["src/value.rs", "src/visitor.rs"]);
+        assert!(g.by_name.get("N").is_none_or(|&n| g.names[n as usize].definers.is_empty()));
     }
 
     #[test]
