@@ -332,6 +332,18 @@ fn repoagent_indexes_a_real_crate_follows_edits_survives_restart_and_swap_and_un
         assert_eq!(status, 200, "{v}");
         v["hits"].as_array().unwrap().clone()
     };
+    let symbols = |host: &Host, name: &str| {
+        let (status, v) = call(host, "code.symbols", json!({"repo": "serde_json", "name": name}));
+        assert_eq!(status, 200, "{v}");
+        v["symbols"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["name"] == name)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(symbols(&host, "racore_probe").len(), 1, "the new Python file's function");
     let (code, blanks) = lib_counts(&host);
     let g = generation(&host, "serde_json");
     assert!(search(&host, "racore_added").is_empty());
@@ -340,9 +352,18 @@ fn repoagent_indexes_a_real_crate_follows_edits_survives_restart_and_swap_and_un
     let line = text.lines().count() + 2;
     text.push_str("\npub fn racore_added() -> u32 {\n    7\n}\n");
     std::fs::write(&lib_rs, text).unwrap();
-    within(&host, "the edit in code.stats and code.search", || {
-        lib_counts(&host) == (code + 3, blanks + 1) && search(&host, "racore_added").len() == 1
+    within(&host, "the edit in code.stats, code.search and code.symbols", || {
+        lib_counts(&host) == (code + 3, blanks + 1)
+            && search(&host, "racore_added").len() == 1
+            && symbols(&host, "racore_added").len() == 1
     });
+    let s = &symbols(&host, "racore_added")[0];
+    assert_eq!(
+        (s["path"].as_str(), s["kind"].as_str()),
+        (Some("src/lib.rs"), Some("function")),
+        "{s}"
+    );
+    assert_eq!(s["line"].as_u64(), Some(line as u64), "{s}");
     let hit = &search(&host, "racore_added")[0];
     assert_eq!(
         (hit["path"].as_str(), hit["line"].as_u64()),
@@ -368,6 +389,7 @@ fn repoagent_indexes_a_real_crate_follows_edits_survives_restart_and_swap_and_un
         i["files"] == n
             && i["languages"]["Python"].is_null()
             && search(&host, "racore_probe").is_empty()
+            && symbols(&host, "racore_probe").is_empty()
     });
 
     // A changed .gitignore walks the repository again: what it names now leaves the index,
@@ -421,6 +443,21 @@ fn repoagent_indexes_a_real_crate_follows_edits_survives_restart_and_swap_and_un
     // The new generation watches too.
     std::fs::write(sj.join("src/after_swap.py"), "x = 1\n").unwrap();
     within(&host, "a file written after the swap", || files(&host, "serde_json") == n + 1);
+
+    // Every capability that needs no other plugin, on the swapped-in generation, before it
+    // is unloaded below.
+    for (capability, body) in [
+        ("code.stats", json!({"repo": "serde_json"})),
+        ("code.search", json!({"repo": "serde_json", "pattern": "fn from_str"})),
+        ("code.symbols", json!({"repo": "serde_json", "kind": "function", "limit": 10})),
+        ("code.outline", json!({"repo": "serde_json", "path": "src/lib.rs"})),
+        ("code.refs", json!({"repo": "serde_json", "name": "from_str"})),
+        ("code.metrics", json!({"repo": "serde_json", "limit": 5})),
+        ("code.map", json!({"repo": "serde_json", "tokens": 256})),
+    ] {
+        let (status, v) = call(&host, capability, body);
+        assert_eq!(status, 200, "{capability}: {v}");
+    }
 
     // (6) Remove: forgotten, its files untouched.
     let before: BTreeMap<String, u64> = walkdir(&rs)
