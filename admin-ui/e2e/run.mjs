@@ -1382,7 +1382,7 @@ function registryCrate(name) {
 }
 
 test(
-  'repoagent: a path refused without roots and outside them shows the plugin\'s message; a copy of semver added in the panel shows Rust in the language chart, its outline (Version, its lines), a search finding its definition line, the map; removed after a confirmation',
+  'repoagent: a path refused without roots and outside them shows the plugin\'s message; a copy of semver added in the panel shows Rust in the language chart, its outline (Version, its lines, its references), a search finding its definition line, the map; removed after a confirmation',
   async () => {
     await installPlugin(host.pluginsDir, REPOAGENT);
     await host.waitRunning(['repoagent'], 30_000);
@@ -1451,6 +1451,19 @@ test(
     const hitLine = snippet.locator(`[data-line="${defLine}"]`);
     if (!(await hitLine.textContent()).includes('pub struct Version {')) throw new Error(`snippet line ${defLine}: ${await hitLine.textContent()}`);
     if (!(await snippet.locator(`[data-line="${defLine - 1}"]`).count()) || !(await snippet.locator(`[data-line="${defLine + 1}"]`).count())) throw new Error('no lines around the definition');
+    // Its references: the plugin's list, each opening its lines.
+    await page.getByTestId('ra-refs-btn').click();
+    await page.getByTestId('ra-refs').waitFor({ timeout: 20_000 });
+    const refs = await host.api('/api/plugins/repoagent/code.refs', { method: 'POST', body: { repo: 'semver', name: 'Version', limit: 100 } });
+    const shownRefs = page.getByTestId('ra-refs').locator('li');
+    if (!(refs.references.length > 0) || (await shownRefs.count()) !== refs.references.length) throw new Error(`${await shownRefs.count()} references shown, code.refs has ${refs.references.length}`);
+    const ref0 = refs.references.find((r) => r.path !== 'src/lib.rs');
+    if (!ref0) throw new Error('no reference to Version outside src/lib.rs');
+    await page.getByTestId('ra-refs').locator(`li[data-path="${ref0.path}"][data-line="${ref0.line}"] button`).click();
+    await expectEventually('the reference\'s lines', async () => {
+      const line = (await snippet.locator(`[data-line="${ref0.line}"]`).textContent().catch(() => '')) ?? '';
+      return (await page.getByTestId('ra-snippet-title').textContent()).includes(`${ref0.path}:${ref0.line}`) && line.includes(ref0.text.slice(0, 40));
+    }, 20_000);
 
     // Search: the definition's line is found, with its context lines.
     await page.getByTestId('ra-pattern').fill('pub struct Version {');

@@ -353,8 +353,7 @@ const OTHER_KIND = 'bg-slate-200 text-slate-800 dark:bg-slate-700 dark:text-slat
                     <ol class="space-y-0.5 text-xs" data-testid="ra-hotspots">
                       @for (h of m.hotspots.slice(0, 8); track h.path) {
                         <li>
-                          <span class="font-mono">{{ h.path }}</span
-                          ><span class="muted ml-2"
+                          <span class="font-mono">{{ h.path }}</span><span class="muted ml-2"
                             >{{ h.churn.commits }} commits × {{ h.complexity }} =
                             {{ h.score }}</span
                           >
@@ -438,15 +437,60 @@ const OTHER_KIND = 'bg-slate-200 text-slate-800 dark:bg-slate-700 dark:text-slat
                   </p>
                 }
                 @if (store.snippet(); as s) {
-                  <p class="mb-1 text-xs">
-                    <span [class]="kindClass(s.kind)" class="rounded px-1">{{ s.kind }}</span
-                    ><span class="ml-1 font-mono">{{ s.name }}</span
+                  <p class="mb-1 text-xs" data-testid="ra-snippet-title">
+                    <span [class]="kindClass(s.kind)" class="rounded px-1">{{ s.kind }}</span><span
+                      class="ml-1 font-mono"
+                      >{{ s.name }}</span
                     ><span class="muted ml-2">{{ s.path }}:{{ s.line }}</span>
                   </p>
                   <pre
                     class="max-h-96 overflow-auto rounded bg-slate-50 p-2 text-xs dark:bg-slate-950"
                     data-testid="ra-snippet"
                   >@for (l of s.lines; track l.n) {<span [class.bg-amber-100]="l.hit" [class.dark:bg-amber-900]="l.hit" [attr.data-line]="l.n" class="block"><span class="muted mr-2 inline-block w-10 select-none text-right">{{ l.n }}</span>{{ l.text }}</span>}</pre>
+                  @if (store.has('code.refs')) {
+                    <button
+                      type="button"
+                      class="btn mt-2 text-xs"
+                      data-testid="ra-refs-btn"
+                      (click)="store.refsOf(s.name)"
+                    >
+                      References to {{ s.name }}
+                    </button>
+                  }
+                }
+                @if (store.refsError(); as e) {
+                  <p class="text-sm text-rose-700 dark:text-rose-300" role="alert">{{ e }}</p>
+                }
+                @if (store.refs(); as r) {
+                  <p class="muted mt-2 text-xs" data-testid="ra-refs-summary">
+                    {{ r.total }} reference{{ r.total === 1 ? '' : 's' }} to
+                    <span class="font-mono">{{ r.name }}</span>{{
+                      r.truncated ? ' (the first ' + r.references.length + ' shown)' : ''
+                    }}
+                  </p>
+                  <ul class="max-h-60 overflow-auto text-xs" data-testid="ra-refs">
+                    @for (x of r.references; track x.path + ':' + x.line) {
+                      <li [attr.data-path]="x.path" [attr.data-line]="x.line">
+                        <button
+                          type="button"
+                          class="w-full truncate rounded px-1 text-left hover:bg-slate-100 dark:hover:bg-slate-800"
+                          [title]="x.text"
+                          (click)="
+                            store.showSymbol(x.path, {
+                              name: r.name,
+                              kind: x.kind + ' ref',
+                              line: x.line,
+                            })
+                          "
+                        >
+                          <span class="font-mono text-sky-700 dark:text-sky-300"
+                            >{{ x.path }}:{{ x.line }}</span
+                          ><span class="muted ml-1">{{ x.kind }}</span
+                          ><span class="ml-2 font-mono">{{ x.text }}</span>
+                        </button>
+                      </li>
+                    }
+                  </ul>
                 }
               </div>
             </div>
@@ -649,8 +693,9 @@ const OTHER_KIND = 'bg-slate-200 text-slate-800 dark:bg-slate-700 dark:text-slat
                 @for (h of r.hits; track h.id) {
                   <li data-testid="ra-semantic-hit">
                     <p class="text-xs">
-                      <span [class]="kindClass(h.kind)" class="rounded px-1">{{ h.kind }}</span
-                      ><span class="ml-1 font-mono"
+                      <span [class]="kindClass(h.kind)" class="rounded px-1">{{
+                        h.kind
+                      }}</span><span class="ml-1 font-mono"
                         >{{ h.parent ? h.parent + '::' : '' }}{{ h.name }}</span
                       >
                       <span class="muted ml-2"

@@ -193,16 +193,14 @@ describe('RepoagentStore', () => {
         });
     }
     if (metrics)
-      http
-        .expectOne({ method: 'POST', url: P + 'code.metrics' })
-        .flush({
-          files: [],
-          truncated: false,
-          totals: { files: 0, functions: 0, cyclomatic: 0, cognitive: 0 },
-          hotspots: [],
-          churn_commits: 0,
-          churn_error: 'not a git repository',
-        });
+      http.expectOne({ method: 'POST', url: P + 'code.metrics' }).flush({
+        files: [],
+        truncated: false,
+        totals: { files: 0, functions: 0, cyclomatic: 0, cognitive: 0 },
+        hotspots: [],
+        churn_commits: 0,
+        churn_error: 'not a git repository',
+      });
     await tick();
   }
   async function caps(names: string[], roots: unknown = ['/srv']) {
@@ -254,17 +252,15 @@ describe('RepoagentStore', () => {
   it("shows the plugin's refusal of a path as it says it", async () => {
     const added = store.add('/etc/passwd', '');
     await tick();
-    http
-      .expectOne({ method: 'POST', url: P + 'repo.add' })
-      .flush(
-        {
-          error: {
-            code: 'bad_request',
-            message: 'no roots are allowed: set `roots` in the config',
-          },
+    http.expectOne({ method: 'POST', url: P + 'repo.add' }).flush(
+      {
+        error: {
+          code: 'bad_request',
+          message: 'no roots are allowed: set `roots` in the config',
         },
-        { status: 400, statusText: 'Bad Request' },
-      );
+      },
+      { status: 400, statusText: 'Bad Request' },
+    );
     expect(await added).toBe(false);
     expect(store.addError()).toBe(
       'repo.add refused /etc/passwd: no roots are allowed: set `roots` in the config',
@@ -549,6 +545,29 @@ describe('RepoagentStore', () => {
       .flush('event: error\ndata: {"error":{"message":"llmserver is not running"}}\n\n');
     await p2;
     expect(store.askError()).toBe('code.ask failed: llmserver is not running');
+  });
+
+  it("lists a name's references and says why it could not", async () => {
+    await list_then_select([repo('a', 'indexing')]);
+    const p = store.refsOf('Foo');
+    await tick();
+    const req = http.expectOne({ method: 'POST', url: P + 'code.refs' });
+    expect(req.request.body).toEqual({ repo: 'a', name: 'Foo', limit: 100 });
+    const ref = { path: 'src/b.rs', line: 7, kind: 'type', text: 'let f: Foo = x;' };
+    req.flush({ name: 'Foo', definitions: [], references: [ref], total: 1, truncated: false });
+    await p;
+    expect(store.refs()?.references).toEqual([ref]);
+    const p2 = store.refsOf('');
+    await tick();
+    http
+      .expectOne({ method: 'POST', url: P + 'code.refs' })
+      .flush(
+        { error: { code: 'bad_request', message: 'name is empty' } },
+        { status: 400, statusText: 'x' },
+      );
+    await p2;
+    expect(store.refs()).toBeNull();
+    expect(store.refsError()).toBe('code.refs  failed: name is empty');
   });
 
   it('drops an answer for a repository no longer chosen', async () => {

@@ -123,6 +123,22 @@ export interface MapAnswer {
   graph_files?: number;
 }
 
+/** `code.refs`: a name's definitions and references. */
+export interface RefHit {
+  path: string;
+  line: number;
+  kind: string;
+  text: string;
+  symbol?: HitSymbol | null;
+}
+export interface RefsAnswer {
+  name: string;
+  definitions: { path: string; kind: string; name: string; line: number }[];
+  references: RefHit[];
+  total: number;
+  truncated: boolean;
+}
+
 export interface SemanticHit {
   path: string;
   line: number;
@@ -381,6 +397,8 @@ interface RepoagentState {
   outlineError: string | null;
   snippet: Snippet | null;
   snippetError: string | null;
+  refs: RefsAnswer | null;
+  refsError: string | null;
   searching: boolean;
   searchError: string | null;
   result: (SearchResult & { pattern: string }) | null;
@@ -423,6 +441,8 @@ const initial: RepoagentState = {
   outlineError: null,
   snippet: null,
   snippetError: null,
+  refs: null,
+  refsError: null,
   searching: false,
   searchError: null,
   result: null,
@@ -456,6 +476,8 @@ const perRepo: Partial<RepoagentState> = {
   outlineError: null,
   snippet: null,
   snippetError: null,
+  refs: null,
+  refsError: null,
   searchError: null,
   result: null,
   semantic: null,
@@ -674,6 +696,19 @@ export const RepoagentStore = signalStore(
        * The lines around a definition: `code.search` for its name in its file with context, the
        * hit on its line (the plugin has no file view).
        */
+      /** The references to a name in the repository (`code.refs`, the first 100). */
+      async refsOf(name: string) {
+        const repo = store.selected();
+        if (!repo) return;
+        patchState(store, { refsError: null });
+        try {
+          const r = await call<RefsAnswer>('code.refs', { repo, name, limit: 100 });
+          if (current(repo)) patchState(store, { refs: r });
+        } catch (e) {
+          if (current(repo))
+            patchState(store, { refs: null, refsError: `code.refs ${name} failed: ${message(e)}` });
+        }
+      },
       async showSymbol(
         file: string,
         sym: { name: string; kind: string; line: number },
