@@ -126,6 +126,57 @@ describe('RepoagentPanel', () => {
     expect(el().querySelector('select[name="raBy"]')).not.toBeNull();
   });
 
+  it('reads repo.list again while a repository indexes, and the chosen one once it is ready', async () => {
+    TestBed.configureTestingModule({
+      imports: [RepoagentPanel],
+      providers: [provideHttpClient(), provideHttpClientTesting()],
+    });
+    http = TestBed.inject(HttpTestingController);
+    fixture = TestBed.createComponent(RepoagentPanel);
+    fixture.detectChanges();
+    const info = (state: string) => ({
+      repos: [
+        {
+          name: 'sj',
+          path: '/srv/sj',
+          state,
+          files: 0,
+          languages: {},
+          indexed_at: null,
+          watching: true,
+          progress: { files_done: 4, files_total: 10 },
+        },
+      ],
+    });
+    http
+      .expectOne({ method: 'GET', url: '/api/core/plugins/repoagent' })
+      .flush({ id: 'repoagent', capabilities: [] });
+    http.expectOne({ method: 'POST', url: P + 'repo.list' }).flush(info('indexing'));
+    await tick();
+    http
+      .expectOne({ method: 'GET', url: '/api/core/plugins/repoagent/config' })
+      .flush({ config: { roots: [] } });
+    await settle();
+    expect(q('ra-roots')?.textContent).toContain('No roots are allowed');
+    (el().querySelector('[data-repo="sj"] button') as HTMLButtonElement).click();
+    await settle();
+    expect(q('ra-wait')?.textContent).toContain('sj is being indexed');
+    expect(q('ra-repo-state')?.textContent).toContain('4/10');
+    http.expectNone({ url: P + 'code.stats' });
+    /** The next request to `url` (polled for up to 3.5 s: the panel reads again every second). */
+    const next = async (url: string) => {
+      for (const end = Date.now() + 3500; Date.now() < end;) {
+        const r = http.match({ method: 'POST', url });
+        if (r.length) return r[0];
+        await tick();
+      }
+      throw new Error(`no request to ${url}`);
+    };
+    (await next(P + 'repo.list')).flush(info('ready'));
+    const stats = await next(P + 'code.stats');
+    expect(stats.request.body.repo).toBe('sj');
+  }, 10_000);
+
   it('nests the outline with kind badges and shows the lines of a clicked definition', async () => {
     await create(FIRST);
     (
