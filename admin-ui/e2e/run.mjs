@@ -1382,7 +1382,7 @@ function registryCrate(name) {
 }
 
 test(
-  'repoagent: a path refused without roots and outside them shows the plugin\'s message; a copy of semver added in the panel shows Rust in the language chart, its outline (Version, its lines, its references), a search finding its definition line, the map; removed after a confirmation',
+  'repoagent: a path refused without roots and outside them shows the plugin\'s message; a copy of semver added in the panel shows Rust in the language chart, its outline (Version, its lines, its references), a search finding its definition line, the map; reindexed; removed after a confirmation',
   async () => {
     await installPlugin(host.pluginsDir, REPOAGENT);
     await host.waitRunning(['repoagent'], 30_000);
@@ -1499,6 +1499,13 @@ test(
     await page.evaluate(() => window.scrollTo(0, 0));
     await shot('repoagent');
     await page.setViewportSize({ width: 1280, height: 900 });
+
+    // Reindex walks it again: one more build, ready again.
+    const builds = async () => (await host.api('/api/plugins/repoagent/repo.list', { method: 'POST', body: {} })).repos[0].builds;
+    const before = await builds();
+    await row.getByRole('button', { name: 'Reindex' }).click();
+    await expectEventually('semver walked again and ready', async () => (await builds()) === before + 1 && (await row.getByTestId('ra-repo-state').getAttribute('data-state')) === 'ready', 60_000);
+    if (await page.getByTestId('ra-action-error').count()) throw new Error(`reindex: ${await page.getByTestId('ra-action-error').textContent()}`);
 
     await row.getByRole('button', { name: 'Remove' }).click();
     await confirmDialog('Remove');

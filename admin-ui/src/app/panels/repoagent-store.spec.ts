@@ -282,8 +282,19 @@ describe('RepoagentStore', () => {
     const r = store.reindex('b');
     await tick();
     const rreq = http.expectOne({ method: 'POST', url: P + 'repo.reindex' });
-    expect(rreq.request.body).toEqual({ name: 'b' });
-    rreq.flush({ name: 'b', path: '/srv/b', files: 3, indexed_ms: 1 });
+    expect(rreq.request.body).toEqual({ name: 'b', stream: true });
+    rreq.event({
+      type: HttpEventType.DownloadProgress,
+      loaded: 1,
+      partialText: '{"files_done":1,"files_total":3}\n',
+    });
+    expect(store.repos().find((x) => x.name === 'b')).toEqual(
+      expect.objectContaining({ state: 'indexing', progress: { files_done: 1, files_total: 3 } }),
+    );
+    expect(store.repos().find((x) => x.name === 'a')?.state).toBe('ready');
+    rreq.flush(
+      '{"files_done":1,"files_total":3}\n{"name":"b","path":"/srv/b","files":3,"indexed_ms":1}\n',
+    );
     await list([repo('a'), repo('b')]);
     await r;
     const rm = store.remove('a');

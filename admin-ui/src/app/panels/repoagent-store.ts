@@ -654,10 +654,19 @@ export const RepoagentStore = signalStore(
           patchState(store, { adding: false, addProgress: null });
         }
       },
+      /** Walks a repository again (`repo.reindex {stream: true}`: its row shows the progress). */
       async reindex(name: string) {
         patchState(store, { actionError: null });
         try {
-          await call('repo.reindex', { name });
+          await ndjson('repo.reindex', { name, stream: true }, (o) => {
+            if (typeof o['files_total'] !== 'number') return;
+            const progress = o as unknown as RepoInfo['progress'];
+            patchState(store, {
+              repos: store
+                .repos()
+                .map((r) => (r.name === name ? { ...r, state: 'indexing', progress } : r)),
+            });
+          });
         } catch (e) {
           patchState(store, { actionError: `repo.reindex ${name} failed: ${message(e)}` });
         }
