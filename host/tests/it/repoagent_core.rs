@@ -159,7 +159,6 @@ fn repoagent_refuses_every_unsafe_repo_add_with_its_reason() {
     // Bad configs are refused with their reason.
     for (bad, needle) in [
         (json!({"roots": ["relative/dir"]}), "relative"),
-        (json!({"roots": [path_str(&tmp.path().join("missing"))]}), "cannot be used"),
         (json!({"roots": [path_str(&allowed.join("file.txt"))]}), "not a folder"),
         (json!({"roots": ["/proc"]}), "virtual file system"),
         (json!({"threads": 0}), "threads"),
@@ -169,6 +168,22 @@ fn repoagent_refuses_every_unsafe_repo_add_with_its_reason() {
         assert!((400..500).contains(&status), "{bad}: {status} {v}");
         assert!(v.to_string().contains(needle), "{bad}: {v} lacks {needle:?}");
     }
+    // A root that does not exist is kept (it may come back) and allows nothing meanwhile.
+    let later = tmp.path().join("later");
+    let (status, v) = configure(&host, json!({"roots": [path_str(&later)]}));
+    assert_eq!(status, 200, "{v}");
+    host.wait_state("repoagent", "running");
+    let (_, st) = host.get_json("/api/core/plugins/repoagent/status");
+    assert_eq!(st["status"]["roots_missing"], json!([path_str(&later)]), "{st}");
+    let (status, v) = call(&host, "repo.add", json!({"path": path_str(&allowed.join("repo"))}));
+    assert_eq!(status, 400, "{v}");
+    assert!(v.to_string().contains("outside the allowed roots"), "{v}");
+    std::fs::create_dir_all(later.join("r")).unwrap();
+    let (status, v) = call(&host, "repo.add", json!({"path": path_str(&later.join("r"))}));
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = call(&host, "repo.remove", json!({"name": "r"}));
+    assert_eq!(status, 200, "{v}");
+
     let (status, v) = configure(&host, json!({"roots": [path_str(&allowed)]}));
     assert_eq!(status, 200, "{v}");
     host.wait_state("repoagent", "running");
@@ -583,4 +598,29 @@ fn repoagent_add_is_cancelled_when_the_client_leaves() {
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["files"].as_u64(), Some(py as u64), "{v}");
     assert!(py >= 4, "{py}");
+}
+
+#[test]
+fn repoagent_loads_with_its_stored_config_after_a_root_is_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (kept, gone) = (tmp.path().join("kept"), tmp.path().join("gone"));
+    std::fs::create_dir_all(kept.join("repo/src")).unwrap();
+    std::fs::create_dir_all(&gone).unwrap();
+    std::fs::write(kept.join("repo/src/a.rs"), "pub fn a() {}\n").unwrap();
+    let host = start_host();
+    let (status, v) = configure(&host, json!({"roots": [path_str(&kept), path_str(&gone)]}));
+    assert_eq!(status, 200, "{v}");
+    host.wait_state("repoagent", "running");
+    let (status, v) = call(&host, "repo.add", json!({"path": path_str(&kept.join("repo"))}));
+    assert_eq!(status, 201, "{v}");
+
+    // One root goes away while no host runs: the stored config still loads (it once made the
+    // plugin fail: "stored config rejected"), the repository under the other root comes back.
+    std::fs::remove_dir(&gone).unwrap();
+    let host = host.restart(&[]);
+    host.wait_state("repoagent", "running");
+    within(&host, "the repository indexed again", || info(&host, "repo")["state"] == "ready");
+    assert_eq!(info(&host, "repo")["files"], 1);
+    let (_, st) = host.get_json("/api/core/plugins/repoagent/status");
+    assert_eq!(st["status"]["roots_missing"], json!([path_str(&gone)]), "{st}");
 }

@@ -94,8 +94,8 @@ pub const MAX_FILE_BYTES_LIMIT: u64 = 1 << 30;
 pub const MAX_CHURN_COMMITS: u32 = 1_000_000;
 
 impl Settings {
-    /// Check every value; the roots canonicalised.
-    fn checked(mut self) -> Result<Settings, Error> {
+    /// Check every value.
+    fn checked(self) -> Result<Settings, Error> {
         if !(1..=MAX_THREADS).contains(&self.threads) {
             return Err(Error::bad_request(format!(
                 "threads {}: use 1 to {MAX_THREADS}",
@@ -114,7 +114,6 @@ impl Settings {
                 self.churn_commits
             )));
         }
-        let mut roots = Vec::new();
         for r in &self.roots {
             if !r.is_absolute() {
                 return Err(Error::bad_request(format!(
@@ -122,21 +121,41 @@ impl Settings {
                     r.display()
                 )));
             }
-            let c = std::fs::canonicalize(r).map_err(|e| {
-                Error::bad_request(format!("roots: {} cannot be used: {e}", r.display()))
-            })?;
-            if !c.is_dir() {
-                return Err(Error::bad_request(format!("roots: {} is not a folder", r.display())));
-            }
-            if ["/proc", "/sys", "/dev"].iter().any(|f| c.starts_with(f)) {
+            let virtual_fs =
+                |p: &std::path::Path| ["/proc", "/sys", "/dev"].iter().any(|f| p.starts_with(f));
+            if virtual_fs(r) {
                 return Err(Error::bad_request(format!(
                     "roots: {} is a virtual file system repoagent never reads",
                     r.display()
                 )));
             }
-            roots.push(c);
+            // A root that does not exist (now) is kept: refusing it would keep the plugin
+            // from loading with its stored config after the folder went away. It allows
+            // nothing until it exists (roots are resolved at each check).
+            match std::fs::canonicalize(r) {
+                Ok(c) if !c.is_dir() => {
+                    return Err(Error::bad_request(format!(
+                        "roots: {} is not a folder",
+                        r.display()
+                    )))
+                }
+                Ok(c) if virtual_fs(&c) => {
+                    return Err(Error::bad_request(format!(
+                        "roots: {} leads to {}, a virtual file system repoagent never reads",
+                        r.display(),
+                        c.display()
+                    )))
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::bad_request(format!(
+                        "roots: {} cannot be used: {e}",
+                        r.display()
+                    )))
+                }
+            }
         }
-        self.roots = roots;
         Ok(self)
     }
 }
@@ -145,7 +164,7 @@ impl Settings {
 /// holds a `Weak`, pool jobs an `Arc` until they end: all before `stop` returns).
 pub struct Core {
     pub(crate) host: Host,
-    /// As configured (what `config` shows) and checked (roots canonical).
+    /// As configured (what `config` shows) and as checked.
     configured: RwLock<Settings>,
     settings: RwLock<Settings>,
     pub(crate) pool: pool::Pool,
@@ -173,7 +192,7 @@ impl Deref for RepoAgent {
 }
 
 impl Core {
-    /// The checked settings (roots canonical).
+    /// The checked settings.
     pub(crate) fn settings(&self) -> Settings {
         self.settings.read().map(|s| s.clone()).unwrap_or_default()
     }
@@ -539,6 +558,7 @@ impl Core {
             "threads_spawned": self.pool.spawned_total(),
             "threads_joined": self.pool.joined_total(),
             "watching": self.watcher.is_running(),
+            "roots_missing": s.roots.iter().filter(|r| !r.is_dir()).collect::<Vec<_>>(),
             "roots": s.roots,
             "repos": repos,
         })

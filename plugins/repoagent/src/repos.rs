@@ -2,7 +2,7 @@
 //! safety for `repo.add`, and `repos.json` in the plugin's data dir (written atomically).
 //!
 //! Path safety: a repository's root is the canonical path (symbolic links and `..` resolved)
-//! of an existing folder under one of the configured `roots` (themselves canonicalised), and
+//! of an existing folder under one of the configured `roots` (resolved at each check), and
 //! never in `/proc`, `/sys` or `/dev`. Nothing is ever written into a repository.
 //!
 //! Locking: a repository's index is an `Arc<RepoIndex>` behind a lock that is only ever held to
@@ -315,8 +315,8 @@ fn forbidden(path: &Path) -> Option<&'static str> {
     FORBIDDEN.into_iter().find(|f| path.starts_with(f))
 }
 
-/// Check a path given to `repo.add` against the allowed roots (already canonical): the
-/// canonical folder it names.
+/// Check a path given to `repo.add` against the allowed roots (absolute, resolved here, now:
+/// one that does not exist allows nothing): the canonical folder it names.
 pub fn check_path(roots: &[PathBuf], path: &str) -> Result<PathBuf, Error> {
     if roots.is_empty() {
         return Err(Error::bad_request(
@@ -353,7 +353,9 @@ pub fn check_path(roots: &[PathBuf], path: &str) -> Result<PathBuf, Error> {
             canonical.display()
         )));
     }
-    if !roots.iter().any(|r| canonical.starts_with(r)) {
+    let resolved: Vec<PathBuf> =
+        roots.iter().filter_map(|r| std::fs::canonicalize(r).ok()).collect();
+    if !resolved.iter().any(|r| canonical.starts_with(r)) {
         let how = if canonical.as_path() == given {
             String::new()
         } else {
