@@ -5,6 +5,7 @@
 //! that scc and tokei's CLI also do. Prints one JSON line per run.
 //!
 //! Usage: bench_stats --root DIR [--threads 2] [--runs 3] [--max-file-bytes 1048576]
+//!        [--slowest N] (also list the N files tokei took longest on, to stderr)
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -17,6 +18,7 @@ fn main() {
     let mut threads = 2usize;
     let mut runs = 3usize;
     let mut max_file_bytes = 1u64 << 20;
+    let mut slowest = 0usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
@@ -25,6 +27,7 @@ fn main() {
             "--threads" => threads = value().parse().expect("--threads N"),
             "--runs" => runs = value().parse().expect("--runs N"),
             "--max-file-bytes" => max_file_bytes = value().parse().expect("--max-file-bytes N"),
+            "--slowest" => slowest = value().parse().expect("--slowest N"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -34,7 +37,8 @@ fn main() {
         let started = Instant::now();
         let walked = walk::walk(&root, &root, max_file_bytes, &|| false).expect("walk");
         let walk_s = started.elapsed().as_secs_f64();
-        let per_file: Vec<Option<(tokei::LanguageType, stats::Counts)>> = pool.install(|| {
+        type Counted = (tokei::LanguageType, stats::Counts, f64, usize);
+        let per_file: Vec<Option<Counted>> = pool.install(|| {
             walked
                 .files
                 .par_iter()
@@ -44,14 +48,29 @@ fn main() {
                     if bytes[..bytes.len().min(8192)].contains(&0) {
                         return None;
                     }
-                    Some((lang, stats::count(lang, &bytes)))
+                    let t = Instant::now();
+                    let counts = stats::count(lang, &bytes);
+                    Some((lang, counts, t.elapsed().as_secs_f64(), bytes.len()))
                 })
                 .collect()
         });
         let (languages, totals) = stats::by_language(
-            per_file.iter().flatten().map(|(lang, counts)| ("", *lang, *counts)),
+            per_file.iter().flatten().map(|(lang, counts, _, _)| ("", *lang, *counts)),
         );
         let secs = started.elapsed().as_secs_f64();
+        let counting_s: f64 = per_file.iter().flatten().map(|c| c.2).sum();
+        if slowest > 0 {
+            let mut by_time: Vec<(f64, usize, &str)> = walked
+                .files
+                .iter()
+                .zip(&per_file)
+                .filter_map(|(f, c)| c.as_ref().map(|c| (c.2, c.3, f.rel.as_str())))
+                .collect();
+            by_time.sort_by(|a, b| b.0.total_cmp(&a.0));
+            for (s, bytes, rel) in by_time.iter().take(slowest) {
+                eprintln!("{s:8.3} s {:>10} bytes  {rel}", bytes);
+            }
+        }
         println!(
             "{}",
             serde_json::json!({
@@ -65,6 +84,7 @@ fn main() {
                 "blanks": totals.counts.blanks,
                 "walk_s": walk_s,
                 "secs": secs,
+                "counting_cpu_s": counting_s,
                 "languages": languages,
             })
         );

@@ -2,13 +2,14 @@
 //! the bytes the index read once), and this module adds the counts up by language or lists them
 //! by file for `code.stats`.
 //!
-//! The counting rules are tokei's (README, "repoagent: line counts"): a line is a comment when
-//! it holds nothing but comment (doc comments included, and a whitespace-only line inside a
-//! block comment too, where scc says blank); blank when it holds only whitespace outside
-//! comments and strings; code otherwise, so a line with code and a trailing comment is code,
-//! and every line of a multi-line string is code (Python docstrings included). Code embedded in
-//! another language (Markdown code blocks, `<script>` in HTML) counts in the file's own
-//! language here, as in tokei's totals.
+//! The counting rules are tokei's (README, "line counts and search"): a line is a comment when
+//! it holds nothing but comment (a whitespace-only line inside a block comment too; Rust doc
+//! comments are parsed as embedded Markdown, so an empty `///` line is blank); blank when it
+//! holds only whitespace outside comments and strings; code otherwise, so a line with code and
+//! a trailing comment is code, and every line of a multi-line string is code (Python docstrings
+//! included). Code embedded in another language (Markdown code blocks, `<script>` in HTML)
+//! counts in the file's own language here, as in tokei's totals. docs/benchmarks-repoagent.md
+//! measures where scc counts otherwise.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -234,7 +235,7 @@ mod tests {
     fn count_follows_tokei_rules() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
         let rust = |src: &str| pool.install(|| count(LanguageType::Rust, src.as_bytes()));
-        // A blank line inside a block comment is a comment (scc says blank).
+        // A blank line inside a block comment is a comment.
         assert_eq!(rust("/*\n\n still comment\n*/\n"), counts(0, 4, 0));
         // Doc comments are comments.
         assert_eq!(rust("//! crate doc\n/// item doc\nfn f() {}\n"), counts(1, 2, 0));
