@@ -8,7 +8,8 @@
 //!   a glob), a regex finds the union of its alternatives, a bad regex is a 400 naming the
 //!   parser's complaint, `max` truncates in path order, context lines are the file's own, and a
 //!   hit inside `serde_json::from_str` names that function as its symbol;
-//! - unknown repositories are 404, bad fields 400.
+//! - unknown repositories are 404, bad fields 400;
+//! - after counting and searching, deleting the plugin file unloads the library.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -390,4 +391,14 @@ fn code_search_on_a_real_crate_literal_regex_glob_max_context_and_symbol() {
     let (status, v) = call(&host, "code.search", json!({"repo": "sj", "pattern": ""}));
     assert_eq!(status, 400, "{v}");
     assert!(v.to_string().contains("empty"), "{v}");
+
+    // Counting (tokei) and searching ran on the plugin's own threads: removing the file
+    // unloads the library.
+    host.remove(&lib_name("bkg_plugin_repoagent"));
+    host.wait_state("repoagent", "unloaded");
+    host.wait_for("the generation's residency", || {
+        !host.plugin("repoagent")["history"][0]["residency"].is_null()
+    });
+    let p = host.plugin("repoagent");
+    assert_eq!(p["history"][0]["residency"], "unloaded", "{p}");
 }
