@@ -99,75 +99,6 @@ pub struct RepoRemoved {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Line counts and search (rastats): code.stats, code.search
-// ---------------------------------------------------------------------------------------------
-
-/// `code.stats {repo, by?: "language" | "file", path?}`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CodeStats {
-    pub repo: String,
-    #[serde(default)]
-    pub by: StatsBy,
-    /// Only the folder or file at this path (relative to the repository's root).
-    #[serde(default)]
-    pub path: Option<String>,
-}
-
-/// How `code.stats` groups its counts.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum StatsBy {
-    #[default]
-    Language,
-    File,
-}
-
-/// The answer of `code.stats`: per language or per file (most code first), and the totals.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum StatsAnswer {
-    Languages { languages: Vec<crate::stats::LanguageStats>, totals: crate::stats::Totals },
-    Files { files: Vec<crate::stats::FileStats>, totals: crate::stats::Totals },
-}
-
-/// `code.search {repo, pattern, regex?, case_sensitive?, smart_case?, glob?, path?, max?,
-/// context?}`; the answer is [`crate::search::SearchResult`].
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CodeSearch {
-    pub repo: String,
-    pub pattern: String,
-    /// `pattern` is a regular expression (Rust regex syntax, as ripgrep's); else a literal.
-    #[serde(default)]
-    pub regex: bool,
-    #[serde(default = "yes")]
-    pub case_sensitive: bool,
-    /// Case-insensitive unless the pattern has an upper-case letter (`rg -S`).
-    #[serde(default)]
-    pub smart_case: bool,
-    /// One glob or a list (`rg -g` syntax; `!` excludes), matched against relative paths.
-    #[serde(default)]
-    pub glob: Option<crate::search::Globs>,
-    /// Only the folder or file at this path.
-    #[serde(default)]
-    pub path: Option<String>,
-    #[serde(default = "default_search_max")]
-    pub max: usize,
-    /// Lines before and after each hit.
-    #[serde(default)]
-    pub context: usize,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn default_search_max() -> usize {
-    crate::search::DEFAULT_MAX
-}
-
-// ---------------------------------------------------------------------------------------------
 // Metrics (rametrics): code.metrics
 // ---------------------------------------------------------------------------------------------
 
@@ -244,6 +175,75 @@ pub struct RepoMetricsAnswer {
     /// Files whose metrics could not be computed (unreadable since indexing), with why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Line counts and search (rastats): code.stats, code.search
+// ---------------------------------------------------------------------------------------------
+
+/// `code.stats {repo, by?: "language" | "file", path?}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeStats {
+    pub repo: String,
+    #[serde(default)]
+    pub by: StatsBy,
+    /// Only the folder or file at this path (relative to the repository's root).
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// How `code.stats` groups its counts.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StatsBy {
+    #[default]
+    Language,
+    File,
+}
+
+/// The answer of `code.stats`: per language or per file (most code first), and the totals.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum StatsAnswer {
+    Languages { languages: Vec<crate::stats::LanguageStats>, totals: crate::stats::Totals },
+    Files { files: Vec<crate::stats::FileStats>, totals: crate::stats::Totals },
+}
+
+/// `code.search {repo, pattern, regex?, case_sensitive?, smart_case?, glob?, path?, max?,
+/// context?}`; the answer is [`crate::search::SearchResult`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeSearch {
+    pub repo: String,
+    pub pattern: String,
+    /// `pattern` is a regular expression (Rust regex syntax, as ripgrep's); else a literal.
+    #[serde(default)]
+    pub regex: bool,
+    #[serde(default = "yes")]
+    pub case_sensitive: bool,
+    /// Case-insensitive unless the pattern has an upper-case letter (`rg -S`).
+    #[serde(default)]
+    pub smart_case: bool,
+    /// One glob or a list (`rg -g` syntax; `!` excludes), matched against relative paths.
+    #[serde(default)]
+    pub glob: Option<crate::search::Globs>,
+    /// Only the folder or file at this path.
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default = "default_search_max")]
+    pub max: usize,
+    /// Lines before and after each hit.
+    #[serde(default)]
+    pub context: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_search_max() -> usize {
+    crate::search::DEFAULT_MAX
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -387,27 +387,6 @@ pub struct RefsAnswer {
     /// All references that matched (`references` holds the first `limit`).
     pub total: usize,
     pub truncated: bool,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Repository map (ramap): code.map
-// ---------------------------------------------------------------------------------------------
-
-/// `code.map {repo, focus?, tokens?}`; the answer is [`crate::map::MapAnswer`].
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CodeMap {
-    pub repo: String,
-    /// Files (relative paths) and names of definitions the map is about.
-    #[serde(default)]
-    pub focus: Vec<String>,
-    /// The budget in estimated tokens (16 to 65536).
-    #[serde(default = "default_map_tokens")]
-    pub tokens: usize,
-}
-
-fn default_map_tokens() -> usize {
-    crate::map::DEFAULT_TOKENS
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -556,4 +535,25 @@ pub struct CodeAskAnswer {
     pub citations: Vec<CodeCitation>,
     pub model: String,
     pub took_ms: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Repository map (ramap): code.map
+// ---------------------------------------------------------------------------------------------
+
+/// `code.map {repo, focus?, tokens?}`; the answer is [`crate::map::MapAnswer`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeMap {
+    pub repo: String,
+    /// Files (relative paths) and names of definitions the map is about.
+    #[serde(default)]
+    pub focus: Vec<String>,
+    /// The budget in estimated tokens (16 to 65536).
+    #[serde(default = "default_map_tokens")]
+    pub tokens: usize,
+}
+
+fn default_map_tokens() -> usize {
+    crate::map::DEFAULT_TOKENS
 }

@@ -51,7 +51,9 @@ impl Lang {
             "go" => Lang::Go,
             "java" => Lang::Java,
             "c" | "h" => Lang::C,
-            "cc" | "cpp" | "cxx" | "c++" | "hh" | "hpp" | "hxx" | "h++" | "ipp" | "inl" => Lang::Cpp,
+            "cc" | "cpp" | "cxx" | "c++" | "hh" | "hpp" | "hxx" | "h++" | "ipp" | "inl" => {
+                Lang::Cpp
+            }
             "rb" | "rake" | "gemspec" => Lang::Ruby,
             "cs" => Lang::CSharp,
             _ => return None,

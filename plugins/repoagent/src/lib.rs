@@ -586,6 +586,17 @@ impl Plugin for RepoAgent {
             )
             .capability("repo.remove", "{name}: stop watching and forget it (files untouched)")
             .capability(
+                "code.stats",
+                "{repo, by?: language|file, path?}: lines, code, comments, blanks (tokei's \
+                 rules) per language with files, or per file, most code first; totals",
+            )
+            .capability(
+                "code.search",
+                "{repo, pattern, regex?: false, case_sensitive?: true, smart_case?, glob?, \
+                 path?, max?: 100, context?: 0}: ripgrep's search; hits {path, line, column, \
+                 text, before?, after?, symbol?: {kind, name, line}}, truncated, files_searched",
+            )
+            .capability(
                 "code.symbols",
                 "{repo, path?, kind?, name?, language?, limit?: 1000}: definitions (tree-sitter) \
                  {path, kind, name, line, end_line, parent, signature, language}; name: exact \
@@ -607,17 +618,6 @@ impl Plugin for RepoAgent {
                  cognitive, lines, params, exits) and totals; without, files ranked by \
                  complexity and hotspots (git churn x complexity; churn_error when there is no \
                  history)",
-            )
-            .capability(
-                "code.stats",
-                "{repo, by?: language|file, path?}: lines, code, comments, blanks (tokei's \
-                 rules) per language with files, or per file, most code first; totals",
-            )
-            .capability(
-                "code.search",
-                "{repo, pattern, regex?: false, case_sensitive?: true, smart_case?, glob?, \
-                 path?, max?: 100, context?: 0}: ripgrep's search; hits {path, line, column, \
-                 text, before?, after?, symbol?: {kind, name, line}}, truncated, files_searched",
             )
             .capability(
                 "code.map",
@@ -742,6 +742,10 @@ impl Plugin for RepoAgent {
             }
             "repo.remove" => self.repo_remove(parse(&req)?),
             "repo.reindex" => self.core.repo_reindex(parse(&req)?, ctx),
+            "code.stats" => Response::json(&stats::answer(&self.repos, &parse(&req)?)?),
+            "code.search" => {
+                Response::json(&search::answer(&self.repos, &self.pool, &parse(&req)?)?)
+            }
             "code.symbols" => {
                 Response::json(&symbols::answer::symbols(&self.repos, &parse(&req)?)?)
             }
@@ -753,10 +757,6 @@ impl Plugin for RepoAgent {
                 let churn_commits = self.settings().churn_commits;
                 let cancelled = || ctx.is_cancelled() || self.is_stopping();
                 metrics::answer(&self.repos, &self.pool, churn_commits, &parse(&req)?, &cancelled)
-            }
-            "code.stats" => Response::json(&stats::answer(&self.repos, &parse(&req)?)?),
-            "code.search" => {
-                Response::json(&search::answer(&self.repos, &self.pool, &parse(&req)?)?)
             }
             "code.map" => Response::json(&map::answer(&self.maps, &self.repos, &parse(&req)?)?),
             "code.index" => self.core.code_index(parse(&req)?, ctx),
