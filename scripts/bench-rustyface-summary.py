@@ -196,9 +196,7 @@ row("tool", "max same person", "min different persons", "margin")
 row(*["---"] * 4)
 margins = {}
 for label, tool, key in [
-    ("rustyface (SSD, aligned chip)", rust2, "descriptors"),
-    ("rustyface, chip on dlib's 5-point template (5 of its 68 landmarks)", rust2,
-     "descriptors_5point"),
+    ("rustyface (SSD, chip aligned on 5 landmarks)", rust2, "descriptors"),
     ("face-api tfjs-wasm (SSD, box crop)", fa_wasm, "descriptors"),
     ("dlib HOG + face_encodings", dl, "hog_descriptors"),
     ("dlib CNN + face_encodings", dl, "cnn_descriptors"),

@@ -76,32 +76,6 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The chip as dlib cuts it from its 5-point landmarks (`get_face_chip_details` with
-/// `num_parts() == 5`: outer and inner eye corners and the bottom of the nose onto its 5-point
-/// template, which is the 68-point mean face at points 45, 42, 36, 39 and 33 to 3 decimals),
-/// taking those 5 of our 68 landmarks: what face_recognition's default (`model="small"`) aligns
-/// on, for the separation comparison with dlib.
-fn five_point_chip(img: &image_io::Rgb, lm: &[[f32; 2]; 68]) -> Option<image_io::Rgb> {
-    const POINTS: [(usize, [f64; 2]); 5] = [
-        (45, [0.8595674595992, 0.2134981538014]),
-        (42, [0.6460604764104, 0.2289674387677]),
-        (36, [0.1205750620789, 0.2137274526848]),
-        (39, [0.3340850613712, 0.2290642403242]),
-        (33, [0.4901123135679, 0.6277975316475]),
-    ];
-    let (pad, size) = (align::CHIP_PADDING, align::CHIP_SIZE as f64);
-    let from: Vec<[f64; 2]> = POINTS
-        .iter()
-        .map(|(_, p)| {
-            [(pad + p[0]) / (2.0 * pad + 1.0) * size, (pad + p[1]) / (2.0 * pad + 1.0) * size]
-        })
-        .collect();
-    let to: Vec<[f64; 2]> =
-        POINTS.iter().map(|&(i, _)| [lm[i][0] as f64, lm[i][1] as f64]).collect();
-    let t = align::Similarity::fit(&from, &to)?;
-    Some(align::extract(img, &t, align::CHIP_SIZE))
-}
-
 fn main() {
     let args = match parse_args() {
         Ok(a) => a,
@@ -165,14 +139,6 @@ fn run(args: &Args) -> Result<(), String> {
                 engine.pool.install(|| recognizer.descriptor(chip)).map_err(|e| e.to_string())?;
             descriptors.push(d.map_err(|e| e.to_string())?.to_vec());
         }
-        // The same faces aligned on dlib's 5-point template instead (see `five_point_chip`).
-        let mut descriptors5 = Vec::new();
-        for lm in &landmarks {
-            let chip = five_point_chip(&img, lm).ok_or(format!("{name}: 5-point alignment"))?;
-            let d =
-                engine.pool.install(|| recognizer.descriptor(&chip)).map_err(|e| e.to_string())?;
-            descriptors5.push(d.map_err(|e| e.to_string())?.to_vec());
-        }
         let mut rec: [Vec<f64>; 9] = Default::default();
         let [decode_ms, detect_ms, tiny_ms, landmarks_ms, chip_ms, descriptor_ms, pipeline_ms, invoke_ms, tiny_faces] =
             &mut rec;
@@ -230,7 +196,6 @@ fn run(args: &Args) -> Result<(), String> {
             "tiny_faces": tiny_faces.first().copied().unwrap_or(0.0),
             "boxes": faces.iter().map(|f| [f.x, f.y, f.w, f.h]).collect::<Vec<_>>(),
             "descriptors": descriptors,
-            "descriptors_5point": descriptors5,
             "decode_ms": decode_ms,
             "detect_ms": detect_ms,
             "tiny_ms": tiny_ms,

@@ -1,13 +1,16 @@
 //! Face alignment: the 150x150 chip the recognition net was trained on, cut out of the photo by a
-//! similarity transform (rotation, uniform scale, translation) fitted to the 68 landmarks.
+//! similarity transform (rotation, uniform scale, translation) fitted to 5 of the 68 landmarks.
 //!
-//! This is dlib's `get_face_chip_details(shape, 150, 0.25)` + `extract_image_chip`, the
-//! preprocessing dlib's ResNet face descriptor (which face-api's recognition net is a port of)
-//! was trained with: the landmarks of the eyes, nose and upper lip (points 27..=54, 60..=64;
-//! dlib leaves out the jaw line, the eyebrows and the lower lip) are matched by least squares
-//! to dlib's mean face shape, padded by 0.25 on each side. face-api itself only cuts an
-//! axis-aligned box (`FaceLandmarks.align`), so tilted heads come out tilted and score worse
-//! (face-api.js #152); rotating them upright is the point of this module.
+//! This is dlib's `get_face_chip_details(shape, 150, 0.25)` + `extract_image_chip` for a
+//! 5-point shape, the preprocessing of face_recognition's default pipeline (dlib's ResNet face
+//! descriptor, which face-api's recognition net is a port of): the outer and inner eye corners
+//! and the bottom of the nose (5 of the 68 landmarks) are matched by least squares to dlib's
+//! 5-point template, padded by 0.25 on each side. Fitting dlib's 68-point subset instead (41
+//! points: eyes, nose, mouth) separated people slightly less on the face_recognition portraits
+//! (docs/benchmarks-rustyface.md, "Separation"): the mouth and the lower landmarks move with
+//! expression and are the net's least certain. face-api itself only cuts an axis-aligned box
+//! (`FaceLandmarks.align`), so tilted heads come out tilted and score worse (face-api.js #152);
+//! rotating them upright is the point of this module.
 //!
 //! Sampling is bilinear. When the face is much bigger than the chip, the photo's region is
 //! first halved (2x2 box average) until the chip samples it at less than 2 image pixels per chip
@@ -20,83 +23,27 @@ pub const CHIP_SIZE: usize = 150;
 /// dlib's padding around the mean face shape, as a fraction of its size.
 pub const CHIP_PADDING: f64 = 0.25;
 
-/// dlib's mean face shape: x of landmarks 17..=67 in a unit square.
-const MEAN_FACE_X: [f64; 51] = [
-    0.000213256,
-    0.0752622,
-    0.18113,
-    0.29077,
-    0.393397,
-    0.586856,
-    0.689483,
-    0.799124,
-    0.904991,
-    0.98004,
-    0.490127,
-    0.490127,
-    0.490127,
-    0.490127,
-    0.36688,
-    0.426036,
-    0.490127,
-    0.554217,
-    0.613373,
-    0.121737,
-    0.187122,
-    0.265825,
-    0.334606,
-    0.260918,
-    0.182743,
-    0.645647,
-    0.714428,
-    0.793132,
-    0.858516,
-    0.79751,
-    0.719335,
-    0.254149,
-    0.340985,
-    0.428858,
-    0.490127,
-    0.551395,
-    0.639268,
-    0.726104,
-    0.642159,
-    0.556721,
-    0.490127,
-    0.423532,
-    0.338094,
-    0.290379,
-    0.428096,
-    0.490127,
-    0.552157,
-    0.689874,
-    0.553364,
-    0.490127,
-    0.42689,
-];
-/// dlib's mean face shape: y of landmarks 17..=67 in a unit square.
-const MEAN_FACE_Y: [f64; 51] = [
-    0.106454, 0.038915, 0.0187482, 0.0344891, 0.0773906, 0.0773906, 0.0344891, 0.0187482, 0.038915,
-    0.106454, 0.203352, 0.307009, 0.409805, 0.515625, 0.587326, 0.609345, 0.628106, 0.609345,
-    0.587326, 0.216423, 0.178758, 0.179852, 0.231733, 0.245099, 0.244077, 0.231733, 0.179852,
-    0.178758, 0.216423, 0.244077, 0.245099, 0.780233, 0.745405, 0.727388, 0.742578, 0.727388,
-    0.745405, 0.780233, 0.864805, 0.902192, 0.909281, 0.902192, 0.864805, 0.784792, 0.778746,
-    0.785343, 0.778746, 0.784792, 0.824182, 0.831803, 0.824182,
+/// The 5 points dlib's `get_face_chip_details` aligns on when a face has 5 landmarks (its
+/// `shape_predictor_5_face_landmarks`, what face_recognition uses by default): the outer and
+/// inner corners of both eyes and the bottom of the nose, as landmarks of the 68-point layout,
+/// with where dlib's 5-point template puts them in a unit square (dlib's constants; they are
+/// its 68-point mean face at those landmarks).
+const FIVE_POINTS: [(usize, [f64; 2]); 5] = [
+    (45, [0.8595674595992, 0.2134981538014]),
+    (42, [0.6460604764104, 0.2289674387677]),
+    (36, [0.1205750620789, 0.2137274526848]),
+    (39, [0.3340850613712, 0.2290642403242]),
+    (33, [0.4901123135679, 0.6277975316475]),
 ];
 
-/// Whether dlib uses landmark `i` (0-based, 68-point layout) for the alignment.
-fn used(i: usize) -> bool {
-    (27..68).contains(&i) && !(55..=59).contains(&i) && !(65..=67).contains(&i)
-}
-
-/// The landmarks dlib aligns on, with where each lands in a chip of `size` pixels.
+/// The landmarks the alignment uses, with where each lands in a chip of `size` pixels.
 pub fn template(size: usize) -> Vec<(usize, [f64; 2])> {
     let s = size as f64;
-    (17..68)
-        .filter(|&i| used(i))
-        .map(|i| {
-            let x = (CHIP_PADDING + MEAN_FACE_X[i - 17]) / (2.0 * CHIP_PADDING + 1.0);
-            let y = (CHIP_PADDING + MEAN_FACE_Y[i - 17]) / (2.0 * CHIP_PADDING + 1.0);
+    FIVE_POINTS
+        .iter()
+        .map(|&(i, [x, y])| {
+            let x = (CHIP_PADDING + x) / (2.0 * CHIP_PADDING + 1.0);
+            let y = (CHIP_PADDING + y) / (2.0 * CHIP_PADDING + 1.0);
             (i, [x * s, y * s])
         })
         .collect()
@@ -305,12 +252,12 @@ mod tests {
     #[test]
     fn template_matches_dlib_padding() {
         let tpl = template(CHIP_SIZE);
-        // 68 - 17 eyebrow/jaw... : points 27..=67 without 55..=59 and 65..=67.
-        assert_eq!(tpl.len(), 41 - 5 - 3);
-        // Landmark 30 (nose tip, mean 0.490127, 0.515625) in a 150 chip with padding 0.25.
-        let (_, p) = tpl.iter().find(|(i, _)| *i == 30).unwrap();
-        assert!((p[0] - (0.25 + 0.490127) / 1.5 * 150.0).abs() < 1e-9);
-        assert!((p[1] - (0.25 + 0.515625) / 1.5 * 150.0).abs() < 1e-9);
+        assert_eq!(tpl.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [45, 42, 36, 39, 33]);
+        // The bottom of the nose (dlib's 5-point template 0.4901123, 0.6277975) in a 150 chip
+        // with padding 0.25.
+        let (_, p) = tpl.iter().find(|(i, _)| *i == 33).unwrap();
+        assert!((p[0] - (0.25 + 0.4901123135679) / 1.5 * 150.0).abs() < 1e-9);
+        assert!((p[1] - (0.25 + 0.6277975316475) / 1.5 * 150.0).abs() < 1e-9);
     }
 
     #[test]
