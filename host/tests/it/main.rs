@@ -9,6 +9,7 @@ mod brainml_quality;
 mod brainml_rag;
 mod brainml_snapshots;
 mod brainml_swap;
+mod code_trees;
 mod deadlines;
 mod embed_fidelity;
 mod execution;

@@ -9,54 +9,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{lib_name, product_plugin, Host};
-
-fn lib() -> String {
-    lib_name("bkg_plugin_repoagent")
-}
+use crate::code_trees::{copy_tree, registry_crate, repoagent_lib};
+use crate::support::{product_plugin, Host};
 
 fn start_host() -> Host {
     let host = Host::start();
-    host.install(&product_plugin("repoagent"), &lib());
+    host.install(&product_plugin("repoagent"), &repoagent_lib());
     host.wait_state("repoagent", "running");
     host
-}
-
-/// A crate's sources in the cargo registry, at the version Cargo.lock pins (the build
-/// downloaded them).
-fn registry_crate(name: &str) -> PathBuf {
-    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
-    let lock = std::fs::read_to_string(lock).expect("Cargo.lock");
-    let version = lock
-        .split("[[package]]")
-        .find_map(|p| {
-            let mut lines = p.lines().map(str::trim).filter(|l| !l.is_empty());
-            (lines.next()? == format!("name = \"{name}\""))
-                .then(|| lines.next()?.strip_prefix("version = \"")?.strip_suffix('"'))
-                .flatten()
-        })
-        .unwrap_or_else(|| panic!("{name} is not in Cargo.lock"));
-    let home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cargo"));
-    let registries = std::fs::read_dir(home.join("registry/src")).expect("the cargo registry");
-    registries
-        .flatten()
-        .map(|r| r.path().join(format!("{name}-{version}")))
-        .find(|d| d.join("Cargo.toml").is_file())
-        .unwrap_or_else(|| panic!("{name}-{version} is not in the cargo registry"))
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let ft = e.file_type().unwrap();
-        if ft.is_dir() {
-            copy_tree(&e.path(), &to.join(e.file_name()));
-        } else if ft.is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// What the walk should take of a tree, worked out here independently: regular files with no
@@ -449,7 +409,7 @@ fn repoagent_indexes_a_real_crate_follows_edits_survives_restart_and_swap_and_un
     // The same build, one byte longer (a new file to the host).
     let mut bytes = std::fs::read(product_plugin("repoagent")).unwrap();
     bytes.push(0);
-    host.install_bytes(&bytes, &lib());
+    host.install_bytes(&bytes, &repoagent_lib());
     host.wait_for("the new generation", || {
         let p = host.plugin("repoagent");
         p["generation"].as_u64() == Some(generation_before + 1) && p["state"] == "running"
@@ -510,7 +470,7 @@ fn repoagent_indexes_a_real_crate_follows_edits_survives_restart_and_swap_and_un
 
     // (7) After indexing and watching, deleting the file unloads the library: both the
     // generation the swap retired and the last one.
-    host.remove(&lib());
+    host.remove(&repoagent_lib());
     host.wait_state("repoagent", "unloaded");
     let history = || host.plugin("repoagent")["history"].as_array().cloned().unwrap_or_default();
     host.wait_for("every generation's residency", || {

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::repoagent_stats::{call, copy_tree, ok, registry_crate, repoagent_host};
-use crate::support::{lib_name, Host};
+use crate::code_trees::{copy_tree, registry_crate, repoagent_lib};
+use crate::repoagent_stats::{call, ok, repoagent_host};
+use crate::support::Host;
 
 /// The plugin's token estimate, recounted: a run of letters, digits and `_` is one token per 4
 /// characters (rounded up); any other character but a space or tab is one.
@@ -265,7 +266,7 @@ fn repoagent_map_ranks_a_real_crate_fits_budgets_follows_focus_and_edits_and_unl
     assert_eq!(status, 400, "an unknown field: {v}");
 
     // (7) Deleting the plugin's file unloads it after all that.
-    host.remove(&lib_name("bkg_plugin_repoagent"));
+    host.remove(&repoagent_lib());
     host.wait_state("repoagent", "unloaded");
     host.wait_for("the generation's residency", || {
         !host.plugin("repoagent")["history"][0]["residency"].is_null()

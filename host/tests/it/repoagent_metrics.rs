@@ -5,57 +5,14 @@
 //! repository without history (`churn_error`), clear errors for bad requests, the cached
 //! metrics of a file dropped when the file is edited, and the library unloading after it all.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{lib_name, product_plugin, Host};
-
-fn lib() -> String {
-    lib_name("bkg_plugin_repoagent")
-}
-
-/// A crate's sources in the cargo registry, at the version Cargo.lock pins.
-fn registry_crate(name: &str) -> PathBuf {
-    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
-    let lock = std::fs::read_to_string(lock).expect("Cargo.lock");
-    let version = lock
-        .split("[[package]]")
-        .find_map(|p| {
-            let mut lines = p.lines().map(str::trim).filter(|l| !l.is_empty());
-            (lines.next()? == format!("name = \"{name}\""))
-                .then(|| lines.next()?.strip_prefix("version = \"")?.strip_suffix('"'))
-                .flatten()
-        })
-        .unwrap_or_else(|| panic!("{name} is not in Cargo.lock"));
-    let home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cargo"));
-    std::fs::read_dir(home.join("registry/src"))
-        .expect("the cargo registry")
-        .flatten()
-        .map(|r| r.path().join(format!("{name}-{version}")))
-        .find(|d| d.join("Cargo.toml").is_file())
-        .unwrap_or_else(|| panic!("{name}-{version} is not in the cargo registry"))
-}
-
-/// Copies a tree's regular files, hidden ones left out (a registry crate's VCS info).
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let ft = e.file_type().unwrap();
-        if e.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        if ft.is_dir() {
-            copy_tree(&e.path(), &to.join(e.file_name()));
-        } else if ft.is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
+use crate::code_trees::{copy_visible_tree, registry_crate, repoagent_lib};
+use crate::support::{product_plugin, Host};
 
 fn rust_files(dir: &Path) -> usize {
     let mut n = 0;
@@ -135,7 +92,7 @@ fn repoagent_metrics_hotspots_and_cache_invalidation_on_a_real_crate() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().canonicalize().unwrap();
     let repo = root.join("semver");
-    copy_tree(&registry_crate("semver"), &repo);
+    copy_visible_tree(&registry_crate("semver"), &repo);
     let parse_rs = repo.join("src/parse.rs");
     let parse_lines = std::fs::read_to_string(&parse_rs).unwrap().lines().count() as u64;
 
@@ -155,10 +112,10 @@ fn repoagent_metrics_hotspots_and_cache_invalidation_on_a_real_crate() {
 
     // The same crate with no history at all.
     let plain = root.join("plain");
-    copy_tree(&registry_crate("semver"), &plain);
+    copy_visible_tree(&registry_crate("semver"), &plain);
 
     let host = Host::start();
-    host.install(&product_plugin("repoagent"), &lib());
+    host.install(&product_plugin("repoagent"), &repoagent_lib());
     host.wait_state("repoagent", "running");
     let (status, v) = host.post_json(
         "/api/core/plugins/repoagent/config",
@@ -301,7 +258,7 @@ fn repoagent_metrics_hotspots_and_cache_invalidation_on_a_real_crate() {
     );
 
     // (6) After all that work (git runs included), deleting the file unloads the library.
-    host.remove(&lib());
+    host.remove(&repoagent_lib());
     host.wait_state("repoagent", "unloaded");
     host.wait_for("the generation's residency", || {
         !host.plugin("repoagent")["history"][0]["residency"].is_null()

@@ -7,56 +7,13 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::code_trees::{copy_visible_tree, registry_crate, repoagent_lib};
 use crate::support::{lib_name, product_plugin, Host, ADMIN_KEY};
-
-fn lib() -> String {
-    lib_name("bkg_plugin_repoagent")
-}
-
-/// A crate's sources in the cargo registry, at the version Cargo.lock pins.
-fn registry_crate(name: &str) -> PathBuf {
-    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
-    let lock = std::fs::read_to_string(lock).expect("Cargo.lock");
-    let version = lock
-        .split("[[package]]")
-        .find_map(|p| {
-            let mut lines = p.lines().map(str::trim).filter(|l| !l.is_empty());
-            (lines.next()? == format!("name = \"{name}\""))
-                .then(|| lines.next()?.strip_prefix("version = \"")?.strip_suffix('"'))
-                .flatten()
-        })
-        .unwrap_or_else(|| panic!("{name} is not in Cargo.lock"));
-    let home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cargo"));
-    std::fs::read_dir(home.join("registry/src"))
-        .expect("the cargo registry")
-        .flatten()
-        .map(|r| r.path().join(format!("{name}-{version}")))
-        .find(|d| d.join("Cargo.toml").is_file())
-        .unwrap_or_else(|| panic!("{name}-{version} is not in the cargo registry"))
-}
-
-/// Copies a tree's regular files, hidden ones left out.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let ft = e.file_type().unwrap();
-        if e.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        if ft.is_dir() {
-            copy_tree(&e.path(), &to.join(e.file_name()));
-        } else if ft.is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
 
 fn call(host: &Host, capability: &str, body: Value) -> (u16, Value) {
     host.post_json(&format!("/api/plugins/repoagent/{capability}"), &body.to_string())
@@ -68,6 +25,19 @@ fn ok(host: &Host, capability: &str, body: Value) -> Value {
     v
 }
 
+/// A call that may take long on a loaded 2-core machine (the chat model's whole answer): the
+/// host runs with a long call timeout (`rag_host`) and this client waits as long.
+fn ok_patient(host: &Host, capability: &str, body: Value) -> Value {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(300)).build();
+    let url = format!("{}/api/plugins/repoagent/{capability}", host.base);
+    let resp = agent
+        .post(&url)
+        .set("Authorization", &format!("Bearer {ADMIN_KEY}"))
+        .send_string(&body.to_string())
+        .unwrap_or_else(|e| panic!("{capability} {body}: {e}"));
+    resp.into_json().unwrap()
+}
+
 /// A host with candle, llmserver, brainml and repoagent running on the real models, repoagent
 /// allowed to read under `root`.
 fn rag_host(models: &Path, root: &Path) -> Host {
@@ -75,7 +45,8 @@ fn rag_host(models: &Path, root: &Path) -> Host {
         models,
         &["sentence-transformers/all-MiniLM-L6-v2", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"],
     );
-    let host = Host::start_with(&["--models-dir", dir.to_str().unwrap()]);
+    let host =
+        Host::start_with(&["--models-dir", dir.to_str().unwrap(), "--call-timeout-ms", "300000"]);
     for (id, lib) in [
         ("candle", "bkg_plugin_candle"),
         ("llmserver", "bkg_plugin_llmserver"),
@@ -288,7 +259,7 @@ fn code_rag_indexes_walkdir_finds_functions_by_meaning_and_embeds_only_changes()
     std::fs::create_dir_all(&root).unwrap();
     let root = root.canonicalize().unwrap();
     let repo = root.join("walkdir");
-    copy_tree(&registry_crate("walkdir"), &repo);
+    copy_visible_tree(&registry_crate("walkdir"), &repo);
     let host = rag_host(&tmp.path().join("models"), &root);
     let (status, v) = call(&host, "repo.add", json!({"path": repo.to_str().unwrap()}));
     assert_eq!(status, 201, "{v}");
@@ -429,7 +400,7 @@ fn code_rag_indexes_walkdir_finds_functions_by_meaning_and_embeds_only_changes()
 
     // (5) code.ask: the answer comes with the chunks it was given, cited as path:line.
     let question = "How do I make the directory walk follow symbolic links?";
-    let v = ok(
+    let v = ok_patient(
         &host,
         "code.ask",
         json!({"repo": "walkdir", "question": question, "k": 3, "max_tokens": 16}),
@@ -471,7 +442,7 @@ fn code_rag_indexes_walkdir_finds_functions_by_meaning_and_embeds_only_changes()
     assert_eq!(status, 503, "{v}");
 
     // (7) After all that work, deleting the library unloads it.
-    host.remove(&lib());
+    host.remove(&repoagent_lib());
     host.wait_state("repoagent", "unloaded");
     host.wait_for("the generation's residency", || {
         !host.plugin("repoagent")["history"][0]["residency"].is_null()

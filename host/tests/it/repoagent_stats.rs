@@ -17,58 +17,8 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::support::{lib_name, product_plugin, Host};
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// The source folder of `name` at the version this workspace's Cargo.lock pins, in the cargo
-/// registry (present after any build of the workspace).
-pub(crate) fn registry_crate(name: &str) -> PathBuf {
-    let lock = std::fs::read_to_string(workspace_root().join("Cargo.lock")).unwrap();
-    let needle = format!("name = \"{name}\"\nversion = \"");
-    let at = lock.find(&needle).unwrap_or_else(|| panic!("{name} is not in Cargo.lock"));
-    let rest = &lock[at + needle.len()..];
-    let version = &rest[..rest.find('"').unwrap()];
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
-    let src = cargo_home.join("registry/src");
-    for index in std::fs::read_dir(&src).unwrap().flatten() {
-        let dir = index.path().join(format!("{name}-{version}"));
-        if dir.join("Cargo.toml").is_file() {
-            return dir;
-        }
-    }
-    panic!("{name}-{version} not found under {}", src.display());
-}
-
-/// A folder of CPython's standard library (python3's own, from sysconfig).
-pub(crate) fn stdlib_dir(sub: &str) -> PathBuf {
-    let out = Command::new("python3")
-        .args(["-c", "import sysconfig;print(sysconfig.get_paths()['stdlib'])"])
-        .output()
-        .expect("python3 runs");
-    assert!(out.status.success(), "python3: {}", String::from_utf8_lossy(&out.stderr));
-    let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join(sub);
-    assert!(dir.is_dir(), "{} is not a folder", dir.display());
-    dir
-}
-
-/// Copy a tree of regular files (symbolic links and `__pycache__` left out).
-pub(crate) fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let kind = entry.file_type().unwrap();
-        let name = entry.file_name();
-        if kind.is_dir() && name != "__pycache__" {
-            copy_tree(&entry.path(), &to.join(&name));
-        } else if kind.is_file() {
-            std::fs::copy(entry.path(), to.join(&name)).unwrap();
-        }
-    }
-}
+use crate::code_trees::{copy_tree, registry_crate, repoagent_lib, stdlib_dir};
+use crate::support::{product_plugin, Host};
 
 /// A copy of `from` in a new folder `<dir>/<name>`, made a git repository (so that its
 /// `.gitignore` applies to tokei's walk as it does to the plugin's, which honours it anywhere).
@@ -137,7 +87,7 @@ fn row(v: &Value) -> Row {
 /// A host running repoagent whose `roots` allow `root`.
 pub(crate) fn repoagent_host(root: &Path) -> Host {
     let host = Host::start();
-    host.install(&product_plugin("repoagent"), &lib_name("bkg_plugin_repoagent"));
+    host.install(&product_plugin("repoagent"), &repoagent_lib());
     host.wait_state("repoagent", "running");
     let config = json!({"roots": [root.to_str().unwrap()]});
     let (status, v) = host.post_json("/api/core/plugins/repoagent/config", &config.to_string());
@@ -394,7 +344,7 @@ fn code_search_on_a_real_crate_literal_regex_glob_max_context_and_symbol() {
 
     // Counting (tokei) and searching ran on the plugin's own threads: removing the file
     // unloads the library.
-    host.remove(&lib_name("bkg_plugin_repoagent"));
+    host.remove(&repoagent_lib());
     host.wait_state("repoagent", "unloaded");
     host.wait_for("the generation's residency", || {
         !host.plugin("repoagent")["history"][0]["residency"].is_null()

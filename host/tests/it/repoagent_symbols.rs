@@ -17,12 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::repoagent_stats::{call, copy_tree, ok, registry_crate, repoagent_host, stdlib_dir};
-use crate::support::{lib_name, Host};
-
-fn lib() -> String {
-    lib_name("bkg_plugin_repoagent")
-}
+use crate::code_trees::{copy_tree, registry_crate, repoagent_lib, stdlib_dir};
+use crate::repoagent_stats::{call, ok, repoagent_host};
+use crate::support::Host;
 
 /// Poll `cond` (generously bounded; the watcher applies an edit well within a second).
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
@@ -254,7 +251,7 @@ fn code_symbols_outline_and_refs_on_serde_json_and_cpython_json_follow_edits_the
     .all(|s| s["path"] != "src/map.rs"));
 
     // After indexing, watching and every capability, the library unloads.
-    host.remove(&lib());
+    host.remove(&repoagent_lib());
     host.wait_state("repoagent", "unloaded");
     let history = || host.plugin("repoagent")["history"].as_array().cloned().unwrap_or_default();
     host.wait_for("every generation's residency", || {
