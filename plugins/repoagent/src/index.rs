@@ -58,6 +58,22 @@ pub struct RepoIndex {
 }
 
 impl RepoIndex {
+    /// Record what reading the file at `rel` gave: an entry, or the reason it is left out.
+    fn put(&mut self, rel: String, read: Read) {
+        match read {
+            Read::Entry(e) => {
+                self.files.insert(rel, e);
+            }
+            Read::Binary => {
+                self.skipped_binary.insert(rel);
+            }
+            Read::TooLarge => {
+                self.skipped_large.insert(rel);
+            }
+            Read::Gone => {}
+        }
+    }
+
     /// Whether a change at `rel` can change this index: not when it is inside a folder the
     /// walk leaves out and not in the index itself (a build writing into `target/`, say).
     pub fn may_change(&self, rel: &str) -> bool {
@@ -203,18 +219,7 @@ pub fn build(
     };
     index.skipped_large.extend(walked.large);
     for (rel, r) in read {
-        match r {
-            Read::Entry(e) => {
-                index.files.insert(rel, e);
-            }
-            Read::Binary => {
-                index.skipped_binary.insert(rel);
-            }
-            Read::TooLarge => {
-                index.skipped_large.insert(rel);
-            }
-            Read::Gone => {}
-        }
+        index.put(rel, r);
     }
     index.indexed_ms = started.elapsed().as_millis() as u64;
     Ok(index)
@@ -271,18 +276,7 @@ pub fn apply_changes(
                     };
                     for f in &walked.files {
                         index.forget_skips(&f.rel);
-                        match read_file(&f.abs, max_file_bytes, extractor) {
-                            Read::Entry(e) => {
-                                index.files.insert(f.rel.clone(), e);
-                            }
-                            Read::Binary => {
-                                index.skipped_binary.insert(f.rel.clone());
-                            }
-                            Read::TooLarge => {
-                                index.skipped_large.insert(f.rel.clone());
-                            }
-                            Read::Gone => {}
-                        }
+                        index.put(f.rel.clone(), read_file(&f.abs, max_file_bytes, extractor));
                     }
                     index.dirs.extend(walked.dirs);
                     changed = true;
@@ -291,18 +285,7 @@ pub fn apply_changes(
             Ok(m) if m.is_file() && admitted => {
                 index.forget_skips(&rel);
                 index.files.remove(&rel);
-                match read_file(abs, max_file_bytes, extractor) {
-                    Read::Entry(e) => {
-                        index.files.insert(rel, e);
-                    }
-                    Read::Binary => {
-                        index.skipped_binary.insert(rel);
-                    }
-                    Read::TooLarge => {
-                        index.skipped_large.insert(rel);
-                    }
-                    Read::Gone => {}
-                }
+                index.put(rel, read_file(abs, max_file_bytes, extractor));
                 changed = true;
             }
             // Gone, ignored now, a symbolic link or a special file.
