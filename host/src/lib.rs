@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod error;
 pub mod exec;
 pub mod host_api;
+pub mod isolation;
 pub mod loader;
 pub mod logs;
 pub mod metrics;
