@@ -8,6 +8,8 @@
 //! remote plugin object the instance's workers call, death detection), `supervise` (restart
 //! backoff and the crash loop rule, pure logic).
 
+pub mod supervise;
+
 use serde::{Deserialize, Serialize};
 
 /// Where a plugin's code runs.

@@ -15,6 +15,7 @@ use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use serde::Serialize;
 
+use crate::isolation::IsolationMode;
 use schema::{config_history, events, host_settings, kv, models, plugins};
 
 type Conn = SqliteConnection;
@@ -31,6 +32,8 @@ pub enum StoreError {
     Db(#[from] diesel::result::Error),
     #[error("stored value is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("stored {what} {value:?} is not one this build knows")]
+    Invalid { what: &'static str, value: String },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -241,6 +244,33 @@ impl Store {
                     plugins::desired_state.eq(state.as_str()),
                     plugins::updated_at_ms.eq(now_ms()),
                 ))
+                .execute(c)
+        })?;
+        Ok(())
+    }
+
+    /// Where the plugin id's code runs (the operator's choice; `in_process` for an id never
+    /// set). A stored value this build does not know is an error rather than a silent default.
+    pub fn isolation(&self, id: &str) -> StoreResult<IsolationMode> {
+        let stored: Option<String> = plugins::table
+            .find(id)
+            .select(plugins::isolation)
+            .first(&mut *self.conn())
+            .optional()?;
+        match stored {
+            None => Ok(IsolationMode::default()),
+            Some(text) => IsolationMode::parse(&text)
+                .ok_or(StoreError::Invalid { what: "isolation mode", value: text }),
+        }
+    }
+
+    /// Store where the plugin id's code runs (creating its record like the desired state).
+    pub fn set_isolation(&self, id: &str, mode: IsolationMode) -> StoreResult<()> {
+        let mut conn = self.conn();
+        conn.transaction(|c| {
+            Self::ensure_plugin(c, id)?;
+            diesel::update(plugins::table.find(id))
+                .set((plugins::isolation.eq(mode.as_str()), plugins::updated_at_ms.eq(now_ms())))
                 .execute(c)
         })?;
         Ok(())
@@ -504,6 +534,53 @@ mod tests {
         assert_eq!(history.iter().map(|(e, _)| e.version).collect::<Vec<_>>(), [2, 1]);
         assert_eq!(history[1].1, serde_json::json!({"a": 1}));
         assert!(s.plugin("ghost").unwrap().is_none());
+    }
+
+    #[test]
+    fn isolation_defaults_to_in_process_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bkg.db");
+        {
+            let s = Store::open(&path).unwrap();
+            assert_eq!(s.isolation("echo").unwrap(), IsolationMode::InProcess);
+            s.set_desired_state("echo", DesiredState::Stopped).unwrap();
+            assert_eq!(s.isolation("echo").unwrap(), IsolationMode::InProcess);
+            s.set_isolation("echo", IsolationMode::Process).unwrap();
+            // A plugin id with no record yet gets one, like the desired state.
+            s.set_isolation("fresh", IsolationMode::Process).unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.isolation("echo").unwrap(), IsolationMode::Process);
+        assert_eq!(s.isolation("fresh").unwrap(), IsolationMode::Process);
+        assert_eq!(s.isolation("ghost").unwrap(), IsolationMode::InProcess);
+        // The rest of the record is untouched by the mode.
+        assert_eq!(s.plugin("echo").unwrap().unwrap().desired_state, DesiredState::Stopped);
+        s.set_isolation("echo", IsolationMode::InProcess).unwrap();
+        assert_eq!(s.isolation("echo").unwrap(), IsolationMode::InProcess);
+    }
+
+    #[test]
+    fn isolation_column_refuses_unknown_modes() {
+        let (_d, s) = store();
+        s.set_isolation("echo", IsolationMode::Process).unwrap();
+        let refused = diesel::update(plugins::table.find("echo"))
+            .set(plugins::isolation.eq("sandbox"))
+            .execute(&mut *s.conn());
+        assert!(refused.is_err(), "the CHECK constraint let 'sandbox' in");
+        assert_eq!(s.isolation("echo").unwrap(), IsolationMode::Process);
+    }
+
+    #[test]
+    fn isolation_migration_reverts() {
+        let (_d, s) = store();
+        s.set_isolation("echo", IsolationMode::Process).unwrap();
+        let mut conn = s.conn();
+        let reverted = conn.revert_last_migration(MIGRATIONS).unwrap();
+        assert_eq!(reverted.to_string(), "20261130000004");
+        assert!(plugins::table.select(plugins::isolation).load::<String>(&mut *conn).is_err());
+        conn.run_pending_migrations(MIGRATIONS).unwrap();
+        drop(conn);
+        assert_eq!(s.isolation("echo").unwrap(), IsolationMode::InProcess);
     }
 
     #[test]

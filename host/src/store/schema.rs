@@ -10,6 +10,7 @@ diesel::table! {
         last_sha256 -> Nullable<Text>,
         last_version -> Nullable<Text>,
         updated_at_ms -> BigInt,
+        isolation -> Text,
     }
 }
 
