@@ -7,8 +7,11 @@
 //!
 //! ```text
 //! cargo build --release -p bkg-host --bin bkg --examples -p fixture-echo -p fixture-echo-v2
-//! target/release/examples/bench_swap [--swaps 100] [--body-bytes 64]
+//! target/release/examples/bench_swap [--swaps 100] [--body-bytes 64] [--isolation process]
 //! ```
+//!
+//! `--isolation process` runs echo in a child process (issue 15): each swap then starts a new
+//! child, switches routing, drains and ends the old one.
 
 mod common;
 
@@ -43,15 +46,32 @@ fn version_of(body: &str) -> Option<String> {
 }
 
 fn main() {
-    let flags = Flags::parse(&["swaps", "body-bytes"]);
+    let flags = Flags::parse(&["swaps", "body-bytes", "isolation"]);
     let swaps: usize = flags.get("swaps", 100);
     let body_bytes: usize = flags.get("body-bytes", 64);
+    let isolation: String = flags.get("isolation", "in_process".to_string());
 
     let versions = [(fixture("echo"), "1.0.0"), (fixture("echo-v2"), "2.0.0")];
     let name = lib_name("echo");
     let host = Arc::new(Host::start(&[]));
     host.install(&versions[0].0, &name);
     host.wait_state("echo", "running", Duration::from_millis(5));
+    if isolation != "in_process" {
+        let (status, body) = common::finish(
+            common::agent()
+                .post(&format!("{}/api/core/plugins/echo/isolation", host.base))
+                .set("Authorization", &common::bearer())
+                .set("Content-Type", "application/json")
+                .send_string(&format!(r#"{{"mode":"{isolation}"}}"#)),
+        );
+        assert_eq!(status, 200, "--isolation {isolation}: {body}");
+        let moved = poll_until(Duration::from_secs(20), Duration::from_millis(5), || {
+            let p = host.plugin("echo");
+            p["isolation"] == isolation.as_str() && p["state"] == "running"
+        });
+        host.check(moved, &format!("echo to run in {isolation} mode"));
+    }
+    println!("bench_swap: echo runs in {isolation} mode");
 
     // The background client: one connection, requests back to back, every answer checked.
     let stop = Arc::new(AtomicBool::new(false));
