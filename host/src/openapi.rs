@@ -86,6 +86,7 @@ impl Modify for BearerAuth {
         crate::api::models::cancel_download,
         crate::api::models::ws_models,
         crate::api::lifecycle,
+        crate::api::isolation::set_isolation,
         crate::api::invoke,
         crate::api::admin_route,
         crate::api::openapi,

@@ -17,6 +17,7 @@ use crate::exec::{
     RouteInfo,
 };
 use crate::host_api;
+use crate::isolation::{IsolationMode, ProcessInfo};
 use crate::loader::{self, LoadedLibrary, Residency};
 use crate::logs::{Level, LogHub};
 use crate::store::{DesiredState, Store};
@@ -110,6 +111,12 @@ pub struct PluginView {
     /// library left memory (`unloaded`) or is still mapped until the host exits (`pinned`).
     pub residency: Option<Residency>,
     pub history: Vec<HistoryEntry>,
+    /// Where the plugin's code runs: the operator's choice (`POST
+    /// /api/core/plugins/{id}/isolation`), persisted, used by every load of the id.
+    pub isolation: IsolationMode,
+    /// The child process serving the plugin in `process` mode (pid, restarts, crash loop,
+    /// last crash); absent in `in_process` mode.
+    pub process: Option<ProcessInfo>,
 }
 
 /// Lifecycle operations the API asks for.
@@ -164,6 +171,14 @@ pub enum Command {
         config: serde_json::Value,
         actor: String,
         reply: Reply<Configured>,
+    },
+    /// Run the plugin in the host or in a child process: store the mode, and load the
+    /// serving file again in it when it changed and a generation is loaded (a swap).
+    SetIsolation {
+        id: String,
+        mode: IsolationMode,
+        actor: String,
+        reply: Reply<PluginView>,
     },
     Shutdown(oneshot::Sender<()>),
 }
@@ -249,6 +264,21 @@ impl RegistryHandle {
         rx.await.unwrap_or(Err(RegistryError::Gone))
     }
 
+    pub async fn set_isolation(
+        &self,
+        id: &str,
+        mode: IsolationMode,
+        actor: &str,
+    ) -> Result<PluginView, RegistryError> {
+        let (reply, rx) = oneshot::channel();
+        let command =
+            Command::SetIsolation { id: id.to_string(), mode, actor: actor.to_string(), reply };
+        if !self.send(command) {
+            return Err(RegistryError::Gone);
+        }
+        rx.await.unwrap_or(Err(RegistryError::Gone))
+    }
+
     /// Unload everything and stop the registry thread.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
@@ -293,6 +323,9 @@ struct Slot {
     loaded_at_ms: Option<u64>,
     /// Call counters of this id, carried across generations.
     stats: Arc<CallStats>,
+    /// Where the id's code runs: read from the store when the slot is made, changed by
+    /// `on_set_isolation`.
+    isolation: IsolationMode,
 }
 
 const HISTORY_LIMIT: usize = 50;
@@ -390,6 +423,14 @@ pub fn spawn(
     Ok((handle, thread))
 }
 
+/// The stored isolation mode of an id; `in_process` (logged) when the store cannot say.
+fn stored_isolation(store: &Store, id: &str) -> IsolationMode {
+    store.isolation(id).unwrap_or_else(|e| {
+        tracing::warn!(plugin = id, "cannot read the isolation mode, using in_process: {e}");
+        IsolationMode::InProcess
+    })
+}
+
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
@@ -428,6 +469,10 @@ impl Registry {
                     let result = self.on_configure(&id, config, &actor);
                     let _ = reply.send(result);
                 }
+                Command::SetIsolation { id, mode, actor, reply } => {
+                    let result = self.on_set_isolation(&id, mode, &actor);
+                    let _ = reply.send(result);
+                }
                 Command::Shutdown(reply) => {
                     ready.store(false, Ordering::SeqCst);
                     self.shutdown();
@@ -441,7 +486,10 @@ impl Registry {
     }
 
     fn slot(&mut self, id: &str) -> &mut Slot {
-        self.slots.entry(id.to_string()).or_default()
+        let store = &self.store;
+        self.slots
+            .entry(id.to_string())
+            .or_insert_with(|| Slot { isolation: stored_isolation(store, id), ..Slot::default() })
     }
 
     /// Append to the persistent event log (a failure to write it is logged, not fatal), and
@@ -1211,10 +1259,65 @@ impl Registry {
                         None
                     },
                     history: slot.history.clone(),
+                    isolation: slot.isolation,
+                    process: None,
                 },
             );
         }
         *self.views.write().unwrap_or_else(|p| p.into_inner()) = views;
+    }
+
+    /// The operator chose where `id`'s code runs. The mode is stored first; when it changed
+    /// and a generation is loaded, the serving file is loaded again in the new mode (a swap:
+    /// no failed request). If that fails the old mode is stored again (the old generation
+    /// keeps serving) and the error is answered. A plugin that is not loaded only keeps the
+    /// mode for its next load.
+    fn on_set_isolation(
+        &mut self,
+        id: &str,
+        mode: IsolationMode,
+        actor: &str,
+    ) -> Result<PluginView, RegistryError> {
+        let slot = self.slots.get(id).ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
+        let from = slot.isolation;
+        let loaded = slot.current.is_some();
+        if from == mode {
+            return self.view_of(id).ok_or_else(|| RegistryError::NotLoaded(id.to_string()));
+        }
+        self.store.set_isolation(id, mode).map_err(|e| {
+            RegistryError::Failed(format!("the isolation mode of '{id}' was not stored: {e}"))
+        })?;
+        self.slot(id).isolation = mode;
+        let details = serde_json::json!({ "from": from.as_str(), "to": mode.as_str() });
+        if loaded {
+            if let Err(e) = self.reload_serving(id, "isolation") {
+                if let Err(e) = self.store.set_isolation(id, from) {
+                    tracing::warn!(plugin = id, "cannot store the isolation mode again: {e}");
+                }
+                self.slot(id).isolation = from;
+                let message = format!(
+                    "plugin '{id}' was not switched to {}: {e}; it still runs {}",
+                    mode.as_str(),
+                    from.as_str()
+                );
+                let mut details = details;
+                details["error"] = message.clone().into();
+                self.event(id, "isolation_failed", actor, details);
+                self.publish();
+                return Err(RegistryError::Failed(message));
+            }
+        }
+        tracing::info!(plugin = id, from = from.as_str(), to = mode.as_str(), "isolation mode set");
+        self.event(id, "isolation", actor, details);
+        self.publish();
+        self.view_of(id).ok_or_else(|| RegistryError::NotLoaded(id.to_string()))
+    }
+
+    /// iso-core replaces this: load the serving file of `id` again in its current mode (a
+    /// swap). Until then a new mode applies at the id's next load.
+    fn reload_serving(&mut self, id: &str, reason: &str) -> Result<(), RegistryError> {
+        tracing::info!(plugin = id, reason, "the new isolation mode applies at the next load");
+        Ok(())
     }
 }
 

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 pub(crate) mod body;
 pub(crate) mod config;
+pub(crate) mod isolation;
 mod key_events;
 pub(crate) mod models;
 pub(crate) mod observe;
@@ -497,6 +498,7 @@ pub fn configure_with(cfg: &mut web::ServiceConfig, limits: BodyLimits) {
         .route("/api/core/models/downloads/{job}", web::get().to(models::get_download))
         .route("/api/core/models/downloads/{job}", web::delete().to(models::cancel_download))
         .route("/ws/core/plugins/{id}/models", web::get().to(models::ws_models))
+        .route("/api/core/plugins/{id}/isolation", web::post().to(isolation::set_isolation))
         .route("/api/core/plugins/{id}/{action}", web::post().to(lifecycle))
         .default_service(web::to(fallback));
 }

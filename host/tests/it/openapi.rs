@@ -7,6 +7,7 @@ const MOUNTED: &[&str] = &[
     "/api/core/plugins",
     "/api/core/plugins/{id}",
     "/api/core/plugins/{id}/{action}",
+    "/api/core/plugins/{id}/isolation",
     "/api/core/plugins/{id}/status",
     "/api/core/plugins/{id}/config",
     "/api/core/plugins/{id}/logs",
