@@ -5,7 +5,13 @@
 //! that scc and tokei's CLI also do. Prints one JSON line per run.
 //!
 //! Usage: bench_stats --root DIR [--threads 2] [--runs 3] [--max-file-bytes 1048576]
-//!        [--slowest N] (also list the N files tokei took longest on, to stderr)
+//!        [--slowest N] (also list the N files counting took longest on, to stderr)
+//!        bench_stats --verify --root DIR [--root DIR ...] [--threads 2] [--show N]
+//!
+//! `--verify` times nothing: it counts every file under each root (the same walk, every size)
+//! with `stats::count` and with tokei's library (`stats::tokei_counts`, after the same BOM
+//! transcoding) and prints the number of files compared and of those that differ, listing the
+//! first N differing files with both counts (default 20); it exits 1 when any differ.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -14,6 +20,9 @@ use bkg_plugin_repoagent::{stats, walk};
 use rayon::prelude::*;
 
 fn main() {
+    if std::env::args().any(|a| a == "--verify") {
+        return verify();
+    }
     let mut root = None;
     let mut threads = 2usize;
     let mut runs = 3usize;
@@ -89,4 +98,72 @@ fn main() {
             })
         );
     }
+}
+
+/// `--verify`: `stats::count` against tokei's library on every file of the roots.
+fn verify() {
+    let mut roots = Vec::new();
+    let mut threads = 2usize;
+    let mut show = 20usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--verify" => {}
+            "--root" => roots.push(PathBuf::from(value())),
+            "--threads" => threads = value().parse().expect("--threads N"),
+            "--show" => show = value().parse().expect("--show N"),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    assert!(!roots.is_empty(), "--verify needs at least one --root DIR");
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let (mut compared, mut differing) = (0usize, 0usize);
+    for root in roots {
+        let root = root.canonicalize().unwrap_or_else(|e| panic!("{}: {e}", root.display()));
+        let walked = walk::walk(&root, &root, u64::MAX, &|| false).expect("walk");
+        type Diff = (String, tokei::LanguageType, stats::Counts, stats::Counts);
+        let results: Vec<Option<Option<Diff>>> = pool.install(|| {
+            walked
+                .files
+                .par_iter()
+                .map(|f| {
+                    let lang = stats::language_of(&f.abs)?;
+                    let bytes = std::fs::read(&f.abs).ok()?;
+                    let ours = stats::count(lang, &bytes);
+                    let text = transcoded(&bytes);
+                    let theirs = stats::tokei_counts(lang, &text);
+                    Some((ours != theirs).then(|| (f.rel.clone(), lang, ours, theirs)))
+                })
+                .collect()
+        });
+        let files = results.iter().flatten().count();
+        let diffs: Vec<&Diff> = results.iter().flatten().flatten().collect();
+        for (rel, lang, ours, theirs) in diffs.iter().take(show) {
+            eprintln!("differs: {rel} ({lang}): ours {ours:?}, tokei {theirs:?}");
+        }
+        println!(
+            "{}",
+            serde_json::json!({
+                "root": root.display().to_string(),
+                "files_compared": files,
+                "files_differing": diffs.len(),
+            })
+        );
+        compared += files;
+        differing += diffs.len();
+    }
+    println!("{}", serde_json::json!({"files_compared": compared, "files_differing": differing}));
+    if differing > 0 {
+        std::process::exit(1);
+    }
+}
+
+/// The text tokei reads for a file: transcoded when it starts with a byte order mark.
+fn transcoded(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut text = Vec::with_capacity(bytes.len());
+    let mut reader = encoding_rs_io::DecodeReaderBytesBuilder::new().build(bytes);
+    reader.read_to_end(&mut text).expect("reading from memory");
+    text
 }
