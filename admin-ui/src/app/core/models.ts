@@ -40,6 +40,33 @@ export interface PluginFile {
   serving: boolean;
 }
 
+/** Where a plugin's code runs: in the host (the default, fastest) or in a supervised child process. */
+export type IsolationMode = 'in_process' | 'process';
+
+/** How a plugin's child process ended when nobody asked it to (host/src/isolation CrashInfo). */
+export interface CrashInfo {
+  at_ms: number;
+  /** The signal that ended it (`SIGSEGV`, `SIGABRT`, ...), if one did. */
+  signal?: string | null;
+  /** Its exit status, if it exited. */
+  exit_code?: number | null;
+  /** One line for people, e.g. "killed by SIGSEGV (segmentation fault)". */
+  message: string;
+  /** The last lines the child wrote to its stderr (at most 20). */
+  stderr_tail: string[];
+}
+
+/** The child process of a plugin in process mode (host/src/isolation ProcessInfo). */
+export interface ProcessInfo {
+  /** The serving child's pid (null while none runs: crashed, backing off, stopped). */
+  pid?: number | null;
+  /** Restarts after crashes since the host started or an operator's start. */
+  restarts: number;
+  /** Crashed 5 times within 60 s: not restarted until an operator starts it. */
+  crashlooping: boolean;
+  last_crash?: CrashInfo | null;
+}
+
 export interface PluginDetail {
   id: string;
   name: string;
@@ -64,6 +91,10 @@ export interface PluginDetail {
   calls?: { total: number; errors: number; rejected: number; in_flight: number } | null;
   /** Whether this plugin is the host's auth provider (absent: the UI assumes the id `apikeys`). */
   auth_provider?: boolean | null;
+  /** Where its code runs (absent on hosts without crash isolation: in the host). */
+  isolation?: IsolationMode | null;
+  /** Its child process in process mode; null in the host. */
+  process?: ProcessInfo | null;
 }
 
 export interface TelemetrySample {

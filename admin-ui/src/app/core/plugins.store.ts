@@ -3,7 +3,7 @@ import { patchState, signalStore, withComputed, withMethods, withState } from '@
 import { Api, ApiError, wsUrl } from './api';
 import { AuthStore } from './auth.store';
 import { ConfirmRequest, ConfirmStore } from './confirm.store';
-import { BkgEvent, HostSample, LifecycleAction, PluginDetail, TelemetrySample, TelemetryTick } from './models';
+import { BkgEvent, HostSample, IsolationMode, LifecycleAction, PluginDetail, TelemetrySample, TelemetryTick } from './models';
 import { ToastStore } from './toast.store';
 import { LiveSocket, openLiveSocket } from './ws';
 
@@ -20,6 +20,8 @@ interface PluginsState {
   host: HostSample | null;
   hostSeries: HostSample[];
   pending: Record<string, LifecycleAction>;
+  /** Isolation switches sent and not answered yet, by plugin id. */
+  isolationPending: Record<string, IsolationMode>;
   live: boolean;
   /**
    * When each plugin was last seen to start (ms since the epoch): from the event log's
@@ -139,6 +141,7 @@ export const PluginsStore = signalStore(
     host: null,
     hostSeries: [],
     pending: {},
+    isolationPending: {},
     live: false,
     startedAt: {},
   }),
@@ -224,6 +227,28 @@ export const PluginsStore = signalStore(
         poll = null;
         socket?.close();
         socket = null;
+      },
+      /**
+       * Switches where a plugin's code runs (`POST /api/core/plugins/{id}/isolation`). The host
+       * loads a running plugin again in the new mode (a swap that fails no request) before it
+       * answers. Resolves to whether the switch was done; a failure is a toast with the host's
+       * message.
+       */
+      async setIsolation(id: string, mode: IsolationMode): Promise<boolean> {
+        if (store.isolationPending()[id]) return false;
+        patchState(store, { isolationPending: { ...store.isolationPending(), [id]: mode } });
+        try {
+          await api.post(`/api/core/plugins/${encodeURIComponent(id)}/isolation`, { mode });
+          toasts.show('success', `${id}: ${mode === 'process' ? 'runs in its own process now' : 'runs in the host now'}`);
+          return true;
+        } catch (e) {
+          toasts.show('error', `${id}: switching to ${mode} failed: ${(e as Error).message}`);
+          return false;
+        } finally {
+          const { [id]: _, ...rest } = store.isolationPending();
+          patchState(store, { isolationPending: rest });
+          await refresh();
+        }
       },
       /**
        * Runs a lifecycle action. Stopping the auth provider asks first (and then sends

@@ -4,10 +4,11 @@ import { Api } from '../core/api';
 import { HistoryEntry, PluginDetail } from '../core/models';
 import { formatBytes, formatTime } from '../shared/format';
 import { StatusChip } from '../shared/status-chip';
+import { PluginIsolation } from './isolation-card';
 
 @Component({
   selector: 'app-plugin-overview',
-  imports: [StatusChip, JsonPipe],
+  imports: [StatusChip, JsonPipe, PluginIsolation],
   changeDetection: ChangeDetectionStrategy.OnPush,
   template: `
     @if (plugin(); as p) {
@@ -65,6 +66,8 @@ import { StatusChip } from '../shared/status-chip';
           <h3 class="mt-4 mb-1 text-sm font-semibold">Status report</h3>
           <pre class="max-h-48 overflow-auto rounded bg-slate-100 p-2 text-xs dark:bg-slate-800" data-testid="status-report">{{ status() | json }}</pre>
         </section>
+
+        <app-plugin-isolation [plugin]="p" />
 
         <section class="card">
           <h2 class="mb-2 font-semibold">Capabilities ({{ p.capabilities.length }})</h2>
