@@ -287,6 +287,36 @@ test('overview, telemetry and events screens', async () => {
   await shot('events');
 });
 
+test('isolation: the overview switches echo to its own process and back; the host stores it and echo keeps answering', async () => {
+  const mode = async () => (await host.api('/api/core/plugins/echo')).isolation;
+  if ((await mode()) !== 'in_process') throw new Error(`echo starts in ${await mode()}`);
+  await page.goto(ui.url + '/plugins/echo/overview');
+  const card = page.getByTestId('isolation');
+  await card.waitFor();
+  const radio = (m) => card.locator(`[data-mode=${m}]`);
+  if ((await radio('in_process').getAttribute('aria-checked')) !== 'true') throw new Error('the switch does not show "in the host"');
+  try {
+    await radio('process').click();
+    await expectEventually('the host to say process', async () => (await mode()) === 'process');
+    await expectEventually('the switch to show "own process"', async () => (await radio('process').getAttribute('aria-checked')) === 'true');
+    const events = (await host.api('/api/core/events?plugin=echo&limit=50')).events.filter((e) => e.kind === 'isolation');
+    if (events[0]?.details?.to !== 'process') throw new Error(`no isolation event to process: ${JSON.stringify(events)}`);
+    const answer = await host.api('/api/plugins/echo/echo', { method: 'POST', body: 'isolated' });
+    if (JSON.stringify(answer).indexOf('isolated') < 0) throw new Error(`echo answered ${JSON.stringify(answer)}`);
+    // A child pid the host reports is the one the card shows.
+    const pid = (await host.api('/api/core/plugins/echo')).process?.pid;
+    if (pid != null) {
+      await expectEventually(`the card to show pid ${pid}`, async () => (await card.getByTestId('isolation-pid').textContent()).trim() === String(pid));
+    }
+    await radio('in_process').click();
+    await expectEventually('the host to say in_process again', async () => (await mode()) === 'in_process');
+    await expectEventually('the switch back in the host', async () => (await radio('in_process').getAttribute('aria-checked')) === 'true');
+  } finally {
+    // The later tests expect echo in the host, whatever failed above.
+    if ((await mode()) !== 'in_process') await host.api('/api/core/plugins/echo/isolation', { method: 'POST', body: { mode: 'in_process' } });
+  }
+});
+
 test(
   'a plugin copied into the folder appears on the open dashboard',
   async () => {
