@@ -441,6 +441,51 @@ fn code_rag_indexes_walkdir_finds_functions_by_meaning_and_embeds_only_changes()
     let (status, v) = call(&host, "code.semantic_search", json!({"repo": "walkdir", "query": "x"}));
     assert_eq!(status, 503, "{v}");
 
+    // (6b) repo.remove deletes the collections code.index filled for the repository, and
+    // their records, through brainml: while brainml is stopped they are left and said so;
+    // with keep_index they are left. The repository is added again each time.
+    let rag_dir = host.data_dir().join("plugin-data/repoagent/rag/walkdir");
+    let ours = ["repo-walkdir", "walkdir-leave", "walkdir-nodocs"];
+    let collection_status = |c: &str| {
+        host.post_json("/api/plugins/brainml/collection.get", &json!({ "name": c }).to_string())
+    };
+    let add_again = || {
+        let (status, v) = call(&host, "repo.add", json!({"path": repo.to_str().unwrap()}));
+        assert_eq!(status, 201, "{v}");
+    };
+    let v = ok(&host, "repo.remove", json!({"name": "walkdir"}));
+    assert_eq!(v["collections_deleted"], json!([]), "{v}");
+    assert_eq!(v["collections_left"].as_array().unwrap().len(), 3, "{v}");
+    let reason = v["collections_left"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("brainml"), "{v}");
+    assert!(
+        rag_dir.join("repo-walkdir.json").is_file(),
+        "a record was dropped though its collection is left"
+    );
+    assert_eq!(host.post("/api/core/plugins/brainml/start", "").0, 200);
+    add_again();
+    let v = ok(&host, "repo.remove", json!({"name": "walkdir", "keep_index": true}));
+    assert_eq!(v["collections_deleted"], json!([]), "{v}");
+    let left: Vec<&str> = v["collections_left"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["collection"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, ours, "{v}");
+    for c in ours {
+        assert_eq!(collection_status(c).0, 200, "keep_index deleted {c}");
+    }
+    add_again();
+    let v = ok(&host, "repo.remove", json!({"name": "walkdir"}));
+    assert_eq!(v["collections_deleted"], json!(ours), "{v}");
+    assert_eq!(v["collections_left"], json!([]), "{v}");
+    for c in ours {
+        let (status, b) = collection_status(c);
+        assert_eq!(status, 404, "{c} is still in brainml: {b}");
+    }
+    assert!(!rag_dir.exists(), "{} is left", rag_dir.display());
+
     // (7) After all that work, deleting the library unloads it.
     host.remove(&repoagent_lib());
     host.wait_state("repoagent", "unloaded");

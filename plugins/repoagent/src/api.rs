@@ -21,11 +21,14 @@ pub struct RepoAdd {
     pub stream: bool,
 }
 
-/// `repo.remove {name}`.
+/// `repo.remove {name, keep_index?}`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepoName {
     pub name: String,
+    /// Keep the brainml collections `code.index` filled for it (default: deleted with it).
+    #[serde(default)]
+    pub keep_index: bool,
 }
 
 /// `repo.reindex {name, stream?}`.
@@ -96,6 +99,17 @@ pub struct RepoInfo {
 #[derive(Debug, Clone, Serialize)]
 pub struct RepoRemoved {
     pub removed: String,
+    /// The brainml collections `code.index` had filled for it, deleted with it.
+    pub collections_deleted: Vec<String>,
+    /// Collections left in brainml (`keep_index`, or brainml could not delete them), and why.
+    pub collections_left: Vec<CollectionLeft>,
+}
+
+/// A collection `repo.remove` did not delete.
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectionLeft {
+    pub collection: String,
+    pub reason: String,
 }
 
 // ---------------------------------------------------------------------------------------------

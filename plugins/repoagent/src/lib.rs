@@ -411,8 +411,19 @@ impl Core {
             self.watcher.unwatch(&entry.root);
         }
         self.persist()?;
-        self.host.info(&format!("repository {} removed (its files untouched)", entry.name));
-        Response::json(&RepoRemoved { removed: entry.name.clone() })
+        let (collections_deleted, collections_left) =
+            rag::forget_repo(&self.host, &entry.name, r.keep_index);
+        self.host.info(&format!(
+            "repository {} removed (its files untouched; collections deleted: {}, left: {})",
+            entry.name,
+            collections_deleted.len(),
+            collections_left.len()
+        ));
+        Response::json(&RepoRemoved {
+            removed: entry.name.clone(),
+            collections_deleted,
+            collections_left,
+        })
     }
 
     fn repo_reindex(
@@ -584,7 +595,11 @@ impl Plugin for RepoAgent {
                 "the repositories: {repos: [{name, path, state, files, languages, indexed_at, \
                  watching}]}",
             )
-            .capability("repo.remove", "{name}: stop watching and forget it (files untouched)")
+            .capability(
+                "repo.remove",
+                "{name, keep_index?}: stop watching and forget it (files untouched; the \
+                 collections code.index filled for it are deleted unless keep_index)",
+            )
             .capability(
                 "code.stats",
                 "{repo, by?: language|file, path?}: lines, code, comments, blanks (tokei's \

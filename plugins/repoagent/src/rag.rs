@@ -105,6 +105,51 @@ fn save_state(dir: &Path, repo: &str, state: &State) -> Result<(), Error> {
     std::fs::rename(&tmp, &path).map_err(fail)
 }
 
+/// `repo.remove`'s share: the brainml collections `code.index` filled for `repo` (those it
+/// recorded under `rag/<repo>/`) are deleted through the bus, unless `keep`; a collection
+/// brainml no longer has counts as deleted. A record is dropped once its collection is gone,
+/// so one brainml could not delete (not running, say) is still known if the repository is
+/// added again. Answers (deleted, left with the reason).
+pub fn forget_repo(host: &Host, repo: &str, keep: bool) -> (Vec<String>, Vec<CollectionLeft>) {
+    let folder = host.data_dir().join("rag").join(repo);
+    let mut states: Vec<(PathBuf, State)> = std::fs::read_dir(&folder)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter_map(|p| {
+            let state = serde_json::from_slice::<State>(&std::fs::read(&p).ok()?).ok()?;
+            Some((p, state))
+        })
+        .collect();
+    states.sort_by(|a, b| a.1.collection.cmp(&b.1.collection));
+    let (mut deleted, mut left) = (Vec::new(), Vec::new());
+    for (path, state) in states {
+        let collection = state.collection;
+        if keep {
+            left.push(CollectionLeft { collection, reason: "keep_index".into() });
+            continue;
+        }
+        match call(host, BRAINML, "collection.delete", &json!({ "name": collection })) {
+            Err(e) if e.kind != ErrorKind::NOT_FOUND || e.message.contains("plugin '") => {
+                left.push(CollectionLeft {
+                    collection,
+                    reason: bus_error("repo.remove", e).message,
+                });
+            }
+            _ => {
+                let _ = std::fs::remove_file(&path);
+                deleted.push(collection);
+            }
+        }
+    }
+    if !keep && left.is_empty() {
+        let _ = std::fs::remove_dir_all(&folder);
+    }
+    (deleted, left)
+}
+
 /// The default collection of a repository: `repo-<name>` in brainml's alphabet.
 pub fn default_collection(repo: &str) -> String {
     let name: String = repo
