@@ -37,6 +37,9 @@ impl ErrorKind {
     pub const TIMEOUT: Self = Self(504);
     /// The plugin's code panicked; the SDK caught it at the boundary.
     pub const PANICKED: Self = Self(590);
+    /// The plugin's child process died during the call (process isolation; HTTP 503). Set
+    /// by the host, never by a plugin.
+    pub const PLUGIN_CRASHED: Self = Self(591);
 
     /// A short machine-readable code for the kind.
     pub fn code(self) -> &'static str {
@@ -51,6 +54,7 @@ impl ErrorKind {
             503 => "unavailable",
             504 => "timeout",
             590 => "plugin_panicked",
+            591 => "plugin_crashed",
             _ => "plugin_error",
         }
     }

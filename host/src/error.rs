@@ -134,6 +134,8 @@ impl From<DispatchError> for ApiError {
             DispatchError::Plugin(f) => {
                 let status = if f.kind == ErrorKind::PANICKED {
                     StatusCode::INTERNAL_SERVER_ERROR
+                } else if f.kind == ErrorKind::PLUGIN_CRASHED {
+                    StatusCode::SERVICE_UNAVAILABLE
                 } else {
                     StatusCode::from_u16(f.kind.0)
                         .ok()

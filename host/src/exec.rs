@@ -71,7 +71,9 @@ fn parse_schema(text: &str) -> Option<serde_json::Value> {
 }
 
 impl ManifestInfo {
-    fn from_ffi(m: FfiManifest) -> Self {
+    /// The host's copy of a manifest a plugin returned (in this process, or rebuilt from what
+    /// a child sent over the wire).
+    pub fn from_ffi(m: FfiManifest) -> Self {
         Self {
             id: m.id.into_string(),
             name: m.name.into_string(),
@@ -333,7 +335,81 @@ pub struct Instance {
     phase: AtomicU8,
     shared: Arc<Shared>,
     workers: Mutex<Vec<JoinHandle<()>>>,
-    heap: Arc<HeapGauge>,
+    heap: Arc<dyn HeapRead>,
+}
+
+/// Where an instance's heap figure comes from: its library's counter in this process, or the
+/// last figure a child process reported.
+pub trait HeapRead: Send + Sync {
+    /// Heap bytes the plugin's library holds (`None`: not counted, closed, or gone).
+    fn bytes(&self) -> Option<u64>;
+}
+
+impl HeapRead for HeapGauge {
+    fn bytes(&self) -> Option<u64> {
+        HeapGauge::bytes(self)
+    }
+}
+
+/// The plugin code an instance's workers run: a plugin object loaded into this process
+/// (`PluginBox`), or one served by a child process (`isolation::child`).
+pub trait PluginCode: Send + Sync {
+    /// Run one call; streamed parts go through `ctx`.
+    fn call(&self, request: &FfiRequest, ctx: &HostCallContext<'_>)
+        -> Result<Reply, PluginFailure>;
+    /// Run one lifecycle operation.
+    fn control(&self, op: Control) -> Result<String, PluginFailure>;
+}
+
+impl PluginCode for PluginBox {
+    fn call(
+        &self,
+        request: &FfiRequest,
+        ctx: &HostCallContext<'_>,
+    ) -> Result<Reply, PluginFailure> {
+        let ctx_obj = CallContext_TO::from_ptr(ctx, TD_Opaque);
+        // The trait object's own (inherent) method, not `PluginCode::call`.
+        match PluginBox::call(self, request, ctx_obj) {
+            RResult::ROk(r) => Ok(Reply {
+                status: r.status,
+                content_type: r.content_type.into_string(),
+                body: r.body.into_vec(),
+            }),
+            RResult::RErr(e) => Err(PluginFailure::from(e)),
+        }
+    }
+
+    fn control(&self, op: Control) -> Result<String, PluginFailure> {
+        run_control(self, op)
+    }
+}
+
+/// Where an instance's manifest and plugin come from: [`LocalSource`] reads them from a
+/// library loaded into this process; a child process sends them over the wire.
+pub trait PluginSource: Send + 'static {
+    /// Read the manifest (before anything is constructed).
+    fn manifest(&mut self) -> Result<ManifestInfo, String>;
+    /// Construct the plugin with this host handle.
+    fn create(self: Box<Self>, host: HostBox) -> Result<Arc<dyn PluginCode>, String>;
+}
+
+/// A library opened in this process: its root module.
+pub struct LocalSource(pub PluginModRef);
+
+impl PluginSource for LocalSource {
+    fn manifest(&mut self) -> Result<ManifestInfo, String> {
+        match (self.0.manifest())() {
+            RResult::ROk(m) => Ok(ManifestInfo::from_ffi(m)),
+            RResult::RErr(e) => Err(format!("manifest: {}", e.message)),
+        }
+    }
+
+    fn create(self: Box<Self>, host: HostBox) -> Result<Arc<dyn PluginCode>, String> {
+        match (self.0.create())(host) {
+            RResult::ROk(p) => Ok(Arc::new(p)),
+            RResult::RErr(e) => Err(format!("create: {}", e.message)),
+        }
+    }
 }
 
 /// Why an instance could not be booted.
@@ -349,7 +425,9 @@ pub enum BootError {
     Hung(String),
 }
 
-struct HostCallContext<'a> {
+/// The host's side of one running call, as the plugin code sees it: its cancel flag (and
+/// whether its client is still there) and where streamed parts go.
+pub struct HostCallContext<'a> {
     cancel: &'a AtomicBool,
     sink: &'a Sink,
     /// Set when the call's last event was sent for it (a drain deadline gave up on it).
@@ -359,9 +437,23 @@ struct HostCallContext<'a> {
 
 impl CallContext for HostCallContext<'_> {
     fn is_cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed) || self.sink.is_closed()
+        HostCallContext::is_cancelled(self)
     }
     fn begin_stream(&self, content_type: RStr<'_>) -> bool {
+        HostCallContext::begin_stream(self, content_type.as_str())
+    }
+    fn send_chunk(&self, chunk: RSlice<'_, u8>) -> bool {
+        HostCallContext::send_chunk(self, chunk.as_slice())
+    }
+}
+
+impl HostCallContext<'_> {
+    /// True once the call was cancelled or its client went away.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) || self.sink.is_closed()
+    }
+    /// Switch the call to a streamed answer; false if the client is gone.
+    pub fn begin_stream(&self, content_type: &str) -> bool {
         if self.ended.load(Ordering::SeqCst) {
             return false;
         }
@@ -369,21 +461,22 @@ impl CallContext for HostCallContext<'_> {
             return !self.is_cancelled();
         }
         self.streaming.set(true);
-        let ok = self.sink.send(Event::Begin(content_type.as_str().to_owned()));
+        let ok = self.sink.send(Event::Begin(content_type.to_owned()));
         if !ok {
             self.cancel.store(true, Ordering::Relaxed);
         }
         ok
     }
-    fn send_chunk(&self, chunk: RSlice<'_, u8>) -> bool {
-        if !self.streaming.get() && !self.begin_stream("application/octet-stream".into()) {
+    /// Send one chunk of a streamed answer; false if the client is gone.
+    pub fn send_chunk(&self, chunk: &[u8]) -> bool {
+        if !self.streaming.get() && !self.begin_stream("application/octet-stream") {
             return false;
         }
         if self.ended.load(Ordering::SeqCst) {
             // The client already got its final answer: nothing more goes to it.
             return false;
         }
-        let ok = self.sink.send(Event::Chunk(chunk.as_slice().to_vec()));
+        let ok = self.sink.send(Event::Chunk(chunk.to_vec()));
         if !ok {
             self.cancel.store(true, Ordering::Relaxed);
         }
@@ -404,11 +497,13 @@ pub fn current_call_cancel() -> Option<Arc<AtomicBool>> {
     CURRENT_CALL.with(|c| c.borrow().clone())
 }
 
-/// Clears [`CURRENT_CALL`] when the call ends, however it ends.
-struct CurrentCall;
+/// Marks this thread as running a call (its cancel flag) until dropped: bus calls made on the
+/// thread meanwhile are tied to that call. Worker threads enter each call they run; the host
+/// thread serving a child's bus call enters the call the child made it for.
+pub struct CurrentCall;
 
 impl CurrentCall {
-    fn enter(cancel: &Arc<AtomicBool>) -> Self {
+    pub fn enter(cancel: &Arc<AtomicBool>) -> Self {
         CURRENT_CALL.with(|c| *c.borrow_mut() = Some(cancel.clone()));
         CurrentCall
     }
@@ -420,7 +515,7 @@ impl Drop for CurrentCall {
     }
 }
 
-fn run_call(plugin: &PluginBox, job: CallJob, ticket: Ticket, shared: &Shared) {
+fn run_call(plugin: &dyn PluginCode, job: CallJob, ticket: Ticket, shared: &Shared) {
     let entry = ticket.entry.clone();
     if job.cancel.load(Ordering::SeqCst) {
         // Cancelled while queued (its client went away, or a drain deadline passed): the
@@ -454,15 +549,7 @@ fn run_call(plugin: &PluginBox, job: CallJob, ticket: Ticket, shared: &Shared) {
             ended: &entry.ended,
             streaming: Cell::new(false),
         };
-        let ctx_obj = CallContext_TO::from_ptr(&ctx, TD_Opaque);
-        match plugin.call(&job.request, ctx_obj) {
-            RResult::ROk(r) => Ok(Reply {
-                status: r.status,
-                content_type: r.content_type.into_string(),
-                body: r.body.into_vec(),
-            }),
-            RResult::RErr(e) => Err(PluginFailure::from(e)),
-        }
+        plugin.call(&job.request, &ctx)
     };
     let cpu = cpu_started.map_or(Duration::ZERO, |t| t.elapsed());
     shared.stats.record(started.elapsed(), cpu, result.is_err());
@@ -488,7 +575,7 @@ fn run_control(plugin: &PluginBox, op: Control) -> Result<String, PluginFailure>
     }
 }
 
-fn run_control_job(plugin: &PluginBox, job: ControlJob) {
+fn run_control_job(plugin: &dyn PluginCode, job: ControlJob) {
     let ControlJob { op, reply, state, restore, plugin: id } = job;
     if state
         .compare_exchange(CONTROL_QUEUED, CONTROL_RUNNING, Ordering::SeqCst, Ordering::SeqCst)
@@ -498,7 +585,7 @@ fn run_control_job(plugin: &PluginBox, job: ControlJob) {
         return;
     }
     let name = format!("{op:?}");
-    let result = run_control(plugin, op);
+    let result = plugin.control(op);
     if state
         .compare_exchange(CONTROL_RUNNING, CONTROL_DONE, Ordering::SeqCst, Ordering::SeqCst)
         .is_ok()
@@ -509,7 +596,7 @@ fn run_control_job(plugin: &PluginBox, job: ControlJob) {
     // The waiter gave up while the plugin ran it: whatever it changed was not recorded.
     match restore {
         Some(restore) => {
-            let restored = run_control(plugin, restore);
+            let restored = plugin.control(restore);
             tracing::warn!(
                 plugin = %id,
                 op = %name,
@@ -527,11 +614,11 @@ fn run_control_job(plugin: &PluginBox, job: ControlJob) {
     }
 }
 
-fn worker_loop(plugin: Arc<PluginBox>, jobs: Receiver<Job>, shared: Arc<Shared>) {
+fn worker_loop(plugin: Arc<dyn PluginCode>, jobs: Receiver<Job>, shared: Arc<Shared>) {
     for job in jobs.iter() {
         match job {
-            Job::Call(call, ticket) => run_call(&plugin, call, ticket, &shared),
-            Job::Control(job) => run_control_job(&plugin, job),
+            Job::Call(call, ticket) => run_call(&*plugin, call, ticket, &shared),
+            Job::Control(job) => run_control_job(&*plugin, job),
             Job::Exit => break,
         }
     }
@@ -541,7 +628,7 @@ fn worker_loop(plugin: Arc<PluginBox>, jobs: Receiver<Job>, shared: Arc<Shared>)
 
 enum BootMsg {
     Manifest(ManifestInfo),
-    Created(Arc<PluginBox>),
+    Created(Arc<dyn PluginCode>),
     Failed(String),
 }
 
@@ -552,9 +639,10 @@ pub type BootDecision = Result<(HostBox, u64, Arc<CallStats>), String>;
 impl Instance {
     /// Read the manifest on a new worker thread, let `decide` validate it, construct the
     /// plugin on that same thread, then start the remaining workers. The plugin is not started.
+    /// `source` is a library in this process ([`LocalSource`]) or a child process.
     pub fn boot(
-        module: PluginModRef,
-        heap: Arc<HeapGauge>,
+        source: Box<dyn PluginSource>,
+        heap: Arc<dyn HeapRead>,
         limits: &Limits,
         thread_prefix: &str,
         decide: impl FnOnce(&ManifestInfo) -> BootDecision,
@@ -567,10 +655,11 @@ impl Instance {
         let first = std::thread::Builder::new()
             .name(format!("{thread_prefix}-w0"))
             .spawn(move || {
-                let manifest = match (module.manifest())() {
-                    RResult::ROk(m) => ManifestInfo::from_ffi(m),
-                    RResult::RErr(e) => {
-                        let _ = boot_tx.send(BootMsg::Failed(format!("manifest: {}", e.message)));
+                let mut source = source;
+                let manifest = match source.manifest() {
+                    Ok(m) => m,
+                    Err(message) => {
+                        let _ = boot_tx.send(BootMsg::Failed(message));
                         return;
                     }
                 };
@@ -578,10 +667,10 @@ impl Instance {
                     return;
                 }
                 let Ok(Some((host, shared0))) = go_rx.recv() else { return };
-                let plugin = match (module.create())(host) {
-                    RResult::ROk(p) => Arc::new(p),
-                    RResult::RErr(e) => {
-                        let _ = boot_tx.send(BootMsg::Failed(format!("create: {}", e.message)));
+                let plugin = match source.create(host) {
+                    Ok(p) => p,
+                    Err(message) => {
+                        let _ = boot_tx.send(BootMsg::Failed(message));
                         return;
                     }
                 };

@@ -318,19 +318,40 @@ impl LoadedLibrary {
 
     /// Check and open a staged copy.
     pub fn open_staged(staged: Staged) -> Result<Self, LoadError> {
+        Self::open_checked(staged, true)
+    }
+
+    /// Open a shadow copy another process staged (a plugin's child process opening what the
+    /// host staged for it) with the same checks. The file is the host's: it is never removed
+    /// here, whatever happens.
+    pub fn open_shadow(shadow: &Path) -> Result<Self, LoadError> {
+        let size = fs::metadata(shadow)
+            .map_err(|e| LoadError::Shadow { path: shadow.into(), source: e })?
+            .len();
+        let staged =
+            Staged { source: shadow.into(), shadow: shadow.into(), sha256: String::new(), size };
+        Self::open_checked(staged, false)
+    }
+
+    fn open_checked(staged: Staged, owned: bool) -> Result<Self, LoadError> {
         let Staged { source, shadow, sha256, size } = staged;
+        let remove = |shadow: &Path| {
+            if owned {
+                let _ = fs::remove_file(shadow);
+            }
+        };
         let checked = fs::File::open(&shadow)
             .map_err(|e| LoadError::Shadow { path: shadow.clone(), source: e })
             .and_then(|mut f| preflight(&mut f, size));
         if let Err(e) = checked {
-            let _ = fs::remove_file(&shadow);
+            remove(&shadow);
             return Err(e);
         }
         let library = match RawLibrary::load_at(&shadow) {
             Ok(lib) => lib,
             Err(e) => {
                 let err = summarize(&e);
-                let _ = fs::remove_file(&shadow);
+                remove(&shadow);
                 return Err(err);
             }
         };
@@ -348,7 +369,7 @@ impl LoadedLibrary {
                 let err = summarize(&e);
                 drop(e);
                 drop(library);
-                let _ = fs::remove_file(&shadow);
+                remove(&shadow);
                 return Err(err);
             }
         };

@@ -629,7 +629,8 @@ impl Registry {
         let mut standby: Option<String> = None;
         let limits = self.settings.limits.clone();
         let thread_prefix = format!("bkg-p{}", self.seq);
-        let booted = Instance::boot(module, library.heap(), &limits, &thread_prefix, |m| {
+        let source = Box::new(crate::exec::LocalSource(module));
+        let booted = Instance::boot(source, library.heap(), &limits, &thread_prefix, |m| {
             self.check_manifest(m)?;
             // Another file in the folder provides this id and is newer: it keeps serving,
             // this one stands by (the plugin is not constructed).

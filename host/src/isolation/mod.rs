@@ -8,7 +8,10 @@
 //! remote plugin object the instance's workers call, death detection), `supervise` (restart
 //! backoff and the crash loop rule, pure logic).
 
+pub mod child;
+pub mod runner;
 pub mod supervise;
+pub mod wire;
 
 use serde::{Deserialize, Serialize};
 

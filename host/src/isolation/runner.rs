@@ -1,0 +1,696 @@
+//! The child side of process isolation: `bkg plugin-runner --fd 0 --library <shadow>
+//! --plugin-dir <data root> --models-dir <dir> --host-pid <pid> [--rlimit-as N]
+//! [--rlimit-nofile N] [--rlimit-nproc N]`, with the cookie in `BKG_RUNNER_COOKIE`.
+//!
+//! It asks the kernel to kill it when the host dies (`PR_SET_PDEATHSIG`) and checks the host
+//! is still its parent, sets its resource limits, opens the library with the loader's checks,
+//! answers the host's hello with the manifest, constructs the plugin when told, and serves
+//! calls and lifecycle operations on a pool of threads (as many as the host's instance has
+//! workers) until the host sends `Shutdown` or goes away. Blocking I/O only: the main thread
+//! reads frames, workers write theirs whole under one lock.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io::BufReader;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RString, RVec};
+use bkg_abi::ffi::{
+    CallContext, CallContext_TO, CallKind, ChunkSinkMut, ErrorKind, FfiError, FfiRequest,
+    FfiResponse, HostApi, HostApi_TO, LogLevel, PluginBox,
+};
+use crossbeam_channel::{Receiver, Sender};
+
+use super::wire::{
+    self, CbOp, CbValue, ChildMsg, HostMsg, WireCapability, WireControl, WireError, WireManifest,
+    WireReply, PROTOCOL_VERSION,
+};
+use crate::loader::LoadedLibrary;
+
+/// The runner's command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerArgs {
+    pub fd: i32,
+    pub library: PathBuf,
+    pub plugin_dir: PathBuf,
+    pub models_dir: PathBuf,
+    pub host_pid: Option<u32>,
+    pub rlimit_as: Option<u64>,
+    pub rlimit_nofile: Option<u64>,
+    pub rlimit_nproc: Option<u64>,
+}
+
+/// Read the runner's flags (everything after `plugin-runner`).
+pub fn parse_args(args: &[String]) -> Result<RunnerArgs, String> {
+    let mut fd = None;
+    let mut library = None;
+    let mut plugin_dir = None;
+    let mut models_dir = None;
+    let mut host_pid = None;
+    let (mut rlimit_as, mut rlimit_nofile, mut rlimit_nproc) = (None, None, None);
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let number = |what: &str| -> Result<u64, String> {
+            value.parse::<u64>().map_err(|_| format!("{what} must be a number, not '{value}'"))
+        };
+        match flag.as_str() {
+            "--fd" => fd = Some(number("--fd")? as i32),
+            "--library" => library = Some(PathBuf::from(value)),
+            "--plugin-dir" => plugin_dir = Some(PathBuf::from(value)),
+            "--models-dir" => models_dir = Some(PathBuf::from(value)),
+            "--host-pid" => host_pid = Some(number("--host-pid")? as u32),
+            "--rlimit-as" => rlimit_as = Some(number("--rlimit-as")?),
+            "--rlimit-nofile" => rlimit_nofile = Some(number("--rlimit-nofile")?),
+            "--rlimit-nproc" => rlimit_nproc = Some(number("--rlimit-nproc")?),
+            other => return Err(format!("unknown flag '{other}'")),
+        }
+    }
+    let need = |v: Option<PathBuf>, flag: &str| v.ok_or_else(|| format!("{flag} is required"));
+    Ok(RunnerArgs {
+        fd: fd.ok_or("--fd is required")?,
+        library: need(library, "--library")?,
+        plugin_dir: need(plugin_dir, "--plugin-dir")?,
+        models_dir: need(models_dir, "--models-dir")?,
+        host_pid,
+        rlimit_as,
+        rlimit_nofile,
+        rlimit_nproc,
+    })
+}
+
+/// Run the runner; returns the process's exit status.
+pub fn main(args: &[String]) -> i32 {
+    let args = match parse_args(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bkg plugin-runner: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
+        eprintln!("bkg plugin-runner: cannot ask to die with the host: {e}");
+        return 2;
+    }
+    if let Some(host) = args.host_pid {
+        // The host may have died before the line above: then we were re-parented.
+        if nix::unistd::getppid().as_raw() as u32 != host {
+            eprintln!("bkg plugin-runner: the host (pid {host}) is gone");
+            return 3;
+        }
+    }
+    for (resource, value, name) in [
+        (nix::sys::resource::Resource::RLIMIT_AS, args.rlimit_as, "RLIMIT_AS"),
+        (nix::sys::resource::Resource::RLIMIT_NOFILE, args.rlimit_nofile, "RLIMIT_NOFILE"),
+        (nix::sys::resource::Resource::RLIMIT_NPROC, args.rlimit_nproc, "RLIMIT_NPROC"),
+    ] {
+        if let Some(v) = value {
+            if let Err(e) = nix::sys::resource::setrlimit(resource, v, v) {
+                eprintln!("bkg plugin-runner: cannot set {name} to {v}: {e}");
+                return 2;
+            }
+        }
+    }
+    if args.fd != 0 {
+        eprintln!("bkg plugin-runner: only --fd 0 (the connection as stdin) is supported");
+        return 2;
+    }
+    // The connection is our stdin: take our own descriptor of it, then put /dev/null there so
+    // the plugin cannot read the protocol.
+    let stream = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => UnixStream::from(fd),
+        Err(e) => {
+            eprintln!("bkg plugin-runner: cannot take the connection: {e}");
+            return 2;
+        }
+    };
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+    }
+    let cookie = std::env::var("BKG_RUNNER_COOKIE").unwrap_or_default();
+    match serve(args, stream, &cookie) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("bkg plugin-runner: {e}");
+            2
+        }
+    }
+}
+
+/// How the runner writes: whole frames under one lock.
+#[derive(Clone)]
+struct Out(Arc<Mutex<UnixStream>>);
+
+impl Out {
+    fn send(&self, msg: &ChildMsg) -> bool {
+        let frame = msg.encode();
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        wire::write_frame(&mut *w, &frame).is_ok()
+    }
+}
+
+/// What a callback waits for.
+enum CbEvent {
+    Chunk(Vec<u8>),
+    Reply(Result<CbValue, WireError>),
+}
+
+struct Shared {
+    out: Out,
+    next_req: AtomicU64,
+    callbacks: Mutex<HashMap<u64, Sender<CbEvent>>>,
+    calls: Mutex<HashMap<u64, Arc<AtomicBool>>>,
+}
+
+enum Job {
+    Call(wire::WireCall, Arc<AtomicBool>),
+    Control(u64, WireControl),
+}
+
+thread_local! {
+    /// The call this runner thread runs (0: none), named in its bus calls.
+    static CURRENT: Cell<u64> = const { Cell::new(0) };
+}
+
+fn serve(args: RunnerArgs, stream: UnixStream, cookie: &str) -> Result<(), String> {
+    let writer = stream.try_clone().map_err(|e| format!("cannot clone the connection: {e}"))?;
+    let out = Out(Arc::new(Mutex::new(writer)));
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    let hello_ack = |result: Result<WireManifest, String>| ChildMsg::HelloAck {
+        version: PROTOCOL_VERSION,
+        cookie: cookie.to_string(),
+        result,
+    };
+    let frame = wire::read_frame(&mut reader)
+        .map_err(|e| format!("reading the host's hello: {e}"))?
+        .ok_or("the host closed the connection before its hello")?;
+    match HostMsg::decode(&frame) {
+        Ok(HostMsg::Hello { version, cookie: theirs }) => {
+            if version != PROTOCOL_VERSION {
+                let why = format!(
+                    "the host speaks protocol version {version}, this runner {PROTOCOL_VERSION}"
+                );
+                out.send(&hello_ack(Err(why.clone())));
+                return Err(why);
+            }
+            if cookie.is_empty() || theirs != cookie {
+                let why = "the host's hello carries the wrong cookie".to_string();
+                out.send(&hello_ack(Err(why.clone())));
+                return Err(why);
+            }
+        }
+        Ok(_) => return Err("the host's first message was not its hello".into()),
+        Err(e) => return Err(format!("the host's hello: {e}")),
+    }
+    let library = match LoadedLibrary::open_shadow(&args.library) {
+        Ok(l) => l,
+        Err(e) => {
+            let why = e.to_string();
+            out.send(&hello_ack(Err(why.clone())));
+            return Err(why);
+        }
+    };
+    let module = library.module();
+    let manifest = match (module.manifest())() {
+        RResult::ROk(m) => m,
+        RResult::RErr(e) => {
+            let why = format!("manifest: {}", e.message);
+            out.send(&hello_ack(Err(why.clone())));
+            return Err(why);
+        }
+    };
+    let id = manifest.id.to_string();
+    let wire_manifest = WireManifest {
+        id: id.clone(),
+        name: manifest.name.to_string(),
+        version: manifest.version.to_string(),
+        description: manifest.description.to_string(),
+        capabilities: manifest
+            .capabilities
+            .iter()
+            .map(|c| WireCapability {
+                name: c.name.to_string(),
+                description: c.description.to_string(),
+                input_schema: c.input_schema.to_string(),
+                output_schema: c.output_schema.to_string(),
+                streaming: c.streaming,
+                scope: c.scope.to_string(),
+            })
+            .collect(),
+        routes: manifest
+            .routes
+            .iter()
+            .map(|r| (r.method.to_string(), r.path.to_string()))
+            .collect(),
+        route_prefix: manifest.route_prefix.as_ref().into_option().map(|p| p.to_string()),
+        config_schema: manifest.config_schema.to_string(),
+        max_concurrency: manifest.max_concurrency,
+        config_needs_restart: manifest.config_needs_restart,
+    };
+    if !out.send(&hello_ack(Ok(wire_manifest))) {
+        return Err("the host went away during the handshake".into());
+    }
+
+    let shared = Arc::new(Shared {
+        out: out.clone(),
+        next_req: AtomicU64::new(0),
+        callbacks: Mutex::default(),
+        calls: Mutex::default(),
+    });
+    // Wait for `Create`.
+    let frame = match wire::read_frame(&mut reader) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(format!("reading from the host: {e}")),
+    };
+    let workers = match HostMsg::decode(&frame) {
+        Ok(HostMsg::Create { workers }) => workers.max(1),
+        Ok(HostMsg::Shutdown) => return Ok(()),
+        Ok(other) => return Err(format!("expected Create, got {other:?}")),
+        Err(e) => return Err(format!("from the host: {e}")),
+    };
+    let host = HostApi_TO::from_value(
+        RunnerHost {
+            shared: shared.clone(),
+            data_dir: args.plugin_dir.join(&id),
+            models_dir: args.models_dir.clone(),
+        },
+        TD_Opaque,
+    );
+    let plugin: Arc<PluginBox> = match (module.create())(host) {
+        RResult::ROk(p) => Arc::new(p),
+        RResult::RErr(e) => {
+            let why = format!("create: {}", e.message);
+            out.send(&ChildMsg::Created { result: Err(why.clone()) });
+            return Err(why);
+        }
+    };
+    out.send(&ChildMsg::Created { result: Ok(()) });
+
+    let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
+    let mut threads = Vec::new();
+    for i in 0..workers {
+        let (p, rx, s) = (plugin.clone(), jobs_rx.clone(), shared.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("runner-w{i}"))
+            .spawn(move || worker(p, rx, s))
+            .map_err(|e| format!("cannot start a worker thread: {e}"))?;
+        threads.push(t);
+    }
+    drop(plugin);
+    let stop_heap = Arc::new(AtomicBool::new(false));
+    {
+        let (gauge, out, stop) = (library.heap(), out.clone(), stop_heap.clone());
+        let _ = std::thread::Builder::new().name("runner-heap".into()).spawn(move || {
+            let mut last = None;
+            while !stop.load(Ordering::Relaxed) {
+                let now = gauge.bytes();
+                if now != last {
+                    last = now;
+                    if !out.send(&ChildMsg::Heap { bytes: now }) {
+                        return;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+    }
+
+    loop {
+        let frame = match wire::read_frame(&mut reader) {
+            Ok(Some(f)) => f,
+            // The host closed its side: it is ending (or gone; the kernel kills us then).
+            Ok(None) => break,
+            Err(e) => {
+                eprintln!("bkg plugin-runner: reading from the host: {e}");
+                break;
+            }
+        };
+        let msg = match HostMsg::decode(&frame) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("bkg plugin-runner: the host sent {e}");
+                break;
+            }
+        };
+        match msg {
+            HostMsg::Call(call) => {
+                let cancel = Arc::new(AtomicBool::new(false));
+                shared
+                    .calls
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(call.call, cancel.clone());
+                let _ = jobs_tx.send(Job::Call(call, cancel));
+            }
+            HostMsg::Cancel { call } => {
+                if let Some(flag) =
+                    shared.calls.lock().unwrap_or_else(|p| p.into_inner()).get(&call)
+                {
+                    flag.store(true, Ordering::SeqCst);
+                }
+            }
+            HostMsg::Control { req, op } => {
+                let _ = jobs_tx.send(Job::Control(req, op));
+            }
+            HostMsg::CbReply { req, result } => {
+                let waiter =
+                    shared.callbacks.lock().unwrap_or_else(|p| p.into_inner()).remove(&req);
+                if let Some(tx) = waiter {
+                    let _ = tx.send(CbEvent::Reply(result));
+                }
+            }
+            HostMsg::CbChunk { req, data } => {
+                if let Some(tx) =
+                    shared.callbacks.lock().unwrap_or_else(|p| p.into_inner()).get(&req)
+                {
+                    let _ = tx.send(CbEvent::Chunk(data));
+                }
+            }
+            HostMsg::Shutdown => break,
+            HostMsg::Hello { .. } | HostMsg::Create { .. } => {
+                eprintln!("bkg plugin-runner: a second hello or create from the host; ignored");
+            }
+        }
+    }
+    // Workers finish what they run; waiting callbacks are answered "gone" as their senders go.
+    stop_heap.store(true, Ordering::Relaxed);
+    drop(jobs_tx);
+    shared.callbacks.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    for t in threads {
+        while !t.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        }
+    }
+    // The library stays mapped: the process ends now.
+    std::mem::forget(library);
+    Ok(())
+}
+
+fn worker(plugin: Arc<PluginBox>, jobs: Receiver<Job>, shared: Arc<Shared>) {
+    for job in jobs.iter() {
+        match job {
+            Job::Call(call, cancel) => {
+                let id = call.call;
+                CURRENT.with(|c| c.set(id));
+                let result = run_call(&plugin, call, &cancel, &shared.out);
+                CURRENT.with(|c| c.set(0));
+                shared.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                shared.out.send(&ChildMsg::Done { call: id, result });
+            }
+            Job::Control(req, op) => {
+                let unit = |r: RResult<(), FfiError>| match r {
+                    RResult::ROk(()) => Ok(String::new()),
+                    RResult::RErr(e) => Err(wire_error(e)),
+                };
+                let result = match op {
+                    WireControl::Start => unit(plugin.start()),
+                    WireControl::Stop => unit(plugin.stop()),
+                    WireControl::Status => Ok(plugin.status().into_string()),
+                    WireControl::Config => Ok(plugin.config().into_string()),
+                    WireControl::Configure(text) => unit(plugin.configure(RStr::from_str(&text))),
+                };
+                shared.out.send(&ChildMsg::ControlDone { req, result });
+            }
+        }
+    }
+    drop(plugin);
+}
+
+fn wire_error(e: FfiError) -> WireError {
+    WireError { kind: e.kind.0, message: e.message.into_string() }
+}
+
+struct RunnerCallContext<'a> {
+    call: u64,
+    cancel: &'a AtomicBool,
+    out: &'a Out,
+    streaming: Cell<bool>,
+}
+
+impl CallContext for RunnerCallContext<'_> {
+    fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+    fn begin_stream(&self, content_type: RStr<'_>) -> bool {
+        if !self.streaming.get() {
+            self.streaming.set(true);
+            let msg =
+                ChildMsg::Begin { call: self.call, content_type: content_type.as_str().into() };
+            if !self.out.send(&msg) {
+                return false;
+            }
+        }
+        !self.is_cancelled()
+    }
+    fn send_chunk(&self, chunk: RSlice<'_, u8>) -> bool {
+        if !self.streaming.get() && !self.begin_stream("application/octet-stream".into()) {
+            return false;
+        }
+        if self.is_cancelled() {
+            return false;
+        }
+        self.out.send(&ChildMsg::Chunk { call: self.call, data: chunk.as_slice().to_vec() })
+            && !self.is_cancelled()
+    }
+}
+
+fn run_call(
+    plugin: &PluginBox,
+    call: wire::WireCall,
+    cancel: &AtomicBool,
+    out: &Out,
+) -> Result<WireReply, WireError> {
+    let request = FfiRequest {
+        kind: if call.kind == 1 { CallKind::Route } else { CallKind::Capability },
+        target: RString::from(call.target),
+        method: RString::from(call.method),
+        query: RString::from(call.query),
+        content_type: RString::from(call.content_type),
+        body: call.body.into(),
+    };
+    let ctx = RunnerCallContext { call: call.call, cancel, out, streaming: Cell::new(false) };
+    let ctx_obj = CallContext_TO::from_ptr(&ctx, TD_Opaque);
+    match plugin.call(&request, ctx_obj) {
+        RResult::ROk(r) => Ok(WireReply {
+            status: r.status,
+            content_type: r.content_type.into_string(),
+            body: r.body.into_vec(),
+        }),
+        RResult::RErr(e) => Err(wire_error(e)),
+    }
+}
+
+/// The `HostApi` a plugin in the child gets: its dirs locally, everything else asked of the
+/// host over the connection.
+/// Where a streamed bus call's chunks go; false stops the call.
+type ChunkFn<'a> = &'a mut dyn FnMut(&[u8]) -> bool;
+
+struct RunnerHost {
+    shared: Arc<Shared>,
+    data_dir: PathBuf,
+    models_dir: PathBuf,
+}
+
+fn gone() -> FfiError {
+    FfiError {
+        kind: ErrorKind::UNAVAILABLE,
+        message: "the host closed the connection to the plugin's process".into(),
+    }
+}
+
+impl RunnerHost {
+    /// Ask the host; chunks of a streamed answer go to `on_chunk` (false: stop).
+    fn ask(
+        &self,
+        op: CbOp,
+        mut on_chunk: Option<ChunkFn<'_>>,
+    ) -> Result<CbValue, FfiError> {
+        let req = self.shared.next_req.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.shared.callbacks.lock().unwrap_or_else(|p| p.into_inner()).insert(req, tx);
+        let call = CURRENT.with(|c| c.get());
+        if !self.shared.out.send(&ChildMsg::Callback { req, call, op }) {
+            self.shared.callbacks.lock().unwrap_or_else(|p| p.into_inner()).remove(&req);
+            return Err(gone());
+        }
+        let mut stopped = false;
+        loop {
+            match rx.recv() {
+                Ok(CbEvent::Chunk(data)) => {
+                    if stopped {
+                        continue;
+                    }
+                    let go_on = on_chunk.as_mut().is_some_and(|f| f(&data));
+                    if !go_on {
+                        stopped = true;
+                        self.shared.out.send(&ChildMsg::CbCancel { req });
+                    }
+                }
+                Ok(CbEvent::Reply(result)) => {
+                    return result.map_err(|e| FfiError {
+                        kind: ErrorKind(e.kind),
+                        message: e.message.into(),
+                    })
+                }
+                Err(_) => return Err(gone()),
+            }
+        }
+    }
+
+    fn bus(
+        &self,
+        plugin: RStr<'_>,
+        capability: RStr<'_>,
+        content_type: RStr<'_>,
+        body: RSlice<'_, u8>,
+        on_chunk: Option<ChunkFn<'_>>,
+    ) -> RResult<FfiResponse, FfiError> {
+        let op = CbOp::Bus {
+            plugin: plugin.as_str().into(),
+            capability: capability.as_str().into(),
+            content_type: content_type.as_str().into(),
+            body: body.as_slice().to_vec(),
+            stream: on_chunk.is_some(),
+        };
+        match self.ask(op, on_chunk) {
+            Ok(CbValue::Reply(r)) => RResult::ROk(FfiResponse {
+                status: r.status,
+                content_type: r.content_type.into(),
+                body: r.body.into(),
+            }),
+            Ok(other) => RResult::RErr(unexpected(other)),
+            Err(e) => RResult::RErr(e),
+        }
+    }
+}
+
+fn unexpected(value: CbValue) -> FfiError {
+    FfiError {
+        kind: ErrorKind::INTERNAL,
+        message: format!("the host answered with an unexpected value: {value:?}").into(),
+    }
+}
+
+impl HostApi for RunnerHost {
+    fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
+        self.shared.out.send(&ChildMsg::Log {
+            level: level.0,
+            target: target.as_str().into(),
+            message: message.as_str().into(),
+        });
+    }
+
+    fn data_dir(&self) -> RString {
+        self.data_dir.to_string_lossy().into_owned().into()
+    }
+
+    fn models_dir(&self) -> RString {
+        self.models_dir.to_string_lossy().into_owned().into()
+    }
+
+    fn call(
+        &self,
+        plugin: RStr<'_>,
+        capability: RStr<'_>,
+        content_type: RStr<'_>,
+        body: RSlice<'_, u8>,
+    ) -> RResult<FfiResponse, FfiError> {
+        self.bus(plugin, capability, content_type, body, None)
+    }
+
+    fn call_streaming(
+        &self,
+        plugin: RStr<'_>,
+        capability: RStr<'_>,
+        content_type: RStr<'_>,
+        body: RSlice<'_, u8>,
+        mut sink: ChunkSinkMut<'_>,
+    ) -> RResult<FfiResponse, FfiError> {
+        let mut forward = |chunk: &[u8]| sink.chunk(RSlice::from_slice(chunk));
+        self.bus(plugin, capability, content_type, body, Some(&mut forward))
+    }
+
+    fn kv_get(&self, key: RStr<'_>) -> RResult<ROption<RVec<u8>>, FfiError> {
+        match self.ask(CbOp::KvGet { key: key.as_str().into() }, None) {
+            Ok(CbValue::Value(v)) => RResult::ROk(v.map(RVec::from).into()),
+            Ok(other) => RResult::RErr(unexpected(other)),
+            Err(e) => RResult::RErr(e),
+        }
+    }
+
+    fn kv_put(&self, key: RStr<'_>, value: RSlice<'_, u8>) -> RResult<(), FfiError> {
+        let op = CbOp::KvPut { key: key.as_str().into(), value: value.as_slice().to_vec() };
+        match self.ask(op, None) {
+            Ok(CbValue::Unit) => RResult::ROk(()),
+            Ok(other) => RResult::RErr(unexpected(other)),
+            Err(e) => RResult::RErr(e),
+        }
+    }
+
+    fn kv_delete(&self, key: RStr<'_>) -> RResult<bool, FfiError> {
+        match self.ask(CbOp::KvDelete { key: key.as_str().into() }, None) {
+            Ok(CbValue::Bool(b)) => RResult::ROk(b),
+            Ok(other) => RResult::RErr(unexpected(other)),
+            Err(e) => RResult::RErr(e),
+        }
+    }
+
+    fn kv_keys(&self, prefix: RStr<'_>) -> RResult<RVec<RString>, FfiError> {
+        match self.ask(CbOp::KvKeys { prefix: prefix.as_str().into() }, None) {
+            Ok(CbValue::Keys(keys)) => RResult::ROk(keys.into_iter().map(RString::from).collect()),
+            Ok(other) => RResult::RErr(unexpected(other)),
+            Err(e) => RResult::RErr(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn runner_flags_are_read_and_checked() {
+        let args = parse_args(&strings(&[
+            "--fd",
+            "0",
+            "--library",
+            "/s/x.so",
+            "--plugin-dir",
+            "/d",
+            "--models-dir",
+            "/m",
+            "--host-pid",
+            "42",
+            "--rlimit-nofile",
+            "64",
+        ]))
+        .unwrap();
+        assert_eq!(args.fd, 0);
+        assert_eq!(args.library, PathBuf::from("/s/x.so"));
+        assert_eq!(args.host_pid, Some(42));
+        assert_eq!(args.rlimit_nofile, Some(64));
+        assert_eq!(args.rlimit_as, None);
+        assert_eq!(parse_args(&strings(&["--fd", "0"])).unwrap_err(), "--library is required");
+        assert_eq!(parse_args(&strings(&["--fd"])).unwrap_err(), "--fd needs a value");
+        assert_eq!(
+            parse_args(&strings(&["--fd", "x"])).unwrap_err(),
+            "--fd must be a number, not 'x'"
+        );
+        assert_eq!(parse_args(&strings(&["--bogus", "1"])).unwrap_err(), "unknown flag '--bogus'");
+    }
+}
