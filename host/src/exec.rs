@@ -632,6 +632,16 @@ enum BootMsg {
     Failed(String),
 }
 
+/// How many worker threads an instance of this manifest gets: the host's count, or the
+/// plugin's `max_concurrency` up to four times that.
+pub fn worker_count(manifest: &ManifestInfo, limits: &Limits) -> usize {
+    match manifest.max_concurrency {
+        0 => limits.workers,
+        n => (n as usize).min(limits.workers.max(1) * 4),
+    }
+    .max(1)
+}
+
 /// What the caller of [`Instance::boot`] decides once it has read the manifest: the host
 /// handle, generation and counters to construct the plugin with, or why it must not be.
 pub type BootDecision = Result<(HostBox, u64, Arc<CallStats>), String>;
@@ -720,11 +730,7 @@ impl Instance {
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => return hung("constructor"),
             _ => return fail(first, "plugin boot thread died".into()),
         };
-        let wanted = match manifest.max_concurrency {
-            0 => limits.workers,
-            n => (n as usize).min(limits.workers.max(1) * 4),
-        }
-        .max(1);
+        let wanted = worker_count(&manifest, limits);
 
         let instance = Arc::new(Instance {
             manifest: Arc::new(manifest),

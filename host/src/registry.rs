@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
@@ -13,11 +13,13 @@ use tokio::sync::oneshot;
 
 use crate::dispatch::Routing;
 use crate::exec::{
-    BootError, CallStats, CapabilityInfo, Control, DrainOutcome, Instance, Limits, ManifestInfo,
-    RouteInfo,
+    BootError, CallStats, CapabilityInfo, Control, DrainOutcome, HeapRead, Instance, Limits,
+    LocalSource, ManifestInfo, PluginSource, RouteInfo,
 };
 use crate::host_api;
-use crate::isolation::{IsolationMode, ProcessInfo};
+use crate::isolation::child::{self, Conn, RemoteSource, SpawnSpec, Spawned};
+use crate::isolation::supervise::{Decision, Supervisor};
+use crate::isolation::{CrashInfo, IsolationMode, ProcessInfo};
 use crate::loader::{self, LoadedLibrary, Residency};
 use crate::logs::{Level, LogHub};
 use crate::store::{DesiredState, Store};
@@ -180,6 +182,17 @@ pub enum Command {
         actor: String,
         reply: Reply<PluginView>,
     },
+    /// The child process of a process-mode generation died without being asked to.
+    ChildExited {
+        id: String,
+        generation: u64,
+        crash: CrashInfo,
+    },
+    /// The restart delay after a crash of `generation`'s child ran out: start a new child.
+    RestartChild {
+        id: String,
+        generation: u64,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -306,10 +319,66 @@ impl RegistryHandle {
 
 struct Generation {
     instance: Arc<Instance>,
-    library: LoadedLibrary,
+    library: Code,
     started: bool,
     /// When it last started (unix ms); none while stopped.
     started_at_ms: Option<u64>,
+}
+
+/// Where a generation's code was loaded: the file it came from and, in this process, the
+/// opened library, or in process mode the child process serving the staged copy.
+struct Code {
+    source: PathBuf,
+    sha256: String,
+    size: u64,
+    kind: CodeKind,
+}
+
+enum CodeKind {
+    Library(LoadedLibrary),
+    Child { conn: Arc<Conn>, shadow: PathBuf },
+}
+
+impl Code {
+    fn library(library: LoadedLibrary) -> Code {
+        Code {
+            source: library.source.clone(),
+            sha256: library.sha256.clone(),
+            size: library.size,
+            kind: CodeKind::Library(library),
+        }
+    }
+
+    /// The child serving this generation (process mode).
+    fn child(&self) -> Option<&Arc<Conn>> {
+        match &self.kind {
+            CodeKind::Child { conn, .. } => Some(conn),
+            CodeKind::Library(_) => None,
+        }
+    }
+
+    /// Give up on code whose plugin was never constructed or failed to boot: close the
+    /// library (leave it mapped when a thread of it is `hung`), or end the child.
+    fn discard(self, hung: bool) {
+        match self.kind {
+            CodeKind::Library(library) if hung => {
+                library.abandon();
+            }
+            CodeKind::Library(library) => {
+                library.close();
+            }
+            CodeKind::Child { conn, shadow } => {
+                conn.end(if hung { Duration::ZERO } else { Duration::from_secs(1) });
+                let _ = std::fs::remove_file(shadow);
+            }
+        }
+    }
+}
+
+/// A staged file opened for loading: in this process, or by a child that shook hands.
+enum Opened {
+    Library(LoadedLibrary),
+    Child(Spawned, loader::Staged),
 }
 
 #[derive(Default)]
@@ -326,6 +395,10 @@ struct Slot {
     /// Where the id's code runs: read from the store when the slot is made, changed by
     /// `on_set_isolation`.
     isolation: IsolationMode,
+    /// Restart backoff and the crash loop rule of its children (process mode).
+    supervisor: Supervisor,
+    /// The last crash of one of its children.
+    last_crash: Option<CrashInfo>,
 }
 
 const HISTORY_LIMIT: usize = 50;
@@ -359,6 +432,8 @@ struct Registry {
     files: HashMap<PathBuf, FileRecord>,
     views: Arc<RwLock<BTreeMap<String, PluginView>>>,
     seq: u64,
+    /// The registry's own queue: a child's death and a restart's timer come back through it.
+    commands: Sender<Command>,
 }
 
 /// One file in the plugins folder, as the registry last read it.
@@ -401,7 +476,7 @@ pub fn spawn(
     let ready = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(RegistryCounters::default());
     let handle = RegistryHandle {
-        tx,
+        tx: tx.clone(),
         views: views.clone(),
         ready: ready.clone(),
         counters: counters.clone(),
@@ -416,6 +491,7 @@ pub fn spawn(
         files: HashMap::new(),
         views,
         seq: 0,
+        commands: tx,
     };
     let thread = std::thread::Builder::new()
         .name("bkg-registry".into())
@@ -473,6 +549,10 @@ impl Registry {
                     let result = self.on_set_isolation(&id, mode, &actor);
                     let _ = reply.send(result);
                 }
+                Command::ChildExited { id, generation, crash } => {
+                    self.on_child_exited(&id, generation, crash)
+                }
+                Command::RestartChild { id, generation } => self.on_restart_child(&id, generation),
                 Command::Shutdown(reply) => {
                     ready.store(false, Ordering::SeqCst);
                     self.shutdown();
@@ -570,14 +650,80 @@ impl Registry {
                 // A file standing by that is now the newest: it takes over (below).
             }
         }
-        let library = match LoadedLibrary::open_staged(staged) {
-            Ok(lib) => lib,
-            Err(e) => {
-                self.file_failed(path, &fallback_id);
-                return self.fail(&fallback_id, Some(path), e.to_string());
-            }
+        // The id of a new file is known only once its manifest is read: its mode is guessed
+        // from what the registry knows of the file (its record, else its name), and `load`
+        // loads it again the other way when the manifest's id says otherwise.
+        let mode = self.mode_of(&fallback_id);
+        self.open_and_load(path, modified, staged, prior_id, &fallback_id, mode, true);
+    }
+
+    /// Where `id`'s code runs (the store's answer for an id without a slot).
+    fn mode_of(&self, id: &str) -> IsolationMode {
+        self.slots.get(id).map(|s| s.isolation).unwrap_or_else(|| stored_isolation(&self.store, id))
+    }
+
+    /// Open a staged file in `mode` (dlopen here, or a child process on it) and load it.
+    #[allow(clippy::too_many_arguments)]
+    fn open_and_load(
+        &mut self,
+        path: &Path,
+        modified: SystemTime,
+        staged: loader::Staged,
+        prior_id: Option<String>,
+        fallback_id: &str,
+        mode: IsolationMode,
+        may_switch_mode: bool,
+    ) {
+        let opened = match mode {
+            IsolationMode::InProcess => match LoadedLibrary::open_staged(staged) {
+                Ok(lib) => Opened::Library(lib),
+                Err(e) => {
+                    self.file_failed(path, fallback_id);
+                    return self.fail(fallback_id, Some(path), e.to_string());
+                }
+            },
+            IsolationMode::Process => match self.spawn_child(&staged, fallback_id) {
+                Ok(spawned) => Opened::Child(spawned, staged),
+                Err(e) => {
+                    staged.discard();
+                    self.file_failed(path, fallback_id);
+                    return self.fail(
+                        fallback_id,
+                        Some(path),
+                        format!("cannot start the plugin's process: {e}"),
+                    );
+                }
+            },
         };
-        self.load(path, modified, library, prior_id, &fallback_id);
+        self.load(path, modified, opened, prior_id, fallback_id, may_switch_mode);
+    }
+
+    /// Start `bkg plugin-runner` on a staged copy; its stderr goes to the plugin's log.
+    fn spawn_child(&self, staged: &loader::Staged, id_guess: &str) -> Result<Spawned, String> {
+        // The runner is this binary; a host embedded elsewhere (a benchmark) names it.
+        let exe = match std::env::var_os("BKG_RUNNER_EXE") {
+            Some(exe) => PathBuf::from(exe),
+            None => std::env::current_exe()
+                .map_err(|e| format!("cannot find the host's own binary: {e}"))?,
+        };
+        let spec = SpawnSpec {
+            exe,
+            library: staged.shadow.clone(),
+            plugin_dir: self.settings.plugin_data_dir.clone(),
+            models_dir: self.settings.models_dir.clone(),
+            handshake_timeout: self.settings.control_timeout,
+            rlimits: child::RLimits::default(),
+        };
+        let label: Arc<std::sync::OnceLock<String>> = Arc::default();
+        let (logs, guess, named) = (self.logs.clone(), id_guess.to_string(), label.clone());
+        let on_line = Arc::new(move |line: &str| {
+            let id = named.get().unwrap_or(&guess);
+            logs.push(id, Level::Warn, "plugin", "stderr", line);
+        });
+        let spawned = child::spawn(&spec, on_line).map_err(|e| e.0)?;
+        let _ = label.set(spawned.manifest.id.clone());
+        tracing::info!(plugin = %spawned.manifest.id, pid = spawned.conn.pid(), "plugin process started");
+        Ok(spawned)
     }
 
     /// Validate a manifest against the rest of the host. Runs before the plugin is constructed.
@@ -620,17 +766,43 @@ impl Registry {
         &mut self,
         path: &Path,
         modified: SystemTime,
-        library: LoadedLibrary,
+        opened: Opened,
         prior_id: Option<String>,
         fallback_id: &str,
+        may_switch_mode: bool,
     ) {
-        let module = library.module();
         let mut chosen: Option<(String, u64)> = None;
         let mut standby: Option<String> = None;
+        let mut other_mode: Option<IsolationMode> = None;
         let limits = self.settings.limits.clone();
         let thread_prefix = format!("bkg-p{}", self.seq);
-        let source = Box::new(crate::exec::LocalSource(module));
-        let booted = Instance::boot(source, library.heap(), &limits, &thread_prefix, |m| {
+        let (source, heap, library, mode): (Box<dyn PluginSource>, Arc<dyn HeapRead>, Code, _) =
+            match opened {
+                Opened::Library(library) => (
+                    Box::new(LocalSource(library.module())),
+                    library.heap(),
+                    Code::library(library),
+                    IsolationMode::InProcess,
+                ),
+                Opened::Child(spawned, staged) => {
+                    let workers = crate::exec::worker_count(&spawned.manifest, &limits);
+                    let conn = spawned.conn.clone();
+                    let source = RemoteSource::new(
+                        spawned.conn,
+                        spawned.manifest,
+                        workers,
+                        self.settings.control_timeout,
+                    );
+                    let code = Code {
+                        source: staged.source,
+                        sha256: staged.sha256,
+                        size: staged.size,
+                        kind: CodeKind::Child { conn: conn.clone(), shadow: staged.shadow },
+                    };
+                    (Box::new(source), conn, code, IsolationMode::Process)
+                }
+            };
+        let booted = Instance::boot(source, heap, &limits, &thread_prefix, |m| {
             self.check_manifest(m)?;
             // Another file in the folder provides this id and is newer: it keeps serving,
             // this one stands by (the plugin is not constructed).
@@ -638,6 +810,12 @@ impl Registry {
             if newest(others.chain(std::iter::once((path, modified)))) != Some(path) {
                 standby = Some(m.id.clone());
                 return Err(format!("a newer file provides '{}'", m.id));
+            }
+            // The mode was guessed before the id was known: the id's own may differ.
+            let wanted = self.mode_of(&m.id);
+            if wanted != mode {
+                other_mode = Some(wanted);
+                return Err(format!("plugin '{}' runs {}", m.id, wanted.as_str()));
             }
             let generation = self.slots.get(&m.id).map_or(0, |s| s.last_generation) + 1;
             let data_dir = self.settings.plugin_data_dir.join(&m.id);
@@ -660,20 +838,40 @@ impl Registry {
             Err(_) if standby.is_some() => {
                 let id = standby.unwrap_or_default();
                 let sha256 = library.sha256.clone();
-                library.close();
+                library.discard(false);
                 return self.stand_by(path, &id, sha256, modified, prior_id);
+            }
+            // The id runs in the other mode: load the file again that way (once).
+            Err(e) if other_mode.is_some() => {
+                library.discard(false);
+                let wanted = other_mode.unwrap_or_default();
+                if !may_switch_mode {
+                    self.file_failed(path, fallback_id);
+                    return self.fail(fallback_id, Some(path), format!("load failed: {e}"));
+                }
+                tracing::info!(file = %path.display(), mode = wanted.as_str(), "loading the file again in its plugin's mode");
+                self.seq += 1;
+                let staged = match loader::stage(path, &self.settings.shadow_dir, self.seq) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.file_failed(path, fallback_id);
+                        return self.fail(fallback_id, Some(path), e.to_string());
+                    }
+                };
+                return self.open_and_load(
+                    path,
+                    modified,
+                    staged,
+                    prior_id,
+                    fallback_id,
+                    wanted,
+                    false,
+                );
             }
             Ok(i) => i,
             Err(e) => {
                 let id = chosen.map(|c| c.0).unwrap_or_else(|| fallback_id.to_string());
-                match e {
-                    BootError::Hung(_) => {
-                        library.abandon();
-                    }
-                    _ => {
-                        library.close();
-                    }
-                }
+                library.discard(matches!(e, BootError::Hung(_)));
                 self.file_failed(path, &id);
                 return self.fail(&id, Some(path), format!("load failed: {e}"));
             }
@@ -762,6 +960,17 @@ impl Registry {
         }
         let (version, sha256) = (instance.manifest.version.clone(), library.sha256.clone());
         let started_at_ms = started.then(now_ms);
+        let commands = self.commands.clone();
+        let slot = self.slot(&id);
+        if let Some(conn) = library.child() {
+            slot.supervisor.on_started(Instant::now());
+            // Its death comes back to this thread as a command.
+            let (tx, id, pid) = (commands, id.clone(), conn.pid());
+            conn.on_exit(move |crash| {
+                tracing::warn!(plugin = %id, pid, generation, "{}", crash.message);
+                let _ = tx.send(Command::ChildExited { id, generation, crash });
+            });
+        }
         let old = slot.current.replace(Generation { instance, library, started, started_at_ms });
         tracing::info!(plugin = %id, generation, file = %path.display(), swapped = old.is_some(), "plugin loaded");
         let file = path.display().to_string();
@@ -787,12 +996,33 @@ impl Registry {
     /// when a thread is stuck in plugin code.
     /// Also returns the heap bytes the library still held once its plugin object was dropped
     /// and its threads joined (what it leaked, or keeps in statics), where it counts them.
-    fn dispose(&self, instance: &Instance, library: LoadedLibrary) -> (Residency, Option<u64>) {
-        if instance.shutdown(self.settings.control_timeout) {
-            let heap_left = library.heap().bytes();
-            (library.close(), heap_left)
-        } else {
-            (library.abandon(), None)
+    /// In process mode: the workers are joined (one waiting on a stuck child is freed when
+    /// the child ends), then the child is asked to exit (`Shutdown`, SIGKILL after the
+    /// control timeout): its process is gone, a real unload.
+    fn dispose(&self, instance: &Instance, code: Code) -> (Residency, Option<u64>) {
+        match code.kind {
+            CodeKind::Library(library) => {
+                if instance.shutdown(self.settings.control_timeout) {
+                    let heap_left = library.heap().bytes();
+                    (library.close(), heap_left)
+                } else {
+                    (library.abandon(), None)
+                }
+            }
+            CodeKind::Child { conn, shadow } => {
+                let joined = instance.shutdown(self.settings.control_timeout);
+                conn.end(self.settings.control_timeout);
+                if !joined {
+                    tracing::warn!(
+                        pid = conn.pid(),
+                        "a worker waited on the plugin's process until it ended"
+                    );
+                }
+                let _ = std::fs::remove_file(&shadow);
+                let residency =
+                    if conn.is_dead() { Residency::Unloaded } else { Residency::Unknown };
+                (residency, None)
+            }
         }
     }
 
@@ -987,6 +1217,11 @@ impl Registry {
         actor: &str,
     ) -> Result<PluginView, RegistryError> {
         let control_timeout = self.settings.control_timeout;
+        if matches!(action, Action::Start | Action::Restart) {
+            if let Some(view) = self.start_dead_child(id, actor)? {
+                return Ok(view);
+            }
+        }
         let (instance, mut running) = self
             .slots
             .get(id)
@@ -1066,6 +1301,32 @@ impl Registry {
         }
         self.publish();
         self.view_of(id).ok_or_else(|| RegistryError::NotLoaded(id.to_string()))
+    }
+
+    /// An operator's start of a plugin in process mode forgets its crashes (and a crash loop);
+    /// when its child is dead (backing off, crashlooping), the serving file is loaded again in
+    /// a new child. `None`: nothing done here, the plain start goes on.
+    fn start_dead_child(
+        &mut self,
+        id: &str,
+        actor: &str,
+    ) -> Result<Option<PluginView>, RegistryError> {
+        let Some(slot) = self.slots.get_mut(id) else { return Ok(None) };
+        let Some(child) = slot.current.as_ref().and_then(|g| g.library.child()) else {
+            return Ok(None);
+        };
+        let dead = child.is_dead();
+        slot.supervisor.reset();
+        if !dead {
+            return Ok(None);
+        }
+        if let Err(e) = self.store.set_desired_state(id, DesiredState::Running) {
+            tracing::warn!(plugin = id, "cannot persist the desired state: {e}");
+        }
+        self.reload_serving(id, "start")?;
+        self.event(id, "started", actor, serde_json::json!({ "new_process": true }));
+        self.publish();
+        Ok(self.view_of(id))
     }
 
     /// Apply a validated config to the loaded generation, then persist it. A config the
@@ -1261,7 +1522,17 @@ impl Registry {
                     },
                     history: slot.history.clone(),
                     isolation: slot.isolation,
-                    process: None,
+                    process: (slot.isolation == IsolationMode::Process
+                        || current.is_some_and(|g| g.library.child().is_some()))
+                    .then(|| ProcessInfo {
+                        pid: current
+                            .and_then(|g| g.library.child())
+                            .filter(|c| !c.is_dead())
+                            .map(|c| c.pid()),
+                        restarts: slot.supervisor.restarts(),
+                        crashlooping: slot.supervisor.crashlooping(),
+                        last_crash: slot.last_crash.clone(),
+                    }),
                 },
             );
         }
@@ -1314,11 +1585,179 @@ impl Registry {
         self.view_of(id).ok_or_else(|| RegistryError::NotLoaded(id.to_string()))
     }
 
-    /// iso-core replaces this: load the serving file of `id` again in its current mode (a
-    /// swap). Until then a new mode applies at the id's next load.
+    /// Load the serving file of `id` again in its current mode: a swap (the running
+    /// generation serves until the new one is installed, then is retired), so no request
+    /// fails. Used for a mode switch, a restart after a crash and an operator's start of a
+    /// plugin whose child died. On failure the running generation stays and the error is
+    /// answered (and recorded on the plugin).
     fn reload_serving(&mut self, id: &str, reason: &str) -> Result<(), RegistryError> {
-        tracing::info!(plugin = id, reason, "the new isolation mode applies at the next load");
-        Ok(())
+        let (path, before) = self
+            .slots
+            .get(id)
+            .and_then(|s| s.current.as_ref())
+            .map(|g| (g.library.source.clone(), g.instance.generation))
+            .ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
+        tracing::info!(plugin = id, reason, file = %path.display(), "loading the serving file again");
+        let record = self.files.get(&path).cloned();
+        self.seq += 1;
+        let staged = loader::stage(&path, &self.settings.shadow_dir, self.seq).map_err(|e| {
+            RegistryError::Failed(format!("cannot read the serving file again: {e}"))
+        })?;
+        let mode = self.mode_of(id);
+        let prior_id = record.as_ref().map(|r| r.id.clone());
+        self.open_and_load(&path, modified_of(&path), staged, prior_id, id, mode, false);
+        let now =
+            self.slots.get(id).and_then(|s| s.current.as_ref()).map(|g| g.instance.generation);
+        if now.is_some_and(|g| g != before) {
+            return Ok(());
+        }
+        // The file still provides the id (the generation from it serves on).
+        if let Some(record) = record {
+            self.files.insert(path.clone(), record);
+        }
+        let message = self
+            .slots
+            .get(id)
+            .and_then(|s| s.last_error.as_ref())
+            .map(|e| e.message.clone())
+            .unwrap_or_else(|| format!("{} did not load", path.display()));
+        Err(RegistryError::Failed(message))
+    }
+
+    /// The child of `generation` died without being asked to: record the crash (event
+    /// `crashed` with the signal or exit code and the stderr tail, the plugin's log, its last
+    /// error), show the plugin `failed`, and restart it after the supervisor's delay, or not
+    /// at all once it is crashlooping. Calls meanwhile get 503 `plugin_crashed`.
+    fn on_child_exited(&mut self, id: &str, generation: u64, crash: CrashInfo) {
+        let serving = self
+            .slots
+            .get(id)
+            .and_then(|s| s.current.as_ref())
+            .filter(|g| g.instance.generation == generation)
+            .and_then(|g| g.library.child().map(|c| c.pid()));
+        let Some(pid) = serving else {
+            tracing::info!(
+                plugin = id,
+                generation,
+                "a retired generation's process ended: {}",
+                crash.message
+            );
+            return;
+        };
+        let slot = self.slot(id);
+        slot.last_crash = Some(crash.clone());
+        slot.state = Some(PluginState::Failed);
+        slot.last_error =
+            Some(LastError { message: crash.message.clone(), file: None, at_ms: crash.at_ms });
+        if let Some(g) = slot.current.as_mut() {
+            g.started_at_ms = None;
+        }
+        let decision = slot.supervisor.on_crash(Instant::now());
+        self.event(
+            id,
+            "crashed",
+            "host",
+            serde_json::json!({
+                "generation": generation, "pid": pid, "signal": crash.signal,
+                "exit_code": crash.exit_code, "message": crash.message,
+                "stderr_tail": crash.stderr_tail,
+            }),
+        );
+        self.after_crash(id, generation, decision);
+        self.publish();
+    }
+
+    /// Schedule the restart the supervisor decided, or record the crash loop.
+    fn after_crash(&mut self, id: &str, generation: u64, decision: Decision) {
+        let child = self
+            .slots
+            .get(id)
+            .and_then(|s| s.current.as_ref())
+            .and_then(|g| g.library.child())
+            .cloned();
+        match decision {
+            Decision::RestartAfter(delay) => {
+                if let Some(c) = &child {
+                    c.set_note(format!("it is restarted in {} ms", delay.as_millis()));
+                }
+                self.logs.push(
+                    id,
+                    Level::Info,
+                    "host",
+                    "supervise",
+                    &format!("restarting the plugin's process in {} ms", delay.as_millis()),
+                );
+                let (tx, id) = (self.commands.clone(), id.to_string());
+                let timer =
+                    std::thread::Builder::new().name("bkg-restart".into()).spawn(move || {
+                        std::thread::sleep(delay);
+                        let _ = tx.send(Command::RestartChild { id, generation });
+                    });
+                if let Err(e) = timer {
+                    tracing::error!("cannot start the restart timer: {e}");
+                }
+            }
+            Decision::Crashloop => {
+                let message = format!(
+                    "crashlooping: its process crashed {} times within {} s; it is not \
+                     restarted until an operator starts it",
+                    crate::isolation::supervise::CRASHLOOP_CRASHES,
+                    crate::isolation::supervise::CRASHLOOP_WINDOW.as_secs()
+                );
+                if let Some(c) = &child {
+                    c.set_note(format!("it is {message}"));
+                }
+                let slot = self.slot(id);
+                slot.state = Some(PluginState::Failed);
+                slot.last_error =
+                    Some(LastError { message: message.clone(), file: None, at_ms: now_ms() });
+                self.event(
+                    id,
+                    "crashlooping",
+                    "host",
+                    serde_json::json!({ "generation": generation, "message": message }),
+                );
+            }
+        }
+    }
+
+    /// A restart delay ran out: load the serving file in a new child, unless the plugin
+    /// changed meanwhile (another generation serves, an operator started it, it is
+    /// crashlooping). A failed restart counts as another crash.
+    fn on_restart_child(&mut self, id: &str, generation: u64) {
+        let due = self.slots.get(id).is_some_and(|s| {
+            !s.supervisor.crashlooping()
+                && s.current.as_ref().is_some_and(|g| {
+                    g.instance.generation == generation
+                        && g.library.child().is_some_and(|c| c.is_dead())
+                })
+        });
+        if !due {
+            return;
+        }
+        match self.reload_serving(id, "restart") {
+            Ok(()) => {
+                let slot = self.slot(id);
+                let (restarts, pid) = (
+                    slot.supervisor.restarts(),
+                    slot.current.as_ref().and_then(|g| g.library.child()).map(|c| c.pid()),
+                );
+                let generation = slot.current.as_ref().map_or(0, |g| g.instance.generation);
+                self.event(
+                    id,
+                    "restarted",
+                    "host",
+                    serde_json::json!({ "generation": generation, "pid": pid, "restarts": restarts, "after_crash": true }),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(plugin = id, "restart after a crash failed: {e}");
+                let decision = self.slot(id).supervisor.on_crash(Instant::now());
+                self.slot(id).state = Some(PluginState::Failed);
+                self.after_crash(id, generation, decision);
+            }
+        }
+        self.publish();
     }
 }
 

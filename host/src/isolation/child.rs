@@ -121,6 +121,9 @@ pub struct Conn {
     on_exit: Mutex<Option<OnExit>>,
     /// The plugin id, once known (for log lines).
     label: OnceLock<String>,
+    /// What the supervisor does about the death (restarting, crashlooping): added to the
+    /// answer of every call made to the dead child.
+    note: Mutex<Option<String>>,
 }
 
 fn crashed(message: &str) -> PluginFailure {
@@ -163,7 +166,17 @@ impl Conn {
     }
 
     fn dead_failure(&self) -> Option<PluginFailure> {
-        self.dead.get().map(|e| crashed(&e.message))
+        let exit = self.dead.get()?;
+        Some(match self.note.lock().unwrap_or_else(|p| p.into_inner()).as_deref() {
+            Some(note) => crashed(&format!("{}; {note}", exit.message)),
+            None => crashed(&exit.message),
+        })
+    }
+
+    /// Say what happens next (restart in N ms, crashlooping) in the answers to calls made to
+    /// the dead child.
+    pub fn set_note(&self, note: String) {
+        *self.note.lock().unwrap_or_else(|p| p.into_inner()) = Some(note);
     }
 
     /// Send SIGKILL, unless the child was already reaped.
@@ -391,6 +404,7 @@ pub fn spawn(
         stderr_done: AtomicBool::new(stderr.is_none()),
         on_exit: Mutex::default(),
         label: OnceLock::new(),
+        note: Mutex::default(),
     });
     if let Some(stderr) = stderr {
         let c = conn.clone();
@@ -786,13 +800,13 @@ pub struct RemoteSource {
 
 impl RemoteSource {
     /// `workers`: how many calls the child may run at once (the instance's worker count).
-    pub fn new(spawned: &Spawned, workers: usize, timeout: Duration) -> RemoteSource {
-        RemoteSource {
-            conn: spawned.conn.clone(),
-            manifest: spawned.manifest.clone(),
-            workers: workers.max(1) as u32,
-            timeout,
-        }
+    pub fn new(
+        conn: Arc<Conn>,
+        manifest: ManifestInfo,
+        workers: usize,
+        timeout: Duration,
+    ) -> RemoteSource {
+        RemoteSource { conn, manifest, workers: workers.max(1) as u32, timeout }
     }
 }
 

@@ -18,6 +18,7 @@ mod first_hour;
 mod heap_stress;
 mod hub;
 mod isolation_api;
+mod isolation_core;
 mod lifecycle;
 mod limits;
 mod llm;

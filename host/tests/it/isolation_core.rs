@@ -1,0 +1,160 @@
+//! Process isolation's core with the `echo` fixture in a child process: calls, streaming,
+//! key-value data, bus calls back into the same child, the data dir, a real unload; a child
+//! killed with SIGKILL: 503 `plugin_crashed` naming the signal, the crash event, restarts,
+//! the crash loop and an operator's start. (The crash fixtures' tests are in isolation.rs.)
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{fixture, lib_name, Host};
+
+fn echo_in_a_child() -> (Host, u32) {
+    let host = Host::start();
+    host.install(&fixture("echo"), &lib_name("echo"));
+    host.wait_state("echo", "running");
+    host.isolate("echo", "process");
+    let pid = child_pid(&host).expect("a child pid");
+    (host, pid)
+}
+
+fn child_pid(host: &Host) -> Option<u32> {
+    host.plugin("echo")["process"]["pid"].as_u64().map(|p| p as u32)
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie is not alive: the host reaps its children.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+fn kill9(pid: u32) {
+    let status = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+    assert!(status.expect("run kill").success(), "kill -9 {pid}");
+}
+
+/// Kill the serving child and wait until a new one serves; returns its pid.
+fn kill_and_wait_for_a_new_child(host: &Host, pid: u32) -> u32 {
+    kill9(pid);
+    host.wait_for("a new child to serve", || {
+        child_pid(host).is_some_and(|p| p != pid)
+            && host.state("echo") == "running"
+            && host.post("/api/plugins/echo/echo", "again").0 == 200
+    });
+    child_pid(host).unwrap()
+}
+
+#[test]
+fn echo_in_its_own_process_serves_calls_streams_kv_and_bus_calls_back_into_itself_and_unloads() {
+    let (host, pid) = echo_in_a_child();
+    assert_ne!(pid, host.pid(), "the plugin runs in a process of its own");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains("plugin-runner"), "{cmdline}");
+    let parent = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: u32 =
+        parent.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(ppid, host.pid(), "its parent is the host");
+
+    // A body with every byte value comes back unchanged, with its content type.
+    let body: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    let (status, answer) = host.post_bytes("/api/plugins/echo/echo", "application/x-bytes", &body);
+    assert_eq!(status, 200);
+    assert_eq!(answer, body);
+
+    // A streamed answer, chunk by chunk.
+    let mut lines = Vec::new();
+    let status = host.post_lines("/api/plugins/echo/count", "5", |l| {
+        lines.push(l.to_string());
+        true
+    });
+    assert_eq!(status, 200);
+    assert_eq!(lines, ["1", "2", "3", "4", "5", "done"]);
+
+    // Key-value data through the host's store.
+    assert_eq!(host.post("/api/plugins/echo/kv-put", "colour blue").0, 200);
+    assert_eq!(host.post("/api/plugins/echo/kv-get", "colour"), (200, "blue".to_string()));
+    assert_eq!(host.post("/api/plugins/echo/kv-keys", "col"), (200, "colour".to_string()));
+
+    // A bus call from the child back into the same child (the host serves it off the
+    // reader thread, so the child's reply comes while its caller waits).
+    assert_eq!(
+        host.post("/api/plugins/echo/relay", "echo echo round-trip"),
+        (200, "round-trip".into())
+    );
+    // A streamed bus call back into itself.
+    let (status, text) = host.post("/api/plugins/echo/relay-stream", "echo count 3 10");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(text, "chunks 1,2,3; tail done");
+
+    // The data dir the child sees is the plugin's own.
+    let (status, dir) = host.post("/api/plugins/echo/datadir", "");
+    assert_eq!(status, 200);
+    assert!(Path::new(&dir).ends_with("echo"), "{dir}");
+
+    // A log line the plugin writes in the child lands in its log.
+    assert_eq!(host.post("/api/plugins/echo/log", "written from the child").0, 200);
+    host.wait_for("the child's log line", || {
+        host.get("/api/core/plugins/echo/logs").1.contains("written from the child")
+    });
+
+    // Deleting the file retires the generation: the child ends, a real unload.
+    host.remove(&lib_name("echo"));
+    host.wait_state("echo", "unloaded");
+    assert_eq!(host.plugin("echo")["residency"], "unloaded");
+    host.wait_for("the child to be gone", || !alive(pid));
+}
+
+#[test]
+fn a_killed_child_is_a_crash_event_then_a_restart_and_the_fifth_crash_within_a_minute_a_crash_loop_until_an_operator_starts_it(
+) {
+    let (host, mut pid) = echo_in_a_child();
+    let first = pid;
+    // Four crashes: each restarted (100, 200, 400, 800 ms).
+    for _ in 0..4 {
+        pid = kill_and_wait_for_a_new_child(&host, pid);
+    }
+    assert!(!alive(first), "the first child is gone");
+    let view = host.plugin("echo");
+    assert_eq!(view["process"]["restarts"], 4, "{view}");
+    assert_eq!(view["process"]["last_crash"]["signal"], "SIGKILL", "{view}");
+    let crashed: Vec<Value> =
+        host.events_of("echo").into_iter().filter(|e| e["kind"] == "crashed").collect();
+    assert_eq!(crashed.len(), 4, "{crashed:?}");
+    assert_eq!(crashed[0]["details"]["signal"], "SIGKILL");
+    assert!(
+        crashed[0]["details"]["message"].as_str().unwrap().contains("killed by SIGKILL"),
+        "{crashed:?}"
+    );
+
+    // The fifth: no restart, and calls get 503 plugin_crashed naming the signal.
+    kill9(pid);
+    host.wait_for("the crash loop", || host.plugin("echo")["process"]["crashlooping"] == true);
+    let view = host.plugin("echo");
+    assert_eq!(view["state"], "failed", "{view}");
+    assert!(view["process"]["pid"].is_null(), "no child runs: {view}");
+    assert!(view["last_error"]["message"].as_str().unwrap().contains("crashlooping"), "{view}");
+    let (status, v) = host.post_json("/api/plugins/echo/echo", "anyone?");
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "plugin_crashed", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("SIGKILL"), "{v}");
+    assert!(host.events_of("echo").iter().any(|e| e["kind"] == "crashlooping"));
+    // Still no restart a while later (the next delay would have been 1.6 s).
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert!(child_pid(&host).is_none(), "a crashlooping plugin is not restarted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // An operator's start: a new child, the crash loop forgotten.
+    let (status, v) = host.post_json("/api/core/plugins/echo/start", "");
+    assert_eq!(status, 200, "{v}");
+    host.wait_state("echo", "running");
+    let view = host.plugin("echo");
+    assert_eq!(view["process"]["crashlooping"], false, "{view}");
+    assert!(child_pid(&host).is_some_and(|p| p != pid), "{view}");
+    assert_eq!(host.post("/api/plugins/echo/echo", "back"), (200, "back".to_string()));
+}
