@@ -124,6 +124,8 @@ pub struct Conn {
     /// What the supervisor does about the death (restarting, crashlooping): added to the
     /// answer of every call made to the dead child.
     note: Mutex<Option<String>>,
+    /// Why the host killed it (a call that ignored its cancellation), for the crash record.
+    kill_reason: OnceLock<String>,
 }
 
 fn crashed(message: &str) -> PluginFailure {
@@ -184,6 +186,14 @@ impl Conn {
         let reaped = self.reaped.lock().unwrap_or_else(|p| p.into_inner());
         if !*reaped {
             let _ = nix::sys::signal::kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        }
+    }
+
+    /// Kill the child for `reason` (it is recorded as the crash's cause).
+    pub fn kill_because(&self, reason: String) {
+        if self.kill_reason.set(reason).is_ok() {
+            tracing::warn!(pid = self.pid, plugin = ?self.label.get(), reason = ?self.kill_reason.get(), "killing the plugin's process");
+            self.kill();
         }
     }
 
@@ -405,6 +415,7 @@ pub fn spawn(
         on_exit: Mutex::default(),
         label: OnceLock::new(),
         note: Mutex::default(),
+        kill_reason: OnceLock::new(),
     });
     if let Some(stderr) = stderr {
         let c = conn.clone();
@@ -570,10 +581,10 @@ fn wait_for_exit(conn: Arc<Conn>) {
         Err(e) => (None, None, format!("ended (waitid failed: {e})")),
     };
     let label = conn.label.get().cloned().unwrap_or_default();
-    let full = if label.is_empty() {
-        format!("the plugin's process {message}")
-    } else {
-        format!("plugin '{label}' crashed: its process {message}")
+    let full = match (conn.kill_reason.get(), label.is_empty()) {
+        (Some(reason), _) => format!("plugin '{label}' was killed by the host: {reason}"),
+        (None, true) => format!("the plugin's process {message}"),
+        (None, false) => format!("plugin '{label}' crashed: its process {message}"),
     };
     let exit = Exit { signal, exit_code, message: full.clone(), at_ms: crate::clock::now_ms() };
     let _ = conn.dead.set(exit.clone());
@@ -826,7 +837,10 @@ impl PluginSource for RemoteSource {
         conn.send(&HostMsg::Create { workers: self.workers })
             .map_err(|e| format!("cannot reach the plugin's process: {e}"))?;
         match rx.recv_timeout(self.timeout) {
-            Ok(Ok(())) => Ok(Arc::new(RemotePlugin { conn })),
+            Ok(Ok(())) => {
+                let kill_after = crate::exec::cancel_grace(self.timeout);
+                Ok(Arc::new(RemotePlugin { conn, kill_after }))
+            }
             Ok(Err(message)) => Err(message),
             Err(_) => Err(format!(
                 "the plugin's process did not construct the plugin within {} ms",
@@ -839,6 +853,10 @@ impl PluginSource for RemoteSource {
 /// The plugin object in a child, as the instance's workers call it.
 pub struct RemotePlugin {
     conn: Arc<Conn>,
+    /// A call still running this long after its cancellation (its client left, its 504, a
+    /// drain deadline) is stuck: the child is killed (and restarted), so no host thread
+    /// waits on it and nothing stays pinned.
+    kill_after: Duration,
 }
 
 /// How often a worker waiting for a remote call checks its cancel flag.
@@ -877,6 +895,7 @@ impl PluginCode for RemotePlugin {
         // A failed write means the child is gone: the waiter ends the call with the cause.
         let _ = conn.send(&msg);
         let mut cancel_sent = false;
+        let mut cancelled_at: Option<Instant> = None;
         let send_cancel = |sent: &mut bool| {
             if !*sent {
                 *sent = true;
@@ -899,6 +918,14 @@ impl PluginCode for RemotePlugin {
                 Err(RecvTimeoutError::Timeout) => {
                     if ctx.is_cancelled() {
                         send_cancel(&mut cancel_sent);
+                        let since = *cancelled_at.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= self.kill_after {
+                            conn.kill_because(format!(
+                                "the call to '{}' went on {} ms after it was cancelled",
+                                request.target.as_str(),
+                                self.kill_after.as_millis()
+                            ));
+                        }
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {

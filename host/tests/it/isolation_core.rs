@@ -10,17 +10,39 @@ use serde_json::Value;
 
 use crate::support::{fixture, lib_name, Host};
 
+/// Move `id` into a child process and wait until it serves from there.
+fn isolate(host: &Host, id: &str) {
+    let (status, v) =
+        host.post_json(&format!("/api/core/plugins/{id}/isolation"), r#"{"mode":"process"}"#);
+    assert_eq!(status, 200, "{v}");
+    host.wait_for(&format!("{id} to run in a child"), || {
+        let p = host.plugin(id);
+        p["state"] == "running" && p["process"]["pid"].is_u64()
+    });
+}
+
+/// The plugin's events of `kind`, newest first.
+fn events(host: &Host, id: &str, kind: &str) -> Vec<Value> {
+    let (status, v) = host.get_json(&format!("/api/core/events?plugin={id}&limit=1000"));
+    assert_eq!(status, 200, "{v}");
+    v["events"].as_array().unwrap().iter().filter(|e| e["kind"] == kind).cloned().collect()
+}
+
 fn echo_in_a_child() -> (Host, u32) {
     let host = Host::start();
     host.install(&fixture("echo"), &lib_name("echo"));
     host.wait_state("echo", "running");
-    host.isolate("echo", "process");
+    isolate(&host, "echo");
     let pid = child_pid(&host).expect("a child pid");
     (host, pid)
 }
 
+fn pid_of(host: &Host, id: &str) -> Option<u32> {
+    host.plugin(id)["process"]["pid"].as_u64().map(|p| p as u32)
+}
+
 fn child_pid(host: &Host) -> Option<u32> {
-    host.plugin("echo")["process"]["pid"].as_u64().map(|p| p as u32)
+    pid_of(host, "echo")
 }
 
 fn alive(pid: u32) -> bool {
@@ -121,8 +143,7 @@ fn a_killed_child_is_a_crash_event_then_a_restart_and_the_fifth_crash_within_a_m
     let view = host.plugin("echo");
     assert_eq!(view["process"]["restarts"], 4, "{view}");
     assert_eq!(view["process"]["last_crash"]["signal"], "SIGKILL", "{view}");
-    let crashed: Vec<Value> =
-        host.events_of("echo").into_iter().filter(|e| e["kind"] == "crashed").collect();
+    let crashed = events(&host, "echo", "crashed");
     assert_eq!(crashed.len(), 4, "{crashed:?}");
     assert_eq!(crashed[0]["details"]["signal"], "SIGKILL");
     assert!(
@@ -141,7 +162,7 @@ fn a_killed_child_is_a_crash_event_then_a_restart_and_the_fifth_crash_within_a_m
     assert_eq!(status, 503, "{v}");
     assert_eq!(v["error"]["code"], "plugin_crashed", "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("SIGKILL"), "{v}");
-    assert!(host.events_of("echo").iter().any(|e| e["kind"] == "crashlooping"));
+    assert_eq!(events(&host, "echo", "crashlooping").len(), 1);
     // Still no restart a while later (the next delay would have been 1.6 s).
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
@@ -157,4 +178,32 @@ fn a_killed_child_is_a_crash_event_then_a_restart_and_the_fifth_crash_within_a_m
     assert_eq!(view["process"]["crashlooping"], false, "{view}");
     assert!(child_pid(&host).is_some_and(|p| p != pid), "{view}");
     assert_eq!(host.post("/api/plugins/echo/echo", "back"), (200, "back".to_string()));
+}
+
+#[test]
+fn a_call_that_ignores_its_cancellation_gets_its_child_killed_and_the_plugin_restarted() {
+    // The cancel grace is the control timeout (at most 5 s): 1 s here.
+    let host = Host::start_with(&["--control-timeout-ms", "1000"]);
+    host.install(&fixture("slow"), &lib_name("slow"));
+    host.wait_state("slow", "running");
+    isolate(&host, "slow");
+    let pid = pid_of(&host, "slow").unwrap();
+    // Streams for ten minutes and never looks at its cancel flag; the client leaves after
+    // the first line. One call at a time: a stuck call would block every later one.
+    let status = host.post_lines("/api/plugins/slow/stream-ignore", "600000", |_| false);
+    assert_eq!(status, 200);
+    host.wait_for("the stuck child to be killed and a new one to serve", || {
+        pid_of(&host, "slow").is_some_and(|p| p != pid)
+            && host.post("/api/plugins/slow/sleep", "1") == (200, "slept 1".to_string())
+    });
+    assert!(!alive(pid), "the stuck child is gone");
+    let crashed = events(&host, "slow", "crashed");
+    assert_eq!(crashed.len(), 1, "{crashed:?}");
+    assert_eq!(crashed[0]["details"]["signal"], "SIGKILL", "{crashed:?}");
+    let message = crashed[0]["details"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("killed by the host")
+            && message.contains("'stream-ignore' went on 1000 ms after it was cancelled"),
+        "{message}"
+    );
 }
