@@ -74,6 +74,17 @@ pub struct Config {
     /// Quiet time before a file whose writer was never seen closing is loaded anyway.
     #[arg(long, env = "BKG_SETTLE_MS", default_value_t = 2_000)]
     pub settle_ms: u64,
+    /// Process isolation: the address space a plugin's child process may map, in MiB
+    /// (`RLIMIT_AS`; an allocation past it fails in the child only). Default: no limit.
+    #[arg(long, env = "BKG_PROCESS_MAX_MEMORY_MB")]
+    pub process_max_memory_mb: Option<u64>,
+    /// Process isolation: open files a plugin's child process may hold (`RLIMIT_NOFILE`).
+    #[arg(long, env = "BKG_PROCESS_MAX_OPEN_FILES")]
+    pub process_max_open_files: Option<u64>,
+    /// Process isolation: processes a plugin's child may start (`RLIMIT_NPROC`; Linux counts
+    /// every process and thread of the user running the host, the host's own included).
+    #[arg(long, env = "BKG_PROCESS_MAX_PROCESSES")]
+    pub process_max_processes: Option<u64>,
 }
 
 impl Config {

@@ -89,6 +89,11 @@ impl Core {
             },
             drain_timeout: Duration::from_millis(config.drain_timeout_ms),
             control_timeout,
+            process_limits: isolation::child::RLimits {
+                address_space: config.process_max_memory_mb.map(|mb| mb.saturating_mul(1 << 20)),
+                open_files: config.process_max_open_files,
+                processes: config.process_max_processes,
+            },
         };
         let (registry, registry_thread) =
             registry::spawn(settings, store.clone(), logs.clone(), routing.clone())?;

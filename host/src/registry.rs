@@ -206,6 +206,8 @@ pub struct Settings {
     pub limits: Limits,
     pub drain_timeout: Duration,
     pub control_timeout: Duration,
+    /// Resource limits every plugin child process sets on itself (process mode).
+    pub process_limits: child::RLimits,
 }
 
 /// Lifetime counters of the registry, for metrics.
@@ -712,7 +714,7 @@ impl Registry {
             plugin_dir: self.settings.plugin_data_dir.clone(),
             models_dir: self.settings.models_dir.clone(),
             handshake_timeout: self.settings.control_timeout,
-            rlimits: child::RLimits::default(),
+            rlimits: self.settings.process_limits,
         };
         let label: Arc<std::sync::OnceLock<String>> = Arc::default();
         let (logs, guess, named) = (self.logs.clone(), id_guess.to_string(), label.clone());

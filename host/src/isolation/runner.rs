@@ -511,11 +511,7 @@ fn gone() -> FfiError {
 
 impl RunnerHost {
     /// Ask the host; chunks of a streamed answer go to `on_chunk` (false: stop).
-    fn ask(
-        &self,
-        op: CbOp,
-        mut on_chunk: Option<ChunkFn<'_>>,
-    ) -> Result<CbValue, FfiError> {
+    fn ask(&self, op: CbOp, mut on_chunk: Option<ChunkFn<'_>>) -> Result<CbValue, FfiError> {
         let req = self.shared.next_req.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = crossbeam_channel::unbounded();
         self.shared.callbacks.lock().unwrap_or_else(|p| p.into_inner()).insert(req, tx);

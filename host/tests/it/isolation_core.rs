@@ -207,3 +207,54 @@ fn a_call_that_ignores_its_cancellation_gets_its_child_killed_and_the_plugin_res
         "{message}"
     );
 }
+
+#[test]
+fn a_child_sets_the_resource_limits_of_the_host_flags_and_an_allocation_past_its_memory_limit_ends_only_the_child(
+) {
+    let host =
+        Host::start_with(&["--process-max-memory-mb", "2048", "--process-max-open-files", "200"]);
+    host.install(&fixture("echo"), &lib_name("echo"));
+    host.wait_state("echo", "running");
+    isolate(&host, "echo");
+    let pid = child_pid(&host).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let row = |name: &str| -> Vec<String> {
+        let line =
+            limits.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{limits}"));
+        line[name.len()..].split_whitespace().map(str::to_string).collect()
+    };
+    assert_eq!(row("Max address space")[..2], ["2147483648", "2147483648"], "{limits}");
+    assert_eq!(row("Max open files")[..2], ["200", "200"], "{limits}");
+    // The host's own limits are not the child's.
+    let own = std::fs::read_to_string(format!("/proc/{}/limits", host.pid())).unwrap();
+    assert!(!own.lines().any(|l| l.starts_with("Max address space") && l.contains("2147483648")));
+
+    // 1 GiB at a time until the child's address space is full: its allocation fails, the
+    // child aborts, the caller gets 503 plugin_crashed, the host serves on.
+    let mut answer = None;
+    for _ in 0..4 {
+        let (status, v) = host.post_json("/api/plugins/echo/hold", "1073741824");
+        if status != 200 {
+            answer = Some((status, v));
+            break;
+        }
+    }
+    let (status, v) = answer.expect("an allocation past 2 GiB failed");
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "plugin_crashed", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("SIGABRT"), "{v}");
+    let crashed = events(&host, "echo", "crashed");
+    assert_eq!(crashed.len(), 1, "{crashed:?}");
+    // The child's stderr is in the plugin's log (the crash record keeps its last 20 lines,
+    // which a backtrace may fill).
+    assert!(!crashed[0]["details"]["stderr_tail"].as_array().unwrap().is_empty());
+    host.wait_for("the child's stderr in the plugin's log", || {
+        host.get("/api/core/plugins/echo/logs")
+            .1
+            .contains("memory allocation of 1073741824 bytes failed")
+    });
+    host.wait_for("a new child to serve", || {
+        child_pid(&host).is_some_and(|p| p != pid)
+            && host.post("/api/plugins/echo/echo", "still here") == (200, "still here".into())
+    });
+}
