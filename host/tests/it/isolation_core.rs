@@ -258,3 +258,21 @@ fn a_child_sets_the_resource_limits_of_the_host_flags_and_an_allocation_past_its
             && host.post("/api/plugins/echo/echo", "still here") == (200, "still here".into())
     });
 }
+
+#[test]
+fn the_heap_figure_of_a_plugin_in_a_child_follows_what_it_allocates_and_frees() {
+    const MIB: u64 = 1 << 20;
+    let (host, _) = echo_in_a_child();
+    let heap = || -> Option<u64> {
+        host.get_json("/api/core/plugins/echo/telemetry").1["current"]["heap_bytes"].as_u64()
+    };
+    host.wait_for("a heap figure from the child", || heap().is_some());
+    let base = heap().unwrap();
+    assert!(base > 0 && base < 8 * MIB, "the echo fixture holds little: {base}");
+    assert_eq!(host.post("/api/plugins/echo/hold", &(16 * MIB).to_string()).0, 200);
+    host.wait_for("the figure to show the 16 MiB held", || {
+        heap().is_some_and(|h| h >= base + 16 * MIB)
+    });
+    assert_eq!(host.post("/api/plugins/echo/release", "").0, 200);
+    host.wait_for("the figure to show it freed", || heap().is_some_and(|h| h < base + MIB));
+}
