@@ -606,6 +606,14 @@ mod tests {
     }
 
     #[test]
+    fn lines_before_the_first_important_token_count_as_in_tokeis_simple_parse() {
+        // tokei counts these apart (its "simple parse", on another rayon task); one loop here.
+        check(LanguageType::C, "// c\n\n  int x; // y\ns = \"a\";\n// d\n", (2, 2, 1));
+        // The first important token on the first line: no simple parse at all.
+        check(LanguageType::C, "s = \"a\n\";\n", (2, 0, 0));
+    }
+
+    #[test]
     fn literate_languages_count_text_as_comments() {
         check(LanguageType::Text, "some text\n\nmore \"quoted\n", (0, 2, 1));
     }
