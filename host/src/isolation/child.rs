@@ -896,6 +896,8 @@ impl PluginCode for RemotePlugin {
         let _ = conn.send(&msg);
         let mut cancel_sent = false;
         let mut cancelled_at: Option<Instant> = None;
+        // Chunks handed to the client since the last credit granted to the child.
+        let mut taken = 0u32;
         let send_cancel = |sent: &mut bool| {
             if !*sent {
                 *sent = true;
@@ -910,8 +912,14 @@ impl PluginCode for RemotePlugin {
                     }
                 }
                 Ok(CallMsg::Chunk(data)) => {
+                    // Blocks while the client is slow; the child waits for credit meanwhile.
                     if !ctx.send_chunk(&data) {
                         send_cancel(&mut cancel_sent);
+                    }
+                    taken += 1;
+                    if taken >= wire::STREAM_WINDOW / 2 && !cancel_sent {
+                        let _ = conn.send(&HostMsg::Credit { call, chunks: taken });
+                        taken = 0;
                     }
                 }
                 Ok(CallMsg::Done(result)) => return result,

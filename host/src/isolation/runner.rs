@@ -16,7 +16,7 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use abi_stable::sabi_trait::TD_Opaque;
@@ -165,11 +165,42 @@ struct Shared {
     out: Out,
     next_req: AtomicU64,
     callbacks: Mutex<HashMap<u64, Sender<CbEvent>>>,
-    calls: Mutex<HashMap<u64, Arc<AtomicBool>>>,
+    calls: Mutex<HashMap<u64, Arc<CallState>>>,
+}
+
+/// One call the child runs: its cancel flag and the chunks it may still send ahead of the
+/// host (`wire::STREAM_WINDOW`, raised by the host's `Credit`).
+struct CallState {
+    cancel: AtomicBool,
+    credit: Mutex<u32>,
+    more: Condvar,
+}
+
+impl CallState {
+    fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        let _guard = self.credit.lock().unwrap_or_else(|p| p.into_inner());
+        self.more.notify_all();
+    }
+
+    /// Take one chunk of credit, waiting for the host to grant more; false once cancelled.
+    fn take_credit(&self) -> bool {
+        let mut credit = self.credit.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if self.cancel.load(Ordering::SeqCst) {
+                return false;
+            }
+            if *credit > 0 {
+                *credit -= 1;
+                return true;
+            }
+            credit = self.more.wait(credit).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 enum Job {
-    Call(wire::WireCall, Arc<AtomicBool>),
+    Call(wire::WireCall, Arc<CallState>),
     Control(u64, WireControl),
 }
 
@@ -341,19 +372,32 @@ fn serve(args: RunnerArgs, stream: UnixStream, cookie: &str) -> Result<(), Strin
         };
         match msg {
             HostMsg::Call(call) => {
-                let cancel = Arc::new(AtomicBool::new(false));
+                let state = Arc::new(CallState {
+                    cancel: AtomicBool::new(false),
+                    credit: Mutex::new(wire::STREAM_WINDOW),
+                    more: Condvar::new(),
+                });
                 shared
                     .calls
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(call.call, cancel.clone());
-                let _ = jobs_tx.send(Job::Call(call, cancel));
+                    .insert(call.call, state.clone());
+                let _ = jobs_tx.send(Job::Call(call, state));
             }
             HostMsg::Cancel { call } => {
-                if let Some(flag) =
+                if let Some(state) =
                     shared.calls.lock().unwrap_or_else(|p| p.into_inner()).get(&call)
                 {
-                    flag.store(true, Ordering::SeqCst);
+                    state.cancel();
+                }
+            }
+            HostMsg::Credit { call, chunks } => {
+                if let Some(state) =
+                    shared.calls.lock().unwrap_or_else(|p| p.into_inner()).get(&call)
+                {
+                    let mut credit = state.credit.lock().unwrap_or_else(|p| p.into_inner());
+                    *credit = credit.saturating_add(chunks);
+                    state.more.notify_all();
                 }
             }
             HostMsg::Control { req, op } => {
@@ -400,10 +444,10 @@ fn serve(args: RunnerArgs, stream: UnixStream, cookie: &str) -> Result<(), Strin
 fn worker(plugin: Arc<PluginBox>, jobs: Receiver<Job>, shared: Arc<Shared>) {
     for job in jobs.iter() {
         match job {
-            Job::Call(call, cancel) => {
+            Job::Call(call, state) => {
                 let id = call.call;
                 CURRENT.with(|c| c.set(id));
-                let result = run_call(&plugin, call, &cancel, &shared.out);
+                let result = run_call(&plugin, call, &state, &shared.out);
                 CURRENT.with(|c| c.set(0));
                 shared.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                 shared.out.send(&ChildMsg::Done { call: id, result });
@@ -433,14 +477,14 @@ fn wire_error(e: FfiError) -> WireError {
 
 struct RunnerCallContext<'a> {
     call: u64,
-    cancel: &'a AtomicBool,
+    state: &'a CallState,
     out: &'a Out,
     streaming: Cell<bool>,
 }
 
 impl CallContext for RunnerCallContext<'_> {
     fn is_cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
+        self.state.cancel.load(Ordering::Relaxed)
     }
     fn begin_stream(&self, content_type: RStr<'_>) -> bool {
         if !self.streaming.get() {
@@ -457,7 +501,8 @@ impl CallContext for RunnerCallContext<'_> {
         if !self.streaming.get() && !self.begin_stream("application/octet-stream".into()) {
             return false;
         }
-        if self.is_cancelled() {
+        // Waits while the host is `STREAM_WINDOW` chunks behind (a slow client).
+        if !self.state.take_credit() {
             return false;
         }
         self.out.send(&ChildMsg::Chunk { call: self.call, data: chunk.as_slice().to_vec() })
@@ -468,7 +513,7 @@ impl CallContext for RunnerCallContext<'_> {
 fn run_call(
     plugin: &PluginBox,
     call: wire::WireCall,
-    cancel: &AtomicBool,
+    state: &CallState,
     out: &Out,
 ) -> Result<WireReply, WireError> {
     let request = FfiRequest {
@@ -479,7 +524,7 @@ fn run_call(
         content_type: RString::from(call.content_type),
         body: call.body.into(),
     };
-    let ctx = RunnerCallContext { call: call.call, cancel, out, streaming: Cell::new(false) };
+    let ctx = RunnerCallContext { call: call.call, state, out, streaming: Cell::new(false) };
     let ctx_obj = CallContext_TO::from_ptr(&ctx, TD_Opaque);
     match plugin.call(&request, ctx_obj) {
         RResult::ROk(r) => Ok(WireReply {

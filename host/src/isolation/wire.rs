@@ -15,13 +15,20 @@
 //! call with `Begin`/`Chunk`s (a streamed answer) and one `Done`, an operation with
 //! `ControlDone`. The plugin's requests to the host (`Callback`: bus calls, key-value store)
 //! carry a request id of the child's and get one `CbReply` (a streamed bus call gets `CbChunk`s
-//! first; the child sends `CbCancel` when its sink wants no more). `Log` lines and `Heap`
+//! first; the child sends `CbCancel` when its sink wants no more). A streamed call's chunks
+//! are flow-controlled: the child sends at most `STREAM_WINDOW` ahead of the `Credit` the
+//! host grants as its client takes them. `Log` lines and `Heap`
 //! figures need no answer. `Shutdown` asks the child to stop the plugin and exit.
 
 use std::io::{Read, Write};
 
 /// The protocol version both sides must speak.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// How many chunks of one streamed call the child may send ahead of what the host took: the
+/// host grants more with `Credit` as its client takes them, so a slow client slows the
+/// plugin down instead of making the host buffer its stream.
+pub const STREAM_WINDOW: u32 = 16;
 
 /// The largest frame either side accepts (a request or answer body travels in one frame).
 pub const MAX_FRAME: usize = 1 << 30;
@@ -155,6 +162,12 @@ pub enum HostMsg {
         data: Vec<u8>,
     },
     Shutdown,
+    /// The host took `chunks` more chunks of a streamed call: the child may send that many
+    /// more (see [`STREAM_WINDOW`]).
+    Credit {
+        call: u64,
+        chunks: u32,
+    },
 }
 
 /// Child to host.
@@ -340,6 +353,11 @@ impl HostMsg {
                 e.finish()
             }
             HostMsg::Shutdown => Enc::new(8, 0).finish(),
+            HostMsg::Credit { call, chunks } => {
+                let mut e = Enc::new(9, 12);
+                e.u64(*call).u32(*chunks);
+                e.finish()
+            }
         }
     }
 
@@ -396,6 +414,7 @@ impl HostMsg {
             }
             7 => HostMsg::CbChunk { req: d.u64("request id")?, data: d.bytes("chunk")? },
             8 => HostMsg::Shutdown,
+            9 => HostMsg::Credit { call: d.u64("call id")?, chunks: d.u32("chunks")? },
             n => return Err(DecodeError(format!("unknown host message tag {n}"))),
         };
         d.end()?;
@@ -837,6 +856,7 @@ mod tests {
         }
         host_round_trip(HostMsg::CbChunk { req: 5, data: vec![] });
         host_round_trip(HostMsg::Shutdown);
+        host_round_trip(HostMsg::Credit { call: 3, chunks: STREAM_WINDOW });
     }
 
     #[test]

@@ -95,6 +95,17 @@ fn echo_in_its_own_process_serves_calls_streams_kv_and_bus_calls_back_into_itsel
     });
     assert_eq!(status, 200);
     assert_eq!(lines, ["1", "2", "3", "4", "5", "done"]);
+    // A stream far longer than the child's window of chunks sent ahead (flow control: the
+    // host grants more as its client takes them): every chunk, in order.
+    let mut n = 0u32;
+    let status = host.post_lines("/api/plugins/echo/count", "5000", |l| {
+        if l != "done" {
+            n += 1;
+            assert_eq!(l, n.to_string());
+        }
+        true
+    });
+    assert_eq!((status, n), (200, 5000));
 
     // Key-value data through the host's store.
     assert_eq!(host.post("/api/plugins/echo/kv-put", "colour blue").0, 200);
