@@ -378,7 +378,10 @@ pub fn spawn(
             command.arg(flag).arg(v.to_string());
         }
     }
+    // The bootstrap admin key stays with the host. (The child dies with the thread that
+    // spawned it, `PR_SET_PDEATHSIG`: the registry thread, which lives as long as the host.)
     command
+        .env_remove("BKG_ADMIN_KEY")
         .env("BKG_RUNNER_COOKIE", &cookie)
         .env("NO_COLOR", "1")
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(child_end)))

@@ -80,6 +80,11 @@ fn echo_in_its_own_process_serves_calls_streams_kv_and_bus_calls_back_into_itsel
     let ppid: u32 =
         parent.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     assert_eq!(ppid, host.pid(), "its parent is the host");
+    // The host's bootstrap key is not handed down to the plugin's process.
+    let environ = |pid: u32| std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let has_key = |env: &[u8]| env.split(|b| *b == 0).any(|v| v.starts_with(b"BKG_ADMIN_KEY="));
+    assert!(has_key(&environ(host.pid())), "the test host gets its key from the environment");
+    assert!(!has_key(&environ(pid)), "the child's environment holds the admin key");
 
     // A body with every byte value comes back unchanged, with its content type.
     let body: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
