@@ -169,6 +169,16 @@ impl Sink {
             Sink::Blocking(tx) => tx.try_send(event).is_ok(),
         }
     }
+    /// Send without blocking; the event comes back when the receiver is full or gone.
+    fn try_send_back(&self, event: Event) -> Result<(), Event> {
+        match self {
+            Sink::Async(tx) => tx.try_send(event).map_err(|e| match e {
+                tokio::sync::mpsc::error::TrySendError::Full(e)
+                | tokio::sync::mpsc::error::TrySendError::Closed(e) => e,
+            }),
+            Sink::Blocking(tx) => tx.try_send(event).map_err(|e| e.into_inner()),
+        }
+    }
     fn is_closed(&self) -> bool {
         match self {
             Sink::Async(tx) => tx.is_closed(),
@@ -428,6 +438,7 @@ pub enum BootError {
 /// The host's side of one running call, as the plugin code sees it: its cancel flag (and
 /// whether its client is still there) and where streamed parts go.
 pub struct HostCallContext<'a> {
+    entry: &'a Arc<CallEntry>,
     cancel: &'a AtomicBool,
     sink: &'a Sink,
     /// Set when the call's last event was sent for it (a drain deadline gave up on it).
@@ -447,7 +458,41 @@ impl CallContext for HostCallContext<'_> {
     }
 }
 
+/// A handle that can give a call's client its final answer from another thread (the reader
+/// of a child process, as the answer arrives), before the worker running the call is back:
+/// the worker's own answer is then not sent again.
+#[derive(Clone)]
+pub struct Finisher(Arc<CallEntry>);
+
+impl Finisher {
+    /// Send the final answer now if nothing ended the call yet and its receiver takes it
+    /// without waiting; otherwise it comes back (the worker sends it).
+    pub fn try_finish(
+        &self,
+        result: Result<Reply, PluginFailure>,
+    ) -> Result<(), Result<Reply, PluginFailure>> {
+        if self.0.ended.swap(true, Ordering::SeqCst) {
+            return Err(result);
+        }
+        match self.0.sink.try_send_back(Event::Done(result)) {
+            Ok(()) => Ok(()),
+            Err(event) => {
+                self.0.ended.store(false, Ordering::SeqCst);
+                match event {
+                    Event::Done(result) => Err(result),
+                    _ => unreachable!("the event handed over is the one that came back"),
+                }
+            }
+        }
+    }
+}
+
 impl HostCallContext<'_> {
+    /// A handle to end the call from another thread ([`Finisher`]).
+    pub fn finisher(&self) -> Finisher {
+        Finisher(self.entry.clone())
+    }
+
     /// True once the call was cancelled or its client went away.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed) || self.sink.is_closed()
@@ -548,6 +593,7 @@ fn run_call(plugin: &dyn PluginCode, job: CallJob, ticket: Ticket, shared: &Shar
             sink: &job.sink,
             ended: &entry.ended,
             streaming: Cell::new(false),
+            entry: &entry,
         };
         plugin.call(&job.request, &ctx)
     };

@@ -38,8 +38,8 @@ use super::wire::{
 };
 use super::CrashInfo;
 use crate::exec::{
-    Control, HeapRead, HostCallContext, ManifestInfo, PluginCode, PluginFailure, PluginSource,
-    Reply,
+    Control, Finisher, HeapRead, HostCallContext, ManifestInfo, PluginCode, PluginFailure,
+    PluginSource, Reply,
 };
 
 /// How many of the child's last stderr lines a crash record keeps.
@@ -77,12 +77,18 @@ enum CallMsg {
     Begin(String),
     Chunk(Vec<u8>),
     Done(Result<Reply, PluginFailure>),
+    /// The reader already gave the client the answer (its outcome, for the counters).
+    Finished(Result<Reply, PluginFailure>),
 }
 
 struct PendingCall {
     tx: Sender<CallMsg>,
     /// The host-side cancel flag of the call (a bus call the child makes for it is tied to it).
     cancel: Option<Arc<AtomicBool>>,
+    /// Ends the call from the reader thread: the client's answer skips a hand-over.
+    finisher: Finisher,
+    /// It streamed: its final answer must follow the chunks the worker still forwards.
+    streamed: bool,
 }
 
 type OnExit = Box<dyn FnOnce(CrashInfo) + Send>;
@@ -641,19 +647,40 @@ fn read_loop(conn: Arc<Conn>, mut reader: BufReader<UnixStream>) {
         };
         match msg {
             ChildMsg::Begin { call, content_type } => {
-                if let Some(c) = conn.calls.lock().unwrap_or_else(|p| p.into_inner()).get(&call) {
+                let mut calls = conn.calls.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(c) = calls.get_mut(&call) {
+                    c.streamed = true;
                     let _ = c.tx.send(CallMsg::Begin(content_type));
                 }
             }
             ChildMsg::Chunk { call, data } => {
-                if let Some(c) = conn.calls.lock().unwrap_or_else(|p| p.into_inner()).get(&call) {
+                let mut calls = conn.calls.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(c) = calls.get_mut(&call) {
+                    c.streamed = true;
                     let _ = c.tx.send(CallMsg::Chunk(data));
                 }
             }
             ChildMsg::Done { call, result } => {
                 let pending = conn.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&call);
                 if let Some(c) = pending {
-                    let _ = c.tx.send(CallMsg::Done(result.map(reply).map_err(failure)));
+                    let result = result.map(reply).map_err(failure);
+                    if c.streamed {
+                        let _ = c.tx.send(CallMsg::Done(result));
+                    } else {
+                        // The outcome for the worker's counters: the answer without its body.
+                        let outcome = match &result {
+                            Ok(r) => Ok(Reply {
+                                status: r.status,
+                                content_type: String::new(),
+                                body: Vec::new(),
+                            }),
+                            Err(f) => Err(f.clone()),
+                        };
+                        let _ = match c.finisher.try_finish(result) {
+                            Ok(()) => c.tx.send(CallMsg::Finished(outcome)),
+                            Err(result) => c.tx.send(CallMsg::Done(result)),
+                        };
+                    }
                 }
             }
             ChildMsg::ControlDone { req, result } => {
@@ -875,10 +902,8 @@ impl PluginCode for RemotePlugin {
         let call = conn.id();
         let (tx, rx): (Sender<CallMsg>, Receiver<CallMsg>) = crossbeam_channel::unbounded();
         let cancel = crate::exec::current_call_cancel();
-        conn.calls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(call, PendingCall { tx, cancel });
+        let pending = PendingCall { tx, cancel, finisher: ctx.finisher(), streamed: false };
+        conn.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(call, pending);
         if let Some(f) = conn.dead_failure() {
             conn.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&call);
             return Err(f);
@@ -925,7 +950,7 @@ impl PluginCode for RemotePlugin {
                         taken = 0;
                     }
                 }
-                Ok(CallMsg::Done(result)) => return result,
+                Ok(CallMsg::Done(result)) | Ok(CallMsg::Finished(result)) => return result,
                 Err(RecvTimeoutError::Timeout) => {
                     if ctx.is_cancelled() {
                         send_cancel(&mut cancel_sent);

@@ -25,7 +25,7 @@ use bkg_abi::ffi::{
     CallContext, CallContext_TO, CallKind, ChunkSinkMut, ErrorKind, FfiError, FfiRequest,
     FfiResponse, HostApi, HostApi_TO, LogLevel, PluginBox,
 };
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
 use super::wire::{
     self, CbOp, CbValue, ChildMsg, HostMsg, WireCapability, WireControl, WireError, WireManifest,
@@ -324,17 +324,31 @@ fn serve(args: RunnerArgs, stream: UnixStream, cookie: &str) -> Result<(), Strin
     };
     out.send(&ChildMsg::Created { result: Ok(()) });
 
-    let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
+    // One more thread than the host has workers, each reading frames in turn and running
+    // the call it read itself (no hand-over on a call's path). The host has at most `workers`
+    // calls and operations outstanding, so one thread is always free to read: a callback's
+    // answer or a stream's credit is never stuck behind busy threads.
+    let serve = Arc::new(Serve {
+        reader: Mutex::new(reader),
+        shared: shared.clone(),
+        plugin,
+        stopping: AtomicBool::new(false),
+    });
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
     let mut threads = Vec::new();
-    for i in 0..workers {
-        let (p, rx, s) = (plugin.clone(), jobs_rx.clone(), shared.clone());
+    for i in 0..=workers {
+        let (s, done) = (serve.clone(), done_tx.clone());
         let t = std::thread::Builder::new()
             .name(format!("runner-w{i}"))
-            .spawn(move || worker(p, rx, s))
+            .spawn(move || {
+                serve_frames(&s);
+                let _ = done.try_send(());
+            })
             .map_err(|e| format!("cannot start a worker thread: {e}"))?;
         threads.push(t);
     }
-    drop(plugin);
+    drop(done_tx);
+    drop(serve);
     let stop_heap = Arc::new(AtomicBool::new(false));
     {
         let (gauge, out, stop) = (library.heap(), out.clone(), stop_heap.clone());
@@ -352,80 +366,10 @@ fn serve(args: RunnerArgs, stream: UnixStream, cookie: &str) -> Result<(), Strin
             }
         });
     }
-
-    loop {
-        let frame = match wire::read_frame(&mut reader) {
-            Ok(Some(f)) => f,
-            // The host closed its side: it is ending (or gone; the kernel kills us then).
-            Ok(None) => break,
-            Err(e) => {
-                eprintln!("bkg plugin-runner: reading from the host: {e}");
-                break;
-            }
-        };
-        let msg = match HostMsg::decode(&frame) {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("bkg plugin-runner: the host sent {e}");
-                break;
-            }
-        };
-        match msg {
-            HostMsg::Call(call) => {
-                let state = Arc::new(CallState {
-                    cancel: AtomicBool::new(false),
-                    credit: Mutex::new(wire::STREAM_WINDOW),
-                    more: Condvar::new(),
-                });
-                shared
-                    .calls
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(call.call, state.clone());
-                let _ = jobs_tx.send(Job::Call(call, state));
-            }
-            HostMsg::Cancel { call } => {
-                if let Some(state) =
-                    shared.calls.lock().unwrap_or_else(|p| p.into_inner()).get(&call)
-                {
-                    state.cancel();
-                }
-            }
-            HostMsg::Credit { call, chunks } => {
-                if let Some(state) =
-                    shared.calls.lock().unwrap_or_else(|p| p.into_inner()).get(&call)
-                {
-                    let mut credit = state.credit.lock().unwrap_or_else(|p| p.into_inner());
-                    *credit = credit.saturating_add(chunks);
-                    state.more.notify_all();
-                }
-            }
-            HostMsg::Control { req, op } => {
-                let _ = jobs_tx.send(Job::Control(req, op));
-            }
-            HostMsg::CbReply { req, result } => {
-                let waiter =
-                    shared.callbacks.lock().unwrap_or_else(|p| p.into_inner()).remove(&req);
-                if let Some(tx) = waiter {
-                    let _ = tx.send(CbEvent::Reply(result));
-                }
-            }
-            HostMsg::CbChunk { req, data } => {
-                if let Some(tx) =
-                    shared.callbacks.lock().unwrap_or_else(|p| p.into_inner()).get(&req)
-                {
-                    let _ = tx.send(CbEvent::Chunk(data));
-                }
-            }
-            HostMsg::Shutdown => break,
-            HostMsg::Hello { .. } | HostMsg::Create { .. } => {
-                eprintln!("bkg plugin-runner: a second hello or create from the host; ignored");
-            }
-        }
-    }
-    // Workers finish what they run; waiting callbacks are answered "gone" as their senders go.
+    // Until a thread saw `Shutdown` or the end of the connection.
+    let _ = done_rx.recv();
     stop_heap.store(true, Ordering::Relaxed);
-    drop(jobs_tx);
+    // Waiting callbacks are answered "gone" as their senders go; calls running get a moment.
     shared.callbacks.lock().unwrap_or_else(|p| p.into_inner()).clear();
     let until = std::time::Instant::now() + Duration::from_secs(2);
     for t in threads {
@@ -441,18 +385,117 @@ fn serve(args: RunnerArgs, stream: UnixStream, cookie: &str) -> Result<(), Strin
     Ok(())
 }
 
-fn worker(plugin: Arc<PluginBox>, jobs: Receiver<Job>, shared: Arc<Shared>) {
-    for job in jobs.iter() {
+/// What the serving threads share.
+struct Serve {
+    reader: Mutex<BufReader<UnixStream>>,
+    shared: Arc<Shared>,
+    plugin: Arc<PluginBox>,
+    /// Set by the thread that read `Shutdown` or the end of the connection.
+    stopping: AtomicBool,
+}
+
+/// Read a frame (holding the reader), route it, and run a call or operation on this thread.
+fn serve_frames(serve: &Serve) {
+    let shared = &serve.shared;
+    loop {
+        let job = {
+            let mut reader = serve.reader.lock().unwrap_or_else(|p| p.into_inner());
+            if serve.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let frame = match wire::read_frame(&mut *reader) {
+                Ok(Some(f)) => f,
+                // The host closed its side: it is ending (or gone; the kernel kills us then).
+                Ok(None) => {
+                    serve.stopping.store(true, Ordering::SeqCst);
+                    return;
+                }
+                Err(e) => {
+                    eprintln!("bkg plugin-runner: reading from the host: {e}");
+                    serve.stopping.store(true, Ordering::SeqCst);
+                    return;
+                }
+            };
+            let msg = match HostMsg::decode(&frame) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("bkg plugin-runner: the host sent {e}");
+                    serve.stopping.store(true, Ordering::SeqCst);
+                    return;
+                }
+            };
+            // Routed while the reader is held, so a call is registered before a frame about
+            // it (its cancel, its credit) can be read by another thread.
+            match msg {
+                HostMsg::Call(call) => {
+                    let state = Arc::new(CallState {
+                        cancel: AtomicBool::new(false),
+                        credit: Mutex::new(wire::STREAM_WINDOW),
+                        more: Condvar::new(),
+                    });
+                    shared
+                        .calls
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(call.call, state.clone());
+                    Some(Job::Call(call, state))
+                }
+                HostMsg::Control { req, op } => Some(Job::Control(req, op)),
+                HostMsg::Cancel { call } => {
+                    if let Some(state) =
+                        shared.calls.lock().unwrap_or_else(|p| p.into_inner()).get(&call)
+                    {
+                        state.cancel();
+                    }
+                    None
+                }
+                HostMsg::Credit { call, chunks } => {
+                    if let Some(state) =
+                        shared.calls.lock().unwrap_or_else(|p| p.into_inner()).get(&call)
+                    {
+                        let mut credit = state.credit.lock().unwrap_or_else(|p| p.into_inner());
+                        *credit = credit.saturating_add(chunks);
+                        state.more.notify_all();
+                    }
+                    None
+                }
+                HostMsg::CbReply { req, result } => {
+                    let waiter =
+                        shared.callbacks.lock().unwrap_or_else(|p| p.into_inner()).remove(&req);
+                    if let Some(tx) = waiter {
+                        let _ = tx.send(CbEvent::Reply(result));
+                    }
+                    None
+                }
+                HostMsg::CbChunk { req, data } => {
+                    if let Some(tx) =
+                        shared.callbacks.lock().unwrap_or_else(|p| p.into_inner()).get(&req)
+                    {
+                        let _ = tx.send(CbEvent::Chunk(data));
+                    }
+                    None
+                }
+                HostMsg::Shutdown => {
+                    serve.stopping.store(true, Ordering::SeqCst);
+                    return;
+                }
+                HostMsg::Hello { .. } | HostMsg::Create { .. } => {
+                    eprintln!("bkg plugin-runner: a second hello or create from the host; ignored");
+                    None
+                }
+            }
+        };
         match job {
-            Job::Call(call, state) => {
+            Some(Job::Call(call, state)) => {
                 let id = call.call;
                 CURRENT.with(|c| c.set(id));
-                let result = run_call(&plugin, call, &state, &shared.out);
+                let result = run_call(&serve.plugin, call, &state, &shared.out);
                 CURRENT.with(|c| c.set(0));
                 shared.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                 shared.out.send(&ChildMsg::Done { call: id, result });
             }
-            Job::Control(req, op) => {
+            Some(Job::Control(req, op)) => {
+                let plugin = &serve.plugin;
                 let unit = |r: RResult<(), FfiError>| match r {
                     RResult::ROk(()) => Ok(String::new()),
                     RResult::RErr(e) => Err(wire_error(e)),
@@ -466,9 +509,9 @@ fn worker(plugin: Arc<PluginBox>, jobs: Receiver<Job>, shared: Arc<Shared>) {
                 };
                 shared.out.send(&ChildMsg::ControlDone { req, result });
             }
+            None => {}
         }
     }
-    drop(plugin);
 }
 
 fn wire_error(e: FfiError) -> WireError {
