@@ -90,18 +90,18 @@ pub fn main(args: &[String]) -> i32 {
     let args = match parse_args(args) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("bkg plugin-runner: {e}");
+            tracing::error!("{e}");
             return 2;
         }
     };
     if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
-        eprintln!("bkg plugin-runner: cannot ask to die with the host: {e}");
+        tracing::error!("cannot ask to die with the host: {e}");
         return 2;
     }
     if let Some(host) = args.host_pid {
         // The host may have died before the line above: then we were re-parented.
         if nix::unistd::getppid().as_raw() as u32 != host {
-            eprintln!("bkg plugin-runner: the host (pid {host}) is gone");
+            tracing::error!("the host (pid {host}) is gone");
             return 3;
         }
     }
@@ -112,13 +112,13 @@ pub fn main(args: &[String]) -> i32 {
     ] {
         if let Some(v) = value {
             if let Err(e) = nix::sys::resource::setrlimit(resource, v, v) {
-                eprintln!("bkg plugin-runner: cannot set {name} to {v}: {e}");
+                tracing::error!("cannot set {name} to {v}: {e}");
                 return 2;
             }
         }
     }
     if args.fd != 0 {
-        eprintln!("bkg plugin-runner: only --fd 0 (the connection as stdin) is supported");
+        tracing::error!("only --fd 0 (the connection as stdin) is supported");
         return 2;
     }
     // The connection is our stdin: take our own descriptor of it, then put /dev/null there so
@@ -126,7 +126,7 @@ pub fn main(args: &[String]) -> i32 {
     let stream = match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => UnixStream::from(fd),
         Err(e) => {
-            eprintln!("bkg plugin-runner: cannot take the connection: {e}");
+            tracing::error!("cannot take the connection: {e}");
             return 2;
         }
     };
@@ -137,7 +137,7 @@ pub fn main(args: &[String]) -> i32 {
     match serve(args, stream, &cookie) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("bkg plugin-runner: {e}");
+            tracing::error!("{e}");
             2
         }
     }
@@ -411,7 +411,7 @@ fn serve_frames(serve: &Serve) {
                     return;
                 }
                 Err(e) => {
-                    eprintln!("bkg plugin-runner: reading from the host: {e}");
+                    tracing::error!("reading from the host: {e}");
                     serve.stopping.store(true, Ordering::SeqCst);
                     return;
                 }
@@ -419,7 +419,7 @@ fn serve_frames(serve: &Serve) {
             let msg = match HostMsg::decode(&frame) {
                 Ok(m) => m,
                 Err(e) => {
-                    eprintln!("bkg plugin-runner: the host sent {e}");
+                    tracing::error!("the host sent {e}");
                     serve.stopping.store(true, Ordering::SeqCst);
                     return;
                 }
@@ -480,7 +480,7 @@ fn serve_frames(serve: &Serve) {
                     return;
                 }
                 HostMsg::Hello { .. } | HostMsg::Create { .. } => {
-                    eprintln!("bkg plugin-runner: a second hello or create from the host; ignored");
+                    tracing::warn!("a second hello or create from the host; ignored");
                     None
                 }
             }
