@@ -558,7 +558,8 @@ fn died_before_hello(conn: &Conn, what: &str) -> String {
     }
     let mut message = format!("the plugin's process ended before its hello ({what})");
     if let Some(exit) = conn.dead.get() {
-        message = format!("the plugin's process {} before its hello", exit.message);
+        // Before the hello the plugin is not named: "the plugin's process exited with ...".
+        message = format!("{} before its hello", exit.message);
     }
     if let Some(line) = conn.stderr_tail().iter().rev().find(|l| !l.trim().is_empty()) {
         message.push_str(&format!(": {line}"));

@@ -293,3 +293,26 @@ fn the_heap_figure_of_a_plugin_in_a_child_follows_what_it_allocates_and_frees() 
     assert_eq!(host.post("/api/plugins/echo/release", "").0, 200);
     host.wait_for("the figure to show it freed", || heap().is_some_and(|h| h < base + MIB));
 }
+
+#[test]
+fn a_runner_that_dies_before_its_hello_fails_the_load_naming_its_exit_status_and_last_words() {
+    use std::os::unix::fs::PermissionsExt;
+    let host = Host::start();
+    host.install(&fixture("echo"), &lib_name("echo"));
+    host.wait_state("echo", "running");
+    isolate(&host, "echo");
+    // A stand-in for `bkg plugin-runner` that says something and exits before any hello.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("fake-runner");
+    std::fs::write(&script, "#!/bin/sh\necho 'fake runner: no plugin here' >&2\nexit 7\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host = host.restart_with_env(&[], &[("BKG_RUNNER_EXE", script.to_str().unwrap())]);
+    host.wait_state("echo", "failed");
+    let view = host.plugin("echo");
+    let error = view["last_error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("the plugin's process exited with status 7 before its hello: fake runner: no plugin here"),
+        "{view}"
+    );
+    assert_eq!(host.post_json("/api/plugins/echo/echo", "x").0, 404, "nothing serves");
+}
