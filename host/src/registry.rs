@@ -975,6 +975,11 @@ impl Registry {
         }
         let old = slot.current.replace(Generation { instance, library, started, started_at_ms });
         tracing::info!(plugin = %id, generation, file = %path.display(), swapped = old.is_some(), "plugin loaded");
+        if old.as_ref().and_then(|g| g.library.child()).is_some_and(|c| c.is_dead()) {
+            // A restart after a crash: the view says it serves again (state, new pid) as
+            // soon as it does, not only once the dead generation's records are written.
+            self.publish();
+        }
         let file = path.display().to_string();
         self.counters.loads.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.store.record_loaded(&id, &file, &sha256, &version) {

@@ -441,6 +441,11 @@ pub fn spawn(
                     let text = String::from_utf8_lossy(&line);
                     let text = text.trim_end();
                     on_line(text);
+                    if is_backtrace_line(text) {
+                        // In the log, but not in the crash record's few lines, which keep
+                        // what the plugin and the runtime said.
+                        continue;
+                    }
                     let mut tail = c.stderr_tail.lock().unwrap_or_else(|p| p.into_inner());
                     if tail.len() == STDERR_TAIL {
                         tail.pop_front();
@@ -547,6 +552,24 @@ pub fn spawn(
         }
     }
     Ok(Spawned { conn, manifest })
+}
+
+/// A line of a Rust backtrace (`stack backtrace:`, `  12: frame`, `      at file:line`, the
+/// closing note), which a child with `RUST_BACKTRACE` set prints after a panic or an abort.
+fn is_backtrace_line(line: &str) -> bool {
+    let trimmed = line.trim_start();
+    if line == "stack backtrace:" || trimmed.starts_with("note: Some details are omitted") {
+        return true;
+    }
+    if trimmed.len() < line.len() && trimmed.starts_with("at ") {
+        return true;
+    }
+    match trimmed.split_once(": ") {
+        Some((n, _)) => {
+            trimmed.len() < line.len() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
 }
 
 /// Why a child that closed its side before its hello did: its exit status and the last
@@ -994,5 +1017,33 @@ impl PluginCode for RemotePlugin {
         rx.recv().unwrap_or_else(|_| {
             Err(conn.dead_failure().unwrap_or_else(|| crashed("the plugin's process is gone")))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backtrace_lines_are_told_from_what_the_plugin_said() {
+        for line in [
+            "stack backtrace:",
+            "   0: __rustc::rust_begin_unwind",
+            "  14: __rust_try",
+            "             at /rustc/abc/library/std/src/panicking.rs:689:5",
+            "note: Some details are omitted, run with `RUST_BACKTRACE=full` for a verbose backtrace.",
+        ] {
+            assert!(is_backtrace_line(line), "{line:?}");
+        }
+        for line in [
+            "crashy: oom: an allocation of 64 MiB failed",
+            "memory allocation of 1073741824 bytes failed",
+            "thread 'runner-w1' panicked at src/lib.rs:3:5:",
+            "12: not indented, so the plugin's own",
+            "at the start of a line",
+            "",
+        ] {
+            assert!(!is_backtrace_line(line), "{line:?}");
+        }
     }
 }
