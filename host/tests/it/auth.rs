@@ -143,7 +143,20 @@ fn revoked_and_expired_keys_are_refused() {
 
 #[test]
 fn stopping_or_swapping_the_provider_never_lets_a_request_through_unchecked() {
+    stopping_or_swapping_the_provider_never_lets_a_request_through_unchecked_in("in_process");
+}
+
+/// The same with the key provider and the plugin it guards each in a child process.
+#[test]
+fn stopping_or_swapping_the_provider_never_lets_a_request_through_unchecked_in_process_mode() {
+    stopping_or_swapping_the_provider_never_lets_a_request_through_unchecked_in("process");
+}
+
+fn stopping_or_swapping_the_provider_never_lets_a_request_through_unchecked_in(mode: &str) {
     let host = start_with_apikeys();
+    host.in_mode(mode, &["apikeys", "echo"]);
+    // Moving to a child is a swap of its own: the generation the swaps below start from.
+    let first = host.plugin("apikeys")["generation"].as_u64().unwrap();
     let (_, key) = create_key(&host, &["invoke"], json!({}));
     assert_eq!(host.post_as("/api/plugins/echo/echo", "x", &key).0, 200);
 
@@ -188,7 +201,7 @@ fn stopping_or_swapping_the_provider_never_lets_a_request_through_unchecked() {
             let mut bytes = original.clone();
             bytes.extend_from_slice(&[i; 16]); // trailing bytes: another file, the same code
             host.install_bytes(&bytes, &lib_name("apikeys"));
-            host.wait_for("the swap", || host.plugin("apikeys")["generation"] == i as u64 + 1);
+            host.wait_for("the swap", || host.plugin("apikeys")["generation"] == first + i as u64);
         }
         stop.store(true, Ordering::SeqCst);
         assert!(anonymous.join().unwrap() > 0);

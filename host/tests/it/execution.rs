@@ -82,11 +82,23 @@ fn a_full_queue_answers_503() {
 
 #[test]
 fn streaming_routes_prefixes_and_the_bus() {
+    streaming_routes_prefixes_and_the_bus_in("in_process");
+}
+
+/// The same across the child process boundary: streaming, routes, bus calls (into another
+/// child and back into the caller's own child), status, data dir and log callbacks.
+#[test]
+fn streaming_routes_prefixes_and_the_bus_in_process_mode() {
+    streaming_routes_prefixes_and_the_bus_in("process");
+}
+
+fn streaming_routes_prefixes_and_the_bus_in(mode: &str) {
     let host = Host::start();
     host.install(&fixture("echo"), &lib_name("echo"));
     host.install(&fixture("panicky"), &lib_name("panicky"));
     host.wait_state("echo", "running");
     host.wait_state("panicky", "running");
+    host.in_mode(mode, &["echo", "panicky"]);
 
     assert_eq!(host.post("/api/plugins/echo/count", "3"), (200, "1\n2\n3\ndone\n".to_string()));
     let (status, v) = host.post_json("/api/plugins/echo/count", "not a number");

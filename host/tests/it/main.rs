@@ -17,6 +17,7 @@ mod files;
 mod first_hour;
 mod heap_stress;
 mod hub;
+mod isolation;
 mod isolation_api;
 mod isolation_core;
 mod lifecycle;

@@ -6,9 +6,20 @@ use crate::support::{fixture, lib_name, Host};
 
 #[test]
 fn config_is_validated_applied_live_and_survives_a_host_restart() {
+    config_is_validated_applied_live_and_survives_a_host_restart_in("in_process");
+}
+
+/// The same with echo in a child process (the mode survives the host's restart too).
+#[test]
+fn config_is_validated_applied_live_and_survives_a_host_restart_in_process_mode() {
+    config_is_validated_applied_live_and_survives_a_host_restart_in("process");
+}
+
+fn config_is_validated_applied_live_and_survives_a_host_restart_in(mode: &str) {
     let host = Host::start();
     host.install(&fixture("echo"), &lib_name("echo"));
     host.wait_state("echo", "running");
+    host.in_mode(mode, &["echo"]);
 
     let (status, c) = host.get_json("/api/core/plugins/echo/config");
     assert_eq!(status, 200, "{c}");
@@ -55,6 +66,7 @@ fn config_is_validated_applied_live_and_survives_a_host_restart() {
     // After a restart of the host the stored config is applied before the plugin starts.
     let host = host.restart(&[]);
     host.wait_state("echo", "running");
+    assert_eq!(host.plugin("echo")["isolation"], mode);
     assert_eq!(host.post("/api/plugins/echo/greet", "").1, "hi hi hi");
     let (_, c) = host.get_json("/api/core/plugins/echo/config");
     assert_eq!((c["source"].as_str(), c["version"].as_i64()), (Some("stored"), Some(1)), "{c}");

@@ -474,3 +474,70 @@ impl Host {
         code
     }
 }
+
+/// The built crash fixture (`host/tests/fixtures/crashy`, built once per test run): its
+/// crashing capabilities may only be called on a plugin in `process` isolation mode.
+pub fn crashy_fixture() -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        fixture_dir();
+        let out = Command::new(env!("CARGO"))
+            .current_dir(workspace_root())
+            .args(["build", "--quiet", "-p", "fixture-crashy"])
+            .output()
+            .expect("run cargo build for the crashy fixture");
+        assert!(
+            out.status.success(),
+            "building the crashy fixture failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    fixture("crashy")
+}
+
+impl Host {
+    /// `POST /api/core/plugins/{id}/isolation {"mode": mode}` ("process" | "in_process");
+    /// asserts a 200 and returns the plugin view it answers.
+    pub fn set_isolation(&self, id: &str, mode: &str) -> Value {
+        let (status, v) = self.post_json(
+            &format!("/api/core/plugins/{id}/isolation"),
+            &format!(r#"{{"mode":"{mode}"}}"#),
+        );
+        assert_eq!(status, 200, "setting {id}'s isolation to {mode}: {v}");
+        assert_eq!(v["isolation"], mode, "{v}");
+        v
+    }
+
+    /// Set `id`'s isolation mode and wait until it serves in that mode: in `process` mode
+    /// the view shows a child pid, in `in_process` mode none.
+    pub fn isolate(&self, id: &str, mode: &str) {
+        self.set_isolation(id, mode);
+        self.wait_for(&format!("{id} to run in {mode} mode"), || {
+            let p = self.plugin(id);
+            p["isolation"] == mode
+                && p["state"] == "running"
+                && (mode == "process") == p["process"]["pid"].is_u64()
+        });
+    }
+
+    /// Events of `plugin` (newest first, at most 1000).
+    pub fn events_of(&self, plugin: &str) -> Vec<Value> {
+        let (status, v) = self.get_json(&format!("/api/core/events?plugin={plugin}&limit=1000"));
+        assert_eq!(status, 200, "{v}");
+        v["events"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Host {
+    /// Run the plugins `ids` (loaded and running) in isolation `mode` for a test body shared
+    /// by both modes: `in_process` (the default) leaves them as they are; `process` moves
+    /// each into a child ([`Host::isolate`], a swap: one more generation each).
+    pub fn in_mode(&self, mode: &str, ids: &[&str]) {
+        assert!(mode == "in_process" || mode == "process", "no isolation mode {mode:?}");
+        if mode == "process" {
+            for id in ids {
+                self.isolate(id, mode);
+            }
+        }
+    }
+}

@@ -11,11 +11,25 @@ fn version_of(body: &str) -> String {
 
 #[test]
 fn twenty_hot_swaps_under_continuous_load_lose_no_request() {
+    twenty_hot_swaps_under_continuous_load_lose_no_request_in("in_process");
+}
+
+/// The same with echo in a child process: each swap starts a new child, switches, drains and
+/// ends the old one.
+#[test]
+fn twenty_hot_swaps_under_continuous_load_lose_no_request_in_process_mode() {
+    twenty_hot_swaps_under_continuous_load_lose_no_request_in("process");
+}
+
+fn twenty_hot_swaps_under_continuous_load_lose_no_request_in(mode: &str) {
     let host = Host::start();
     let v1 = fixture("echo");
     let v2 = fixture("echo-v2");
     host.install(&v1, &lib_name("echo"));
     host.wait_state("echo", "running");
+    host.in_mode(mode, &["echo"]);
+    // Moving to a child is a swap of its own: the generation the 20 swaps start from.
+    let first = host.plugin("echo")["generation"].as_u64().unwrap();
 
     let stop = AtomicBool::new(false);
     let results = std::thread::scope(|s| {
@@ -36,7 +50,7 @@ fn twenty_hot_swaps_under_continuous_load_lose_no_request() {
             host.install(file, &lib_name("echo"));
             host.wait_for(&format!("swap {} to {version}", i + 1), || {
                 let p = host.plugin("echo");
-                p["generation"] == i + 2 && p["version"] == version
+                p["generation"] == first + i + 1 && p["version"] == version
             });
             // Let the clients see each generation.
             std::thread::sleep(Duration::from_millis(30));
@@ -62,15 +76,17 @@ fn twenty_hot_swaps_under_continuous_load_lose_no_request() {
         assert!(seen.iter().any(|s| s.1 == "2.0.0"), "the client never saw v2");
     }
     let p = host.plugin("echo");
-    assert_eq!(p["generation"], 21);
+    assert_eq!(p["generation"], first + 20);
     assert_eq!(p["version"], "1.0.0");
+    assert_eq!(p["isolation"], mode);
     let history = p["history"].as_array().unwrap();
-    assert_eq!(history.len(), 21);
-    for old in &history[..20] {
+    assert_eq!(history.len() as u64, first + 20);
+    let last = history.len() - 1;
+    for old in &history[last - 20..last] {
         assert_eq!(old["reason"], "swapped", "{old}");
         assert_eq!(old["residency"], "unloaded", "{old}");
     }
-    assert!(history[20]["residency"].is_null());
+    assert!(history[last]["residency"].is_null());
 }
 
 #[test]
