@@ -1607,9 +1607,14 @@ impl Registry {
         tracing::info!(plugin = id, reason, file = %path.display(), "loading the serving file again");
         let record = self.files.get(&path).cloned();
         self.seq += 1;
-        let staged = loader::stage(&path, &self.settings.shadow_dir, self.seq).map_err(|e| {
-            RegistryError::Failed(format!("cannot read the serving file again: {e}"))
-        })?;
+        let staged = match self.relink_dead_child(id) {
+            // A restart after a crash runs the code that crashed: a new name for its shadow
+            // copy (a hard link) instead of copying and hashing the file again.
+            Some(staged) => staged,
+            None => loader::stage(&path, &self.settings.shadow_dir, self.seq).map_err(|e| {
+                RegistryError::Failed(format!("cannot read the serving file again: {e}"))
+            })?,
+        };
         let mode = self.mode_of(id);
         let prior_id = record.as_ref().map(|r| r.id.clone());
         self.open_and_load(&path, modified_of(&path), staged, prior_id, id, mode, false);
@@ -1629,6 +1634,36 @@ impl Registry {
             .map(|e| e.message.clone())
             .unwrap_or_else(|| format!("{} did not load", path.display()));
         Err(RegistryError::Failed(message))
+    }
+
+    /// When `id`'s serving generation is a dead child: its shadow copy under a new name (a
+    /// hard link, so the retired generation's removal of its own name leaves it), staged for
+    /// the next child. `None` otherwise, or when the link cannot be made.
+    fn relink_dead_child(&self, id: &str) -> Option<loader::Staged> {
+        let code = &self.slots.get(id)?.current.as_ref()?.library;
+        let CodeKind::Child { conn, shadow } = &code.kind else { return None };
+        if !conn.is_dead() {
+            return None;
+        }
+        let stem = code.source.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+        let ext = shadow.extension().and_then(|s| s.to_str()).unwrap_or("so");
+        let short = &code.sha256[..code.sha256.len().min(16)];
+        let fresh = self.settings.shadow_dir.join(format!("{stem}-{short}-{}.{ext}", self.seq));
+        match std::fs::hard_link(shadow, &fresh) {
+            Ok(()) => Some(loader::Staged {
+                source: code.source.clone(),
+                shadow: fresh,
+                sha256: code.sha256.clone(),
+                size: code.size,
+            }),
+            Err(e) => {
+                tracing::debug!(
+                    plugin = id,
+                    "cannot link the shadow copy again, staging anew: {e}"
+                );
+                None
+            }
+        }
     }
 
     /// The child of `generation` died without being asked to: record the crash (event

@@ -194,6 +194,14 @@ fn a_killed_child_is_a_crash_event_then_a_restart_and_the_fifth_crash_within_a_m
     assert_eq!(view["process"]["crashlooping"], false, "{view}");
     assert!(child_pid(&host).is_some_and(|p| p != pid), "{view}");
     assert_eq!(host.post("/api/plugins/echo/echo", "back"), (200, "back".to_string()));
+    // Every retired child's shadow copy is gone: only the serving one's is left.
+    let shadows = || {
+        std::fs::read_dir(host.data_dir().join("shadow"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("echo"))
+            .count()
+    };
+    host.wait_for("one shadow copy left", || shadows() == 1);
 }
 
 #[test]
