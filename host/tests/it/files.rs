@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::support::{fixture, lib_name, Host};
+use crate::support::{fixture, lib_name, Host, StopOnDrop};
 
 /// Deploy by copy + rename, with the file's modification time set first.
 fn install_modified(host: &Host, source: &Path, name: &str, modified: SystemTime) {
@@ -40,15 +40,6 @@ fn files_of(p: &Value) -> Vec<(String, bool)> {
 fn version_of(body: &str) -> String {
     let v: Value = serde_json::from_str(body).unwrap_or_default();
     v["version"].as_str().unwrap_or("").to_string()
-}
-
-/// Raises the flag when dropped, so a helper thread stops even when the test fails.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
 }
 
 /// Call `echo/version` in a loop while `during` runs; every answer must be a 200. The last

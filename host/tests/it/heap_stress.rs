@@ -3,18 +3,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::support::{fixture, lib_name, Host};
+use crate::support::{fixture, lib_name, Host, StopOnDrop};
 
 const CYCLES: u64 = 200;
-
-/// Raises the flag when dropped, so the scrapers stop even when the test fails.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
 
 #[test]
 fn heap_reads_never_overlap_a_library_close_over_200_load_unload_cycles() {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{crashy_fixture, fixture, lib_name, Host};
+use crate::support::{crashy_fixture, fixture, lib_name, Host, StopOnDrop};
 
 /// A host with the echo fixture in the host (the bystander) and the crash fixture in process
 /// mode, both running.
@@ -52,16 +52,6 @@ fn process_gone(pid: u64) -> bool {
         Ok(stat) => {
             stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
         }
-    }
-}
-
-/// Sets the flag when dropped: a client loop stops even when the test body panics (a scope
-/// joins its threads before the panic goes on).
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
     }
 }
 

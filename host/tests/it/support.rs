@@ -541,3 +541,14 @@ impl Host {
         }
     }
 }
+
+/// Raises the flag when dropped, so client threads looping on it stop even when the test body
+/// panics (a `thread::scope` joins its threads before the panic goes on: without this the test
+/// would hang instead of failing).
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

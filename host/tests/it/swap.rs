@@ -2,7 +2,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::support::{fixture, lib_name, Host};
+use crate::support::{fixture, lib_name, Host, StopOnDrop};
 
 fn version_of(body: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
@@ -33,6 +33,7 @@ fn twenty_hot_swaps_under_continuous_load_lose_no_request_in(mode: &str) {
 
     let stop = AtomicBool::new(false);
     let results = std::thread::scope(|s| {
+        let stopper = StopOnDrop(&stop);
         let clients: Vec<_> = (0..2)
             .map(|_| {
                 s.spawn(|| {
@@ -55,7 +56,7 @@ fn twenty_hot_swaps_under_continuous_load_lose_no_request_in(mode: &str) {
             // Let the clients see each generation.
             std::thread::sleep(Duration::from_millis(30));
         }
-        stop.store(true, Ordering::SeqCst);
+        drop(stopper);
         clients.into_iter().map(|c| c.join().unwrap()).collect::<Vec<_>>()
     });
 
