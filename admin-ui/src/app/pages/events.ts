@@ -22,9 +22,41 @@ export type EventTone = 'error' | 'warning' | 'info';
  * and so is an `unloaded` event whose details say `residency: pinned` (hosts before `pinned`).
  */
 export function eventTone(e: Pick<BkgEvent, 'kind' | 'details'>): EventTone {
-  if (e.kind.endsWith('failed') || e.kind === 'error') return 'error';
-  if (e.kind === 'pinned' || isPinnedUnload(e)) return 'warning';
+  if (e.kind.endsWith('failed') || e.kind === 'error' || e.kind === 'crashed' || e.kind === 'crashlooping') return 'error';
+  if (e.kind === 'pinned' || isPinnedUnload(e) || isRestartAfterCrash(e)) return 'warning';
   return 'info';
+}
+
+function isRestartAfterCrash(e: Pick<BkgEvent, 'kind' | 'details'>): boolean {
+  const d = e.details as { after_crash?: unknown } | null;
+  return e.kind === 'restarted' && !!d && typeof d === 'object' && d.after_crash === true;
+}
+
+const MODE_LABEL: Record<string, string> = { in_process: 'in the host', process: 'its own process' };
+
+/** A line for the crash isolation events (`crashed`, `crashlooping`, a restart after a crash, `isolation`), or null. */
+function isolationNote(e: Pick<BkgEvent, 'kind' | 'details'>): string | null {
+  const d = (e.details && typeof e.details === 'object' ? e.details : {}) as {
+    pid?: number | null; signal?: string | null; exit_code?: number | null; message?: string;
+    restarts?: number; from?: string; to?: string;
+  };
+  const pid = typeof d.pid === 'number' ? ` (pid ${d.pid})` : '';
+  switch (e.kind) {
+    case 'crashed': {
+      // The host's line ("killed by SIGSEGV (segmentation fault)"), else the signal or exit code.
+      const cause = d.message || (d.signal ? `signal ${d.signal}` : d.exit_code != null ? `exit code ${d.exit_code}` : '');
+      return `Its process${pid} crashed${cause ? ': ' + cause : ''}.`;
+    }
+    case 'crashlooping':
+      return d.message ? `${d.message}.` : 'It crashed too often and is not restarted until an operator starts it.';
+    case 'restarted':
+      if (!isRestartAfterCrash(e)) return null;
+      return `Restarted after a crash in a new process${pid}${typeof d.restarts === 'number' ? `, restart ${d.restarts}` : ''}.`;
+    case 'isolation':
+      return d.from && d.to ? `Moved from ${MODE_LABEL[d.from] ?? d.from} to ${MODE_LABEL[d.to] ?? d.to}.` : null;
+    default:
+      return null;
+  }
 }
 
 function isPinnedUnload(e: Pick<BkgEvent, 'kind' | 'details'>): boolean {
@@ -34,7 +66,7 @@ function isPinnedUnload(e: Pick<BkgEvent, 'kind' | 'details'>): boolean {
 
 /** A line saying what a warning means, or null. */
 export function eventNote(e: Pick<BkgEvent, 'kind' | 'details'>): string | null {
-  if (e.kind !== 'pinned' && !isPinnedUnload(e)) return null;
+  if (e.kind !== 'pinned' && !isPinnedUnload(e)) return isolationNote(e);
   const d = (e.details ?? {}) as { generation?: number; ignored_cancel_calls?: number | null };
   const gen = typeof d.generation === 'number' ? `generation ${d.generation}` : 'the retired generation';
   const calls = d.ignored_cancel_calls ? ` (${d.ignored_cancel_calls} call${d.ignored_cancel_calls === 1 ? '' : 's'} ignored the cancel flag)` : '';
@@ -52,6 +84,12 @@ const TONE_BADGE: Record<EventTone, string> = {
   error: 'bg-rose-100 text-rose-800 dark:bg-rose-900/50 dark:text-rose-200',
   warning: 'bg-amber-100 text-amber-900 dark:bg-amber-900/50 dark:text-amber-100',
   info: 'bg-slate-100 dark:bg-slate-800',
+};
+
+const NOTE_TEXT: Record<EventTone, string> = {
+  error: 'text-rose-800 dark:text-rose-200',
+  warning: 'text-amber-900 dark:text-amber-200',
+  info: 'text-slate-700 dark:text-slate-300',
 };
 
 @Component({
@@ -92,7 +130,7 @@ const TONE_BADGE: Record<EventTone, string> = {
                 @if (tone(e) !== 'info') { <span aria-hidden="true">{{ tone(e) === 'error' ? '✕' : '⚠' }}&nbsp;</span><span class="sr-only">{{ tone(e) }}: </span> }{{ e.kind }}</span></td>
               <td class="px-3">{{ e.actor }}</td>
               <td class="px-3">
-                @if (note(e); as n) { <p class="mb-1 text-xs text-amber-900 dark:text-amber-200" data-testid="event-note">{{ n }}</p> }
+                @if (note(e); as n) { <p class="mb-1 text-xs" [class]="NOTE_TEXT[tone(e)]" data-testid="event-note">{{ n }}</p> }
                 <code class="block max-w-xl truncate text-xs" [title]="e.details | json">{{ e.details | json }}</code>
               </td>
             </tr>
@@ -117,6 +155,7 @@ export class Events {
   protected time = formatTime;
   protected tone = eventTone;
   protected note = eventNote;
+  protected readonly NOTE_TEXT = NOTE_TEXT;
   protected badge = (e: BkgEvent) => TONE_BADGE[eventTone(e)];
 
   constructor() {

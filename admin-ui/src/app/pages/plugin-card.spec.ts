@@ -3,8 +3,8 @@ import { ComponentFixture, TestBed } from '@angular/core/testing';
 import { provideRouter } from '@angular/router';
 import { PluginDetail, TelemetrySample } from '../core/models';
 import { Clock } from '../shared/clock';
-import { formatBytes } from '../shared/format';
-import { PluginCard, uptimeStart } from './plugin-card';
+import { formatBytes, formatTime } from '../shared/format';
+import { PluginCard, processBadge, uptimeStart } from './plugin-card';
 
 const base: PluginDetail = {
   id: 'echo', name: 'Echo', version: '1.0.0', description: '', state: 'running', generation: 3,
@@ -91,6 +91,49 @@ describe('PluginCard', () => {
     expect(uptimeStart({ ...p, started_at_ms: 300 }, 500)).toBe(300);
     expect(uptimeStart({ ...p, state: 'stopped' }, 500)).toBeNull();
     expect(uptimeStart({ state: 'running', loaded_at_ms: null })).toBeNull();
+  });
+
+  it('a plugin in the host has no process badge; in process mode it shows the pid, restarts, crash loop and last crash', async () => {
+    const q = (t: string) => el().querySelector(`[data-testid=${t}]`) as HTMLElement | null;
+    await fixture.whenStable();
+    for (const t of ['process-badge', 'process-restarts', 'crashloop', 'card-last-crash']) expect(q(t)).toBeNull();
+    fixture.componentRef.setInput('plugin', { ...base, isolation: 'in_process', process: null });
+    await fixture.whenStable();
+    expect(q('process-badge')).toBeNull();
+    // A fresh child: its pid, no restarts, no crash.
+    fixture.componentRef.setInput('plugin', { ...base, isolation: 'process', process: { pid: 4242, restarts: 0, crashlooping: false, last_crash: null } });
+    await fixture.whenStable();
+    expect(q('process-badge')!.textContent!.trim()).toBe('own process · pid 4242');
+    expect(q('process-badge')!.dataset['pid']).toBe('4242');
+    for (const t of ['process-restarts', 'crashloop', 'card-last-crash']) expect(q(t)).toBeNull();
+    // Restarted twice after crashes; the last one a segfault.
+    const crash = { at_ms: 1_800_000_000_000, signal: 'SIGSEGV', exit_code: null, message: 'killed by SIGSEGV (segmentation fault)', stderr_tail: ['about to crash'] };
+    fixture.componentRef.setInput('plugin', { ...base, isolation: 'process', process: { pid: 4300, restarts: 2, crashlooping: false, last_crash: crash } });
+    await fixture.whenStable();
+    expect(q('process-badge')!.textContent).toContain('pid 4300');
+    expect(q('process-restarts')!.textContent!.trim()).toBe('2 restarts');
+    expect(q('crashloop')).toBeNull();
+    expect(q('card-crash-cause')!.textContent).toBe('signal SIGSEGV');
+    expect(q('card-last-crash')!.textContent).toContain(formatTime(crash.at_ms));
+    expect(q('card-last-crash')!.getAttribute('title')).toBe('killed by SIGSEGV (segmentation fault)\nabout to crash');
+    // Crashlooping: no child, the alert, the last crash an exit code.
+    const exit = { ...crash, signal: null, exit_code: 0, message: 'exited with code 0' };
+    fixture.componentRef.setInput('plugin', { ...base, state: 'failed', isolation: 'process', process: { pid: null, restarts: 1, crashlooping: true, last_crash: exit } });
+    await fixture.whenStable();
+    expect(q('process-badge')!.textContent!.trim()).toBe('own process · no process');
+    expect(q('process-badge')!.hasAttribute('data-pid')).toBe(false);
+    expect(q('process-restarts')!.textContent!.trim()).toBe('1 restart');
+    expect(q('crashloop')!.getAttribute('role')).toBe('alert');
+    expect(q('crashloop')!.textContent).toContain('Crash loop');
+    expect(q('card-crash-cause')!.textContent).toBe('exit code 0');
+  });
+
+  it('processBadge: null in the host, defaults while process mode has no process yet, the message when no signal or code', () => {
+    expect(processBadge({})).toBeNull();
+    expect(processBadge({ isolation: 'in_process', process: null })).toBeNull();
+    expect(processBadge({ isolation: 'process', process: null })).toEqual({ pid: null, restarts: 0, crashlooping: false, lastCrash: null });
+    const b = processBadge({ isolation: 'process', process: { pid: 7, restarts: 0, crashlooping: false, last_crash: { at_ms: 5, message: 'killed by the host', stderr_tail: [] } } });
+    expect(b!.lastCrash).toEqual({ at_ms: 5, cause: 'killed by the host', title: 'killed by the host' });
   });
 
   it('shows the last error of a failed plugin', async () => {

@@ -1,9 +1,10 @@
 import { ChangeDetectionStrategy, Component, computed, inject, input, output } from '@angular/core';
 import { RouterLink } from '@angular/router';
-import { LifecycleAction, PluginDetail, TelemetrySample } from '../core/models';
+import { CrashInfo, LifecycleAction, PluginDetail, TelemetrySample } from '../core/models';
 import { isAuthProvider } from '../core/plugins.store';
+import { crashCause, modeOf } from '../plugin/isolation-card';
 import { Clock } from '../shared/clock';
-import { formatBytes, formatDuration, formatPercent, formatRate } from '../shared/format';
+import { formatBytes, formatDuration, formatPercent, formatRate, formatTime } from '../shared/format';
 import { Sparkline } from '../shared/sparkline';
 import { StatusChip } from '../shared/status-chip';
 
@@ -29,6 +30,35 @@ export function uptimeStart(p: Pick<PluginDetail, 'state' | 'loaded_at_ms' | 'st
   return t > 0 ? t : null;
 }
 
+/** What a card says about a plugin in process mode: null for a plugin in the host. */
+export interface ProcessBadge {
+  /** The serving child's pid; null while none runs (crashed, backing off, crashlooping, stopped). */
+  pid: number | null;
+  restarts: number;
+  crashlooping: boolean;
+  lastCrash: { at_ms: number; cause: string; title: string } | null;
+}
+
+/** The card's process badge for a plugin in process mode (its `process` may be absent while not loaded). */
+export function processBadge(p: Pick<PluginDetail, 'isolation' | 'process'>): ProcessBadge | null {
+  if (modeOf(p) !== 'process') return null;
+  const pr = p.process;
+  const c: CrashInfo | null | undefined = pr?.last_crash;
+  return {
+    pid: pr?.pid ?? null,
+    restarts: pr?.restarts ?? 0,
+    crashlooping: !!pr?.crashlooping,
+    lastCrash: c
+      ? {
+          at_ms: c.at_ms,
+          // The signal or exit code, else the host's one-line message.
+          cause: crashCause(c) || c.message,
+          title: [c.message, ...(c.stderr_tail ?? [])].filter(Boolean).join('\n'),
+        }
+      : null,
+  };
+}
+
 @Component({
   selector: 'app-plugin-card',
   imports: [RouterLink, StatusChip, Sparkline],
@@ -47,10 +77,29 @@ export function uptimeStart(p: Pick<PluginDetail, 'state' | 'loaded_at_ms' | 'st
             <p class="mt-1 inline-block rounded bg-amber-100 px-1.5 text-[11px] font-medium text-amber-900 dark:bg-amber-900 dark:text-amber-100" data-testid="auth-provider"
               title="The host's auth provider: while it is stopped only the bootstrap admin key is accepted">auth provider</p>
           }
+          @if (proc(); as pr) {
+            <p class="mt-1 flex flex-wrap gap-1 text-[11px] font-medium">
+              <span class="rounded bg-sky-100 px-1.5 text-sky-900 dark:bg-sky-900 dark:text-sky-100" data-testid="process-badge" [attr.data-pid]="pr.pid"
+                title="Runs in its own process, supervised by the host: a crash ends only that process">own process · {{ pr.pid != null ? 'pid ' + pr.pid : 'no process' }}</span>
+              @if (pr.restarts > 0) {
+                <span class="rounded bg-amber-100 px-1.5 text-amber-900 dark:bg-amber-900 dark:text-amber-100" data-testid="process-restarts"
+                  title="Restarts after crashes since the host started or an operator's start">{{ pr.restarts }} {{ pr.restarts === 1 ? 'restart' : 'restarts' }}</span>
+              }
+            </p>
+          }
         </div>
         <app-status-chip [state]="plugin().state" />
       </header>
 
+      @if (proc(); as pr) {
+        @if (pr.crashlooping) {
+          <p class="rounded bg-rose-50 p-2 text-xs text-rose-800 dark:bg-rose-950 dark:text-rose-200" role="alert" data-testid="crashloop">
+            <strong>Crash loop</strong>: not restarted until you start it.</p>
+        }
+        @if (pr.lastCrash; as c) {
+          <p class="muted truncate text-xs" data-testid="card-last-crash" [title]="c.title">last crash {{ time(c.at_ms) }}: <span data-testid="card-crash-cause">{{ c.cause }}</span></p>
+        }
+      }
       @if (plugin().last_error; as err) {
         <p class="line-clamp-3 rounded bg-rose-50 p-2 text-xs text-rose-800 dark:bg-rose-950 dark:text-rose-200" data-testid="last-error" [title]="err.message">{{ err.message }}</p>
       }
@@ -104,6 +153,8 @@ export class PluginCard {
 
   protected readonly allowed = computed(() => allowedActions(this.plugin().state));
   protected readonly authProvider = computed(() => isAuthProvider(this.plugin()));
+  protected readonly proc = computed(() => processBadge(this.plugin()));
+  protected readonly time = formatTime;
   protected readonly last = computed(() => {
     const s = this.series();
     return s && s.length ? s[s.length - 1] : undefined;
