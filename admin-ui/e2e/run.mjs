@@ -287,7 +287,8 @@ test('overview, telemetry and events screens', async () => {
   await shot('events');
 });
 
-test('isolation: the overview switches echo to its own process and back; the host stores it and echo keeps answering', async () => {
+test('isolation: the overview switches echo to its own process and back; the host stores it, echo keeps answering, the dashboard card shows the child pid', async () => {
+  const dashCard = (id) => page.locator(`article[data-plugin="${id}"]`);
   const mode = async () => (await host.api('/api/core/plugins/echo')).isolation;
   if ((await mode()) !== 'in_process') throw new Error(`echo starts in ${await mode()}`);
   await page.goto(ui.url + '/plugins/echo/overview');
@@ -303,14 +304,29 @@ test('isolation: the overview switches echo to its own process and back; the hos
     if (events[0]?.details?.to !== 'process') throw new Error(`no isolation event to process: ${JSON.stringify(events)}`);
     const answer = await host.api('/api/plugins/echo/echo', { method: 'POST', body: 'isolated' });
     if (JSON.stringify(answer).indexOf('isolated') < 0) throw new Error(`echo answered ${JSON.stringify(answer)}`);
-    // A child pid the host reports is the one the card shows.
-    const pid = (await host.api('/api/core/plugins/echo')).process?.pid;
-    if (pid != null) {
-      await expectEventually(`the card to show pid ${pid}`, async () => (await card.getByTestId('isolation-pid').textContent()).trim() === String(pid));
+    // The child's pid the host reports is the one the card shows, and it is a live plugin runner.
+    let pid = null;
+    await expectEventually('the host to report the child pid', async () => (pid = (await host.api('/api/core/plugins/echo')).process?.pid) != null);
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    if (!cmdline.includes('plugin-runner')) throw new Error(`pid ${pid} is not a plugin runner: ${cmdline.join(' ')}`);
+    await expectEventually(`the card to show pid ${pid}`, async () => (await card.getByTestId('isolation-pid').textContent()).trim() === String(pid));
+    // The dashboard's card says so too: own process with that pid, no restarts, no crash.
+    await page.goto(ui.url + '/plugins');
+    const badge = dashCard('echo').getByTestId('process-badge');
+    await expectEventually(`the dashboard badge to show pid ${pid}`, async () => (await badge.getAttribute('data-pid')) === String(pid));
+    if ((await badge.textContent()).trim() !== `own process · pid ${pid}`) throw new Error(`the badge says ${await badge.textContent()}`);
+    for (const t of ['process-restarts', 'crashloop', 'card-last-crash']) {
+      if ((await dashCard('echo').getByTestId(t).count()) !== 0) throw new Error(`the echo card shows ${t} without a crash`);
     }
+    if ((await dashCard('apikeys').getByTestId('process-badge').count()) !== 0) throw new Error('apikeys, in the host, has a process badge');
+    await page.goto(ui.url + '/plugins/echo/overview');
+    await card.waitFor();
     await radio('in_process').click();
     await expectEventually('the host to say in_process again', async () => (await mode()) === 'in_process');
     await expectEventually('the switch back in the host', async () => (await radio('in_process').getAttribute('aria-checked')) === 'true');
+    await page.goto(ui.url + '/plugins');
+    await dashCard('echo').waitFor();
+    await expectEventually('the dashboard badge to go', async () => (await dashCard('echo').getByTestId('process-badge').count()) === 0);
   } finally {
     // The later tests expect echo in the host, whatever failed above.
     if ((await mode()) !== 'in_process') await host.api('/api/core/plugins/echo/isolation', { method: 'POST', body: { mode: 'in_process' } });
