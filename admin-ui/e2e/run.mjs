@@ -333,6 +333,57 @@ test('isolation: the overview switches echo to its own process and back; the hos
   }
 });
 
+test('isolation crash: a segfault in a child shows live on the dashboard card (restart, new pid, last crash) and in the events', async () => {
+  if (!existsSync(lib('fixture_crashy'))) throw new Error(`${lib('fixture_crashy')} is missing: cargo build --workspace`);
+  const file = join(host.pluginsDir, 'libfixture_crashy.so');
+  const view = async () => host.api('/api/core/plugins/crashy');
+  const dashCard = page.locator('article[data-plugin="crashy"]');
+  await installPlugin(host.pluginsDir, 'fixture_crashy');
+  try {
+    await expectEventually('crashy to run', async () => (await view()).state === 'running', 20_000);
+    await host.api('/api/core/plugins/crashy/isolation', { method: 'POST', body: { mode: 'process' } });
+    let first = null;
+    await expectEventually('crashy in its own process', async () => {
+      const v = await view();
+      return v.isolation === 'process' && v.state === 'running' && (first = v.process?.pid) != null;
+    }, 20_000);
+    await page.goto(ui.url + '/plugins');
+    const badge = dashCard.getByTestId('process-badge');
+    await expectEventually(`the crashy card to show pid ${first}`, async () => (await badge.getAttribute('data-pid')) === String(first));
+    // The page stays open: the crash and the restart must reach it without a reload.
+    const crash = await host.api('/api/plugins/crashy/segv', { method: 'POST', body: '', raw: true });
+    if (crash.status !== 503) throw new Error(`the segfaulting call answered ${crash.status} ${await crash.text()}`);
+    let second = null;
+    await expectEventually('the host to restart crashy in a new child', async () => {
+      const v = await view();
+      second = v.process?.pid;
+      return v.state === 'running' && v.process?.restarts === 1 && second != null && second !== first;
+    }, 20_000);
+    await expectEventually(`the card to show the new pid ${second}`, async () => (await badge.getAttribute('data-pid')) === String(second));
+    await expectEventually('the card to show one restart', async () => (await dashCard.getByTestId('process-restarts').textContent()).trim() === '1 restart');
+    await expectEventually('the card to show the segfault', async () => (await dashCard.getByTestId('card-crash-cause').textContent()).trim() === 'signal SIGSEGV');
+    const tooltip = await dashCard.getByTestId('card-last-crash').getAttribute('title');
+    if (!tooltip.includes('crashy: segv: writing through a null pointer')) throw new Error(`the last crash's tooltip lacks the child's stderr: ${tooltip}`);
+    if ((await dashCard.getByTestId('crashloop').count()) !== 0) throw new Error('one crash shows a crash loop');
+    await page.goto(ui.url + '/events');
+    const row = (kind) => page.getByTestId('events-table').locator(`tr[data-kind=${kind}]`).first();
+    await row('crashed').waitFor();
+    if ((await row('crashed').getAttribute('data-tone')) !== 'error') throw new Error('the crash is not shown as an error');
+    const note = await row('crashed').getByTestId('event-note').textContent();
+    if (!note.includes(`pid ${first}`) || !/SIGSEGV/.test(note)) throw new Error(`the crash's note says ${note}`);
+    await row('restarted').waitFor();
+    if ((await row('restarted').getAttribute('data-tone')) !== 'warning') throw new Error('the restart after the crash is not a warning');
+    if (!(await row('restarted').getByTestId('event-note').textContent()).includes(`pid ${second}`)) throw new Error('the restart note lacks the new pid');
+  } finally {
+    // The later tests count echo's cards and their layout: crashy goes again.
+    await unlink(file).catch(() => undefined);
+    await expectEventually('crashy to be gone', async () => !(await host.api('/api/core/plugins')).plugins.some((p) => p.id === 'crashy'), 20_000);
+    await page.goto(ui.url + '/plugins');
+    await page.locator('article[data-plugin="echo"]').waitFor();
+    await expectEventually('the crashy card to go', async () => (await dashCard.count()) === 0);
+  }
+});
+
 test(
   'a plugin copied into the folder appears on the open dashboard',
   async () => {

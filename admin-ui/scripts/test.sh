@@ -32,7 +32,7 @@ if [ "${SKIP_E2E:-0}" = 1 ]; then
   echo "== e2e skipped (SKIP_E2E=1)"
   exit 0
 fi
-for f in "$BKG_BIN" "$BKG_PLUGIN_LIBS"/lib{bkg_plugin_apikeys,fixture_echo,bkg_plugin_candle,bkg_plugin_llmserver}.so; do
+for f in "$BKG_BIN" "$BKG_PLUGIN_LIBS"/lib{bkg_plugin_apikeys,fixture_echo,fixture_crashy,bkg_plugin_candle,bkg_plugin_llmserver}.so; do
   [ -e "$f" ] || { echo "missing $f: build the host and plugins first (cargo build --workspace)" >&2; exit 1; }
 done
 echo "== e2e (host $BKG_BIN, plugins from $BKG_PLUGIN_LIBS, models from ${BKG_MODELS_DIR:-$repo/models})"
