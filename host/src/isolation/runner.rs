@@ -143,6 +143,36 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
+/// The environment variable of the test hooks (the models install's crash tests read it too).
+const FAILPOINT_ENV: &str = "BKG_FAILPOINT";
+
+/// Test hook for the handshake tests: a runner started with `BKG_FAILPOINT=runner:<step>`
+/// answers the host's hello with another protocol version (`hello_version`: one more than
+/// its own) or a wrong cookie (`hello_cookie`), so the host's refusal can be tested. The
+/// host's children inherit its environment, so it is set on the host. Returns the version
+/// and cookie to answer with; another `runner:` step is refused by name, anything else
+/// (another component's failpoint, unset) changes nothing.
+fn hello_failpoint(
+    failpoint: Option<&str>,
+    version: u32,
+    cookie: &str,
+) -> Result<(u32, String), String> {
+    match failpoint.and_then(|f| f.strip_prefix("runner:")) {
+        None => Ok((version, cookie.to_string())),
+        Some("hello_version") => {
+            tracing::warn!("{FAILPOINT_ENV}: answering the hello with protocol version {}", version + 1);
+            Ok((version + 1, cookie.to_string()))
+        }
+        Some("hello_cookie") => {
+            tracing::warn!("{FAILPOINT_ENV}: answering the hello with a wrong cookie");
+            Ok((version, format!("wrong-{cookie}")))
+        }
+        Some(other) => Err(format!(
+            "{FAILPOINT_ENV}: unknown runner failpoint '{other}' (known: hello_version, hello_cookie)"
+        )),
+    }
+}
+
 /// How the runner writes: whole frames under one lock.
 #[derive(Clone)]
 struct Out(Arc<Mutex<UnixStream>>);
@@ -213,9 +243,11 @@ fn serve(args: RunnerArgs, stream: UnixStream, cookie: &str) -> Result<(), Strin
     let writer = stream.try_clone().map_err(|e| format!("cannot clone the connection: {e}"))?;
     let out = Out(Arc::new(Mutex::new(writer)));
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    let (ack_version, ack_cookie) =
+        hello_failpoint(std::env::var(FAILPOINT_ENV).ok().as_deref(), PROTOCOL_VERSION, cookie)?;
     let hello_ack = |result: Result<WireManifest, String>| ChildMsg::HelloAck {
-        version: PROTOCOL_VERSION,
-        cookie: cookie.to_string(),
+        version: ack_version,
+        cookie: ack_cookie.clone(),
         result,
     };
     let frame = wire::read_frame(&mut reader)
@@ -776,5 +808,20 @@ mod tests {
             "--fd must be a number, not 'x'"
         );
         assert_eq!(parse_args(&strings(&["--bogus", "1"])).unwrap_err(), "unknown flag '--bogus'");
+    }
+
+    #[test]
+    fn the_hello_failpoint_changes_only_what_it_names_and_refuses_an_unknown_runner_step() {
+        let ok = |f: Option<&str>| hello_failpoint(f, 1, "c00k1e").unwrap();
+        assert_eq!(ok(None), (1, "c00k1e".to_string()));
+        assert_eq!(ok(Some("model_install:staged")), (1, "c00k1e".to_string()));
+        assert_eq!(ok(Some("runner:hello_version")), (2, "c00k1e".to_string()));
+        let (version, cookie) = ok(Some("runner:hello_cookie"));
+        assert_eq!(version, 1);
+        assert_ne!(cookie, "c00k1e");
+        assert_eq!(
+            hello_failpoint(Some("runner:hello"), 1, "c").unwrap_err(),
+            "BKG_FAILPOINT: unknown runner failpoint 'hello' (known: hello_version, hello_cookie)"
+        );
     }
 }

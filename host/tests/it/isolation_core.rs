@@ -325,3 +325,75 @@ fn a_runner_that_dies_before_its_hello_fails_the_load_naming_its_exit_status_and
     );
     assert_eq!(host.post_json("/api/plugins/echo/echo", "x").0, 404, "nothing serves");
 }
+
+/// The host's child processes (zombies too: a child the host failed to reap counts).
+fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        let ppid = stat.rsplit(')').next().unwrap_or("").split_whitespace().nth(1);
+        if ppid.and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            found.push((child, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
+        }
+    }
+    found
+}
+
+/// `echo` in a child and `slow` in the host; then the host restarted with the runner's
+/// handshake failpoint `step`: echo's load fails with `expected` in its error, no runner is
+/// left behind, slow serves on; a host without the failpoint serves echo from a child again.
+fn a_runner_at_the_hello_failpoint(step: &str, expected: &str) {
+    let host = Host::start();
+    host.install(&fixture("echo"), &lib_name("echo"));
+    host.install(&fixture("slow"), &lib_name("slow"));
+    host.wait_state("echo", "running");
+    host.wait_state("slow", "running");
+    isolate(&host, "echo");
+    let failpoint = format!("runner:{step}");
+    let host = host.restart_with_env(&[], &[("BKG_FAILPOINT", &failpoint)]);
+    host.wait_state("echo", "failed");
+    let view = host.plugin("echo");
+    let error = view["last_error"]["message"].as_str().unwrap_or_default();
+    assert!(error.contains(expected), "{view}");
+    assert!(view["process"]["pid"].is_null(), "no child serves: {view}");
+    assert_eq!(view["isolation"], "process", "the mode is kept: {view}");
+    // The refused runner is killed and reaped: no child process of the host is left.
+    host.wait_for("no plugin-runner child of the host", || children_of(host.pid()).is_empty());
+    // The runner's stderr names the failpoint in echo's log.
+    host.wait_for("the runner's failpoint line in echo's log", || {
+        host.get("/api/core/plugins/echo/logs").1.contains("BKG_FAILPOINT")
+    });
+    let (status, v) = host.post_json("/api/plugins/echo/echo", "x");
+    assert_eq!(status, 404, "nothing serves echo: {v}");
+    // The plugin in the host serves on.
+    assert_eq!(host.state("slow"), "running");
+    assert_eq!(host.post("/api/plugins/slow/sleep", "1"), (200, "slept 1".to_string()));
+
+    // Without the failpoint, echo runs in a child again.
+    let host = host.restart(&[]);
+    host.wait_for("echo to serve from a child", || {
+        host.state("echo") == "running" && pid_of(&host, "echo").is_some()
+    });
+    assert_eq!(host.post("/api/plugins/echo/echo", "back"), (200, "back".to_string()));
+    assert_eq!(host.post("/api/plugins/slow/sleep", "1"), (200, "slept 1".to_string()));
+}
+
+#[test]
+fn a_runner_answering_the_hello_with_another_protocol_version_is_refused_naming_both_versions() {
+    let ours = bkg_host::isolation::wire::PROTOCOL_VERSION;
+    let expected = format!(
+        "cannot start the plugin's process: the plugin runner speaks protocol version {}, this host {ours}",
+        ours + 1
+    );
+    a_runner_at_the_hello_failpoint("hello_version", &expected);
+}
+
+#[test]
+fn a_runner_answering_the_hello_with_the_wrong_cookie_is_refused() {
+    a_runner_at_the_hello_failpoint(
+        "hello_cookie",
+        "cannot start the plugin's process: the plugin runner answered with the wrong cookie",
+    );
+}
