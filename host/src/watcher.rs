@@ -1,8 +1,10 @@
 //! The watcher: turns file-system events in the plugins folder into "this file is complete"
 //! and "this file is gone" commands for the registry.
 //!
-//! A file is handed over only when it is complete: renamed into place (atomic), or closed
-//! after writing (inotify's close-write), and its size and mtime were stable across two
+//! A file is handed over only when it is complete. One renamed into the folder is complete by
+//! definition (a rename is atomic: the writer finished before it): it is handed over at once,
+//! without a quiet period or polls. One written in place (`cp`) is handed over once it was
+//! closed after writing (inotify's close-write) and its size and mtime were stable across two
 //! polls. Writers whose close we cannot see are handed over after a longer quiet period.
 //! Hidden and temporary files, and files without the platform's library extension, are ignored.
 
@@ -135,7 +137,11 @@ fn debounce_loop(
         // keep the check from ever running.
         let wait = next_flush.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
-            Ok(event) => handle(&dir, &mut pending, event),
+            Ok(event) => {
+                for path in handle(&dir, &mut pending, event) {
+                    registry.send(Command::FileReady(path));
+                }
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
@@ -146,7 +152,11 @@ fn debounce_loop(
         // before looking at the files.
         for _ in 0..rx.len() {
             match rx.try_recv() {
-                Ok(event) => handle(&dir, &mut pending, event),
+                Ok(event) => {
+                    for path in handle(&dir, &mut pending, event) {
+                        registry.send(Command::FileReady(path));
+                    }
+                }
                 Err(_) => break,
             }
         }
@@ -155,21 +165,39 @@ fn debounce_loop(
     }
 }
 
+/// Take in one event. Answers the files to hand over right now: those renamed into the folder
+/// (the destination of a rename), which are complete by definition; everything else waits in
+/// `pending` for [`flush`].
 fn handle(
     dir: &Path,
     pending: &mut HashMap<PathBuf, Pending>,
     event: notify::Result<notify::Event>,
-) {
+) -> Vec<PathBuf> {
+    let mut ready = Vec::new();
     match event {
         Ok(event) => {
-            for path in &event.paths {
-                if path.parent() == Some(dir) && is_candidate(path) {
+            let last = event.paths.len().saturating_sub(1);
+            for (i, path) in event.paths.iter().enumerate() {
+                if path.parent() != Some(dir) || !is_candidate(path) {
+                    continue;
+                }
+                let renamed_in = match event.kind {
+                    EventKind::Modify(ModifyKind::Name(RenameMode::To)) => true,
+                    // Both paths in one event: the source first, the destination last.
+                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => i == last && i > 0,
+                    _ => false,
+                };
+                if renamed_in && stat(path).is_some() {
+                    pending.remove(path);
+                    ready.push(path.clone());
+                } else {
                     note(pending, path, &event.kind);
                 }
             }
         }
         Err(e) => tracing::warn!("watch error: {e}"),
     }
+    ready
 }
 
 fn note(pending: &mut HashMap<PathBuf, Pending>, path: &Path, kind: &EventKind) {
@@ -234,6 +262,44 @@ mod tests {
         assert!(!is_candidate(Path::new(&format!("/p/echo.{ext}.tmp"))));
         assert!(!is_candidate(Path::new(&format!("/p/echo.{ext}.part"))));
         assert!(!is_candidate(Path::new("/p/readme.txt")));
+    }
+
+    #[test]
+    fn a_file_renamed_into_the_folder_is_handed_over_at_once_one_written_in_place_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let ext = std::env::consts::DLL_EXTENSION;
+        let (renamed, copied) =
+            (dir.path().join(format!("a.{ext}")), dir.path().join(format!("b.{ext}")));
+        std::fs::write(&renamed, b"the library").unwrap();
+        std::fs::write(&copied, b"the library").unwrap();
+        let hidden = dir.path().join(format!(".a.{ext}.tmp"));
+        let mut pending = HashMap::new();
+        let event = |kind: EventKind, paths: &[&Path]| {
+            let mut e = Event::new(kind);
+            for p in paths {
+                e = e.add_path(p.to_path_buf());
+            }
+            Ok(e)
+        };
+        // `mv .a.so.tmp a.so` as inotify reports it: one event with both paths.
+        let both = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        let ready = handle(dir.path(), &mut pending, event(both, &[&hidden, &renamed]));
+        assert_eq!(ready, vec![renamed.clone()]);
+        assert!(pending.is_empty(), "{pending:?}");
+        // The destination alone (the source was outside the folder).
+        let to = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        assert_eq!(handle(dir.path(), &mut pending, event(to, &[&renamed])), vec![renamed]);
+        // `cp`: written and closed in place, so it waits for the quiet period and the polls.
+        let written = EventKind::Modify(ModifyKind::Data(DataChange::Content));
+        assert!(handle(dir.path(), &mut pending, event(written, &[&copied])).is_empty());
+        let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert!(handle(dir.path(), &mut pending, event(closed, &[&copied])).is_empty());
+        assert!(pending[&copied].complete, "{pending:?}");
+        // A rename whose destination is gone again by the time the event is read waits too
+        // (and is then reported removed by the flush).
+        let gone = dir.path().join(format!("gone.{ext}"));
+        assert!(handle(dir.path(), &mut pending, event(to, &[&gone])).is_empty());
+        assert!(pending.contains_key(&gone));
     }
 
     #[test]
