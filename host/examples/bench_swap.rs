@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 
 use common::{fixture, lib_name, poll_until, quantile, Flags, Host};
 
-const TARGET_P99_MS: f64 = 100.0;
+/// Issue 15's targets for a swap, from the rename to the first answer of the new version, p99:
+/// in the host, and in process mode (a new child per swap).
+const TARGET_P99_MS_IN_PROCESS: f64 = 10.0;
+const TARGET_P99_MS_PROCESS: f64 = 100.0;
 
 #[derive(Default)]
 struct ClientStats {
@@ -165,9 +168,11 @@ fn main() {
         println!("bench_swap:   failure: {f}");
     }
     println!("bench_swap: retired generations by residency: {residency:?}");
+    let target =
+        if isolation == "process" { TARGET_P99_MS_PROCESS } else { TARGET_P99_MS_IN_PROCESS };
     println!(
-        "bench_swap: RESULT p99 {p99:.1} ms (target < {TARGET_P99_MS} ms: {}), failed background requests: {failed} (target 0: {})",
-        if p99 < TARGET_P99_MS { "met" } else { "NOT met" },
+        "bench_swap: RESULT p99 {p99:.1} ms (target < {target} ms: {}), failed background requests: {failed} (target 0: {})",
+        if p99 < target { "met" } else { "NOT met" },
         if failed == 0 { "met" } else { "NOT met" }
     );
 }
