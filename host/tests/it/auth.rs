@@ -2,7 +2,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{json, Value};
 
-use crate::support::{fixture, lib_name, product_plugin, Host, ADMIN_KEY};
+use crate::support::{lib_name, product_plugin, start_with_apikeys, Host, ADMIN_KEY};
 
 /// Every route of the API, with a method; `{}` stands for an existing plugin id.
 const ROUTES: &[(&str, &str)] = &[
@@ -44,15 +44,6 @@ fn create_key(host: &Host, scopes: &[&str], extra: Value) -> (String, String) {
     let (status, v) = host.post_json("/api/plugins/apikeys/create", &body.to_string());
     assert_eq!(status, 201, "{v}");
     (v["id"].as_str().unwrap().to_string(), v["key"].as_str().unwrap().to_string())
-}
-
-fn start_with_apikeys() -> Host {
-    let host = Host::start();
-    host.install(&fixture("echo"), &lib_name("echo"));
-    host.install(&product_plugin("apikeys"), &lib_name("apikeys"));
-    host.wait_state("echo", "running");
-    host.wait_state("apikeys", "running");
-    host
 }
 
 #[test]

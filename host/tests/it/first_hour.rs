@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{fixture, lib_name, product_plugin, Host, ADMIN_KEY};
+use crate::support::{fixture, lib_name, start_with_apikeys, Host, ADMIN_KEY};
 
 /// The event log of one plugin (or of all, with `""`), newest first.
 fn events(host: &Host, plugin: &str) -> Vec<Value> {
@@ -16,15 +16,6 @@ fn events(host: &Host, plugin: &str) -> Vec<Value> {
 
 fn of_kind(events: &[Value], kind: &str) -> Vec<Value> {
     events.iter().filter(|e| e["kind"] == kind).cloned().collect()
-}
-
-fn start_with_apikeys() -> Host {
-    let host = Host::start();
-    host.install(&fixture("echo"), &lib_name("echo"));
-    host.install(&product_plugin("apikeys"), &lib_name("apikeys"));
-    host.wait_state("echo", "running");
-    host.wait_state("apikeys", "running");
-    host
 }
 
 /// Create a key with `creator`; returns its id and the key.

@@ -3,18 +3,9 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{fixture, lib_name, product_plugin, Host, ADMIN_KEY};
+use crate::support::{fixture, lib_name, start_with_apikeys, Host, ADMIN_KEY};
 
 const ECHO_ISOLATION: &str = "/api/core/plugins/echo/isolation";
-
-fn start_with_apikeys() -> Host {
-    let host = Host::start();
-    host.install(&fixture("echo"), &lib_name("echo"));
-    host.install(&product_plugin("apikeys"), &lib_name("apikeys"));
-    host.wait_state("echo", "running");
-    host.wait_state("apikeys", "running");
-    host
-}
 
 fn create_key(host: &Host, scopes: &[&str]) -> (String, String) {
     let body = json!({ "name": format!("isolation {scopes:?}"), "scopes": scopes });

@@ -3,16 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{fixture, lib_name, product_plugin, Host, ADMIN_KEY};
-
-fn start_with_apikeys() -> Host {
-    let host = Host::start();
-    host.install(&fixture("echo"), &lib_name("echo"));
-    host.install(&product_plugin("apikeys"), &lib_name("apikeys"));
-    host.wait_state("echo", "running");
-    host.wait_state("apikeys", "running");
-    host
-}
+use crate::support::{start_with_apikeys, Host, ADMIN_KEY};
 
 fn admin_key(host: &Host) -> String {
     let body = json!({ "name": "operator", "scopes": ["admin"] }).to_string();

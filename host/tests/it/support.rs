@@ -552,3 +552,13 @@ impl Drop for StopOnDrop<'_> {
         self.0.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// A host with the `echo` fixture and the `apikeys` plugin (the key provider) running.
+pub fn start_with_apikeys() -> Host {
+    let host = Host::start();
+    host.install(&fixture("echo"), &lib_name("echo"));
+    host.install(&product_plugin("apikeys"), &lib_name("apikeys"));
+    host.wait_state("echo", "running");
+    host.wait_state("apikeys", "running");
+    host
+}
