@@ -54,32 +54,8 @@ cargo build --release -p bkg-host -p fixture-echo -p fixture-echo-v2 -p fixture-
 cargo build --release -p bkg-host --examples
 cargo bench -p bkg-host --bench abi_call --no-run
 
-# Percentage of CPU time (all cores) not idle over a 2 s window.
-cpu_busy() {
-  local a b
-  a=$(awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8, $5+$6}' /proc/stat)
-  sleep 2
-  b=$(awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8, $5+$6}' /proc/stat)
-  echo "$a $b" | awk '{t = $3 - $1; i = $4 - $2; printf "%d", (t > 0 ? 100 * (t - i) / t : 0)}'
-}
-# The figures are only comparable on an otherwise idle machine: wait (at most
-# BENCH_QUIET_WAIT_S seconds, default 300) until other processes use < 15 % of the CPUs.
-wait_quiet() {
-  local busy waited=0 limit=${BENCH_QUIET_WAIT_S:-300}
-  busy=$(cpu_busy)
-  while [ "$busy" -ge 15 ] && [ "$waited" -lt "$limit" ]; do
-    echo "other processes keep the CPUs ${busy}% busy; waiting for a quiet machine..."
-    sleep 8
-    waited=$((waited + 10))
-    busy=$(cpu_busy)
-  done
-  if [ "$busy" -ge 15 ]; then
-    echo "WARNING: CPUs ${busy}% busy before this step; its figures are disturbed"
-  else
-    echo "CPUs ${busy}% busy before this step"
-  fi
-}
-
+# cpu_busy and wait_quiet: wait until other processes leave the CPUs alone.
+source "$root/scripts/bench-quiet.sh"
 summary=$(mktemp)
 step_out=$(mktemp)
 trap 'rm -f "$summary" "$step_out"' EXIT
