@@ -124,6 +124,12 @@ impl Core {
             logs.clone(),
         )
         .with_context(|| format!("cannot open the models folder {}", models_dir.display()))?;
+        let exe = std::env::current_exe().ok();
+        let ui_dir = api::ui::locate(config.ui_dir.as_deref(), exe.as_deref());
+        match &ui_dir {
+            Some(dir) => tracing::info!("admin UI from {}", dir.display()),
+            None => tracing::info!("no admin UI (--ui-dir, or a folder `ui` beside the binary)"),
+        }
         let state = Data::new(api::AppState {
             registry: registry.clone(),
             routing,
@@ -134,7 +140,7 @@ impl Core {
             auth: Arc::new(auth),
             models: Arc::new(models),
             plugins_dir: plugins_dir.clone(),
-            ui_dir: config.ui_dir.clone(),
+            ui_dir,
             limits: config.body_limits(),
         });
         let watcher = watcher::watch(

@@ -392,8 +392,11 @@ async fn fallback(
     let Some((prefix, id)) = state.routing.prefix_owner(&path) else {
         let read = req.method() == actix_web::http::Method::GET
             || req.method() == actix_web::http::Method::HEAD;
-        if let (Some(dir), false, true) = (&state.ui_dir, reserved_path(&state, &path), read) {
-            return ui::serve(dir, &req).await;
+        if read && !reserved_path(&state, &path) {
+            return match &state.ui_dir {
+                Some(dir) => ui::serve(dir, &req).await,
+                None => Ok(ui::not_installed(&req)),
+            };
         }
         return Err(ApiError::not_found(format!("no route for {} {path}", req.method())));
     };

@@ -13,6 +13,48 @@ use sha2::{Digest as _, Sha256};
 use super::{ApiError, ApiResult, AppState};
 use crate::openapi::ErrorSchema;
 
+/// Where the admin UI's files are: `--ui-dir` when given, else where `scripts/run.sh` and the
+/// container image install them beside the binary: `<bin>/ui` or `<bin>/../share/bkg/ui`
+/// (`/usr/local/bin/bkg` finds `/usr/local/share/bkg/ui`). A folder counts only with an
+/// `index.html` in it. None: the host serves no UI and says at `/` how to get it.
+pub fn locate(explicit: Option<&Path>, exe: Option<&Path>) -> Option<PathBuf> {
+    if let Some(dir) = explicit {
+        return Some(dir.to_path_buf());
+    }
+    let bin = exe?.parent()?;
+    [bin.join("ui"), bin.join("../share/bkg/ui")]
+        .into_iter()
+        .find(|dir| dir.join("index.html").is_file())
+}
+
+/// The answer to a GET for a UI page (not under `/api`, a plugin's prefix, ...) when the host
+/// has no admin UI: a 404 that says how to get one, as a page for a browser and as the usual
+/// JSON error for everything else.
+pub(crate) fn not_installed(req: &HttpRequest) -> HttpResponse {
+    let path = req.match_info().as_str();
+    let how = "the admin UI is not installed: build it and start the host with \
+               `--ui-dir admin-ui/dist/admin-ui/browser` (or BKG_UI_DIR), put the built files \
+               in a folder `ui` beside the bkg binary, or start everything with scripts/run.sh";
+    let browser = req
+        .headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if !browser {
+        return actix_web::ResponseError::error_response(&ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ui_not_installed",
+            format!("no route for GET {path}; {how}"),
+        ));
+    }
+    let page = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>bkg: no admin UI</title></head>\n\
+         <body><h1>bkg is running</h1><p>{how}.</p>\n\
+         <p>The REST API is under <a href=\"/api/openapi.json\">/api</a>; health at <a href=\"/healthz\">/healthz</a>.</p></body></html>\n"
+    );
+    HttpResponse::NotFound().content_type("text/html; charset=utf-8").body(page)
+}
+
 /// The file under `dir` a UI request path names, if it names one: every part plain (letters,
 /// digits, `-`, `_`, `.`, `@`, `+`, not starting with `.`), so nothing outside `dir` is reachable.
 fn ui_file(dir: &Path, path: &str) -> Option<PathBuf> {
@@ -210,6 +252,23 @@ fn write_upload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ui_is_found_beside_the_binary_only_with_an_index_and_the_flag_wins() {
+        let d = tempfile::tempdir().unwrap();
+        let exe = d.path().join("bin/bkg");
+        std::fs::create_dir_all(d.path().join("bin/ui")).unwrap();
+        std::fs::create_dir_all(d.path().join("share/bkg/ui")).unwrap();
+        // Folders without an index.html are no UI.
+        assert_eq!(locate(None, Some(&exe)), None);
+        assert_eq!(locate(None, None), None);
+        std::fs::write(d.path().join("share/bkg/ui/index.html"), "<html>").unwrap();
+        assert_eq!(locate(None, Some(&exe)), Some(d.path().join("bin/../share/bkg/ui")));
+        std::fs::write(d.path().join("bin/ui/index.html"), "<html>").unwrap();
+        assert_eq!(locate(None, Some(&exe)), Some(d.path().join("bin/ui")));
+        let flag = d.path().join("elsewhere");
+        assert_eq!(locate(Some(&flag), Some(&exe)), Some(flag));
+    }
 
     #[test]
     fn ui_paths_stay_inside() {

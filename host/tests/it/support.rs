@@ -135,12 +135,28 @@ impl Host {
     /// plugins folders of `dir`, stderr appended to `host.log` there (a restarted host keeps
     /// the earlier lines); `env` sets (`Some`) or removes (`None`) environment variables.
     fn spawn_with(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, Option<&str>)]) -> Host {
+        Self::spawn_exe(Path::new(env!("CARGO_BIN_EXE_bkg")), dir, extra, env)
+    }
+
+    /// Start the `bkg` binary at `exe` (a link to the built one elsewhere) on a fresh folder.
+    pub fn start_exe(exe: &Path, extra: &[&str]) -> Host {
+        fixture_dir();
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::spawn_exe(exe, dir, extra, &[("NO_COLOR", Some("1"))])
+    }
+
+    fn spawn_exe(
+        exe: &Path,
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> Host {
         let plugins = dir.path().join("plugins");
         std::fs::create_dir_all(&plugins).expect("plugins dir");
         let log = dir.path().join("host.log");
         let log_file =
             std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_bkg"));
+        let mut command = Command::new(exe);
         command
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))

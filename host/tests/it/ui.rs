@@ -63,9 +63,42 @@ fn the_ui_is_served_at_the_root_with_the_app_shell_for_client_routes() {
     let (status, body) = host.get_as("/..%2f..%2fetc/passwd", "");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("bad_path"), "{body}");
+}
 
-    // Without --ui-dir there is no UI, and `/` says so in JSON.
+#[test]
+fn without_a_ui_the_root_says_how_to_get_one_and_a_ui_beside_the_binary_is_found() {
+    // Nothing beside target/debug/bkg: `/` says how to get the UI, as JSON and as a page.
     let plain = Host::start();
     let (status, body) = plain.get_as("/", "");
     assert_eq!(status, 404, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "ui_not_installed", "{body}");
+    assert!(body.contains("--ui-dir") && body.contains("scripts/run.sh"), "{body}");
+    let page = ureq::get(&format!("{}/plugins/echo", plain.base))
+        .set("Accept", "text/html,application/xhtml+xml")
+        .call();
+    let Err(ureq::Error::Status(404, page)) = page else { panic!("not a 404: {page:?}") };
+    assert!(page.content_type().starts_with("text/html"), "{}", page.content_type());
+    let text = page.into_string().unwrap();
+    assert!(text.contains("admin UI is not installed") && text.contains("--ui-dir"), "{text}");
+    // The host's own paths keep their plain JSON 404.
+    let (status, body) = plain.get("/api/nope");
+    assert_eq!(status, 404);
+    assert!(body.contains("not_found") && !body.contains("ui_not_installed"), "{body}");
+
+    // The binary as an install lays it out: bin/bkg (a hard link to the built one, in the
+    // target dir so the link stays on one file system) and share/bkg/ui.
+    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::create_dir_all(root.path().join("bin")).unwrap();
+    std::fs::create_dir_all(root.path().join("share/bkg/ui")).unwrap();
+    std::fs::write(root.path().join("share/bkg/ui/index.html"), "<html>installed ui</html>")
+        .unwrap();
+    let exe = root.path().join("bin/bkg");
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_bkg"), &exe).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_bkg"), &exe).unwrap();
+    }
+    let installed = Host::start_exe(&exe, &[]);
+    for path in ["/", "/plugins/echo"] {
+        assert_eq!(installed.get_as(path, ""), (200, "<html>installed ui</html>".into()), "{path}");
+    }
 }
