@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every test of the project: unit tests, the host's integration tests (real hosts on
-# ephemeral ports, real plugin libraries copied into real folders, real SQLite), doc tests, and
-# the admin UI's unit and browser tests.
+# ephemeral ports, real plugin libraries copied into real folders, real SQLite and a temporary
+# PostgreSQL cluster), doc tests, and the admin UI's unit and browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,10 @@ if ! command -v cargo >/dev/null; then
   echo "cargo not found: install Rust (https://rustup.rs) first" >&2
   exit 1
 fi
+
+# libpq (the store's PostgreSQL backend links it) and PostgreSQL's server (the store's tests
+# start temporary clusters): installed with apt when missing.
+bash scripts/deps.sh
 
 # promtool checks the /metrics output (Debian/Ubuntu package `prometheus`).
 if ! command -v promtool >/dev/null; then

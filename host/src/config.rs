@@ -20,6 +20,11 @@ pub struct Config {
     /// Where the host keeps its state (default: $XDG_DATA_HOME/bkg or ~/.local/share/bkg).
     #[arg(long, env = "BKG_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The store: a SQLite file path (or `sqlite://PATH`), or `postgres://USER@HOST/DB` for
+    /// several hosts on one PostgreSQL (default: <data-dir>/bkg.db). Its password is never
+    /// logged nor shown in errors.
+    #[arg(long, env = "BKG_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// The watched folder plugins are copied into (default: <data-dir>/plugins).
     #[arg(long, env = "BKG_PLUGINS_DIR")]
     pub plugins_dir: Option<PathBuf>,
@@ -98,6 +103,15 @@ impl Config {
         match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
             Some(home) => PathBuf::from(home).join(".local/share/bkg"),
             None => PathBuf::from(".bkg"),
+        }
+    }
+
+    /// `--database-url`, or the SQLite file in the data dir.
+    pub fn database(&self) -> Result<crate::store::Database, String> {
+        match &self.database_url {
+            Some(url) => crate::store::Database::parse(url)
+                .map_err(|e| format!("--database-url (BKG_DATABASE_URL): {e}")),
+            None => Ok(crate::store::Database::Sqlite(self.data_dir().join("bkg.db"))),
         }
     }
 

@@ -65,7 +65,9 @@ impl Core {
             }
         }
 
-        let store = Arc::new(store::Store::open(&data_dir.join("bkg.db"))?);
+        let database = config.database().map_err(anyhow::Error::msg)?;
+        let store = Arc::new(store::Store::connect(&database)?);
+        tracing::info!(database = %database, "store opened");
         store.add_event(
             None,
             "host_started",

@@ -1,15 +1,23 @@
-//! The store: the only module that knows SQL. SQLite through diesel (bundled libsqlite3, WAL),
-//! with the migrations in the top-level `migrations/` embedded and applied at start.
+//! The store: the only module that knows SQL. One implementation of every store function for
+//! both backends: SQLite (bundled libsqlite3, WAL; the default, a file in the data dir) and
+//! PostgreSQL (`--database-url postgres://...`, libpq).
 //!
-//! Everything goes through diesel's query builder against `schema.rs`, and the connection type
-//! is the `Conn` alias, so a PostgreSQL backend is a contained change: another alias (or an
-//! enum over both), the Postgres flavour of the migrations, and `open`.
+//! `Conn` is one connection of either backend, and every function's query is written once
+//! inside `on_conn!`, which compiles it for each backend: diesel's query builder checks it
+//! against `schema.rs` for both. (diesel's `MultiConnection` derive would hide the `match`, but
+//! its backend has no `ON CONFLICT`, which the upserts here need.) The migrations live in
+//! `migrations/` (SQLite, as before) and `migrations-postgres/` (the same versions for
+//! PostgreSQL), both embedded, applied at start under a lock so that hosts starting together
+//! do not race: `BEGIN IMMEDIATE` on SQLite, `pg_advisory_xact_lock` on PostgreSQL.
 
 mod schema;
+#[cfg(test)]
+pub(crate) mod test_pg;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -18,9 +26,114 @@ use serde::Serialize;
 use crate::isolation::IsolationMode;
 use schema::{config_history, events, host_settings, kv, models, plugins};
 
-type Conn = SqliteConnection;
+/// One database connection, of either backend.
+enum Conn {
+    Sqlite(SqliteConnection),
+    Pg(PgConnection),
+}
 
-const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
+/// Run `$body` with `$c` bound to the backend's own connection: the same source, compiled
+/// once per backend.
+macro_rules! on_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            Conn::Sqlite($c) => $body,
+            Conn::Pg($c) => $body,
+        }
+    };
+}
+
+/// Create the record of a plugin id if it has none (inside the caller's transaction).
+macro_rules! ensure_plugin {
+    ($c:expr, $id:expr) => {
+        diesel::insert_into(plugins::table)
+            .values((plugins::id.eq($id), plugins::updated_at_ms.eq(now_ms())))
+            .on_conflict_do_nothing()
+            .execute($c)
+    };
+}
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations-postgres");
+
+/// The advisory lock key hosts take around the migration run on PostgreSQL ("bkg-migr").
+const PG_MIGRATION_LOCK: i64 = 0x626b_672d_6d69_6772;
+
+/// Where the store lives: `--database-url` / `BKG_DATABASE_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file (a path, `sqlite://PATH` or `sqlite:PATH`).
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL (`postgres://` or `postgresql://`, as libpq takes it).
+    Postgres(String),
+}
+
+impl Database {
+    /// Parse `--database-url`: `postgres://...`/`postgresql://...`, `sqlite://PATH`,
+    /// `sqlite:PATH`, or a plain file path.
+    pub fn parse(text: &str) -> Result<Database, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("the database URL is empty: give a SQLite file path, sqlite://PATH or \
+                 postgres://USER@HOST:PORT/DATABASE"
+                .into());
+        }
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(Database::Postgres(text.to_string()));
+        }
+        if let Some(rest) = text.strip_prefix("sqlite://").or_else(|| text.strip_prefix("sqlite:"))
+        {
+            if rest.is_empty() {
+                return Err(format!("the database URL {text:?} names no SQLite file"));
+            }
+            return Ok(Database::Sqlite(PathBuf::from(rest)));
+        }
+        if let Some((scheme, _)) = text.split_once("://") {
+            if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') {
+                return Err(format!(
+                    "the database URL scheme {scheme:?} is not supported: give a SQLite file \
+                     path, sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"
+                ));
+            }
+        }
+        Ok(Database::Sqlite(PathBuf::from(text)))
+    }
+
+    /// The password in a PostgreSQL URL (`user:password@` or `password=`), if any.
+    fn password(&self) -> Option<&str> {
+        let Database::Postgres(url) = self else { return None };
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        let in_userinfo = authority
+            .rsplit_once('@')
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+            .map(|(_, p)| p)
+            .filter(|p| !p.is_empty());
+        let in_query = url
+            .split_once('?')
+            .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("password=")))
+            .filter(|p| !p.is_empty());
+        in_userinfo.or(in_query)
+    }
+
+    /// Hide any password in `text` (an error message, the URL itself).
+    fn scrub(&self, text: &str) -> String {
+        match self.password() {
+            Some(p) => text.replace(p, "***"),
+            None => text.to_string(),
+        }
+    }
+}
+
+/// The URL or path with any password elided: safe to log and to show in errors.
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(url) => f.write_str(&self.scrub(url)),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -143,8 +256,8 @@ pub struct InstalledModel {
     pub installed_at_ms: i64,
 }
 
-#[derive(Queryable, Selectable, Insertable)]
-#[diesel(table_name = models)]
+#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = models, primary_key(repo), treat_none_as_null = true)]
 struct ModelRow {
     repo: String,
     revision: String,
@@ -183,40 +296,79 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open (or create) the database file, switch it to WAL and apply pending migrations.
+    /// Open (or create) a SQLite database file: `connect` with `Database::Sqlite`.
     pub fn open(path: &Path) -> StoreResult<Store> {
-        let url = path.to_string_lossy().into_owned();
-        let open_err = |message: String| StoreError::Open { path: url.clone(), message };
-        let mut conn = Conn::establish(&url).map_err(|e| open_err(e.to_string()))?;
-        for pragma in [
-            "PRAGMA journal_mode = WAL",
-            "PRAGMA synchronous = FULL",
-            "PRAGMA busy_timeout = 5000",
-            "PRAGMA foreign_keys = ON",
-        ] {
-            diesel::sql_query(pragma).execute(&mut conn).map_err(|e| open_err(e.to_string()))?;
-        }
-        conn.run_pending_migrations(MIGRATIONS).map_err(|e| StoreError::Migrate(e.to_string()))?;
+        Store::connect(&Database::Sqlite(path.to_path_buf()))
+    }
+
+    /// Connect to the database (creating a SQLite file if needed) and apply pending
+    /// migrations under a lock, so that hosts starting together on one database do not race.
+    pub fn connect(db: &Database) -> StoreResult<Store> {
+        let open_err = |message: String| StoreError::Open {
+            path: db.to_string(),
+            message: db.scrub(message.trim_end()),
+        };
+        let mut conn = match db {
+            Database::Sqlite(path) => {
+                let url = path.to_string_lossy().into_owned();
+                let mut c =
+                    SqliteConnection::establish(&url).map_err(|e| open_err(e.to_string()))?;
+                // The busy timeout first: a host starting next to another waits for its lock.
+                for pragma in [
+                    "PRAGMA busy_timeout = 5000",
+                    "PRAGMA journal_mode = WAL",
+                    "PRAGMA synchronous = FULL",
+                    "PRAGMA foreign_keys = ON",
+                ] {
+                    diesel::sql_query(pragma)
+                        .execute(&mut c)
+                        .map_err(|e| open_err(e.to_string()))?;
+                }
+                Conn::Sqlite(c)
+            }
+            Database::Postgres(url) => {
+                Conn::Pg(PgConnection::establish(url).map_err(|e| open_err(e.to_string()))?)
+            }
+        };
+        Self::migrate(&mut conn).map_err(|e| match e {
+            StoreError::Migrate(m) => StoreError::Migrate(db.scrub(&m)),
+            StoreError::Db(e) => StoreError::Migrate(db.scrub(&e.to_string())),
+            other => other,
+        })?;
         Ok(Store { conn: Mutex::new(conn) })
+    }
+
+    /// Apply pending migrations, holding the database's lock for the whole run: SQLite's write
+    /// lock (`BEGIN IMMEDIATE`), PostgreSQL's advisory lock `PG_MIGRATION_LOCK` (released at
+    /// commit). A second host waits, then finds nothing pending.
+    fn migrate(conn: &mut Conn) -> StoreResult<()> {
+        let failed =
+            |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Migrate(e.to_string());
+        match conn {
+            Conn::Sqlite(c) => c.immediate_transaction(|c| -> StoreResult<()> {
+                c.run_pending_migrations(SQLITE_MIGRATIONS).map_err(failed)?;
+                Ok(())
+            }),
+            Conn::Pg(c) => c.transaction(|c| -> StoreResult<()> {
+                diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+                    .bind::<diesel::sql_types::BigInt, _>(PG_MIGRATION_LOCK)
+                    .execute(c)?;
+                c.run_pending_migrations(PG_MIGRATIONS).map_err(failed)?;
+                Ok(())
+            }),
+        }
     }
 
     fn conn(&self) -> MutexGuard<'_, Conn> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn ensure_plugin(conn: &mut Conn, id: &str) -> QueryResult<usize> {
-        diesel::insert_into(plugins::table)
-            .values((plugins::id.eq(id), plugins::updated_at_ms.eq(now_ms())))
-            .on_conflict_do_nothing()
-            .execute(conn)
-    }
-
     pub fn plugin(&self, id: &str) -> StoreResult<Option<PluginRecord>> {
-        let row = plugins::table
+        let row = on_conn!(&mut *self.conn(), c => plugins::table
             .find(id)
             .select(PluginRow::as_select())
-            .first(&mut *self.conn())
-            .optional()?;
+            .first(c)
+            .optional())?;
         row.map(|r| {
             Ok(PluginRecord {
                 id: r.id,
@@ -236,27 +388,26 @@ impl Store {
     }
 
     pub fn set_desired_state(&self, id: &str, state: DesiredState) -> StoreResult<()> {
-        let mut conn = self.conn();
-        conn.transaction(|c| {
-            Self::ensure_plugin(c, id)?;
+        on_conn!(&mut *self.conn(), c => c.transaction(|c| {
+            ensure_plugin!(c, id)?;
             diesel::update(plugins::table.find(id))
                 .set((
                     plugins::desired_state.eq(state.as_str()),
                     plugins::updated_at_ms.eq(now_ms()),
                 ))
                 .execute(c)
-        })?;
+        }))?;
         Ok(())
     }
 
     /// Where the plugin id's code runs (the operator's choice; `in_process` for an id never
     /// set). A stored value this build does not know is an error rather than a silent default.
     pub fn isolation(&self, id: &str) -> StoreResult<IsolationMode> {
-        let stored: Option<String> = plugins::table
+        let stored: Option<String> = on_conn!(&mut *self.conn(), c => plugins::table
             .find(id)
             .select(plugins::isolation)
-            .first(&mut *self.conn())
-            .optional()?;
+            .first(c)
+            .optional())?;
         match stored {
             None => Ok(IsolationMode::default()),
             Some(text) => IsolationMode::parse(&text)
@@ -266,13 +417,12 @@ impl Store {
 
     /// Store where the plugin id's code runs (creating its record like the desired state).
     pub fn set_isolation(&self, id: &str, mode: IsolationMode) -> StoreResult<()> {
-        let mut conn = self.conn();
-        conn.transaction(|c| {
-            Self::ensure_plugin(c, id)?;
+        on_conn!(&mut *self.conn(), c => c.transaction(|c| {
+            ensure_plugin!(c, id)?;
             diesel::update(plugins::table.find(id))
                 .set((plugins::isolation.eq(mode.as_str()), plugins::updated_at_ms.eq(now_ms())))
                 .execute(c)
-        })?;
+        }))?;
         Ok(())
     }
 
@@ -283,9 +433,8 @@ impl Store {
         sha256: &str,
         version: &str,
     ) -> StoreResult<()> {
-        let mut conn = self.conn();
-        conn.transaction(|c| {
-            Self::ensure_plugin(c, id)?;
+        on_conn!(&mut *self.conn(), c => c.transaction(|c| {
+            ensure_plugin!(c, id)?;
             diesel::update(plugins::table.find(id))
                 .set((
                     plugins::last_file.eq(file),
@@ -294,7 +443,7 @@ impl Store {
                     plugins::updated_at_ms.eq(now_ms()),
                 ))
                 .execute(c)
-        })?;
+        }))?;
         Ok(())
     }
 
@@ -307,9 +456,8 @@ impl Store {
         actor: &str,
     ) -> StoreResult<i64> {
         let text = serde_json::to_string(config)?;
-        let mut conn = self.conn();
-        let version = conn.transaction(|c| -> QueryResult<i64> {
-            Self::ensure_plugin(c, id)?;
+        let version = on_conn!(&mut *self.conn(), c => c.transaction(|c| -> QueryResult<i64> {
+            ensure_plugin!(c, id)?;
             let current: i64 = plugins::table.find(id).select(plugins::config_version).first(c)?;
             let version = current + 1;
             let at = now_ms();
@@ -339,7 +487,7 @@ impl Store {
                 ))
                 .execute(c)?;
             Ok(version)
-        })?;
+        }))?;
         Ok(version)
     }
 
@@ -349,12 +497,12 @@ impl Store {
         id: &str,
         limit: i64,
     ) -> StoreResult<Vec<(ConfigEntry, serde_json::Value)>> {
-        let rows: Vec<ConfigEntry> = config_history::table
+        let rows: Vec<ConfigEntry> = on_conn!(&mut *self.conn(), c => config_history::table
             .filter(config_history::plugin_id.eq(id))
             .order(config_history::seq.desc())
             .limit(limit)
             .select(ConfigEntry::as_select())
-            .load(&mut *self.conn())?;
+            .load(c))?;
         rows.into_iter()
             .map(|r| {
                 let value = serde_json::from_str(&r.config)?;
@@ -371,15 +519,16 @@ impl Store {
         actor: &str,
         details: serde_json::Value,
     ) -> StoreResult<()> {
-        diesel::insert_into(events::table)
+        let details = details.to_string();
+        on_conn!(&mut *self.conn(), c => diesel::insert_into(events::table)
             .values((
                 events::at_ms.eq(now_ms()),
                 events::plugin_id.eq(plugin),
                 events::kind.eq(kind),
                 events::actor.eq(actor),
-                events::details.eq(details.to_string()),
+                events::details.eq(&details),
             ))
-            .execute(&mut *self.conn())?;
+            .execute(c))?;
         Ok(())
     }
 
@@ -396,36 +545,42 @@ impl Store {
             plugin_id: m.plugin.clone(),
             installed_at_ms: m.installed_at_ms,
         };
-        diesel::replace_into(models::table).values(&row).execute(&mut *self.conn())?;
+        on_conn!(&mut *self.conn(), c => diesel::insert_into(models::table)
+            .values(&row)
+            .on_conflict(models::repo)
+            .do_update()
+            .set(&row)
+            .execute(c))?;
         Ok(())
     }
 
     /// Every installed model, by repo id.
     pub fn models(&self) -> StoreResult<Vec<InstalledModel>> {
-        let rows: Vec<ModelRow> = models::table
+        let rows: Vec<ModelRow> = on_conn!(&mut *self.conn(), c => models::table
             .select(ModelRow::as_select())
             .order(models::repo.asc())
-            .load(&mut *self.conn())?;
+            .load(c))?;
         rows.into_iter().map(ModelRow::into_model).collect()
     }
 
     pub fn model(&self, repo: &str) -> StoreResult<Option<InstalledModel>> {
-        let row = models::table
+        let row: Option<ModelRow> = on_conn!(&mut *self.conn(), c => models::table
             .find(repo)
             .select(ModelRow::as_select())
-            .first(&mut *self.conn())
-            .optional()?;
+            .first(c)
+            .optional())?;
         row.map(ModelRow::into_model).transpose()
     }
 
     /// The newest events (optionally of one plugin), newest first.
     pub fn events(&self, plugin: Option<&str>, limit: i64) -> StoreResult<Vec<Event>> {
-        let mut query = events::table.select(EventRow::as_select()).into_boxed();
-        if let Some(p) = plugin {
-            query = query.filter(events::plugin_id.eq(p));
-        }
-        let rows: Vec<EventRow> =
-            query.order(events::seq.desc()).limit(limit).load(&mut *self.conn())?;
+        let rows: Vec<EventRow> = on_conn!(&mut *self.conn(), c => {
+            let mut query = events::table.select(EventRow::as_select()).into_boxed();
+            if let Some(p) = plugin {
+                query = query.filter(events::plugin_id.eq(p));
+            }
+            query.order(events::seq.desc()).limit(limit).load(c)
+        })?;
         rows.into_iter()
             .map(|r| {
                 Ok(Event {
@@ -442,16 +597,16 @@ impl Store {
 
     /// A host-wide setting.
     pub fn setting(&self, key: &str) -> StoreResult<Option<String>> {
-        Ok(host_settings::table
+        Ok(on_conn!(&mut *self.conn(), c => host_settings::table
             .find(key)
             .select(host_settings::value)
-            .first(&mut *self.conn())
-            .optional()?)
+            .first(c)
+            .optional())?)
     }
 
     pub fn set_setting(&self, key: &str, value: &str) -> StoreResult<()> {
         let at = now_ms();
-        diesel::insert_into(host_settings::table)
+        on_conn!(&mut *self.conn(), c => diesel::insert_into(host_settings::table)
             .values((
                 host_settings::key.eq(key),
                 host_settings::value.eq(value),
@@ -460,17 +615,21 @@ impl Store {
             .on_conflict(host_settings::key)
             .do_update()
             .set((host_settings::value.eq(value), host_settings::updated_at_ms.eq(at)))
-            .execute(&mut *self.conn())?;
+            .execute(c))?;
         Ok(())
     }
 
     pub fn kv_get(&self, plugin: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        Ok(kv::table.find((plugin, key)).select(kv::value).first(&mut *self.conn()).optional()?)
+        Ok(on_conn!(&mut *self.conn(), c => kv::table
+            .find((plugin, key))
+            .select(kv::value)
+            .first(c)
+            .optional())?)
     }
 
     pub fn kv_put(&self, plugin: &str, key: &str, value: &[u8]) -> StoreResult<()> {
         let at = now_ms();
-        diesel::insert_into(kv::table)
+        on_conn!(&mut *self.conn(), c => diesel::insert_into(kv::table)
             .values((
                 kv::plugin_id.eq(plugin),
                 kv::key.eq(key),
@@ -480,26 +639,27 @@ impl Store {
             .on_conflict((kv::plugin_id, kv::key))
             .do_update()
             .set((kv::value.eq(value), kv::updated_at_ms.eq(at)))
-            .execute(&mut *self.conn())?;
+            .execute(c))?;
         Ok(())
     }
 
     /// Delete a key; true if it existed.
     pub fn kv_delete(&self, plugin: &str, key: &str) -> StoreResult<bool> {
-        let n = diesel::delete(kv::table.find((plugin, key))).execute(&mut *self.conn())?;
+        let n = on_conn!(&mut *self.conn(), c => diesel::delete(kv::table.find((plugin, key)))
+            .execute(c))?;
         Ok(n > 0)
     }
 
-    /// Keys of a plugin starting with `prefix`, sorted.
+    /// Keys of a plugin starting with `prefix`, sorted (byte order on both backends).
     pub fn kv_keys(&self, plugin: &str, prefix: &str) -> StoreResult<Vec<String>> {
         let pattern =
             format!("{}%", prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-        Ok(kv::table
+        Ok(on_conn!(&mut *self.conn(), c => kv::table
             .filter(kv::plugin_id.eq(plugin))
-            .filter(kv::key.like(pattern).escape('\\'))
+            .filter(kv::key.like(&pattern).escape('\\'))
             .order(kv::key.asc())
             .select(kv::key)
-            .load(&mut *self.conn())?)
+            .load(c))?)
     }
 }
 
@@ -507,24 +667,69 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("bkg.db")).unwrap();
-        (dir, store)
+    /// A fresh database of one backend (a SQLite file in a temp dir, or a new database of the
+    /// test binary's PostgreSQL cluster), opened as often as a test likes.
+    struct Db {
+        db: Database,
+        _dir: Option<tempfile::TempDir>,
     }
 
-    #[test]
-    fn desired_state_and_config_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bkg.db");
+    impl Db {
+        fn sqlite() -> Db {
+            let dir = tempfile::tempdir().unwrap();
+            Db { db: Database::Sqlite(dir.path().join("bkg.db")), _dir: Some(dir) }
+        }
+
+        fn postgres() -> Db {
+            Db { db: Database::Postgres(test_pg::shared().create_database()), _dir: None }
+        }
+
+        fn open(&self) -> Store {
+            Store::connect(&self.db).unwrap()
+        }
+    }
+
+    /// Every store test, once per backend: `store::tests::sqlite::<name>` and
+    /// `store::tests::postgres::<name>` (a real PostgreSQL; missing, the test fails).
+    macro_rules! on_both_backends {
+        ($($name:ident),* $(,)?) => {
+            mod sqlite {
+                $(#[test]
+                fn $name() {
+                    super::$name(super::Db::sqlite())
+                })*
+            }
+            mod postgres {
+                $(#[test]
+                fn $name() {
+                    super::$name(super::Db::postgres())
+                })*
+            }
+        };
+    }
+
+    on_both_backends!(
+        desired_state_and_config_survive_reopening,
+        isolation_defaults_to_in_process_and_survives_reopening,
+        isolation_column_refuses_unknown_modes,
+        isolation_migration_reverts,
+        events_filter_and_order,
+        models_replace_by_repo,
+        settings_upsert,
+        kv_is_per_plugin,
+        kv_keys_sort_byte_by_byte,
+        stores_opened_together_migrate_once,
+    );
+
+    fn desired_state_and_config_survive_reopening(db: Db) {
         {
-            let s = Store::open(&path).unwrap();
+            let s = db.open();
             s.set_desired_state("echo", DesiredState::Stopped).unwrap();
             assert_eq!(s.set_config("echo", &serde_json::json!({"a": 1}), "test").unwrap(), 1);
             assert_eq!(s.set_config("echo", &serde_json::json!({"a": 2}), "test").unwrap(), 2);
             s.record_loaded("echo", "/p/echo.so", "abc", "1.0.0").unwrap();
         }
-        let s = Store::open(&path).unwrap();
+        let s = db.open();
         let r = s.plugin("echo").unwrap().unwrap();
         assert_eq!(r.desired_state, DesiredState::Stopped);
         assert_eq!(r.config, Some(serde_json::json!({"a": 2})));
@@ -536,12 +741,9 @@ mod tests {
         assert!(s.plugin("ghost").unwrap().is_none());
     }
 
-    #[test]
-    fn isolation_defaults_to_in_process_and_survives_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bkg.db");
+    fn isolation_defaults_to_in_process_and_survives_reopening(db: Db) {
         {
-            let s = Store::open(&path).unwrap();
+            let s = db.open();
             assert_eq!(s.isolation("echo").unwrap(), IsolationMode::InProcess);
             s.set_desired_state("echo", DesiredState::Stopped).unwrap();
             assert_eq!(s.isolation("echo").unwrap(), IsolationMode::InProcess);
@@ -549,7 +751,7 @@ mod tests {
             // A plugin id with no record yet gets one, like the desired state.
             s.set_isolation("fresh", IsolationMode::Process).unwrap();
         }
-        let s = Store::open(&path).unwrap();
+        let s = db.open();
         assert_eq!(s.isolation("echo").unwrap(), IsolationMode::Process);
         assert_eq!(s.isolation("fresh").unwrap(), IsolationMode::Process);
         assert_eq!(s.isolation("ghost").unwrap(), IsolationMode::InProcess);
@@ -559,33 +761,39 @@ mod tests {
         assert_eq!(s.isolation("echo").unwrap(), IsolationMode::InProcess);
     }
 
-    #[test]
-    fn isolation_column_refuses_unknown_modes() {
-        let (_d, s) = store();
+    fn isolation_column_refuses_unknown_modes(db: Db) {
+        let s = db.open();
         s.set_isolation("echo", IsolationMode::Process).unwrap();
-        let refused = diesel::update(plugins::table.find("echo"))
+        let refused = on_conn!(&mut *s.conn(), c => diesel::update(plugins::table.find("echo"))
             .set(plugins::isolation.eq("sandbox"))
-            .execute(&mut *s.conn());
+            .execute(c));
         assert!(refused.is_err(), "the CHECK constraint let 'sandbox' in");
         assert_eq!(s.isolation("echo").unwrap(), IsolationMode::Process);
     }
 
-    #[test]
-    fn isolation_migration_reverts() {
-        let (_d, s) = store();
+    fn isolation_migration_reverts(db: Db) {
+        let s = db.open();
         s.set_isolation("echo", IsolationMode::Process).unwrap();
         let mut conn = s.conn();
-        let reverted = conn.revert_last_migration(MIGRATIONS).unwrap();
+        let (reverted, column_gone) = match &mut *conn {
+            Conn::Sqlite(c) => (
+                c.revert_last_migration(SQLITE_MIGRATIONS).unwrap(),
+                plugins::table.select(plugins::isolation).load::<String>(c).is_err(),
+            ),
+            Conn::Pg(c) => (
+                c.revert_last_migration(PG_MIGRATIONS).unwrap(),
+                plugins::table.select(plugins::isolation).load::<String>(c).is_err(),
+            ),
+        };
         assert_eq!(reverted.to_string(), "20261130000004");
-        assert!(plugins::table.select(plugins::isolation).load::<String>(&mut *conn).is_err());
-        conn.run_pending_migrations(MIGRATIONS).unwrap();
+        assert!(column_gone);
+        Store::migrate(&mut conn).unwrap();
         drop(conn);
         assert_eq!(s.isolation("echo").unwrap(), IsolationMode::InProcess);
     }
 
-    #[test]
-    fn events_filter_and_order() {
-        let (_d, s) = store();
+    fn events_filter_and_order(db: Db) {
+        let s = db.open();
         s.add_event(Some("echo"), "loaded", "watcher", serde_json::json!({"generation": 1}))
             .unwrap();
         s.add_event(Some("slow"), "loaded", "watcher", serde_json::json!({})).unwrap();
@@ -601,9 +809,8 @@ mod tests {
         assert_eq!(s.events(None, 1).unwrap().len(), 1);
     }
 
-    #[test]
-    fn models_replace_by_repo() {
-        let (_d, s) = store();
+    fn models_replace_by_repo(db: Db) {
+        let s = db.open();
         let mut m = InstalledModel {
             repo: "org/name".into(),
             revision: "main".into(),
@@ -624,18 +831,16 @@ mod tests {
         assert_eq!(s.model("org/other").unwrap(), None);
     }
 
-    #[test]
-    fn settings_upsert() {
-        let (_d, s) = store();
+    fn settings_upsert(db: Db) {
+        let s = db.open();
         assert_eq!(s.setting("a").unwrap(), None);
         s.set_setting("a", "1").unwrap();
         s.set_setting("a", "2").unwrap();
         assert_eq!(s.setting("a").unwrap().as_deref(), Some("2"));
     }
 
-    #[test]
-    fn kv_is_per_plugin() {
-        let (_d, s) = store();
+    fn kv_is_per_plugin(db: Db) {
+        let s = db.open();
         s.kv_put("a", "k1", b"one").unwrap();
         s.kv_put("a", "k1", b"uno").unwrap();
         s.kv_put("a", "k_2", b"two").unwrap();
@@ -648,5 +853,176 @@ mod tests {
         assert!(s.kv_delete("a", "k1").unwrap());
         assert!(!s.kv_delete("a", "k1").unwrap());
         assert!(s.kv_get("a", "k1").unwrap().is_none());
+    }
+
+    /// PostgreSQL sorts text by the database's locale unless told otherwise; the store's keys
+    /// use the "C" collation there, so both backends list keys byte by byte.
+    fn kv_keys_sort_byte_by_byte(db: Db) {
+        let s = db.open();
+        for key in ["b", "B", "a-2", "a_1", "a1", "A", "_z"] {
+            s.kv_put("p", key, b"v").unwrap();
+        }
+        assert_eq!(s.kv_keys("p", "").unwrap(), ["A", "B", "_z", "a-2", "a1", "a_1", "b"]);
+        for (n, repo) in ["org/b", "Org/a", "org/a-x"].into_iter().enumerate() {
+            let m = InstalledModel {
+                repo: repo.into(),
+                revision: "main".into(),
+                commit: None,
+                path: repo.into(),
+                source: "test".into(),
+                files: vec![],
+                total_bytes: 0,
+                plugin: None,
+                installed_at_ms: n as i64,
+            };
+            s.put_model(&m).unwrap();
+        }
+        let repos: Vec<String> = s.models().unwrap().into_iter().map(|m| m.repo).collect();
+        assert_eq!(repos, ["Org/a", "org/a-x", "org/b"]);
+    }
+
+    /// Hosts starting together on one fresh database: every store opens (none trips over
+    /// another's half-made schema) and each migration is recorded once.
+    fn stores_opened_together_migrate_once(db: Db) {
+        const HOSTS: usize = 6;
+        let barrier = std::sync::Barrier::new(HOSTS);
+        let stores: Vec<Store> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..HOSTS)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        Store::connect(&db.db)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+        });
+        let expected: Vec<String> = match &db.db {
+            Database::Sqlite(_) => migration_names(&SQLITE_MIGRATIONS),
+            Database::Postgres(_) => migration_names(&PG_MIGRATIONS),
+        }
+        .into_iter()
+        .map(|name| name.split('_').next().unwrap().replace('-', ""))
+        .collect();
+        #[derive(QueryableByName)]
+        struct Version {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            version: String,
+        }
+        let applied: Vec<String> = on_conn!(&mut *stores[0].conn(), c => diesel::sql_query(
+            "SELECT version FROM __diesel_schema_migrations ORDER BY version"
+        )
+        .load::<Version>(c))
+        .unwrap()
+        .into_iter()
+        .map(|v| v.version)
+        .collect();
+        assert_eq!(applied, expected);
+        // Every store works on the one schema.
+        for (n, s) in stores.iter().enumerate() {
+            s.kv_put("p", &format!("host{n}"), b"up").unwrap();
+        }
+        assert_eq!(stores[0].kv_keys("p", "host").unwrap().len(), HOSTS);
+    }
+
+    /// Both backends run the same migrations: a version added to one folder must be mirrored
+    /// in the other (`migrations/` for SQLite, `migrations-postgres/`).
+    #[test]
+    fn migrations_of_both_backends_have_the_same_versions() {
+        let sqlite = migration_names(&SQLITE_MIGRATIONS);
+        assert_eq!(sqlite, migration_names(&PG_MIGRATIONS));
+        assert!(sqlite.len() >= 4, "{sqlite:?}");
+    }
+
+    /// The folder names of embedded migrations, in order (`2026-11-24-000001_init`, ...).
+    fn migration_names(m: &EmbeddedMigrations) -> Vec<String> {
+        use diesel::migration::MigrationSource;
+        MigrationSource::<diesel::sqlite::Sqlite>::migrations(m)
+            .unwrap()
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect()
+    }
+
+    /// A database file made by the build before the PostgreSQL backend (see
+    /// host/tests/db-fixtures/README.md) opens with every row intact and its migrations
+    /// recognised as applied.
+    #[test]
+    fn sqlite_database_of_the_previous_version_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bkg.db");
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/db-fixtures/bkg-20261130000004.db");
+        std::fs::copy(&fixture, &path).unwrap();
+        let s = Store::open(&path).unwrap();
+        let echo = s.plugin("echo").unwrap().unwrap();
+        assert_eq!(echo.desired_state, DesiredState::Stopped);
+        assert_eq!(echo.config, Some(serde_json::json!({"greeting": "hi"})));
+        assert_eq!(echo.config_version, 1);
+        assert_eq!(echo.last_sha256.as_deref(), Some("abc123"));
+        // Stored before 000005: a `process` counts as the operator's choice.
+        assert_eq!(s.isolation("echo").unwrap(), IsolationMode::Process);
+        let history = s.config_history("echo", 10).unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!((history[0].0.actor.as_str(), history[0].0.version), ("admin", 1));
+        let kinds: Vec<String> = s.events(None, 10).unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["config_changed", "host_started"]);
+        assert_eq!(s.kv_get("apikeys", "key:1").unwrap().as_deref(), Some(&b"\x00\x01stored"[..]));
+        let model = s.model("org/name").unwrap().unwrap();
+        assert_eq!((model.revision.as_str(), model.total_bytes), ("main", 3));
+        assert_eq!(model.files[0].sha256, "ab");
+        assert_eq!(s.setting("bootstrap_admin_key_sha256").unwrap().map(|h| h.len()), Some(64));
+        // New writes land next to the old rows, and the next version's config follows on.
+        assert_eq!(s.set_config("echo", &serde_json::json!({"greeting": "yo"}), "t").unwrap(), 2);
+    }
+
+    #[test]
+    fn database_urls_parse() {
+        let sqlite = |p: &str| Ok(Database::Sqlite(PathBuf::from(p)));
+        assert_eq!(Database::parse("/var/lib/bkg/bkg.db"), sqlite("/var/lib/bkg/bkg.db"));
+        assert_eq!(Database::parse("sqlite:///var/lib/bkg.db"), sqlite("/var/lib/bkg.db"));
+        assert_eq!(Database::parse("sqlite://rel/bkg.db"), sqlite("rel/bkg.db"));
+        assert_eq!(Database::parse("sqlite:bkg.db"), sqlite("bkg.db"));
+        for url in ["postgres://u:p@h:5432/d", "postgresql://h/d?sslmode=disable"] {
+            assert_eq!(Database::parse(url), Ok(Database::Postgres(url.into())));
+        }
+        for (bad, says) in [
+            ("", "empty"),
+            ("  ", "empty"),
+            ("sqlite://", "names no SQLite file"),
+            ("mysql://h/d", "scheme \"mysql\" is not supported"),
+        ] {
+            let err = Database::parse(bad).unwrap_err();
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn database_urls_never_show_a_password() {
+        for (url, shown) in [
+            ("postgres://bkg:s3cret@db:5432/bkg", "postgres://bkg:***@db:5432/bkg"),
+            (
+                "postgres://bkg:s3cret@db/bkg?sslmode=require",
+                "postgres://bkg:***@db/bkg?sslmode=require",
+            ),
+            (
+                "postgresql://db/bkg?user=bkg&password=s3cret",
+                "postgresql://db/bkg?user=bkg&password=***",
+            ),
+            ("postgres://bkg@db/bkg", "postgres://bkg@db/bkg"),
+        ] {
+            assert_eq!(Database::parse(url).unwrap().to_string(), shown);
+        }
+    }
+
+    /// An unreachable PostgreSQL: the error names the URL (password elided) and what failed.
+    #[test]
+    fn unreachable_postgres_is_a_clear_error_without_the_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("postgres://bkg:hunter2pw@127.0.0.1:{port}/bkg");
+        let err = Store::connect(&Database::parse(&url).unwrap()).err().unwrap().to_string();
+        assert!(err.contains(&format!("postgres://bkg:***@127.0.0.1:{port}/bkg")), "{err}");
+        assert!(err.contains("refused"), "{err}");
+        assert!(!err.contains("hunter2pw"), "{err}");
     }
 }

@@ -1,0 +1,4 @@
+DROP TABLE kv;
+DROP TABLE events;
+DROP TABLE config_history;
+DROP TABLE plugins;
