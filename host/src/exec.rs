@@ -206,6 +206,10 @@ pub enum Control {
 
 enum Job {
     Call(CallJob, Ticket),
+    /// A call to plugin code that takes calls without a host thread ([`DirectDispatch`]),
+    /// handed over by a worker because its body is too large to write from the submitting
+    /// thread.
+    Dispatch(DirectCall),
     Control(ControlJob),
     Exit,
 }
@@ -346,7 +350,18 @@ pub struct Instance {
     shared: Arc<Shared>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     heap: Arc<dyn HeapRead>,
+    /// Plugin code that takes calls without a host thread each (a child process): calls are
+    /// handed to it on the submitting thread, not queued for the workers.
+    direct: Option<Arc<dyn DirectDispatch>>,
+    /// How many calls may be out to `direct` at once: the queue's depth plus the workers,
+    /// as many as the worker path holds (queued and running) before it answers busy.
+    direct_limit: usize,
 }
+
+/// Request bodies up to this size are written to a child from the submitting thread (an
+/// HTTP worker, or a plugin's thread for the bus); larger ones from an instance worker, so an
+/// HTTP worker never blocks on a large write.
+pub const DIRECT_BODY_MAX: usize = 64 * 1024;
 
 /// Where an instance's heap figure comes from: its library's counter in this process, or the
 /// last figure a child process reported.
@@ -369,6 +384,153 @@ pub trait PluginCode: Send + Sync {
         -> Result<Reply, PluginFailure>;
     /// Run one lifecycle operation.
     fn control(&self, op: Control) -> Result<String, PluginFailure>;
+    /// Code that takes calls without a host thread held per call (a child process): the
+    /// instance hands its calls to this instead of queueing them for its workers.
+    fn direct(&self) -> Option<Arc<dyn DirectDispatch>> {
+        None
+    }
+}
+
+/// Plugin code that runs calls elsewhere (a child process) and ends them from another thread
+/// (the one reading the child's answers): no host thread waits per call.
+pub trait DirectDispatch: Send + Sync {
+    /// Start the call. However it goes, the call ends through [`DirectCall::finish`] (or, as
+    /// a last resort, its drop, which answers that the call was dropped).
+    fn dispatch(&self, call: DirectCall);
+}
+
+/// A call handed to [`DirectDispatch`]: the request, the client's sink and the instance's
+/// accounting (its place among the calls in flight, its request bytes, the counters), given
+/// back when it is finished or dropped.
+pub struct DirectCall {
+    job: Option<CallJob>,
+    ticket: Option<Ticket>,
+    shared: Arc<Shared>,
+    started: Instant,
+    streaming: bool,
+}
+
+/// What a watchdog needs of a [`DirectCall`] that another thread holds: whether it was
+/// cancelled (or its client went away), and its cancel flag.
+#[derive(Clone)]
+pub struct CallWatch(Arc<CallEntry>);
+
+impl CallWatch {
+    /// True once the call was cancelled or its client went away.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.cancel.load(Ordering::Relaxed) || self.0.sink.is_closed()
+    }
+    /// The call's cancel flag (a bus call made for it is tied to it).
+    pub fn cancel_flag(&self) -> &Arc<AtomicBool> {
+        &self.0.cancel
+    }
+}
+
+impl DirectCall {
+    fn new(job: CallJob, ticket: Ticket, shared: Arc<Shared>) -> DirectCall {
+        ticket.entry.started.store(true, Ordering::SeqCst);
+        DirectCall {
+            job: Some(job),
+            ticket: Some(ticket),
+            shared,
+            started: Instant::now(),
+            streaming: false,
+        }
+    }
+
+    fn job(&self) -> &CallJob {
+        self.job.as_ref().expect("a direct call's job is there until it ends")
+    }
+
+    fn entry(&self) -> &Arc<CallEntry> {
+        &self.ticket.as_ref().expect("a direct call's ticket is there until it ends").entry
+    }
+
+    /// The request.
+    pub fn request(&self) -> &FfiRequest {
+        &self.job().request
+    }
+
+    /// A handle for the watchdog: cancellation and the cancel flag.
+    pub fn watch(&self) -> CallWatch {
+        CallWatch(self.entry().clone())
+    }
+
+    /// True once the call was cancelled or its client went away.
+    pub fn is_cancelled(&self) -> bool {
+        let job = self.job();
+        job.cancel.load(Ordering::Relaxed) || job.sink.is_closed()
+    }
+
+    fn with_ctx<R>(&mut self, f: impl FnOnce(&HostCallContext<'_>) -> R) -> R {
+        let job = self.job.as_ref().expect("a direct call's job is there until it ends");
+        let entry = &self.ticket.as_ref().expect("a direct call's ticket is there").entry;
+        let ctx = HostCallContext {
+            cancel: &job.cancel,
+            sink: &job.sink,
+            ended: &entry.ended,
+            streaming: Cell::new(self.streaming),
+        };
+        let r = f(&ctx);
+        self.streaming = ctx.streaming.get();
+        r
+    }
+
+    /// Switch to a streamed answer (blocks while the client's buffer is full: not for an
+    /// HTTP worker's thread); false if the client is gone.
+    pub fn begin_stream(&mut self, content_type: &str) -> bool {
+        self.with_ctx(|ctx| ctx.begin_stream(content_type))
+    }
+
+    /// Send one chunk (blocks while the client's buffer is full: not for an HTTP worker's
+    /// thread); false if the client is gone or already has its final answer.
+    pub fn send_chunk(&mut self, chunk: &[u8]) -> bool {
+        self.with_ctx(|ctx| ctx.send_chunk(chunk))
+    }
+
+    /// End the call with its final answer: the client gets it unless something (a drain
+    /// deadline) ended the call before; the counters and the instance's accounting follow.
+    pub fn finish(mut self, result: Result<Reply, PluginFailure>) {
+        self.end(result);
+    }
+
+    fn end(&mut self, result: Result<Reply, PluginFailure>) {
+        let (Some(job), Some(ticket)) = (self.job.take(), self.ticket.take()) else { return };
+        self.shared.stats.record(self.started.elapsed(), Duration::ZERO, result.is_err());
+        if !ticket.entry.ended.swap(true, Ordering::SeqCst) {
+            send_final(&job.sink, Event::Done(result));
+        }
+        drop(job);
+        drop(ticket);
+        self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The job back, for a refusal (the ticket is given back; in_flight is the caller's).
+    fn into_job(mut self) -> CallJob {
+        self.ticket.take();
+        self.job.take().expect("a direct call's job is there until it ends")
+    }
+}
+
+impl Drop for DirectCall {
+    fn drop(&mut self) {
+        if self.job.is_some() {
+            self.end(Err(PluginFailure {
+                kind: ErrorKind::INTERNAL,
+                message: "the call was dropped without an answer".into(),
+            }));
+        }
+    }
+}
+
+/// Send a call's final event: without waiting when there is room (always, for an answer
+/// that did not stream), else waiting unless this is an async runtime's thread.
+fn send_final(sink: &Sink, event: Event) {
+    if let Err(event) = sink.try_send_back(event) {
+        if !sink.is_closed() && tokio::runtime::Handle::try_current().is_err() {
+            sink.send(event);
+        }
+    }
 }
 
 impl PluginCode for PluginBox {
@@ -438,7 +600,6 @@ pub enum BootError {
 /// The host's side of one running call, as the plugin code sees it: its cancel flag (and
 /// whether its client is still there) and where streamed parts go.
 pub struct HostCallContext<'a> {
-    entry: &'a Arc<CallEntry>,
     cancel: &'a AtomicBool,
     sink: &'a Sink,
     /// Set when the call's last event was sent for it (a drain deadline gave up on it).
@@ -458,41 +619,7 @@ impl CallContext for HostCallContext<'_> {
     }
 }
 
-/// A handle that can give a call's client its final answer from another thread (the reader
-/// of a child process, as the answer arrives), before the worker running the call is back:
-/// the worker's own answer is then not sent again.
-#[derive(Clone)]
-pub struct Finisher(Arc<CallEntry>);
-
-impl Finisher {
-    /// Send the final answer now if nothing ended the call yet and its receiver takes it
-    /// without waiting; otherwise it comes back (the worker sends it).
-    pub fn try_finish(
-        &self,
-        result: Result<Reply, PluginFailure>,
-    ) -> Result<(), Result<Reply, PluginFailure>> {
-        if self.0.ended.swap(true, Ordering::SeqCst) {
-            return Err(result);
-        }
-        match self.0.sink.try_send_back(Event::Done(result)) {
-            Ok(()) => Ok(()),
-            Err(event) => {
-                self.0.ended.store(false, Ordering::SeqCst);
-                match event {
-                    Event::Done(result) => Err(result),
-                    _ => unreachable!("the event handed over is the one that came back"),
-                }
-            }
-        }
-    }
-}
-
 impl HostCallContext<'_> {
-    /// A handle to end the call from another thread ([`Finisher`]).
-    pub fn finisher(&self) -> Finisher {
-        Finisher(self.entry.clone())
-    }
-
     /// True once the call was cancelled or its client went away.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed) || self.sink.is_closed()
@@ -593,7 +720,6 @@ fn run_call(plugin: &dyn PluginCode, job: CallJob, ticket: Ticket, shared: &Shar
             sink: &job.sink,
             ended: &entry.ended,
             streaming: Cell::new(false),
-            entry: &entry,
         };
         plugin.call(&job.request, &ctx)
     };
@@ -664,6 +790,12 @@ fn worker_loop(plugin: Arc<dyn PluginCode>, jobs: Receiver<Job>, shared: Arc<Sha
     for job in jobs.iter() {
         match job {
             Job::Call(call, ticket) => run_call(&*plugin, call, ticket, &shared),
+            Job::Dispatch(call) => match plugin.direct() {
+                Some(direct) => direct.dispatch(call),
+                // Not reached: only code with a direct path gets these; dropping the call
+                // answers it.
+                None => drop(call),
+            },
             Job::Control(job) => run_control_job(&*plugin, job),
             Job::Exit => break,
         }
@@ -777,6 +909,7 @@ impl Instance {
             _ => return fail(first, "plugin boot thread died".into()),
         };
         let wanted = worker_count(&manifest, limits);
+        let direct = plugin.direct();
 
         let instance = Arc::new(Instance {
             manifest: Arc::new(manifest),
@@ -787,6 +920,8 @@ impl Instance {
             shared: shared.clone(),
             workers: Mutex::new(vec![first]),
             heap,
+            direct,
+            direct_limit: limits.queue_depth.max(1) + wanted,
         });
         for i in 1..wanted {
             let (p, rx, s) = (plugin.clone(), jobs_rx.clone(), shared.clone());
@@ -904,7 +1039,7 @@ impl Instance {
 
     /// Queue a call. On failure the job is handed back.
     pub fn submit(&self, job: CallJob) -> Result<(), Rejected> {
-        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        let before = self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let refuse = |reason: SubmitError, job: CallJob| {
             self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             Err(Rejected { reason, job: Box::new(job) })
@@ -933,6 +1068,30 @@ impl Instance {
         });
         self.shared.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(id, entry.clone());
         let ticket = Ticket { id, bytes, entry, shared: self.shared.clone() };
+        if let Some(direct) = &self.direct {
+            // No host thread per call: the bound is the queue's, counted in calls in flight.
+            if before >= self.direct_limit {
+                drop(ticket);
+                self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                return refuse(SubmitError::Busy, job);
+            }
+            let call = DirectCall::new(job, ticket, self.shared.clone());
+            if bytes <= DIRECT_BODY_MAX {
+                direct.dispatch(call);
+                return Ok(());
+            }
+            return match self.jobs.try_send(Job::Dispatch(call)) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(Job::Dispatch(call))) => {
+                    self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    refuse(SubmitError::Busy, call.into_job())
+                }
+                Err(TrySendError::Disconnected(Job::Dispatch(call))) => {
+                    refuse(SubmitError::Retired, call.into_job())
+                }
+                Err(_) => unreachable!("try_send returns the job it was given"),
+            };
+        }
         match self.jobs.try_send(Job::Call(job, ticket)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(Job::Call(job, ticket))) => {

@@ -1,13 +1,17 @@
 //! The host's side of a plugin in process mode: spawning `bkg plugin-runner` on a staged
-//! shadow file, the handshake, and the remote plugin object an instance's workers call.
+//! shadow file, the handshake, and the remote plugin object an instance hands its calls to.
 //!
-//! Per child there are three host threads: the reader (every frame from the child: call
-//! events to the waiting worker, lifecycle answers, log lines, heap figures; host callbacks
-//! are served on a thread each, never on the reader, since a bus call may take long and may
-//! call back into the same child), the waiter (blocks in `waitid` until the child dies, then
-//! ends every call in flight with 503 `plugin_crashed` naming the signal or exit code) and the
-//! stderr reader (mirrors the child's stderr into the plugin's log, keeping the last lines for
-//! the crash record).
+//! No host thread waits per call: the thread that submits a call writes its frame
+//! ([`DirectDispatch`]), and the reader ends it as the answer comes. Per child there are four
+//! host threads: the reader (every frame from the child: answers end their calls, lifecycle
+//! answers, log lines, heap figures; host callbacks are served on a thread each, never on the
+//! reader, since a bus call may take long and may call back into the same child), the
+//! watchdog (forwards the cancellation of calls out, kills the child when one runs on past
+//! it), the waiter (blocks in `waitid` until the child dies, then ends every call in flight
+//! with 503 `plugin_crashed` naming the signal or exit code) and the stderr reader (mirrors
+//! the child's stderr into the plugin's log, keeping the last lines for the crash record). A
+//! call whose answer streams gets a thread of its own for that answer, which may wait for a
+//! slow client (the child waits for credit meanwhile).
 //!
 //! The socket is the child's stdin (`--fd 0`): std dup2s it there in the child only, so no
 //! descriptor of ours is ever inheritable and no `unsafe` is needed.
@@ -27,19 +31,19 @@ use bkg_abi::ffi::{
     CallKind, ChunkSink, ChunkSink_TO, ErrorKind, FfiCapability, FfiManifest, FfiRequest, FfiRoute,
     HostBox, LogLevel,
 };
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::wire::{
-    self, CbOp, CbValue, ChildMsg, HostMsg, WireCall, WireControl, WireError, WireManifest,
-    WireReply, PROTOCOL_VERSION,
+    self, CbOp, CbValue, ChildMsg, HostMsg, WireControl, WireError, WireManifest, WireReply,
+    PROTOCOL_VERSION,
 };
 use super::CrashInfo;
 use crate::exec::{
-    Control, Finisher, HeapRead, HostCallContext, ManifestInfo, PluginCode, PluginFailure,
-    PluginSource, Reply,
+    CallWatch, Control, DirectCall, DirectDispatch, HeapRead, HostCallContext, ManifestInfo,
+    PluginCode, PluginFailure, PluginSource, Reply,
 };
 
 /// How many of the child's last stderr lines a crash record keeps.
@@ -72,23 +76,39 @@ pub struct RLimits {
     pub processes: Option<u64>,
 }
 
-/// One event of a call, from the reader thread to the worker waiting for it.
-enum CallMsg {
-    Begin(String),
+/// What the reader hands the thread forwarding a streamed call's answer.
+enum StreamMsg {
     Chunk(Vec<u8>),
     Done(Result<Reply, PluginFailure>),
-    /// The reader already gave the client the answer (its outcome, for the counters).
-    Finished(Result<Reply, PluginFailure>),
 }
 
+/// A call out to the child. No host thread waits for it: the reader ends it as its answer
+/// comes (a streamed answer is forwarded by a thread of its own, which may wait for a slow
+/// client), and the watchdog forwards its cancellation.
 struct PendingCall {
-    tx: Sender<CallMsg>,
-    /// The host-side cancel flag of the call (a bus call the child makes for it is tied to it).
-    cancel: Option<Arc<AtomicBool>>,
-    /// Ends the call from the reader thread: the client's answer skips a hand-over.
-    finisher: Finisher,
-    /// It streamed: its final answer must follow the chunks the worker still forwards.
-    streamed: bool,
+    /// The call, until it streams (then its stream thread holds it).
+    call: Option<DirectCall>,
+    /// Its cancel flag and client, for the watchdog and for bus calls made for it.
+    watch: CallWatch,
+    /// Where its chunks go once it streams.
+    stream: Option<Sender<StreamMsg>>,
+    /// Its target, for the log line and the crash record of a kill.
+    target: String,
+    /// The watchdog sent `Cancel` for it.
+    cancel_sent: bool,
+    /// When the watchdog first saw it cancelled.
+    cancelled_at: Option<Instant>,
+}
+
+impl PendingCall {
+    /// End it with `result` (through its stream thread, if it streams).
+    fn end(self, result: Result<Reply, PluginFailure>) {
+        if let Some(stream) = &self.stream {
+            let _ = stream.send(StreamMsg::Done(result));
+        } else if let Some(call) = self.call {
+            call.finish(result);
+        }
+    }
 }
 
 type OnExit = Box<dyn FnOnce(CrashInfo) + Send>;
@@ -154,9 +174,12 @@ fn signal_words(signal: Signal) -> &'static str {
 
 impl Conn {
     fn send(&self, msg: &HostMsg) -> std::io::Result<()> {
-        let frame = msg.encode();
+        self.send_frame(&msg.encode())
+    }
+
+    fn send_frame(&self, frame: &[u8]) -> std::io::Result<()> {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        wire::write_frame(&mut *w, &frame)
+        wire::write_frame(&mut *w, frame)
     }
 
     fn id(&self) -> u64 {
@@ -263,7 +286,7 @@ impl Conn {
         let calls: Vec<PendingCall> =
             self.calls.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, c)| c).collect();
         for call in calls {
-            let _ = call.tx.send(CallMsg::Done(Err(crashed(message))));
+            call.end(Err(crashed(message)));
         }
         let controls: Vec<_> = self
             .controls
@@ -673,38 +696,26 @@ fn read_loop(conn: Arc<Conn>, mut reader: BufReader<UnixStream>) {
             ChildMsg::Begin { call, content_type } => {
                 let mut calls = conn.calls.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(c) = calls.get_mut(&call) {
-                    c.streamed = true;
-                    let _ = c.tx.send(CallMsg::Begin(content_type));
+                    start_stream(&conn, call, c, content_type);
                 }
             }
             ChildMsg::Chunk { call, data } => {
                 let mut calls = conn.calls.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(c) = calls.get_mut(&call) {
-                    c.streamed = true;
-                    let _ = c.tx.send(CallMsg::Chunk(data));
+                    if c.stream.is_none() {
+                        // The runner always begins a stream first; a chunk without it is
+                        // taken as one of the default type.
+                        start_stream(&conn, call, c, "application/octet-stream".into());
+                    }
+                    if let Some(stream) = &c.stream {
+                        let _ = stream.send(StreamMsg::Chunk(data));
+                    }
                 }
             }
             ChildMsg::Done { call, result } => {
                 let pending = conn.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&call);
                 if let Some(c) = pending {
-                    let result = result.map(reply).map_err(failure);
-                    if c.streamed {
-                        let _ = c.tx.send(CallMsg::Done(result));
-                    } else {
-                        // The outcome for the worker's counters: the answer without its body.
-                        let outcome = match &result {
-                            Ok(r) => Ok(Reply {
-                                status: r.status,
-                                content_type: String::new(),
-                                body: Vec::new(),
-                            }),
-                            Err(f) => Err(f.clone()),
-                        };
-                        let _ = match c.finisher.try_finish(result) {
-                            Ok(()) => c.tx.send(CallMsg::Finished(outcome)),
-                            Err(result) => c.tx.send(CallMsg::Done(result)),
-                        };
-                    }
+                    c.end(result.map(reply).map_err(failure));
                 }
             }
             ChildMsg::ControlDone { req, result } => {
@@ -740,7 +751,7 @@ fn read_loop(conn: Arc<Conn>, mut reader: BufReader<UnixStream>) {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .get(&call)
-                    .and_then(|c| c.cancel.clone());
+                    .map(|c| c.watch.cancel_flag().clone());
                 let c = conn.clone();
                 let spawned = std::thread::Builder::new()
                     .name(format!("bkg-child{}-cb", conn.pid))
@@ -767,6 +778,114 @@ fn read_loop(conn: Arc<Conn>, mut reader: BufReader<UnixStream>) {
     if !conn.is_dead() {
         tracing::warn!(pid = conn.pid, "the plugin's process closed its connection; killing it");
         conn.kill();
+    }
+}
+
+/// A call's answer turned into a stream: from now on a thread of its own forwards the chunks
+/// the reader hands it (waiting while the client is slow; the child waits for credit
+/// meanwhile) and its final answer after them.
+fn start_stream(conn: &Arc<Conn>, id: u64, pending: &mut PendingCall, content_type: String) {
+    let Some(call) = pending.call.take() else { return };
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let c = conn.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("bkg-child{}-stream", conn.pid))
+        .spawn(move || forward_stream(&c, id, call, content_type, rx));
+    match spawned {
+        Ok(_) => pending.stream = Some(tx),
+        Err(e) => {
+            // The call was moved into the closure that never ran: dropping it answered it.
+            tracing::error!(pid = conn.pid, "cannot start a thread for a streamed answer: {e}");
+            let _ = conn.send(&HostMsg::Cancel { call: id });
+            pending.cancel_sent = true;
+        }
+    }
+}
+
+fn forward_stream(
+    conn: &Conn,
+    id: u64,
+    mut call: DirectCall,
+    content_type: String,
+    rx: Receiver<StreamMsg>,
+) {
+    let mut cancel_sent = false;
+    let send_cancel = |sent: &mut bool| {
+        if !*sent {
+            *sent = true;
+            let _ = conn.send(&HostMsg::Cancel { call: id });
+        }
+    };
+    if !call.begin_stream(&content_type) {
+        send_cancel(&mut cancel_sent);
+    }
+    // Chunks handed to the client since the last credit granted to the child.
+    let mut taken = 0u32;
+    for msg in rx.iter() {
+        match msg {
+            StreamMsg::Chunk(data) => {
+                if !call.send_chunk(&data) {
+                    send_cancel(&mut cancel_sent);
+                }
+                taken += 1;
+                if taken >= wire::STREAM_WINDOW / 2 && !cancel_sent {
+                    let _ = conn.send(&HostMsg::Credit { call: id, chunks: taken });
+                    taken = 0;
+                }
+            }
+            StreamMsg::Done(result) => {
+                call.finish(result);
+                return;
+            }
+        }
+    }
+    // The reader went without an answer for it: the child is gone.
+    call.finish(Err(conn
+        .dead_failure()
+        .unwrap_or_else(|| crashed("the plugin's process dropped the call"))));
+}
+
+/// How often the watchdog looks at the calls out to a child.
+const CANCEL_CHECK: Duration = Duration::from_millis(20);
+
+/// One per child: every [`CANCEL_CHECK`] it sends `Cancel` for each call out whose client
+/// went away or which was cancelled (its 504, a drain deadline, its caller's cancellation),
+/// and kills the child when such a call still runs `kill_after` later, so no call waits on
+/// it and nothing stays pinned. Ends with the child.
+fn watchdog(conn: std::sync::Weak<Conn>, kill_after: Duration) {
+    loop {
+        std::thread::sleep(CANCEL_CHECK);
+        let Some(conn) = conn.upgrade() else { return };
+        if conn.is_dead() {
+            return;
+        }
+        let mut cancel = Vec::new();
+        let mut stuck = None;
+        {
+            let mut calls = conn.calls.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, c) in calls.iter_mut() {
+                if !c.watch.is_cancelled() {
+                    continue;
+                }
+                if !c.cancel_sent {
+                    c.cancel_sent = true;
+                    cancel.push(*id);
+                }
+                let since = *c.cancelled_at.get_or_insert_with(Instant::now);
+                if since.elapsed() >= kill_after && stuck.is_none() {
+                    stuck = Some(c.target.clone());
+                }
+            }
+        }
+        for call in cancel {
+            let _ = conn.send(&HostMsg::Cancel { call });
+        }
+        if let Some(target) = stuck {
+            conn.kill_because(format!(
+                "the call to '{target}' went on {} ms after it was cancelled",
+                kill_after.as_millis()
+            ));
+        }
     }
 }
 
@@ -893,7 +1012,12 @@ impl PluginSource for RemoteSource {
         match rx.recv_timeout(self.timeout) {
             Ok(Ok(())) => {
                 let kill_after = crate::exec::cancel_grace(self.timeout);
-                Ok(Arc::new(RemotePlugin { conn, kill_after }))
+                let weak = Arc::downgrade(&conn);
+                std::thread::Builder::new()
+                    .name(format!("bkg-child{}-watch", conn.pid))
+                    .spawn(move || watchdog(weak, kill_after))
+                    .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
+                Ok(Arc::new(RemotePlugin { remote: Arc::new(Remote { conn }) }))
             }
             Ok(Err(message)) => Err(message),
             Err(_) => Err(format!(
@@ -904,101 +1028,74 @@ impl PluginSource for RemoteSource {
     }
 }
 
-/// The plugin object in a child, as the instance's workers call it.
+/// The plugin object in a child, as the instance sees it: calls go out directly
+/// ([`Remote`]), lifecycle operations from the instance's workers.
 pub struct RemotePlugin {
-    conn: Arc<Conn>,
-    /// A call still running this long after its cancellation (its client left, its 504, a
-    /// drain deadline) is stuck: the child is killed (and restarted), so no host thread
-    /// waits on it and nothing stays pinned.
-    kill_after: Duration,
+    remote: Arc<Remote>,
 }
 
-/// How often a worker waiting for a remote call checks its cancel flag.
-const CANCEL_CHECK: Duration = Duration::from_millis(20);
+/// The call path into a child: the submitting thread writes the call, the reader ends it.
+struct Remote {
+    conn: Arc<Conn>,
+}
+
+impl DirectDispatch for Remote {
+    fn dispatch(&self, call: DirectCall) {
+        let conn = &*self.conn;
+        let id = conn.id();
+        let request = call.request();
+        let frame = wire::encode_call(
+            id,
+            match request.kind {
+                CallKind::Capability => 0,
+                CallKind::Route => 1,
+            },
+            request.target.as_str(),
+            request.method.as_str(),
+            request.query.as_str(),
+            request.content_type.as_str(),
+            request.body.as_slice(),
+        );
+        let pending = PendingCall {
+            target: request.target.as_str().to_owned(),
+            watch: call.watch(),
+            call: Some(call),
+            stream: None,
+            cancel_sent: false,
+            cancelled_at: None,
+        };
+        conn.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(id, pending);
+        if let Some(f) = conn.dead_failure() {
+            let pending = conn.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            if let Some(p) = pending {
+                p.end(Err(f));
+            }
+            return;
+        }
+        // A failed write means the child is gone: the waiter ends the call with the cause.
+        let _ = conn.send_frame(&frame);
+    }
+}
 
 impl PluginCode for RemotePlugin {
     fn call(
         &self,
-        request: &FfiRequest,
-        ctx: &HostCallContext<'_>,
+        _request: &FfiRequest,
+        _ctx: &HostCallContext<'_>,
     ) -> Result<Reply, PluginFailure> {
-        let conn = &*self.conn;
-        let call = conn.id();
-        let (tx, rx): (Sender<CallMsg>, Receiver<CallMsg>) = crossbeam_channel::unbounded();
-        let cancel = crate::exec::current_call_cancel();
-        let pending = PendingCall { tx, cancel, finisher: ctx.finisher(), streamed: false };
-        conn.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(call, pending);
-        if let Some(f) = conn.dead_failure() {
-            conn.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&call);
-            return Err(f);
-        }
-        let msg = HostMsg::Call(WireCall {
-            call,
-            kind: match request.kind {
-                CallKind::Capability => 0,
-                CallKind::Route => 1,
-            },
-            target: request.target.as_str().to_owned(),
-            method: request.method.as_str().to_owned(),
-            query: request.query.as_str().to_owned(),
-            content_type: request.content_type.as_str().to_owned(),
-            body: request.body.as_slice().to_vec(),
-        });
-        // A failed write means the child is gone: the waiter ends the call with the cause.
-        let _ = conn.send(&msg);
-        let mut cancel_sent = false;
-        let mut cancelled_at: Option<Instant> = None;
-        // Chunks handed to the client since the last credit granted to the child.
-        let mut taken = 0u32;
-        let send_cancel = |sent: &mut bool| {
-            if !*sent {
-                *sent = true;
-                let _ = conn.send(&HostMsg::Cancel { call });
-            }
-        };
-        loop {
-            match rx.recv_timeout(CANCEL_CHECK) {
-                Ok(CallMsg::Begin(content_type)) => {
-                    if !ctx.begin_stream(&content_type) {
-                        send_cancel(&mut cancel_sent);
-                    }
-                }
-                Ok(CallMsg::Chunk(data)) => {
-                    // Blocks while the client is slow; the child waits for credit meanwhile.
-                    if !ctx.send_chunk(&data) {
-                        send_cancel(&mut cancel_sent);
-                    }
-                    taken += 1;
-                    if taken >= wire::STREAM_WINDOW / 2 && !cancel_sent {
-                        let _ = conn.send(&HostMsg::Credit { call, chunks: taken });
-                        taken = 0;
-                    }
-                }
-                Ok(CallMsg::Done(result)) | Ok(CallMsg::Finished(result)) => return result,
-                Err(RecvTimeoutError::Timeout) => {
-                    if ctx.is_cancelled() {
-                        send_cancel(&mut cancel_sent);
-                        let since = *cancelled_at.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= self.kill_after {
-                            conn.kill_because(format!(
-                                "the call to '{}' went on {} ms after it was cancelled",
-                                request.target.as_str(),
-                                self.kill_after.as_millis()
-                            ));
-                        }
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(conn
-                        .dead_failure()
-                        .unwrap_or_else(|| crashed("the plugin's process dropped the call")))
-                }
-            }
-        }
+        // The instance hands calls to `direct()`; no worker runs one.
+        Err(PluginFailure {
+            kind: ErrorKind::INTERNAL,
+            message: "a call to a plugin in process mode reached a host worker".into(),
+        })
+    }
+
+    fn direct(&self) -> Option<Arc<dyn DirectDispatch>> {
+        Some(self.remote.clone())
     }
 
     fn control(&self, op: Control) -> Result<String, PluginFailure> {
-        let conn = &*self.conn;
+        let conn = &*self.remote.conn;
         let req = conn.id();
         let (tx, rx) = crossbeam_channel::bounded(1);
         conn.controls.lock().unwrap_or_else(|p| p.into_inner()).insert(req, tx);

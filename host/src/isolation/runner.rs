@@ -5,12 +5,13 @@
 //! It asks the kernel to kill it when the host dies (`PR_SET_PDEATHSIG`) and checks the host
 //! is still its parent, sets its resource limits, opens the library with the loader's checks,
 //! answers the host's hello with the manifest, constructs the plugin when told, and serves
-//! calls and lifecycle operations on a pool of threads (as many as the host's instance has
-//! workers) until the host sends `Shutdown` or goes away. Blocking I/O only: the main thread
-//! reads frames, workers write theirs whole under one lock.
+//! calls and lifecycle operations on a pool of threads (one more than the host's instance has
+//! workers: one of them always reads, the others run calls; calls beyond that wait in a
+//! queue) until the host sends `Shutdown` or goes away. Blocking I/O only: frames are read
+//! through one buffer in turn, and written whole, one write each, under one lock.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::BufReader;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -356,15 +357,15 @@ fn serve(args: RunnerArgs, stream: UnixStream, cookie: &str) -> Result<(), Strin
     };
     out.send(&ChildMsg::Created { result: Ok(()) });
 
-    // One more thread than the host has workers, each reading frames in turn and running
-    // the call it read itself (no hand-over on a call's path). The host has at most `workers`
-    // calls and operations outstanding, so one thread is always free to read: a callback's
-    // answer or a stream's credit is never stuck behind busy threads.
+    // One more thread than the host has workers: at most `workers` run calls and operations
+    // at once, and one always reads (`serve_frames`). The host may have more calls out than
+    // that (up to its queue's depth); the ones no thread is free for wait in `Sched`'s queue.
     let serve = Arc::new(Serve {
         reader: Mutex::new(reader),
         shared: shared.clone(),
         plugin,
         stopping: AtomicBool::new(false),
+        sched: Mutex::default(),
     });
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
     let mut threads = Vec::new();
@@ -424,124 +425,175 @@ struct Serve {
     plugin: Arc<PluginBox>,
     /// Set by the thread that read `Shutdown` or the end of the connection.
     stopping: AtomicBool,
+    /// Calls and operations read while no other thread was free to take over reading.
+    sched: Mutex<Sched>,
 }
 
-/// Read a frame (holding the reader), route it, and run a call or operation on this thread.
+/// Who reads next, and what waits for a thread. Invariant: a thread waits to read only when
+/// nothing is queued (it checked under this lock), and a job is queued only while no thread
+/// waits to read; so `queue` is empty whenever `readers > 0`.
+#[derive(Default)]
+struct Sched {
+    /// Threads waiting for the reader (or holding it, until they read a job).
+    readers: usize,
+    queue: VecDeque<Job>,
+}
+
+/// Serve frames until the connection ends: each thread reads in turn (holding the reader)
+/// and runs the call or operation it read itself when another thread is waiting to take
+/// over reading; otherwise it queues it and reads on, so one thread always reads (a
+/// callback's answer, a stream's credit or a cancellation is never stuck behind busy
+/// threads, however many calls the host has out). A thread done with a job takes the next
+/// queued one before it waits to read again.
 fn serve_frames(serve: &Serve) {
-    let shared = &serve.shared;
     loop {
-        let job = {
-            let mut reader = serve.reader.lock().unwrap_or_else(|p| p.into_inner());
-            if serve.stopping.load(Ordering::SeqCst) {
-                return;
+        let queued = {
+            let mut sched = serve.sched.lock().unwrap_or_else(|p| p.into_inner());
+            let job = sched.queue.pop_front();
+            if job.is_none() {
+                sched.readers += 1;
             }
-            let frame = match wire::read_frame(&mut *reader) {
-                Ok(Some(f)) => f,
-                // The host closed its side: it is ending (or gone; the kernel kills us then).
-                Ok(None) => {
-                    serve.stopping.store(true, Ordering::SeqCst);
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!("reading from the host: {e}");
-                    serve.stopping.store(true, Ordering::SeqCst);
-                    return;
-                }
-            };
-            let msg = match HostMsg::decode(&frame) {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::error!("the host sent {e}");
-                    serve.stopping.store(true, Ordering::SeqCst);
-                    return;
-                }
-            };
-            // Routed while the reader is held, so a call is registered before a frame about
-            // it (its cancel, its credit) can be read by another thread.
-            match msg {
-                HostMsg::Call(call) => {
-                    let state = Arc::new(CallState {
-                        cancel: AtomicBool::new(false),
-                        credit: Mutex::new(wire::STREAM_WINDOW),
-                        more: Condvar::new(),
-                    });
-                    shared
-                        .calls
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(call.call, state.clone());
-                    Some(Job::Call(call, state))
-                }
-                HostMsg::Control { req, op } => Some(Job::Control(req, op)),
-                HostMsg::Cancel { call } => {
-                    if let Some(state) =
-                        shared.calls.lock().unwrap_or_else(|p| p.into_inner()).get(&call)
-                    {
-                        state.cancel();
-                    }
-                    None
-                }
-                HostMsg::Credit { call, chunks } => {
-                    if let Some(state) =
-                        shared.calls.lock().unwrap_or_else(|p| p.into_inner()).get(&call)
-                    {
-                        let mut credit = state.credit.lock().unwrap_or_else(|p| p.into_inner());
-                        *credit = credit.saturating_add(chunks);
-                        state.more.notify_all();
-                    }
-                    None
-                }
-                HostMsg::CbReply { req, result } => {
-                    let waiter =
-                        shared.callbacks.lock().unwrap_or_else(|p| p.into_inner()).remove(&req);
-                    if let Some(tx) = waiter {
-                        let _ = tx.send(CbEvent::Reply(result));
-                    }
-                    None
-                }
-                HostMsg::CbChunk { req, data } => {
-                    if let Some(tx) =
-                        shared.callbacks.lock().unwrap_or_else(|p| p.into_inner()).get(&req)
-                    {
-                        let _ = tx.send(CbEvent::Chunk(data));
-                    }
-                    None
-                }
-                HostMsg::Shutdown => {
-                    serve.stopping.store(true, Ordering::SeqCst);
-                    return;
-                }
-                HostMsg::Hello { .. } | HostMsg::Create { .. } => {
-                    tracing::warn!("a second hello or create from the host; ignored");
-                    None
-                }
+            job
+        };
+        let job = match queued {
+            Some(job) => job,
+            None => match read_job(serve) {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        run_job(serve, job);
+    }
+}
+
+/// Take the reader (this thread is counted in `readers`) and read until a job this thread
+/// runs; `None` once the connection ends.
+fn read_job(serve: &Serve) -> Option<Job> {
+    let mut reader = serve.reader.lock().unwrap_or_else(|p| p.into_inner());
+    serve.sched.lock().unwrap_or_else(|p| p.into_inner()).readers -= 1;
+    loop {
+        if serve.stopping.load(Ordering::SeqCst) {
+            return None;
+        }
+        let frame = match wire::read_frame(&mut *reader) {
+            Ok(Some(f)) => f,
+            // The host closed its side: it is ending (or gone; the kernel kills us then).
+            Ok(None) => {
+                serve.stopping.store(true, Ordering::SeqCst);
+                return None;
+            }
+            Err(e) => {
+                tracing::error!("reading from the host: {e}");
+                serve.stopping.store(true, Ordering::SeqCst);
+                return None;
             }
         };
-        match job {
-            Some(Job::Call(call, state)) => {
-                let id = call.call;
+        let msg = match HostMsg::decode(&frame) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!("the host sent {e}");
+                serve.stopping.store(true, Ordering::SeqCst);
+                return None;
+            }
+        };
+        // Routed while the reader is held, so a call is registered before a frame about it
+        // (its cancel, its credit) can be read by another thread.
+        let Some(job) = route(serve, msg) else { continue };
+        let mut sched = serve.sched.lock().unwrap_or_else(|p| p.into_inner());
+        if sched.readers > 0 {
+            // Another thread takes over reading once the reader is dropped here.
+            return Some(job);
+        }
+        sched.queue.push_back(job);
+    }
+}
+
+/// Act on a frame that needs no thread of its own; a call or an operation comes back.
+fn route(serve: &Serve, msg: HostMsg) -> Option<Job> {
+    let shared = &serve.shared;
+    match msg {
+        HostMsg::Call(call) => {
+            let state = Arc::new(CallState {
+                cancel: AtomicBool::new(false),
+                credit: Mutex::new(wire::STREAM_WINDOW),
+                more: Condvar::new(),
+            });
+            shared.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(call.call, state.clone());
+            Some(Job::Call(call, state))
+        }
+        HostMsg::Control { req, op } => Some(Job::Control(req, op)),
+        HostMsg::Cancel { call } => {
+            if let Some(state) = shared.calls.lock().unwrap_or_else(|p| p.into_inner()).get(&call) {
+                state.cancel();
+            }
+            None
+        }
+        HostMsg::Credit { call, chunks } => {
+            if let Some(state) = shared.calls.lock().unwrap_or_else(|p| p.into_inner()).get(&call) {
+                let mut credit = state.credit.lock().unwrap_or_else(|p| p.into_inner());
+                *credit = credit.saturating_add(chunks);
+                state.more.notify_all();
+            }
+            None
+        }
+        HostMsg::CbReply { req, result } => {
+            let waiter = shared.callbacks.lock().unwrap_or_else(|p| p.into_inner()).remove(&req);
+            if let Some(tx) = waiter {
+                let _ = tx.send(CbEvent::Reply(result));
+            }
+            None
+        }
+        HostMsg::CbChunk { req, data } => {
+            if let Some(tx) = shared.callbacks.lock().unwrap_or_else(|p| p.into_inner()).get(&req) {
+                let _ = tx.send(CbEvent::Chunk(data));
+            }
+            None
+        }
+        HostMsg::Shutdown => {
+            serve.stopping.store(true, Ordering::SeqCst);
+            None
+        }
+        HostMsg::Hello { .. } | HostMsg::Create { .. } => {
+            tracing::warn!("a second hello or create from the host; ignored");
+            None
+        }
+    }
+}
+
+fn run_job(serve: &Serve, job: Job) {
+    let shared = &serve.shared;
+    match job {
+        Job::Call(call, state) => {
+            let id = call.call;
+            let result = if state.cancel.load(Ordering::SeqCst) {
+                // Cancelled while it waited for a thread: the plugin never sees it.
+                Err(WireError {
+                    kind: ErrorKind::CANCELLED.0,
+                    message: "the call was cancelled before it started".into(),
+                })
+            } else {
                 CURRENT.with(|c| c.set(id));
                 let result = run_call(&serve.plugin, call, &state, &shared.out);
                 CURRENT.with(|c| c.set(0));
-                shared.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-                shared.out.send(&ChildMsg::Done { call: id, result });
-            }
-            Some(Job::Control(req, op)) => {
-                let plugin = &serve.plugin;
-                let unit = |r: RResult<(), FfiError>| match r {
-                    RResult::ROk(()) => Ok(String::new()),
-                    RResult::RErr(e) => Err(wire_error(e)),
-                };
-                let result = match op {
-                    WireControl::Start => unit(plugin.start()),
-                    WireControl::Stop => unit(plugin.stop()),
-                    WireControl::Status => Ok(plugin.status().into_string()),
-                    WireControl::Config => Ok(plugin.config().into_string()),
-                    WireControl::Configure(text) => unit(plugin.configure(RStr::from_str(&text))),
-                };
-                shared.out.send(&ChildMsg::ControlDone { req, result });
-            }
-            None => {}
+                result
+            };
+            shared.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            shared.out.send(&ChildMsg::Done { call: id, result });
+        }
+        Job::Control(req, op) => {
+            let plugin = &serve.plugin;
+            let unit = |r: RResult<(), FfiError>| match r {
+                RResult::ROk(()) => Ok(String::new()),
+                RResult::RErr(e) => Err(wire_error(e)),
+            };
+            let result = match op {
+                WireControl::Start => unit(plugin.start()),
+                WireControl::Stop => unit(plugin.stop()),
+                WireControl::Status => Ok(plugin.status().into_string()),
+                WireControl::Config => Ok(plugin.config().into_string()),
+                WireControl::Configure(text) => unit(plugin.configure(RStr::from_str(&text))),
+            };
+            shared.out.send(&ChildMsg::ControlDone { req, result });
         }
     }
 }

@@ -272,6 +272,23 @@ impl Enc {
     }
 }
 
+/// The frame of `HostMsg::Call` built from borrowed parts (the host's request as it is,
+/// copied once into the frame).
+pub fn encode_call(
+    call: u64,
+    kind: u8,
+    target: &str,
+    method: &str,
+    query: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    let size = 40 + target.len() + method.len() + query.len();
+    let mut e = Enc::new(3, size + content_type.len() + body.len());
+    e.u64(call).u8(kind).str(target).str(method).str(query).str(content_type).bytes(body);
+    e.finish()
+}
+
 impl HostMsg {
     /// The whole frame, length prefix included.
     pub fn encode(&self) -> Vec<u8> {
@@ -286,18 +303,15 @@ impl HostMsg {
                 e.u32(*workers);
                 e.finish()
             }
-            HostMsg::Call(c) => {
-                let size = 40 + c.target.len() + c.method.len() + c.query.len();
-                let mut e = Enc::new(3, size + c.content_type.len() + c.body.len());
-                e.u64(c.call)
-                    .u8(c.kind)
-                    .str(&c.target)
-                    .str(&c.method)
-                    .str(&c.query)
-                    .str(&c.content_type)
-                    .bytes(&c.body);
-                e.finish()
-            }
+            HostMsg::Call(c) => encode_call(
+                c.call,
+                c.kind,
+                &c.target,
+                &c.method,
+                &c.query,
+                &c.content_type,
+                &c.body,
+            ),
             HostMsg::Cancel { call } => {
                 let mut e = Enc::new(4, 8);
                 e.u64(*call);

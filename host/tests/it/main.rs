@@ -19,6 +19,7 @@ mod heap_stress;
 mod hub;
 mod isolation;
 mod isolation_api;
+mod isolation_calls;
 mod isolation_core;
 mod lifecycle;
 mod limits;

@@ -1,0 +1,141 @@
+//! Process mode's call path (issue 15): the host hands calls to the child without holding a
+//! thread per call, bounded by the plugin's queue (`--queue-depth` plus its workers), so more
+//! calls can be out to a child than it has threads; the child keeps one thread reading and
+//! queues the calls no thread is free for.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::support::{fixture, lib_name, Host, StopOnDrop, ADMIN_KEY};
+
+fn in_flight(host: &Host, id: &str) -> u64 {
+    counter(host, id, "in_flight")
+}
+
+fn counter(host: &Host, id: &str, name: &str) -> u64 {
+    host.plugin(id)["calls"][name].as_u64().unwrap_or(0)
+}
+
+/// Every call out to the child makes a bus call back into the host and waits for its answer
+/// while more calls than the child has threads are out: the answers must still be read (a
+/// child whose every thread waits on the host with a `CbReply` unread would hang them all
+/// until their 504).
+#[test]
+fn more_calls_than_child_threads_each_making_a_bus_call_all_finish() {
+    // One worker: the child runs one call at a time, and one more thread reads.
+    let host = Host::start_with(&["--plugin-workers", "1", "--call-timeout-ms", "60000"]);
+    host.install(&fixture("echo"), &lib_name("echo"));
+    host.install(&fixture("slow"), &lib_name("slow"));
+    host.wait_state("echo", "running");
+    host.wait_state("slow", "running");
+    host.in_mode("process", &["echo"]);
+    let pid = host.plugin("echo")["process"]["pid"].as_u64().expect("echo runs in a child");
+    let (calls, errors) = (counter(&host, "echo", "total"), counter(&host, "echo", "errors"));
+
+    const CLIENTS: usize = 8;
+    const ROUNDS: usize = 3;
+    let stop = AtomicBool::new(false);
+    let most_out = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        let (host, stop, most_out) = (&host, &stop, &most_out);
+        s.spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                most_out.fetch_max(in_flight(host, "echo"), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                s.spawn(move || {
+                    for r in 0..ROUNDS {
+                        // A bus call into another plugin (slow, one call at a time: the calls
+                        // pile up in echo's child meanwhile) ...
+                        assert_eq!(
+                            host.post("/api/plugins/echo/relay", "slow sleep 30"),
+                            (200, "slept 30".to_string()),
+                            "client {c}, round {r}"
+                        );
+                        // ... and one into the host's key-value store.
+                        let (status, body) =
+                            host.post("/api/plugins/echo/kv-put", &format!("k{c}-{r} v{c}-{r}"));
+                        assert_eq!(status, 200, "client {c}, round {r}: {body}");
+                        assert_eq!(
+                            host.post("/api/plugins/echo/kv-get", &format!("k{c}-{r}")),
+                            (200, format!("v{c}-{r}"))
+                        );
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    // More calls were out to the child at once than it has threads for calls (one).
+    assert!(most_out.load(Ordering::SeqCst) >= 3, "at most {most_out:?} calls were out at once");
+    let echo = host.plugin("echo");
+    assert_eq!(echo["process"]["pid"], pid, "the child is the same (no crash, no kill): {echo}");
+    assert_eq!(echo["calls"]["errors"], errors, "{echo}");
+    assert_eq!(echo["calls"]["total"], calls + (CLIENTS * ROUNDS * 3) as u64, "{echo}");
+}
+
+/// A call waiting in the child for a thread (behind a running one) whose client leaves is
+/// answered `cancelled` without reaching the plugin.
+#[test]
+fn a_call_queued_in_the_child_is_cancelled_when_its_client_leaves() {
+    let host = Host::start_with(&["--call-timeout-ms", "60000"]);
+    host.install(&fixture("slow"), &lib_name("slow"));
+    host.wait_state("slow", "running");
+    host.in_mode("process", &["slow"]);
+    let (calls, errors) = (counter(&host, "slow", "total"), counter(&host, "slow", "errors"));
+    // slow takes one call at a time (max_concurrency 1): its child has one thread for calls.
+    std::thread::scope(|s| {
+        let running = s.spawn(|| host.post("/api/plugins/slow/sleep", "3000"));
+        host.wait_for("the first call to run", || in_flight(&host, "slow") == 1);
+        let addr = host.base.trim_start_matches("http://").to_string();
+        let mut queued = TcpStream::connect(&addr).expect("connect");
+        let request = format!(
+            "POST /api/plugins/slow/sleep HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer \
+             {ADMIN_KEY}\r\nContent-Length: 5\r\n\r\n60000"
+        );
+        queued.write_all(request.as_bytes()).expect("send the second call");
+        host.wait_for("the second call to wait in the child", || in_flight(&host, "slow") == 2);
+        // Its client leaves.
+        drop(queued);
+        assert_eq!(running.join().unwrap(), (200, "slept 3000".to_string()));
+    });
+    host.wait_for("the second call to end", || in_flight(&host, "slow") == 0);
+    let slow = host.plugin("slow");
+    assert_eq!(slow["calls"]["total"], calls + 2, "{slow}");
+    assert_eq!(slow["calls"]["errors"], errors + 1, "the second call ended cancelled: {slow}");
+    // The plugin never saw it: it says "sleep cancelled" for a call cancelled while it sleeps.
+    assert!(!host.log().contains("sleep cancelled"), "the plugin ran the cancelled call");
+    assert_eq!(host.post("/api/plugins/slow/sleep", "1"), (200, "slept 1".to_string()));
+}
+
+/// In process mode the calls out to a child are bounded by the plugin's queue: its depth plus
+/// its workers (as in the host), then 503 `busy`.
+#[test]
+fn a_full_queue_answers_503_in_process_mode() {
+    let host = Host::start_with(&["--queue-depth", "1", "--call-timeout-ms", "5000"]);
+    host.install(&fixture("slow"), &lib_name("slow"));
+    host.wait_state("slow", "running");
+    host.in_mode("process", &["slow"]);
+    std::thread::scope(|s| {
+        // One call runs (the slow fixture takes one at a time), one waits in the child.
+        let running = s.spawn(|| host.post("/api/plugins/slow/sleep", "1500"));
+        host.wait_for("the first call to run", || in_flight(&host, "slow") == 1);
+        let queued = s.spawn(|| host.post("/api/plugins/slow/sleep", "1"));
+        host.wait_for("the second call to queue", || in_flight(&host, "slow") == 2);
+        let (status, v) = host.post_json("/api/plugins/slow/sleep", "1");
+        assert_eq!(status, 503, "{v}");
+        assert_eq!(v["error"]["code"], "busy");
+        assert_eq!(running.join().unwrap(), (200, "slept 1500".to_string()));
+        assert_eq!(queued.join().unwrap(), (200, "slept 1".to_string()));
+    });
+    assert_eq!(counter(&host, "slow", "rejected"), 1);
+}
