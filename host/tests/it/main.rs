@@ -29,6 +29,7 @@ mod logs;
 mod models;
 mod openapi;
 mod persistence;
+mod postgres;
 mod repoagent_core;
 mod repoagent_map;
 mod repoagent_metrics;

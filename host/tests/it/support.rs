@@ -578,3 +578,13 @@ pub fn start_with_apikeys() -> Host {
     host.wait_state("apikeys", "running");
     host
 }
+
+/// The temporary PostgreSQL of this test binary: one cluster, started on first use, stopped
+/// and deleted when the binary exits (the store's own tests use the same file).
+#[path = "../../src/store/test_pg.rs"]
+pub mod test_pg;
+
+/// A new, empty database on the test binary's PostgreSQL: its URL, for `--database-url`.
+pub fn postgres_database() -> String {
+    test_pg::shared().create_database()
+}
