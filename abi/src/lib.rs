@@ -27,6 +27,7 @@
 
 pub mod ffi;
 pub mod heap;
+pub mod isolation;
 mod sdk;
 
 pub use abi_stable;
@@ -83,8 +84,56 @@ pub mod __private {
 /// assert!(bkg_abi::heap::LIVE_BYTES.live_bytes() >= before + (1 << 20));
 /// drop(kept);
 /// ```
+///
+/// A plugin may suggest where it runs by default: `export_plugin!(MyPlugin, isolation =
+/// process)` (or `isolation = in_process`), alone or after the other options
+/// (`export_plugin!(MyPlugin, heap = untracked, isolation = process)`, `export_plugin!(MyPlugin,
+/// allocator = mimalloc::MiMalloc, isolation = process)`). It exports a small versioned static
+/// ([`isolation::IsolationHint`] under `bkg_isolation_hint_v1`) that the host reads from the
+/// file without running the library's code; the operator's choice always wins. See
+/// [`isolation`].
+///
+/// ```
+/// use bkg_abi::{export_plugin, Context, Error, Host, Manifest, Plugin, Request, Response};
+///
+/// struct Fenced;
+/// impl Plugin for Fenced {
+///     fn manifest() -> Manifest {
+///         Manifest::new("fenced", "Fenced", "1.0.0")
+///     }
+///     fn new(_host: Host) -> Result<Self, Error> {
+///         Ok(Fenced)
+///     }
+///     fn invoke(&self, _: &str, _: Request<'_>, _: &Context<'_>) -> Result<Response, Error> {
+///         Ok(Response::empty())
+///     }
+/// }
+///
+/// export_plugin!(Fenced, heap = untracked, isolation = process);
+/// ```
 #[macro_export]
 macro_rules! export_plugin {
+    (@hint process) => {
+        $crate::export_plugin!(@hint_static $crate::isolation::IsolationHint::PROCESS);
+    };
+    (@hint in_process) => {
+        $crate::export_plugin!(@hint_static $crate::isolation::IsolationHint::IN_PROCESS);
+    };
+    (@hint $other:tt) => {
+        ::core::compile_error!(::core::concat!(
+            "export_plugin!: `isolation = ",
+            ::core::stringify!($other),
+            "` is not a mode: use `isolation = process` or `isolation = in_process`"
+        ));
+    };
+    (@hint_static $mode:expr) => {
+        /// The isolation mode this library suggests, read by the host from the file (a
+        /// versioned symbol beside the root module, like the heap export).
+        #[doc(hidden)]
+        #[unsafe(export_name = "bkg_isolation_hint_v1")]
+        pub static __BKG_ISOLATION_HINT: $crate::isolation::IsolationHint =
+            $crate::isolation::IsolationHint::new($mode);
+    };
     (@module $plugin:ty) => {
         /// The root module, a static in the library (nothing is allocated per load).
         #[doc(hidden)]
@@ -136,6 +185,22 @@ macro_rules! export_plugin {
             $crate::heap::HeapExport::new(&$crate::heap::LIVE_BYTES);
 
         $crate::export_plugin!(@module $plugin);
+    };
+    ($plugin:ty, isolation = $mode:tt) => {
+        $crate::export_plugin!(@hint $mode);
+        $crate::export_plugin!($plugin);
+    };
+    ($plugin:ty, isolation = $mode:tt, $($rest:tt)+) => {
+        $crate::export_plugin!(@hint $mode);
+        $crate::export_plugin!($plugin, $($rest)+);
+    };
+    ($plugin:ty, heap = untracked, isolation = $mode:tt) => {
+        $crate::export_plugin!(@hint $mode);
+        $crate::export_plugin!($plugin, heap = untracked);
+    };
+    ($plugin:ty, allocator = $alloc:path, isolation = $mode:tt) => {
+        $crate::export_plugin!(@hint $mode);
+        $crate::export_plugin!($plugin, allocator = $alloc);
     };
     ($plugin:ty) => {
         $crate::export_plugin!($plugin, allocator = ::std::alloc::System);

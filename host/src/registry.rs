@@ -19,7 +19,10 @@ use crate::exec::{
 use crate::host_api;
 use crate::isolation::child::{self, Conn, RemoteSource, SpawnSpec, Spawned};
 use crate::isolation::supervise::{Decision, Supervisor};
-use crate::isolation::{CrashInfo, IsolationMode, ProcessInfo};
+use crate::isolation::{
+    CrashInfo, EffectiveLimits, IsolationMode, IsolationSetting, IsolationSource, ProcessInfo,
+    ProcessLimits,
+};
 use crate::loader::{self, LoadedLibrary, Residency};
 use crate::logs::{Level, LogHub};
 use crate::store::{DesiredState, Store};
@@ -114,8 +117,17 @@ pub struct PluginView {
     pub residency: Option<Residency>,
     pub history: Vec<HistoryEntry>,
     /// Where the plugin's code runs: the operator's choice (`POST
-    /// /api/core/plugins/{id}/isolation`), persisted, used by every load of the id.
+    /// /api/core/plugins/{id}/isolation`, persisted) if the operator made one, else the mode
+    /// its library suggests (`isolation_suggested`), else `in_process`.
     pub isolation: IsolationMode,
+    /// The mode the serving file's library suggests (`export_plugin!(.., isolation =
+    /// process)`), read from the file without running it; null when it suggests none.
+    pub isolation_suggested: Option<IsolationMode>,
+    /// Where `isolation` comes from: `operator`, `plugin` (its suggestion) or `default`.
+    pub isolation_source: IsolationSource,
+    /// The limits the plugin's child process runs under in process mode (memory, open files,
+    /// processes, call deadline), each the operator's or the host's default.
+    pub isolation_limits: EffectiveLimits,
     /// The child process serving the plugin in `process` mode (pid, restarts, crash loop,
     /// last crash); absent in `in_process` mode.
     pub process: Option<ProcessInfo>,
@@ -179,6 +191,8 @@ pub enum Command {
     SetIsolation {
         id: String,
         mode: IsolationMode,
+        /// New limits for process mode (`None`: keep the stored ones).
+        limits: Option<ProcessLimits>,
         actor: String,
         reply: Reply<PluginView>,
     },
@@ -283,11 +297,17 @@ impl RegistryHandle {
         &self,
         id: &str,
         mode: IsolationMode,
+        limits: Option<ProcessLimits>,
         actor: &str,
     ) -> Result<PluginView, RegistryError> {
         let (reply, rx) = oneshot::channel();
-        let command =
-            Command::SetIsolation { id: id.to_string(), mode, actor: actor.to_string(), reply };
+        let command = Command::SetIsolation {
+            id: id.to_string(),
+            mode,
+            limits,
+            actor: actor.to_string(),
+            reply,
+        };
         if !self.send(command) {
             return Err(RegistryError::Gone);
         }
@@ -394,9 +414,11 @@ struct Slot {
     loaded_at_ms: Option<u64>,
     /// Call counters of this id, carried across generations.
     stats: Arc<CallStats>,
-    /// Where the id's code runs: read from the store when the slot is made, changed by
-    /// `on_set_isolation`.
-    isolation: IsolationMode,
+    /// The operator's isolation mode (if any) and limits: read from the store when the slot
+    /// is made, changed by `on_set_isolation`.
+    isolation: IsolationSetting,
+    /// The mode the serving generation's library suggests.
+    suggested: Option<IsolationMode>,
     /// Restart backoff and the crash loop rule of its children (process mode).
     supervisor: Supervisor,
     /// The last crash of one of its children.
@@ -501,11 +523,23 @@ pub fn spawn(
     Ok((handle, thread))
 }
 
-/// The stored isolation mode of an id; `in_process` (logged) when the store cannot say.
-fn stored_isolation(store: &Store, id: &str) -> IsolationMode {
+/// The operator's stored isolation setting of an id; none (logged) when the store cannot say.
+fn stored_isolation(store: &Store, id: &str) -> IsolationSetting {
     store.isolation(id).unwrap_or_else(|e| {
-        tracing::warn!(plugin = id, "cannot read the isolation mode, using in_process: {e}");
-        IsolationMode::InProcess
+        tracing::warn!(plugin = id, "cannot read the isolation mode, using the default: {e}");
+        IsolationSetting::default()
+    })
+}
+
+/// The isolation mode a staged library suggests, read from the file without running it
+/// (`isolation::hint`); a malformed suggestion is none, with a warning naming what is wrong.
+fn suggested_mode(staged: &loader::Staged) -> Option<IsolationMode> {
+    crate::isolation::hint::read_hint(&staged.shadow).unwrap_or_else(|e| {
+        tracing::warn!(
+            file = %staged.source.display(),
+            "ignoring the library's isolation suggestion (bkg_isolation_hint_v1): {e}"
+        );
+        None
     })
 }
 
@@ -547,8 +581,8 @@ impl Registry {
                     let result = self.on_configure(&id, config, &actor);
                     let _ = reply.send(result);
                 }
-                Command::SetIsolation { id, mode, actor, reply } => {
-                    let result = self.on_set_isolation(&id, mode, &actor);
+                Command::SetIsolation { id, mode, limits, actor, reply } => {
+                    let result = self.on_set_isolation(&id, mode, limits, &actor);
                     let _ = reply.send(result);
                 }
                 Command::ChildExited { id, generation, crash } => {
@@ -655,16 +689,38 @@ impl Registry {
         // The id of a new file is known only once its manifest is read: its mode is guessed
         // from what the registry knows of the file (its record, else its name), and `load`
         // loads it again the other way when the manifest's id says otherwise.
-        let mode = self.mode_of(&fallback_id);
-        self.open_and_load(path, modified, staged, prior_id, &fallback_id, mode, true);
+        self.open_and_load(path, modified, staged, prior_id, &fallback_id, None, true);
     }
 
-    /// Where `id`'s code runs (the store's answer for an id without a slot).
-    fn mode_of(&self, id: &str) -> IsolationMode {
+    /// The operator's isolation setting of `id` (the store's answer for an id without a slot).
+    fn setting_of(&self, id: &str) -> IsolationSetting {
         self.slots.get(id).map(|s| s.isolation).unwrap_or_else(|| stored_isolation(&self.store, id))
     }
 
-    /// Open a staged file in `mode` (dlopen here, or a child process on it) and load it.
+    /// Where `id`'s code runs when loaded from a file that suggests `suggested`.
+    fn mode_of(&self, id: &str, suggested: Option<IsolationMode>) -> IsolationMode {
+        self.setting_of(id).effective(suggested).0
+    }
+
+    /// The host's own limits for children (`--process-max-*`, `--call-timeout-ms`).
+    fn host_limits(&self) -> ProcessLimits {
+        let r = self.settings.process_limits;
+        ProcessLimits {
+            memory_mb: r.address_space.map(|bytes| bytes >> 20),
+            open_files: r.open_files,
+            processes: r.processes,
+            call_deadline_ms: Some(self.settings.limits.call_timeout.as_millis() as u64),
+        }
+    }
+
+    /// The limits `id`'s child runs under: the operator's over the host's.
+    fn limits_of(&self, id: &str) -> EffectiveLimits {
+        EffectiveLimits::merge(&self.setting_of(id).limits, &self.host_limits())
+    }
+
+    /// Open a staged file (dlopen here, or a child process on it) and load it: in `mode`, or
+    /// when none is given, in the mode of `fallback_id` (the operator's, else the file's
+    /// suggestion, else in the host).
     #[allow(clippy::too_many_arguments)]
     fn open_and_load(
         &mut self,
@@ -673,9 +729,11 @@ impl Registry {
         staged: loader::Staged,
         prior_id: Option<String>,
         fallback_id: &str,
-        mode: IsolationMode,
+        mode: Option<IsolationMode>,
         may_switch_mode: bool,
     ) {
+        let suggested = suggested_mode(&staged);
+        let mode = mode.unwrap_or_else(|| self.mode_of(fallback_id, suggested));
         let opened = match mode {
             IsolationMode::InProcess => match LoadedLibrary::open_staged(staged) {
                 Ok(lib) => Opened::Library(lib),
@@ -697,7 +755,7 @@ impl Registry {
                 }
             },
         };
-        self.load(path, modified, opened, prior_id, fallback_id, may_switch_mode);
+        self.load(path, modified, opened, prior_id, fallback_id, suggested, may_switch_mode);
     }
 
     /// Start `bkg plugin-runner` on a staged copy; its stderr goes to the plugin's log.
@@ -714,7 +772,7 @@ impl Registry {
             plugin_dir: self.settings.plugin_data_dir.clone(),
             models_dir: self.settings.models_dir.clone(),
             handshake_timeout: self.settings.control_timeout,
-            rlimits: self.settings.process_limits,
+            rlimits: self.limits_of(id_guess).rlimits(),
         };
         let label: Arc<std::sync::OnceLock<String>> = Arc::default();
         let (logs, guess, named) = (self.logs.clone(), id_guess.to_string(), label.clone());
@@ -764,6 +822,7 @@ impl Registry {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn load(
         &mut self,
         path: &Path,
@@ -771,11 +830,13 @@ impl Registry {
         opened: Opened,
         prior_id: Option<String>,
         fallback_id: &str,
+        suggested: Option<IsolationMode>,
         may_switch_mode: bool,
     ) {
         let mut chosen: Option<(String, u64)> = None;
         let mut standby: Option<String> = None;
-        let mut other_mode: Option<IsolationMode> = None;
+        // The mode (and id) to load the file again with, when the manifest's id says so.
+        let mut other_mode: Option<(IsolationMode, String)> = None;
         let limits = self.settings.limits.clone();
         let thread_prefix = format!("bkg-p{}", self.seq);
         let (source, heap, library, mode): (Box<dyn PluginSource>, Arc<dyn HeapRead>, Code, _) =
@@ -804,6 +865,14 @@ impl Registry {
                     (Box::new(source), conn, code, IsolationMode::Process)
                 }
             };
+        // In process mode a call past the plugin's call deadline is answered 504 and
+        // cancelled; the child running it the cancel grace later is killed (`RemotePlugin`).
+        let mut limits = limits;
+        if mode == IsolationMode::Process {
+            if let Some(ms) = self.limits_of(fallback_id).call_deadline_ms.value {
+                limits.call_timeout = Duration::from_millis(ms);
+            }
+        }
         let booted = Instance::boot(source, heap, &limits, &thread_prefix, |m| {
             self.check_manifest(m)?;
             // Another file in the folder provides this id and is newer: it keeps serving,
@@ -813,10 +882,14 @@ impl Registry {
                 standby = Some(m.id.clone());
                 return Err(format!("a newer file provides '{}'", m.id));
             }
-            // The mode was guessed before the id was known: the id's own may differ.
-            let wanted = self.mode_of(&m.id);
-            if wanted != mode {
-                other_mode = Some(wanted);
+            // The mode was guessed before the id was known: the id's own may differ (and in
+            // process mode the child's limits are the id's own).
+            let wanted = self.mode_of(&m.id, suggested);
+            let other_limits = wanted == IsolationMode::Process
+                && m.id != fallback_id
+                && self.limits_of(&m.id) != self.limits_of(fallback_id);
+            if wanted != mode || other_limits {
+                other_mode = Some((wanted, m.id.clone()));
                 return Err(format!("plugin '{}' runs {}", m.id, wanted.as_str()));
             }
             let generation = self.slots.get(&m.id).map_or(0, |s| s.last_generation) + 1;
@@ -846,7 +919,7 @@ impl Registry {
             // The id runs in the other mode: load the file again that way (once).
             Err(e) if other_mode.is_some() => {
                 library.discard(false);
-                let wanted = other_mode.unwrap_or_default();
+                let (wanted, id) = other_mode.unwrap_or_default();
                 if !may_switch_mode {
                     self.file_failed(path, fallback_id);
                     return self.fail(fallback_id, Some(path), format!("load failed: {e}"));
@@ -865,8 +938,8 @@ impl Registry {
                     modified,
                     staged,
                     prior_id,
-                    fallback_id,
-                    wanted,
+                    &id,
+                    Some(wanted),
                     false,
                 );
             }
@@ -951,6 +1024,7 @@ impl Registry {
             .insert(path.to_path_buf(), FileRecord { id: id.clone(), provides: Some(provides) });
         let slot = self.slot(&id);
         slot.manifest = Some(instance.manifest.clone());
+        slot.suggested = suggested;
         slot.stats = instance.stats().clone();
         slot.last_generation = generation;
         slot.loaded_at_ms = Some(entry.loaded_at_ms);
@@ -1468,6 +1542,7 @@ impl Registry {
 
     fn publish(&self) {
         let mut views = BTreeMap::new();
+        let host_limits = self.host_limits();
         for (id, slot) in &self.slots {
             let m = slot.manifest.as_deref();
             let current = slot.current.as_ref();
@@ -1528,8 +1603,11 @@ impl Registry {
                         None
                     },
                     history: slot.history.clone(),
-                    isolation: slot.isolation,
-                    process: (slot.isolation == IsolationMode::Process
+                    isolation: slot.isolation.effective(slot.suggested).0,
+                    isolation_suggested: slot.suggested,
+                    isolation_source: slot.isolation.effective(slot.suggested).1,
+                    isolation_limits: EffectiveLimits::merge(&slot.isolation.limits, &host_limits),
+                    process: (slot.isolation.effective(slot.suggested).0 == IsolationMode::Process
                         || current.is_some_and(|g| g.library.child().is_some()))
                     .then(|| ProcessInfo {
                         pid: current
@@ -1546,40 +1624,49 @@ impl Registry {
         *self.views.write().unwrap_or_else(|p| p.into_inner()) = views;
     }
 
-    /// The operator chose where `id`'s code runs. The mode is stored first; when it changed
-    /// and a generation is loaded, the serving file is loaded again in the new mode (a swap:
-    /// no failed request). If that fails the old mode is stored again (the old generation
-    /// keeps serving) and the error is answered. A plugin that is not loaded only keeps the
-    /// mode for its next load.
+    /// The operator chose where `id`'s code runs (and, given, its limits in process mode).
+    /// The choice is stored first (it wins over the library's suggestion from now on); when
+    /// the effective mode changed, or the limits of a plugin in process mode did, and a
+    /// generation is loaded, the serving file is loaded again that way (a swap: no failed
+    /// request). If that fails the old setting is stored again (the old generation keeps
+    /// serving) and the error is answered. A plugin that is not loaded only keeps the setting
+    /// for its next load.
     fn on_set_isolation(
         &mut self,
         id: &str,
         mode: IsolationMode,
+        limits: Option<ProcessLimits>,
         actor: &str,
     ) -> Result<PluginView, RegistryError> {
         let slot = self.slots.get(id).ok_or_else(|| RegistryError::NotLoaded(id.to_string()))?;
-        let from = slot.isolation;
+        let before = slot.isolation;
+        let (from, _) = before.effective(slot.suggested);
+        let after = IsolationSetting { mode: Some(mode), limits: limits.unwrap_or(before.limits) };
         let loaded = slot.current.is_some();
-        if from == mode {
+        if after == before {
             return self.view_of(id).ok_or_else(|| RegistryError::NotLoaded(id.to_string()));
         }
-        self.store.set_isolation(id, mode).map_err(|e| {
+        self.store.set_isolation(id, &after).map_err(|e| {
             RegistryError::Failed(format!("the isolation mode of '{id}' was not stored: {e}"))
         })?;
-        self.slot(id).isolation = mode;
-        let details = serde_json::json!({ "from": from.as_str(), "to": mode.as_str() });
-        if loaded {
+        self.slot(id).isolation = after;
+        let mut details = serde_json::json!({ "from": from.as_str(), "to": mode.as_str() });
+        if after.limits != before.limits {
+            details["limits"] = serde_json::json!(after.limits);
+        }
+        let reload =
+            from != mode || (mode == IsolationMode::Process && after.limits != before.limits);
+        if loaded && reload {
             if let Err(e) = self.reload_serving(id, "isolation") {
-                if let Err(e) = self.store.set_isolation(id, from) {
+                if let Err(e) = self.store.set_isolation(id, &before) {
                     tracing::warn!(plugin = id, "cannot store the isolation mode again: {e}");
                 }
-                self.slot(id).isolation = from;
+                self.slot(id).isolation = before;
                 let message = format!(
                     "plugin '{id}' was not switched to {}: {e}; it still runs {}",
                     mode.as_str(),
                     from.as_str()
                 );
-                let mut details = details;
                 details["error"] = message.clone().into();
                 self.event(id, "isolation_failed", actor, details);
                 self.publish();
@@ -1587,7 +1674,10 @@ impl Registry {
             }
         }
         tracing::info!(plugin = id, from = from.as_str(), to = mode.as_str(), "isolation mode set");
-        self.event(id, "isolation", actor, details);
+        // Only the source changed (the operator confirmed the mode it ran in): no event.
+        if from != mode || after.limits != before.limits {
+            self.event(id, "isolation", actor, details);
+        }
         self.publish();
         self.view_of(id).ok_or_else(|| RegistryError::NotLoaded(id.to_string()))
     }
@@ -1615,9 +1705,8 @@ impl Registry {
                 RegistryError::Failed(format!("cannot read the serving file again: {e}"))
             })?,
         };
-        let mode = self.mode_of(id);
         let prior_id = record.as_ref().map(|r| r.id.clone());
-        self.open_and_load(&path, modified_of(&path), staged, prior_id, id, mode, false);
+        self.open_and_load(&path, modified_of(&path), staged, prior_id, id, None, false);
         let now =
             self.slots.get(id).and_then(|s| s.current.as_ref()).map(|g| g.instance.generation);
         if now.is_some_and(|g| g != before) {

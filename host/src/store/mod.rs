@@ -23,7 +23,7 @@ use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use serde::Serialize;
 
-use crate::isolation::IsolationMode;
+use crate::isolation::{IsolationMode, IsolationSetting, ProcessLimits};
 use schema::{config_history, events, host_settings, kv, models, plugins};
 
 /// One database connection, of either backend.
@@ -400,27 +400,68 @@ impl Store {
         Ok(())
     }
 
-    /// Where the plugin id's code runs (the operator's choice; `in_process` for an id never
-    /// set). A stored value this build does not know is an error rather than a silent default.
-    pub fn isolation(&self, id: &str) -> StoreResult<IsolationMode> {
-        let stored: Option<String> = on_conn!(&mut *self.conn(), c => plugins::table
+    /// What the operator chose about where the plugin id's code runs: the mode (`None` for an
+    /// id the operator never set: its library's suggestion applies, else `in_process`) and the
+    /// limits of its child process. A stored value this build does not know is an error rather
+    /// than a silent default.
+    pub fn isolation(&self, id: &str) -> StoreResult<IsolationSetting> {
+        type Row = (String, bool, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+        let stored: Option<Row> = on_conn!(&mut *self.conn(), c => plugins::table
             .find(id)
-            .select(plugins::isolation)
+            .select((
+                plugins::isolation,
+                plugins::isolation_by_operator,
+                plugins::limit_memory_mb,
+                plugins::limit_open_files,
+                plugins::limit_processes,
+                plugins::limit_call_deadline_ms,
+            ))
             .first(c)
             .optional())?;
-        match stored {
-            None => Ok(IsolationMode::default()),
-            Some(text) => IsolationMode::parse(&text)
-                .ok_or(StoreError::Invalid { what: "isolation mode", value: text }),
-        }
+        let Some((mode, by_operator, memory_mb, open_files, processes, deadline)) = stored else {
+            return Ok(IsolationSetting::default());
+        };
+        let limit = |what: &'static str, v: Option<i64>| -> StoreResult<Option<u64>> {
+            v.map(|v| {
+                u64::try_from(v).map_err(|_| StoreError::Invalid { what, value: v.to_string() })
+            })
+            .transpose()
+        };
+        let mode = match by_operator {
+            false => None,
+            true => Some(
+                IsolationMode::parse(&mode)
+                    .ok_or(StoreError::Invalid { what: "isolation mode", value: mode })?,
+            ),
+        };
+        Ok(IsolationSetting {
+            mode,
+            limits: ProcessLimits {
+                memory_mb: limit("memory limit", memory_mb)?,
+                open_files: limit("open files limit", open_files)?,
+                processes: limit("processes limit", processes)?,
+                call_deadline_ms: limit("call deadline", deadline)?,
+            },
+        })
     }
 
-    /// Store where the plugin id's code runs (creating its record like the desired state).
-    pub fn set_isolation(&self, id: &str, mode: IsolationMode) -> StoreResult<()> {
+    /// Store what the operator chose about where the plugin id's code runs (creating its
+    /// record like the desired state). `mode: None` forgets the operator's mode.
+    pub fn set_isolation(&self, id: &str, setting: &IsolationSetting) -> StoreResult<()> {
+        let db = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        let limits = &setting.limits;
         on_conn!(&mut *self.conn(), c => c.transaction(|c| {
             ensure_plugin!(c, id)?;
             diesel::update(plugins::table.find(id))
-                .set((plugins::isolation.eq(mode.as_str()), plugins::updated_at_ms.eq(now_ms())))
+                .set((
+                    plugins::isolation.eq(setting.mode.unwrap_or_default().as_str()),
+                    plugins::isolation_by_operator.eq(setting.mode.is_some()),
+                    plugins::limit_memory_mb.eq(db(limits.memory_mb)),
+                    plugins::limit_open_files.eq(db(limits.open_files)),
+                    plugins::limit_processes.eq(db(limits.processes)),
+                    plugins::limit_call_deadline_ms.eq(db(limits.call_deadline_ms)),
+                    plugins::updated_at_ms.eq(now_ms()),
+                ))
                 .execute(c)
         }))?;
         Ok(())
@@ -711,6 +752,7 @@ mod tests {
     on_both_backends!(
         desired_state_and_config_survive_reopening,
         isolation_defaults_to_in_process_and_survives_reopening,
+        isolation_limits_survive_reopening,
         isolation_column_refuses_unknown_modes,
         isolation_migration_reverts,
         events_filter_and_order,
@@ -741,55 +783,86 @@ mod tests {
         assert!(s.plugin("ghost").unwrap().is_none());
     }
 
+    fn operator(mode: IsolationMode) -> IsolationSetting {
+        IsolationSetting { mode: Some(mode), limits: ProcessLimits::default() }
+    }
+
     fn isolation_defaults_to_in_process_and_survives_reopening(db: Db) {
         {
             let s = db.open();
-            assert_eq!(s.isolation("echo").unwrap(), IsolationMode::InProcess);
+            assert_eq!(s.isolation("echo").unwrap(), IsolationSetting::default());
             s.set_desired_state("echo", DesiredState::Stopped).unwrap();
-            assert_eq!(s.isolation("echo").unwrap(), IsolationMode::InProcess);
-            s.set_isolation("echo", IsolationMode::Process).unwrap();
+            // A record without the operator's choice: no mode (the file's suggestion applies).
+            assert_eq!(s.isolation("echo").unwrap().mode, None);
+            s.set_isolation("echo", &operator(IsolationMode::Process)).unwrap();
             // A plugin id with no record yet gets one, like the desired state.
-            s.set_isolation("fresh", IsolationMode::Process).unwrap();
+            s.set_isolation("fresh", &operator(IsolationMode::Process)).unwrap();
         }
         let s = db.open();
-        assert_eq!(s.isolation("echo").unwrap(), IsolationMode::Process);
-        assert_eq!(s.isolation("fresh").unwrap(), IsolationMode::Process);
-        assert_eq!(s.isolation("ghost").unwrap(), IsolationMode::InProcess);
+        assert_eq!(s.isolation("echo").unwrap(), operator(IsolationMode::Process));
+        assert_eq!(s.isolation("fresh").unwrap(), operator(IsolationMode::Process));
+        assert_eq!(s.isolation("ghost").unwrap(), IsolationSetting::default());
         // The rest of the record is untouched by the mode.
         assert_eq!(s.plugin("echo").unwrap().unwrap().desired_state, DesiredState::Stopped);
-        s.set_isolation("echo", IsolationMode::InProcess).unwrap();
-        assert_eq!(s.isolation("echo").unwrap(), IsolationMode::InProcess);
+        // The operator's in_process is a choice too (it wins over a library's suggestion).
+        s.set_isolation("echo", &operator(IsolationMode::InProcess)).unwrap();
+        assert_eq!(s.isolation("echo").unwrap().mode, Some(IsolationMode::InProcess));
+        s.set_isolation("echo", &IsolationSetting::default()).unwrap();
+        assert_eq!(s.isolation("echo").unwrap().mode, None);
+    }
+
+    fn isolation_limits_survive_reopening(db: Db) {
+        let limits = ProcessLimits {
+            memory_mb: Some(512),
+            open_files: None,
+            processes: Some(64),
+            call_deadline_ms: Some(30_000),
+        };
+        {
+            let s = db.open();
+            let setting = IsolationSetting { mode: Some(IsolationMode::Process), limits };
+            s.set_isolation("echo", &setting).unwrap();
+        }
+        let s = db.open();
+        assert_eq!(s.isolation("echo").unwrap().limits, limits);
+        let cleared = IsolationSetting { mode: Some(IsolationMode::Process), ..Default::default() };
+        s.set_isolation("echo", &cleared).unwrap();
+        assert_eq!(s.isolation("echo").unwrap(), cleared);
     }
 
     fn isolation_column_refuses_unknown_modes(db: Db) {
         let s = db.open();
-        s.set_isolation("echo", IsolationMode::Process).unwrap();
+        s.set_isolation("echo", &operator(IsolationMode::Process)).unwrap();
         let refused = on_conn!(&mut *s.conn(), c => diesel::update(plugins::table.find("echo"))
             .set(plugins::isolation.eq("sandbox"))
             .execute(c));
         assert!(refused.is_err(), "the CHECK constraint let 'sandbox' in");
-        assert_eq!(s.isolation("echo").unwrap(), IsolationMode::Process);
+        assert_eq!(s.isolation("echo").unwrap().mode, Some(IsolationMode::Process));
     }
 
+    /// Reverting 000005 forgets who chose; applying it again counts a stored `process` as the
+    /// operator's (before it only an operator could store it) and `in_process` as the default.
     fn isolation_migration_reverts(db: Db) {
         let s = db.open();
-        s.set_isolation("echo", IsolationMode::Process).unwrap();
+        s.set_isolation("echo", &operator(IsolationMode::Process)).unwrap();
+        s.set_isolation("other", &operator(IsolationMode::InProcess)).unwrap();
         let mut conn = s.conn();
         let (reverted, column_gone) = match &mut *conn {
             Conn::Sqlite(c) => (
                 c.revert_last_migration(SQLITE_MIGRATIONS).unwrap(),
-                plugins::table.select(plugins::isolation).load::<String>(c).is_err(),
+                plugins::table.select(plugins::isolation_by_operator).load::<bool>(c).is_err(),
             ),
             Conn::Pg(c) => (
                 c.revert_last_migration(PG_MIGRATIONS).unwrap(),
-                plugins::table.select(plugins::isolation).load::<String>(c).is_err(),
+                plugins::table.select(plugins::isolation_by_operator).load::<bool>(c).is_err(),
             ),
         };
-        assert_eq!(reverted.to_string(), "20261130000004");
+        assert_eq!(reverted.to_string(), "20261130000005");
         assert!(column_gone);
         Store::migrate(&mut conn).unwrap();
         drop(conn);
-        assert_eq!(s.isolation("echo").unwrap(), IsolationMode::InProcess);
+        assert_eq!(s.isolation("echo").unwrap(), operator(IsolationMode::Process));
+        assert_eq!(s.isolation("other").unwrap(), IsolationSetting::default());
     }
 
     fn events_filter_and_order(db: Db) {
@@ -961,7 +1034,7 @@ mod tests {
         assert_eq!(echo.config_version, 1);
         assert_eq!(echo.last_sha256.as_deref(), Some("abc123"));
         // Stored before 000005: a `process` counts as the operator's choice.
-        assert_eq!(s.isolation("echo").unwrap(), IsolationMode::Process);
+        assert_eq!(s.isolation("echo").unwrap().mode, Some(IsolationMode::Process));
         let history = s.config_history("echo", 10).unwrap();
         assert_eq!(history.len(), 1);
         assert_eq!((history[0].0.actor.as_str(), history[0].0.version), ("admin", 1));

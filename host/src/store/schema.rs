@@ -11,6 +11,11 @@ diesel::table! {
         last_version -> Nullable<Text>,
         updated_at_ms -> BigInt,
         isolation -> Text,
+        isolation_by_operator -> Bool,
+        limit_memory_mb -> Nullable<BigInt>,
+        limit_open_files -> Nullable<BigInt>,
+        limit_processes -> Nullable<BigInt>,
+        limit_call_deadline_ms -> Nullable<BigInt>,
     }
 }
 

@@ -21,6 +21,7 @@ mod isolation;
 mod isolation_api;
 mod isolation_calls;
 mod isolation_core;
+mod isolation_hint;
 mod lifecycle;
 mod limits;
 mod llm;

@@ -588,3 +588,23 @@ pub mod test_pg;
 pub fn postgres_database() -> String {
     test_pg::shared().create_database()
 }
+
+/// The built fixture whose library suggests process mode (`host/tests/fixtures/hinted`:
+/// `export_plugin!(Hinted, heap = untracked, isolation = process)`), built once per test run.
+pub fn hinted_fixture() -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        fixture_dir();
+        let out = Command::new(env!("CARGO"))
+            .current_dir(workspace_root())
+            .args(["build", "--quiet", "-p", "fixture-hinted"])
+            .output()
+            .expect("run cargo build for the hinted fixture");
+        assert!(
+            out.status.success(),
+            "building the hinted fixture failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    fixture("hinted")
+}
