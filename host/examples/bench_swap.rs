@@ -7,17 +7,27 @@
 //!
 //! ```text
 //! cargo build --release -p bkg-host --bin bkg --examples -p fixture-echo -p fixture-echo-v2
-//! target/release/examples/bench_swap [--swaps 100] [--body-bytes 64] [--isolation process]
+//! target/release/examples/bench_swap [--swaps 100] [--body-bytes 64] [--isolation process] [--breakdown true]
 //! ```
 //!
 //! `--isolation process` runs echo in a child process (issue 15): each swap then starts a new
 //! child, switches routing, drains and ends the old one.
+//!
+//! `--breakdown true` also runs the host with debug logs for the watcher, registry and
+//! loader and prints where each swap's time went, per step (p50, p90, p99, max over the
+//! swaps): from the rename to the watcher's hand-over (inotify's delivery included), from
+//! there to the registry taking it up, the registry's steps (`load steps`: stage = the
+//! shadow copy, open = reading the isolation hint + preflight + dlopen + abi_stable's checks,
+//! manifest, decide, construct, read_record, configure, start, switch; after the switch:
+//! hash, record_loaded, event, retire), the loader's split of `open`, and from the switch to
+//! the first answer the benchmark saw. Log lines and the benchmark's clock are matched by
+//! wall-clock time.
 
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::{fixture, lib_name, poll_until, quantile, Flags, Host};
 
@@ -49,10 +59,19 @@ fn version_of(body: &str) -> Option<String> {
 }
 
 fn main() {
-    let flags = Flags::parse(&["swaps", "body-bytes", "isolation"]);
+    let flags = Flags::parse(&["swaps", "body-bytes", "isolation", "breakdown"]);
     let swaps: usize = flags.get("swaps", 100);
     let body_bytes: usize = flags.get("body-bytes", 64);
     let isolation: String = flags.get("isolation", "in_process".to_string());
+    let breakdown: bool = flags.get("breakdown", false);
+    if breakdown && std::env::var_os("BKG_BENCH_LOG").is_none() {
+        // Read by `Host::start`. Only these three modules: a debug line per request would
+        // slow the host down.
+        std::env::set_var(
+            "BKG_BENCH_LOG",
+            "info,bkg_host::watcher=debug,bkg_host::registry=debug,bkg_host::loader=debug",
+        );
+    }
 
     let versions = [(fixture("echo"), "1.0.0"), (fixture("echo-v2"), "2.0.0")];
     let name = lib_name("echo");
@@ -95,6 +114,8 @@ fn main() {
     };
 
     let mut latencies_ms = Vec::with_capacity(swaps);
+    // Wall-clock times of each swap's rename and first answer, to place the host's log lines.
+    let mut walls: Vec<(SystemTime, SystemTime)> = Vec::with_capacity(swaps);
     let mut poll_failures = 0u64;
     let mut residency: std::collections::BTreeMap<String, u64> = Default::default();
     let started = Instant::now();
@@ -105,7 +126,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis((i as u64 * 7) % 20));
         let staged = host.stage(source, &name);
 
-        let t0 = Instant::now();
+        let (t0, renamed_at) = (Instant::now(), SystemTime::now());
         host.commit(&staged, &name);
         let seen = poll_until(Duration::from_secs(20), Duration::ZERO, || {
             match host.post("/api/plugins/echo/version", "") {
@@ -119,6 +140,7 @@ fn main() {
         let elapsed = t0.elapsed();
         host.check(seen, &format!("swap {} to answer version {version}", i + 1));
         latencies_ms.push(elapsed.as_secs_f64() * 1e3);
+        walls.push((renamed_at, renamed_at + elapsed));
 
         // Let the old generation finish retiring before the next swap, and note whether
         // its library left the process.
@@ -168,6 +190,10 @@ fn main() {
         println!("bench_swap:   failure: {f}");
     }
     println!("bench_swap: retired generations by residency: {residency:?}");
+    if breakdown {
+        let log = std::fs::read_to_string(&host.log).unwrap_or_default();
+        print_breakdown(&log, &walls);
+    }
     let target =
         if isolation == "process" { TARGET_P99_MS_PROCESS } else { TARGET_P99_MS_IN_PROCESS };
     println!(
@@ -175,4 +201,97 @@ fn main() {
         if p99 < target { "met" } else { "NOT met" },
         if failed == 0 { "met" } else { "NOT met" }
     );
+}
+
+/// Seconds since midnight (UTC) of a log line's RFC 3339 timestamp (`2026-11-30T07:23:00.123456Z
+/// ...`): enough to place lines of a run that does not cross midnight.
+fn log_time(line: &str) -> Option<f64> {
+    let stamp = line.split_whitespace().next()?;
+    let time = stamp.split_once('T')?.1.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let (h, m, s): (f64, f64, f64) =
+        (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+fn day_seconds(t: SystemTime) -> f64 {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    (since.as_secs() % 86_400) as f64 + f64::from(since.subsec_nanos()) * 1e-9
+}
+
+/// `name=value` pairs of a log line's fields, with the value up to the next space.
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let at = line.find(&format!(" {name}="))? + name.len() + 2;
+    line[at..].split_whitespace().next()
+}
+
+/// Print where the swaps' time went from the host's debug log (see `--breakdown`). The
+/// swaps are the last `walls.len()` files handed over and loaded.
+fn print_breakdown(log: &str, walls: &[(SystemTime, SystemTime)]) {
+    let n = walls.len();
+    let last_n = |what: &str| -> Vec<&str> {
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(what)).collect();
+        lines[lines.len().saturating_sub(n)..].to_vec()
+    };
+    let (handed, loads, opens) =
+        (last_n("renamed in: handed over"), last_n("load steps"), last_n("library opened"));
+    if handed.len() != n || loads.len() != n {
+        println!(
+            "bench_swap: breakdown: {} hand-overs and {} load lines in the host log for {n} swaps; none printed",
+            handed.len(),
+            loads.len()
+        );
+        return;
+    }
+    // Step name -> microseconds per swap, in the order first seen.
+    let mut steps: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut push = |name: &str, us: f64| match steps.iter_mut().find(|(s, _)| s == name) {
+        Some((_, v)) => v.push(us),
+        None => steps.push((name.to_string(), vec![us])),
+    };
+    for i in 0..n {
+        let (renamed, answered) = (day_seconds(walls[i].0), day_seconds(walls[i].1));
+        let handed_at = log_time(handed[i]).unwrap_or(f64::NAN);
+        let reported_at = log_time(loads[i]).unwrap_or(f64::NAN);
+        let total_us: f64 = field(loads[i], "total_us").and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let begun = reported_at - total_us * 1e-6;
+        push("rename -> watcher hand-over", (handed_at - renamed) * 1e6);
+        push("hand-over -> registry picks it up", (begun - handed_at) * 1e6);
+        let text = loads[i].split(" steps=").nth(1).unwrap_or("");
+        let mut until_switch = 0.0;
+        let mut after = false;
+        for pair in text.split_whitespace() {
+            let Some((name, us)) = pair.split_once('=') else { continue };
+            let us: f64 = us.parse().unwrap_or(f64::NAN);
+            if !after {
+                until_switch += us;
+            }
+            push(&format!("{}{name}", if after { "  (after) " } else { "  " }), us);
+            if name == "switch" {
+                after = true;
+                push(
+                    "switch -> first answer seen",
+                    (answered - (begun + until_switch * 1e-6)) * 1e6,
+                );
+            }
+        }
+        if opens.len() == n {
+            for name in ["preflight_us", "dlopen_us", "root_module_us", "heap_symbol_us"] {
+                let us = field(opens[i], name).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+                push(&format!("    open: {}", name.trim_end_matches("_us")), us);
+            }
+        }
+        push("rename -> first answer (total)", (answered - renamed) * 1e6);
+    }
+    println!("bench_swap: breakdown over {n} swaps (microseconds; p50 / p90 / p99 / max):");
+    for (name, mut v) in steps {
+        v.sort_by(f64::total_cmp);
+        println!(
+            "bench_swap:   {name:<38} {:>8.0} {:>8.0} {:>8.0} {:>8.0}",
+            quantile(&v, 0.5),
+            quantile(&v, 0.9),
+            quantile(&v, 0.99),
+            v.last().copied().unwrap_or(f64::NAN)
+        );
+    }
 }

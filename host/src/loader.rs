@@ -1,8 +1,8 @@
 //! The loader: the only module that opens and closes shared libraries, and the only one
 //! with `unsafe` code.
 //!
-//! Every candidate file is copied to a unique shadow path (content hash and a sequence number
-//! in the name) and opened from there, so that a file being replaced in the plugins folder can
+//! Every candidate file is copied to a unique shadow path (a sequence number in the name) and
+//! opened from there, so that a file being replaced in the plugins folder can
 //! never change code that is already mapped, and each version gets its own `dlopen` handle.
 //! Opening goes through abi_stable's lower-level path (`RawLibrary`, then
 //! `lib_header_from_raw_library`, then `init_root_module`), which keeps every check but,
@@ -85,15 +85,38 @@ pub struct LoadedLibrary {
     heap: Arc<HeapGauge>,
     pub source: PathBuf,
     pub shadow: PathBuf,
-    pub sha256: String,
+    /// The copy's SHA-256, when it was hashed before opening (see [`Staged::sha256`]).
+    pub sha256: Option<String>,
     pub size: u64,
     library: RawLibrary,
 }
 
 /// The full sha256 of a file, hex.
 pub fn hash_bytes(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The full sha256 of a file's contents, hex, read through a 256 KiB buffer (a plugin of tens
+/// of MiB never sits in memory whole).
+pub fn hash_file(path: &Path) -> Result<String, LoadError> {
+    use std::io::Read;
+    let read_err = |e: std::io::Error| LoadError::Read { path: path.into(), source: e };
+    let mut file = fs::File::open(path).map_err(read_err)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_err(e)),
+        }
+    }
+    Ok(hex(&hasher.finalize()))
 }
 
 /// Check from its headers that a file is a complete shared library of this platform (what
@@ -185,11 +208,54 @@ fn check_elf_complete(file: &mut fs::File, head: &[u8], len: u64) -> Result<(), 
     Ok(())
 }
 
-/// A candidate copied into the shadow folder, hashed on the way, not yet opened.
+/// [`hash_file`] on a thread of its own at a low CPU priority (nice 10, on Linux), waited for.
+/// The registry hashes a swapped-in copy right after the switch, while the new generation
+/// answers its first calls: at the normal priority the hash (about 0.5 ms per MiB) took the CPU
+/// from those calls on a busy machine. It still runs when nothing else wants the CPU, and gets
+/// about a tenth of a CPU against busy threads of the normal priority.
+pub fn hash_file_in_background(path: &Path) -> Result<String, LoadError> {
+    let owned = path.to_path_buf();
+    let spawned = std::thread::Builder::new().name("bkg-hash".into()).spawn(move || {
+        lower_priority(10);
+        hash_file(&owned)
+    });
+    match spawned {
+        Ok(thread) => thread.join().unwrap_or_else(|_| hash_file(path)),
+        Err(e) => {
+            tracing::debug!("cannot start a thread to hash {}, hashing here: {e}", path.display());
+            hash_file(path)
+        }
+    }
+}
+
+/// Lower the calling thread's CPU priority to nice `nice` (Linux keeps a nice value per
+/// thread). Best effort: on failure the thread keeps its priority.
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = nix::unistd::gettid().as_raw() as nix::libc::id_t;
+        // SAFETY: setpriority reads and writes no memory of this process; it only changes
+        // the scheduling priority of the thread `tid`, which is the calling thread.
+        let rc = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, nice) };
+        if rc != 0 {
+            tracing::debug!(
+                "cannot lower the thread's priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
+/// A candidate copied into the shadow folder, not yet opened.
 pub struct Staged {
     pub source: PathBuf,
     pub shadow: PathBuf,
-    pub sha256: String,
+    /// The copy's SHA-256: `None` until [`Staged::hash`] (or the registry, after a swap's
+    /// switch) computes it. Hashing costs about 0.5 ms per MiB, so it is kept off a swap's path
+    /// unless the registry needs it to decide (a file whose size matches the loaded one's).
+    pub sha256: Option<String>,
     pub size: u64,
 }
 
@@ -198,49 +264,42 @@ impl Staged {
     pub fn discard(self) {
         let _ = fs::remove_file(&self.shadow);
     }
+
+    /// The copy's SHA-256, computed now if it was not yet.
+    pub fn hash(&mut self) -> Result<&str, LoadError> {
+        if self.sha256.is_none() {
+            self.sha256 = Some(hash_file(&self.shadow)?);
+        }
+        Ok(self.sha256.as_deref().unwrap_or_default())
+    }
 }
 
-/// Copy `source` into `shadow_dir` through a small buffer, hashing it on the way (a plugin of
-/// tens of MiB never sits in memory whole), under a name with the hash and `seq`.
+/// Copy `source` into `shadow_dir` as `<stem>-<seq>.<ext>`, by the kernel where it can
+/// (`copy_file_range`: no pass through this process's memory; a reflink on file systems that
+/// share blocks). The copy is not hashed here (see [`Staged::sha256`]) and not synced: it is
+/// a scratch file the host removes at start, never read back after a crash.
 pub fn stage(source: &Path, shadow_dir: &Path, seq: u64) -> Result<Staged, LoadError> {
-    use std::io::{Read, Write};
-    let read_err = |e: std::io::Error| LoadError::Read { path: source.into(), source: e };
-    let mut input = fs::File::open(source).map_err(read_err)?;
     let part = shadow_dir.join(format!(".stage-{seq}.part"));
-    let shadow_err =
-        |path: &Path, e: std::io::Error| LoadError::Shadow { path: path.into(), source: e };
-    let mut output = fs::File::create(&part).map_err(|e| shadow_err(&part, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let _ = fs::remove_file(&part);
-                return Err(read_err(e));
-            }
-        };
-        hasher.update(&buf[..n]);
-        if let Err(e) = output.write_all(&buf[..n]) {
+    let size = match fs::copy(source, &part) {
+        Ok(size) => size,
+        Err(e) => {
             let _ = fs::remove_file(&part);
-            return Err(shadow_err(&part, e));
+            // Tell a source that cannot be read from a shadow folder that cannot be written.
+            return Err(match fs::File::open(source) {
+                Err(read) => LoadError::Read { path: source.into(), source: read },
+                Ok(_) => LoadError::Shadow { path: part, source: e },
+            });
         }
-        size += n as u64;
-    }
-    drop(output);
-    let sha256: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    };
     let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
     let ext =
         source.extension().and_then(|s| s.to_str()).unwrap_or(std::env::consts::DLL_EXTENSION);
-    let shadow = shadow_dir.join(format!("{stem}-{}-{seq}.{ext}", &sha256[..16]));
+    let shadow = shadow_dir.join(format!("{stem}-{seq}.{ext}"));
     if let Err(e) = fs::rename(&part, &shadow) {
         let _ = fs::remove_file(&part);
-        return Err(shadow_err(&shadow, e));
+        return Err(LoadError::Shadow { path: shadow, source: e });
     }
-    Ok(Staged { source: source.into(), shadow, sha256, size })
+    Ok(Staged { source: source.into(), shadow, sha256: None, size })
 }
 
 /// Shorten abi_stable's error reports (the layout report runs to hundreds of lines).
@@ -328,13 +387,13 @@ impl LoadedLibrary {
         let size = fs::metadata(shadow)
             .map_err(|e| LoadError::Shadow { path: shadow.into(), source: e })?
             .len();
-        let staged =
-            Staged { source: shadow.into(), shadow: shadow.into(), sha256: String::new(), size };
+        let staged = Staged { source: shadow.into(), shadow: shadow.into(), sha256: None, size };
         Self::open_checked(staged, false)
     }
 
     fn open_checked(staged: Staged, owned: bool) -> Result<Self, LoadError> {
         let Staged { source, shadow, sha256, size } = staged;
+        let began = std::time::Instant::now();
         let remove = |shadow: &Path| {
             if owned {
                 let _ = fs::remove_file(shadow);
@@ -347,6 +406,7 @@ impl LoadedLibrary {
             remove(&shadow);
             return Err(e);
         }
+        let checked_at = std::time::Instant::now();
         let library = match RawLibrary::load_at(&shadow) {
             Ok(lib) => lib,
             Err(e) => {
@@ -355,6 +415,7 @@ impl LoadedLibrary {
                 return Err(err);
             }
         };
+        let opened_at = std::time::Instant::now();
         // SAFETY: the header and the module reference point into `library`. Both are kept
         // only inside this struct, which drops `library` last, and `close` is the only way
         // the library is closed; callers must have dropped every value obtained through the
@@ -373,7 +434,16 @@ impl LoadedLibrary {
                 return Err(err);
             }
         };
+        let module_at = std::time::Instant::now();
         let heap = Arc::new(HeapGauge(RwLock::new(heap_counter(&library))));
+        tracing::debug!(
+            shadow = %shadow.display(),
+            preflight_us = checked_at.duration_since(began).as_micros() as u64,
+            dlopen_us = opened_at.duration_since(checked_at).as_micros() as u64,
+            root_module_us = module_at.duration_since(opened_at).as_micros() as u64,
+            heap_symbol_us = module_at.elapsed().as_micros() as u64,
+            "library opened"
+        );
         Ok(Self { module, heap, source, shadow, sha256, size, library })
     }
 
@@ -484,11 +554,13 @@ mod tests {
         let source = dir.path().join("p.so");
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         fs::write(&source, &data).unwrap();
-        let staged = stage(&source, dir.path(), 7).unwrap();
-        assert_eq!(staged.sha256, hash_bytes(&data));
+        let mut staged = stage(&source, dir.path(), 7).unwrap();
+        assert_eq!(staged.sha256, None, "hashed on the path");
         assert_eq!(staged.size, data.len() as u64);
         assert_eq!(fs::read(&staged.shadow).unwrap(), data);
-        assert!(staged.shadow.file_name().unwrap().to_str().unwrap().ends_with("-7.so"));
+        assert_eq!(staged.shadow.file_name().unwrap().to_str().unwrap(), "p-7.so");
+        assert_eq!(staged.hash().unwrap(), hash_bytes(&data));
+        assert_eq!(hash_file(&source).unwrap(), hash_bytes(&data));
         staged.discard();
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "only the source is left");
     }

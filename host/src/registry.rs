@@ -351,7 +351,8 @@ struct Generation {
 /// opened library, or in process mode the child process serving the staged copy.
 struct Code {
     source: PathBuf,
-    sha256: String,
+    /// See [`Code::sha256`].
+    sha256: std::cell::OnceCell<String>,
     size: u64,
     kind: CodeKind,
 }
@@ -365,10 +366,27 @@ impl Code {
     fn library(library: LoadedLibrary) -> Code {
         Code {
             source: library.source.clone(),
-            sha256: library.sha256.clone(),
+            sha256: library.sha256.clone().map(Into::into).unwrap_or_default(),
             size: library.size,
             kind: CodeKind::Library(library),
         }
+    }
+
+    /// The SHA-256 of the loaded copy. A swap's copy is not hashed on its path (about 0.5 ms
+    /// per MiB): it is hashed here, from the shadow copy (which nothing else writes), the first
+    /// time it is asked for: right after the switch, or before a decision that needs it; on a
+    /// thread of low priority, so the first calls of a new generation come first.
+    fn sha256(&self) -> &str {
+        self.sha256.get_or_init(|| {
+            let shadow = match &self.kind {
+                CodeKind::Library(library) => &library.shadow,
+                CodeKind::Child { shadow, .. } => shadow,
+            };
+            loader::hash_file_in_background(shadow).unwrap_or_else(|e| {
+                tracing::warn!(shadow = %shadow.display(), "cannot hash the loaded copy: {e}");
+                String::new()
+            })
+        })
     }
 
     /// The child serving this generation (process mode).
@@ -458,6 +476,53 @@ struct Registry {
     seq: u64,
     /// The registry's own queue: a child's death and a restart's timer come back through it.
     commands: Sender<Command>,
+    /// Times the steps of the load in progress (see [`Steps`]).
+    steps: Steps,
+}
+
+/// Where a load's time goes: each step's duration in microseconds, logged at debug level as
+/// one `load steps` line per loaded file (`scripts/`'s swap benchmark reads them). The steps
+/// up to `switch` are on a swap's path (from the file handed over to new calls reaching the
+/// new generation); the rest (records, the old generation's retirement) come after it.
+#[derive(Default)]
+struct Steps(std::cell::RefCell<Option<StepLaps>>);
+
+/// When the load began, when the last step ended, and each step's name and microseconds.
+type StepLaps = (Instant, Instant, Vec<(&'static str, u64)>);
+
+impl Steps {
+    fn begin(&self) {
+        let now = Instant::now();
+        *self.0.borrow_mut() = Some((now, now, Vec::new()));
+    }
+
+    /// Close the step that ran since the previous one.
+    fn lap(&self, step: &'static str) {
+        if let Some((_, last, laps)) = self.0.borrow_mut().as_mut() {
+            let now = Instant::now();
+            laps.push((step, now.duration_since(*last).as_micros() as u64));
+            *last = now;
+        }
+    }
+
+    fn clear(&self) {
+        self.0.borrow_mut().take();
+    }
+
+    /// Log the steps of the load that just ended, and forget them.
+    fn report(&self, id: &str, generation: u64) {
+        let Some((begun, _, laps)) = self.0.borrow_mut().take() else { return };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let steps: Vec<String> = laps.iter().map(|(s, us)| format!("{s}={us}")).collect();
+            tracing::debug!(
+                plugin = id,
+                generation,
+                total_us = begun.elapsed().as_micros() as u64,
+                steps = %steps.join(" "),
+                "load steps"
+            );
+        }
+    }
 }
 
 /// One file in the plugins folder, as the registry last read it.
@@ -473,6 +538,8 @@ struct FileRecord {
 #[derive(Debug, Clone)]
 struct Provided {
     sha256: String,
+    /// Its size: a file of another size has other content, no hash needed to tell.
+    size: u64,
     modified: SystemTime,
 }
 
@@ -516,6 +583,7 @@ pub fn spawn(
         views,
         seq: 0,
         commands: tx,
+        steps: Steps::default(),
     };
     let thread = std::thread::Builder::new()
         .name("bkg-registry".into())
@@ -596,6 +664,7 @@ impl Registry {
                     return;
                 }
             }
+            self.steps.clear();
             self.publish();
         }
         self.shutdown();
@@ -644,7 +713,8 @@ impl Registry {
         let fallback_id = prior_id.clone().unwrap_or_else(|| file_stem_id(path));
         let modified = modified_of(path);
         self.seq += 1;
-        let staged = match loader::stage(path, &self.settings.shadow_dir, self.seq) {
+        self.steps.begin();
+        let mut staged = match loader::stage(path, &self.settings.shadow_dir, self.seq) {
             Ok(s) => s,
             Err(e) => {
                 self.file_failed(path, &fallback_id);
@@ -653,17 +723,34 @@ impl Registry {
         };
         if let Some(prior) = prior {
             let id = prior.id;
-            let loaded_same = self.serves_from(&id, path)
-                && self
-                    .slots
-                    .get(&id)
-                    .and_then(|s| s.current.as_ref())
-                    .is_some_and(|g| g.library.sha256 == staged.sha256);
-            let recorded_same = prior.provides.is_some_and(|p| p.sha256 == staged.sha256);
+            let loaded = self
+                .slots
+                .get(&id)
+                .and_then(|s| s.current.as_ref())
+                .filter(|_| self.serves_from(&id, path))
+                .map(|g| &g.library);
+            // Content can only be the same at the same size: only then is the copy hashed
+            // now, on the path (a new build of another size is hashed after its switch).
+            let same_size = loaded.is_some_and(|c| c.size == staged.size)
+                || prior.provides.as_ref().is_some_and(|p| p.size == staged.size);
+            let sha256 = match same_size.then(|| staged.hash()) {
+                Some(Ok(sha256)) => Some(sha256.to_string()),
+                Some(Err(e)) => {
+                    staged.discard();
+                    self.file_failed(path, &fallback_id);
+                    return self.fail(&fallback_id, Some(path), e.to_string());
+                }
+                None => None,
+            };
+            let loaded_same =
+                sha256.is_some() && loaded.is_some_and(|c| Some(c.sha256()) == sha256.as_deref());
+            let recorded_same =
+                sha256.is_some() && prior.provides.is_some_and(|p| Some(p.sha256) == sha256);
             if loaded_same || recorded_same {
                 // Same content (touched, or an event for a file already handled): only its
                 // time may have changed, and with it which file is the newest.
-                let provides = Provided { sha256: staged.sha256.clone(), modified };
+                let provides =
+                    Provided { sha256: sha256.unwrap_or_default(), size: staged.size, modified };
                 self.files.insert(
                     path.to_path_buf(),
                     FileRecord { id: id.clone(), provides: Some(provides) },
@@ -689,6 +776,7 @@ impl Registry {
         // The id of a new file is known only once its manifest is read: its mode is guessed
         // from what the registry knows of the file (its record, else its name), and `load`
         // loads it again the other way when the manifest's id says otherwise.
+        self.steps.lap("stage");
         self.open_and_load(path, modified, staged, prior_id, &fallback_id, None, true);
     }
 
@@ -755,6 +843,7 @@ impl Registry {
                 }
             },
         };
+        self.steps.lap("open");
         self.load(path, modified, opened, prior_id, fallback_id, suggested, may_switch_mode);
     }
 
@@ -858,7 +947,7 @@ impl Registry {
                     );
                     let code = Code {
                         source: staged.source,
-                        sha256: staged.sha256,
+                        sha256: staged.sha256.map(Into::into).unwrap_or_default(),
                         size: staged.size,
                         kind: CodeKind::Child { conn: conn.clone(), shadow: staged.shadow },
                     };
@@ -874,6 +963,7 @@ impl Registry {
             }
         }
         let booted = Instance::boot(source, heap, &limits, &thread_prefix, |m| {
+            self.steps.lap("manifest");
             self.check_manifest(m)?;
             // Another file in the folder provides this id and is newer: it keeps serving,
             // this one stands by (the plugin is not constructed).
@@ -906,15 +996,18 @@ impl Registry {
                 self.store.clone(),
             );
             let stats = self.slots.get(&m.id).map(|s| s.stats.clone()).unwrap_or_default();
+            self.steps.lap("decide");
             Ok((handle, generation, stats))
         });
+        self.steps.lap("construct");
         let instance = match booted {
             // Refused by the decision above: the worker thread is joined, nothing was built.
             Err(_) if standby.is_some() => {
                 let id = standby.unwrap_or_default();
-                let sha256 = library.sha256.clone();
+                let provides =
+                    Provided { sha256: library.sha256().to_string(), size: library.size, modified };
                 library.discard(false);
-                return self.stand_by(path, &id, sha256, modified, prior_id);
+                return self.stand_by(path, &id, provides, prior_id);
             }
             // The id runs in the other mode: load the file again that way (once).
             Err(e) if other_mode.is_some() => {
@@ -972,6 +1065,7 @@ impl Registry {
                 None
             }
         };
+        self.steps.lap("read_record");
         if let Some(config) = record.as_ref().and_then(|r| r.config.as_ref()) {
             if let Err(f) =
                 instance.control(Control::Configure(config.to_string()), control_timeout)
@@ -993,6 +1087,7 @@ impl Registry {
             // Show `loading` while a slow start (a model load, say) runs.
             self.publish();
         }
+        self.steps.lap("configure");
         let mut started = false;
         if want_running {
             if let Err(f) = instance.control(Control::Start, control_timeout) {
@@ -1003,11 +1098,18 @@ impl Registry {
             instance.open();
             started = true;
         }
+        self.steps.lap("start");
+        // Switch routing: from here on new calls go to the new generation.
+        self.routing.install(instance.clone());
+        self.steps.lap("switch");
+        // Off the swap's path now: the copy's hash, unless it was needed before.
+        let sha256 = library.sha256().to_string();
+        self.steps.lap("hash");
         let entry = HistoryEntry {
             generation,
             version: instance.manifest.version.clone(),
             file: path.display().to_string(),
-            sha256: library.sha256.clone(),
+            sha256: sha256.clone(),
             loaded_at_ms: now_ms(),
             retired_at_ms: None,
             reason: None,
@@ -1017,9 +1119,7 @@ impl Registry {
             ignored_cancel_calls: 0,
             heap_left_bytes: None,
         };
-        // Switch routing: from here on new calls go to the new generation.
-        self.routing.install(instance.clone());
-        let provides = Provided { sha256: library.sha256.clone(), modified };
+        let provides = Provided { sha256: sha256.clone(), size: library.size, modified };
         self.files
             .insert(path.to_path_buf(), FileRecord { id: id.clone(), provides: Some(provides) });
         let slot = self.slot(&id);
@@ -1034,7 +1134,7 @@ impl Registry {
         if slot.history.len() > HISTORY_LIMIT {
             slot.history.remove(0);
         }
-        let (version, sha256) = (instance.manifest.version.clone(), library.sha256.clone());
+        let version = instance.manifest.version.clone();
         let started_at_ms = started.then(now_ms);
         let commands = self.commands.clone();
         let slot = self.slot(&id);
@@ -1059,6 +1159,7 @@ impl Registry {
         if let Err(e) = self.store.record_loaded(&id, &file, &sha256, &version) {
             tracing::warn!(plugin = %id, "cannot record the load: {e}");
         }
+        self.steps.lap("record_loaded");
         self.event(
             &id,
             if old.is_some() { "swapped" } else { "loaded" },
@@ -1068,9 +1169,12 @@ impl Registry {
                 "sha256": sha256, "started": started,
             }),
         );
+        self.steps.lap("event");
         if let Some(old) = old {
             self.retire(&id, old, "swapped");
+            self.steps.lap("retire");
         }
+        self.steps.report(&id, generation);
     }
 
     /// Stop an instance's threads and close its library, or leave the library in memory
@@ -1150,15 +1254,8 @@ impl Registry {
 
     /// `path` provides `id` but another file is newer: record it; it serves once the newer
     /// ones are gone. Nothing of it stays loaded.
-    fn stand_by(
-        &mut self,
-        path: &Path,
-        id: &str,
-        sha256: String,
-        modified: SystemTime,
-        prior_id: Option<String>,
-    ) {
-        let provides = Provided { sha256: sha256.clone(), modified };
+    fn stand_by(&mut self, path: &Path, id: &str, provides: Provided, prior_id: Option<String>) {
+        let sha256 = provides.sha256.clone();
         self.files.insert(
             path.to_path_buf(),
             FileRecord { id: id.to_string(), provides: Some(provides) },
@@ -1569,7 +1666,7 @@ impl Registry {
             if let Some(g) = current.filter(|_| !files.iter().any(|f| f.serving)) {
                 files.push(PluginFile {
                     file: g.library.source.display().to_string(),
-                    sha256: g.library.sha256.clone(),
+                    sha256: g.library.sha256().to_string(),
                     modified_ms: None,
                     serving: true,
                 });
@@ -1591,7 +1688,7 @@ impl Registry {
                     route_prefix: m.and_then(|m| m.route_prefix.clone()),
                     config_schema: m.and_then(|m| m.config_schema.clone()),
                     file: current.map(|g| g.library.source.display().to_string()),
-                    sha256: current.map(|g| g.library.sha256.clone()),
+                    sha256: current.map(|g| g.library.sha256().to_string()),
                     size_bytes: current.map(|g| g.library.size),
                     files,
                     loaded_at_ms: current.and(slot.loaded_at_ms),
@@ -1736,13 +1833,12 @@ impl Registry {
         }
         let stem = code.source.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
         let ext = shadow.extension().and_then(|s| s.to_str()).unwrap_or("so");
-        let short = &code.sha256[..code.sha256.len().min(16)];
-        let fresh = self.settings.shadow_dir.join(format!("{stem}-{short}-{}.{ext}", self.seq));
+        let fresh = self.settings.shadow_dir.join(format!("{stem}-{}.{ext}", self.seq));
         match std::fs::hard_link(shadow, &fresh) {
             Ok(()) => Some(loader::Staged {
                 source: code.source.clone(),
                 shadow: fresh,
-                sha256: code.sha256.clone(),
+                sha256: Some(code.sha256().to_string()),
                 size: code.size,
             }),
             Err(e) => {

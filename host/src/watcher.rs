@@ -127,6 +127,7 @@ fn debounce_loop(
     settings: WatchSettings,
 ) {
     let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
+    let mut renamed: Option<(PathBuf, usize)> = None;
     let mut next_flush = Instant::now() + settings.poll;
     loop {
         if stop.try_recv().is_ok() {
@@ -138,7 +139,7 @@ fn debounce_loop(
         let wait = next_flush.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
             Ok(event) => {
-                for path in handle(&dir, &mut pending, event) {
+                for path in handle(&dir, &mut pending, &mut renamed, event) {
                     registry.send(Command::FileReady(path));
                 }
             }
@@ -153,7 +154,7 @@ fn debounce_loop(
         for _ in 0..rx.len() {
             match rx.try_recv() {
                 Ok(event) => {
-                    for path in handle(&dir, &mut pending, event) {
+                    for path in handle(&dir, &mut pending, &mut renamed, event) {
                         registry.send(Command::FileReady(path));
                     }
                 }
@@ -168,9 +169,16 @@ fn debounce_loop(
 /// Take in one event. Answers the files to hand over right now: those renamed into the folder
 /// (the destination of a rename), which are complete by definition; everything else waits in
 /// `pending` for [`flush`].
+///
+/// One rename is reported twice when its source is watched too (inotify: `To` with the
+/// destination, then `Both` with both paths, under one tracker, the rename's cookie): `renamed`
+/// keeps the last destination handed over with its tracker, so that the second report is not
+/// handed over again (the registry would copy the file once more, and hash it to find it
+/// unchanged, while the swap it just made answers its first calls).
 fn handle(
     dir: &Path,
     pending: &mut HashMap<PathBuf, Pending>,
+    renamed: &mut Option<(PathBuf, usize)>,
     event: notify::Result<notify::Event>,
 ) -> Vec<PathBuf> {
     let mut ready = Vec::new();
@@ -189,6 +197,14 @@ fn handle(
                 };
                 if renamed_in && stat(path).is_some() {
                     pending.remove(path);
+                    let tracker = event.tracker();
+                    let seen = tracker.is_some()
+                        && renamed.as_ref().is_some_and(|(p, t)| p == path && Some(*t) == tracker);
+                    if seen {
+                        continue;
+                    }
+                    *renamed = tracker.map(|t| (path.clone(), t));
+                    tracing::debug!(file = %path.display(), "renamed in: handed over at once");
                     ready.push(path.clone());
                 } else {
                     note(pending, path, &event.kind);
@@ -274,6 +290,7 @@ mod tests {
         std::fs::write(&copied, b"the library").unwrap();
         let hidden = dir.path().join(format!(".a.{ext}.tmp"));
         let mut pending = HashMap::new();
+        let mut last = None;
         let event = |kind: EventKind, paths: &[&Path]| {
             let mut e = Event::new(kind);
             for p in paths {
@@ -281,25 +298,64 @@ mod tests {
             }
             Ok(e)
         };
-        // `mv .a.so.tmp a.so` as inotify reports it: one event with both paths.
+        // One event with both paths, no tracker (how other platforms may report a rename).
         let both = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
-        let ready = handle(dir.path(), &mut pending, event(both, &[&hidden, &renamed]));
+        let ready = handle(dir.path(), &mut pending, &mut last, event(both, &[&hidden, &renamed]));
         assert_eq!(ready, vec![renamed.clone()]);
         assert!(pending.is_empty(), "{pending:?}");
         // The destination alone (the source was outside the folder).
         let to = EventKind::Modify(ModifyKind::Name(RenameMode::To));
-        assert_eq!(handle(dir.path(), &mut pending, event(to, &[&renamed])), vec![renamed]);
+        assert_eq!(
+            handle(dir.path(), &mut pending, &mut last, event(to, &[&renamed])),
+            vec![renamed]
+        );
         // `cp`: written and closed in place, so it waits for the quiet period and the polls.
         let written = EventKind::Modify(ModifyKind::Data(DataChange::Content));
-        assert!(handle(dir.path(), &mut pending, event(written, &[&copied])).is_empty());
+        assert!(handle(dir.path(), &mut pending, &mut last, event(written, &[&copied])).is_empty());
         let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
-        assert!(handle(dir.path(), &mut pending, event(closed, &[&copied])).is_empty());
+        assert!(handle(dir.path(), &mut pending, &mut last, event(closed, &[&copied])).is_empty());
         assert!(pending[&copied].complete, "{pending:?}");
         // A rename whose destination is gone again by the time the event is read waits too
         // (and is then reported removed by the flush).
         let gone = dir.path().join(format!("gone.{ext}"));
-        assert!(handle(dir.path(), &mut pending, event(to, &[&gone])).is_empty());
+        assert!(handle(dir.path(), &mut pending, &mut last, event(to, &[&gone])).is_empty());
         assert!(pending.contains_key(&gone));
+    }
+
+    /// Regression (issue 15, swap latency): `mv .a.so.tmp a.so` in the folder is reported by
+    /// inotify as `From`, `To` and `Both` (one cookie); the file was handed over twice, and the
+    /// registry copied and hashed it a second time right after each swap.
+    #[test]
+    fn a_rename_reported_twice_is_handed_over_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ext = std::env::consts::DLL_EXTENSION;
+        let (renamed, hidden) =
+            (dir.path().join(format!("a.{ext}")), dir.path().join(format!(".a.{ext}.tmp")));
+        std::fs::write(&renamed, b"the library").unwrap();
+        let (mut pending, mut last) = (HashMap::new(), None);
+        let mut handed = Vec::new();
+        for cookie in [7, 8] {
+            let name = |mode| EventKind::Modify(ModifyKind::Name(mode));
+            let reports = [
+                Event::new(name(RenameMode::From)).add_path(hidden.clone()),
+                Event::new(name(RenameMode::To)).add_path(renamed.clone()),
+                Event::new(name(RenameMode::Both))
+                    .add_path(hidden.clone())
+                    .add_path(renamed.clone()),
+            ];
+            for e in reports {
+                handed.extend(handle(
+                    dir.path(),
+                    &mut pending,
+                    &mut last,
+                    Ok(e.set_tracker(cookie)),
+                ));
+            }
+            // Each rename (a cookie of its own) is handed over once.
+            assert_eq!(handed.len(), cookie - 6, "{handed:?}");
+        }
+        assert_eq!(handed, vec![renamed.clone(), renamed]);
+        assert!(pending.is_empty(), "{pending:?}");
     }
 
     #[test]

@@ -156,3 +156,88 @@ fn a_prefix_claimed_by_another_plugin_is_refused() {
     );
     assert_eq!(host.get("/x-echo/sub").1, "echo 1.0.0 route GET /x-echo/sub ?");
 }
+
+/// The SHA-256 of a file as coreutils' `sha256sum` computes it (not the host's code).
+fn sha256sum(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum").arg(path).output().expect("run sha256sum");
+    assert!(out.status.success(), "sha256sum {}: {out:?}", path.display());
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
+}
+
+/// A copy of a library that differs in one byte no loader reads: after the end of every
+/// segment the program headers name and before the section header table at the end. Same
+/// size, other content.
+fn with_one_unread_byte_changed(bytes: &[u8]) -> Vec<u8> {
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap()) as usize;
+    assert_eq!(&bytes[..6], b"\x7fELF\x02\x01", "a 64-bit little-endian ELF file");
+    let (phoff, shoff, phentsize, phnum) = (u64_at(0x20), u64_at(0x28), u16_at(0x36), u16_at(0x38));
+    let segments_end = (0..phnum)
+        .map(|i| phoff + i * phentsize)
+        .map(|e| u64_at(e + 0x08) + u64_at(e + 0x20))
+        .max()
+        .unwrap();
+    assert!(segments_end + 2 < shoff, "no unread bytes: segments end at {segments_end}, {shoff}");
+    let mut changed = bytes.to_vec();
+    changed[(segments_end + shoff) / 2] ^= 0xff;
+    changed
+}
+
+/// Regression (issue 15, swap latency): the copy of a swapped-in file is hashed after the
+/// switch, off the swap's path, or before it only when the registry needs it to decide (a
+/// file of the loaded one's size). Either way the view, the history and the event record the
+/// SHA-256 of the file's bytes; a rebuild of the same size still swaps, and the same bytes
+/// renamed in again do not.
+#[test]
+fn a_swapped_in_file_records_the_sha256_of_its_bytes_hashed_before_or_after_the_switch() {
+    let host = Host::start();
+    let (v1, v2) = (fixture("echo"), fixture("echo-v2"));
+    let name = lib_name("echo");
+    host.install(&v1, &name);
+    host.wait_state("echo", "running");
+    assert_eq!(host.plugin("echo")["sha256"], sha256sum(&v1));
+
+    // Another size: hashed after the switch.
+    host.install(&v2, &name);
+    host.wait_for("v2", || host.plugin("echo")["generation"] == 2);
+    let p = host.plugin("echo");
+    assert_eq!(p["version"], "2.0.0", "{p}");
+    assert_eq!(p["sha256"], sha256sum(&v2), "{p}");
+    assert_eq!(p["files"][0]["sha256"], p["sha256"], "{p}");
+    let history = p["history"].as_array().unwrap();
+    assert_eq!(history[0]["sha256"], sha256sum(&v1), "{p}");
+    assert_eq!(history[1]["sha256"], sha256sum(&v2), "{p}");
+    let swapped = host.events_of("echo").into_iter().find(|e| e["kind"] == "swapped").unwrap();
+    assert_eq!(swapped["details"]["sha256"], sha256sum(&v2), "{swapped}");
+
+    // The same size, other bytes: hashed before deciding, and swapped in.
+    let dir = tempfile::tempdir().unwrap();
+    let rebuilt = dir.path().join(&name);
+    std::fs::write(&rebuilt, with_one_unread_byte_changed(&std::fs::read(&v2).unwrap())).unwrap();
+    assert_ne!(sha256sum(&rebuilt), sha256sum(&v2));
+    host.install(&rebuilt, &name);
+    host.wait_for("the same-size rebuild", || host.plugin("echo")["generation"] == 3);
+    let p = host.plugin("echo");
+    assert_eq!(p["sha256"], sha256sum(&rebuilt), "{p}");
+    assert_eq!(host.post("/api/plugins/echo/echo", "same size"), (200, "same size".into()));
+
+    // The same bytes again, with a time of their own to see them handled: nothing to load.
+    let tmp = host.plugins.join(format!(".{name}.tmp"));
+    std::fs::copy(&rebuilt, &tmp).unwrap();
+    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(&tmp).unwrap().set_modified(later).unwrap();
+    std::fs::rename(&tmp, host.plugins.join(&name)).unwrap();
+    let later_ms = later.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    host.wait_for("the same bytes to be seen", || {
+        host.plugin("echo")["files"][0]["modified_ms"] == later_ms
+    });
+    let p = host.plugin("echo");
+    assert_eq!(p["generation"], 3, "the same bytes were loaded again: {p}");
+    assert_eq!(p["sha256"], sha256sum(&rebuilt), "{p}");
+    // The next file is generation 4.
+    host.install(&v1, &name);
+    host.wait_for("v1 again", || host.plugin("echo")["version"] == "1.0.0");
+    let p = host.plugin("echo");
+    assert_eq!(p["generation"], 4, "the same bytes were loaded again: {p}");
+    assert_eq!(p["sha256"], sha256sum(&v1), "{p}");
+}
