@@ -310,6 +310,19 @@ test('isolation: the overview switches echo to its own process and back; the hos
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
     if (!cmdline.includes('plugin-runner')) throw new Error(`pid ${pid} is not a plugin runner: ${cmdline.join(' ')}`);
     await expectEventually(`the card to show pid ${pid}`, async () => (await card.getByTestId('isolation-pid').textContent()).trim() === String(pid));
+    // Its limits: the card sets the child's open files; the host swaps to a child with them.
+    await card.locator('[data-limit=open_files]').fill('200');
+    await card.getByTestId('limits-save').click();
+    const old = pid;
+    await expectEventually('the host to run echo under the open files limit set in the card', async () => {
+      const v = await host.api('/api/core/plugins/echo');
+      const l = v.isolation_limits?.open_files;
+      return l?.source === 'operator' && l.value === 200 && v.state === 'running' && (pid = v.process?.pid) != null && pid !== old;
+    });
+    const nofile = readFileSync(`/proc/${pid}/limits`, 'utf8').split('\n').find((l) => l.startsWith('Max open files')) ?? '';
+    if (!/\s200\s+200\s/.test(nofile)) throw new Error(`the new child's limits say: ${nofile}`);
+    await expectEventually('the card to say the limit is set here', async () => (await card.locator('[data-limit-source=open_files]').textContent()).includes('200 · set here'));
+    await expectEventually(`the card to show the new pid ${pid}`, async () => (await card.getByTestId('isolation-pid').textContent()).trim() === String(pid));
     // The dashboard's card says so too: own process with that pid, no restarts, no crash.
     await page.goto(ui.url + '/plugins');
     const badge = dashCard('echo').getByTestId('process-badge');
@@ -328,8 +341,8 @@ test('isolation: the overview switches echo to its own process and back; the hos
     await dashCard('echo').waitFor();
     await expectEventually('the dashboard badge to go', async () => (await dashCard('echo').getByTestId('process-badge').count()) === 0);
   } finally {
-    // The later tests expect echo in the host, whatever failed above.
-    if ((await mode()) !== 'in_process') await host.api('/api/core/plugins/echo/isolation', { method: 'POST', body: { mode: 'in_process' } });
+    // The later tests expect echo in the host with the host's limits, whatever failed above.
+    await host.api('/api/core/plugins/echo/isolation', { method: 'POST', body: { mode: 'in_process', limits: null } });
   }
 });
 

@@ -43,6 +43,31 @@ export interface PluginFile {
 /** Where a plugin's code runs: in the host (the default, fastest) or in a supervised child process. */
 export type IsolationMode = 'in_process' | 'process';
 
+/** Where a plugin's isolation mode comes from: the operator's choice, the plugin library's suggestion, or neither. */
+export type IsolationSource = 'operator' | 'plugin' | 'default';
+
+/** Limits of a plugin's child process in process mode, as the operator sets them (null: the host's default). */
+export interface ProcessLimits {
+  memory_mb?: number | null;
+  open_files?: number | null;
+  processes?: number | null;
+  call_deadline_ms?: number | null;
+}
+
+/** One effective limit (value null: none) and whether the operator or the host's flags set it. */
+export interface LimitValue {
+  value: number | null;
+  source: 'operator' | 'host';
+}
+
+/** The limits a plugin's child runs under in process mode (host/src/isolation EffectiveLimits). */
+export interface EffectiveLimits {
+  memory_mb: LimitValue;
+  open_files: LimitValue;
+  processes: LimitValue;
+  call_deadline_ms: LimitValue;
+}
+
 /** How a plugin's child process ended when nobody asked it to (host/src/isolation CrashInfo). */
 export interface CrashInfo {
   at_ms: number;
@@ -93,6 +118,12 @@ export interface PluginDetail {
   auth_provider?: boolean | null;
   /** Where its code runs (absent on hosts without crash isolation: in the host). */
   isolation?: IsolationMode | null;
+  /** Where `isolation` comes from (newer hosts only). */
+  isolation_source?: IsolationSource | null;
+  /** The mode the plugin's library suggests, if any (newer hosts only). */
+  isolation_suggested?: IsolationMode | null;
+  /** The limits of its child in process mode, each with its source (newer hosts only). */
+  isolation_limits?: EffectiveLimits | null;
   /** Its child process in process mode; null in the host. */
   process?: ProcessInfo | null;
 }

@@ -3,7 +3,7 @@ import { patchState, signalStore, withComputed, withMethods, withState } from '@
 import { Api, ApiError, wsUrl } from './api';
 import { AuthStore } from './auth.store';
 import { ConfirmRequest, ConfirmStore } from './confirm.store';
-import { BkgEvent, HostSample, IsolationMode, LifecycleAction, PluginDetail, TelemetrySample, TelemetryTick } from './models';
+import { BkgEvent, HostSample, IsolationMode, LifecycleAction, PluginDetail, ProcessLimits, TelemetrySample, TelemetryTick } from './models';
 import { ToastStore } from './toast.store';
 import { LiveSocket, openLiveSocket } from './ws';
 
@@ -232,14 +232,15 @@ export const PluginsStore = signalStore(
        * Switches where a plugin's code runs (`POST /api/core/plugins/{id}/isolation`). The host
        * loads a running plugin again in the new mode (a swap that fails no request) before it
        * answers. Resolves to whether the switch was done; a failure is a toast with the host's
-       * message.
+       * message. With `limits` it also sets the limits of the plugin's child in process mode
+       * (they replace the stored ones; null fields are the host's defaults).
        */
-      async setIsolation(id: string, mode: IsolationMode): Promise<boolean> {
+      async setIsolation(id: string, mode: IsolationMode, limits?: ProcessLimits): Promise<boolean> {
         if (store.isolationPending()[id]) return false;
         patchState(store, { isolationPending: { ...store.isolationPending(), [id]: mode } });
         try {
-          await api.post(`/api/core/plugins/${encodeURIComponent(id)}/isolation`, { mode });
-          toasts.show('success', `${id}: ${mode === 'process' ? 'runs in its own process now' : 'runs in the host now'}`);
+          await api.post(`/api/core/plugins/${encodeURIComponent(id)}/isolation`, limits === undefined ? { mode } : { mode, limits });
+          toasts.show('success', limits !== undefined ? `${id}: limits saved` : `${id}: ${mode === 'process' ? 'runs in its own process now' : 'runs in the host now'}`);
           return true;
         } catch (e) {
           toasts.show('error', `${id}: switching to ${mode} failed: ${(e as Error).message}`);

@@ -1,10 +1,10 @@
 import { provideHttpClient } from '@angular/common/http';
 import { HttpTestingController, provideHttpClientTesting } from '@angular/common/http/testing';
 import { ComponentFixture, TestBed } from '@angular/core/testing';
-import { PluginDetail } from '../core/models';
+import { EffectiveLimits, PluginDetail } from '../core/models';
 import { PluginsStore } from '../core/plugins.store';
 import { ToastStore } from '../core/toast.store';
-import { PluginIsolation, crashCause, modeOf } from './isolation-card';
+import { PluginIsolation, crashCause, modeOf, operatorLimits, sourceNote } from './isolation-card';
 
 const plugin = (extra: Partial<PluginDetail> = {}): PluginDetail => ({
   id: 'crashy', name: 'Crashy', version: '1.0.0', description: '', state: 'running', generation: 2, capabilities: [], routes: [], history: [],
@@ -22,6 +22,28 @@ describe('crashCause and modeOf', () => {
     expect(modeOf(plugin())).toBe('in_process');
     expect(modeOf(plugin({ isolation: 'process' }))).toBe('process');
     expect(modeOf(undefined)).toBe('in_process');
+  });
+});
+
+const limits = (extra: Partial<EffectiveLimits> = {}): EffectiveLimits => ({
+  memory_mb: { value: null, source: 'host' },
+  open_files: { value: 1024, source: 'host' },
+  processes: { value: null, source: 'host' },
+  call_deadline_ms: { value: 30000, source: 'host' },
+  ...extra,
+});
+
+describe('sourceNote and operatorLimits', () => {
+  it('says when the plugin suggested the mode, and when the operator overrode a suggestion', () => {
+    expect(sourceNote({ isolation: 'process', isolation_source: 'plugin', isolation_suggested: 'process' })).toContain('Suggested by the plugin (own process)');
+    expect(sourceNote({ isolation: 'in_process', isolation_source: 'operator', isolation_suggested: 'process' })).toBe('Chosen by an operator; the plugin suggests own process.');
+    expect(sourceNote({ isolation: 'process', isolation_source: 'operator', isolation_suggested: null })).toBe('Chosen by an operator.');
+    expect(sourceNote({ isolation: 'in_process', isolation_source: 'default' })).toBe('');
+    expect(sourceNote({ isolation: 'in_process' })).toBe('');
+  });
+  it('keeps only the limits the operator set', () => {
+    expect(operatorLimits(limits({ memory_mb: { value: 512, source: 'operator' } }))).toEqual({ memory_mb: 512, open_files: null, processes: null, call_deadline_ms: null });
+    expect(operatorLimits(undefined)).toEqual({ memory_mb: null, open_files: null, processes: null, call_deadline_ms: null });
   });
 });
 
@@ -130,5 +152,34 @@ describe('PluginIsolation', () => {
     await settle();
     await fixture.whenStable();
     expect((q('[data-mode=process]') as HTMLButtonElement).disabled).toBe(false);
+  });
+
+  it('says "suggested by the plugin" when its library chose the mode', async () => {
+    await show(plugin({ isolation: 'process', isolation_source: 'plugin', isolation_suggested: 'process', process: { pid: 9, restarts: 0, crashlooping: false } }));
+    expect(q('[data-testid=isolation-source]')!.textContent).toContain('Suggested by the plugin');
+    await show(plugin({ isolation: 'in_process', isolation_source: 'default', isolation_suggested: null }));
+    expect(q('[data-testid=isolation-source]')).toBeNull();
+  });
+
+  it('shows each limit with its source and saves the edited ones over the operator\'s, empty for the host default', async () => {
+    await show(plugin({ isolation: 'process', isolation_source: 'operator', isolation_limits: limits({ call_deadline_ms: { value: 5000, source: 'operator' } }) }));
+    expect(q('[data-limit-source=open_files]')!.textContent).toContain("1024 · host's default");
+    expect(q('[data-limit-source=call_deadline_ms]')!.textContent).toContain('5000 · set here');
+    expect((q('[data-limit=call_deadline_ms]') as HTMLInputElement).value).toBe('5000');
+    expect((q('[data-limit=open_files]') as HTMLInputElement).value).toBe('');
+    const type = (field: string, value: string) => {
+      const input = q(`[data-limit=${field}]`) as HTMLInputElement;
+      input.value = value;
+      input.dispatchEvent(new Event('input'));
+    };
+    type('memory_mb', '512');
+    type('call_deadline_ms', '');
+    q('[data-testid=limits-save]')!.click();
+    const req = http.expectOne({ method: 'POST', url: '/api/core/plugins/crashy/isolation' });
+    expect(req.request.body).toEqual({ mode: 'process', limits: { memory_mb: 512, open_files: null, processes: null, call_deadline_ms: null } });
+    req.flush(plugin({ isolation: 'process' }));
+    await settle();
+    http.expectOne('/api/core/plugins').flush({ plugins: [plugin({ isolation: 'process' })] });
+    await settle();
   });
 });

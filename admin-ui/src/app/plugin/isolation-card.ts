@@ -1,6 +1,6 @@
 import { ChangeDetectionStrategy, Component, computed, inject, input } from '@angular/core';
 import { PluginsStore } from '../core/plugins.store';
-import { CrashInfo, IsolationMode, PluginDetail } from '../core/models';
+import { CrashInfo, EffectiveLimits, IsolationMode, PluginDetail, ProcessLimits } from '../core/models';
 import { formatTime } from '../shared/format';
 
 export const ISOLATION_MODES: { id: IsolationMode; label: string; hint: string }[] = [
@@ -23,6 +23,35 @@ export function crashCause(c: Pick<CrashInfo, 'signal' | 'exit_code'>): string {
   return '';
 }
 
+/** The limits of a child in process mode, in the order the card shows them. */
+export const LIMIT_FIELDS: { id: keyof EffectiveLimits; label: string; unit: string }[] = [
+  { id: 'memory_mb', label: 'Memory', unit: 'MiB' },
+  { id: 'open_files', label: 'Open files', unit: '' },
+  { id: 'processes', label: 'Processes', unit: '' },
+  { id: 'call_deadline_ms', label: 'Call deadline', unit: 'ms' },
+];
+
+/** One line on where the mode comes from: the plugin's suggestion, the operator's choice (and a suggestion it overrides), or '' for the default. */
+export function sourceNote(p: Pick<PluginDetail, 'isolation' | 'isolation_source' | 'isolation_suggested'>): string {
+  const label = (m: IsolationMode) => ISOLATION_MODES.find((x) => x.id === m)!.label.toLowerCase();
+  switch (p.isolation_source) {
+    case 'plugin':
+      return `Suggested by the plugin (${label(modeOf(p))}); choosing a mode here overrides it.`;
+    case 'operator':
+      return p.isolation_suggested && p.isolation_suggested !== modeOf(p)
+        ? `Chosen by an operator; the plugin suggests ${label(p.isolation_suggested)}.`
+        : 'Chosen by an operator.';
+    default:
+      return '';
+  }
+}
+
+/** The operator's own limits from the view (host defaults are left out: null). */
+export function operatorLimits(l: EffectiveLimits | null | undefined): ProcessLimits {
+  const own = (f: keyof EffectiveLimits) => (l?.[f]?.source === 'operator' ? l[f].value : null);
+  return { memory_mb: own('memory_mb'), open_files: own('open_files'), processes: own('processes'), call_deadline_ms: own('call_deadline_ms') };
+}
+
 /** The isolation mode of a plugin as the host reports it (hosts before crash isolation: in the host). */
 export function modeOf(p: Pick<PluginDetail, 'isolation'> | undefined): IsolationMode {
   return p?.isolation ?? 'in_process';
@@ -43,6 +72,24 @@ export function modeOf(p: Pick<PluginDetail, 'isolation'> | undefined): Isolatio
         }
       </div>
       <p class="muted mb-2 text-xs" data-testid="isolation-hint">{{ hint() }}</p>
+      @if (source(); as note) {
+        <p class="mb-2 text-xs" data-testid="isolation-source">{{ note }}</p>
+      }
+      @if (plugin().isolation_limits; as lim) {
+        <form class="mb-2 text-sm" data-testid="isolation-limits" (submit)="$event.preventDefault(); saveLimits()">
+          <p class="muted mb-1 text-xs">Limits of its child process{{ mode() === 'process' ? '' : ' (they apply in its own process)' }}; empty: the host's default.</p>
+          <div class="grid grid-cols-[8rem_8rem_1fr] items-center gap-x-3 gap-y-1">
+            @for (f of limitFields; track f.id) {
+              <label class="muted" [attr.for]="'limit-' + f.id">{{ f.label }}{{ f.unit ? ' (' + f.unit + ')' : '' }}</label>
+              <input type="number" min="1" step="1" class="rounded border border-slate-300 px-1 dark:border-slate-600 dark:bg-slate-900" [id]="'limit-' + f.id"
+                [attr.data-limit]="f.id" [value]="lim[f.id].source === 'operator' ? lim[f.id].value : ''" [placeholder]="lim[f.id].value ?? 'none'"
+                (input)="edit(f.id, $any($event.target).value)" />
+              <span class="muted text-xs" [attr.data-limit-source]="f.id">{{ lim[f.id].value ?? 'none' }} · {{ lim[f.id].source === 'operator' ? 'set here' : "host's default" }}</span>
+            }
+          </div>
+          <button type="submit" class="mt-1 rounded border border-slate-300 px-2 py-0.5 dark:border-slate-600" data-testid="limits-save" [disabled]="!!pending()">Save limits</button>
+        </form>
+      }
       @if (plugin().process; as pr) {
         <dl class="grid grid-cols-[8rem_1fr] gap-x-3 gap-y-1 text-sm">
           <dt class="muted">pid</dt><dd class="font-mono" data-testid="isolation-pid">{{ pr.pid ?? 'none (no child running)' }}</dd>
@@ -78,6 +125,25 @@ export class PluginIsolation {
   protected readonly mode = computed(() => modeOf(this.plugin()));
   protected readonly pending = computed(() => this.store.isolationPending()[this.plugin().id]);
   protected readonly hint = computed(() => ISOLATION_MODES.find((m) => m.id === this.mode())!.hint);
+  protected readonly source = computed(() => sourceNote(this.plugin()));
+  protected readonly limitFields = LIMIT_FIELDS;
+  /** What the operator typed since the last save, by field ('' clears it: the host's default). */
+  private edits: Partial<Record<keyof EffectiveLimits, string>> = {};
+
+  edit(field: keyof EffectiveLimits, value: string) {
+    this.edits[field] = value;
+  }
+
+  /** Sends the limits: the typed ones over the operator's current ones; an empty field is the host's default. The host checks the ranges (a 400 names the field). */
+  saveLimits() {
+    if (this.pending()) return;
+    const limits = operatorLimits(this.plugin().isolation_limits);
+    for (const [field, text] of Object.entries(this.edits) as [keyof EffectiveLimits, string][]) {
+      limits[field] = text.trim() === '' ? null : Number(text);
+    }
+    this.edits = {};
+    void this.store.setIsolation(this.plugin().id, this.mode(), limits);
+  }
 
   choose(mode: IsolationMode) {
     if (mode === this.mode() || this.pending()) return;
