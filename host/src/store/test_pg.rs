@@ -92,6 +92,15 @@ impl PgCluster {
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         if as_postgres {
             run(Command::new("chown").arg("postgres:").arg(&dir), "chown the cluster folder")?;
+            // A TMPDIR under a folder only root may enter would fail in initdb, less clearly.
+            run(
+                Command::new("runuser").args(["-u", "postgres", "--", "test", "-w"]).arg(&dir),
+                "checking that the postgres user may write the cluster folder (if not, set \
+                 TMPDIR to a folder it can reach, e.g. /tmp)",
+            )
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&dir);
+            })?;
         }
         let data = dir.join("data");
         let server = |program: &str| -> Command {
