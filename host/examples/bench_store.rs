@@ -1,7 +1,7 @@
 //! Store write latency (issue 16): the same store writes on SQLite and on PostgreSQL, in one
 //! process and one run, each durable the way the host runs it (SQLite: WAL with
 //! `synchronous=FULL`; PostgreSQL: a temporary cluster on 127.0.0.1 with `fsync=on` and
-//! `synchronous_commit=on`, over TCP like a remote database). Rounds alternate the backends.
+//! `synchronous_commit=on`, over TCP like a remote database). Each round runs both backends in turn.
 //!
 //! Writes measured, one at a time from one thread (the host's store is one connection):
 //! `set_config` (a transaction: upsert the plugin row, read and bump its version, write the
