@@ -6,7 +6,7 @@
 //! inside `on_conn!`, which compiles it for each backend: diesel's query builder checks it
 //! against `schema.rs` for both. (diesel's `MultiConnection` derive would hide the `match`, but
 //! its backend has no `ON CONFLICT`, which the upserts here need.) The migrations live in
-//! `migrations/` (SQLite, as before) and `migrations-postgres/` (the same versions for
+//! `migrations/sqlite/` (SQLite, the versions of before) and `migrations/postgres/` (the same versions for
 //! PostgreSQL), both embedded, applied at start under a lock so that hosts starting together
 //! do not race: `BEGIN IMMEDIATE` on SQLite, `pg_advisory_xact_lock` on PostgreSQL.
 
@@ -53,8 +53,8 @@ macro_rules! ensure_plugin {
     };
 }
 
-const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
-const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations-postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
 
 /// The advisory lock key hosts take around the migration run on PostgreSQL ("bkg-migr").
 const PG_MIGRATION_LOCK: i64 = 0x626b_672d_6d69_6772;
@@ -999,7 +999,7 @@ mod tests {
     }
 
     /// Both backends run the same migrations: a version added to one folder must be mirrored
-    /// in the other (`migrations/` for SQLite, `migrations-postgres/`).
+    /// in the other (`migrations/sqlite/`, `migrations/postgres/`).
     #[test]
     fn migrations_of_both_backends_have_the_same_versions() {
         let sqlite = migration_names(&SQLITE_MIGRATIONS);

@@ -1,4 +1,4 @@
-//! Table definitions matching `migrations/` (kept by hand; `diesel print-schema` prints the same).
+//! Table definitions matching `migrations/sqlite/` and `migrations/postgres/` (kept by hand; `diesel print-schema` prints the same).
 
 diesel::table! {
     plugins (id) {
