@@ -132,6 +132,9 @@ pub struct Conn {
     controls: Mutex<HashMap<u64, Sender<Result<String, PluginFailure>>>>,
     created: Mutex<Option<Sender<Result<(), String>>>>,
     cb_cancels: Mutex<HashMap<u64, Arc<AtomicBool>>>,
+    /// The credit of each streamed bus answer going to the child: `CbChunk`s it may still
+    /// be sent (`wire::STREAM_WINDOW`, raised by its `CbCredit`).
+    cb_credits: Mutex<HashMap<u64, Arc<BusCredit>>>,
     host: OnceLock<HostBox>,
     heap: AtomicU64,
     heap_known: AtomicBool,
@@ -436,6 +439,7 @@ pub fn spawn(
         controls: Mutex::default(),
         created: Mutex::default(),
         cb_cancels: Mutex::default(),
+        cb_credits: Mutex::default(),
         host: OnceLock::new(),
         heap: AtomicU64::new(0),
         heap_known: AtomicBool::new(false),
@@ -739,6 +743,13 @@ fn read_loop(conn: Arc<Conn>, mut reader: BufReader<UnixStream>) {
                 conn.heap.store(bytes.unwrap_or(0), Ordering::Relaxed);
                 conn.heap_known.store(bytes.is_some(), Ordering::Relaxed);
             }
+            ChildMsg::CbCredit { req, chunks } => {
+                let credit =
+                    conn.cb_credits.lock().unwrap_or_else(|p| p.into_inner()).get(&req).cloned();
+                if let Some(credit) = credit {
+                    credit.grant(chunks);
+                }
+            }
             ChildMsg::CbCancel { req } => {
                 if let Some(f) = conn.cb_cancels.lock().unwrap_or_else(|p| p.into_inner()).get(&req)
                 {
@@ -889,16 +900,50 @@ fn watchdog(conn: std::sync::Weak<Conn>, kill_after: Duration) {
     }
 }
 
-/// Streamed bus call chunks go back to the child as `CbChunk`s.
+/// How many `CbChunk`s a streamed bus answer may still send to the child.
+struct BusCredit {
+    chunks: Mutex<u32>,
+    more: std::sync::Condvar,
+}
+
+impl BusCredit {
+    fn grant(&self, chunks: u32) {
+        let mut n = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_add(chunks);
+        self.more.notify_all();
+    }
+
+    /// Take one chunk's credit, waiting while the child is `STREAM_WINDOW` behind; false once
+    /// `stop` is raised (the child cancelled, or died).
+    fn take(&self, stop: &AtomicBool) -> bool {
+        let mut n = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            if *n > 0 {
+                *n -= 1;
+                return true;
+            }
+            // `stop` is raised without a notification: look again now and then.
+            n = self.more.wait_timeout(n, CANCEL_CHECK).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+}
+
+/// Streamed bus call chunks go back to the child as `CbChunk`s, at most `STREAM_WINDOW` ahead
+/// of what the plugin took (a plugin that reads slowly slows the callee down instead of
+/// making its child buffer the answer).
 struct ForwardChunks<'a> {
     conn: &'a Conn,
     req: u64,
     stop: Arc<AtomicBool>,
+    credit: Arc<BusCredit>,
 }
 
 impl ChunkSink for ForwardChunks<'_> {
     fn chunk(&mut self, data: RSlice<'_, u8>) -> bool {
-        if self.stop.load(Ordering::SeqCst) {
+        if !self.credit.take(&self.stop) {
             return false;
         }
         let msg = HostMsg::CbChunk { req: self.req, data: data.as_slice().to_vec() };
@@ -921,8 +966,16 @@ fn serve_callback(conn: &Conn, req: u64, parent: Option<Arc<AtomicBool>>, op: Cb
         CbOp::Bus { plugin, capability, content_type, body, stream } => {
             let answer = if stream {
                 let stop = Arc::new(AtomicBool::new(false));
+                let credit = Arc::new(BusCredit {
+                    chunks: Mutex::new(wire::STREAM_WINDOW),
+                    more: std::sync::Condvar::new(),
+                });
                 conn.cb_cancels.lock().unwrap_or_else(|p| p.into_inner()).insert(req, stop.clone());
-                let mut forward = ForwardChunks { conn, req, stop };
+                conn.cb_credits
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(req, credit.clone());
+                let mut forward = ForwardChunks { conn, req, stop, credit };
                 let sink = ChunkSink_TO::from_ptr(&mut forward, TD_Opaque);
                 let answer = host.call_streaming(
                     RStr::from_str(&plugin),
@@ -932,6 +985,7 @@ fn serve_callback(conn: &Conn, req: u64, parent: Option<Arc<AtomicBool>>, op: Cb
                     sink,
                 );
                 conn.cb_cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(&req);
+                conn.cb_credits.lock().unwrap_or_else(|p| p.into_inner()).remove(&req);
                 answer
             } else {
                 host.call(

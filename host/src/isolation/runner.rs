@@ -693,6 +693,8 @@ impl RunnerHost {
             return Err(gone());
         }
         let mut stopped = false;
+        // Chunks taken since the last credit granted to the host.
+        let mut taken = 0u32;
         loop {
             match rx.recv() {
                 Ok(CbEvent::Chunk(data)) => {
@@ -703,6 +705,12 @@ impl RunnerHost {
                     if !go_on {
                         stopped = true;
                         self.shared.out.send(&ChildMsg::CbCancel { req });
+                        continue;
+                    }
+                    taken += 1;
+                    if taken >= wire::STREAM_WINDOW / 2 {
+                        self.shared.out.send(&ChildMsg::CbCredit { req, chunks: taken });
+                        taken = 0;
                     }
                 }
                 Ok(CbEvent::Reply(result)) => {

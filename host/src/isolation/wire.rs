@@ -17,13 +17,14 @@
 //! carry a request id of the child's and get one `CbReply` (a streamed bus call gets `CbChunk`s
 //! first; the child sends `CbCancel` when its sink wants no more). A streamed call's chunks
 //! are flow-controlled: the child sends at most `STREAM_WINDOW` ahead of the `Credit` the
-//! host grants as its client takes them. `Log` lines and `Heap`
+//! host grants as its client takes them; a streamed bus answer's the same way the other way
+//! round (the host sends at most `STREAM_WINDOW` `CbChunk`s ahead of the child's `CbCredit`). `Log` lines and `Heap`
 //! figures need no answer. `Shutdown` asks the child to stop the plugin and exit.
 
 use std::io::{Read, Write};
 
 /// The protocol version both sides must speak.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// How many chunks of one streamed call the child may send ahead of what the host took: the
 /// host grants more with `Credit` as its client takes them, so a slow client slows the
@@ -213,6 +214,12 @@ pub enum ChildMsg {
     },
     Heap {
         bytes: Option<u64>,
+    },
+    /// The plugin took `chunks` more chunks of a streamed bus answer: the host may send that
+    /// many more `CbChunk`s (see [`STREAM_WINDOW`]).
+    CbCredit {
+        req: u64,
+        chunks: u32,
     },
 }
 
@@ -540,6 +547,11 @@ impl ChildMsg {
                 e.u64(*req);
                 e.finish()
             }
+            ChildMsg::CbCredit { req, chunks } => {
+                let mut e = Enc::new(111, 12);
+                e.u64(*req).u32(*chunks);
+                e.finish()
+            }
             ChildMsg::Heap { bytes } => {
                 let mut e = Enc::new(110, 9);
                 match bytes {
@@ -652,6 +664,7 @@ impl ChildMsg {
                 ChildMsg::Callback { req, call, op }
             }
             109 => ChildMsg::CbCancel { req: d.u64("request id")? },
+            111 => ChildMsg::CbCredit { req: d.u64("request id")?, chunks: d.u32("chunks")? },
             110 => ChildMsg::Heap {
                 bytes: match d.bool("heap presence")? {
                     true => Some(d.u64("heap bytes")?),
@@ -928,6 +941,7 @@ mod tests {
             child_round_trip(ChildMsg::Callback { req: 11, call: 4, op });
         }
         child_round_trip(ChildMsg::CbCancel { req: 11 });
+        child_round_trip(ChildMsg::CbCredit { req: 11, chunks: STREAM_WINDOW / 2 });
         child_round_trip(ChildMsg::Heap { bytes: Some(123_456) });
         child_round_trip(ChildMsg::Heap { bytes: None });
     }

@@ -139,3 +139,28 @@ fn a_full_queue_answers_503_in_process_mode() {
     });
     assert_eq!(counter(&host, "slow", "rejected"), 1);
 }
+
+/// A streamed bus answer into a child is flow-controlled like a call's stream the other way:
+/// the host sends at most `STREAM_WINDOW` (16) chunks ahead of the child's credit. A long
+/// answer must still arrive whole and in order (the credit flows back as the plugin takes
+/// the chunks), and a plugin that stops taking them ends the callee's stream.
+#[test]
+fn a_long_streamed_bus_answer_into_a_child_flows_with_credit_and_stops_when_the_plugin_does() {
+    let host = Host::start();
+    host.install(&fixture("echo"), &lib_name("echo"));
+    host.wait_state("echo", "running");
+    host.in_mode("process", &["echo"]);
+    // Echo in its child asks the host for echo's own `count` (served by the same child) and
+    // collects every chunk of it.
+    let numbers: Vec<String> = (1..=500).map(|i| i.to_string()).collect();
+    assert_eq!(
+        host.post("/api/plugins/echo/relay-stream", "echo count 500 1000"),
+        (200, format!("chunks {}; tail done", numbers.join(",")))
+    );
+    // It stops after 40 chunks: the callee sees its sink refuse and ends early.
+    let (status, text) = host.post("/api/plugins/echo/relay-stream", "echo count 100000 40");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.starts_with(&format!("stopped after 40: {}", numbers[..40].join(","))), "{text}");
+    host.wait_for("the callee's stream to end", || in_flight(&host, "echo") == 0);
+    assert_eq!(host.post("/api/plugins/echo/echo", "still here"), (200, "still here".into()));
+}
