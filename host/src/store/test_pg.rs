@@ -196,6 +196,54 @@ impl PgCluster {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// A server program of this cluster, run as `postgres` when the tests run as root.
+    fn server_command(&self, program: &str) -> Result<Command, String> {
+        let path = bin_dir()?.join(program);
+        Ok(if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        })
+    }
+
+    /// Stop the server, as an outage (`pg_ctl stop -m fast`: every client's connection is
+    /// terminated, new ones are refused); `start_server` brings it back. For a cluster of its
+    /// own (`PgCluster::start`), never `shared()`: other tests use that one meanwhile.
+    pub fn stop_server(&self) -> Result<(), String> {
+        run(
+            self.server_command("pg_ctl")?
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-m", "fast", "-w", "-t", "60", "stop"]),
+            "pg_ctl stop",
+        )
+    }
+
+    /// Start the server stopped by `stop_server` again: the same folder, port and options (the
+    /// ones the server wrote to `postmaster.opts` at its first start).
+    pub fn start_server(&self) -> Result<(), String> {
+        let data = self.dir.join("data");
+        let opts = std::fs::read_to_string(data.join("postmaster.opts"))
+            .map_err(|e| format!("cannot read the server's postmaster.opts: {e}"))?;
+        // `<program> "-D" "<data>" "-p" "<port>" ...`: the quoted arguments after the program.
+        let args = opts
+            .trim()
+            .split_once(" \"")
+            .map(|(_, rest)| format!("\"{rest}"))
+            .ok_or_else(|| format!("postmaster.opts has no arguments: {opts:?}"))?;
+        run(
+            self.server_command("pg_ctl")?
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(self.dir.join("server.log"))
+                .args(["-o", &args, "-w", "-t", "60", "start"]),
+            "pg_ctl start",
+        )
+    }
 }
 
 static NEXT_CLUSTER: AtomicUsize = AtomicUsize::new(0);
