@@ -8,7 +8,9 @@
 //!
 //! Verifications are cached for a short time keyed by the key's hash; the cache is dropped
 //! whenever the provider is invoked for anything other than `verify` (a revoke, say), and
-//! is never used while the provider is not running.
+//! is never used while the provider is not running. With several hosts on one PostgreSQL a
+//! key created or revoked on another host reaches this one as a change (`crate::sync` calls
+//! [`Auth::changed_elsewhere`]): the cache is dropped then too, at once, not after its TTL.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -86,6 +88,10 @@ pub struct Auth {
     /// The plugin id that verifies keys.
     pub provider: String,
     cache: Mutex<HashMap<[u8; 32], CachedKey>>,
+    /// How many of the provider's writes made on other hosts `sync` reported: added to the
+    /// local write count the cache is keyed to, so that a verification racing with one is not
+    /// cached either.
+    remote_writes: std::sync::atomic::AtomicU64,
 }
 
 /// The answer of the provider's `verify` capability.
@@ -148,7 +154,12 @@ impl Auth {
             },
         };
         Ok((
-            Auth { bootstrap: hash, provider: provider.to_string(), cache: Mutex::default() },
+            Auth {
+                bootstrap: hash,
+                provider: provider.to_string(),
+                cache: Mutex::default(),
+                remote_writes: Default::default(),
+            },
             generated,
         ))
     }
@@ -160,6 +171,13 @@ impl Auth {
     /// Forget every cached verification.
     pub fn clear_cache(&self) {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// The provider's keys changed on another host sharing the database (a key created or
+    /// revoked there): drop every cached verification, and any one in flight now.
+    pub fn changed_elsewhere(&self) {
+        self.remote_writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.clear_cache();
     }
 
     fn cached(&self, hash: &[u8; 32], writes: u64) -> Option<Principal> {
@@ -194,7 +212,10 @@ impl Auth {
         }
         // Any call to the provider but `verify` (a revoke over HTTP, or by another plugin
         // over the bus) moves this count on and so invalidates what was cached before it.
-        let writes = state.routing.provider_writes();
+        let writes = state
+            .routing
+            .provider_writes()
+            .wrapping_add(self.remote_writes.load(std::sync::atomic::Ordering::SeqCst));
         if let Some(p) = self.cached(&hash, writes) {
             return Ok(p);
         }

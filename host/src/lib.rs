@@ -24,6 +24,7 @@ pub mod openapi;
 pub mod registry;
 pub mod state;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod validate;
 pub mod watcher;
@@ -45,6 +46,8 @@ pub struct Core {
     pub plugins_dir: std::path::PathBuf,
     registry_thread: std::thread::JoinHandle<()>,
     watcher: watcher::PluginWatcher,
+    /// On PostgreSQL: the listener applying changes other hosts make (`sync`).
+    sync: Option<sync::SyncHandle>,
 }
 
 impl Core {
@@ -68,6 +71,10 @@ impl Core {
         let database = config.database().map_err(anyhow::Error::msg)?;
         let store = Arc::new(store::Store::connect(&database)?);
         tracing::info!(database = %database, "store opened");
+        // The version this host's state is read at: `sync` applies what changes after it.
+        let version = store.last_change()?;
+        // The auth provider's keys are shared state: its writes are changes other hosts apply.
+        store.record_kv_changes_of(&config.auth_provider);
         store.add_event(
             None,
             "host_started",
@@ -154,14 +161,28 @@ impl Core {
             },
         )
         .with_context(|| format!("cannot watch {}", plugins_dir.display()))?;
+        let sync = match &database {
+            store::Database::Postgres(url) => Some(
+                sync::SyncHandle::start(
+                    url,
+                    state.store.clone(),
+                    version,
+                    sync::Targets { registry: state.registry.clone(), auth: state.auth.clone() },
+                )
+                .context("cannot start the change listener")?,
+            ),
+            store::Database::Sqlite(_) => None,
+        };
         tracing::info!(plugins_dir = %plugins_dir.display(), data_dir = %data_dir.display(), "bkg started");
-        Ok(Core { state, plugins_dir, registry_thread, watcher })
+        Ok(Core { state, plugins_dir, registry_thread, watcher, sync })
     }
 
     /// Stop watching, then drain, stop and unload every plugin.
     pub async fn shutdown(self) {
         tracing::info!("shutting down: unloading plugins");
         drop(self.watcher);
+        // The change listener first: nothing it applies lands on a registry going away.
+        drop(self.sync);
         self.state.registry.shutdown().await;
         let _ = self.registry_thread.join();
         tracing::info!("bkg stopped");

@@ -186,6 +186,13 @@ pub enum Command {
         actor: String,
         reply: Reply<Configured>,
     },
+    /// Another host sharing the database stored a new config for the plugin (`crate::sync`):
+    /// apply the stored config to the loaded generation, storing nothing; answers whether a
+    /// generation was loaded to apply it to.
+    ApplyStoredConfig {
+        id: String,
+        reply: Reply<bool>,
+    },
     /// Run the plugin in the host or in a child process: store the mode, and load the
     /// serving file again in it when it changed and a generation is loaded (a swap).
     SetIsolation {
@@ -288,6 +295,17 @@ impl RegistryHandle {
         let command =
             Command::Configure { id: id.to_string(), config, actor: actor.to_string(), reply };
         if !self.send(command) {
+            return Err(RegistryError::Gone);
+        }
+        rx.await.unwrap_or(Err(RegistryError::Gone))
+    }
+
+    /// Apply the config the store holds for `id` (changed by another host) to its loaded
+    /// generation without storing it again; `Ok(false)` when no generation is loaded (its
+    /// next load reads the store).
+    pub async fn apply_stored_config(&self, id: &str) -> Result<bool, RegistryError> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Command::ApplyStoredConfig { id: id.to_string(), reply }) {
             return Err(RegistryError::Gone);
         }
         rx.await.unwrap_or(Err(RegistryError::Gone))
@@ -648,6 +666,9 @@ impl Registry {
                 Command::Configure { id, config, actor, reply } => {
                     let result = self.on_configure(&id, config, &actor);
                     let _ = reply.send(result);
+                }
+                Command::ApplyStoredConfig { id, reply } => {
+                    let _ = reply.send(self.on_apply_stored_config(&id));
                 }
                 Command::SetIsolation { id, mode, limits, actor, reply } => {
                     let result = self.on_set_isolation(&id, mode, limits, &actor);
@@ -1603,6 +1624,60 @@ impl Registry {
             ),
         );
         Ok(Configured { version, changed: true })
+    }
+
+    /// Another host stored a new config for `id` (issue 16, `crate::sync`): apply the stored
+    /// config to the loaded generation (stopping and starting it around the change when its
+    /// plugin applies configs only at start), storing nothing. Applying the same config twice
+    /// is harmless, so a change seen again is no harm either.
+    fn on_apply_stored_config(&mut self, id: &str) -> Result<bool, RegistryError> {
+        let control_timeout = self.settings.control_timeout;
+        let Some(generation) = self.slots.get(id).and_then(|s| s.current.as_ref()) else {
+            return Ok(false);
+        };
+        let instance = generation.instance.clone();
+        let restart = instance.manifest.config_needs_restart && generation.started;
+        let record = self
+            .store
+            .plugin(id)
+            .map_err(|e| RegistryError::Failed(format!("cannot read the stored config: {e}")))?;
+        let Some(record) = record else { return Ok(true) };
+        let Some(config) = record.config else { return Ok(true) };
+        if restart {
+            self.drain(id, &instance, false);
+            if let Err(f) = instance.control(Control::Stop, control_timeout) {
+                tracing::warn!(plugin = id, "stop before reconfiguring failed: {}", f.message);
+            }
+        }
+        let applied = instance.control(Control::Configure(config.to_string()), control_timeout);
+        if restart {
+            if let Err(f) = instance.control(Control::Start, control_timeout) {
+                let message = format!("restart after reconfiguring failed: {}", f.message);
+                return Err(self.fail_running(id, message));
+            }
+            instance.open();
+            if let Some(g) = self.slots.get_mut(id).and_then(|s| s.current.as_mut()) {
+                g.started_at_ms = Some(now_ms());
+            }
+        }
+        if let Err(f) = applied {
+            let message = format!(
+                "the config version {} stored by another host was not applied: {}",
+                record.config_version, f.message
+            );
+            self.logs.push(id, Level::Error, "host", "config", &message);
+            return Err(RegistryError::Failed(message));
+        }
+        let version = record.config_version;
+        tracing::info!(plugin = id, version, restarted = restart, "stored config applied (sync)");
+        self.logs.push(
+            id,
+            Level::Info,
+            "host",
+            "config",
+            &format!("config version {version} (stored by another host) applied"),
+        );
+        Ok(true)
     }
 
     /// The loaded generation of `id` no longer runs: mark it stopped and the plugin failed

@@ -24,7 +24,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use serde::Serialize;
 
 use crate::isolation::{IsolationMode, IsolationSetting, ProcessLimits};
-use schema::{config_history, events, host_settings, kv, models, plugins};
+use schema::{changes, config_history, events, host_settings, kv, models, plugins};
 
 /// One database connection, of either backend.
 enum Conn {
@@ -51,6 +51,77 @@ macro_rules! ensure_plugin {
             .on_conflict_do_nothing()
             .execute($c)
     };
+}
+
+/// The PostgreSQL channel every recorded change is announced on (`pg_notify`, payload the
+/// change's id), delivered to listeners at commit: see `crate::sync`.
+pub const CHANGES_CHANNEL: &str = "bkg_changes";
+
+/// Writing a row of `changes` and announcing it, per backend: PostgreSQL notifies
+/// `CHANGES_CHANNEL` in the same transaction; SQLite has one host and nobody to tell.
+trait RecordChange {
+    fn record_change(&mut self, kind: &str, subject: &str, origin: &str) -> QueryResult<i64>;
+}
+
+impl RecordChange for PgConnection {
+    fn record_change(&mut self, kind: &str, subject: &str, origin: &str) -> QueryResult<i64> {
+        let id: i64 = diesel::insert_into(changes::table)
+            .values((
+                changes::kind.eq(kind),
+                changes::subject.eq(subject),
+                changes::origin.eq(origin),
+                changes::at_ms.eq(now_ms()),
+            ))
+            .returning(changes::id)
+            .get_result(self)?;
+        diesel::sql_query("SELECT pg_notify($1, $2)")
+            .bind::<diesel::sql_types::Text, _>(CHANGES_CHANNEL)
+            .bind::<diesel::sql_types::Text, _>(id.to_string())
+            .execute(self)?;
+        Ok(id)
+    }
+}
+
+impl RecordChange for SqliteConnection {
+    fn record_change(&mut self, kind: &str, subject: &str, origin: &str) -> QueryResult<i64> {
+        diesel::insert_into(changes::table)
+            .values((
+                changes::kind.eq(kind),
+                changes::subject.eq(subject),
+                changes::origin.eq(origin),
+                changes::at_ms.eq(now_ms()),
+            ))
+            .execute(self)?;
+        let last = diesel::dsl::sql::<diesel::sql_types::BigInt>("last_insert_rowid()");
+        diesel::select(last).get_result(self)
+    }
+}
+
+/// What kind of state a recorded change is about (`changes.kind`): `crate::sync` dispatches
+/// each to the state's owner.
+pub mod change_kind {
+    /// A plugin's config (subject: the plugin id).
+    pub const CONFIG: &str = "config";
+    /// A plugin's desired state, running or stopped (subject: the plugin id).
+    pub const DESIRED_STATE: &str = "desired_state";
+    /// A plugin's isolation mode or limits (subject: the plugin id).
+    pub const ISOLATION: &str = "isolation";
+    /// A key-value write of a plugin whose writes are shared state, the auth provider's keys
+    /// (subject: the plugin id; see `Store::record_kv_changes_of`).
+    pub const KV: &str = "kv";
+    /// A model installed or replaced (subject: the repo id).
+    pub const MODEL: &str = "model";
+}
+
+/// One recorded change: `id` is the database's version after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Queryable, Selectable)]
+#[diesel(table_name = changes)]
+pub struct Change {
+    pub id: i64,
+    pub kind: String,
+    pub subject: String,
+    pub origin: String,
+    pub at_ms: i64,
 }
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
@@ -293,6 +364,10 @@ fn now_ms() -> i64 {
 /// The database. Cheap to share behind an `Arc`; one connection, used by one caller at a time.
 pub struct Store {
     conn: Mutex<Conn>,
+    /// This store's (this host process's) id, written as the origin of the changes it records.
+    origin: String,
+    /// Plugins whose key-value writes are recorded as changes (the auth provider's keys).
+    kv_changes_of: std::sync::RwLock<Vec<String>>,
 }
 
 impl Store {
@@ -335,7 +410,13 @@ impl Store {
             StoreError::Db(e) => StoreError::Migrate(db.scrub(&e.to_string())),
             other => other,
         })?;
-        Ok(Store { conn: Mutex::new(conn) })
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).map_err(|e| StoreError::Open {
+            path: db.to_string(),
+            message: format!("no random host id: {e}"),
+        })?;
+        let origin = id.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Store { conn: Mutex::new(conn), origin, kv_changes_of: Default::default() })
     }
 
     /// Apply pending migrations, holding the database's lock for the whole run: SQLite's write
@@ -363,6 +444,42 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The id this store writes as the origin of its changes (random per host process).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Record `plugin`'s key-value writes as changes (`change_kind::KV`), so that hosts
+    /// sharing the database can drop what they cached of it (the auth provider's keys).
+    pub fn record_kv_changes_of(&self, plugin: &str) {
+        let mut of = self.kv_changes_of.write().unwrap_or_else(|p| p.into_inner());
+        if !of.iter().any(|p| p == plugin) {
+            of.push(plugin.to_string());
+        }
+    }
+
+    fn kv_changes(&self, plugin: &str) -> bool {
+        self.kv_changes_of.read().unwrap_or_else(|p| p.into_inner()).iter().any(|p| p == plugin)
+    }
+
+    /// The newest change's id (0 with none): the database's version.
+    pub fn last_change(&self) -> StoreResult<i64> {
+        let max: Option<i64> = on_conn!(&mut *self.conn(), c => changes::table
+            .select(diesel::dsl::max(changes::id))
+            .first(c))?;
+        Ok(max.unwrap_or(0))
+    }
+
+    /// The changes after version `after`, oldest first, at most `limit`.
+    pub fn changes_after(&self, after: i64, limit: i64) -> StoreResult<Vec<Change>> {
+        Ok(on_conn!(&mut *self.conn(), c => changes::table
+            .filter(changes::id.gt(after))
+            .order(changes::id.asc())
+            .limit(limit)
+            .select(Change::as_select())
+            .load(c))?)
+    }
+
     pub fn plugin(&self, id: &str) -> StoreResult<Option<PluginRecord>> {
         let row = on_conn!(&mut *self.conn(), c => plugins::table
             .find(id)
@@ -388,14 +505,22 @@ impl Store {
     }
 
     pub fn set_desired_state(&self, id: &str, state: DesiredState) -> StoreResult<()> {
-        on_conn!(&mut *self.conn(), c => c.transaction(|c| {
+        let origin = &self.origin;
+        on_conn!(&mut *self.conn(), c => c.transaction(|c| -> QueryResult<()> {
             ensure_plugin!(c, id)?;
+            let before: String =
+                plugins::table.find(id).select(plugins::desired_state).first(c)?;
             diesel::update(plugins::table.find(id))
                 .set((
                     plugins::desired_state.eq(state.as_str()),
                     plugins::updated_at_ms.eq(now_ms()),
                 ))
-                .execute(c)
+                .execute(c)?;
+            // The same state again (a host applying another's change) is no change.
+            if before != state.as_str() {
+                c.record_change(change_kind::DESIRED_STATE, id, origin)?;
+            }
+            Ok(())
         }))?;
         Ok(())
     }
@@ -450,8 +575,31 @@ impl Store {
     pub fn set_isolation(&self, id: &str, setting: &IsolationSetting) -> StoreResult<()> {
         let db = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
         let limits = &setting.limits;
-        on_conn!(&mut *self.conn(), c => c.transaction(|c| {
+        let origin = &self.origin;
+        let columns = (
+            plugins::isolation,
+            plugins::isolation_by_operator,
+            plugins::limit_memory_mb,
+            plugins::limit_open_files,
+            plugins::limit_processes,
+            plugins::limit_call_deadline_ms,
+        );
+        type Row = (String, bool, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+        let after: Row = (
+            setting.mode.unwrap_or_default().as_str().to_string(),
+            setting.mode.is_some(),
+            db(limits.memory_mb),
+            db(limits.open_files),
+            db(limits.processes),
+            db(limits.call_deadline_ms),
+        );
+        on_conn!(&mut *self.conn(), c => c.transaction(|c| -> QueryResult<()> {
             ensure_plugin!(c, id)?;
+            let before: Row = plugins::table.find(id).select(columns).first(c)?;
+            // The same setting again (a host applying another's change) is no change.
+            if before != after {
+                c.record_change(change_kind::ISOLATION, id, origin)?;
+            }
             diesel::update(plugins::table.find(id))
                 .set((
                     plugins::isolation.eq(setting.mode.unwrap_or_default().as_str()),
@@ -462,7 +610,8 @@ impl Store {
                     plugins::limit_call_deadline_ms.eq(db(limits.call_deadline_ms)),
                     plugins::updated_at_ms.eq(now_ms()),
                 ))
-                .execute(c)
+                .execute(c)?;
+            Ok(())
         }))?;
         Ok(())
     }
@@ -497,6 +646,7 @@ impl Store {
         actor: &str,
     ) -> StoreResult<i64> {
         let text = serde_json::to_string(config)?;
+        let origin = &self.origin;
         let version = on_conn!(&mut *self.conn(), c => c.transaction(|c| -> QueryResult<i64> {
             ensure_plugin!(c, id)?;
             let current: i64 = plugins::table.find(id).select(plugins::config_version).first(c)?;
@@ -527,6 +677,7 @@ impl Store {
                     events::details.eq(serde_json::json!({ "version": version }).to_string()),
                 ))
                 .execute(c)?;
+            c.record_change(change_kind::CONFIG, id, origin)?;
             Ok(version)
         }))?;
         Ok(version)
@@ -586,12 +737,17 @@ impl Store {
             plugin_id: m.plugin.clone(),
             installed_at_ms: m.installed_at_ms,
         };
-        on_conn!(&mut *self.conn(), c => diesel::insert_into(models::table)
-            .values(&row)
-            .on_conflict(models::repo)
-            .do_update()
-            .set(&row)
-            .execute(c))?;
+        let origin = &self.origin;
+        on_conn!(&mut *self.conn(), c => c.transaction(|c| -> QueryResult<()> {
+            diesel::insert_into(models::table)
+                .values(&row)
+                .on_conflict(models::repo)
+                .do_update()
+                .set(&row)
+                .execute(c)?;
+            c.record_change(change_kind::MODEL, &row.repo, origin)?;
+            Ok(())
+        }))?;
         Ok(())
     }
 
@@ -670,24 +826,44 @@ impl Store {
 
     pub fn kv_put(&self, plugin: &str, key: &str, value: &[u8]) -> StoreResult<()> {
         let at = now_ms();
-        on_conn!(&mut *self.conn(), c => diesel::insert_into(kv::table)
-            .values((
-                kv::plugin_id.eq(plugin),
-                kv::key.eq(key),
-                kv::value.eq(value),
-                kv::updated_at_ms.eq(at),
-            ))
-            .on_conflict((kv::plugin_id, kv::key))
-            .do_update()
-            .set((kv::value.eq(value), kv::updated_at_ms.eq(at)))
-            .execute(c))?;
+        let record = self.kv_changes(plugin).then_some(self.origin.as_str());
+        macro_rules! put {
+            ($c:expr) => {
+                diesel::insert_into(kv::table)
+                    .values((
+                        kv::plugin_id.eq(plugin),
+                        kv::key.eq(key),
+                        kv::value.eq(value),
+                        kv::updated_at_ms.eq(at),
+                    ))
+                    .on_conflict((kv::plugin_id, kv::key))
+                    .do_update()
+                    .set((kv::value.eq(value), kv::updated_at_ms.eq(at)))
+                    .execute($c)
+            };
+        }
+        // Only a plugin whose writes are shared state pays for a transaction and a change.
+        match record {
+            None => on_conn!(&mut *self.conn(), c => put!(c).map(drop))?,
+            Some(origin) => on_conn!(&mut *self.conn(), c => c.transaction(|c| -> QueryResult<()> {
+                put!(c)?;
+                c.record_change(change_kind::KV, plugin, origin)?;
+                Ok(())
+            }))?,
+        }
         Ok(())
     }
 
     /// Delete a key; true if it existed.
     pub fn kv_delete(&self, plugin: &str, key: &str) -> StoreResult<bool> {
-        let n = on_conn!(&mut *self.conn(), c => diesel::delete(kv::table.find((plugin, key)))
-            .execute(c))?;
+        let record = self.kv_changes(plugin).then_some(self.origin.as_str());
+        let n = on_conn!(&mut *self.conn(), c => c.transaction(|c| -> QueryResult<usize> {
+            let n = diesel::delete(kv::table.find((plugin, key))).execute(c)?;
+            if let (Some(origin), true) = (record, n > 0) {
+                c.record_change(change_kind::KV, plugin, origin)?;
+            }
+            Ok(n)
+        }))?;
         Ok(n > 0)
     }
 
@@ -761,6 +937,7 @@ mod tests {
         kv_is_per_plugin,
         kv_keys_sort_byte_by_byte,
         stores_opened_together_migrate_once,
+        changes_are_recorded_once_per_change_in_order,
     );
 
     fn desired_state_and_config_survive_reopening(db: Db) {
@@ -848,12 +1025,17 @@ mod tests {
         s.set_isolation("other", &operator(IsolationMode::InProcess)).unwrap();
         let mut conn = s.conn();
         let (reverted, column_gone) = match &mut *conn {
+            // The migrations after it first (000006: the changes table).
             Conn::Sqlite(c) => (
-                c.revert_last_migration(SQLITE_MIGRATIONS).unwrap(),
+                revert_to("20261130000005", || {
+                    c.revert_last_migration(SQLITE_MIGRATIONS).unwrap().to_string()
+                }),
                 plugins::table.select(plugins::isolation_by_operator).load::<bool>(c).is_err(),
             ),
             Conn::Pg(c) => (
-                c.revert_last_migration(PG_MIGRATIONS).unwrap(),
+                revert_to("20261130000005", || {
+                    c.revert_last_migration(PG_MIGRATIONS).unwrap().to_string()
+                }),
                 plugins::table.select(plugins::isolation_by_operator).load::<bool>(c).is_err(),
             ),
         };
@@ -863,6 +1045,59 @@ mod tests {
         drop(conn);
         assert_eq!(s.isolation("echo").unwrap(), operator(IsolationMode::Process));
         assert_eq!(s.isolation("other").unwrap(), IsolationSetting::default());
+    }
+
+    /// Revert migrations, newest first, through `version`; the last one reverted.
+    fn revert_to(version: &str, mut revert_last: impl FnMut() -> String) -> String {
+        loop {
+            let reverted = revert_last();
+            if reverted == version {
+                return reverted;
+            }
+        }
+    }
+
+    /// Issue 16: every change other hosts must apply is one row of `changes`, in order, with
+    /// this store's origin; writing what the store already holds records nothing (so a host
+    /// applying another's change does not echo it back).
+    fn changes_are_recorded_once_per_change_in_order(db: Db) {
+        let s = db.open();
+        let other = db.open();
+        assert_ne!(s.origin(), other.origin());
+        assert_eq!(s.last_change().unwrap(), 0);
+        s.set_config("echo", &serde_json::json!({"a": 1}), "test").unwrap();
+        s.set_desired_state("echo", DesiredState::Stopped).unwrap();
+        other.set_desired_state("echo", DesiredState::Stopped).unwrap();
+        s.set_isolation("echo", &operator(IsolationMode::Process)).unwrap();
+        other.set_isolation("echo", &operator(IsolationMode::Process)).unwrap();
+        // The auth provider's key-value writes only.
+        s.kv_put("apikeys", "key/1", b"x").unwrap();
+        s.record_kv_changes_of("apikeys");
+        s.kv_put("apikeys", "key/1", b"y").unwrap();
+        s.kv_put("other", "k", b"z").unwrap();
+        assert!(s.kv_delete("apikeys", "key/1").unwrap());
+        assert!(!s.kv_delete("apikeys", "key/1").unwrap());
+        other.set_desired_state("echo", DesiredState::Running).unwrap();
+        let changes = s.changes_after(0, 100).unwrap();
+        let seen: Vec<(&str, &str, bool)> = changes
+            .iter()
+            .map(|c| (c.kind.as_str(), c.subject.as_str(), c.origin == s.origin()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (change_kind::CONFIG, "echo", true),
+                (change_kind::DESIRED_STATE, "echo", true),
+                (change_kind::ISOLATION, "echo", true),
+                (change_kind::KV, "apikeys", true),
+                (change_kind::KV, "apikeys", true),
+                (change_kind::DESIRED_STATE, "echo", false),
+            ]
+        );
+        assert!(changes.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!(s.last_change().unwrap(), changes[5].id);
+        assert_eq!(other.changes_after(changes[3].id, 100).unwrap(), changes[4..]);
+        assert_eq!(s.changes_after(0, 2).unwrap(), changes[..2]);
     }
 
     fn events_filter_and_order(db: Db) {

@@ -71,3 +71,13 @@ diesel::table! {
         installed_at_ms -> BigInt,
     }
 }
+
+diesel::table! {
+    changes (id) {
+        id -> BigInt,
+        kind -> Text,
+        subject -> Text,
+        origin -> Text,
+        at_ms -> BigInt,
+    }
+}

@@ -38,6 +38,7 @@ mod repoagent_rag;
 mod repoagent_stats;
 mod repoagent_symbols;
 mod routes;
+mod scale;
 mod rustyface_align;
 mod rustyface_bad_input;
 mod rustyface_core;

@@ -1,0 +1,318 @@
+//! Change propagation between hosts sharing one PostgreSQL database (issue 16).
+//!
+//! Every store function that makes a change other hosts must apply (a plugin's config, its
+//! desired state, its isolation mode or limits, the auth provider's keys, an installed model)
+//! writes a row of `changes` in the change's own transaction and sends
+//! `pg_notify('bkg_changes', <id>)`, delivered at commit (`store::RecordChange`). The row's id
+//! is the database's version.
+//!
+//! This module owns the listener: ONE thread per host, with its own connection (the `postgres`
+//! crate's blocking client: diesel exposes no notifications). It `LISTEN`s, and on a
+//! notification, and every `CHECK_EVERY` anyway (covering what was missed while its connection
+//! was down), reads the changes after the last version it applied and dispatches each by kind
+//! to the state's owner: the registry (config, desired state, isolation: the same functions the
+//! API uses, or `apply_stored_config`), the auth cache (`Auth::changed_elsewhere`). A host's own
+//! changes come back too and are skipped by origin. Applying is idempotent, so a change seen
+//! twice is harmless. A lost connection is reconnected with backoff (`BACKOFF_FIRST` doubling to
+//! `BACKOFF_MAX`), with a log line per state change. The thread is joined on shutdown.
+//!
+//! What it must never do: change state itself (it only calls the owners), write to the store
+//! (the owners do, and they record nothing when a value is already what the store holds), or
+//! block the registry thread (it waits for the registry's answers on its own thread).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use postgres::fallible_iterator::FallibleIterator;
+
+use crate::auth::Auth;
+use crate::registry::{Action, PluginState, RegistryHandle};
+use crate::store::{change_kind, Change, DesiredState, Store, CHANGES_CHANNEL};
+
+/// How long the listener waits for a notification before it looks at its stop flag.
+const POLL: Duration = Duration::from_millis(100);
+/// The periodic version check: changes missed by the listener are applied at most this late.
+pub const CHECK_EVERY: Duration = Duration::from_secs(2);
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Changes read from the store at once.
+const BATCH: i64 = 500;
+
+/// The owners the listener dispatches changes to.
+pub struct Targets {
+    pub registry: RegistryHandle,
+    pub auth: Arc<Auth>,
+}
+
+/// The running listener. Dropping it stops and joins its thread.
+pub struct SyncHandle {
+    stop: Arc<AtomicBool>,
+    applied: Arc<AtomicI64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SyncHandle {
+    /// Start listening on the PostgreSQL database `url` and applying the changes after version
+    /// `from` (the version the host read its state at).
+    pub fn start(
+        url: &str,
+        store: Arc<Store>,
+        from: i64,
+        targets: Targets,
+    ) -> std::io::Result<SyncHandle> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let applied = Arc::new(AtomicI64::new(from));
+        let listener = Listener {
+            url: url.to_string(),
+            store,
+            targets,
+            stop: stop.clone(),
+            applied: applied.clone(),
+            store_failing: false,
+        };
+        let thread =
+            std::thread::Builder::new().name("bkg-sync".into()).spawn(move || listener.run())?;
+        tracing::info!(version = from, "applying changes made by other hosts from this version on");
+        Ok(SyncHandle { stop, applied, thread: Some(thread) })
+    }
+
+    /// The last version this host applied.
+    pub fn applied(&self) -> i64 {
+        self.applied.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for SyncHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Listener {
+    url: String,
+    store: Arc<Store>,
+    targets: Targets,
+    stop: Arc<AtomicBool>,
+    applied: Arc<AtomicI64>,
+    /// Whether the last read of the changes failed (logged once per state change).
+    store_failing: bool,
+}
+
+impl Listener {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn run(mut self) {
+        // The registry answers on tokio oneshot channels: this thread waits for them itself.
+        let rt = match tokio::runtime::Builder::new_current_thread().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!("the change listener cannot start: {e}");
+                return;
+            }
+        };
+        let mut client: Option<postgres::Client> = None;
+        let mut backoff = BACKOFF_FIRST;
+        let mut retry_at = Instant::now();
+        let mut down_logged = false;
+        let mut last_check = Instant::now();
+        while !self.stopping() {
+            let Some(c) = client.as_mut() else {
+                if Instant::now() >= retry_at {
+                    match self.listen() {
+                        Ok(c) => {
+                            tracing::info!(channel = CHANGES_CHANNEL, "listening for changes");
+                            client = Some(c);
+                            backoff = BACKOFF_FIRST;
+                            down_logged = false;
+                            // What happened while not listening.
+                            self.catch_up(&rt);
+                            last_check = Instant::now();
+                        }
+                        Err(e) => {
+                            if !down_logged {
+                                tracing::warn!(
+                                    "cannot listen for changes: {}; retrying with backoff up to {} s",
+                                    e,
+                                    BACKOFF_MAX.as_secs()
+                                );
+                                down_logged = true;
+                            }
+                            retry_at = Instant::now() + backoff;
+                            backoff = (backoff * 2).min(BACKOFF_MAX);
+                        }
+                    }
+                    continue;
+                }
+                // Not listening: the periodic check still applies what others change.
+                if last_check.elapsed() >= CHECK_EVERY {
+                    self.catch_up(&rt);
+                    last_check = Instant::now();
+                }
+                std::thread::sleep(POLL.min(retry_at.saturating_duration_since(Instant::now())));
+                continue;
+            };
+            let mut notified = false;
+            let mut lost = None;
+            {
+                let mut notifications = c.notifications();
+                match notifications.timeout_iter(POLL).next() {
+                    Ok(Some(_)) => notified = true,
+                    Ok(None) => {}
+                    Err(e) => lost = Some(e.to_string()),
+                }
+                // Take every notification already here: one read of the store covers them.
+                if lost.is_none() {
+                    let mut pending = notifications.iter();
+                    loop {
+                        match pending.next() {
+                            Ok(Some(_)) => notified = true,
+                            Ok(None) => break,
+                            Err(e) => {
+                                lost = Some(e.to_string());
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            if lost.is_some() || c.is_closed() {
+                tracing::warn!(
+                    "the change listener's connection was lost ({}); reconnecting",
+                    lost.as_deref().unwrap_or("closed")
+                );
+                client = None;
+                retry_at = Instant::now() + backoff;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+            if notified || last_check.elapsed() >= CHECK_EVERY {
+                self.catch_up(&rt);
+                last_check = Instant::now();
+            }
+        }
+        tracing::debug!("the change listener stopped");
+    }
+
+    /// A new connection of its own, listening on `CHANGES_CHANNEL`, named so that an operator
+    /// can tell it in `pg_stat_activity`.
+    fn listen(&self) -> Result<postgres::Client, String> {
+        let mut config: postgres::Config = self.url.parse().map_err(|e| format!("{e}"))?;
+        config.application_name(&format!("bkg-sync-{}", self.store.origin()));
+        config.connect_timeout(Duration::from_secs(5));
+        let mut client = config.connect(postgres::NoTls).map_err(|e| e.to_string())?;
+        client.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}")).map_err(|e| e.to_string())?;
+        Ok(client)
+    }
+
+    /// Apply every change after the last applied version, oldest first.
+    fn catch_up(&mut self, rt: &tokio::runtime::Runtime) {
+        loop {
+            let after = self.applied.load(Ordering::SeqCst);
+            let changes = match self.store.changes_after(after, BATCH) {
+                Ok(changes) => {
+                    if self.store_failing {
+                        tracing::info!("reading changes works again");
+                        self.store_failing = false;
+                    }
+                    changes
+                }
+                Err(e) => {
+                    if !self.store_failing {
+                        tracing::warn!("cannot read the changes after version {after}: {e}");
+                        self.store_failing = true;
+                    }
+                    return;
+                }
+            };
+            let n = changes.len();
+            for (i, change) in changes.iter().enumerate() {
+                // The owners read what the store holds now: one apply covers every earlier
+                // change of the same thing in this batch.
+                let superseded = changes[i + 1..]
+                    .iter()
+                    .any(|later| later.kind == change.kind && later.subject == change.subject);
+                if change.origin != self.store.origin() && !superseded {
+                    self.apply(rt, change);
+                }
+                self.applied.store(change.id, Ordering::SeqCst);
+            }
+            if (n as i64) < BATCH {
+                return;
+            }
+        }
+    }
+
+    /// Hand one change to the owner of its kind of state.
+    fn apply(&self, rt: &tokio::runtime::Runtime, change: &Change) {
+        let id = change.subject.as_str();
+        let actor = format!("sync:{}", change.origin);
+        let registry = &self.targets.registry;
+        tracing::debug!(version = change.id, kind = change.kind, subject = id, "applying a change");
+        let result: Result<(), String> = match change.kind.as_str() {
+            change_kind::CONFIG => {
+                rt.block_on(registry.apply_stored_config(id)).map(drop).map_err(|e| e.to_string())
+            }
+            change_kind::DESIRED_STATE => match self.store.plugin(id) {
+                Ok(Some(record)) => {
+                    let state = registry.view(id).map(|v| v.state);
+                    let action = match (record.desired_state, state) {
+                        (DesiredState::Stopped, Some(PluginState::Running)) => Some(Action::Stop),
+                        (DesiredState::Running, Some(PluginState::Stopped)) => Some(Action::Start),
+                        // Not loaded here (its load reads the store), or already so.
+                        _ => None,
+                    };
+                    match action {
+                        Some(action) => rt
+                            .block_on(registry.lifecycle(id, action, &actor))
+                            .map(drop)
+                            .map_err(|e| e.to_string()),
+                        None => Ok(()),
+                    }
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            },
+            change_kind::ISOLATION => match self.store.isolation(id) {
+                // A plugin not loaded here reads its setting from the store when it loads.
+                Ok(_) if registry.view(id).is_none() => Ok(()),
+                Ok(setting) => match setting.mode {
+                    Some(mode) => rt
+                        .block_on(registry.set_isolation(id, mode, Some(setting.limits), &actor))
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
+                    None => {
+                        Err("the operator's mode was forgotten: applied at the next load".into())
+                    }
+                },
+                Err(e) => Err(e.to_string()),
+            },
+            change_kind::KV => {
+                if id == self.targets.auth.provider {
+                    self.targets.auth.changed_elsewhere();
+                }
+                Ok(())
+            }
+            // The models view reads the store: nothing is held here to update.
+            change_kind::MODEL => Ok(()),
+            other => Err(format!("unknown kind of change {other:?} (a newer host wrote it?)")),
+        };
+        match result {
+            Ok(()) => {
+                tracing::debug!(version = change.id, kind = change.kind, subject = id, "applied")
+            }
+            Err(e) => tracing::warn!(
+                version = change.id,
+                kind = change.kind,
+                subject = id,
+                "a change made by another host was not applied: {e}"
+            ),
+        }
+    }
+}
