@@ -68,6 +68,19 @@ pub const BOOTSTRAP_KEY_ID: &str = "bootstrap";
 const BOOTSTRAP_SETTING: &str = "bootstrap_admin_key_sha256";
 const CACHE_TTL: Duration = Duration::from_secs(30);
 
+/// How long a verification is used without asking the provider again: `CACHE_TTL`, or
+/// `BKG_AUTH_CACHE_TTL_MS` (a test hook: `it/postgres_outage.rs` makes it short, so that its
+/// calls during an outage run on verifications past their TTL).
+fn cache_ttl() -> Duration {
+    static TTL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *TTL.get_or_init(|| {
+        std::env::var("BKG_AUTH_CACHE_TTL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(CACHE_TTL, Duration::from_millis)
+    })
+}
+
 fn sha256(text: &str) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(text.as_bytes()).into()
@@ -184,7 +197,27 @@ impl Auth {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let (principal, at, expires, seen) = cache.get(hash)?;
         let expired = expires.is_some_and(|e| crate::clock::now_ms() >= e);
-        (at.elapsed() < CACHE_TTL && !expired && *seen == writes).then(|| principal.clone())
+        (at.elapsed() < cache_ttl() && !expired && *seen == writes).then(|| principal.clone())
+    }
+
+    /// A key this host verified before, while the database is unreachable: served past its
+    /// TTL (not past its expiry, nor past a write to the provider), so that clients keep
+    /// working through an outage. A key never verified here cannot be checked: 503
+    /// `database_unavailable`, not 401.
+    fn verify_during_outage(&self, hash: &[u8; 32], writes: u64) -> Result<Principal, ApiError> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((principal, _, expires, seen)) = cache.get(hash) {
+            let expired = expires.is_some_and(|e| crate::clock::now_ms() >= e);
+            if !expired && *seen == writes {
+                return Ok(principal.clone());
+            }
+        }
+        Err(crate::error::database_unavailable(&format!(
+            "cannot verify this API key: the database is unreachable, so the auth provider '{}' \
+             cannot read its keys, and this host has not verified this key before; the host \
+             reconnects by itself: retry shortly",
+            self.provider
+        )))
     }
 
     /// Check a presented key.
@@ -219,19 +252,25 @@ impl Auth {
         if let Some(p) = self.cached(&hash, writes) {
             return Ok(p);
         }
+        if state.store.is_down() {
+            return self.verify_during_outage(&hash, writes);
+        }
         let body = serde_json::json!({ "key": key }).to_string().into_bytes();
         let request =
             exec::request(CallKind::Capability, "verify", "POST", "", "application/json", body);
-        let answer = dispatch::call(&state.routing, &self.provider, request, || false)
-            .await
-            .map_err(|e| {
-                tracing::warn!("auth provider failed: {e:?}");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "auth_unavailable",
-                    "the auth provider did not answer",
-                )
-            })?;
+        let answer = dispatch::call(&state.routing, &self.provider, request, || false).await;
+        // The database went away during the call (the provider could not read its keys).
+        if answer.is_err() && state.store.is_down() {
+            return self.verify_during_outage(&hash, writes);
+        }
+        let answer = answer.map_err(|e| {
+            tracing::warn!("auth provider failed: {e:?}");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth_unavailable",
+                "the auth provider did not answer",
+            )
+        })?;
         let Answer::Complete(reply) = answer else {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -492,6 +531,33 @@ pub async fn middleware(
                 format!("this key lacks the '{scope}' scope this route needs"),
             ),
         );
+    }
+    // An admin write, or a call to the auth provider's keys (create, revoke, list): while the
+    // database is unreachable it cannot be stored, so it is refused before anything runs
+    // (nothing half-applied, and the verification cache kept for the outage).
+    let admin_write = req.path().starts_with("/api/core/")
+        && req.method() != Method::GET
+        && req.method() != Method::HEAD;
+    if admin_write || touches_provider {
+        let store = state.store.clone();
+        let down = actix_web::web::block(move || store.ping().is_err() && store.is_down())
+            .await
+            .unwrap_or(false);
+        if down {
+            let what = if admin_write {
+                "this admin write"
+            } else {
+                "this call to the auth provider's keys"
+            };
+            return refuse(
+                req,
+                crate::error::database_unavailable(&format!(
+                    "{what} needs the database, which is unreachable: nothing was changed; the \
+                     host reconnects by itself: retry shortly (plugin calls and reads are still \
+                     served)"
+                )),
+            );
+        }
     }
     req.extensions_mut().insert(principal);
     let response = next.call(req).await?;

@@ -164,6 +164,22 @@ impl From<RegistryError> for ApiError {
     }
 }
 
+/// A store error as an answer: the database unreachable is 503 `database_unavailable` (with
+/// what failed and that the host reconnects by itself), anything else a 500.
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Unavailable(_) => database_unavailable(&e.to_string()),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+/// 503 `database_unavailable`: `message` says what failed.
+pub(crate) fn database_unavailable(message: &str) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", message)
+}
+
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 #[cfg(test)]

@@ -34,8 +34,14 @@ fn ffi_error(kind: bkg_abi::ErrorKind, message: String) -> FfiError {
     FfiError { kind, message: message.into() }
 }
 
+/// A key-value store failure as the plugin sees it: the database unreachable is `UNAVAILABLE`
+/// (503, naming the database; the store fails fast while it is down), anything else internal.
 fn store_error(e: crate::store::StoreError) -> FfiError {
-    ffi_error(bkg_abi::ErrorKind::INTERNAL, format!("key-value store: {e}"))
+    let kind = match e {
+        crate::store::StoreError::Unavailable(_) => bkg_abi::ErrorKind::UNAVAILABLE,
+        _ => bkg_abi::ErrorKind::INTERNAL,
+    };
+    ffi_error(kind, format!("key-value store: {e}"))
 }
 
 fn check_key(key: &str) -> Result<(), FfiError> {

@@ -203,10 +203,7 @@ pub(crate) async fn plugin_status(
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> ApiResult<T> {
-    web::block(f)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(e.to_string()))
+    web::block(f).await.map_err(|e| ApiError::internal(e.to_string()))?.map_err(ApiError::from)
 }
 
 #[utoipa::path(post, path = "/api/core/plugins/{id}/{action}", tag = "plugins", security(("bearer" = [])),
@@ -428,11 +425,23 @@ pub(crate) async fn healthz() -> HttpResponse {
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "health",
-    responses((status = 200, description = "the initial plugin scan is done", body = Object),
+    responses((status = 200, description = "the initial plugin scan is done; `database` is `up` or `down` (PostgreSQL unreachable: plugin calls and reads from memory are still served, so the host stays ready; admin writes answer 503 database_unavailable)", body = Object),
     (status = 503, description = "still starting", body = ErrorSchema)))]
 pub(crate) async fn readyz(state: Data<AppState>) -> HttpResponse {
     if state.registry.is_ready() {
-        HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
+        // A trivial query: finds an outage without traffic, and reconnects when one is due.
+        let store = state.store.clone();
+        let db = web::block(move || {
+            let _ = store.ping();
+            store.health()
+        })
+        .await
+        .ok();
+        HttpResponse::Ok().json(serde_json::json!({
+            "status": "ready",
+            "database": db.as_ref().map_or("unknown", |h| h.database),
+            "database_health": db,
+        }))
     } else {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -168,9 +168,32 @@ pub(crate) async fn ws_all_telemetry(
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema)))]
 /// `GET /metrics`: Prometheus text format.
 pub(crate) async fn metrics(state: Data<AppState>) -> ApiResult<HttpResponse> {
-    let text = crate::metrics::render(&state.metrics)
+    let mut text = crate::metrics::render(&state.metrics)
         .map_err(|e| ApiError::internal(format!("cannot encode metrics: {e}")))?;
+    let store = state.store.clone();
+    let db = web::block(move || store.health())
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot read the database's state: {e}")))?;
+    text.push_str(&database_metrics(&db));
     Ok(HttpResponse::Ok().content_type(prometheus::TEXT_FORMAT).body(text))
+}
+
+/// The store's connection state in the Prometheus text format: `bkg_database_up` (1, or 0
+/// while PostgreSQL is unreachable), `bkg_database_outages_total` and
+/// `bkg_database_refused_total`.
+fn database_metrics(db: &crate::store::DbHealth) -> String {
+    format!(
+        "# HELP bkg_database_up Whether the host's database connection is up (0: unreachable, \
+         admin writes answer 503).\n# TYPE bkg_database_up gauge\nbkg_database_up{{backend=\"{}\"}} {}\n\
+         # HELP bkg_database_outages_total Times the database connection was lost.\n\
+         # TYPE bkg_database_outages_total counter\nbkg_database_outages_total {}\n\
+         # HELP bkg_database_refused_total Store calls refused while the database was unreachable.\n\
+         # TYPE bkg_database_refused_total counter\nbkg_database_refused_total {}\n",
+        db.backend,
+        u8::from(db.database == "up"),
+        db.outages,
+        db.refused
+    )
 }
 
 #[derive(serde::Deserialize)]

@@ -15,7 +15,7 @@ mod schema;
 pub(crate) mod test_pg;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
@@ -26,22 +26,44 @@ use serde::Serialize;
 use crate::isolation::{IsolationMode, IsolationSetting, ProcessLimits};
 use schema::{changes, config_history, events, host_settings, kv, models, plugins};
 
-/// One database connection, of either backend.
+/// One database connection, of either backend, or none: PostgreSQL found unreachable (the
+/// reason; `link.rs` reconnects).
 enum Conn {
     Sqlite(SqliteConnection),
     Pg(PgConnection),
+    Down(String),
 }
 
 /// Run `$body` with `$c` bound to the backend's own connection: the same source, compiled
-/// once per backend.
+/// once per backend. On PostgreSQL, an error that means the connection is gone marks it down
+/// and returns `StoreError::Unavailable` from the calling function; while it is down, the
+/// calling function returns that at once (so it must return a `StoreResult`).
 macro_rules! on_conn {
     ($conn:expr, $c:ident => $body:expr) => {
         match $conn {
-            Conn::Sqlite($c) => $body,
-            Conn::Pg($c) => $body,
+            conn => {
+                let conn: &mut Conn = conn;
+                match conn {
+                    Conn::Sqlite($c) => $body,
+                    Conn::Pg($c) => {
+                        let result = $body;
+                        if let Err(e) = &result {
+                            if let Some(why) = $crate::store::link::MaybeBroken::broken(e) {
+                                *conn = Conn::Down(why.clone());
+                                return Err(StoreError::Unavailable(why));
+                            }
+                        }
+                        result
+                    }
+                    Conn::Down(why) => return Err(StoreError::Unavailable(why.clone())),
+                }
+            }
         }
     };
 }
+
+mod link;
+pub use link::DbHealth;
 
 /// Create the record of a plugin id if it has none (inside the caller's transaction).
 macro_rules! ensure_plugin {
@@ -218,6 +240,10 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("stored {what} {value:?} is not one this build knows")]
     Invalid { what: &'static str, value: String },
+    /// PostgreSQL is unreachable (the reason); the call did not run. The store reconnects by
+    /// itself (`link.rs`).
+    #[error("the database is unreachable ({0}); the host reconnects by itself: retry shortly")]
+    Unavailable(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -364,6 +390,8 @@ fn now_ms() -> i64 {
 /// The database. Cheap to share behind an `Arc`; one connection, used by one caller at a time.
 pub struct Store {
     conn: Mutex<Conn>,
+    /// The connection's state (up, or down and when to reconnect): `link.rs`.
+    link: link::Link,
     /// This store's (this host process's) id, written as the origin of the changes it records.
     origin: String,
     /// Plugins whose key-value writes are recorded as changes (the auth provider's keys).
@@ -401,9 +429,10 @@ impl Store {
                 }
                 Conn::Sqlite(c)
             }
-            Database::Postgres(url) => {
-                Conn::Pg(PgConnection::establish(url).map_err(|e| open_err(e.to_string()))?)
-            }
+            Database::Postgres(url) => Conn::Pg(
+                PgConnection::establish(&link::with_connect_timeout(url))
+                    .map_err(|e| open_err(e.to_string()))?,
+            ),
         };
         Self::migrate(&mut conn).map_err(|e| match e {
             StoreError::Migrate(m) => StoreError::Migrate(db.scrub(&m)),
@@ -416,7 +445,12 @@ impl Store {
             message: format!("no random host id: {e}"),
         })?;
         let origin = id.iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Store { conn: Mutex::new(conn), origin, kv_changes_of: Default::default() })
+        Ok(Store {
+            conn: Mutex::new(conn),
+            link: link::Link::new(db),
+            origin,
+            kv_changes_of: Default::default(),
+        })
     }
 
     /// Apply pending migrations, holding the database's lock for the whole run: SQLite's write
@@ -437,11 +471,8 @@ impl Store {
                 c.run_pending_migrations(PG_MIGRATIONS).map_err(failed)?;
                 Ok(())
             }),
+            Conn::Down(why) => Err(StoreError::Unavailable(why.clone())),
         }
-    }
-
-    fn conn(&self) -> MutexGuard<'_, Conn> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The id this store writes as the origin of its changes (random per host process).
@@ -1010,9 +1041,11 @@ mod tests {
     fn isolation_column_refuses_unknown_modes(db: Db) {
         let s = db.open();
         s.set_isolation("echo", &operator(IsolationMode::Process)).unwrap();
-        let refused = on_conn!(&mut *s.conn(), c => diesel::update(plugins::table.find("echo"))
-            .set(plugins::isolation.eq("sandbox"))
-            .execute(c));
+        let refused = (|| -> StoreResult<usize> {
+            Ok(on_conn!(&mut *s.conn(), c => diesel::update(plugins::table.find("echo"))
+                .set(plugins::isolation.eq("sandbox"))
+                .execute(c))?)
+        })();
         assert!(refused.is_err(), "the CHECK constraint let 'sandbox' in");
         assert_eq!(s.isolation("echo").unwrap().mode, Some(IsolationMode::Process));
     }
@@ -1038,6 +1071,7 @@ mod tests {
                 }),
                 plugins::table.select(plugins::isolation_by_operator).load::<bool>(c).is_err(),
             ),
+            Conn::Down(why) => panic!("the test database is unreachable: {why}"),
         };
         assert_eq!(reverted.to_string(), "20261130000005");
         assert!(column_gone);
@@ -1217,10 +1251,12 @@ mod tests {
             #[diesel(sql_type = diesel::sql_types::Text)]
             version: String,
         }
-        let applied: Vec<String> = on_conn!(&mut *stores[0].conn(), c => diesel::sql_query(
-            "SELECT version FROM __diesel_schema_migrations ORDER BY version"
-        )
-        .load::<Version>(c))
+        let applied: Vec<String> = (|| -> StoreResult<Vec<Version>> {
+            Ok(on_conn!(&mut *stores[0].conn(), c => diesel::sql_query(
+                "SELECT version FROM __diesel_schema_migrations ORDER BY version"
+            )
+            .load::<Version>(c))?)
+        })()
         .unwrap()
         .into_iter()
         .map(|v| v.version)

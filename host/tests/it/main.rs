@@ -31,6 +31,7 @@ mod models;
 mod openapi;
 mod persistence;
 mod postgres;
+mod postgres_outage;
 mod repoagent_core;
 mod repoagent_map;
 mod repoagent_metrics;

@@ -608,3 +608,15 @@ pub fn hinted_fixture() -> PathBuf {
     });
     fixture("hinted")
 }
+
+impl Host {
+    /// Start a host on a fresh folder with `env` set (test hooks such as
+    /// `BKG_AUTH_CACHE_TTL_MS`).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Host {
+        fixture_dir();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut all: Vec<(&str, Option<&str>)> = vec![("NO_COLOR", Some("1"))];
+        all.extend(env.iter().map(|(k, v)| (*k, Some(*v))));
+        Self::spawn_with(dir, extra, &all)
+    }
+}
