@@ -88,6 +88,8 @@ pub struct LoadedLibrary {
     /// The copy's SHA-256, when it was hashed before opening (see [`Staged::sha256`]).
     pub sha256: Option<String>,
     pub size: u64,
+    /// What the copy still lacks (see [`stage`]), until [`LoadedLibrary::fill_and_hash`].
+    rest: std::sync::Mutex<Option<Rest>>,
     library: RawLibrary,
 }
 
@@ -215,16 +217,34 @@ fn check_elf_complete(file: &mut fs::File, head: &[u8], len: u64) -> Result<(), 
 /// about a tenth of a CPU against busy threads of the normal priority.
 pub fn hash_file_in_background(path: &Path) -> Result<String, LoadError> {
     let owned = path.to_path_buf();
+    run_in_background(move || hash_file(&owned))
+}
+
+/// Run `work` on a thread of its own at nice 10 and wait for it (here, if no thread starts).
+fn run_in_background(
+    work: impl FnOnce() -> Result<String, LoadError> + Send + 'static,
+) -> Result<String, LoadError> {
+    let work = std::sync::Arc::new(std::sync::Mutex::new(Some(work)));
+    let take =
+        |work: &std::sync::Mutex<Option<_>>| work.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let theirs = work.clone();
     let spawned = std::thread::Builder::new().name("bkg-hash".into()).spawn(move || {
         lower_priority(10);
-        hash_file(&owned)
+        take(&theirs).map(|work| work())
     });
-    match spawned {
-        Ok(thread) => thread.join().unwrap_or_else(|_| hash_file(path)),
+    let done = match spawned {
+        Ok(thread) => thread.join().ok().flatten(),
         Err(e) => {
-            tracing::debug!("cannot start a thread to hash {}, hashing here: {e}", path.display());
-            hash_file(path)
+            tracing::debug!("cannot start a thread to hash a library, hashing here: {e}");
+            None
         }
+    };
+    match done {
+        Some(result) => result,
+        None => match take(&work) {
+            Some(work) => work(),
+            None => Err(LoadError::Init("the thread hashing the library panicked".into())),
+        },
     }
 }
 
@@ -256,41 +276,168 @@ pub struct Staged {
     /// switch) computes it. Hashing costs about 0.5 ms per MiB, so it is kept off a swap's path
     /// unless the registry needs it to decide (a file whose size matches the loaded one's).
     pub sha256: Option<String>,
+    /// The source's size: the copy's, once it is whole.
     pub size: u64,
+    /// What [`stage`] left out of the copy, to be filled in by [`Staged::fill`] or
+    /// [`LoadedLibrary::fill_and_hash`]; `None` once the copy is whole.
+    rest: Option<Rest>,
+}
+
+/// Bytes `[start, end)` of a source that [`stage`] did not copy (a hole in the copy), with the
+/// source still open: a file renamed over it meanwhile does not change what is filled in.
+struct Rest {
+    from: fs::File,
+    start: u64,
+    end: u64,
+}
+
+impl Rest {
+    fn copy_into(self, source: &Path, shadow: &Path) -> Result<(), LoadError> {
+        let Rest { from, start, end } = self;
+        copy_range(&from, source, shadow, start, end)
+    }
+}
+
+/// Copy bytes `[start, end)` of `from` to the same place in the existing file `shadow`, by
+/// the kernel where it can.
+fn copy_range(
+    from: &fs::File,
+    source: &Path,
+    shadow: &Path,
+    start: u64,
+    end: u64,
+) -> Result<(), LoadError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let read_err = |e: std::io::Error| LoadError::Read { path: source.into(), source: e };
+    let shadow_err = |e: std::io::Error| LoadError::Shadow { path: shadow.into(), source: e };
+    let mut out = fs::OpenOptions::new().write(true).open(shadow).map_err(shadow_err)?;
+    let mut input = from;
+    input.seek(SeekFrom::Start(start)).map_err(read_err)?;
+    out.seek(SeekFrom::Start(start)).map_err(shadow_err)?;
+    let copied = std::io::copy(&mut input.take(end - start), &mut out).map_err(shadow_err)?;
+    if copied != end - start {
+        return Err(read_err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the file shrank while it was copied (bytes {start}..{end} of it expected)"),
+        )));
+    }
+    Ok(())
 }
 
 impl Staged {
+    /// A copy that is already whole (a new name for another staged copy).
+    pub fn whole(source: PathBuf, shadow: PathBuf, sha256: Option<String>, size: u64) -> Staged {
+        Staged { source, shadow, sha256, size, rest: None }
+    }
+
     /// Remove the copy without opening it.
     pub fn discard(self) {
         let _ = fs::remove_file(&self.shadow);
     }
 
-    /// The copy's SHA-256, computed now if it was not yet.
+    /// Copy in what [`stage`] left out: the copy is the whole file from here on (what a child
+    /// process opening it, or a hash, needs).
+    pub fn fill(&mut self) -> Result<(), LoadError> {
+        match self.rest.take() {
+            Some(rest) => rest.copy_into(&self.source, &self.shadow),
+            None => Ok(()),
+        }
+    }
+
+    /// The copy's SHA-256, computed now (the copy filled first) if it was not yet.
     pub fn hash(&mut self) -> Result<&str, LoadError> {
         if self.sha256.is_none() {
+            self.fill()?;
             self.sha256 = Some(hash_file(&self.shadow)?);
         }
         Ok(self.sha256.as_deref().unwrap_or_default())
     }
 }
 
+/// Holes smaller than this are copied with the rest.
+const MIN_HOLE: u64 = 1 << 20;
+
+/// The bytes of a 64-bit little-endian ELF file that nothing reads to open it, check it or
+/// read its isolation hint: after every segment the program headers name and every section
+/// that is loaded (`SHF_ALLOC`), and before the section header table and the sections after
+/// it. In a library built with debug information that is most of the file (its `.debug_*`
+/// sections). `None` for anything else, or when the hole would be small.
+fn unread_range(file: &mut fs::File, len: u64) -> Option<(u64, u64)> {
+    const PAGE: u64 = 64 * 1024;
+    let mut head = [0u8; 64];
+    read_at(file, 0, &mut head).ok()?;
+    if &head[..4] != b"\x7fELF" || head[4] != 2 || head[5] != 1 {
+        return None;
+    }
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+    let (phoff, shoff) = (u64_at(&head, 0x20), u64_at(&head, 0x28));
+    let (phentsize, phnum) = (u16_at(&head, 0x36), u16_at(&head, 0x38));
+    let (shentsize, shnum) = (u16_at(&head, 0x3a), u16_at(&head, 0x3c));
+    if phentsize < 0x38 || shentsize < 0x40 || shnum == 0 {
+        return None;
+    }
+    let ph_end = phoff.checked_add(phentsize * phnum)?;
+    let sh_end = shoff.checked_add(shentsize * shnum)?;
+    if ph_end > len || sh_end > len {
+        return None;
+    }
+    let mut programs = vec![0u8; (phentsize * phnum) as usize];
+    read_at(file, phoff, &mut programs).ok()?;
+    let mut sections = vec![0u8; (shentsize * shnum) as usize];
+    read_at(file, shoff, &mut sections).ok()?;
+    // Everything up to `start` is copied: the headers, every segment, every loaded section.
+    let mut start = ph_end.max(64);
+    for ph in programs.chunks_exact(phentsize as usize) {
+        start = start.max(u64_at(ph, 0x08).checked_add(u64_at(ph, 0x20))?);
+    }
+    let mut end = shoff;
+    for sh in sections.chunks_exact(shentsize as usize) {
+        const SHF_ALLOC: u64 = 2;
+        const SHT_NOBITS: u32 = 8;
+        let kind = u32::from_le_bytes(sh[4..8].try_into().unwrap_or([0; 4]));
+        let (offset, size) = (u64_at(sh, 0x18), u64_at(sh, 0x20));
+        let size = if kind == SHT_NOBITS { 0 } else { size };
+        let section_end = offset.checked_add(size)?;
+        if u64_at(sh, 0x08) & SHF_ALLOC != 0 {
+            start = start.max(section_end);
+        } else if section_end > start && offset < end && section_end > end {
+            // A section that runs over the end of the hole: the hole stops before it.
+            end = end.min(offset);
+        }
+    }
+    // Whole pages past the last mapped one: writing the hole later never touches a page that
+    // is mapped (64 KiB covers every page size Linux uses).
+    let start = start.checked_next_multiple_of(PAGE)?;
+    (end > start && end - start >= MIN_HOLE).then_some((start, end))
+}
+
 /// Copy `source` into `shadow_dir` as `<stem>-<seq>.<ext>`, by the kernel where it can
 /// (`copy_file_range`: no pass through this process's memory; a reflink on file systems that
 /// share blocks). The copy is not hashed here (see [`Staged::sha256`]) and not synced: it is
 /// a scratch file the host removes at start, never read back after a crash.
+///
+/// Of a library with a large part that nothing reads to open it (see [`unread_range`]: its
+/// debug information), that part is left out as a hole in the copy, filled in after the swap's
+/// switch ([`LoadedLibrary::fill_and_hash`]) or before a child process opens the copy
+/// ([`Staged::fill`]). The loaded segments are in the copy before anything opens it, and the
+/// hole lies in pages no mapping covers.
 pub fn stage(source: &Path, shadow_dir: &Path, seq: u64) -> Result<Staged, LoadError> {
+    let read_err = |e: std::io::Error| LoadError::Read { path: source.into(), source: e };
+    let mut input = fs::File::open(source).map_err(read_err)?;
+    let size = input.metadata().map_err(read_err)?.len();
     let part = shadow_dir.join(format!(".stage-{seq}.part"));
-    let size = match fs::copy(source, &part) {
-        Ok(size) => size,
-        Err(e) => {
-            let _ = fs::remove_file(&part);
-            // Tell a source that cannot be read from a shadow folder that cannot be written.
-            return Err(match fs::File::open(source) {
-                Err(read) => LoadError::Read { path: source.into(), source: read },
-                Ok(_) => LoadError::Shadow { path: part, source: e },
-            });
-        }
+    fs::File::create(&part).map_err(|e| LoadError::Shadow { path: part.clone(), source: e })?;
+    let hole = if cfg!(target_os = "linux") { unread_range(&mut input, size) } else { None };
+    let copied = match hole {
+        Some((start, end)) => copy_range(&input, source, &part, 0, start)
+            .and_then(|()| copy_range(&input, source, &part, end, size)),
+        None => copy_range(&input, source, &part, 0, size),
     };
+    if let Err(e) = copied {
+        let _ = fs::remove_file(&part);
+        return Err(e);
+    }
     let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
     let ext =
         source.extension().and_then(|s| s.to_str()).unwrap_or(std::env::consts::DLL_EXTENSION);
@@ -299,7 +446,8 @@ pub fn stage(source: &Path, shadow_dir: &Path, seq: u64) -> Result<Staged, LoadE
         let _ = fs::remove_file(&part);
         return Err(LoadError::Shadow { path: shadow, source: e });
     }
-    Ok(Staged { source: source.into(), shadow, sha256: None, size })
+    let rest = hole.map(|(start, end)| Rest { from: input, start, end });
+    Ok(Staged { source: source.into(), shadow, sha256: None, size, rest })
 }
 
 /// Shorten abi_stable's error reports (the layout report runs to hundreds of lines).
@@ -387,12 +535,12 @@ impl LoadedLibrary {
         let size = fs::metadata(shadow)
             .map_err(|e| LoadError::Shadow { path: shadow.into(), source: e })?
             .len();
-        let staged = Staged { source: shadow.into(), shadow: shadow.into(), sha256: None, size };
+        let staged = Staged::whole(shadow.into(), shadow.into(), None, size);
         Self::open_checked(staged, false)
     }
 
     fn open_checked(staged: Staged, owned: bool) -> Result<Self, LoadError> {
-        let Staged { source, shadow, sha256, size } = staged;
+        let Staged { source, shadow, sha256, size, rest } = staged;
         let began = std::time::Instant::now();
         let remove = |shadow: &Path| {
             if owned {
@@ -444,12 +592,27 @@ impl LoadedLibrary {
             heap_symbol_us = module_at.elapsed().as_micros() as u64,
             "library opened"
         );
-        Ok(Self { module, heap, source, shadow, sha256, size, library })
+        let rest = std::sync::Mutex::new(rest);
+        Ok(Self { module, heap, source, shadow, sha256, size, rest, library })
     }
 
     /// The plugin's root module. Valid only while `self` is alive.
     pub fn module(&self) -> PluginModRef {
         self.module
+    }
+
+    /// Fill in what the copy lacks (see [`stage`]), then hash it, on a thread of low priority
+    /// ([`hash_file_in_background`]). The hole lies past every mapped page, so writing it
+    /// changes nothing the library runs.
+    pub fn fill_and_hash(&self) -> Result<String, LoadError> {
+        let rest = self.rest.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let (source, shadow) = (self.source.clone(), self.shadow.clone());
+        run_in_background(move || {
+            if let Some(rest) = rest {
+                rest.copy_into(&source, &shadow)?;
+            }
+            hash_file(&shadow)
+        })
     }
 
     /// The library's heap counter (see [`HeapGauge`]).
@@ -563,6 +726,46 @@ mod tests {
         assert_eq!(hash_file(&source).unwrap(), hash_bytes(&data));
         staged.discard();
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "only the source is left");
+    }
+
+    /// Regression (issue 15, swap latency): a library is staged without the part nothing
+    /// reads to open it (its debug information), and filled in later to the same bytes.
+    #[test]
+    fn a_library_is_staged_without_its_unread_part_and_filled_in_to_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("p.so");
+        // The running test binary: an ELF file with debug information.
+        let exe = fs::read(std::env::current_exe().unwrap()).unwrap();
+        fs::write(&source, &exe).unwrap();
+        let mut staged = stage(&source, dir.path(), 3).unwrap();
+        let (start, end) = staged.rest.as_ref().map(|r| (r.start, r.end)).expect("a hole");
+        let (start, end) = (start as usize, end as usize);
+        let copy = fs::read(&staged.shadow).unwrap();
+        assert_eq!(copy.len(), exe.len());
+        assert!(copy[..start] == exe[..start] && copy[end..] == exe[end..]);
+        assert!(copy[start..end].iter().all(|b| *b == 0), "the hole was copied");
+        assert!(exe[start..end].iter().any(|b| *b != 0));
+        // The copy passes the checks made before dlopen as it is.
+        preflight(&mut fs::File::open(&staged.shadow).unwrap(), staged.size).unwrap();
+        // Renaming another file over the source changes nothing that is filled in.
+        fs::write(dir.path().join("other.so"), b"another file").unwrap();
+        fs::rename(dir.path().join("other.so"), &source).unwrap();
+        assert_eq!(staged.hash().unwrap(), hash_bytes(&exe));
+        assert_eq!(fs::read(&staged.shadow).unwrap(), exe);
+        staged.discard();
+    }
+
+    #[test]
+    fn a_cut_library_is_staged_whole_and_refused_as_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("p.so");
+        let exe = fs::read(std::env::current_exe().unwrap()).unwrap();
+        fs::write(&source, &exe[..exe.len() / 2]).unwrap();
+        let staged = stage(&source, dir.path(), 4).unwrap();
+        assert!(staged.rest.is_none(), "a hole in a cut file");
+        assert_eq!(fs::read(&staged.shadow).unwrap(), &exe[..exe.len() / 2]);
+        let err = LoadedLibrary::open_staged(staged).err().expect("a cut library opened");
+        assert!(matches!(err, LoadError::Truncated(_)), "{err}");
     }
 
     #[test]

@@ -396,11 +396,12 @@ impl Code {
     /// thread of low priority, so the first calls of a new generation come first.
     fn sha256(&self) -> &str {
         self.sha256.get_or_init(|| {
-            let shadow = match &self.kind {
-                CodeKind::Library(library) => &library.shadow,
-                CodeKind::Child { shadow, .. } => shadow,
+            let (hashed, shadow) = match &self.kind {
+                // The copy may lack its unread part yet (`loader::stage`): filled in first.
+                CodeKind::Library(library) => (library.fill_and_hash(), &library.shadow),
+                CodeKind::Child { shadow, .. } => (loader::hash_file_in_background(shadow), shadow),
             };
-            loader::hash_file_in_background(shadow).unwrap_or_else(|e| {
+            hashed.unwrap_or_else(|e| {
                 tracing::warn!(shadow = %shadow.display(), "cannot hash the loaded copy: {e}");
                 String::new()
             })
@@ -835,7 +836,7 @@ impl Registry {
         &mut self,
         path: &Path,
         modified: SystemTime,
-        staged: loader::Staged,
+        mut staged: loader::Staged,
         prior_id: Option<String>,
         fallback_id: &str,
         mode: Option<IsolationMode>,
@@ -851,7 +852,12 @@ impl Registry {
                     return self.fail(fallback_id, Some(path), e.to_string());
                 }
             },
-            IsolationMode::Process => match self.spawn_child(&staged, fallback_id) {
+            // The child opens the copy by its path: it must be whole.
+            IsolationMode::Process => match staged
+                .fill()
+                .map_err(|e| e.to_string())
+                .and_then(|()| self.spawn_child(&staged, fallback_id))
+            {
                 Ok(spawned) => Opened::Child(spawned, staged),
                 Err(e) => {
                     staged.discard();
@@ -1910,12 +1916,12 @@ impl Registry {
         let ext = shadow.extension().and_then(|s| s.to_str()).unwrap_or("so");
         let fresh = self.settings.shadow_dir.join(format!("{stem}-{}.{ext}", self.seq));
         match std::fs::hard_link(shadow, &fresh) {
-            Ok(()) => Some(loader::Staged {
-                source: code.source.clone(),
-                shadow: fresh,
-                sha256: Some(code.sha256().to_string()),
-                size: code.size,
-            }),
+            Ok(()) => Some(loader::Staged::whole(
+                code.source.clone(),
+                fresh,
+                Some(code.sha256().to_string()),
+                code.size,
+            )),
             Err(e) => {
                 tracing::debug!(
                     plugin = id,
