@@ -24,6 +24,15 @@ pub(crate) const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// libpq's connect timeout, in seconds, for every connection the store opens.
 pub(crate) const CONNECT_TIMEOUT_S: u32 = 2;
+/// libpq settings that bound how long a query waits on a server that went silent (the
+/// network dropping packets instead of refusing them): unacknowledged data for at most 5 s
+/// (`tcp_user_timeout`), an idle connection probed after 5 s, every second, 3 times.
+const SILENT_SERVER: [(&str, &str); 4] = [
+    ("tcp_user_timeout", "5000"),
+    ("keepalives_idle", "5"),
+    ("keepalives_interval", "1"),
+    ("keepalives_count", "3"),
+];
 
 /// What the store knows about its connection (for `/readyz` and `/metrics`).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -129,14 +138,21 @@ impl Link {
     }
 }
 
-/// `url` with libpq's `connect_timeout` (unless it sets one), so that no caller waits long
-/// for an unreachable server.
+/// `url` with libpq's `connect_timeout` and the `SILENT_SERVER` settings (each unless the URL
+/// sets it), so that no caller waits long for an unreachable server.
 pub(crate) fn with_connect_timeout(url: &str) -> String {
-    if url.contains("connect_timeout=") {
-        return url.to_string();
+    let mut url = url.to_string();
+    let connect = CONNECT_TIMEOUT_S.to_string();
+    for (key, value) in std::iter::once(("connect_timeout", connect.as_str())).chain(SILENT_SERVER)
+    {
+        let query = url.split_once('?').map_or("", |(_, q)| q);
+        if query.split('&').any(|kv| kv.split('=').next() == Some(key)) {
+            continue;
+        }
+        let sep = if url.contains('?') { '&' } else { '?' };
+        url = format!("{url}{sep}{key}={value}");
     }
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}connect_timeout={CONNECT_TIMEOUT_S}")
+    url
 }
 
 /// The store's connection, locked. Dropping it after a query marked the connection down logs
@@ -333,17 +349,20 @@ mod tests {
 
     #[test]
     fn the_connect_timeout_is_added_once() {
+        let tail =
+            "tcp_user_timeout=5000&keepalives_idle=5&keepalives_interval=1&keepalives_count=3";
         assert_eq!(
             with_connect_timeout("postgres://u@h:5/db"),
-            "postgres://u@h:5/db?connect_timeout=2"
+            format!("postgres://u@h:5/db?connect_timeout=2&{tail}")
         );
         assert_eq!(
             with_connect_timeout("postgres://u@h:5/db?sslmode=disable"),
-            "postgres://u@h:5/db?sslmode=disable&connect_timeout=2"
+            format!("postgres://u@h:5/db?sslmode=disable&connect_timeout=2&{tail}")
         );
         assert_eq!(
-            with_connect_timeout("postgres://u@h/db?connect_timeout=9"),
-            "postgres://u@h/db?connect_timeout=9"
+            with_connect_timeout("postgres://u@h/db?connect_timeout=9&keepalives_idle=60"),
+            "postgres://u@h/db?connect_timeout=9&keepalives_idle=60&tcp_user_timeout=5000&\
+             keepalives_interval=1&keepalives_count=3"
         );
     }
 
