@@ -11,6 +11,9 @@
 //! is never used while the provider is not running. With several hosts on one PostgreSQL a
 //! key created or revoked on another host reaches this one as a change (`crate::sync` calls
 //! [`Auth::changed_elsewhere`]): the cache is dropped then too, at once, not after its TTL.
+//! While the store says the database is unreachable, a key verified before is served from the
+//! cache past its TTL, a key never verified is 503 `database_unavailable` (not 401), and admin
+//! writes are refused with that 503 before they run.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
