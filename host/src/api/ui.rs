@@ -28,8 +28,8 @@ pub fn locate(explicit: Option<&Path>, exe: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// The answer to a GET for a UI page (not under `/api`, a plugin's prefix, ...) when the host
-/// has no admin UI: a 404 that says how to get one, as a page for a browser and as the usual
-/// JSON error for everything else.
+/// has no admin UI: a 404 that says how to get one, as a page for a browser (any such path)
+/// and as JSON for `/` itself; other paths get the usual JSON 404.
 pub(crate) fn not_installed(req: &HttpRequest) -> HttpResponse {
     let path = req.match_info().as_str();
     let how = "the admin UI is not installed: build it and start the host with \
@@ -41,11 +41,13 @@ pub(crate) fn not_installed(req: &HttpRequest) -> HttpResponse {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("text/html"));
     if !browser {
-        return actix_web::ResponseError::error_response(&ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ui_not_installed",
-            format!("no route for GET {path}; {how}"),
-        ));
+        // An API client asking for some other path gets the usual 404; `/` itself says why.
+        let error = if path == "/" {
+            ApiError::new(StatusCode::NOT_FOUND, "ui_not_installed", how)
+        } else {
+            ApiError::not_found(format!("no route for GET {path}"))
+        };
+        return actix_web::ResponseError::error_response(&error);
     }
     let page = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>bkg: no admin UI</title></head>\n\

@@ -81,10 +81,12 @@ fn without_a_ui_the_root_says_how_to_get_one_and_a_ui_beside_the_binary_is_found
     assert!(page.content_type().starts_with("text/html"), "{}", page.content_type());
     let text = page.into_string().unwrap();
     assert!(text.contains("admin UI is not installed") && text.contains("--ui-dir"), "{text}");
-    // The host's own paths keep their plain JSON 404.
-    let (status, body) = plain.get("/api/nope");
-    assert_eq!(status, 404);
-    assert!(body.contains("not_found") && !body.contains("ui_not_installed"), "{body}");
+    // The host's own paths, and other paths asked for as JSON, keep their plain JSON 404.
+    for path in ["/api/nope", "/no/such/route"] {
+        let (status, body) = plain.get(path);
+        assert_eq!(status, 404);
+        assert!(body.contains("not_found") && !body.contains("ui_not_installed"), "{body}");
+    }
 
     // The binary as an install lays it out: bin/bkg (a hard link to the built one, in the
     // target dir so the link stays on one file system) and share/bkg/ui.
