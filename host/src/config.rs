@@ -7,6 +7,24 @@ use clap::Parser;
 
 const DEFAULT_HUB: &str = "https://huggingface.co";
 
+/// `--database-url` as given: it may hold a password, so its `Debug` (and so `Config`'s)
+/// shows none of it.
+#[derive(Clone)]
+pub struct DatabaseUrl(pub String);
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(DatabaseUrl(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(..)")
+    }
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "bkg",
@@ -24,7 +42,7 @@ pub struct Config {
     /// several hosts on one PostgreSQL (default: <data-dir>/bkg.db). Its password is never
     /// logged nor shown in errors.
     #[arg(long, env = "BKG_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
     /// The watched folder plugins are copied into (default: <data-dir>/plugins).
     #[arg(long, env = "BKG_PLUGINS_DIR")]
     pub plugins_dir: Option<PathBuf>,
@@ -109,7 +127,7 @@ impl Config {
     /// `--database-url`, or the SQLite file in the data dir.
     pub fn database(&self) -> Result<crate::store::Database, String> {
         match &self.database_url {
-            Some(url) => crate::store::Database::parse(url)
+            Some(DatabaseUrl(url)) => crate::store::Database::parse(url)
                 .map_err(|e| format!("--database-url (BKG_DATABASE_URL): {e}")),
             None => Ok(crate::store::Database::Sqlite(self.data_dir().join("bkg.db"))),
         }
@@ -142,5 +160,21 @@ impl Config {
 
     pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_debug_shows_no_database_password() {
+        let config =
+            Config::try_parse_from(["bkg", "--database-url", "postgres://bkg:hunter2@db/bkg"])
+                .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("DatabaseUrl(..)"), "{shown}");
+        assert!(config.database().is_ok());
     }
 }
