@@ -183,3 +183,23 @@ fn the_listener_reconnects_after_its_connection_is_killed_and_applies_what_chang
     set_greeting(&b, "after");
     wait_greeting(&a, "after after");
 }
+
+#[test]
+fn an_isolation_mode_set_on_one_host_is_applied_by_the_others() {
+    let url = postgres_database();
+    let a = host_on(&url);
+    let b = host_on(&url);
+    let in_mode = |host: &Host, mode: &str| {
+        let p = host.plugin("echo");
+        p["isolation"] == mode
+            && p["state"] == "running"
+            && (mode == "process") == p["process"]["pid"].is_u64()
+    };
+    a.isolate("echo", "process");
+    b.wait_for("echo to run in a child on B", || in_mode(&b, "process"));
+    assert_eq!(b.plugin("echo")["isolation_source"], "operator");
+    assert_eq!(b.post("/api/plugins/echo/echo", "x").1, "x");
+    // And back, from the other host.
+    b.isolate("echo", "in_process");
+    a.wait_for("echo to run in the host on A", || in_mode(&a, "in_process"));
+}
