@@ -164,3 +164,35 @@ fn a_long_streamed_bus_answer_into_a_child_flows_with_credit_and_stops_when_the_
     host.wait_for("the callee's stream to end", || in_flight(&host, "echo") == 0);
     assert_eq!(host.post("/api/plugins/echo/echo", "still here"), (200, "still here".into()));
 }
+
+/// A request body over `exec::DIRECT_BODY_MAX` (64 KiB) is written to the child from one of
+/// the plugin's workers, not from the HTTP worker that took it; it arrives whole either way,
+/// also while small calls go out directly beside it.
+#[test]
+fn large_and_small_bodies_reach_a_child_whole_side_by_side() {
+    let host = Host::start();
+    host.install(&fixture("echo"), &lib_name("echo"));
+    host.wait_state("echo", "running");
+    host.in_mode("process", &["echo"]);
+    assert_eq!(bkg_host::exec::DIRECT_BODY_MAX, 64 * 1024);
+    let sizes = [0usize, 1, 64 * 1024, 64 * 1024 + 1, 3 << 20];
+    std::thread::scope(|s| {
+        for (i, size) in sizes.into_iter().enumerate() {
+            let host = &host;
+            s.spawn(move || {
+                let body: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
+                for _ in 0..5 {
+                    let (status, answer) =
+                        host.post_bytes("/api/plugins/echo/echo", "application/x-test", &body);
+                    assert_eq!(status, 200, "{size} bytes");
+                    assert!(
+                        answer == body,
+                        "{size} bytes came back as {} other bytes",
+                        answer.len()
+                    );
+                }
+            });
+        }
+    });
+    host.wait_for("every call to be counted out", || in_flight(&host, "echo") == 0);
+}
