@@ -206,6 +206,20 @@ impl Listener {
         let mut config: postgres::Config = self.url.parse().map_err(|e| format!("{e}"))?;
         config.application_name(&format!("bkg-sync-{}", self.store.origin()));
         config.connect_timeout(Duration::from_secs(5));
+        // A server gone silent (packets dropped) ends the connection within about 8 s, as the
+        // store's does (`store/link.rs`), unless the URL says otherwise: the idle listener
+        // would otherwise wait for it for the kernel's two hours.
+        let unset = |name: &str| !self.url.contains(name);
+        if unset("keepalives") {
+            config
+                .keepalives(true)
+                .keepalives_idle(Duration::from_secs(5))
+                .keepalives_interval(Duration::from_secs(1))
+                .keepalives_retries(3);
+        }
+        if unset("tcp_user_timeout") {
+            config.tcp_user_timeout(Duration::from_secs(5));
+        }
         let mut client = config.connect(postgres::NoTls).map_err(|e| e.to_string())?;
         client.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}")).map_err(|e| e.to_string())?;
         Ok(client)
