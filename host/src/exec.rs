@@ -1037,7 +1037,9 @@ impl Instance {
         DrainOutcome { abandoned, cancelled: abandoned.saturating_sub(ignored), ignored }
     }
 
-    /// Queue a call. On failure the job is handed back.
+    /// Queue a call for the workers, or hand it to plugin code that takes calls directly (a
+    /// child process: written here, or by a worker when its body is over
+    /// [`DIRECT_BODY_MAX`]). On failure the job is handed back.
     pub fn submit(&self, job: CallJob) -> Result<(), Rejected> {
         let before = self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let refuse = |reason: SubmitError, job: CallJob| {
