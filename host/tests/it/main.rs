@@ -40,6 +40,7 @@ mod repoagent_stats;
 mod repoagent_symbols;
 mod routes;
 mod scale;
+mod scale_failover;
 mod rustyface_align;
 mod rustyface_bad_input;
 mod rustyface_core;
