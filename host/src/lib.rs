@@ -12,6 +12,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod dispatch;
+pub mod distribute;
 pub mod error;
 pub mod exec;
 pub mod host_api;
@@ -48,6 +49,8 @@ pub struct Core {
     watcher: watcher::PluginWatcher,
     /// On PostgreSQL: the listener applying changes other hosts make (`sync`).
     sync: Option<sync::SyncHandle>,
+    /// On PostgreSQL: plugin files shared through the database (`distribute`).
+    distribute: Option<distribute::Distributor>,
 }
 
 impl Core {
@@ -84,6 +87,20 @@ impl Core {
         let routing = Arc::new(dispatch::Routing::default());
         routing.watch_provider(&config.auth_provider);
         let logs = Arc::new(logs::LogHub::default());
+        // Before the watcher's first scan: the folder catches up with the deployments.
+        let (distributor, distribute_hook) = match &database {
+            store::Database::Postgres(_) => {
+                let (d, hook) = distribute::Distributor::start(
+                    store.clone(),
+                    &plugins_dir,
+                    &data_dir.join("distribute"),
+                    logs.clone(),
+                )
+                .context("cannot start plugin distribution")?;
+                (Some(d), Some(hook))
+            }
+            store::Database::Sqlite(_) => (None, None),
+        };
         let control_timeout = Duration::from_millis(config.control_timeout_ms);
         let settings = registry::Settings {
             shadow_dir,
@@ -103,6 +120,7 @@ impl Core {
                 open_files: config.process_max_open_files,
                 processes: config.process_max_processes,
             },
+            distribute: distribute_hook.clone(),
         };
         let (registry, registry_thread) =
             registry::spawn(settings, store.clone(), logs.clone(), routing.clone())?;
@@ -167,14 +185,18 @@ impl Core {
                     url,
                     state.store.clone(),
                     version,
-                    sync::Targets { registry: state.registry.clone(), auth: state.auth.clone() },
+                    sync::Targets {
+                        registry: state.registry.clone(),
+                        auth: state.auth.clone(),
+                        distribute: distribute_hook,
+                    },
                 )
                 .context("cannot start the change listener")?,
             ),
             store::Database::Sqlite(_) => None,
         };
         tracing::info!(plugins_dir = %plugins_dir.display(), data_dir = %data_dir.display(), "bkg started");
-        Ok(Core { state, plugins_dir, registry_thread, watcher, sync })
+        Ok(Core { state, plugins_dir, registry_thread, watcher, sync, distribute: distributor })
     }
 
     /// Stop watching, then drain, stop and unload every plugin.
@@ -185,6 +207,7 @@ impl Core {
         drop(self.sync);
         self.state.registry.shutdown().await;
         let _ = self.registry_thread.join();
+        drop(self.distribute);
         tracing::info!("bkg stopped");
     }
 }

@@ -229,6 +229,8 @@ pub struct Settings {
     pub control_timeout: Duration,
     /// Resource limits every plugin child process sets on itself (process mode).
     pub process_limits: child::RLimits,
+    /// Told what was loaded and what was removed (several hosts on PostgreSQL: `distribute`).
+    pub distribute: Option<crate::distribute::Hook>,
 }
 
 /// Lifetime counters of the registry, for metrics.
@@ -1186,6 +1188,10 @@ impl Registry {
         if let Err(e) = self.store.record_loaded(&id, &file, &sha256, &version) {
             tracing::warn!(plugin = %id, "cannot record the load: {e}");
         }
+        if let Some(hook) = &self.settings.distribute {
+            // A send: publishing happens on the distribution thread.
+            hook.loaded(path, &sha256);
+        }
         self.steps.lap("record_loaded");
         self.event(
             &id,
@@ -1404,6 +1410,9 @@ impl Registry {
     }
 
     fn on_file_removed(&mut self, path: &Path) {
+        if let Some(hook) = &self.settings.distribute {
+            hook.removed(path);
+        }
         let recorded = self.files.remove(path).map(|r| r.id);
         // What an id runs may come from this file although the file's last content failed
         // or provided another id.

@@ -44,6 +44,8 @@ const BATCH: i64 = 500;
 pub struct Targets {
     pub registry: RegistryHandle,
     pub auth: Arc<Auth>,
+    /// Plugin files deployed or removed elsewhere (`crate::distribute`).
+    pub distribute: Option<crate::distribute::Hook>,
 }
 
 /// The running listener. Dropping it stops and joins its thread.
@@ -315,6 +317,13 @@ impl Listener {
             }
             // The models view reads the store: nothing is held here to update.
             change_kind::MODEL => Ok(()),
+            // The distribution thread fetches or deletes the file (never on this thread).
+            change_kind::PLUGIN_DEPLOYED | change_kind::PLUGIN_REMOVED => {
+                if let Some(hook) = &self.targets.distribute {
+                    hook.changed(id);
+                }
+                Ok(())
+            }
             other => Err(format!("unknown kind of change {other:?} (a newer host wrote it?)")),
         };
         match result {

@@ -64,6 +64,8 @@ macro_rules! on_conn {
 
 mod link;
 pub use link::DbHealth;
+mod blobs;
+pub use blobs::{DeployError, Deployment, BLOB_CHUNK};
 
 /// Create the record of a plugin id if it has none (inside the caller's transaction).
 macro_rules! ensure_plugin {
@@ -133,6 +135,10 @@ pub mod change_kind {
     pub const KV: &str = "kv";
     /// A model installed or replaced (subject: the repo id).
     pub const MODEL: &str = "model";
+    /// A plugin library deployed under a file name (subject: the file name; `crate::distribute`).
+    pub const PLUGIN_DEPLOYED: &str = "plugin_deployed";
+    /// A deployed plugin library removed (subject: the file name).
+    pub const PLUGIN_REMOVED: &str = "plugin_removed";
 }
 
 /// One recorded change: `id` is the database's version after it.

@@ -81,3 +81,33 @@ diesel::table! {
         at_ms -> BigInt,
     }
 }
+
+diesel::table! {
+    plugin_blobs (sha256) {
+        sha256 -> Text,
+        size -> BigInt,
+        chunks -> BigInt,
+        created_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    plugin_blob_chunks (sha256, seq) {
+        sha256 -> Text,
+        seq -> BigInt,
+        data -> Binary,
+    }
+}
+
+diesel::table! {
+    plugin_files (file) {
+        file -> Text,
+        sha256 -> Text,
+        removed -> Bool,
+        origin -> Text,
+        updated_at_ms -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(plugin_blobs, plugin_files);
+diesel::allow_tables_to_appear_in_same_query!(plugin_blob_chunks, plugin_files);

@@ -41,6 +41,7 @@ mod repoagent_symbols;
 mod routes;
 mod scale;
 mod scale_failover;
+mod scale_plugins;
 mod rustyface_align;
 mod rustyface_bad_input;
 mod rustyface_core;
