@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -57,7 +57,17 @@ enum Job {
 
 /// What the registry and the change listener tell this module: cheap to clone, never blocks.
 #[derive(Clone)]
-pub struct Hook(Sender<Job>);
+pub struct Hook {
+    tx: Sender<Job>,
+    expected: Expected,
+}
+
+/// The SHA-256 each file just fetched must have when the registry opens its copy.
+type Expected = Arc<Mutex<HashMap<PathBuf, String>>>;
+
+fn lock(expected: &Expected) -> std::sync::MutexGuard<'_, HashMap<PathBuf, String>> {
+    expected.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 impl std::fmt::Debug for Hook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,17 +78,23 @@ impl std::fmt::Debug for Hook {
 impl Hook {
     /// The registry loaded `path`, hashing to `sha256`: published unless this module wrote it.
     pub fn loaded(&self, path: &Path, sha256: &str) {
-        let _ = self.0.send(Job::Loaded { path: path.to_path_buf(), sha256: sha256.to_string() });
+        let _ = self.tx.send(Job::Loaded { path: path.to_path_buf(), sha256: sha256.to_string() });
     }
 
     /// `path` left the plugins folder: removed everywhere unless this module deleted it.
     pub fn removed(&self, path: &Path) {
-        let _ = self.0.send(Job::Removed(path.to_path_buf()));
+        let _ = self.tx.send(Job::Removed(path.to_path_buf()));
     }
 
     /// What is deployed under `file` changed on another host: the folder is made to match.
     pub fn changed(&self, file: &str) {
-        let _ = self.0.send(Job::Changed(file.to_string()));
+        let _ = self.tx.send(Job::Changed(file.to_string()));
+    }
+
+    /// The SHA-256 `path` was fetched with, if this module just wrote it: the registry checks
+    /// the copy it opens against it (taken once: a later write of the file is someone else's).
+    pub fn take_expected(&self, path: &Path) -> Option<String> {
+        lock(&self.expected).remove(path)
     }
 }
 
@@ -99,7 +115,9 @@ impl Distributor {
     ) -> std::io::Result<(Distributor, Hook)> {
         fs::create_dir_all(work_dir)?;
         let (tx, rx) = crossbeam_channel::unbounded();
+        let expected = Expected::default();
         let mut worker = Worker {
+            expected: expected.clone(),
             store,
             plugins_dir: plugins_dir.to_path_buf(),
             work_dir: work_dir.to_path_buf(),
@@ -110,7 +128,7 @@ impl Distributor {
         let thread = std::thread::Builder::new()
             .name("bkg-distribute".into())
             .spawn(move || worker.run(rx))?;
-        Ok((Distributor { tx: tx.clone(), thread: Some(thread) }, Hook(tx)))
+        Ok((Distributor { tx: tx.clone(), thread: Some(thread) }, Hook { tx, expected }))
     }
 }
 
@@ -131,6 +149,8 @@ struct Worker {
     /// What this module wrote (file name -> hashes) or deleted (None) whose registry report
     /// has not come back yet: skipped when it does.
     own: HashMap<String, Vec<Option<String>>>,
+    /// Shared with `Hook::take_expected`.
+    expected: Expected,
 }
 
 fn file_name(path: &Path) -> Option<String> {
@@ -360,12 +380,37 @@ impl Worker {
             }
             out.sync_all().map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
             drop(out);
-            fs::rename(&temp, path)
-                .map_err(|e| format!("cannot rename into {}: {e}", path.display()))
+            lock(&self.expected).insert(path.to_path_buf(), sha256.to_string());
+            fs::rename(&temp, path).map_err(|e| {
+                lock(&self.expected).remove(path);
+                format!("cannot rename into {}: {e}", path.display())
+            })
         })();
         if result.is_err() {
             let _ = fs::remove_file(&temp);
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expected_hash_is_taken_once_per_path() {
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let hook = Hook { tx, expected: Expected::default() };
+        let (a, b) = (Path::new("/p/liba.so"), Path::new("/p/libb.so"));
+        lock(&hook.expected).insert(a.to_path_buf(), "h1".into());
+        assert_eq!(hook.take_expected(b), None);
+        assert_eq!(hook.take_expected(a).as_deref(), Some("h1"));
+        assert_eq!(hook.take_expected(a), None, "a later write of the file is not checked");
+    }
+
+    #[test]
+    fn deployment_file_names_give_the_plugin_id() {
+        assert_eq!(id_of("libecho.so"), "echo");
+        assert_eq!(id_of("echo.so"), "echo");
     }
 }

@@ -745,6 +745,27 @@ impl Registry {
                 return self.fail(&fallback_id, Some(path), e.to_string());
             }
         };
+        // A file just fetched from the database (`distribute`): the copy opened must be the
+        // bytes checked there (hashed before the switch, for such files only).
+        if let Some(expected) =
+            self.settings.distribute.as_ref().and_then(|d| d.take_expected(path))
+        {
+            let found = staged.hash().map(str::to_string);
+            if found.as_deref().ok() != Some(expected.as_str()) {
+                let why = match found {
+                    Ok(sha256) => format!("its SHA-256 is {sha256}"),
+                    Err(e) => e.to_string(),
+                };
+                staged.discard();
+                self.file_failed(path, &fallback_id);
+                let message = format!(
+                    "refused {}: it was fetched from the database as SHA-256 {expected}, but the \
+                     copy opened differs ({why}); the running version keeps serving",
+                    path.display()
+                );
+                return self.fail(&fallback_id, Some(path), message);
+            }
+        }
         if let Some(prior) = prior {
             let id = prior.id;
             let loaded = self

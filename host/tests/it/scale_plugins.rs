@@ -20,6 +20,22 @@ fn host_on(url: &str) -> Host {
     Host::start_with(&["--database-url", url])
 }
 
+/// The SHA-256 deployed under `file` in the database at `url` (none: nothing, or removed).
+fn deployed(url: &str, file: &str) -> Option<String> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        sha256: String,
+    }
+    let mut c = PgConnection::establish(url).expect("connect to the test database");
+    let rows: Vec<Row> =
+        diesel::sql_query("SELECT sha256 FROM plugin_files WHERE file = $1 AND NOT removed")
+            .bind::<diesel::sql_types::Text, _>(file)
+            .load(&mut c)
+            .expect("read plugin_files");
+    rows.into_iter().next().map(|r| r.sha256)
+}
+
 fn upload(host: &Host, name: &str, bytes: &[u8]) {
     let (status, body) = host.put_bytes(&format!("/api/core/plugins/upload/{name}"), bytes);
     assert!(status == 200 || status == 201, "upload {name}: {status} {body}");
@@ -106,6 +122,12 @@ fn a_host_started_after_an_upload_catches_up_and_runs_it() {
     let v2 = std::fs::read(fixture("echo-v2")).unwrap();
     upload(&a, &lib_name("echo"), &v2);
     wait_serving(&a, &sha256_of(&v2));
+    // Published (after the load, on A's distribution thread) before B starts: B learns of it
+    // only from its catch-up at start, not from a change.
+    let name = lib_name("echo");
+    a.wait_for("the upload to be published", || {
+        deployed(&url, &name).as_deref() == Some(sha256_of(&v2).as_str())
+    });
 
     let b = host_on(&url);
     wait_serving(&b, &sha256_of(&v2));
