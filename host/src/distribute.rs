@@ -35,12 +35,26 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use sha2::{Digest, Sha256};
 
 use crate::logs::LogHub;
 use crate::store::Store;
+
+/// How often what failed on the store is done again.
+const RETRY_EVERY: Duration = Duration::from_secs(2);
+
+/// Why a fetch did not write the file.
+enum Fetch {
+    /// The store failed (an outage): tried again later.
+    Store(String),
+    /// The blob is gone: a newer deployment replaced it, and its change follows.
+    Gone,
+    /// The bytes are not what was recorded, or the folder cannot be written.
+    Refused(String),
+}
 
 enum Job {
     /// The registry loaded `path`, whose copy hashes to `sha256`.
@@ -118,6 +132,7 @@ impl Distributor {
         let expected = Expected::default();
         let mut worker = Worker {
             expected: expected.clone(),
+            retry: Default::default(),
             store,
             plugins_dir: plugins_dir.to_path_buf(),
             work_dir: work_dir.to_path_buf(),
@@ -151,6 +166,8 @@ struct Worker {
     own: HashMap<String, Vec<Option<String>>>,
     /// Shared with `Hook::take_expected`.
     expected: Expected,
+    /// What failed on the store, by file name, done again every `RETRY_EVERY`.
+    retry: std::collections::BTreeMap<String, Job>,
 }
 
 fn file_name(path: &Path) -> Option<String> {
@@ -178,15 +195,53 @@ fn hash_of(path: &Path) -> Option<String> {
 
 impl Worker {
     fn run(mut self, rx: Receiver<Job>) {
-        for job in rx.iter() {
+        let mut next_retry = Instant::now() + RETRY_EVERY;
+        loop {
+            let job = if self.retry.is_empty() {
+                rx.recv().ok()
+            } else {
+                match rx.recv_timeout(next_retry.saturating_duration_since(Instant::now())) {
+                    Ok(job) => Some(job),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            };
             match job {
-                Job::Loaded { path, sha256 } => self.on_loaded(&path, &sha256),
-                Job::Removed(path) => self.on_removed(&path),
-                Job::Changed(file) => self.apply(&file, false),
-                Job::Stop => break,
+                Some(Job::Stop) => break,
+                Some(job) => self.handle(job),
+                None if self.retry.is_empty() => break,
+                None => {}
+            }
+            if Instant::now() >= next_retry {
+                // What failed on the store (an outage): done again, against what is now.
+                for (_, job) in std::mem::take(&mut self.retry) {
+                    self.handle(job);
+                }
+                next_retry = Instant::now() + RETRY_EVERY;
             }
         }
         tracing::debug!("distribution stopped");
+    }
+
+    fn handle(&mut self, job: Job) {
+        match job {
+            Job::Loaded { path, sha256 } => self.on_loaded(&path, &sha256),
+            Job::Removed(path) => self.on_removed(&path),
+            Job::Changed(file) => self.apply(&file, false),
+            Job::Stop => {}
+        }
+    }
+
+    /// Do `job` again in `RETRY_EVERY` (the store failed; a newer job for the file replaces
+    /// it). Logged once per file until it succeeds.
+    fn retry_later(&mut self, file: &str, job: Job, why: &str) {
+        if self.retry.insert(file.to_string(), job).is_none() {
+            tracing::warn!(
+                file,
+                "plugin distribution: {why}; retrying every {} s",
+                RETRY_EVERY.as_secs()
+            );
+        }
     }
 
     /// Take back one report of what this module did to `file`, if it is one.
@@ -210,11 +265,17 @@ impl Worker {
             Ok(Some(d)) if !d.removed && d.sha256 == sha256 => return,
             Ok(_) => {}
             Err(e) => {
-                return tracing::warn!(file, "cannot publish the plugin file: {e}");
+                let job = Job::Loaded { path: path.to_path_buf(), sha256: sha256.to_string() };
+                return self.retry_later(&file, job, &format!("cannot publish: {e}"));
             }
         }
         if let Err(e) = self.publish(&file, path) {
-            tracing::warn!(file, "cannot publish the plugin file: {e}");
+            if path.exists() {
+                let job = Job::Loaded { path: path.to_path_buf(), sha256: sha256.to_string() };
+                self.retry_later(&file, job, &format!("cannot publish: {e}"));
+            } else {
+                tracing::debug!(file, "not published, gone meanwhile: {e}");
+            }
         }
     }
 
@@ -264,9 +325,11 @@ impl Worker {
         match self.store.undeploy(&file) {
             Ok(true) => tracing::info!(file, "plugin file removed from every host"),
             Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(file, "cannot remove the plugin file from the other hosts: {e}")
-            }
+            Err(e) => self.retry_later(
+                &file,
+                Job::Removed(path.to_path_buf()),
+                &format!("cannot remove the plugin file from the other hosts: {e}"),
+            ),
         }
     }
 
@@ -294,7 +357,10 @@ impl Worker {
         let d = match self.store.deployment(file) {
             Ok(Some(d)) => d,
             Ok(None) => return,
-            Err(e) => return tracing::warn!(file, "cannot read the deployment: {e}"),
+            Err(e) => {
+                let why = format!("cannot read the deployment: {e}");
+                return self.retry_later(file, Job::Changed(file.to_string()), &why);
+            }
         };
         if file.contains('/')
             || file.starts_with('.')
@@ -332,7 +398,14 @@ impl Worker {
                 self.own.entry(file.to_string()).or_default().push(Some(d.sha256.clone()));
                 tracing::info!(file, sha256 = d.sha256, "plugin file fetched from the database");
             }
-            Err(e) => {
+            Err(Fetch::Store(e)) => {
+                let why = format!("cannot fetch from the database: {e}");
+                self.retry_later(file, Job::Changed(file.to_string()), &why);
+            }
+            Err(Fetch::Gone) => {
+                tracing::debug!(file, "its blob was replaced meanwhile: the newer change follows")
+            }
+            Err(Fetch::Refused(e)) => {
                 let message = format!("refused the plugin file {file} from the database: {e}");
                 tracing::error!(file, sha256 = d.sha256, "{message}");
                 let id = id_of(file);
@@ -351,39 +424,33 @@ impl Worker {
 
     /// Fetch the blob `sha256` into a hidden file of the plugins folder, check its hash and
     /// rename it to `path`.
-    fn fetch(&self, file: &str, sha256: &str, path: &Path) -> Result<(), String> {
+    fn fetch(&self, file: &str, sha256: &str, path: &Path) -> Result<(), Fetch> {
         let temp = self.plugins_dir.join(format!(".{file}.bkg-fetch"));
-        let result = (|| -> Result<(), String> {
-            let chunks = self
-                .store
-                .blob_chunks(sha256)
-                .map_err(|e| e.to_string())?
-                .ok_or("its blob is gone (replaced by a newer deployment)")?;
-            let mut out = fs::File::create(&temp)
-                .map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
+        let store = |e: crate::store::StoreError| Fetch::Store(e.to_string());
+        let write =
+            |e: std::io::Error| Fetch::Refused(format!("cannot write {}: {e}", temp.display()));
+        let result = (|| -> Result<(), Fetch> {
+            let chunks = self.store.blob_chunks(sha256).map_err(store)?.ok_or(Fetch::Gone)?;
+            let mut out = fs::File::create(&temp).map_err(write)?;
             let mut hasher = Sha256::new();
             for seq in 0..chunks {
-                let chunk = self
-                    .store
-                    .blob_chunk(sha256, seq)
-                    .map_err(|e| e.to_string())?
-                    .ok_or("its blob is gone (replaced by a newer deployment)")?;
+                let chunk =
+                    self.store.blob_chunk(sha256, seq).map_err(store)?.ok_or(Fetch::Gone)?;
                 hasher.update(&chunk);
-                out.write_all(&chunk)
-                    .map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
+                out.write_all(&chunk).map_err(write)?;
             }
             let got = hex(&hasher.finalize());
             if got != sha256 {
-                return Err(format!(
+                return Err(Fetch::Refused(format!(
                     "its bytes hash to SHA-256 {got}, not the recorded {sha256} (corrupt blob)"
-                ));
+                )));
             }
-            out.sync_all().map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
+            out.sync_all().map_err(write)?;
             drop(out);
             lock(&self.expected).insert(path.to_path_buf(), sha256.to_string());
             fs::rename(&temp, path).map_err(|e| {
                 lock(&self.expected).remove(path);
-                format!("cannot rename into {}: {e}", path.display())
+                Fetch::Refused(format!("cannot rename into {}: {e}", path.display()))
             })
         })();
         if result.is_err() {

@@ -204,3 +204,27 @@ fn a_corrupt_blob_is_refused_and_the_previous_version_keeps_serving() {
     assert_eq!(std::fs::read(b.plugins.join(&name)).unwrap(), v1);
     assert_eq!(b.post("/api/plugins/echo/echo", "still"), (200, "still".into()));
 }
+
+/// A file deployed while the database is down (on a cluster of the test's own) is published
+/// once it is back, without a restart: the other host runs it.
+#[test]
+fn a_file_deployed_during_a_database_outage_is_published_when_it_is_back() {
+    let cluster =
+        crate::support::test_pg::PgCluster::start(false).unwrap_or_else(|e| panic!("{e}"));
+    let url = cluster.create_database();
+    let (a, b) = (host_on(&url), host_on(&url));
+    let database = |host: &Host| host.get_json("/readyz").1["database"].clone();
+
+    cluster.stop_server().unwrap_or_else(|e| panic!("{e}"));
+    a.wait_for("a to see the database down", || database(&a) == "down");
+    let noop = fixture("noop");
+    a.install(&noop, &lib_name("noop"));
+    a.wait_state("noop", "running");
+    a.wait_for("the failed publication in a's log", || {
+        a.log().contains("cannot publish") && a.log().contains("retrying")
+    });
+
+    cluster.start_server().unwrap_or_else(|e| panic!("{e}"));
+    b.wait_for("noop published from a", || b.plugin("noop")["state"] == "running");
+    assert_eq!(b.plugin("noop")["sha256"], sha256_of(&std::fs::read(&noop).unwrap()));
+}
