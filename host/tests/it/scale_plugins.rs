@@ -36,6 +36,20 @@ fn deployed(url: &str, file: &str) -> Option<String> {
     rows.into_iter().next().map(|r| r.sha256)
 }
 
+/// How many `plugin_deployed` changes the database at `url` recorded.
+fn deployed_changes(url: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut c = PgConnection::establish(url).expect("connect to the test database");
+    diesel::sql_query("SELECT count(*) AS n FROM changes WHERE kind = 'plugin_deployed'")
+        .get_result::<Count>(&mut c)
+        .expect("count changes")
+        .n
+}
+
 fn upload(host: &Host, name: &str, bytes: &[u8]) {
     let (status, body) = host.put_bytes(&format!("/api/core/plugins/upload/{name}"), bytes);
     assert!(status == 200 || status == 201, "upload {name}: {status} {body}");
@@ -71,6 +85,8 @@ fn a_plugin_uploaded_to_one_host_runs_swaps_and_is_removed_on_the_others() {
         assert_eq!(std::fs::read(host.plugins.join(&name)).unwrap(), v1);
     }
     assert_eq!(b.post("/api/plugins/echo/echo", "on b"), (200, "on b".into()));
+    // No echo: B and C loaded what they fetched without publishing it again.
+    assert_eq!(deployed_changes(&url), 1);
 
     // A new build, while a client calls B.
     let stop = AtomicBool::new(false);
@@ -98,6 +114,7 @@ fn a_plugin_uploaded_to_one_host_runs_swaps_and_is_removed_on_the_others() {
         b.wait_for("calls on b after the swap", || calls.load(Ordering::SeqCst) >= after + 20);
     });
     assert_eq!(failed.load(Ordering::SeqCst), 0, "calls on b failed during the swap");
+    assert_eq!(deployed_changes(&url), 2);
 
     // Deleted on A: unloaded everywhere.
     a.remove(&name);
@@ -227,4 +244,31 @@ fn a_file_deployed_during_a_database_outage_is_published_when_it_is_back() {
     cluster.start_server().unwrap_or_else(|e| panic!("{e}"));
     b.wait_for("noop published from a", || b.plugin("noop")["state"] == "running");
     assert_eq!(b.plugin("noop")["sha256"], sha256_of(&std::fs::read(&noop).unwrap()));
+}
+
+/// On SQLite (one host) nothing is distributed: no blob is stored, nothing deployed.
+#[test]
+fn on_sqlite_no_plugin_blob_is_stored() {
+    let host = Host::start();
+    host.install(&fixture("echo"), &lib_name("echo"));
+    host.wait_state("echo", "running");
+    // Distribution is not started at all (it creates its work folder at start, before the
+    // watcher's scan), so nothing can be stored later either.
+    assert!(!host.data_dir().join("distribute").exists(), "distribution ran on SQLite");
+    let mut c = diesel::SqliteConnection::establish(
+        host.data_dir().join("bkg.db").to_str().expect("utf-8 path"),
+    )
+    .expect("open the host's SQLite file");
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    for table in ["plugin_blobs", "plugin_blob_chunks", "plugin_files"] {
+        let n = diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
+            .get_result::<Count>(&mut c)
+            .expect("count rows")
+            .n;
+        assert_eq!(n, 0, "{table} on SQLite");
+    }
 }
