@@ -738,6 +738,8 @@ impl Registry {
         let modified = modified_of(path);
         self.seq += 1;
         self.steps.begin();
+        // Taken first, so that a file that fails to stage leaves no expectation behind.
+        let expected = self.settings.distribute.as_ref().and_then(|d| d.take_expected(path));
         let mut staged = match loader::stage(path, &self.settings.shadow_dir, self.seq) {
             Ok(s) => s,
             Err(e) => {
@@ -747,9 +749,7 @@ impl Registry {
         };
         // A file just fetched from the database (`distribute`): the copy opened must be the
         // bytes checked there (hashed before the switch, for such files only).
-        if let Some(expected) =
-            self.settings.distribute.as_ref().and_then(|d| d.take_expected(path))
-        {
+        if let Some(expected) = expected {
             let found = staged.hash().map(str::to_string);
             if found.as_deref().ok() != Some(expected.as_str()) {
                 let why = match found {
