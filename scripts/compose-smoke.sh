@@ -129,7 +129,18 @@ for p in $port_a $port_b; do
   wait_for "/healthz on :$p" 180 curl -fsS "http://127.0.0.1:$p/healthz"
   say ":$p /healthz: $(curl -fsS "http://127.0.0.1:$p/healthz")"
 done
+containers_healthy() {
+  local n
+  n=$(podman ps --filter "label=com.docker.compose.project=$project" --format '{{.Status}}' | grep -c '(healthy)')
+  [ "$n" = 3 ]
+}
+wait_for "the three containers' health checks to pass" 120 containers_healthy
 say "container health: $(podman ps --filter "label=com.docker.compose.project=$project" --format '{{.Names}}={{.Status}}' | tr '\n' ' ')"
+
+for p in $port_a $port_b; do
+  curl -fsS "http://127.0.0.1:$p/" | grep -q '<app-root' || die "no admin UI at / on :$p"
+  say ":$p / serves the admin UI ($(curl -fsS "http://127.0.0.1:$p/" | grep -o '<title>[^<]*</title>'))"
+done
 
 # 4. A config set on A is served by B; an embedding call on each host.
 auth="Authorization: Bearer $BKG_ADMIN_KEY"

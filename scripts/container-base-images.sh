@@ -67,7 +67,9 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   fi
   echo "initialised $PGDATA (user $user, database $db)"
 fi
-exec runuser -u postgres -- postgres -D "$PGDATA" -c listen_addresses='*' "$@"
+# setpriv execs postgres itself (runuser would stay its parent and not pass on SIGINT, the
+# image's stop signal: a stop would wait for the SIGKILL).
+exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$PGDATA" -c listen_addresses='*' "$@"
 ENTRYPOINT
   chmod +x "$dir/entrypoint"
   # chroot isolation: no OCI runtime for the build steps (works where crun/runc cannot make
