@@ -13,13 +13,22 @@
 #      on each host with the same vector;
 #   5. `docker-compose down -v`: containers and volumes removed (also on failure).
 #
-# Environment: BKG_SMOKE_CONTEXT (build context, default the repository), BKG_MODELS_DIR (a
+# Environment: BKG_SMOKE_CONTEXT (build context, default the repository, uncommitted files
+# included), BKG_SMOKE_REF (build a commit instead: `git archive` of it into a temporary folder,
+# e.g. BKG_SMOKE_REF=HEAD), BKG_MODELS_DIR (a
 # folder filled by scripts/fetch-models.sh, default ./models; fetched when missing),
 # BKG_SMOKE_PORTS ("A B PG", default "43181 43182 55432"), BKG_SMOKE_KEEP_IMAGE=1 keeps the image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 context=${BKG_SMOKE_CONTEXT:-$root}
+export_dir=
+if [ -n "${BKG_SMOKE_REF:-}" ]; then
+  export_dir=$(mktemp -d)
+  git archive "$BKG_SMOKE_REF" | tar -x -C "$export_dir"
+  context=$export_dir
+  trap 'rm -rf "$export_dir"' EXIT
+fi
 read -r port_a port_b port_pg <<<"${BKG_SMOKE_PORTS:-43181 43182 55432}"
 image=localhost/bkg:smoke
 project=bkgsmoke
@@ -100,6 +109,7 @@ cleanup() {
   compose down -v --remove-orphans >/dev/null 2>&1
   kill "$service_pid" 2>/dev/null; wait "$service_pid" 2>/dev/null
   rm -f "$sock"
+  [ -z "$export_dir" ] || rm -rf "$export_dir"
   [ "${BKG_SMOKE_KEEP_IMAGE:-0}" = 1 ] || podman rmi -f "$image" >/dev/null 2>&1
   say "torn down (containers, volumes$( [ "${BKG_SMOKE_KEEP_IMAGE:-0}" = 1 ] || echo ", image"))"
 }
