@@ -74,6 +74,7 @@ say "built in ${build_s}s; image size $size bytes ($(( size / 1000000 )) MB)"
 # Containers: where podman's defaults cannot start one (seen in a sandbox: crun refuses cgroups
 # v1+v2 hybrid mode, and setting RLIMIT_NOFILE/NPROC to podman's rootful maximum is refused),
 # use runc and rlimits this machine allows, through a containers.conf of this run only.
+conf=
 if ! podman run --rm --network host --entrypoint true "$image" >/dev/null 2>&1; then
   conf=$(mktemp --suffix=.conf)
   nofile=$(ulimit -Hn)
@@ -110,6 +111,7 @@ cleanup() {
   kill "$service_pid" 2>/dev/null; wait "$service_pid" 2>/dev/null
   rm -f "$sock"
   [ -z "$export_dir" ] || rm -rf "$export_dir"
+  [ -z "$conf" ] || rm -f "$conf"
   [ "${BKG_SMOKE_KEEP_IMAGE:-0}" = 1 ] || podman rmi -f "$image" >/dev/null 2>&1
   say "torn down (containers, volumes$( [ "${BKG_SMOKE_KEEP_IMAGE:-0}" = 1 ] || echo ", image"))"
 }
