@@ -32,6 +32,7 @@ postgres() {
   if podman image exists "$tag"; then echo "have $tag"; return; fi
   local dir
   dir=$(mktemp -d)
+  trap 'rm -rf "$dir"' EXIT
   cat >"$dir/Containerfile" <<'CONTAINERFILE'
 FROM localhost/debian:bookworm-slim
 RUN apt-get update \
