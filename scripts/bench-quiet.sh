@@ -1,5 +1,16 @@
-# Sourced by the benchmark scripts: wait for a quiet machine before a timed step.
+# Sourced by the benchmark scripts: their log file, and a wait for a quiet machine before a
+# timed step.
 # shellcheck shell=bash
+
+# Copy everything the script prints from here on into target/bench-results/NAME-<time>.txt
+# (sets target_dir, results_dir and log). Run from the repository's root.
+bench_log() {
+  target_dir=${CARGO_TARGET_DIR:-$(pwd)/target}
+  results_dir=$target_dir/bench-results
+  mkdir -p "$results_dir"
+  log=$results_dir/$1-$(date -u +%Y%m%dT%H%M%SZ).txt
+  exec > >(tee "$log") 2>&1
+}
 
 # Percentage of CPU time (all cores) not idle over a 2 s window.
 cpu_busy() {

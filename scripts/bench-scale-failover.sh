@@ -14,16 +14,10 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-root=$(pwd)
-target_dir=${CARGO_TARGET_DIR:-$root/target}
-results_dir=$target_dir/bench-results
-mkdir -p "$results_dir"
-log=$results_dir/bench-scale-failover-$(date -u +%Y%m%dT%H%M%SZ).txt
-exec > >(tee "$log") 2>&1
-
-bash scripts/deps.sh
 # shellcheck source=scripts/bench-quiet.sh
 . scripts/bench-quiet.sh
+bench_log bench-scale-failover
+bash scripts/deps.sh
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "=== installing wrk ==="

@@ -25,7 +25,7 @@ mod test_pg;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{fixture, lib_name, poll_until, quantile, Flags, Host};
+use common::{fixture, lib_name, poll_until, summary_ms, Flags, Host};
 use sha2::{Digest, Sha256};
 
 fn ms(d: Duration) -> f64 {
@@ -35,18 +35,6 @@ fn ms(d: Duration) -> f64 {
 fn sha256_of(path: &Path) -> String {
     let bytes = std::fs::read(path).expect("read library");
     Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// `p50 / p99 / max` of samples in milliseconds.
-fn summary(samples: &mut [f64]) -> String {
-    samples.sort_by(f64::total_cmp);
-    format!(
-        "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n={})",
-        quantile(samples, 0.50),
-        quantile(samples, 0.99),
-        samples.last().copied().unwrap_or(0.0),
-        samples.len()
-    )
 }
 
 /// From `start`, the time until `done(host)` holds on each host (bounded at 60 s).
@@ -82,9 +70,9 @@ fn record(per_host: &mut [Vec<f64>; 2], every: &mut Vec<f64>, took: Vec<Duration
 
 fn report(what: &str, per_host: &mut [Vec<f64>; 2], every: &mut [f64]) {
     for (name, samples) in ["B", "C"].iter().zip(per_host.iter_mut()) {
-        println!("RESULT {what} on host {name}: {}", summary(samples));
+        println!("RESULT {what} on host {name}: {}", summary_ms(samples));
     }
-    println!("RESULT {what} on every host: {}", summary(every));
+    println!("RESULT {what} on every host: {}", summary_ms(every));
 }
 
 fn main() {

@@ -25,11 +25,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fixture, lib_name, median, poll_until, quantile, Flags, Host};
+use common::{fixture, lib_name, median, poll_until, quantile, wrk, Flags, Host, Wrk};
 
 const MODES: [&str; 2] = ["in_process", "process"];
 const TARGET_RTT_DELTA_US: f64 = 20.0;
@@ -78,31 +76,6 @@ fn summary(sorted: &[f64]) -> String {
         quantile(sorted, 0.99),
         sorted.last().copied().unwrap_or(f64::NAN)
     )
-}
-
-/// What one wrk run reported: requests/s, non-2xx answers.
-fn run_wrk(threads: usize, connections: usize, secs: u64, script: &Path, url: &str) -> (f64, u64) {
-    let out = Command::new("wrk")
-        .args([
-            format!("-t{threads}"),
-            format!("-c{connections}"),
-            format!("-d{secs}s"),
-            "-s".into(),
-            script.display().to_string(),
-            url.into(),
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run wrk (is it installed? scripts/bench.sh installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "wrk failed: {}\n{text}", String::from_utf8_lossy(&out.stderr));
-    let field = |prefix: &str| {
-        text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
-    };
-    let rps: f64 = field("Requests/sec:").and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    let non_2xx: u64 = field("Non-2xx or 3xx responses:").and_then(|v| v.parse().ok()).unwrap_or(0);
-    assert!(rps > 0.0, "cannot read wrk's output:\n{text}");
-    (rps, non_2xx)
 }
 
 fn main() {
@@ -189,8 +162,8 @@ fn main() {
         for round in 0..rounds {
             for m in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
                 set_mode(&host, "echo", MODES[m], echo);
-                run_wrk(1, connections, 2, &script, &url); // warm-up
-                let (r, bad) = run_wrk(1, connections, secs, &script, &url);
+                wrk(1, connections, 2, &script, &url); // warm-up
+                let Wrk { rps: r, non_2xx: bad, .. } = wrk(1, connections, secs, &script, &url);
                 println!(
                     "bench_isolation: round {} echo throughput {:>10}: {r:>10.0} req/s, non-2xx {bad}",
                     round + 1,

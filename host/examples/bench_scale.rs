@@ -25,7 +25,7 @@ mod test_pg;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{build_dir, fixture, lib_name, poll_until, quantile, Flags, Host};
+use common::{build_dir, fixture, lib_name, poll_until, summary_ms, Flags, Host};
 
 fn apikeys_plugin() -> PathBuf {
     let path = build_dir().join(format!(
@@ -54,18 +54,6 @@ fn post_json(host: &Host, path: &str, body: &serde_json::Value) -> (u16, String)
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-/// `p50 / p99 / max` of samples in milliseconds.
-fn summary(samples: &mut [f64]) -> String {
-    samples.sort_by(f64::total_cmp);
-    format!(
-        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n={})",
-        quantile(samples, 0.50),
-        quantile(samples, 0.99),
-        samples.last().copied().unwrap_or(0.0),
-        samples.len()
-    )
 }
 
 /// From now, the time until `done(host)` holds on each host, polled back to back on a thread
@@ -123,9 +111,9 @@ fn main() {
         every.push(ms(took.into_iter().max().unwrap_or_default()));
     }
     for (name, samples) in ["B", "C"].iter().zip(per_host.iter_mut()) {
-        println!("RESULT config propagation to host {name}: {}", summary(samples));
+        println!("RESULT config propagation to host {name}: {}", summary_ms(samples));
     }
-    println!("RESULT config propagation to every host: {}", summary(&mut every));
+    println!("RESULT config propagation to every host: {}", summary_ms(&mut every));
 
     // 2. Key revocations.
     let (mut per_host, mut every) = ([Vec::new(), Vec::new()], Vec::new());
@@ -157,7 +145,7 @@ fn main() {
         every.push(ms(took.into_iter().max().unwrap_or_default()));
     }
     for (name, samples) in ["B", "C"].iter().zip(per_host.iter_mut()) {
-        println!("RESULT key revocation to refusal on host {name}: {}", summary(samples));
+        println!("RESULT key revocation to refusal on host {name}: {}", summary_ms(samples));
     }
-    println!("RESULT key revocation to refusal on every host: {}", summary(&mut every));
+    println!("RESULT key revocation to refusal on every host: {}", summary_ms(&mut every));
 }

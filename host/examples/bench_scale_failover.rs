@@ -28,51 +28,14 @@ mod common;
 #[path = "../src/store/test_pg.rs"]
 mod test_pg;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{fixture, lib_name, quantile, Flags, Host};
+use common::{fixture, lib_name, summary_ms, wrk, Flags, Host, Wrk};
 
 const PATH: &str = "/api/plugins/echo/echo";
-
-/// wrk's requests per second and error lines, from its output.
-struct Wrk {
-    rps: f64,
-    requests: u64,
-    errors: String,
-}
-
-fn wrk(threads: usize, connections: usize, secs: u64, script: &std::path::Path, url: &str) -> Wrk {
-    let out = Command::new("wrk")
-        .args([
-            format!("-t{threads}"),
-            format!("-c{connections}"),
-            format!("-d{secs}s"),
-            "-s".into(),
-            script.display().to_string(),
-            url.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run wrk (is it installed? scripts/bench-scale-failover.sh installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "wrk failed: {}\n{text}", String::from_utf8_lossy(&out.stderr));
-    let mut w = Wrk { rps: 0.0, requests: 0, errors: String::new() };
-    for line in text.lines().map(str::trim) {
-        if let Some(v) = line.strip_prefix("Requests/sec:") {
-            w.rps = v.trim().parse().unwrap_or(0.0);
-        } else if line.contains(" requests in ") {
-            w.requests = line.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
-        } else if line.starts_with("Non-2xx") || line.starts_with("Socket errors") {
-            w.errors.push_str(line);
-            w.errors.push_str("; ");
-        }
-    }
-    assert!(w.rps > 0.0, "cannot read wrk's output:\n{text}");
-    w
-}
 
 /// Several wrk runs at the same time, one per `(threads, connections, url)`.
 fn wrk_together(runs: &[(usize, usize, String)], secs: u64, script: &std::path::Path) -> Vec<Wrk> {
@@ -112,17 +75,6 @@ fn send(agent: &ureq::Agent, bases: &[String], first: usize, body: &str) -> Resu
         }
     }
     Err(last)
-}
-
-fn summary(samples: &mut [f64]) -> String {
-    samples.sort_by(f64::total_cmp);
-    format!(
-        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n={})",
-        quantile(samples, 0.50),
-        quantile(samples, 0.99),
-        samples.last().copied().unwrap_or(f64::NAN),
-        samples.len()
-    )
 }
 
 fn main() {
@@ -253,7 +205,10 @@ fn main() {
         println!("  failed: {f}");
     }
     let mut all: Vec<f64> = samples.iter().map(|s| s.ms).collect();
-    println!("RESULT failover latency, every request with its retries: {}", summary(&mut all));
+    println!("RESULT failover latency, every request with its retries: {}", summary_ms(&mut all));
     let mut with_retry: Vec<f64> = retried.iter().map(|s| s.ms).collect();
-    println!("RESULT failover latency, requests that were retried: {}", summary(&mut with_retry));
+    println!(
+        "RESULT failover latency, requests that were retried: {}",
+        summary_ms(&mut with_retry)
+    );
 }

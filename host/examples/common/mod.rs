@@ -351,3 +351,60 @@ impl Flags {
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// `p50 / p99 / max` of samples in milliseconds.
+pub fn summary_ms(samples: &mut [f64]) -> String {
+    samples.sort_by(f64::total_cmp);
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n={})",
+        quantile(samples, 0.50),
+        quantile(samples, 0.99),
+        samples.last().copied().unwrap_or(f64::NAN),
+        samples.len()
+    )
+}
+
+/// What one wrk run reported.
+pub struct Wrk {
+    pub rps: f64,
+    pub requests: u64,
+    /// Non-2xx/3xx answers.
+    pub non_2xx: u64,
+    /// wrk's lines about non-2xx answers and socket errors, `; `-separated (empty: none).
+    pub errors: String,
+}
+
+/// Run `wrk -t<threads> -c<connections> -d<secs>s -s <script> <url>` (the scripts under
+/// scripts/ that run the benchmarks install wrk).
+pub fn wrk(threads: usize, connections: usize, secs: u64, script: &Path, url: &str) -> Wrk {
+    let out = Command::new("wrk")
+        .args([
+            format!("-t{threads}"),
+            format!("-c{connections}"),
+            format!("-d{secs}s"),
+            "-s".into(),
+            script.display().to_string(),
+            url.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wrk (is it installed? the benchmark scripts install it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "wrk failed: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+    let mut w = Wrk { rps: 0.0, requests: 0, non_2xx: 0, errors: String::new() };
+    for line in text.lines().map(str::trim) {
+        if let Some(v) = line.strip_prefix("Requests/sec:") {
+            w.rps = v.trim().parse().unwrap_or(0.0);
+        } else if line.contains(" requests in ") {
+            w.requests = line.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        } else if line.starts_with("Non-2xx") || line.starts_with("Socket errors") {
+            if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
+                w.non_2xx = v.trim().parse().unwrap_or(0);
+            }
+            w.errors.push_str(line);
+            w.errors.push_str("; ");
+        }
+    }
+    assert!(w.rps > 0.0, "cannot read wrk's output:\n{text}");
+    w
+}

@@ -7,26 +7,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::support::{fixture, lib_name, postgres_database, product_plugin, Host};
-
-/// A host on `url` with the `echo` fixture and the `apikeys` plugin running.
-fn host_on(url: &str) -> Host {
-    let host = Host::start_with(&["--database-url", url]);
-    host.install(&fixture("echo"), &lib_name("echo"));
-    host.install(&product_plugin("apikeys"), &lib_name("apikeys"));
-    host.wait_state("echo", "running");
-    host.wait_state("apikeys", "running");
-    // The store is the PostgreSQL database, not a SQLite file in the data dir.
-    assert!(!host.data_dir().join("bkg.db").exists(), "a SQLite file was made");
-    host
-}
-
-fn create_key(host: &Host, name: &str) -> String {
-    let body = json!({ "name": name, "scopes": ["read"] }).to_string();
-    let (status, v) = host.post_json("/api/plugins/apikeys/create", &body);
-    assert_eq!(status, 201, "{v}");
-    v["key"].as_str().unwrap().to_string()
-}
+use crate::support::{create_key, host_on_database, postgres_database, Host};
 
 fn set_greeting(host: &Host, greeting: &str) -> i64 {
     let body = json!({ "greeting": greeting, "repeat": 2 }).to_string();
@@ -44,9 +25,9 @@ fn stored_config(host: &Host) -> Value {
 #[test]
 fn config_desired_state_and_api_key_survive_a_restart_on_postgres() {
     let url = postgres_database();
-    let host = host_on(&url);
+    let host = host_on_database(&url);
     assert_eq!(set_greeting(&host, "hi"), 1);
-    let key = create_key(&host, "reader");
+    let key = create_key(&host, "reader", &["read"]).1;
     assert_eq!(host.get_as("/api/core/plugins", &key).0, 200);
     assert_eq!(host.post_json("/api/core/plugins/echo/stop", "").0, 200);
 
@@ -66,13 +47,13 @@ fn config_desired_state_and_api_key_survive_a_restart_on_postgres() {
 #[test]
 fn two_hosts_on_one_database_see_each_others_rows_after_a_restart() {
     let url = postgres_database();
-    let a = host_on(&url);
-    let b = host_on(&url);
+    let a = host_on_database(&url);
+    let b = host_on_database(&url);
     // A sets the config and makes a key; B stops the plugin and makes another key.
     assert_eq!(set_greeting(&a, "from a"), 1);
-    let key_a = create_key(&a, "made on a");
+    let key_a = create_key(&a, "made on a", &["read"]).1;
     assert_eq!(b.post_json("/api/core/plugins/echo/stop", "").0, 200);
-    let key_b = create_key(&b, "made on b");
+    let key_b = create_key(&b, "made on b", &["read"]).1;
 
     let a = a.restart(&["--database-url", &url]);
     let b = b.restart(&["--database-url", &url]);

@@ -13,14 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::test_pg::PgCluster;
-use crate::support::{fixture, lib_name, product_plugin, Host, StopOnDrop};
-
-fn create_key(host: &Host, name: &str) -> String {
-    let body = json!({ "name": name, "scopes": ["invoke", "read"] }).to_string();
-    let (status, v) = host.post_json("/api/plugins/apikeys/create", &body);
-    assert_eq!(status, 201, "{v}");
-    v["key"].as_str().unwrap().to_string()
-}
+use crate::support::{create_key, fixture, lib_name, product_plugin, Host, StopOnDrop};
 
 fn set_greeting(host: &Host, greeting: &str) -> (u16, Value) {
     let body = json!({ "greeting": greeting, "repeat": 1 }).to_string();
@@ -60,8 +53,8 @@ fn plugin_calls_survive_a_postgres_outage_and_admin_writes_get_503_until_it_is_b
     // Before the outage: a config, a key-value entry, a key used once, a key never used.
     assert_eq!(set_greeting(&host, "before").0, 200);
     assert_eq!(host.post("/api/plugins/echo/kv-put", "color blue").0, 200);
-    let key = create_key(&host, "client");
-    let unused = create_key(&host, "unused");
+    let key = create_key(&host, "client", &["invoke", "read"]).1;
+    let unused = create_key(&host, "unused", &["invoke", "read"]).1;
     let (status, body) = host.post_as("/api/plugins/echo/echo", "hello", &key);
     assert_eq!(status, 200, "{body}");
     assert_eq!(database_state(&host), "up");

@@ -10,21 +10,11 @@
 use diesel::prelude::*;
 use serde_json::json;
 
-use crate::support::{fixture, lib_name, postgres_database, product_plugin, Host};
-
-/// A host on `url` with the `echo` fixture and the `apikeys` plugin running.
-fn host_on(url: &str) -> Host {
-    let host = Host::start_with(&["--database-url", url]);
-    host.install(&fixture("echo"), &lib_name("echo"));
-    host.install(&product_plugin("apikeys"), &lib_name("apikeys"));
-    host.wait_state("echo", "running");
-    host.wait_state("apikeys", "running");
-    host
-}
+use crate::support::{create_key, host_on_database, postgres_database, Host};
 
 fn three_hosts(url: &str) -> [Host; 3] {
     std::thread::scope(|s| {
-        let started: Vec<_> = (0..3).map(|_| s.spawn(|| host_on(url))).collect();
+        let started: Vec<_> = (0..3).map(|_| s.spawn(|| host_on_database(url))).collect();
         let mut hosts = started.into_iter().map(|h| h.join().expect("start a host"));
         [hosts.next().unwrap(), hosts.next().unwrap(), hosts.next().unwrap()]
     })
@@ -44,13 +34,6 @@ fn greeting(host: &Host) -> String {
 
 fn wait_greeting(host: &Host, expected: &str) {
     host.wait_for(&format!("echo to greet {expected:?}"), || greeting(host) == expected);
-}
-
-fn create_key(host: &Host, name: &str) -> (String, String) {
-    let body = json!({ "name": name, "scopes": ["read"] }).to_string();
-    let (status, v) = host.post_json("/api/plugins/apikeys/create", &body);
-    assert_eq!(status, 201, "{v}");
-    (v["id"].as_str().unwrap().to_string(), v["key"].as_str().unwrap().to_string())
 }
 
 /// The backend pids of the `LISTEN` connections on `url`'s database.
@@ -91,7 +74,7 @@ fn a_config_set_on_one_host_is_applied_by_the_others() {
 fn a_key_created_on_one_host_works_on_the_others_and_once_revoked_is_refused_by_them() {
     let url = postgres_database();
     let [a, b, c] = three_hosts(&url);
-    let (id, key) = create_key(&a, "shared");
+    let (id, key) = create_key(&a, "shared", &["read"]);
     for host in [&a, &b, &c] {
         // Twice: the second answer comes from the host's verification cache.
         for _ in 0..2 {
@@ -135,8 +118,8 @@ fn a_plugin_stopped_on_one_host_is_stopped_on_all_and_stays_so_across_their_rest
 #[test]
 fn a_host_stopped_while_changes_happen_catches_up_when_started_again() {
     let url = postgres_database();
-    let a = host_on(&url);
-    let b = host_on(&url);
+    let a = host_on_database(&url);
+    let b = host_on_database(&url);
     set_greeting(&a, "before");
     wait_greeting(&b, "before before");
     let b = b.kill_edit_and_restart(&["--database-url", &url], |_| {
@@ -156,8 +139,8 @@ fn a_host_stopped_while_changes_happen_catches_up_when_started_again() {
 #[test]
 fn the_listener_reconnects_after_its_connection_is_killed_and_applies_what_changed_meanwhile() {
     let url = postgres_database();
-    let a = host_on(&url);
-    let b = host_on(&url);
+    let a = host_on_database(&url);
+    let b = host_on_database(&url);
     a.wait_for("both hosts to listen", || listeners(&url).len() == 2);
     let before = listeners(&url);
     let mut admin = PgConnection::establish(&url).expect("connect to the test database");
@@ -187,8 +170,8 @@ fn the_listener_reconnects_after_its_connection_is_killed_and_applies_what_chang
 #[test]
 fn an_isolation_mode_set_on_one_host_is_applied_by_the_others() {
     let url = postgres_database();
-    let a = host_on(&url);
-    let b = host_on(&url);
+    let a = host_on_database(&url);
+    let b = host_on_database(&url);
     let in_mode = |host: &Host, mode: &str| {
         let p = host.plugin("echo");
         p["isolation"] == mode

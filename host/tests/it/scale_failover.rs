@@ -14,22 +14,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{
-    fixture, lib_name, postgres_database, product_plugin, Host, StopOnDrop, ADMIN_KEY,
-};
+use crate::support::{host_on_database, postgres_database, StopOnDrop, ADMIN_KEY};
 
 /// How many times a request goes round every host before the client gives up on it.
 const RETRY_ROUNDS: usize = 3;
-
-/// A host on `url` with the `echo` fixture and the `apikeys` plugin running.
-fn host_on(url: &str) -> Host {
-    let host = Host::start_with(&["--database-url", url]);
-    host.install(&fixture("echo"), &lib_name("echo"));
-    host.install(&product_plugin("apikeys"), &lib_name("apikeys"));
-    host.wait_state("echo", "running");
-    host.wait_state("apikeys", "running");
-    host
-}
 
 /// The retrying client's view: the hosts' base URLs (a restarted host gets a new port, as a
 /// load balancer's target list would) and what happened to the requests.
@@ -118,7 +106,7 @@ fn a_host_killed_under_load_costs_a_retrying_client_nothing_and_catches_up_when_
     let url = postgres_database();
     let extra = ["--database-url", url.as_str()];
     let [a, b, c] = std::thread::scope(|s| {
-        let started: Vec<_> = (0..3).map(|_| s.spawn(|| host_on(&url))).collect();
+        let started: Vec<_> = (0..3).map(|_| s.spawn(|| host_on_database(&url))).collect();
         let mut hosts = started.into_iter().map(|h| h.join().expect("start a host"));
         [hosts.next().unwrap(), hosts.next().unwrap(), hosts.next().unwrap()]
     });

@@ -620,3 +620,23 @@ impl Host {
         Self::spawn_with(dir, extra, &all)
     }
 }
+
+/// A host on the database at `url` (`--database-url`) with the `echo` fixture and the
+/// `apikeys` plugin running; its store is that database, not a SQLite file in its data dir.
+pub fn host_on_database(url: &str) -> Host {
+    let host = Host::start_with(&["--database-url", url]);
+    host.install(&fixture("echo"), &lib_name("echo"));
+    host.install(&product_plugin("apikeys"), &lib_name("apikeys"));
+    host.wait_state("echo", "running");
+    host.wait_state("apikeys", "running");
+    assert!(!host.data_dir().join("bkg.db").exists(), "a SQLite file was made");
+    host
+}
+
+/// A key made through the `apikeys` plugin with `scopes`: its id and the key.
+pub fn create_key(host: &Host, name: &str, scopes: &[&str]) -> (String, String) {
+    let body = serde_json::json!({ "name": name, "scopes": scopes }).to_string();
+    let (status, v) = host.post_json("/api/plugins/apikeys/create", &body);
+    assert_eq!(status, 201, "{v}");
+    (v["id"].as_str().unwrap().to_string(), v["key"].as_str().unwrap().to_string())
+}
