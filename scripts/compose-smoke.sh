@@ -111,9 +111,17 @@ cleanup() {
   kill "$service_pid" 2>/dev/null; wait "$service_pid" 2>/dev/null
   rm -f "$sock"
   [ -z "$export_dir" ] || rm -rf "$export_dir"
+  local removed=" (image kept: $image)"
+  if [ "${BKG_SMOKE_KEEP_IMAGE:-0}" != 1 ]; then
+    # Checked, not assumed: `podman image exists` answers 1 only once the image is gone.
+    removed=" (the image $image could not be removed: podman rmi -f $image)"
+    for _ in $(seq 10); do
+      podman rmi -f "$image" >/dev/null 2>&1
+      if podman image exists "$image"; then sleep 1; elif [ $? = 1 ]; then removed=", image"; break; else sleep 1; fi
+    done
+  fi
   [ -z "$conf" ] || rm -f "$conf"
-  [ "${BKG_SMOKE_KEEP_IMAGE:-0}" = 1 ] || podman rmi -f "$image" >/dev/null 2>&1
-  say "torn down (containers, volumes$( [ "${BKG_SMOKE_KEEP_IMAGE:-0}" = 1 ] || echo ", image"))"
+  say "torn down (containers, volumes$removed)"
 }
 trap cleanup EXIT
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
