@@ -16,8 +16,17 @@ pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
 pub const PRODUCT_PLUGINS: &[&str] =
     &["apikeys", "candle", "llmserver", "brainml", "rustyface", "repoagent"];
 
-pub const FIXTURES: &[&str] =
-    &["echo", "echo-v2", "panicky", "slow", "threaded", "incompatible", "squatter", "uncounted"];
+pub const FIXTURES: &[&str] = &[
+    "echo",
+    "echo-v2",
+    "noop",
+    "panicky",
+    "slow",
+    "threaded",
+    "incompatible",
+    "squatter",
+    "uncounted",
+];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
