@@ -16,7 +16,9 @@ if [ ! -x "$venv/bin/st" ]; then
   "$venv/bin/pip" install -q "schemathesis==4.32.5"
 fi
 
-cargo build -q -p bkg-host -p fixture-echo -p bkg-plugin-apikeys
+# The targets \`cargo test --workspace\` builds, so its dependencies are reused (a build of a
+# subset with -p resolves other features and compiles its own copy of candle and the rest).
+cargo build -q --locked --workspace --lib --bins --examples
 target=$(cargo metadata --no-deps --format-version 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 
 work=$(mktemp -d)

@@ -40,7 +40,9 @@ files=("$@")
 [ ${#files[@]} -gt 0 ] || files=(README.md docs/plugin-author.md)
 
 command -v python3 >/dev/null || { echo "test-docs: python3 is needed" >&2; exit 1; }
-cargo build -q --locked -p bkg-host -p bkg-plugin-apikeys -p bkg-plugin-candle -p bkg-plugin-llmserver
+# The targets \`cargo test --workspace\` builds, so its dependencies are reused (a build of a
+# subset with -p resolves other features and compiles its own copy of candle and the rest).
+cargo build -q --locked --workspace --lib --bins --examples
 target=$(cargo metadata --no-deps --format-version 1 --locked | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 models=${BKG_MODELS_DIR:-$repo/models}
 for m in sentence-transformers/all-MiniLM-L6-v2 HuggingFaceTB/SmolLM2-135M-Instruct-GGUF; do

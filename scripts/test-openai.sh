@@ -15,7 +15,9 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import openai' 2>/dev
 fi
 bash scripts/fetch-models.sh >/dev/null
 
-cargo build -q --locked -p bkg-host -p bkg-plugin-candle -p bkg-plugin-llmserver -p bkg-plugin-brainml
+# The targets \`cargo test --workspace\` builds, so its dependencies are reused (a build of a
+# subset with -p resolves other features and compiles its own copy of candle and the rest).
+cargo build -q --locked --workspace --lib --bins --examples
 target=$(cargo metadata --no-deps --format-version 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 
 work=$(mktemp -d)

@@ -1,6 +1,6 @@
 // Shared pieces of the e2e and perf scripts: paths, a real bkg host, Chromium.
 import { execFileSync, spawn } from 'node:child_process';
-import { createWriteStream, existsSync, mkdtempSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { copyFile, link, mkdir, readdir, rename, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -166,7 +166,7 @@ export async function startHost({ plugins = [], modelsFrom = null, hubEndpoint =
 export async function launchChromium() {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium`);
   const userDataDir = mkdtempSync(join(tmpdir(), 'bkg-ui-chromium-'));
-  return chromium.launchPersistentContext(userDataDir, {
+  const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
     viewport: { width: 1280, height: 900 },
@@ -181,4 +181,7 @@ export async function launchChromium() {
       '--disable-dev-shm-usage',
     ],
   });
+  // The profile folder is Chromium's scratch space, never a result: gone with the browser.
+  context.on('close', () => rmSync(userDataDir, { recursive: true, force: true }));
+  return context;
 }

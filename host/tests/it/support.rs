@@ -12,22 +12,6 @@ use serde_json::Value;
 /// The bootstrap admin key every test host is started with.
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
 
-/// Product plugins the tests use, from `plugins/`.
-pub const PRODUCT_PLUGINS: &[&str] =
-    &["apikeys", "candle", "llmserver", "brainml", "rustyface", "repoagent"];
-
-pub const FIXTURES: &[&str] = &[
-    "echo",
-    "echo-v2",
-    "noop",
-    "panicky",
-    "slow",
-    "threaded",
-    "incompatible",
-    "squatter",
-    "uncounted",
-];
-
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
 }
@@ -38,35 +22,27 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// Build every fixture plugin (once per test run) and return the folder holding them.
+/// Build every fixture plugin, product plugin and example (once per test run) and return the
+/// folder holding them.
+///
+/// One `cargo build` of the whole workspace with the targets `cargo test --workspace` also
+/// builds (libraries, binaries, examples: the examples make cargo resolve the dev-dependencies'
+/// features the way the test build does). A build of a subset (`-p a -p b`) resolves features
+/// for that subset only and compiles its own copy of every shared dependency: on a fresh clone
+/// that was two more copies of candle, about 3 GB of disk and minutes of CI.
 pub fn fixture_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(workspace_root()).args(["build", "--quiet"]);
-        for f in FIXTURES {
-            cmd.args(["-p", &format!("fixture-{f}")]);
-        }
-        for p in PRODUCT_PLUGINS {
-            cmd.args(["-p", &format!("bkg-plugin-{p}")]);
-        }
-        let mut example = Command::new(env!("CARGO"));
-        example.current_dir(workspace_root()).args([
-            "build",
-            "--quiet",
-            "-p",
-            "bkg-abi",
-            "--example",
-            "hello",
-        ]);
-        for mut cmd in [cmd, example] {
-            let out = cmd.output().expect("run cargo build for the fixtures");
-            assert!(
-                out.status.success(),
-                "building fixtures failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let out = Command::new(env!("CARGO"))
+            .current_dir(workspace_root())
+            .args(["build", "--quiet", "--workspace", "--lib", "--bins", "--examples"])
+            .output()
+            .expect("run cargo build for the fixtures");
+        assert!(
+            out.status.success(),
+            "building fixtures failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         target_dir().join("debug")
     })
 }
@@ -503,20 +479,6 @@ impl Host {
 /// The built crash fixture (`host/tests/fixtures/crashy`, built once per test run): its
 /// crashing capabilities may only be called on a plugin in `process` isolation mode.
 pub fn crashy_fixture() -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        fixture_dir();
-        let out = Command::new(env!("CARGO"))
-            .current_dir(workspace_root())
-            .args(["build", "--quiet", "-p", "fixture-crashy"])
-            .output()
-            .expect("run cargo build for the crashy fixture");
-        assert!(
-            out.status.success(),
-            "building the crashy fixture failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
     fixture("crashy")
 }
 
@@ -601,20 +563,6 @@ pub fn postgres_database() -> String {
 /// The built fixture whose library suggests process mode (`host/tests/fixtures/hinted`:
 /// `export_plugin!(Hinted, heap = untracked, isolation = process)`), built once per test run.
 pub fn hinted_fixture() -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        fixture_dir();
-        let out = Command::new(env!("CARGO"))
-            .current_dir(workspace_root())
-            .args(["build", "--quiet", "-p", "fixture-hinted"])
-            .output()
-            .expect("run cargo build for the hinted fixture");
-        assert!(
-            out.status.success(),
-            "building the hinted fixture failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
     fixture("hinted")
 }
 
