@@ -11,6 +11,7 @@ pub mod chat;
 pub mod embed;
 pub mod error;
 pub mod fused;
+pub mod gen;
 pub mod quantize;
 pub mod registry;
 pub mod runtime;

@@ -1,0 +1,3 @@
+//! The plugin's own generation path (issue 17): quantized kernels (`quant`).
+
+pub mod quant;
