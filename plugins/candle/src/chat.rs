@@ -1,5 +1,8 @@
-//! Text generation with a llama-family GGUF (SmolLM2-135M-Instruct) through
-//! `candle_transformers::models::quantized_llama`.
+//! Text generation with a llama-family GGUF (SmolLM2-135M-Instruct) through the plugin's own
+//! forward pass (`gen::model`: the Q4_1 / Q8_0 weights run as they are in the file, a KV cache
+//! written in place, the prompt processed as one batch). A GGUF that forward pass does not run
+//! (another architecture, other weight types) goes through
+//! `candle_transformers::models::quantized_llama` as before.
 //!
 //! The tokenizer is built from the GGUF metadata (`tokenizer.ggml.tokens`, `merges`,
 //! `token_type`: GPT-2 byte-level BPE) with candle's `TokenizerFromGguf`; for `pre = "smollm"`
@@ -10,12 +13,11 @@
 //! assistant named SmolLM...") derails the Q4_1 135M model (it answers the capital question with
 //! French word salad); without it the answer is "The capital of France is Paris.".
 //!
-//! Q4_1 weights are requantized to Q8_0 in memory at load: candle 0.11 has only a scalar
-//! Q4_1 dot product on x86 while Q8_0 has an AVX2 one (3.3 -> ~57 tokens/s on 2 cores, about
-//! 1.5x the memory; the greedy answers stay the same).
+//! On the candle_transformers path, Q4_1 weights are requantized to Q8_0 in memory at load:
+//! candle 0.11 has only a scalar Q4_1 dot product on x86 while Q8_0 has an AVX2 one.
 //!
-//! The loaded weights are shared: each generation clones the model (the tensors are
-//! reference-counted) to get its own KV cache, so generations can run concurrently.
+//! The loaded weights are shared: each generation has its own KV cache (a `gen::model::Sequence`,
+//! or a clone of candle's reference-counted model), so generations can run concurrently.
 
 use std::path::Path;
 
@@ -25,20 +27,34 @@ use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
 use serde::Deserialize;
-use tokenizers::pre_tokenizers::{byte_level::ByteLevel, digits::Digits, sequence::Sequence};
+use tokenizers::pre_tokenizers::{
+    byte_level::ByteLevel, digits::Digits, sequence::Sequence as PreSequence,
+};
 use tokenizers::Tokenizer;
 
 use crate::error::{candle_msg, Error, Result};
+use crate::gen::model::{Model, Scratch, Sequence};
+
+/// The forward pass a model runs through.
+enum Forward {
+    /// The plugin's own (`gen::model`).
+    Own(Model),
+    /// candle_transformers' quantized llama (the fallback).
+    Candle(ModelWeights),
+}
 
 pub struct ChatModel {
-    weights: ModelWeights,
+    forward: Forward,
     tokenizer: Tokenizer,
     eos: Vec<u32>,
     pub context_length: usize,
     pub architecture: String,
     pub file_type: String,
-    /// The type the quantized matmuls run in (Q4_1 is requantized to Q8_0 at load).
+    /// The type the quantized matmuls run in (on the candle_transformers path Q4_1 is
+    /// requantized to Q8_0 at load).
     pub compute_type: String,
+    /// Why the plugin's own forward pass does not run this file (`None`: it does).
+    pub fallback_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,7 +129,7 @@ impl ChatModel {
         let architecture = md_str("general.architecture").unwrap_or_default();
         let mut tokenizer = Tokenizer::from_gguf(&content).map_err(|e| bad(&e))?;
         if md_str("tokenizer.ggml.pre").as_deref() == Some("smollm") {
-            tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
+            tokenizer.with_pre_tokenizer(Some(PreSequence::new(vec![
                 Digits::new(true).into(),
                 ByteLevel::new(false, true, true).into(),
             ])));
@@ -143,16 +159,48 @@ impl ChatModel {
             .get("blk.0.attn_q.weight")
             .map(|t| format!("{:?}", t.ggml_dtype).to_lowercase())
             .unwrap_or_default();
-        let weights = if file_type == "q4_1" {
-            // candle 0.11 has no SIMD kernel for Q4_1 (a scalar loop); Q8_0 has an AVX2 one.
-            let (c, mut cursor) =
-                requantize(&content, file, GgmlDType::Q8_0).map_err(|e| bad(&e))?;
-            ModelWeights::from_gguf(c, &mut cursor, &Device::Cpu).map_err(|e| bad(&e))?
-        } else {
-            ModelWeights::from_gguf(content, file, &Device::Cpu).map_err(|e| bad(&e))?
+        let own = Model::load(&content, file);
+        let (forward, compute_type, fallback_reason) = match own {
+            Ok(m) => {
+                let compute = m.compute_type().name().to_string();
+                (Forward::Own(m), compute, None)
+            }
+            Err(reason) if file_type == "q4_1" => {
+                // candle 0.11 has no SIMD kernel for Q4_1 (a scalar loop); Q8_0 has an AVX2 one.
+                let (c, mut cursor) =
+                    requantize(&content, file, GgmlDType::Q8_0).map_err(|e| bad(&e))?;
+                let w =
+                    ModelWeights::from_gguf(c, &mut cursor, &Device::Cpu).map_err(|e| bad(&e))?;
+                (Forward::Candle(w), "q8_0".to_string(), Some(reason))
+            }
+            Err(reason) => {
+                let w =
+                    ModelWeights::from_gguf(content, file, &Device::Cpu).map_err(|e| bad(&e))?;
+                (Forward::Candle(w), file_type.clone(), Some(reason))
+            }
         };
-        let compute_type = if file_type == "q4_1" { "q8_0".to_string() } else { file_type.clone() };
-        Ok(Self { weights, tokenizer, eos, context_length, architecture, file_type, compute_type })
+        let context_length = match &forward {
+            Forward::Own(m) => context_length.min(m.cfg.context),
+            Forward::Candle(_) => context_length,
+        };
+        Ok(Self {
+            forward,
+            tokenizer,
+            eos,
+            context_length,
+            architecture,
+            file_type,
+            compute_type,
+            fallback_reason,
+        })
+    }
+
+    /// Which forward pass runs this model: "bkg" (the plugin's own) or "candle_transformers".
+    pub fn forward_name(&self) -> &'static str {
+        match self.forward {
+            Forward::Own(_) => "bkg",
+            Forward::Candle(_) => "candle_transformers",
+        }
     }
 
     /// The prompt text for a request: ChatML for `messages`, or the raw `prompt`.
@@ -177,6 +225,67 @@ impl ChatModel {
                 Ok(out)
             }
         }
+    }
+
+    /// The plugin's own forward pass, when it runs this model.
+    pub fn own_model(&self) -> Option<&Model> {
+        match &self.forward {
+            Forward::Own(m) => Some(m),
+            Forward::Candle(_) => None,
+        }
+    }
+
+    /// A request's prompt as token ids (the template applied).
+    pub fn prompt_tokens(&self, req: &ChatRequest) -> Result<Vec<u32>> {
+        let prompt = self.prompt(req)?;
+        let enc = self
+            .tokenizer
+            .encode(prompt.as_str(), false)
+            .map_err(|e| Error::bad_request(format!("tokenizer: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Token ids as text (what a generation's `text` is made of).
+    pub fn detokenize(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.decode(ids, true).map_err(|e| Error::internal(format!("tokenizer: {e}")))
+    }
+
+    /// Teacher forcing, for checking answers against a reference: run the prompt of `req`
+    /// followed by the `completion` tokens and return, for each completion token, how far its
+    /// logit is below the largest logit at that step (0: greedy decoding picks it); with
+    /// `stopped`, one more entry for the best end-of-text token after the completion.
+    pub fn greedy_deficits(
+        &self,
+        req: &ChatRequest,
+        completion: &[u32],
+        stopped: bool,
+    ) -> Result<Vec<f32>> {
+        let Forward::Own(model) = &self.forward else {
+            return Err(Error::bad_request("teacher forcing needs the plugin's own forward pass"));
+        };
+        let prompt = self
+            .tokenizer
+            .encode(self.prompt(req)?.as_str(), false)
+            .map_err(|e| Error::bad_request(format!("tokenizer: {e}")))?
+            .get_ids()
+            .to_vec();
+        if let Some(t) = completion.iter().find(|t| **t as usize >= model.cfg.vocab) {
+            return Err(Error::bad_request(format!("token {t} is outside the vocabulary")));
+        }
+        let mut seq = model.sequence(prompt.len() + completion.len() + 1);
+        let mut scratch = Scratch::default();
+        model.prefill(&mut scratch, &mut seq, &prompt)?;
+        let deficit = |logits: &[f32], t: u32| logits[argmax(logits) as usize] - logits[t as usize];
+        let mut out = Vec::with_capacity(completion.len() + 1);
+        for t in completion {
+            out.push(deficit(seq.logits(), *t));
+            model.decode_step(&mut scratch, &mut [&mut seq], &[*t])?;
+        }
+        if stopped {
+            let best = self.eos.iter().map(|t| deficit(seq.logits(), *t)).fold(f32::MAX, f32::min);
+            out.push(best);
+        }
+        Ok(out)
     }
 
     /// Generate. `on_text` gets each new piece of text as soon as it is certain (not part of
@@ -248,11 +357,22 @@ impl ChatModel {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0)
         });
+        let greedy = matches!(sampling, Sampling::ArgMax);
         let mut sampler = LogitsProcessor::from_sampling(seed, sampling);
-        let mut model = self.weights.clone();
-        model.clear_kv_cache();
         let internal =
             |e: candle_core::Error| Error::internal(format!("model: {}", candle_msg(&e)));
+        let mut state = match &self.forward {
+            Forward::Own(m) => State::Own {
+                model: m,
+                seq: m.sequence(prompt_ids.len() + max_tokens),
+                scratch: Box::default(),
+            },
+            Forward::Candle(w) => {
+                let mut model = w.clone();
+                model.clear_kv_cache();
+                State::Candle(model)
+            }
+        };
 
         let mut generated: Vec<u32> = Vec::new();
         let mut text = String::new();
@@ -266,12 +386,30 @@ impl ChatModel {
                 finish = Finish::Cancelled;
                 break;
             }
-            let x = Tensor::new(input.as_slice(), &Device::Cpu)
-                .and_then(|t| t.unsqueeze(0))
-                .map_err(internal)?;
-            let logits = model.forward(&x, pos).and_then(|l| l.squeeze(0)).map_err(internal)?;
-            pos += input.len();
-            let next = sampler.sample(&logits).map_err(internal)?;
+            let next = match &mut state {
+                State::Own { model, seq, scratch } => {
+                    if seq.is_empty() {
+                        model.prefill(scratch, seq, &input)?;
+                    } else {
+                        model.decode_step(scratch, &mut [&mut *seq], &input)?;
+                    }
+                    if greedy {
+                        argmax(seq.logits())
+                    } else {
+                        let logits = Tensor::new(seq.logits(), &Device::Cpu).map_err(internal)?;
+                        sampler.sample(&logits).map_err(internal)?
+                    }
+                }
+                State::Candle(model) => {
+                    let x = Tensor::new(input.as_slice(), &Device::Cpu)
+                        .and_then(|t| t.unsqueeze(0))
+                        .map_err(internal)?;
+                    let logits =
+                        model.forward(&x, pos).and_then(|l| l.squeeze(0)).map_err(internal)?;
+                    pos += input.len();
+                    sampler.sample(&logits).map_err(internal)?
+                }
+            };
             if generated.is_empty() {
                 first_token_s = started.elapsed().as_secs_f64();
             }
@@ -281,7 +419,8 @@ impl ChatModel {
             }
             generated.push(next);
             on_token();
-            input = vec![next];
+            input.clear();
+            input.push(next);
             text = self
                 .tokenizer
                 .decode(&generated, true)
@@ -317,6 +456,24 @@ impl ChatModel {
             total_s: started.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// A generation's model state: its own sequence and scratch, or a candle model clone.
+enum State<'a> {
+    Own { model: &'a Model, seq: Sequence, scratch: Box<Scratch> },
+    Candle(ModelWeights),
+}
+
+/// The index of the largest logit, the first one on a tie (what candle's `argmax` and so
+/// `LogitsProcessor`'s greedy sampling pick).
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in logits.iter().enumerate() {
+        if *v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
 }
 
 /// Rewrite a GGUF in memory with every Q4_1 tensor requantized to `dtype`.

@@ -180,3 +180,157 @@ fn a_cancelled_generation_stops_between_tokens_and_is_counted() {
     assert_eq!(count(&c, "generations_finished"), 1, "{c:#}");
     assert_eq!(count(&c, "generations_started"), 3, "{c:#}");
 }
+
+/// The chat model through the plugin's own forward pass (`gen::model`), for the batching tests.
+fn own_forward(
+    e: &bkg_plugin_candle::Engine,
+) -> std::sync::Arc<bkg_plugin_candle::registry::Model> {
+    load(e, "smol", SMOLLM);
+    let m = e.registry.get("smol").expect("loaded");
+    match m.as_ref() {
+        bkg_plugin_candle::registry::Model::Chat(c) => assert!(c.own_model().is_some()),
+        _ => panic!("smol is not a chat model"),
+    }
+    m
+}
+
+fn chat_of(m: &bkg_plugin_candle::registry::Model) -> &bkg_plugin_candle::chat::ChatModel {
+    match m {
+        bkg_plugin_candle::registry::Model::Chat(c) => c,
+        _ => unreachable!(),
+    }
+}
+
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in logits.iter().enumerate() {
+        if *v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn user_prompt(c: &bkg_plugin_candle::chat::ChatModel, content: &str) -> Vec<u32> {
+    let req =
+        serde_json::from_value(json!({ "messages": [{ "role": "user", "content": content }] }))
+            .unwrap();
+    c.prompt_tokens(&req).unwrap()
+}
+
+/// Several sequences decoded in one step (each at its own position, over its own KV cache)
+/// give each exactly the tokens it gets decoded alone, also when one leaves the batch midway.
+#[test]
+fn decoding_sequences_together_gives_each_the_tokens_it_gets_alone() {
+    use bkg_plugin_candle::gen::model::Scratch;
+    let e = engine();
+    let m = own_forward(&e);
+    let chat = chat_of(&m);
+    let model = chat.own_model().unwrap();
+    let prompts = [
+        user_prompt(chat, "What is the capital of France?"),
+        user_prompt(chat, "Write a haiku about the sea, then explain each line of it."),
+        raw_prompt_tokens(chat, "1, 2, 3,"),
+    ];
+    assert!(prompts[0].len() != prompts[1].len() && prompts[1].len() != prompts[2].len());
+    const STEPS: usize = 20;
+    const LEAVES_AFTER: usize = 7;
+    let (alone, together) = e
+        .runtime
+        .install(|| {
+            let mut scratch = Scratch::default();
+            let alone: Vec<Vec<u32>> = prompts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let steps = if i == 1 { LEAVES_AFTER } else { STEPS };
+                    let mut seq = model.sequence(p.len() + steps);
+                    model.prefill(&mut scratch, &mut seq, p).unwrap();
+                    let mut out = vec![argmax(seq.logits())];
+                    for _ in 1..steps {
+                        let t = *out.last().unwrap();
+                        model.decode_step(&mut scratch, &mut [&mut seq], &[t]).unwrap();
+                        out.push(argmax(seq.logits()));
+                    }
+                    out
+                })
+                .collect();
+            let mut seqs: Vec<_> = prompts
+                .iter()
+                .map(|p| {
+                    let mut seq = model.sequence(p.len() + STEPS);
+                    model.prefill(&mut scratch, &mut seq, p).unwrap();
+                    seq
+                })
+                .collect();
+            let mut together: Vec<Vec<u32>> =
+                seqs.iter().map(|s| vec![argmax(s.logits())]).collect();
+            for step in 1..STEPS {
+                // The second sequence leaves after LEAVES_AFTER tokens.
+                let active: Vec<usize> =
+                    (0..3).filter(|i| *i != 1 || step < LEAVES_AFTER).collect();
+                let tokens: Vec<u32> =
+                    active.iter().map(|i| *together[*i].last().unwrap()).collect();
+                let mut batch: Vec<&mut _> = seqs
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(i, _)| active.contains(i))
+                    .map(|(_, s)| s)
+                    .collect();
+                model.decode_step(&mut scratch, &mut batch, &tokens).unwrap();
+                for (i, s) in active.iter().zip(batch.iter()) {
+                    together[*i].push(argmax(s.logits()));
+                }
+            }
+            (alone, together)
+        })
+        .unwrap();
+    for i in 0..3 {
+        eprintln!("sequence {i}: {:?}", chat.detokenize(&alone[i]).unwrap());
+        assert_eq!(together[i], alone[i], "sequence {i}");
+    }
+    assert_eq!(together[1].len(), LEAVES_AFTER);
+}
+
+fn raw_prompt_tokens(c: &bkg_plugin_candle::chat::ChatModel, prompt: &str) -> Vec<u32> {
+    let req = serde_json::from_value(json!({ "prompt": prompt })).unwrap();
+    c.prompt_tokens(&req).unwrap()
+}
+
+/// A prompt processed as one batch (matrix-matrix products, causal attention over the prompt)
+/// leaves the same KV cache as the same tokens fed one at a time: the next tokens agree.
+#[test]
+fn a_prompt_as_one_batch_equals_the_prompt_token_by_token() {
+    use bkg_plugin_candle::gen::model::Scratch;
+    let e = engine();
+    let m = own_forward(&e);
+    let chat = chat_of(&m);
+    let model = chat.own_model().unwrap();
+    let prompt = user_prompt(chat, "Name three rivers in Europe and say where each one ends.");
+    let (batch, stepwise) = e
+        .runtime
+        .install(|| {
+            let mut scratch = Scratch::default();
+            let run = |seq: &mut bkg_plugin_candle::gen::model::Sequence, scratch: &mut Scratch| {
+                let mut out = vec![argmax(seq.logits())];
+                for _ in 0..12 {
+                    let t = *out.last().unwrap();
+                    model.decode_step(scratch, &mut [seq], &[t]).unwrap();
+                    out.push(argmax(seq.logits()));
+                }
+                out
+            };
+            let mut a = model.sequence(prompt.len() + 16);
+            model.prefill(&mut scratch, &mut a, &prompt).unwrap();
+            let mut b = model.sequence(prompt.len() + 16);
+            for t in &prompt {
+                model.decode_step(&mut scratch, &mut [&mut b], &[*t]).unwrap();
+            }
+            let first_diff =
+                a.logits().iter().zip(b.logits()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            assert!(first_diff < 1e-3, "logits after the prompt differ by {first_diff}");
+            (run(&mut a, &mut scratch), run(&mut b, &mut scratch))
+        })
+        .unwrap();
+    assert_eq!(batch, stepwise);
+}
