@@ -569,6 +569,42 @@ fn candle_used_only_for_f32_embeddings_really_leaves_memory() {
     assert_eq!(history[0]["residency"], "unloaded", "{history}");
 }
 
+/// Chat runs on the plugin's own forward pass and kernels (issue 17), never on candle's
+/// barrier pool: after real generations (a long prompt as one batch, greedy and sampled,
+/// streamed) the plugin says it can leave memory, and deleting its file unloads it.
+#[test]
+fn candle_used_for_chat_really_leaves_memory() {
+    let models = tempfile::tempdir().unwrap();
+    let dir = models_dir(models.path());
+    let host = Host::start_with(&["--models-dir", dir.to_str().unwrap()]);
+    host.install(&product_plugin("candle"), &lib_name("bkg_plugin_candle"));
+    host.wait_state("candle", "running");
+    let body = json!({ "name": "smol", "path": "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF" });
+    let (status, v) = candle(&host, "model.load", body);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["details"]["compute"], "q4_1", "{v}");
+    let long = "Tell me about rivers. ".repeat(60);
+    for extra in [
+        json!({ "temperature": 0, "messages": [{ "role": "user", "content": long }] }),
+        json!({ "temperature": 0.8, "top_p": 0.9, "seed": 7, "prompt": "Once upon a time" }),
+        json!({ "temperature": 0, "stream": true, "prompt": "The three primary colors are" }),
+    ] {
+        let mut body = json!({ "model": "smol", "max_tokens": 12 });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, v) = host.post("/api/plugins/candle/model.infer", &body.to_string());
+        assert_eq!(status, 200, "{body}: {v}");
+    }
+    let (_, status) = host.get_json("/api/core/plugins/candle/status");
+    assert_eq!(status["status"]["unloadable"], true, "{status}");
+    assert_eq!(status["status"]["threads"]["candle_barrier_threads_started_here"], 0, "{status}");
+    host.remove(&lib_name("bkg_plugin_candle"));
+    host.wait_for("candle to be unloaded", || host.state("candle") == "unloaded");
+    let history = host.plugin("candle")["history"].clone();
+    assert_eq!(history[0]["residency"], "unloaded", "{history}");
+}
+
 /// `model.quantize` on the chat model (a Q4_1 GGUF, by the name llmserver gives it or by its
 /// folder) once answered `400 .../SmolLM2-135M-Instruct-GGUF/config.json: No such file or
 /// directory`; now the 400 says what can be quantized and why this model cannot.

@@ -199,10 +199,29 @@ fn fit(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buf[..len]
 }
 
+/// A dot product in 8 independent lanes, so that the loop vectorises (a plain `sum()` is one
+/// serial chain of float additions).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s = acc.iter().sum::<f32>();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let n = w.len();
     for (x, out) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        let sum2: f32 = x.iter().map(|v| v * v).sum();
+        let sum2 = dot(x, x);
         let m = (sum2 / n as f32 + eps).sqrt();
         for ((o, s), a) in out.iter_mut().zip(x).zip(w) {
             *o = *s / m * *a;
@@ -545,8 +564,7 @@ impl Model {
                 let mut max = f32::NEG_INFINITY;
                 for (t, sc) in scores.iter_mut().enumerate() {
                     let k = &keys[t * kv + kvh * hd..t * kv + (kvh + 1) * hd];
-                    let dot: f32 = q.iter().zip(k).map(|(a, b)| a * b).sum();
-                    *sc = dot * scale;
+                    *sc = dot(q, k) * scale;
                     max = max.max(*sc);
                 }
                 let mut sum = 0f32;
