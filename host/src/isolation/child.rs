@@ -675,9 +675,25 @@ fn wait_for_exit(conn: Arc<Conn>) {
     }
 }
 
+/// How long the host's reader spins for an answer before it blocks (see [`wire::Spin`]).
+pub const HOST_SPIN: Duration = Duration::from_micros(50);
+
 fn read_loop(conn: Arc<Conn>, mut reader: BufReader<UnixStream>) {
+    let mut spin = wire::Spin::new(wire::spin_budget("BKG_HOST_SPIN_US", HOST_SPIN));
     loop {
-        let frame = match wire::read_frame(&mut reader) {
+        // Calls out and nothing buffered: an answer is due, and may come soon.
+        let waiting = reader.buffer().is_empty()
+            && !conn.calls.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        let since = waiting.then(Instant::now);
+        if waiting && spin.worth_it() {
+            use std::os::fd::AsFd;
+            spin.spin(reader.get_ref().as_fd());
+        }
+        let read = wire::read_frame(&mut reader);
+        if let Some(since) = since {
+            spin.record(since.elapsed());
+        }
+        let frame = match read {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(e) => {

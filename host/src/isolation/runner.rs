@@ -6,9 +6,11 @@
 //! is still its parent, sets its resource limits, opens the library with the loader's checks,
 //! answers the host's hello with the manifest, constructs the plugin when told, and serves
 //! calls and lifecycle operations on a pool of threads (one more than the host's instance has
-//! workers: one of them always reads, the others run calls; calls beyond that wait in a
-//! queue) until the host sends `Shutdown` or goes away. Blocking I/O only: frames are read
-//! through one buffer in turn, and written whole, one write each, under one lock.
+//! workers: one at a time reads, and runs the call it read, handing the reading over when
+//! needed, see `serve_frames`; calls beyond that wait in a queue) until the host sends
+//! `Shutdown` or goes away. Blocking I/O only (the reader may poll the socket briefly before
+//! it blocks): frames are read through one buffer in turn, and written whole, one write
+//! each, under one lock.
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
@@ -197,6 +199,96 @@ struct Shared {
     next_req: AtomicU64,
     callbacks: Mutex<HashMap<u64, Sender<CbEvent>>>,
     calls: Mutex<HashMap<u64, Arc<CallState>>>,
+    /// Who reads next, and what waits for a thread.
+    turns: Turns,
+}
+
+/// The watch thread's tick while calls run on the threads that read them (see
+/// [`serve_frames`]): a call still running unwatched after a whole tick gets another thread
+/// to take over reading, so a frame waits at most two ticks to be read.
+const WATCH_TICK: Duration = Duration::from_millis(1);
+
+/// How long the reader spins for the next call right after answering one (see [`wire::Spin`]).
+pub const CHILD_SPIN: Duration = Duration::from_micros(100);
+
+/// The reading turn of the serving threads (see [`serve_frames`]).
+struct Turns {
+    sched: Mutex<Sched>,
+    /// Where threads with nothing to do wait: for the reading turn or a queued job.
+    turn: Condvar,
+    /// Ticks (every [`WATCH_TICK`]) while calls run unwatched, waking the watch thread;
+    /// disarmed by it after a tick with none (no wake-ups while idle). Armed and disarmed
+    /// under the `sched` lock (`Sched::ticking`).
+    timer: Option<nix::sys::timerfd::TimerFd>,
+    /// When the last call was answered (microseconds since `epoch`).
+    last_done_us: AtomicU64,
+    epoch: std::time::Instant,
+}
+
+impl Turns {
+    fn new() -> Turns {
+        use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
+        let timer = match TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_CLOEXEC) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                // Then every call hands the reading over before it runs, as it always may.
+                tracing::warn!("cannot create a timer ({e}); every call hands reading over");
+                None
+            }
+        };
+        Turns {
+            sched: Mutex::default(),
+            turn: Condvar::new(),
+            timer,
+            last_done_us: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sched> {
+        self.sched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A thread is about to wait for something only the host can send (a callback's answer,
+    /// a stream's credit): if a call runs unwatched, a waiting thread takes over reading now.
+    fn ensure_reader(&self) {
+        let mut sched = self.lock();
+        if sched.unwatched && !sched.reading {
+            sched.unwatched = false;
+            self.turn.notify_one();
+        }
+    }
+
+    /// A call may start running unwatched (`sched` is this lock's guard): start the ticks if
+    /// they stopped and count it; false (it may not) when there is no timer to tick.
+    fn watch(&self, sched: &mut Sched) -> bool {
+        if !sched.ticking {
+            let Some(t) = &self.timer else { return false };
+            let tick = nix::sys::time::TimeSpec::from_duration(WATCH_TICK);
+            let set = t.set(
+                nix::sys::timerfd::Expiration::Interval(tick),
+                nix::sys::timerfd::TimerSetTimeFlags::empty(),
+            );
+            if set.is_err() {
+                return false;
+            }
+            sched.ticking = true;
+        }
+        sched.unwatched = true;
+        sched.unwatched_calls += 1;
+        true
+    }
+
+    fn answered(&self) {
+        let now = self.epoch.elapsed().as_micros() as u64;
+        self.last_done_us.store(now, Ordering::Relaxed);
+    }
+
+    /// True when a call was answered within the last millisecond.
+    fn answered_lately(&self) -> bool {
+        let now = self.epoch.elapsed().as_micros() as u64;
+        now.saturating_sub(self.last_done_us.load(Ordering::Relaxed)) < 1_000
+    }
 }
 
 /// One call the child runs: its cancel flag and the chunks it may still send ahead of the
@@ -326,6 +418,7 @@ fn serve(args: RunnerArgs, stream: UnixStream, cookie: &str) -> Result<(), Strin
         next_req: AtomicU64::new(0),
         callbacks: Mutex::default(),
         calls: Mutex::default(),
+        turns: Turns::new(),
     });
     // Wait for `Create`.
     let frame = match wire::read_frame(&mut reader) {
@@ -358,17 +451,24 @@ fn serve(args: RunnerArgs, stream: UnixStream, cookie: &str) -> Result<(), Strin
     out.send(&ChildMsg::Created { result: Ok(()) });
 
     // One more thread than the host has workers: at most `workers` run calls and operations
-    // at once, and one always reads (`serve_frames`). The host may have more calls out than
-    // that (up to its queue's depth); the ones no thread is free for wait in `Sched`'s queue.
+    // at once, and one reads (`serve_frames`). The host may have more calls out than that (up
+    // to its queue's depth); the ones no thread is free for wait in `Sched`'s queue.
+    let mut threads = Vec::new();
     let serve = Arc::new(Serve {
         reader: Mutex::new(reader),
         shared: shared.clone(),
         plugin,
         stopping: AtomicBool::new(false),
-        sched: Mutex::default(),
     });
+    if shared.turns.timer.is_some() {
+        let s = serve.clone();
+        let t = std::thread::Builder::new()
+            .name("runner-watch".into())
+            .spawn(move || watch_unwatched(&s))
+            .map_err(|e| format!("cannot start the watch thread: {e}"))?;
+        threads.push(t);
+    }
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
-    let mut threads = Vec::new();
     for i in 0..=workers {
         let (s, done) = (serve.clone(), done_tx.clone());
         let t = std::thread::Builder::new()
@@ -425,66 +525,164 @@ struct Serve {
     plugin: Arc<PluginBox>,
     /// Set by the thread that read `Shutdown` or the end of the connection.
     stopping: AtomicBool,
-    /// Calls and operations read while no other thread was free to take over reading.
-    sched: Mutex<Sched>,
 }
 
-/// Who reads next, and what waits for a thread. Invariant: a thread waits to read only when
-/// nothing is queued (it checked under this lock), and a job is queued only while no thread
-/// waits to read; so `queue` is empty whenever `readers > 0`.
+/// Who reads, and what waits for a thread.
+///
+/// Invariant: a frame the host sent is read within two [`WATCH_TICK`]s (plus a thread's
+/// wake-up), and before any call waits on the host: either a thread reads (`reading`), or a
+/// call runs `unwatched` on the thread that read it while at least one thread is `idle` to
+/// take over (the watch thread wakes one when the limit passes; a call that asks the host or
+/// streams wakes one before it does, [`Turns::ensure_reader`]; the call's own thread reads
+/// again when it is done). Jobs are queued only while a thread reads and none is idle, so
+/// `queue` is empty whenever `idle > 0`.
 #[derive(Default)]
 struct Sched {
-    /// Threads waiting for the reader (or holding it, until they read a job).
-    readers: usize,
+    /// A thread holds the reading turn.
+    reading: bool,
+    /// Threads waiting in `Turns::turn`.
+    idle: usize,
+    /// Jobs running.
+    running: usize,
+    /// A call runs on the thread that read it and nobody reads meanwhile.
+    unwatched: bool,
+    /// How many calls ran unwatched so far (the watch thread compares it between ticks).
+    unwatched_calls: u64,
+    /// The watch timer ticks.
+    ticking: bool,
     queue: VecDeque<Job>,
 }
 
-/// Serve frames until the connection ends: each thread reads in turn (holding the reader)
-/// and runs the call or operation it read itself when another thread is waiting to take
-/// over reading; otherwise it queues it and reads on, so one thread always reads (a
-/// callback's answer, a stream's credit or a cancellation is never stuck behind busy
-/// threads, however many calls the host has out). A thread done with a job takes the next
-/// queued one before it waits to read again.
+/// What a serving thread does next.
+enum Next {
+    Run(Job),
+    Read,
+}
+
+/// Serve frames until the connection ends. One thread at a time reads (the reading turn); a
+/// job it reads it runs itself. Most of the time it runs it without handing the reading over
+/// first (a hand-over wakes a sleeping thread, which costs more than a short call): when the
+/// frame was the last one buffered, another thread is idle, and it is a call, the call runs
+/// `unwatched`; the watch thread wakes an idle thread to read if the call is still running a
+/// tick of its timer later, and the call wakes one itself before it waits for
+/// the host (a bus call's answer, a stream's credit). Otherwise (more frames buffered, a
+/// lifecycle operation) the reader wakes an idle thread to read on before it runs the job,
+/// or queues the job and reads on when no thread is idle; a thread done with a job takes the
+/// next queued one before it takes the reading turn or waits.
 fn serve_frames(serve: &Serve) {
+    let turns = &serve.shared.turns;
+    let mut spin = wire::Spin::new(wire::spin_budget("BKG_CHILD_SPIN_US", CHILD_SPIN));
     loop {
-        let queued = {
-            let mut sched = serve.sched.lock().unwrap_or_else(|p| p.into_inner());
-            let job = sched.queue.pop_front();
-            if job.is_none() {
-                sched.readers += 1;
+        let next = {
+            let mut sched = turns.lock();
+            loop {
+                if let Some(job) = sched.queue.pop_front() {
+                    sched.running += 1;
+                    break Next::Run(job);
+                }
+                if serve.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                if !sched.reading {
+                    sched.reading = true;
+                    sched.unwatched = false;
+                    break Next::Read;
+                }
+                sched.idle += 1;
+                sched = turns.turn.wait(sched).unwrap_or_else(|p| p.into_inner());
+                sched.idle -= 1;
             }
-            job
         };
-        let job = match queued {
-            Some(job) => job,
-            None => match read_job(serve) {
-                Some(job) => job,
-                None => return,
+        let (job, unwatched) = match next {
+            Next::Run(job) => (job, None),
+            Next::Read => match read_job(serve, &mut spin) {
+                Some(read) => read,
+                None => {
+                    stop_all(serve);
+                    return;
+                }
             },
         };
         run_job(serve, job);
+        let mut sched = turns.lock();
+        sched.running -= 1;
+        // Unless another call started unwatched since (after a reader took over).
+        if unwatched == Some(sched.unwatched_calls) {
+            sched.unwatched = false;
+        }
     }
 }
 
-/// Take the reader (this thread is counted in `readers`) and read until a job this thread
-/// runs; `None` once the connection ends.
-fn read_job(serve: &Serve) -> Option<Job> {
+/// The connection ended (or `Shutdown`): every waiting thread and the watch thread look at
+/// `stopping` again.
+fn stop_all(serve: &Serve) {
+    serve.stopping.store(true, Ordering::SeqCst);
+    let turns = &serve.shared.turns;
+    {
+        let _sched = turns.lock();
+        turns.turn.notify_all();
+    }
+    if let Some(t) = &turns.timer {
+        let _sched = turns.lock();
+        let _ = t.set(
+            nix::sys::timerfd::Expiration::OneShot(nix::sys::time::TimeSpec::new(0, 1)),
+            nix::sys::timerfd::TimerSetTimeFlags::empty(),
+        );
+    }
+}
+
+/// The watch thread, on each tick of the timer: a call that has run unwatched since the last
+/// tick (no other call started unwatched since) gets an idle thread to take over reading; no
+/// call run unwatched since the last tick stops the ticks. Sleeps in the timer's read
+/// otherwise (no CPU while idle).
+fn watch_unwatched(serve: &Serve) {
+    let turns = &serve.shared.turns;
+    let Some(timer) = &turns.timer else { return };
+    let mut seen = 0;
+    loop {
+        if timer.wait().is_err() || serve.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut sched = turns.lock();
+        if sched.unwatched_calls == seen {
+            if sched.unwatched && !sched.reading {
+                sched.unwatched = false;
+                turns.turn.notify_one();
+            } else if !sched.unwatched && sched.ticking {
+                sched.ticking = timer.unset().is_err();
+            }
+        }
+        seen = sched.unwatched_calls;
+    }
+}
+
+/// Read with the reading turn until a job this thread runs (and, if it runs it unwatched,
+/// its number among those); `None` once the connection ends.
+fn read_job(serve: &Serve, spin: &mut wire::Spin) -> Option<(Job, Option<u64>)> {
+    let turns = &serve.shared.turns;
+    // Only the thread with the reading turn takes this lock: never contended for long.
     let mut reader = serve.reader.lock().unwrap_or_else(|p| p.into_inner());
-    serve.sched.lock().unwrap_or_else(|p| p.into_inner()).readers -= 1;
     loop {
         if serve.stopping.load(Ordering::SeqCst) {
             return None;
         }
-        let frame = match wire::read_frame(&mut *reader) {
+        // Right after an answer, with nothing else running, the next call may come soon.
+        let due =
+            reader.buffer().is_empty() && turns.answered_lately() && turns.lock().running == 0;
+        let since = due.then(std::time::Instant::now);
+        if due && spin.worth_it() {
+            spin.spin(reader.get_ref().as_fd());
+        }
+        let read = wire::read_frame(&mut *reader);
+        if let Some(since) = since {
+            spin.record(since.elapsed());
+        }
+        let frame = match read {
             Ok(Some(f)) => f,
             // The host closed its side: it is ending (or gone; the kernel kills us then).
-            Ok(None) => {
-                serve.stopping.store(true, Ordering::SeqCst);
-                return None;
-            }
+            Ok(None) => return None,
             Err(e) => {
                 tracing::error!("reading from the host: {e}");
-                serve.stopping.store(true, Ordering::SeqCst);
                 return None;
             }
         };
@@ -492,19 +690,28 @@ fn read_job(serve: &Serve) -> Option<Job> {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!("the host sent {e}");
-                serve.stopping.store(true, Ordering::SeqCst);
                 return None;
             }
         };
-        // Routed while the reader is held, so a call is registered before a frame about it
-        // (its cancel, its credit) can be read by another thread.
+        // Routed while the reading turn is held, so a call is registered before a frame
+        // about it (its cancel, its credit) can be read by another thread.
         let Some(job) = route(serve, msg) else { continue };
-        let mut sched = serve.sched.lock().unwrap_or_else(|p| p.into_inner());
-        if sched.readers > 0 {
-            // Another thread takes over reading once the reader is dropped here.
-            return Some(job);
+        let mut sched = turns.lock();
+        if sched.idle == 0 {
+            sched.queue.push_back(job);
+            continue;
         }
-        sched.queue.push_back(job);
+        sched.reading = false;
+        sched.running += 1;
+        let unwatched = matches!(job, Job::Call(..))
+            && reader.buffer().is_empty()
+            && !sched.unwatched
+            && turns.watch(&mut sched);
+        if !unwatched {
+            turns.turn.notify_one();
+            return Some((job, None));
+        }
+        return Some((job, Some(sched.unwatched_calls)));
     }
 }
 
@@ -573,12 +780,13 @@ fn run_job(serve: &Serve, job: Job) {
                 })
             } else {
                 CURRENT.with(|c| c.set(id));
-                let result = run_call(&serve.plugin, call, &state, &shared.out);
+                let result = run_call(&serve.plugin, call, &state, &shared.out, &shared.turns);
                 CURRENT.with(|c| c.set(0));
                 result
             };
             shared.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             shared.out.send(&ChildMsg::Done { call: id, result });
+            shared.turns.answered();
         }
         Job::Control(req, op) => {
             let plugin = &serve.plugin;
@@ -606,6 +814,7 @@ struct RunnerCallContext<'a> {
     call: u64,
     state: &'a CallState,
     out: &'a Out,
+    turns: &'a Turns,
     streaming: Cell<bool>,
 }
 
@@ -616,6 +825,8 @@ impl CallContext for RunnerCallContext<'_> {
     fn begin_stream(&self, content_type: RStr<'_>) -> bool {
         if !self.streaming.get() {
             self.streaming.set(true);
+            // Its credit must be read: a call running unwatched hands the reading over first.
+            self.turns.ensure_reader();
             let msg =
                 ChildMsg::Begin { call: self.call, content_type: content_type.as_str().into() };
             if !self.out.send(&msg) {
@@ -642,6 +853,7 @@ fn run_call(
     call: wire::WireCall,
     state: &CallState,
     out: &Out,
+    turns: &Turns,
 ) -> Result<WireReply, WireError> {
     let request = FfiRequest {
         kind: if call.kind == 1 { CallKind::Route } else { CallKind::Capability },
@@ -651,7 +863,7 @@ fn run_call(
         content_type: RString::from(call.content_type),
         body: call.body.into(),
     };
-    let ctx = RunnerCallContext { call: call.call, state, out, streaming: Cell::new(false) };
+    let ctx = RunnerCallContext { call: call.call, state, out, turns, streaming: Cell::new(false) };
     let ctx_obj = CallContext_TO::from_ptr(&ctx, TD_Opaque);
     match plugin.call(&request, ctx_obj) {
         RResult::ROk(r) => Ok(WireReply {
@@ -688,6 +900,8 @@ impl RunnerHost {
         let (tx, rx) = crossbeam_channel::unbounded();
         self.shared.callbacks.lock().unwrap_or_else(|p| p.into_inner()).insert(req, tx);
         let call = CURRENT.with(|c| c.get());
+        // The answer must be read: a call running unwatched hands the reading over first.
+        self.shared.turns.ensure_reader();
         if !self.shared.out.send(&ChildMsg::Callback { req, call, op }) {
             self.shared.callbacks.lock().unwrap_or_else(|p| p.into_inner()).remove(&req);
             return Err(gone());

@@ -803,6 +803,71 @@ pub fn write_frame(w: &mut impl Write, frame: &[u8]) -> std::io::Result<()> {
     w.write_all(frame)
 }
 
+/// A spin budget: `var` (microseconds; 0 turns the spin off) if set to a number, else
+/// `default`. For measuring; an unreadable value is ignored with a warning.
+pub fn spin_budget(var: &str, default: std::time::Duration) -> std::time::Duration {
+    match std::env::var(var) {
+        Err(_) => default,
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(us) => std::time::Duration::from_micros(us),
+            Err(_) => {
+                tracing::warn!("{var}={v:?} is not a number of microseconds; using {default:?}");
+                default
+            }
+        },
+    }
+}
+
+/// A reader's bounded, adaptive spin before a blocking read (host and child alike).
+///
+/// A blocking read that has to wait costs a wake-up of a sleeping thread (on a virtual CPU
+/// that went idle, tens of microseconds). When a frame is due soon (the host has calls out;
+/// the child answered a call a moment ago), the reader looks at the socket without blocking
+/// for up to `budget` first, as long as at least half of the recent waits for a frame ended
+/// within the budget (spun or blocked: a blocking wait is timed too, so the spin comes back
+/// when the frames do). It never spins otherwise: the caller asks only when a frame is due.
+pub struct Spin {
+    budget: std::time::Duration,
+    /// A moving average of how many of the recent waits ended within the budget (0..=1).
+    hits: f64,
+}
+
+impl Spin {
+    pub fn new(budget: std::time::Duration) -> Spin {
+        Spin { budget, hits: 1.0 }
+    }
+
+    /// True when the recent waits ended within the budget often enough to spin.
+    pub fn worth_it(&self) -> bool {
+        !self.budget.is_zero() && self.hits >= 0.5
+    }
+
+    /// Note how long a wait for a frame took (spun or blocked).
+    pub fn record(&mut self, waited: std::time::Duration) {
+        let hit = if waited <= self.budget { 1.0 } else { 0.0 };
+        self.hits = 0.8 * self.hits + 0.2 * hit;
+    }
+
+    /// Look at `fd` without blocking until it has something to read (or was closed: true)
+    /// or the budget is spent (false), letting other threads of this CPU run in between.
+    pub fn spin(&self, fd: std::os::fd::BorrowedFd<'_>) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let until = std::time::Instant::now() + self.budget;
+        loop {
+            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::ZERO) {
+                Ok(n) if n > 0 => return true,
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return false,
+            }
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -196,3 +196,106 @@ fn large_and_small_bodies_reach_a_child_whole_side_by_side() {
     });
     host.wait_for("every call to be counted out", || in_flight(&host, "echo") == 0);
 }
+
+/// A call runs on the child's thread that read it, with no thread reading meanwhile, until it
+/// waits on the host: then another thread must take over reading, or the answer to its bus
+/// call (here served by the same child, one and two levels deep) would never be read.
+#[test]
+fn a_bus_call_back_into_the_same_child_while_it_runs_one_call_is_answered() {
+    let host = Host::start_with(&["--call-timeout-ms", "60000"]);
+    host.install(&fixture("echo"), &lib_name("echo"));
+    host.wait_state("echo", "running");
+    host.in_mode("process", &["echo"]);
+    let pid = host.plugin("echo")["process"]["pid"].as_u64().expect("echo runs in a child");
+    for i in 0..20 {
+        assert_eq!(
+            host.post("/api/plugins/echo/relay", &format!("echo echo hi {i}")),
+            (200, format!("hi {i}")),
+            "call {i}"
+        );
+        assert_eq!(
+            host.post("/api/plugins/echo/relay", &format!("echo relay echo echo deep {i}")),
+            (200, format!("deep {i}")),
+            "call {i}"
+        );
+        assert_eq!(host.post("/api/plugins/echo/kv-put", &format!("k{i} v{i}")).0, 200);
+        assert_eq!(host.post("/api/plugins/echo/kv-get", &format!("k{i}")), (200, format!("v{i}")));
+    }
+    assert_eq!(host.plugin("echo")["process"]["pid"], pid, "the child is the same");
+    host.wait_for("every call to be counted out", || in_flight(&host, "echo") == 0);
+}
+
+/// A call running in the child with no thread reading (it ran on the thread that read it) is
+/// still told of its cancellation: another thread takes over reading while it runs, so the
+/// plugin sees it and ends the call, and the host does not kill the child for ignoring it.
+#[test]
+fn a_long_call_running_on_the_thread_that_read_it_still_sees_its_cancellation() {
+    let host = Host::start_with(&["--call-timeout-ms", "60000"]);
+    host.install(&fixture("slow"), &lib_name("slow"));
+    host.wait_state("slow", "running");
+    host.in_mode("process", &["slow"]);
+    let pid = host.plugin("slow")["process"]["pid"].as_u64().expect("slow runs in a child");
+    // Calls first, so the child's threads are in their steady state (a reader that just
+    // answered a call).
+    for _ in 0..20 {
+        assert_eq!(host.post("/api/plugins/slow/sleep", "0"), (200, "slept 0".to_string()));
+    }
+    let addr = host.base.trim_start_matches("http://").to_string();
+    let mut client = TcpStream::connect(&addr).expect("connect");
+    let request = format!(
+        "POST /api/plugins/slow/sleep HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer \
+         {ADMIN_KEY}\r\nContent-Length: 5\r\n\r\n60000"
+    );
+    client.write_all(request.as_bytes()).expect("send the call");
+    host.wait_for("the call to run", || in_flight(&host, "slow") == 1);
+    drop(client);
+    host.wait_for("the plugin to see the cancellation", || host.log().contains("sleep cancelled"));
+    host.wait_for("the call to end", || in_flight(&host, "slow") == 0);
+    assert_eq!(host.plugin("slow")["process"]["pid"], pid, "the child was not killed");
+    assert_eq!(host.post("/api/plugins/slow/sleep", "1"), (200, "slept 1".to_string()));
+}
+
+/// CPU time (user + system, clock ticks) a process used so far, from /proc/<pid>/stat.
+fn cpu_ticks(pid: u64) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // The fields after the command name (in parentheses, which may hold spaces).
+    let rest = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// The readers spin for an answer only while one is due (calls out, a call just answered):
+/// after a burst of calls, an idle host and an idle child use next to no CPU. A reader left
+/// spinning would use a whole CPU (100 ticks a second); the bound is a fifth of that.
+#[test]
+fn an_idle_host_and_child_use_no_cpu_after_a_burst_of_calls() {
+    let host = Host::start();
+    host.install(&fixture("echo"), &lib_name("echo"));
+    host.wait_state("echo", "running");
+    host.in_mode("process", &["echo"]);
+    let child = host.plugin("echo")["process"]["pid"].as_u64().expect("echo runs in a child");
+    for i in 0..500 {
+        assert_eq!(host.post("/api/plugins/echo/noop", "").0, 200, "call {i}");
+    }
+    std::thread::scope(|s| {
+        for c in 0..4 {
+            let host = &host;
+            s.spawn(move || {
+                for i in 0..100 {
+                    assert_eq!(host.post("/api/plugins/echo/noop", "").0, 200, "{c}/{i}");
+                }
+            });
+        }
+    });
+    host.wait_for("every call to be counted out", || in_flight(&host, "echo") == 0);
+    let hz = 100; // USER_HZ on Linux
+    let idle = Duration::from_secs(3);
+    let (host_before, child_before) = (cpu_ticks(host.pid() as u64), cpu_ticks(child));
+    std::thread::sleep(idle);
+    let (host_used, child_used) =
+        (cpu_ticks(host.pid() as u64) - host_before, cpu_ticks(child) - child_before);
+    let bound = hz * idle.as_secs() / 5;
+    assert!(host_used < bound, "the idle host used {host_used} ticks in {idle:?}");
+    assert!(child_used < bound, "the idle child used {child_used} ticks in {idle:?}");
+}
