@@ -523,16 +523,102 @@ impl QActs {
         self.d.resize(nb * self.npad, 0.0);
         self.s.clear();
         self.s.resize(nb * self.npad, 0.0);
-        for i in 0..n_rows {
-            for b in 0..nb {
+        self.fill(x, isa());
+        Ok(())
+    }
+
+    /// Quantizes every block of `x` (the buffers are sized) with the given kernel set: the
+    /// vector one gives the same numbers as the scalar one.
+    fn fill(&mut self, x: &[f32], isa: Isa) {
+        let (n, cols, npad) = (self.n, self.cols, self.npad);
+        #[cfg(target_arch = "x86_64")]
+        if isa.supported() != Isa::Scalar {
+            // SAFETY: AVX2, FMA and F16C are present (every non-scalar set has them); the
+            // buffers hold `n * cols` values and `cols / QK * npad` scales (sized above).
+            unsafe { quantize_avx2(x, n, cols, npad, &mut self.qs, &mut self.d, &mut self.s) };
+            return;
+        }
+        let _ = isa;
+        for i in 0..n {
+            for b in 0..cols / QK {
                 let at = i * cols + b * QK;
                 let (d, qs, sum) = quantize_q8(&x[at..at + QK]);
                 self.qs[at..at + QK].copy_from_slice(&qs);
-                self.d[b * self.npad + i] = f16_round(d);
-                self.s[b * self.npad + i] = f16_round(sum as f32 * d);
+                self.d[b * npad + i] = f16_round(d);
+                self.s[b * npad + i] = f16_round(sum as f32 * d);
             }
         }
-        Ok(())
+    }
+}
+
+/// [`quantize_q8`] on every block, 8 lanes at a time: the same scale (`amax / 127`, then
+/// `1 / d`), the same rounding (half away from zero, as `f32::round`), the same f16 rounding
+/// of `d` and `s` (F16C, nearest even).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; `x` and `qs` hold `n * cols` values, `d` and `s`
+/// `cols / QK * npad` with `npad >= n`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_avx2(
+    x: &[f32],
+    n: usize,
+    cols: usize,
+    npad: usize,
+    qs: &mut [i8],
+    d: &mut [f32],
+    s: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    assert!(x.len() >= n * cols && qs.len() >= n * cols && npad >= n);
+    assert!(d.len() >= cols / QK * npad && s.len() >= cols / QK * npad);
+    let sign = _mm256_set1_ps(-0.0);
+    let half = _mm256_set1_ps(0.5);
+    let one = _mm256_set1_ps(1.0);
+    let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for i in 0..n {
+        for b in 0..cols / QK {
+            let at = i * cols + b * QK;
+            let p = x.as_ptr().add(at);
+            let v = [
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            ];
+            let mut m = _mm256_andnot_ps(sign, v[0]);
+            for x in &v[1..] {
+                m = _mm256_max_ps(m, _mm256_andnot_ps(sign, *x));
+            }
+            let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+            let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)));
+            let dd = amax / 127.0;
+            let id = if dd != 0.0 { 1.0 / dd } else { 0.0 };
+            let idv = _mm256_set1_ps(id);
+            let mut q = [_mm256_setzero_si256(); 4];
+            let mut sum = _mm256_setzero_si256();
+            for (k, x) in v.iter().enumerate() {
+                let y = _mm256_mul_ps(*x, idv);
+                let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
+                let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(y, t));
+                let up = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, half);
+                let step = _mm256_and_ps(up, _mm256_or_ps(one, _mm256_and_ps(sign, y)));
+                q[k] = _mm256_cvtps_epi32(_mm256_add_ps(t, step));
+                sum = _mm256_add_epi32(sum, q[k]);
+            }
+            let p16a = _mm256_packs_epi32(q[0], q[1]);
+            let p16b = _mm256_packs_epi32(q[2], q[3]);
+            let p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b), perm);
+            _mm256_storeu_si256(qs.as_mut_ptr().add(at) as *mut __m256i, p8);
+            let s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256::<1>(sum));
+            let s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+            let total = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32::<1>(s2)));
+            let ds = _mm_setr_ps(dd, total as f32 * dd, 0.0, 0.0);
+            let r = _mm_cvtph_ps(_mm_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT }>(ds));
+            d[b * npad + i] = _mm_cvtss_f32(r);
+            s[b * npad + i] = _mm_cvtss_f32(_mm_movehdup_ps(r));
+        }
     }
 }
 
@@ -606,6 +692,11 @@ struct Job {
 // the tasks only read `w`, `aq`, `dt`, `st`, and write disjoint output rows (`run_parallel`).
 unsafe impl Send for Job {}
 unsafe impl Sync for Job {}
+
+/// How far ahead of the weight tile being read the kernels prefetch (bytes).
+/// Without it the n = 1 product stalled on its loads (rows of a tile are separate streams):
+/// 2-3x slower on this machine's SmolLM2 shapes (`examples/bench_qmatmul`).
+const PREFETCH: usize = 4096;
 
 /// Weight bytes one task reads at least (times the input rows): below this, rayon's
 /// hand-off costs more than the work.
@@ -712,6 +803,18 @@ macro_rules! x86_kernels {
                 $dot
             }
 
+            /// Asks for the cache lines of `len` bytes from `p` (a hint: never faults, so
+            /// `p` may be past the end of the weights).
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn prefetch(p: *const u8, len: usize) {
+                let mut k = 0;
+                while k < len {
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(k) as *const i8);
+                    k += 64;
+                }
+            }
+
             #[target_feature(enable = $features)]
             #[inline]
             unsafe fn hsum(v: __m256) -> f32 {
@@ -734,6 +837,7 @@ macro_rules! x86_kernels {
                 let w = j.w.add(r * j.row_bytes);
                 let aq = j.aq.add(i * j.cols);
                 for b in 0..j.nb {
+                    prefetch(w.wrapping_add(super::PREFETCH + b * R * 20), R * 20);
                     let dt = j.dt.add(b * j.npad + i);
                     // Lanes i..i+8 of the block's `s` (npad leaves 8 lanes past the rows).
                     let sv = _mm256_loadu_ps(j.st.add(b * j.npad + i));
@@ -779,6 +883,7 @@ macro_rules! x86_kernels {
                 let w = j.w.add(r * j.row_bytes);
                 let aq = j.aq.add(i * j.cols);
                 for b in 0..j.nb {
+                    prefetch(w.wrapping_add(super::PREFETCH + b * R * 34), R * 34);
                     let dt = j.dt.add(b * j.npad + i);
                     let mut av = [_mm256_setzero_si256(); C];
                     for (c, v) in av.iter_mut().enumerate() {
@@ -1041,6 +1146,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn vector_activation_quantization_equals_scalar() {
+        // Ties: a block whose amax is 127 has d = 1, so x.5 values hit the rounding rule.
+        let mut x: Vec<f32> = (0..32).map(|k| k as f32 - 15.5).collect();
+        x[0] = 127.0;
+        x.extend((0..32).map(|k| -(k as f32) * 0.5));
+        x[63] = -127.0;
+        x.extend(values(32 * 40, 4));
+        x.extend([0f32; 32]); // amax 0
+        x.extend((0..32).map(|k| k as f32 * 1e-6));
+        x.extend((0..32).map(|k| (k as f32 - 16.0) * 3e4));
+        let cols = 96;
+        let n = x.len() / cols;
+        let mut vector = QActs::quantize(&x, n, cols, QType::Q4_1).unwrap();
+        let mut scalar = vector.clone();
+        scalar.fill(&x, Isa::Scalar);
+        vector.fill(&x, isa());
+        assert_eq!(vector.qs, scalar.qs);
+        assert_eq!(vector.d, scalar.d);
+        assert_eq!(vector.s, scalar.s);
+        assert_eq!(&scalar.qs[1..4], &[-15, -14, -13]); // -14.5, -13.5, -12.5: away from 0
     }
 
     #[test]
