@@ -109,7 +109,7 @@ fn main() {
         isa(),
         output.ours.qtype
     );
-    // The ceiling: reading the output matrix's bytes (summing them as u64) on the same pool.
+    // A plain read of the output matrix's bytes (summed as u64) on the same pool, for scale.
     let data = output.ours.data();
     let read = time(secs, || {
         let s: u64 = pool.install(|| {
@@ -125,7 +125,7 @@ fn main() {
         std::hint::black_box(s);
     });
     println!(
-        "memory read ceiling: {:.1} GB/s ({} MB, {threads} threads)",
+        "plain read loop: {:.1} GB/s ({} MB, {threads} threads)",
         data.len() as f64 / read / 1e9,
         data.len() >> 20
     );
