@@ -1,31 +1,43 @@
 #!/usr/bin/env bash
-# The ML benchmarks of issue 4 (see docs/benchmarks-ml.md). Not part of CI: it sets up a
-# Python venv with PyTorch (~6 GB, kept outside the repo and reused) and takes minutes.
+# The ML benchmarks of issues 4 and 17 (see docs/benchmarks-ml.md). Not part of CI: embed and
+# http need a Python venv with PyTorch (~6 GB, reused); the chat sections build llama.cpp once
+# (llama-server and the libllama of llama-cpp-python, from the llama-cpp-python sdist on PyPI,
+# cached under target/llama-cpp and target/venv-llama; ~15 min on 2 cores the first time).
 #
 #   embed  embedding throughput, batch 32 and batch 1, 2 threads, on the same 512 sentences:
 #          PyTorch sentence-transformers vs the candle plugin in process (examples/bench_embed),
 #          interleaved, with the worst cosine between the two stacks' vectors
 #   http   the same through the full HTTP path: POST /v1/embeddings on a release `bkg` host with
 #          the candle and llmserver plugins, vs in process
-#   chat   SmolLM2-135M Q4_1 generation tokens/s and time to first token, in process
-#          (examples/bench_chat) and through POST /v1/chat/completions; llama.cpp on the same
-#          GGUF when llama-cpp-python is installed in the venv (BENCH_LLAMA=1 installs it)
-#   memory host RSS with both models loaded, and the delta of a second load of the same model
+#   chat   SmolLM2-135M Q4_1 generation tokens/s (128 tokens, greedy) and time to first token,
+#          in process (examples/bench_chat), through POST /v1/chat/completions, and llama.cpp
+#          (llama-cpp-python) on the same GGUF and the same prompt text
+#   ttft   time to first token for a 20-token and a ~500-token prompt (scripts/bench-ml-chat.py
+#          names the text), each side counting the tokens with its own tokenizer, no prompt
+#          reuse: candle in process, bkg over HTTP, llama-cpp-python, llama-server
+#   parallel  aggregate tokens/s and per-request latency with 4 concurrent clients: bkg's
+#          /v1/chat/completions at each max_parallel_generations in BENCH_PARALLEL_VALUES vs
+#          llama-server -np 4 -cb (4 slots, continuous batching)
+#   memory host RSS with both models loaded, and the delta of a second load of the same model;
+#          then the chat model alone: bkg's host vs llama-server vs llama-cpp-python
 #
-# Usage: scripts/bench-ml.sh [embed] [http] [chat] [memory]     (default: all)
+# Usage: scripts/bench-ml.sh [embed] [http] [chat] [ttft] [parallel] [memory]  (default: all)
 # Knobs (environment):
-#   BENCH_VENV    the venv (default ~/.cache/bkg-bench-venv)
+#   BENCH_VENV    the PyTorch venv of embed and http (default target/venv-embed, which
+#                 scripts/reference-embeddings.sh makes too)
 #   BENCH_ROUNDS  timed rounds per batch size per process (default 5)
 #   BENCH_PAIRS   how many times the PyTorch / candle pair of processes runs (default 2)
 #   BENCH_THREADS threads on both sides (default 2)
-#   BENCH_LLAMA=1 pip-install llama-cpp-python (builds llama.cpp with cmake) if missing
-#   CARGO_TARGET_DIR  where the release build goes (default target/)
+#   BENCH_PARALLEL_ROUNDS  timed rounds of the 4 concurrent clients per setting (default 3)
+#   BENCH_PARALLEL_VALUES  bkg's max_parallel_generations values tried (default "1 2 4")
+#   BENCH_QUIET_WAIT_S     how long each section waits for a quiet machine (default 120)
+#   CARGO_TARGET_DIR  where the release build, the venvs and llama.cpp go (default target/)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
-venv=${BENCH_VENV:-$HOME/.cache/bkg-bench-venv}
 target_dir=${CARGO_TARGET_DIR:-$root/target}
+venv=${BENCH_VENV:-$target_dir/venv-embed}
 export CARGO_TARGET_DIR=$target_dir
 release=$target_dir/release
 rounds=${BENCH_ROUNDS:-5}
@@ -33,15 +45,28 @@ pairs=${BENCH_PAIRS:-2}
 threads=${BENCH_THREADS:-2}
 work=$(mktemp -d /tmp/bkg-bench-ml.XXXXXX)
 models=$root/models
-sections=${*:-embed http chat memory}
+sections=${*:-embed http chat ttft parallel memory}
+for s in $sections; do
+  case $s in
+    embed | http | chat | ttft | parallel | memory) ;;
+    *) echo "unknown section $s (embed http chat ttft parallel memory)" >&2; exit 2 ;;
+  esac
+done
 has() { [[ " $sections " == *" $1 "* ]]; }
 section() { printf '\n=== %s ===\n' "$*"; }
 host_pid=""
+server_pid=""
 cleanup() {
   if [ -n "$host_pid" ]; then kill "$host_pid" 2>/dev/null || true; fi
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
+# bench_log: a copy of the output in target/bench-results/bench-ml-<time>.txt; wait_quiet.
+source "$root/scripts/bench-quiet.sh"
+export BENCH_QUIET_WAIT_S=${BENCH_QUIET_WAIT_S:-120}
+bench_log bench-ml
+started=$(date +%s)
 
 section "machine"
 echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -55,27 +80,86 @@ if [ ! -f "$models/sentence-transformers/all-MiniLM-L6-v2/model.safetensors" ] |
   bash scripts/fetch-models.sh
 fi
 
-section "python venv ($venv)"
-if ! "$venv/bin/python" -c "import torch, sentence_transformers" 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --upgrade pip
-  # From PyPI: the default torch wheel pulls the CUDA libraries too (~5 GB); only its CPU path runs.
-  "$venv/bin/pip" install torch sentence-transformers
+if has embed || has http; then
+  section "python venv ($venv)"
+  if ! "$venv/bin/python" -c "import torch, sentence_transformers" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --upgrade pip
+    # From PyPI: the default torch wheel pulls the CUDA libraries too (~5 GB); only its CPU path runs.
+    "$venv/bin/pip" install torch sentence-transformers
+  fi
+  py=$venv/bin/python
+  "$py" -c "import torch, sentence_transformers as st; print('torch', torch.__version__, '| sentence-transformers', st.__version__)"
 fi
-if [ "${BENCH_LLAMA:-0}" = 1 ] && ! "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
-  # Builds llama.cpp from the sdist with cmake (cmake comes from PyPI as a build dependency).
-  CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_CURL=OFF" "$venv/bin/pip" install llama-cpp-python
+
+# llama.cpp, the reference of the chat sections: llama-cpp-python at a pinned version, and the
+# llama.cpp source vendored in its sdist built once with cmake into llama-server and the shared
+# libllama that the Python package loads (LLAMA_CPP_LIB_PATH; the package is installed with
+# LLAMA_BUILD=OFF, so the two sides run the same build of the same source).
+llama_version=0.3.36
+llama_sdist_sha256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+llama_dir=$target_dir/llama-cpp
+lvenv=$target_dir/venv-llama
+lpy=$lvenv/bin/python
+llama_server=$llama_dir/build/bin/llama-server
+export LLAMA_CPP_LIB_PATH=$llama_dir/build/bin
+setup_llama() {
+  if [ -x "$llama_server" ] && [ -f "$llama_dir/build/bin/libllama.so" ] &&
+    grep -q "llama_cpp_python-$llama_version/vendor" "$llama_dir/build/CMakeCache.txt" &&
+    "$lpy" -c "import sys, llama_cpp; sys.exit(llama_cpp.__version__ != '$llama_version')" 2>/dev/null; then
+    return
+  fi
+  section "llama.cpp (llama-cpp-python $llama_version sdist) into $llama_dir"
+  [ -x "$lpy" ] || python3 -m venv "$lvenv"
+  # cmake and ninja from PyPI (wheels); g++ from the system (apt-get install g++ if missing).
+  # Only llama-cpp-python itself is fetched as source: `--no-binary :all:` would also build
+  # cmake from source to read the sdist's metadata.
+  "$lvenv/bin/pip" install -q cmake ninja
+  mkdir -p "$llama_dir"
+  local sdist=$llama_dir/llama_cpp_python-$llama_version.tar.gz
+  local src=$llama_dir/llama_cpp_python-$llama_version
+  [ -f "$sdist" ] || (cd "$llama_dir" && "$lvenv/bin/pip" download --no-binary llama-cpp-python \
+    --no-deps "llama-cpp-python==$llama_version" -d .)
+  echo "$llama_sdist_sha256  $sdist" | sha256sum -c -
+  [ -d "$src" ] || tar xzf "$sdist" -C "$llama_dir"
+  PATH=$lvenv/bin:$PATH cmake -S "$src/vendor/llama.cpp" -B "$llama_dir/build" -G Ninja \
+    -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=ON \
+    -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
+    -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF >/dev/null
+  PATH=$lvenv/bin:$PATH cmake --build "$llama_dir/build" -j2 --target llama-server llama
+  local no_build="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF"
+  CMAKE_ARGS=$no_build "$lvenv/bin/pip" install -q --force-reinstall --no-deps "$sdist"
+  CMAKE_ARGS=$no_build "$lvenv/bin/pip" install -q "$sdist" # its dependencies (numpy, jinja2, ...)
+}
+if has chat || has ttft || has parallel || has memory; then
+  setup_llama
+  echo "llama.cpp: llama-cpp-python $("$lpy" -c 'import llama_cpp; print(llama_cpp.__version__)')," \
+    "$("$llama_server" --version 2>&1 | grep -m1 version)"
 fi
-py=$venv/bin/python
-"$py" -c "import torch, sentence_transformers as st; print('torch', torch.__version__, '| sentence-transformers', st.__version__)"
+chat_py=$root/scripts/bench-ml-chat.py
+gguf=$(ls "$models"/HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/*.gguf | head -1)
 
 section "build (release)"
 cargo build --release -p bkg-plugin-candle --examples
-if has http || has memory || has chat; then
+if has http || has memory || has chat || has ttft || has parallel; then
   cargo build --release -p bkg-host -p bkg-plugin-candle -p bkg-plugin-llmserver
 fi
 
-"$release/examples/bench_embed" --write-sentences "$work/sentences.txt" >/dev/null
+# What this run measures, linked (or copied) out of the target folder now: another build into
+# the same target folder during the run would otherwise swap the binaries under it.
+mkdir -p "$work/bin/examples"
+for f in examples/bench_embed examples/bench_chat bkg libbkg_plugin_candle.so \
+  libbkg_plugin_llmserver.so; do
+  if [ -f "$release/$f" ]; then
+    cp -l "$release/$f" "$work/bin/$f" 2>/dev/null || cp "$release/$f" "$work/bin/$f"
+  fi
+done
+release=$work/bin
+
+if has embed || has http; then
+  "$release/examples/bench_embed" --write-sentences "$work/sentences.txt" >/dev/null
+fi
 
 # ---------------------------------------------------------------------------------------------
 cat >"$work/pt_embed.py" <<'EOF'
@@ -142,6 +226,7 @@ EOF
 
 if has embed; then
   section "embeddings: PyTorch vs candle in process ($threads threads, $pairs x $rounds rounds)"
+  wait_quiet
   : >"$work/embed-results.jsonl"
   for pair in $(seq "$pairs"); do
     "$py" "$work/pt_embed.py" "$models/sentence-transformers/all-MiniLM-L6-v2" \
@@ -161,8 +246,10 @@ start_host() { # [plugin ...] (default: candle llmserver)
   rm -rf "$dir"
   mkdir -p "$dir/plugins"
   for p in $plugins; do cp "$release/libbkg_plugin_$p.so" "$dir/plugins/"; done
+  # A generous call timeout: a generation of 128 tokens on a busy machine may take 30 s.
   BKG_ADMIN_KEY=$key RUST_LOG=warn NO_COLOR=1 "$release/bkg" --listen 127.0.0.1:0 \
     --data-dir "$dir/data" --plugins-dir "$dir/plugins" --models-dir "$models" \
+    --call-timeout-ms 600000 \
     >"$dir/stdout" 2>"$dir/log" &
   host_pid=$!
   for _ in $(seq 200); do
@@ -176,12 +263,42 @@ start_host() { # [plugin ...] (default: candle llmserver)
       grep -q '"running"'; then break; fi
     sleep 0.2
   done
-  echo "host pid $host_pid at $base"
+  admin_post /api/core/plugins/candle/config "{\"threads\": $threads}" >/dev/null
+  echo "host pid $host_pid at $base (candle: $threads threads)"
 }
 stop_host() {
   kill "$host_pid" 2>/dev/null || true
   wait "$host_pid" 2>/dev/null || true
   host_pid=""
+}
+admin_post() { # PATH JSON: a POST to the host with the admin key; fails on an error status
+  curl -sSf -X POST -H "Authorization: Bearer $key" -H "Content-Type: application/json" \
+    -d "$2" "$base$1"
+}
+
+# llama.cpp's own server on the same GGUF (and the same threads) on a free loopback port.
+server_base=""
+start_llama_server() { # SLOTS CONTEXT [more flags]
+  local slots=$1 ctx=$2 port
+  shift 2
+  port=$("$lpy" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$llama_server" -m "$gguf" --host 127.0.0.1 --port "$port" -t "$threads" -tb "$threads" \
+    -np "$slots" -c "$ctx" --cache-ram 0 --no-webui "$@" >"$work/llama-server.log" 2>&1 &
+  server_pid=$!
+  server_base=http://127.0.0.1:$port
+  for _ in $(seq 600); do
+    curl -sf "$server_base/health" >/dev/null 2>&1 && break
+    kill -0 "$server_pid" 2>/dev/null || { tail -20 "$work/llama-server.log"; exit 1; }
+    sleep 0.1
+  done
+  curl -sf "$server_base/health" >/dev/null || { tail -20 "$work/llama-server.log"; exit 1; }
+  echo "llama-server pid $server_pid at $server_base: -np $slots -c $ctx -t $threads $*;" \
+    "$(grep -m1 -o 'n_slots = .*' "$work/llama-server.log" || true)"
+}
+stop_llama_server() {
+  kill "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
 }
 
 cat >"$work/client.py" <<'EOF'
@@ -322,6 +439,7 @@ EOF
 
 if has http; then
   section "embeddings through HTTP (/v1/embeddings) vs in process ($pairs x $rounds rounds)"
+  wait_quiet
   start_host
   : >"$work/http-results.jsonl"
   for pair in $(seq "$pairs"); do
@@ -336,28 +454,6 @@ if has http; then
   "$py" "$work/http_summary.py" "$work"
 fi
 
-cat >"$work/llama.py" <<'EOF'
-# llama.cpp (llama-cpp-python) on the same GGUF: streaming, greedy, same prompt.
-import json, statistics, sys, time
-from llama_cpp import Llama
-path, prompt, rounds, max_tokens, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-llm = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=2048, verbose=False)
-msgs = [{"role": "user", "content": prompt}]
-llm.create_chat_completion(messages=msgs, temperature=0, max_tokens=max_tokens)
-ttft, tps, tokens = [], [], []
-for _ in range(rounds):
-    llm.reset()  # no reuse of the previous round's prompt in the KV cache
-    t = time.perf_counter(); first = None; n = 0
-    for chunk in llm.create_chat_completion(messages=msgs, temperature=0, max_tokens=max_tokens, stream=True):
-        if chunk["choices"][0]["delta"].get("content"):
-            n += 1
-            now = time.perf_counter()
-            first = first or now
-    end = time.perf_counter()
-    ttft.append(first - t); tps.append((n - 1) / (end - first)); tokens.append(n)
-print(json.dumps({"side": "llama.cpp", "ttft_s": ttft, "tokens_per_s": tps, "tokens": tokens}))
-EOF
-
 cat >"$work/chat_summary.py" <<'EOF'
 import json, statistics, sys
 for l in open(sys.argv[1]):
@@ -367,27 +463,88 @@ for l in open(sys.argv[1]):
           f"({r['tokens'][0]} tokens generated, {len(r['ttft_s'])} rounds)")
 EOF
 
-prompt="Write a short story about a robot who learns to paint."
 if has chat; then
   section "chat: SmolLM2-135M-Instruct Q4_1, greedy, max_tokens 128, $threads threads"
+  wait_quiet
+  "$lpy" "$chat_py" prompts "$work/prompts"
   : >"$work/chat-results.jsonl"
   "$release/examples/bench_chat" --rounds "$rounds" --threads "$threads" --max-tokens 128 --json |
     tee -a "$work/chat-results.jsonl"
   start_host
-  "$py" "$work/client.py" "$base" "$key" chat "$prompt" "$rounds" 128 | tee -a "$work/chat-results.jsonl"
+  "$lpy" "$work/client.py" "$base" "$key" chat "$(cat "$work/prompts/short.txt")" "$rounds" 128 |
+    tee -a "$work/chat-results.jsonl"
   stop_host
-  if "$py" -c "import llama_cpp" 2>/dev/null; then
-    "$py" "$work/llama.py" "$(ls "$models"/HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/*.gguf | head -1)" \
-      "$prompt" "$rounds" 128 "$threads" | tee -a "$work/chat-results.jsonl"
-  else
-    echo "llama-cpp-python is not in the venv (BENCH_LLAMA=1 builds it): no llama.cpp figure"
-  fi
-  "$py" "$work/chat_summary.py" "$work/chat-results.jsonl"
+  # The same text as candle's: the ChatML user turn without a system message, as a raw prompt.
+  "$lpy" "$chat_py" llama "$gguf" "$work/prompts/short.txt" "$rounds" 128 "$threads" short |
+    tee -a "$work/chat-results.jsonl"
+  "$lpy" "$work/chat_summary.py" "$work/chat-results.jsonl"
+fi
+
+if has ttft; then
+  section "time to first token: 20-token and ~500-token prompts, $threads threads, $rounds rounds"
+  wait_quiet
+  "$lpy" "$chat_py" prompts "$work/prompts"
+  : >"$work/ttft-results.jsonl"
+  for p in short long; do
+    "$release/examples/bench_chat" --rounds "$rounds" --threads "$threads" --max-tokens 16 \
+      --prompt-file "$work/prompts/$p.txt" --tag "$p" --json | tee -a "$work/ttft-results.jsonl"
+  done
+  start_host
+  for p in short long; do
+    "$lpy" "$chat_py" http bkg "$base" "$key" "$work/prompts/$p.txt" "$rounds" 16 "$p" |
+      tee -a "$work/ttft-results.jsonl"
+  done
+  stop_host
+  for p in short long; do
+    "$lpy" "$chat_py" llama "$gguf" "$work/prompts/$p.txt" "$rounds" 16 "$threads" "$p" |
+      tee -a "$work/ttft-results.jsonl"
+  done
+  start_llama_server 1 2048
+  for p in short long; do
+    "$lpy" "$chat_py" http llama-server "$server_base" "" "$work/prompts/$p.txt" "$rounds" 16 "$p" |
+      tee -a "$work/ttft-results.jsonl"
+  done
+  stop_llama_server
+  "$lpy" "$chat_py" summary "$work/ttft-results.jsonl"
+fi
+
+if has parallel; then
+  clients=4
+  prounds=${BENCH_PARALLEL_ROUNDS:-3}
+  section "$clients concurrent clients, 128 tokens each, greedy, $threads threads, $prounds rounds"
+  wait_quiet
+  : >"$work/parallel-results.jsonl"
+  start_host
+  for n in ${BENCH_PARALLEL_VALUES:-1 2 4}; do
+    admin_post /api/core/plugins/llmserver/config "{\"max_parallel_generations\": $n}" >/dev/null
+    "$lpy" "$chat_py" parallel bkg "$base" "$key" "$clients" "$prounds" 128 \
+      "max_parallel_generations $n" | tee -a "$work/parallel-results.jsonl"
+  done
+  stop_host
+  start_llama_server "$clients" $((clients * 2048)) -cb
+  "$lpy" "$chat_py" parallel llama-server "$server_base" "" "$clients" "$prounds" 128 \
+    "-np $clients -cb -c $((clients * 2048))" | tee -a "$work/parallel-results.jsonl"
+  stop_llama_server
+  "$lpy" "$chat_py" summary "$work/parallel-results.jsonl"
 fi
 
 if has memory; then
   section "memory: host RSS with both models, and a second load of each"
+  wait_quiet
   start_host candle
-  "$py" "$work/client.py" "$base" "$key" memory "$host_pid"
+  "$lpy" "$work/client.py" "$base" "$key" memory "$host_pid"
   stop_host
+  section "memory: the chat model alone (bkg host, llama-server, llama-cpp-python)"
+  : >"$work/memory-results.jsonl"
+  start_host candle
+  "$lpy" "$chat_py" bkg-rss "$base" "$key" "$host_pid" | tee -a "$work/memory-results.jsonl"
+  stop_host
+  start_llama_server 1 2048
+  "$lpy" "$chat_py" server-rss "$server_base" "$server_pid" | tee -a "$work/memory-results.jsonl"
+  stop_llama_server
+  "$lpy" "$chat_py" llama-rss "$gguf" "$threads" | tee -a "$work/memory-results.jsonl"
+  "$lpy" "$chat_py" summary "$work/memory-results.jsonl"
 fi
+
+section "done"
+echo "took $(($(date +%s) - started)) s; log: $log"

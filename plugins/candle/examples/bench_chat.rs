@@ -1,11 +1,16 @@
 //! Chat generation speed in process: SmolLM2-135M-Instruct (Q4_1 GGUF, run as Q8_0), greedy,
 //! on the plugin's pool (`--threads`, default 2), `--rounds` times (default 5); prints the
 //! median time to first token (prompt processing + first token) and the median generation
-//! speed after the first token (the `timing` of `model.infer`).
+//! speed after the first token (the `timing` of `model.infer`). Each round is a new generation
+//! (its own KV cache: nothing of an earlier round's prompt is reused).
 //!
 //! ```text
 //! cargo run --release --example bench_chat -- [--rounds 5] [--threads 2] [--max-tokens 128] [--json]
+//!     [--prompt-file PATH] [--tag NAME]
 //! ```
+//!
+//! `--prompt-file`: the user message is the file's text (default: [`PROMPT`]); `--tag`: a name
+//! for the prompt, copied into the JSON line (`"prompt"`).
 use bkg_abi::serde_json::json;
 use bkg_plugin_candle::{default_models_dir, Engine};
 
@@ -27,6 +32,8 @@ fn main() {
     let mut threads = 2usize;
     let mut max_tokens = 128usize;
     let mut as_json = false;
+    let mut prompt = PROMPT.to_string();
+    let mut tag = "short".to_string();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -35,6 +42,12 @@ fn main() {
             "--threads" => threads = value().parse().expect("--threads N"),
             "--max-tokens" => max_tokens = value().parse().expect("--max-tokens N"),
             "--json" => as_json = true,
+            "--prompt-file" => {
+                let path = value();
+                prompt = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("--prompt-file {path}: {e}"));
+            }
+            "--tag" => tag = value(),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -46,7 +59,7 @@ fn main() {
         .expect("load (run scripts/fetch-models.sh first)");
     let body = json!({
         "model": "smol",
-        "messages": [{"role": "user", "content": PROMPT}],
+        "messages": [{"role": "user", "content": prompt}],
         "temperature": 0,
         "max_tokens": max_tokens,
     });
@@ -71,8 +84,8 @@ fn main() {
         eprintln!("{line}");
         println!(
             "{}",
-            json!({"side": "candle", "ttft_s": ttft, "tokens_per_s": tps, "tokens": tokens,
-                   "prompt_tokens": prompt_tokens})
+            json!({"side": "candle", "prompt": tag, "ttft_s": ttft, "tokens_per_s": tps,
+                   "tokens": tokens, "prompt_tokens": prompt_tokens})
         );
     } else {
         println!("{line}");
