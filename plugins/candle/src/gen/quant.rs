@@ -625,6 +625,8 @@ unsafe fn quantize_avx2(
 /// The kernel sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
+    /// AVX-512 (F, BW, DQ, VL, VNNI) on 512-bit vectors: two blocks per instruction.
+    Avx512,
     /// AVX-512 VNNI + VL on 256-bit vectors (with AVX2, FMA, F16C).
     Avx512Vnni,
     /// AVX2 + FMA + F16C.
@@ -636,7 +638,7 @@ pub enum Isa {
 impl Isa {
     /// Every kernel set this CPU can run, best first.
     pub fn available() -> Vec<Isa> {
-        [Isa::Avx512Vnni, Isa::Avx2, Isa::Scalar]
+        [Isa::Avx512, Isa::Avx512Vnni, Isa::Avx2, Isa::Scalar]
             .into_iter()
             .filter(|i| i.supported() == *i)
             .collect()
@@ -653,9 +655,13 @@ impl Isa {
                 && std::is_x86_feature_detected!("avx512f")
                 && std::is_x86_feature_detected!("avx512vl")
                 && std::is_x86_feature_detected!("avx512vnni");
+            let wide = vnni
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512dq");
             match self {
-                Isa::Avx512Vnni if vnni => Isa::Avx512Vnni,
-                Isa::Avx512Vnni | Isa::Avx2 if avx2 => Isa::Avx2,
+                Isa::Avx512 if wide => Isa::Avx512,
+                Isa::Avx512 | Isa::Avx512Vnni if vnni => Isa::Avx512Vnni,
+                Isa::Avx512 | Isa::Avx512Vnni | Isa::Avx2 if avx2 => Isa::Avx2,
                 _ => Isa::Scalar,
             }
         }
@@ -670,7 +676,7 @@ impl Isa {
 /// The best kernel set of this CPU (detected once).
 pub fn isa() -> Isa {
     static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-    *ISA.get_or_init(|| Isa::Avx512Vnni.supported())
+    *ISA.get_or_init(|| Isa::Avx512.supported())
 }
 
 /// One quantized product, as raw pointers for the kernels.
@@ -733,6 +739,8 @@ fn run_parallel(job: &Job, rows: usize, n: usize, row_bytes: usize, isa: Isa) {
 /// other thread may write them, and `isa` must be supported by this CPU.
 unsafe fn run_rows(job: &Job, r0: usize, r1: usize, isa: Isa) {
     match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => x86_512::rows(job, r0, r1),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => x86_vnni::rows(job, r0, r1),
         #[cfg(target_arch = "x86_64")]
@@ -981,6 +989,196 @@ x86_kernels!(x86_avx2, "avx2,fma,f16c", 4, 2, 4, |w, a| _mm256_madd_epi16(
 x86_kernels!(x86_vnni, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni", 4, 4, 4, |w, a| {
     _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, a)
 });
+
+/// The 512-bit kernels: each step takes two blocks (64 weights) of a row, so one `vpdpbusd`,
+/// one conversion and one FMA cover both; the two blocks' scales sit in the two halves of a
+/// vector. An odd last block is paired with itself and its upper half scaled by zero.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::incompatible_msrv)] // AVX-512 intrinsics: stable since 1.89, see `dot` above
+mod x86_512 {
+    use super::{Job, PREFETCH, QK};
+    use std::arch::x86_64::*;
+
+    /// `[a; 8] ++ [b; 8]`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni,avx512bw,avx512dq")]
+    #[inline]
+    unsafe fn pair(a: f32, b: f32) -> __m512 {
+        _mm512_insertf32x8::<1>(_mm512_castps256_ps512(_mm256_set1_ps(a)), _mm256_set1_ps(b))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni,avx512bw,avx512dq")]
+    #[inline]
+    unsafe fn prefetch(p: *const u8, len: usize) {
+        let mut k = 0;
+        while k < len {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(k) as *const i8);
+            k += 64;
+        }
+    }
+
+    /// Output rows `r..r + R` for input rows `i..i + C` (Q4_1 when `Q4`, else Q8_0).
+    ///
+    /// # Safety
+    /// As `super::run_rows`, with `r + R` within the task's rows and `i + C <= n`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni,avx512bw,avx512dq")]
+    #[inline]
+    unsafe fn tile<const Q4: bool, const R: usize, const C: usize>(j: &Job, r: usize, i: usize) {
+        let bb = if Q4 { 20 } else { 34 };
+        let m4 = _mm256_set1_epi8(0x0f);
+        let interleave = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+        let idx_d = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+        let idx_m = _mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3);
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
+        let mut accm = [_mm512_setzero_ps(); R];
+        let w = j.w.add(r * j.row_bytes);
+        let aq = j.aq.add(i * j.cols);
+        let mut b = 0;
+        while b < j.nb {
+            let tail = b + 1 == j.nb;
+            let b1 = if tail { b } else { b + 1 };
+            let hmask: __mmask16 = if tail { 0x00ff } else { 0xffff };
+            prefetch(w.wrapping_add(PREFETCH + b * R * bb), 2 * R * bb);
+            let mut da = [_mm512_setzero_ps(); C];
+            let mut av = [_mm512_setzero_si512(); C];
+            for c in 0..C {
+                let d1 = if tail { 0.0 } else { *j.dt.add(b1 * j.npad + i + c) };
+                da[c] = pair(*j.dt.add(b * j.npad + i + c), d1);
+                av[c] = _mm512_loadu_si512(aq.add(c * j.cols + b * QK) as *const _);
+            }
+            if tail {
+                // Only block b's 32 values are the row's: load them alone.
+                for (c, v) in av.iter_mut().enumerate() {
+                    *v = _mm512_castsi256_si512(_mm256_loadu_si256(
+                        aq.add(c * j.cols + b * QK) as *const __m256i
+                    ));
+                }
+            }
+            let sv = _mm512_insertf32x8::<1>(
+                _mm512_castps256_ps512(_mm256_loadu_ps(j.st.add(b * j.npad + i))),
+                _mm256_loadu_ps(j.st.add(b1 * j.npad + i)),
+            );
+            for rr in 0..R {
+                let p0 = w.add(rr * j.row_bytes + b * bb);
+                let p1 = w.add(rr * j.row_bytes + b1 * bb);
+                if Q4 {
+                    let dm = _mm_cvtph_ps(_mm_setr_epi32(
+                        (p0 as *const i32).read_unaligned(),
+                        (p1 as *const i32).read_unaligned(),
+                        0,
+                        0,
+                    ));
+                    let dm = _mm512_castps128_ps512(dm);
+                    let dw = _mm512_maskz_permutexvar_ps(hmask, idx_d, dm);
+                    let mw = _mm512_maskz_permutexvar_ps(hmask, idx_m, dm);
+                    accm[rr] = _mm512_fmadd_ps(mw, sv, accm[rr]);
+                    let q = _mm256_set_m128i(
+                        _mm_loadu_si128(p1.add(4) as *const __m128i),
+                        _mm_loadu_si128(p0.add(4) as *const __m128i),
+                    );
+                    let lo = _mm256_and_si256(q, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                    // [lo(b), hi(b), lo(b1), hi(b1)]: elements 0..16, 16..32 of each block.
+                    let wv = _mm512_permutex2var_epi64(
+                        _mm512_castsi256_si512(lo),
+                        interleave,
+                        _mm512_castsi256_si512(hi),
+                    );
+                    for c in 0..C {
+                        let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, av[c]);
+                        let sc = _mm512_mul_ps(dw, da[c]);
+                        acc[rr][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sc, acc[rr][c]);
+                    }
+                } else {
+                    // 16-bit lanes [d0, 0, d1, 0]: converted, d0 and d1 are in lanes 0 and 2.
+                    let d = _mm_cvtph_ps(_mm_setr_epi32(
+                        (p0 as *const u16).read_unaligned() as i32,
+                        (p1 as *const u16).read_unaligned() as i32,
+                        0,
+                        0,
+                    ));
+                    let dw = _mm512_maskz_permutexvar_ps(hmask, idx_d, _mm512_castps128_ps512(d));
+                    let wv = _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(_mm256_loadu_si256(p0.add(2) as *const __m256i)),
+                        _mm256_loadu_si256(p1.add(2) as *const __m256i),
+                    );
+                    let aw = _mm512_abs_epi8(wv);
+                    let neg = _mm512_movepi8_mask(wv);
+                    for c in 0..C {
+                        // a with w's sign: the same products as w * a.
+                        let sa = _mm512_mask_sub_epi8(av[c], neg, _mm512_setzero_si512(), av[c]);
+                        let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sa);
+                        let sc = _mm512_mul_ps(dw, da[c]);
+                        acc[rr][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sc, acc[rr][c]);
+                    }
+                }
+            }
+            b += 2;
+        }
+        for rr in 0..R {
+            let m = _mm256_add_ps(
+                _mm512_castps512_ps256(accm[rr]),
+                _mm512_extractf32x8_ps::<1>(accm[rr]),
+            );
+            let mut mv = [0f32; 8];
+            _mm256_storeu_ps(mv.as_mut_ptr(), m);
+            for c in 0..C {
+                let v = _mm512_reduce_add_ps(acc[rr][c]) + if Q4 { mv[c] } else { 0.0 };
+                *j.out.add((i + c) * j.ldo + r + rr) = v;
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`tile`].
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni,avx512bw,avx512dq")]
+    #[inline]
+    unsafe fn row_tile<const R: usize, const C: usize>(j: &Job, r: usize) {
+        let mut i = 0;
+        while i + C <= j.n {
+            if j.q4 {
+                tile::<true, R, C>(j, r, i)
+            } else {
+                tile::<false, R, C>(j, r, i)
+            }
+            i += C;
+        }
+        while i < j.n {
+            if j.q4 {
+                tile::<true, R, 1>(j, r, i)
+            } else {
+                tile::<false, R, 1>(j, r, i)
+            }
+            i += 1;
+        }
+    }
+
+    /// # Safety
+    /// As [`tile`].
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni,avx512bw,avx512dq")]
+    #[inline]
+    unsafe fn rows_t<const R: usize, const C: usize>(j: &Job, r0: usize, r1: usize) {
+        let mut r = r0;
+        while r + R <= r1 {
+            row_tile::<R, C>(j, r);
+            r += R;
+        }
+        while r < r1 {
+            row_tile::<1, C>(j, r);
+            r += 1;
+        }
+    }
+
+    /// # Safety
+    /// As `super::run_rows`, and the CPU must have AVX-512 F, BW, DQ, VL and VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni,avx512bw,avx512dq")]
+    pub(super) unsafe fn rows(j: &Job, r0: usize, r1: usize) {
+        if j.n == 1 {
+            rows_t::<4, 1>(j, r0, r1)
+        } else {
+            rows_t::<4, 4>(j, r0, r1)
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
