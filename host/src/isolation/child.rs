@@ -675,8 +675,11 @@ fn wait_for_exit(conn: Arc<Conn>) {
     }
 }
 
-/// How long the host's reader spins for an answer before it blocks (see [`wire::Spin`]).
-pub const HOST_SPIN: Duration = Duration::from_micros(50);
+/// How long the host's reader spins for an answer before it blocks (see [`wire::Spin`]):
+/// off unless `BKG_HOST_SPIN_US` says otherwise. Measured (docs/benchmarks.md, issue 15,
+/// session 9), 50 us gained nothing at the median once the child runs the calls it reads
+/// without a hand-over, so it is not worth the CPU by default.
+pub const HOST_SPIN: Duration = Duration::ZERO;
 
 fn read_loop(conn: Arc<Conn>, mut reader: BufReader<UnixStream>) {
     let mut spin = wire::Spin::new(wire::spin_budget("BKG_HOST_SPIN_US", HOST_SPIN));
