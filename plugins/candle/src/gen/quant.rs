@@ -11,11 +11,12 @@
 //!   8-bit values row-major, the scales block-major (`[block][row]`) so a tile of rows loads
 //!   them as one vector.
 //!
-//! Kernels: AVX-512 VNNI (`vpdpbusd` on 256-bit vectors: one instruction per block instead of
-//! two, and 32 vector registers for a larger tile), AVX2+FMA+F16C, and portable scalar code,
-//! picked once at run time ([`isa`]). For `n > 1` a tile of `R` weight rows x `C` input rows
-//! is computed at once: each weight block is loaded and unpacked once and used for `C` input
-//! rows, so the batched prompt is a matrix-matrix product, not `n` matrix-vector ones.
+//! Kernels: AVX-512 on 512-bit vectors (two blocks per `vpdpbusd`), AVX-512 VNNI on 256-bit
+//! vectors (one instruction per block instead of AVX2's two), AVX2+FMA+F16C, and portable
+//! scalar code, picked once at run time ([`isa`]); the x86 ones prefetch the weights 4 KiB
+//! ahead. For `n > 1` a tile of `R` weight rows x `C` input rows is computed at once: each
+//! weight block is loaded and unpacked once and used for `C` input rows, so the batched prompt
+//! is a matrix-matrix product, not `n` matrix-vector ones.
 //!
 //! Threads: the output rows are split into chunks run on the *current* rayon pool (the
 //! plugin's own, `runtime.rs`). Called from a thread that is in no rayon pool the product runs
