@@ -242,6 +242,28 @@ impl QMatrix {
         Self::from_raw(qtype, rows, cols, data)
     }
 
+    /// The rows of `parts` one after the other (e.g. q, k and v as one matrix: one product,
+    /// one hand-out to the threads, instead of three). All must have the same type and columns.
+    pub fn concat_rows(parts: &[&QMatrix]) -> Result<Self> {
+        let first =
+            parts.first().ok_or_else(|| Error::bad_request("concat_rows: no matrices given"))?;
+        let mut data = Vec::with_capacity(parts.iter().map(|m| m.data.len()).sum());
+        for m in parts {
+            if (m.qtype, m.cols) != (first.qtype, first.cols) {
+                return Err(Error::bad_request(format!(
+                    "concat_rows: a {} matrix of {} columns cannot follow a {} one of {}",
+                    m.qtype.name(),
+                    m.cols,
+                    first.qtype.name(),
+                    first.cols
+                )));
+            }
+            data.extend_from_slice(&m.data);
+        }
+        let rows = parts.iter().map(|m| m.rows).sum();
+        Self::from_raw(first.qtype, rows, first.cols, data)
+    }
+
     /// Quantizes `x` (`rows x cols`, row-major) the way ggml (and candle's `k_quants`) do.
     pub fn from_f32(rows: usize, cols: usize, x: &[f32], qtype: QType) -> Result<Self> {
         if x.len() != rows * cols {
@@ -1432,6 +1454,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn concatenated_rows_give_the_parts_products() {
+        let cols = 64;
+        let a = QMatrix::from_f32(5, cols, &values(5 * cols, 1), QType::Q4_1).unwrap();
+        let b = QMatrix::from_f32(3, cols, &values(3 * cols, 2), QType::Q4_1).unwrap();
+        let ab = QMatrix::concat_rows(&[&a, &b]).unwrap();
+        assert_eq!((ab.rows, ab.cols), (8, cols));
+        let n = 2;
+        let x = QActs::quantize(&values(n * cols, 3), n, cols, QType::Q4_1).unwrap();
+        let (mut oa, mut ob, mut oab) = (vec![0f32; n * 5], vec![0f32; n * 3], vec![0f32; n * 8]);
+        a.matmul(&x, &mut oa).unwrap();
+        b.matmul(&x, &mut ob).unwrap();
+        ab.matmul(&x, &mut oab).unwrap();
+        for i in 0..n {
+            assert_eq!(&oab[i * 8..i * 8 + 5], &oa[i * 5..(i + 1) * 5]);
+            assert_eq!(&oab[i * 8 + 5..(i + 1) * 8], &ob[i * 3..(i + 1) * 3]);
+        }
+        let c = QMatrix::from_f32(1, cols, &values(cols, 4), QType::Q8_0).unwrap();
+        let e = QMatrix::concat_rows(&[&a, &c]).unwrap_err();
+        assert!(e.to_string().contains("cannot follow"), "{e}");
+        assert!(QMatrix::concat_rows(&[]).is_err());
     }
 
     #[test]
