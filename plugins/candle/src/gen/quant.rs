@@ -825,9 +825,6 @@ macro_rules! x86_kernels {
             use super::{Job, QK};
             use std::arch::x86_64::*;
 
-            // The AVX-512 intrinsics are stable since Rust 1.89 (above the declared MSRV, as
-            // the avx512 target features fused/matmul.rs already uses).
-            #[allow(clippy::incompatible_msrv)]
             #[target_feature(enable = $features)]
             #[inline]
             unsafe fn dot($w: __m256i, $a: __m256i) -> __m256i {
@@ -1017,7 +1014,6 @@ x86_kernels!(x86_vnni, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni", 4, 4, 4, |w,
 /// one conversion and one FMA cover both; the two blocks' scales sit in the two halves of a
 /// vector. An odd last block is paired with itself and its upper half scaled by zero.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::incompatible_msrv)] // AVX-512 intrinsics: stable since 1.89, see `dot` above
 mod x86_512 {
     use super::{Job, PREFETCH, QK};
     use std::arch::x86_64::*;
