@@ -245,6 +245,60 @@ impl ChatModel {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// The perplexity of `text` taken as is (no template): exp of the mean negative
+    /// log-likelihood of each token after the first, the tokens fed one at a time. Returns it
+    /// and the number of tokens scored. A measure of the numerics, not of speed.
+    pub fn perplexity(&self, text: &str) -> Result<(f64, usize)> {
+        let ids = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::bad_request(format!("tokenizer: {e}")))?
+            .get_ids()
+            .to_vec();
+        if ids.len() < 2 || ids.len() > self.context_length {
+            return Err(Error::bad_request(format!(
+                "perplexity needs 2 to {} tokens, the text has {}",
+                self.context_length,
+                ids.len()
+            )));
+        }
+        let internal =
+            |e: candle_core::Error| Error::internal(format!("model: {}", candle_msg(&e)));
+        let nll = |logits: &[f32], t: u32| {
+            let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let z: f64 = logits.iter().map(|l| (*l as f64 - max).exp()).sum();
+            max + z.ln() - logits[t as usize] as f64
+        };
+        let mut total = 0f64;
+        match &self.forward {
+            Forward::Own(m) => {
+                let mut seq = m.sequence(ids.len());
+                let mut scratch = Scratch::default();
+                for w in ids.windows(2) {
+                    m.decode_step(&mut scratch, &mut [&mut seq], &w[..1])?;
+                    total += nll(seq.logits(), w[1]);
+                }
+            }
+            Forward::Candle(w) => {
+                let mut model = w.clone();
+                model.clear_kv_cache();
+                for (pos, w) in ids.windows(2).enumerate() {
+                    let x = Tensor::new(&w[..1], &Device::Cpu)
+                        .and_then(|t| t.unsqueeze(0))
+                        .map_err(internal)?;
+                    let logits = model
+                        .forward(&x, pos)
+                        .and_then(|l| l.squeeze(0))
+                        .and_then(|l| l.to_vec1::<f32>())
+                        .map_err(internal)?;
+                    total += nll(&logits, w[1]);
+                }
+            }
+        }
+        let n = ids.len() - 1;
+        Ok(((total / n as f64).exp(), n))
+    }
+
     /// Token ids as text (what a generation's `text` is made of).
     pub fn detokenize(&self, ids: &[u32]) -> Result<String> {
         self.tokenizer.decode(ids, true).map_err(|e| Error::internal(format!("tokenizer: {e}")))
