@@ -208,8 +208,12 @@ struct Shared {
 /// to take over reading, so a frame waits at most two ticks to be read.
 const WATCH_TICK: Duration = Duration::from_millis(1);
 
-/// How long the reader spins for the next call right after answering one (see [`wire::Spin`]).
-pub const CHILD_SPIN: Duration = Duration::from_micros(100);
+/// How long the reader spins for the next call right after answering one (see [`wire::Spin`]):
+/// off unless `BKG_CHILD_SPIN_US` says otherwise. Measured (docs/benchmarks.md, issue 15,
+/// session 9's closing run): 100 us takes a lone client's round trip from +17 us over in
+/// process to -20 us, but costs throughput under load on 2 cores (wrk -c32: 0.83x -> 0.74x
+/// of in process), since the spinning reader takes the core the host's threads need.
+pub const CHILD_SPIN: Duration = Duration::ZERO;
 
 /// The reading turn of the serving threads (see [`serve_frames`]).
 struct Turns {
