@@ -17,7 +17,10 @@
 //! candle 0.11 has only a scalar Q4_1 dot product on x86 while Q8_0 has an AVX2 one.
 //!
 //! The loaded weights are shared: each generation has its own KV cache (a `gen::model::Sequence`,
-//! or a clone of candle's reference-counted model), so generations can run concurrently.
+//! or a clone of candle's reference-counted model), so generations can run concurrently. On the
+//! plugin's own forward pass the generations of a model decode together
+//! ([`ChatModel::generate_batched`], `gen::batch`: one step for all of them, each with its own
+//! sampler, stop strings and `max_tokens`, joining and leaving between steps).
 
 use std::path::Path;
 
@@ -33,7 +36,9 @@ use tokenizers::pre_tokenizers::{
 use tokenizers::Tokenizer;
 
 use crate::error::{candle_msg, Error, Result};
+use crate::gen::batch::{Batcher, Job, Vocab};
 use crate::gen::model::{Model, Scratch, Sequence};
+use crate::runtime::Runtime;
 
 /// The forward pass a model runs through.
 enum Forward {
@@ -55,6 +60,17 @@ pub struct ChatModel {
     pub compute_type: String,
     /// Why the plugin's own forward pass does not run this file (`None`: it does).
     pub fallback_reason: Option<String>,
+    /// The generations decoding together (the plugin's own forward pass only).
+    pub batch: Batcher,
+}
+
+/// A request checked and tokenized.
+struct Plan {
+    prompt_ids: Vec<u32>,
+    max_tokens: usize,
+    stops: Vec<String>,
+    sampling: Sampling,
+    seed: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -192,6 +208,7 @@ impl ChatModel {
             file_type,
             compute_type,
             fallback_reason,
+            batch: Batcher::default(),
         })
     }
 
@@ -364,53 +381,7 @@ impl ChatModel {
         on_token: &dyn Fn(),
     ) -> Result<Generation> {
         let started = std::time::Instant::now();
-        let prompt = self.prompt(req)?;
-        let max_tokens = req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
-        if max_tokens == 0 {
-            return Err(Error::bad_request("max_tokens must be at least 1"));
-        }
-        let temperature = req.temperature.unwrap_or(0.7);
-        if !(0.0..=2.0).contains(&temperature) {
-            return Err(Error::bad_request("temperature must be within 0..=2"));
-        }
-        if let Some(p) = req.top_p {
-            if !(0.0..=1.0).contains(&p) {
-                return Err(Error::bad_request("top_p must be within 0..=1 (0: greedy)"));
-            }
-        }
-        let stops: Vec<String> = req.stop.clone().unwrap_or_default();
-        if stops.len() > 4 || stops.iter().any(|s| s.is_empty()) {
-            return Err(Error::bad_request("stop: at most 4 non-empty strings"));
-        }
-        let prompt_ids = self
-            .tokenizer
-            .encode(prompt.as_str(), false)
-            .map_err(|e| Error::bad_request(format!("tokenizer: {e}")))?
-            .get_ids()
-            .to_vec();
-        // Checked: a client may send any max_tokens up to u64::MAX.
-        if prompt_ids.len().checked_add(max_tokens).is_none_or(|n| n > self.context_length) {
-            return Err(Error::bad_request(format!(
-                "the prompt has {} tokens; with max_tokens {max_tokens} that exceeds the context of {} tokens",
-                prompt_ids.len(),
-                self.context_length
-            )));
-        }
-        // top_p 0 keeps only the likeliest token, as OpenAI reads it: greedy, like temperature 0.
-        let sampling = if temperature < 1e-7 || req.top_p == Some(0.0) {
-            Sampling::ArgMax
-        } else {
-            match req.top_p {
-                Some(p) if p < 1.0 => Sampling::TopP { p, temperature },
-                _ => Sampling::All { temperature },
-            }
-        };
-        let seed = req.seed.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        });
+        let Plan { prompt_ids, max_tokens, stops, sampling, seed } = self.plan(req)?;
         let greedy = matches!(sampling, Sampling::ArgMax);
         let mut sampler = LogitsProcessor::from_sampling(seed, sampling);
         let internal =
@@ -427,7 +398,6 @@ impl ChatModel {
                 State::Candle(model)
             }
         };
-
         let mut generated: Vec<u32> = Vec::new();
         let mut text = String::new();
         let mut emitted = 0usize;
@@ -510,6 +480,94 @@ impl ChatModel {
             total_s: started.elapsed().as_secs_f64(),
         })
     }
+
+    /// Check and tokenize a generation request.
+    fn plan(&self, req: &ChatRequest) -> Result<Plan> {
+        let prompt = self.prompt(req)?;
+        let max_tokens = req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+        if max_tokens == 0 {
+            return Err(Error::bad_request("max_tokens must be at least 1"));
+        }
+        let temperature = req.temperature.unwrap_or(0.7);
+        if !(0.0..=2.0).contains(&temperature) {
+            return Err(Error::bad_request("temperature must be within 0..=2"));
+        }
+        if let Some(p) = req.top_p {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(Error::bad_request("top_p must be within 0..=1 (0: greedy)"));
+            }
+        }
+        let stops: Vec<String> = req.stop.clone().unwrap_or_default();
+        if stops.len() > 4 || stops.iter().any(|s| s.is_empty()) {
+            return Err(Error::bad_request("stop: at most 4 non-empty strings"));
+        }
+        let prompt_ids = self
+            .tokenizer
+            .encode(prompt.as_str(), false)
+            .map_err(|e| Error::bad_request(format!("tokenizer: {e}")))?
+            .get_ids()
+            .to_vec();
+        // Checked: a client may send any max_tokens up to u64::MAX.
+        if prompt_ids.len().checked_add(max_tokens).is_none_or(|n| n > self.context_length) {
+            return Err(Error::bad_request(format!(
+                "the prompt has {} tokens; with max_tokens {max_tokens} that exceeds the context of {} tokens",
+                prompt_ids.len(),
+                self.context_length
+            )));
+        }
+        // top_p 0 keeps only the likeliest token, as OpenAI reads it: greedy, like temperature 0.
+        let sampling = if temperature < 1e-7 || req.top_p == Some(0.0) {
+            Sampling::ArgMax
+        } else {
+            match req.top_p {
+                Some(p) if p < 1.0 => Sampling::TopP { p, temperature },
+                _ => Sampling::All { temperature },
+            }
+        };
+        let seed = req.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+        Ok(Plan { prompt_ids, max_tokens, stops, sampling, seed })
+    }
+
+    /// Whether generations of this model decode together ([`ChatModel::generate_batched`]):
+    /// those through the plugin's own forward pass do.
+    pub fn batched(&self) -> bool {
+        matches!(self.forward, Forward::Own(_))
+    }
+
+    /// [`ChatModel::generate_counted`] through the model's shared batch (`gen::batch`): the
+    /// request decodes together with the other generations of this model, each step run on
+    /// `runtime`'s pool by one of the waiting callers. Runs on the caller's thread: `on_text`
+    /// and `on_token` are called there, `cancelled` is polled there between steps (and every
+    /// 50 ms while another caller runs one). The text is the one generated alone.
+    pub fn generate_batched(
+        &self,
+        runtime: &Runtime,
+        req: &ChatRequest,
+        on_text: &mut dyn FnMut(&str) -> Result<()>,
+        cancelled: &dyn Fn() -> bool,
+        on_token: &dyn Fn(),
+    ) -> Result<Generation> {
+        let started = std::time::Instant::now();
+        let Forward::Own(model) = &self.forward else {
+            return Err(Error::internal("batched generation needs the plugin's own forward pass"));
+        };
+        let Plan { prompt_ids, max_tokens, stops, sampling, seed } = self.plan(req)?;
+        let job = Job {
+            prompt: prompt_ids,
+            max_tokens,
+            stops,
+            greedy: matches!(sampling, Sampling::ArgMax),
+            sampler: LogitsProcessor::from_sampling(seed, sampling),
+            started,
+        };
+        let vocab = Vocab { tokenizer: &self.tokenizer, eos: &self.eos };
+        self.batch.run(runtime, model, &vocab, job, on_text, cancelled, on_token)
+    }
 }
 
 /// A generation's model state: its own sequence and scratch, or a candle model clone.
@@ -559,7 +617,7 @@ fn requantize(
 }
 
 /// The length of the longest suffix of `text` that is a proper prefix of one of `stops`.
-fn partial_stop_suffix(text: &str, stops: &[String]) -> usize {
+pub(crate) fn partial_stop_suffix(text: &str, stops: &[String]) -> usize {
     let mut longest = 0;
     for stop in stops {
         for (i, _) in stop.char_indices().skip(1) {

@@ -335,9 +335,31 @@ impl Engine {
         sink: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
         is_cancelled: &dyn Fn() -> bool,
     ) -> Result<Value, Error> {
-        let cancel = AtomicBool::new(false);
         let tokens = &self.counters.tokens_generated;
         let stream = req.stream;
+        let Model::Chat(chat_model) = &*model else {
+            return Err(Error::internal("not a chat model"));
+        };
+        if chat_model.batched() {
+            // The plugin's own forward pass: the request joins the model's batch (the steps
+            // run on the pool; this thread streams, counts and polls the cancel flag).
+            let mut on_text = |t: &str| {
+                if stream {
+                    sink(format!("{}\n", json!({ "text": t })).as_bytes())
+                } else {
+                    Ok(())
+                }
+            };
+            let result = chat_model.generate_batched(
+                &self.runtime,
+                &req,
+                &mut on_text,
+                is_cancelled,
+                &|| Counters::add(tokens, 1),
+            )?;
+            return Self::chat_answer(name, result);
+        }
+        let cancel = AtomicBool::new(false);
         let mut sink_error: Option<Error> = None;
         let result = self.runtime.run_with(
             |tx: &std::sync::mpsc::Sender<String>| -> Result<Generation, Error> {
@@ -372,6 +394,11 @@ impl Engine {
         if let Some(e) = sink_error {
             return Err(e);
         }
+        Self::chat_answer(name, result)
+    }
+
+    /// A finished generation as the `model.infer` answer (cancelled: the SDK's error).
+    fn chat_answer(name: &str, result: Generation) -> Result<Value, Error> {
         if result.finish == chat::Finish::Cancelled {
             return Err(Error::cancelled());
         }

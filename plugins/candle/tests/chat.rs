@@ -334,3 +334,120 @@ fn a_prompt_as_one_batch_equals_the_prompt_token_by_token() {
         .unwrap();
     assert_eq!(batch, stepwise);
 }
+
+/// Poll `cond` until it holds (a generous upper bound, never a speed check).
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Continuous batching: four requests (greedy, with a stop string, raw, seeded sampling; two
+/// of them streamed) sent at once while a long generation runs all decode in one batch, and
+/// each gets exactly the answer it gets alone (the streamed ones stream that text); the long
+/// one, cancelled once the streamed ones are under way, ends cancelled without disturbing the
+/// others, nothing stays in the batch, and the next request is served.
+#[test]
+fn requests_decoded_in_one_batch_each_get_their_answer_alone_and_a_cancelled_one_leaves() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let e = engine();
+    let m = own_forward(&e);
+    let bodies: Vec<Value> = [
+        json!({ "messages": [{ "role": "user", "content": "What is the capital of France?" }],
+                "temperature": 0 }),
+        json!({ "messages": [{ "role": "user", "content": "Write a haiku about the sea." }],
+                "temperature": 0, "stop": ["mirror"] }),
+        json!({ "prompt": "The three primary colours are", "temperature": 0 }),
+        json!({ "messages": [{ "role": "user", "content": "Name a fruit and describe it." }],
+                "temperature": 0.8, "top_p": 0.9, "seed": 7 }),
+    ]
+    .into_iter()
+    .map(|mut b| {
+        b["model"] = json!("smol");
+        b["max_tokens"] = json!(32);
+        b
+    })
+    .collect();
+    let alone: Vec<Value> =
+        bodies.iter().map(|b| call(&e, "model.infer", b.clone()).expect("alone")).collect();
+    // Alone in the batch == the unbatched path (one generation's own loop).
+    let chat = chat_of(&m);
+    for (i, b) in bodies.iter().enumerate() {
+        let mut b = b.clone();
+        b.as_object_mut().unwrap().remove("model");
+        let req: bkg_plugin_candle::chat::ChatRequest = serde_json::from_value(b).unwrap();
+        let g = e.runtime.install(|| chat.generate(&req, &mut |_| Ok(()), &|| false));
+        let g = g.unwrap().unwrap();
+        assert_eq!(g.text, alone[i]["text"].as_str().unwrap(), "request {i}: batch vs unbatched");
+    }
+    let streamed = [true, false, true, false];
+    let chunks: [AtomicUsize; 4] = Default::default();
+    let tokens = || e.counters.tokens_generated.load(SeqCst);
+    let before = tokens();
+    let (long, answers) = std::thread::scope(|s| {
+        let (e, chunks) = (&e, &chunks);
+        let long = s.spawn(move || {
+            let body = json!({ "model": "smol", "prompt": "1, 2, 3,", "temperature": 0,
+                               "max_tokens": 1000 });
+            // Cancelled once each streamed request has two chunks: they were decoded in a
+            // step together with this one.
+            let under_way = || (0..4).filter(|i| streamed[*i]).all(|i| chunks[i].load(SeqCst) >= 2);
+            e.invoke_json("model.infer", body, &mut |_| Ok(()), &under_way)
+        });
+        // The long generation is in the batch before the others come.
+        wait_until("the long generation's first token", || tokens() > before);
+        let handles: Vec<_> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let mut body = b.clone();
+                body["stream"] = json!(streamed[i]);
+                s.spawn(move || {
+                    let mut text = String::new();
+                    let answer = e.invoke_json(
+                        "model.infer",
+                        body,
+                        &mut |c| {
+                            let line: Value = serde_json::from_slice(c).unwrap();
+                            text.push_str(line["text"].as_str().unwrap());
+                            chunks[i].fetch_add(1, SeqCst);
+                            Ok(())
+                        },
+                        &|| false,
+                    );
+                    (answer, text)
+                })
+            })
+            .collect();
+        let answers: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        (long.join().unwrap(), answers)
+    });
+    let err = long.expect_err("the long generation ends cancelled");
+    assert_eq!(err.kind, bkg_abi::ErrorKind::CANCELLED, "{err}");
+    for (i, ((answer, text), alone)) in answers.into_iter().zip(&alone).enumerate() {
+        let answer = answer.unwrap_or_else(|e| panic!("request {i}: {e}"));
+        eprintln!("request {i}: {:?} ({})", answer["text"], answer["finish_reason"]);
+        assert_eq!(answer["text"], alone["text"], "request {i}");
+        assert_eq!(answer["finish_reason"], alone["finish_reason"], "request {i}");
+        assert_eq!(answer["usage"], alone["usage"], "request {i}");
+        if streamed[i] {
+            assert_eq!(text, alone["text"].as_str().unwrap(), "request {i} streamed");
+            assert!(chunks[i].load(SeqCst) >= 2, "request {i}");
+        } else {
+            assert!(text.is_empty(), "request {i} was not streamed: {text:?}");
+        }
+    }
+    // The stop string cuts the haiku ("The waves of the sea are a mirror ...").
+    assert_eq!(alone[1]["finish_reason"], "stop");
+    assert!(alone[1]["text"].as_str().unwrap().ends_with("are a "), "{}", alone[1]["text"]);
+    assert!(chat.batch.widest() >= 2, "widest step: {}", chat.batch.widest());
+    assert_eq!(chat.batch.held(), 0, "nothing stays in the batch");
+    let c = counters(&e);
+    assert_eq!(count(&c, "generations_cancelled"), 1, "{c:#}");
+    assert_eq!(count(&c, "generations_finished"), 8, "{c:#}");
+    // The next request is served, with the same answer.
+    let again = call(&e, "model.infer", bodies[0].clone()).expect("served after");
+    assert_eq!(again["text"], alone[0]["text"]);
+}

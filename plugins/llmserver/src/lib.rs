@@ -44,8 +44,10 @@ pub struct Settings {
     pub backend: String,
     #[serde(default = "default_models")]
     pub models: BTreeMap<String, ModelSpec>,
-    /// Generations run at once; the rest wait in arrival order.
-    #[serde(default = "one")]
+    /// Generations run at once; the rest wait in arrival order. Default 4: `candle` decodes
+    /// the generations of a model together (one step for all, `gen::batch`), so more of them
+    /// at once cost little more than one.
+    #[serde(default = "default_parallel")]
     pub max_parallel_generations: usize,
     /// Generations that may wait; more are answered 429.
     #[serde(default = "default_waiting")]
@@ -55,8 +57,8 @@ pub struct Settings {
 fn default_backend() -> String {
     "candle".into()
 }
-fn one() -> usize {
-    1
+fn default_parallel() -> usize {
+    4
 }
 fn default_waiting() -> usize {
     64
@@ -86,7 +88,7 @@ impl Default for Settings {
         Self {
             backend: default_backend(),
             models: default_models(),
-            max_parallel_generations: 1,
+            max_parallel_generations: default_parallel(),
             max_waiting: default_waiting(),
         }
     }
@@ -475,7 +477,7 @@ impl Plugin for LlmServer {
                             "additionalProperties": false
                         }
                     },
-                    "max_parallel_generations": { "type": "integer", "minimum": 1, "maximum": 16, "default": 1 },
+                    "max_parallel_generations": { "type": "integer", "minimum": 1, "maximum": 16, "default": 4 },
                     "max_waiting": { "type": "integer", "minimum": 0, "maximum": 10000, "default": 64 }
                 },
                 "additionalProperties": false
