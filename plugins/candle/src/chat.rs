@@ -577,8 +577,8 @@ enum State<'a> {
 }
 
 /// The index of the largest logit, the first one on a tie (what candle's `argmax` and so
-/// `LogitsProcessor`'s greedy sampling pick).
-fn argmax(logits: &[f32]) -> u32 {
+/// `LogitsProcessor`'s greedy sampling pick); the batch's greedy decoding uses it too.
+pub(crate) fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
     for (i, v) in logits.iter().enumerate() {
         if *v > logits[best] {

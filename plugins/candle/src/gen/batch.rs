@@ -20,7 +20,7 @@ use candle_core::{Device, Tensor};
 use candle_transformers::generation::LogitsProcessor;
 use tokenizers::Tokenizer;
 
-use crate::chat::{Finish, Generation};
+use crate::chat::{argmax, Finish, Generation};
 use crate::error::{candle_msg, Error, Result};
 use crate::gen::model::{Model, Scratch, Sequence};
 use crate::runtime::Runtime;
@@ -344,15 +344,4 @@ impl Slot {
             first_token_s: self.first_token_s,
         })));
     }
-}
-
-/// The index of the largest logit, the first one on a tie (as `chat`'s greedy decoding).
-fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in logits.iter().enumerate() {
-        if *v > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
