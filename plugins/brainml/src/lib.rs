@@ -338,12 +338,17 @@ impl BrainMl {
                 }
             }
             let (indexed, chunks) = (docs.len(), docs.iter().map(|d| d.chunks.len()).sum());
-            let mut c = c.write().map_err(|_| poisoned())?;
-            if c.dropped {
+            let mut g = c.write().map_err(|_| poisoned())?;
+            if g.dropped {
                 return Err(Error::not_found(format!("no collection named {:?}", r.collection)));
             }
-            c.write(Record::Upsert { docs })
+            let due = g
+                .write(Record::Upsert { docs })
                 .map_err(|e| Error::internal(format!("writing the write-ahead log: {e}")))?;
+            drop(g);
+            if due {
+                self.compact(&c, ctx);
+            }
             Ok(Indexed { indexed, chunks, took_ms: ms(started) })
         })();
         match (written, stream) {
@@ -359,10 +364,10 @@ impl BrainMl {
         }
     }
 
-    fn delete(&self, r: DeleteRequest) -> Result<Response, Error> {
-        let c = self.get(&r.collection)?;
+    fn delete(&self, r: DeleteRequest, ctx: &Context<'_>) -> Result<Response, Error> {
+        let shared = self.get(&r.collection)?;
         let filter = parse_filter(&r.filter)?;
-        let mut c = c.write().map_err(|_| poisoned())?;
+        let mut c = shared.write().map_err(|_| poisoned())?;
         let ids = match (r.ids, filter) {
             (Some(ids), None) => ids.into_iter().filter(|id| c.contains(id)).collect::<Vec<_>>(),
             (None, Some(f)) => c.matching_ids(&|m| f.matches(m)),
@@ -370,10 +375,37 @@ impl BrainMl {
         };
         let deleted = ids.len();
         if deleted > 0 {
-            c.write(Record::Delete { ids })
+            let due = c
+                .write(Record::Delete { ids })
                 .map_err(|e| Error::internal(format!("writing the write-ahead log: {e}")))?;
+            drop(c);
+            if due {
+                self.compact(&shared, ctx);
+            }
         }
         Response::json(&DeletedCount { deleted })
+    }
+
+    /// Compact a collection's log after a write made it due, on this call's thread with the
+    /// collection's lock let go (queries and writes go on: `compact_concurrently`). A failure
+    /// is logged and leaves the log as it was: the write stands.
+    fn compact(&self, c: &Shared, ctx: &Context<'_>) {
+        let name = c.read().map(|g| g.meta.name.clone()).unwrap_or_default();
+        match collection::compact_concurrently(c, &|| ctx.is_cancelled()) {
+            Ok(true) => {
+                let bytes = c.read().map(|g| g.log_bytes()).unwrap_or(0);
+                self.host.info(&format!(
+                    "collection {name}: compacted its write-ahead log to {bytes} bytes"
+                ));
+            }
+            Ok(false) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                self.host.info(&format!("collection {name}: compaction cancelled with the call"))
+            }
+            Err(e) => self.host.warn(&format!(
+                "collection {name}: could not compact its write-ahead log (kept as it is): {e}"
+            )),
+        }
     }
 
     fn query(&self, r: QueryRequest) -> Result<Response, Error> {
@@ -607,7 +639,17 @@ impl Plugin for BrainMl {
     fn stop(&self) -> Result<(), Error> {
         let _opening = self.opening.lock().map_err(|_| poisoned())?;
         self.ann_jobs.stop();
-        *self.store.write().map_err(|_| poisoned())? = Store::default();
+        let mut store = self.store.write().map_err(|_| poisoned())?;
+        // A compaction still running in a call that outlived the drain must not switch in a
+        // log once the next generation may have opened it: its last step checks `dropped`
+        // under the collection's lock.
+        for c in store.collections.values() {
+            if let Ok(mut c) = c.write() {
+                c.dropped = true;
+            }
+        }
+        *store = Store::default();
+        drop(store);
         self.opened.store(false, Ordering::SeqCst);
         self.handoff.release();
         Ok(())
@@ -668,7 +710,7 @@ impl Plugin for BrainMl {
                 Ok(Response::json(&Deleted { deleted: true })?)
             }
             "index" => self.index(parse(&req)?, ctx),
-            "delete" => self.delete(parse(&req)?),
+            "delete" => self.delete(parse(&req)?, ctx),
             "query" => self.query(parse(&req)?),
             "stats" => self.stats(parse(&req)?),
             "rag.ask" => self.ask(parse(&req)?, ctx),

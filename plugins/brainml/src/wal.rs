@@ -4,22 +4,30 @@
 //! payload); the file is cut there: everything before it was acknowledged, nothing after it
 //! was.
 //!
-//! Compaction ([`Wal::rewrite`]) replaces the whole log with a shorter one holding the same
-//! live state: written to `<log>.compact`, fsynced, renamed over the log, folder fsynced. A
-//! crash at any step leaves either the old log or the new one whole; a leftover `.compact`
-//! file is removed at the next open.
+//! Compaction replaces the whole log with a shorter one holding the same live state, in two
+//! steps so that the long one needs no lock: [`write_rewrite`] writes the live state as of
+//! some log length to a temp file `<log>.<n>.compact` and fsyncs it (the collection's lock
+//! is not held: queries and writes go on); [`Wal::finish_rewrite`] (under the lock) appends
+//! the records written since that length, fsyncs, renames it over the log, fsyncs the folder
+//! and appends to the new file from then on. A crash at any step leaves either the old log
+//! or the new one whole, each with every acknowledged record; a leftover `.compact` file is
+//! removed at the next open.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A record longer than this is taken for garbage.
 const MAX_RECORD: u32 = 1 << 30;
 const HEADER: usize = 8;
 
 /// The environment variable naming a step at which compaction stops as if the process had
-/// crashed there (a test hook): `compact-before-rename` leaves a whole temp file beside the
-/// old log, `compact-torn` a half-written one.
+/// crashed there (a test hook): `compact-torn` leaves a half-written temp file beside the old
+/// log, `compact-before-tail` a whole one without the records written meanwhile,
+/// `compact-before-rename` a whole one with them, and `compact-after-rename` the new log in
+/// place with the old file still the one appended to (the process must end there).
 pub const FAILPOINT_ENV: &str = "BKG_BRAINML_FAILPOINT";
 
 pub struct Wal {
@@ -144,11 +152,37 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The temp file a compaction writes before it replaces the log.
-pub fn compact_path(path: &Path) -> PathBuf {
+/// A temp file of its own for one compaction of the log at `path`: `<log>.<n>.compact`, never
+/// the name of another compaction's file (two `Collection`s of one folder can compact at once
+/// for a moment: a dropped one whose folder a restore replaced, and the new one).
+fn compact_path(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".compact");
+    name.push(format!(".{nanos:x}-{n}.compact"));
     path.with_file_name(name)
+}
+
+/// The temp files of compactions of the log at `path` that never finished (`<log>.compact`,
+/// `<log>.<n>.compact`).
+pub fn compact_leftovers(path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(log)) = (path.parent(), path.file_name()) else { return Vec::new() };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let prefix = format!("{}.", log.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.starts_with(&prefix) && name.ends_with(".compact")
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
 }
 
 fn sync_dir(path: &Path) -> std::io::Result<()> {
@@ -163,18 +197,116 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
 pub enum Failpoint {
     /// The temp file is half written.
     Torn,
-    /// The temp file is whole and fsynced, not yet renamed.
+    /// The temp file holds the whole live state, fsynced, but not the records written since.
+    BeforeTail,
+    /// The temp file is whole (with the records written since) and fsynced, not yet renamed.
     BeforeRename,
+    /// The new log is renamed in and the folder fsynced; nothing in memory switched to it (the
+    /// process must be taken for dead: its appends would go to the old file).
+    AfterRename,
 }
 
 impl Failpoint {
     pub fn from_env() -> Option<Failpoint> {
         match std::env::var(FAILPOINT_ENV).ok()?.as_str() {
             "compact-torn" => Some(Failpoint::Torn),
+            "compact-before-tail" => Some(Failpoint::BeforeTail),
             "compact-before-rename" => Some(Failpoint::BeforeRename),
+            "compact-after-rename" => Some(Failpoint::AfterRename),
             _ => None,
         }
     }
+
+    fn hit(self) -> std::io::Error {
+        let name = match self {
+            Failpoint::Torn => "compact-torn",
+            Failpoint::BeforeTail => "compact-before-tail",
+            Failpoint::BeforeRename => "compact-before-rename",
+            Failpoint::AfterRename => "compact-after-rename",
+        };
+        std::io::Error::other(format!("failpoint {name}"))
+    }
+}
+
+/// A compacted log written and fsynced beside the log, not yet in use: [`Wal::finish_rewrite`]
+/// completes it, [`Rewrite::abandon`] removes it.
+pub struct Rewrite {
+    tmp: PathBuf,
+    file: File,
+    len: u64,
+}
+
+impl Rewrite {
+    /// Give the compaction up: remove its temp file (the log stays as it is).
+    pub fn abandon(self) {
+        drop(self.file);
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+
+    /// The compacted log's length so far (without the records written since).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Write `records` (a compacted log) to a new temp file beside the log at `log` and fsync it.
+/// It touches neither the log nor its `Wal`, so it runs without the collection's lock; it
+/// stops with an `Interrupted` error (removing the file) once `cancelled` answers true. On an
+/// error the temp file is removed, except at a failpoint (left as a crash would leave it).
+pub fn write_rewrite(
+    log: &Path,
+    records: &mut dyn Iterator<Item = Vec<u8>>,
+    failpoint: Option<Failpoint>,
+    cancelled: &dyn Fn() -> bool,
+) -> std::io::Result<Rewrite> {
+    let tmp = compact_path(log);
+    let written = write_new(&tmp, records, failpoint, cancelled);
+    match written {
+        Ok((file, len)) => Ok(Rewrite { tmp, file, len }),
+        Err(e) => {
+            if failpoint.is_none() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn write_new(
+    tmp: &Path,
+    records: &mut dyn Iterator<Item = Vec<u8>>,
+    failpoint: Option<Failpoint>,
+    cancelled: &dyn Fn() -> bool,
+) -> std::io::Result<(File, u64)> {
+    let file = OpenOptions::new().read(true).write(true).create_new(true).open(tmp)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut len = 0u64;
+    for payload in records {
+        if cancelled() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the compaction was cancelled",
+            ));
+        }
+        if payload.len() as u64 > MAX_RECORD as u64 {
+            return Err(std::io::Error::other("a compacted record is too large"));
+        }
+        let framed = frame(&payload);
+        if failpoint == Some(Failpoint::Torn) && len > 0 {
+            out.write_all(&framed[..framed.len() / 2])?;
+            out.flush()?;
+            return Err(Failpoint::Torn.hit());
+        }
+        out.write_all(&framed)?;
+        len += framed.len() as u64;
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok((file, len))
 }
 
 impl Wal {
@@ -182,8 +314,7 @@ impl Wal {
     /// file of an interrupted compaction. Replay it with [`replay`] and [`Wal::cut`] it before
     /// the first append.
     pub fn open(path: &Path) -> std::io::Result<Wal> {
-        let tmp = compact_path(path);
-        if tmp.exists() {
+        for tmp in compact_leftovers(path) {
             std::fs::remove_file(&tmp)?;
         }
         let file =
@@ -234,59 +365,76 @@ impl Wal {
         Ok(())
     }
 
-    /// Replace the log with one holding exactly `records` (compaction): temp file, fsync,
-    /// rename over the log, fsync the folder, then append to the new file. On an error the
-    /// old log stays as it was and in use.
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Replace the log with one holding exactly `records` (compaction in one go, under the
+    /// caller's lock): [`write_rewrite`], then [`Wal::finish_rewrite`]. On an error the old
+    /// log stays as it was and in use.
     pub fn rewrite(
         &mut self,
         records: &mut dyn Iterator<Item = Vec<u8>>,
         failpoint: Option<Failpoint>,
     ) -> std::io::Result<()> {
-        let tmp = compact_path(&self.path);
-        let written = Self::write_new(&tmp, records, failpoint);
-        let len = match written {
-            Ok(len) => len,
-            Err(e) => {
-                if failpoint.is_none() {
-                    let _ = std::fs::remove_file(&tmp);
-                }
-                return Err(e);
-            }
-        };
-        std::fs::rename(&tmp, &self.path)?;
-        sync_dir(&self.path)?;
-        let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
-        self.file = file;
-        self.len = len;
-        Ok(())
+        let new = write_rewrite(&self.path, records, failpoint, &|| false)?;
+        self.finish_rewrite(new, self.len, failpoint)
     }
 
-    fn write_new(
-        tmp: &Path,
-        records: &mut dyn Iterator<Item = Vec<u8>>,
+    /// Complete a compaction whose records hold the live state as of log length `from`:
+    /// append the records written since (bytes `from..len` of the log, copied as they are) to
+    /// the temp file, fsync it, rename it over the log, fsync the folder, and append to the
+    /// new file from then on. Run it under the lock that orders appends (no append may come
+    /// between). On an error before the rename the old log stays as it was and in use.
+    pub fn finish_rewrite(
+        &mut self,
+        new: Rewrite,
+        from: u64,
         failpoint: Option<Failpoint>,
-    ) -> std::io::Result<u64> {
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(tmp)?);
-        let mut len = 0u64;
-        for payload in records {
-            if payload.len() as u64 > MAX_RECORD as u64 {
-                return Err(std::io::Error::other("a compacted record is too large"));
-            }
-            let framed = frame(&payload);
-            if failpoint == Some(Failpoint::Torn) && len > 0 {
-                out.write_all(&framed[..framed.len() / 2])?;
-                out.flush()?;
-                return Err(std::io::Error::other("failpoint compact-torn"));
-            }
-            out.write_all(&framed)?;
-            len += framed.len() as u64;
+    ) -> std::io::Result<()> {
+        if from > self.len {
+            new.abandon();
+            return Err(std::io::Error::other(format!(
+                "the compacted state is of a log of {from} bytes; the log holds {}",
+                self.len
+            )));
         }
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
+        if failpoint == Some(Failpoint::BeforeTail) {
+            return Err(Failpoint::BeforeTail.hit());
+        }
+        let tail = self.len - from;
+        let copied = (|| {
+            let mut buf = vec![0u8; tail.min(1 << 20) as usize];
+            let mut done = 0u64;
+            while done < tail {
+                let n = (tail - done).min(buf.len() as u64) as usize;
+                self.file.read_exact_at(&mut buf[..n], from + done)?;
+                new.file.write_all_at(&buf[..n], new.len + done)?;
+                done += n as u64;
+            }
+            new.file.sync_all()
+        })();
+        if let Err(e) = copied {
+            new.abandon();
+            return Err(e);
+        }
         if failpoint == Some(Failpoint::BeforeRename) {
-            return Err(std::io::Error::other("failpoint compact-before-rename"));
+            return Err(Failpoint::BeforeRename.hit());
         }
-        Ok(len)
+        if let Err(e) = std::fs::rename(&new.tmp, &self.path) {
+            new.abandon();
+            return Err(e);
+        }
+        // The new file is the log now, whatever the folder's fsync answers: appends must go
+        // to it (to the old, unlinked one they would be lost at the next open).
+        let synced = sync_dir(&self.path);
+        if failpoint == Some(Failpoint::AfterRename) {
+            return Err(Failpoint::AfterRename.hit());
+        }
+        self.file = new.file;
+        self.len = new.len + tail;
+        synced
     }
 }
 
@@ -417,7 +565,50 @@ mod tests {
         drop(wal);
         let (_, r) = open(&path);
         assert_eq!(r.records, [b"a3".to_vec(), b"b1".to_vec(), b"c1".to_vec()]);
-        assert!(!compact_path(&path).exists());
+        assert!(compact_leftovers(&path).is_empty());
+    }
+
+    #[test]
+    fn a_rewrite_written_without_the_log_gets_the_records_appended_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal.log");
+        let (mut wal, _) = open(&path);
+        for r in [&b"a1"[..], b"a2", b"b1"] {
+            wal.append(r).unwrap();
+        }
+        let from = wal.len();
+        let new = write_rewrite(
+            &path,
+            &mut vec![b"a2".to_vec(), b"b1".to_vec()].into_iter(),
+            None,
+            &|| false,
+        )
+        .unwrap();
+        // Written while the compacted log was being written: copied into it at the end.
+        wal.append(b"c1").unwrap();
+        wal.append(b"a3").unwrap();
+        wal.finish_rewrite(new, from, None).unwrap();
+        wal.append(b"d1").unwrap();
+        drop(wal);
+        let (_, r) = open(&path);
+        let want: Vec<Vec<u8>> =
+            [&b"a2"[..], b"b1", b"c1", b"a3", b"d1"].iter().map(|r| r.to_vec()).collect();
+        assert_eq!(r.records, want);
+        assert!(r.cut.is_none() && compact_leftovers(&path).is_empty());
+    }
+
+    #[test]
+    fn a_cancelled_rewrite_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal.log");
+        let (mut wal, _) = open(&path);
+        wal.append(b"a1").unwrap();
+        let e = write_rewrite(&path, &mut vec![b"a1".to_vec()].into_iter(), None, &|| true)
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), std::io::ErrorKind::Interrupted);
+        assert!(compact_leftovers(&path).is_empty());
+        assert_eq!(std::fs::read(&path).unwrap(), frame(b"a1"));
     }
 
     #[test]
@@ -440,7 +631,7 @@ mod tests {
 
     #[test]
     fn a_compaction_that_stops_early_leaves_the_old_log_whole() {
-        for failpoint in [Failpoint::Torn, Failpoint::BeforeRename] {
+        for failpoint in [Failpoint::Torn, Failpoint::BeforeTail, Failpoint::BeforeRename] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("wal.log");
             let (mut wal, _) = open(&path);
@@ -451,12 +642,12 @@ mod tests {
             let e = wal.rewrite(&mut new.into_iter(), Some(failpoint)).unwrap_err();
             assert!(e.to_string().contains("failpoint"), "{e}");
             // As if the process died here: the temp file is left behind.
-            assert!(compact_path(&path).exists(), "{failpoint:?}");
+            assert_eq!(compact_leftovers(&path).len(), 1, "{failpoint:?}");
             drop(wal);
             let (mut wal, r) = open(&path);
             assert_eq!(r.records, [b"a1".to_vec(), b"a2".to_vec(), b"b1".to_vec()]);
             assert!(r.cut.is_none());
-            assert!(!compact_path(&path).exists(), "the leftover temp file is removed");
+            assert!(compact_leftovers(&path).is_empty(), "the leftover temp file is removed");
             wal.append(b"c1").unwrap();
             drop(wal);
             assert_eq!(open(&path).1.records.len(), 4);

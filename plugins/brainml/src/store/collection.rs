@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -59,7 +61,8 @@ struct Doc {
 struct Chunk {
     doc: String,
     index: usize,
-    text: Option<String>,
+    /// Shared, so that a compaction's snapshot takes it without a copy.
+    text: Option<Arc<str>>,
 }
 
 /// Which chunks one query may return (see [`Collection::allowed`]): `None` is every live
@@ -84,7 +87,8 @@ pub struct Collection {
     /// Set when the collection is deleted while a write was being prepared.
     pub dropped: bool,
     wal: Wal,
-    docs: HashMap<String, Doc>,
+    /// Shared, so that a compaction's snapshot takes them without a copy.
+    docs: HashMap<String, Arc<Doc>>,
     chunks: Vec<Option<Chunk>>,
     /// Slot `i`'s vector (in memory, or on disk under an int8 index: see `crate::ann`).
     vectors: crate::ann::vectors::Vectors,
@@ -96,6 +100,8 @@ pub struct Collection {
     live_bytes: u64,
     /// No compaction is tried before the log is this long (raised after a failed one).
     compact_at: u64,
+    /// Set while a compaction runs outside the lock (see [`compact_concurrently`]).
+    compacting: Arc<AtomicBool>,
     /// ANN: the trained HNSW index (None: exact search); see `crate::ann`.
     pub ann: Option<crate::ann::AnnIndex>,
     /// ANN: the slots written while a train runs (it inserts them before switching in).
@@ -196,6 +202,7 @@ impl Collection {
             bm25: Bm25::default(),
             live_bytes: 0,
             compact_at: COMPACT_MIN_BYTES,
+            compacting: Arc::new(AtomicBool::new(false)),
             ann: None,
             ann_pending: None,
             ann_rebuild: None,
@@ -257,22 +264,16 @@ impl Collection {
         self.live_chunks
     }
 
-    /// Make `record` durable (fsynced), then visible. Compacts the log afterwards when it
-    /// holds much dead data (a failed compaction leaves the log as it was: the write stands).
-    pub fn write(&mut self, record: Record) -> std::io::Result<()> {
+    /// Make `record` durable (fsynced), then visible. Answers whether the log now holds so
+    /// much dead data that it should be compacted: the caller then runs
+    /// [`compact_concurrently`] once it has let go of the lock.
+    pub fn write(&mut self, record: Record) -> std::io::Result<bool> {
         if self.dropped {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("the collection {} was deleted or replaced", self.meta.name),
-            ));
+            return Err(gone(&self.meta.name));
         }
         self.wal.append(&record::encode(&record))?;
         self.apply(record);
-        if self.should_compact() && self.compact().is_err() {
-            // Try again once the log has grown by as much again.
-            self.compact_at = self.wal.len() + COMPACT_MIN_BYTES;
-        }
-        Ok(())
+        Ok(self.should_compact())
     }
 
     fn apply_entry(&mut self, entry: Entry) {
@@ -326,13 +327,14 @@ impl Collection {
             if let Some(t) = &ch.text {
                 self.bm25.insert(slot, t);
             }
-            self.chunks[slot] = Some(Chunk { doc: d.id.clone(), index, text: ch.text });
+            let text = ch.text.map(Arc::from);
+            self.chunks[slot] = Some(Chunk { doc: d.id.clone(), index, text });
             self.live_chunks += 1;
             self.ann_written(slot);
             slots.push(slot);
         }
         self.live_bytes += bytes;
-        self.docs.insert(d.id, Doc { metadata: d.metadata, slots, bytes });
+        self.docs.insert(d.id, Arc::new(Doc { metadata: d.metadata, slots, bytes }));
     }
 
     /// A slot for a new chunk: `want` when it is empty (a compacted log's placement; its
@@ -356,7 +358,7 @@ impl Collection {
     fn remove(&mut self, id: &str) -> bool {
         let Some(doc) = self.docs.remove(id) else { return false };
         self.live_bytes = self.live_bytes.saturating_sub(doc.bytes);
-        for slot in doc.slots {
+        for &slot in &doc.slots {
             if let Some(ch) = self.chunks[slot].take() {
                 if let Some(t) = &ch.text {
                     self.bm25.remove(slot, t);
@@ -426,7 +428,7 @@ impl Collection {
             id: ch.doc.clone(),
             chunk: ch.index,
             score,
-            text: if with_text { ch.text.clone() } else { None },
+            text: if with_text { ch.text.as_deref().map(str::to_owned) } else { None },
             metadata: doc.metadata.clone(),
         })
     }
@@ -443,7 +445,7 @@ impl Collection {
             .chunks
             .iter()
             .flatten()
-            .map(|c| c.doc.len() + c.text.as_ref().map_or(0, String::len) + 64)
+            .map(|c| c.doc.len() + c.text.as_ref().map_or(0, |t| t.len()) + 64)
             .sum();
         let docs: usize = self
             .docs
@@ -590,30 +592,43 @@ impl Collection {
         len >= self.compact_at && (self.live_bytes as f64) < len as f64 * COMPACT_LIVE_SHARE
     }
 
-    /// Rewrite the log as the live state alone (see [`Wal::rewrite`]: crash-safe, and on an
-    /// error the old log stays in use). The chunks keep their slots.
+    /// Rewrite the log as the live state alone, in one go under the caller's `&mut` (at open,
+    /// and in tests): the same steps as [`compact_concurrently`]. Crash-safe, and on an error
+    /// the old log stays in use. The chunks keep their slots.
     pub fn compact(&mut self) -> std::io::Result<()> {
-        let mut layout = Some(record::encode_layout(self.chunks.len(), &self.free));
-        let (chunks, vectors) = (&self.chunks, &self.vectors);
-        let mut docs = self.docs.iter();
-        let mut records = std::iter::from_fn(move || {
-            if let Some(l) = layout.take() {
-                return Some(l);
-            }
-            let mut w = record::Writer::new(true);
-            for (id, d) in docs.by_ref() {
-                w.doc(id, &d.metadata, d.slots.len());
-                for &slot in &d.slots {
-                    let text = chunks[slot].as_ref().and_then(|c| c.text.as_deref());
-                    w.chunk(Some(slot), text, &vectors.get(slot));
-                }
-                if w.len() >= COMPACT_RECORD_BYTES {
-                    break;
-                }
-            }
-            (!w.is_empty()).then(|| w.finish())
-        });
-        self.wal.rewrite(&mut records, wal::Failpoint::from_env())?;
+        let failpoint = wal::Failpoint::from_env();
+        let frozen = self.freeze();
+        let new = wal::write_rewrite(self.wal.path(), &mut frozen.records(), failpoint, &|| false)?;
+        self.finish_compaction(new, frozen.from, failpoint)
+    }
+
+    /// The live state now, for a compaction (see [`Frozen`]).
+    fn freeze(&self) -> Frozen {
+        let docs = self.docs.iter().map(|(id, d)| (id.clone(), d.clone())).collect();
+        Frozen {
+            from: self.wal.len(),
+            log: self.wal.path().to_path_buf(),
+            slots: self.chunks.len(),
+            free: self.free.clone(),
+            docs,
+            texts: self.chunks.iter().map(|c| c.as_ref().and_then(|c| c.text.clone())).collect(),
+            vectors: crate::ann::vectors::Vectors::from_vec(self.meta.dim, self.vectors.copy_all()),
+        }
+    }
+
+    /// The last step of a compaction, under the write lock: the records written since the
+    /// snapshot are appended to the new log, which then replaces the old one.
+    fn finish_compaction(
+        &mut self,
+        new: wal::Rewrite,
+        from: u64,
+        failpoint: Option<wal::Failpoint>,
+    ) -> std::io::Result<()> {
+        if self.dropped {
+            new.abandon();
+            return Err(gone(&self.meta.name));
+        }
+        self.wal.finish_rewrite(new, from, failpoint)?;
         self.compact_at = COMPACT_MIN_BYTES;
         Ok(())
     }
@@ -627,6 +642,137 @@ impl Collection {
     /// prefix stays readable and unchanged while writes and compactions go on.
     pub fn log_reader(&self) -> std::io::Result<(std::fs::File, u64)> {
         self.wal.reader()
+    }
+}
+
+fn gone(name: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("the collection {name} was deleted or replaced"),
+    )
+}
+
+/// The live state of a collection as of one log length, taken for a compaction under the
+/// read lock: the documents and texts are shared with the collection (no copy), the vectors
+/// copied. The compacted log is written from it with no lock held.
+struct Frozen {
+    /// The log's length when it was taken: the records after it are appended at the end.
+    from: u64,
+    log: PathBuf,
+    slots: usize,
+    free: Vec<usize>,
+    docs: Vec<(String, Arc<Doc>)>,
+    /// Slot `i`'s text.
+    texts: Vec<Option<Arc<str>>>,
+    vectors: crate::ann::vectors::Vectors,
+}
+
+impl Frozen {
+    /// The compacted log's records: a layout record, then every live document in the slots
+    /// it holds, about [`COMPACT_RECORD_BYTES`] a record.
+    fn records(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        let mut layout = Some(record::encode_layout(self.slots, &self.free));
+        let mut docs = self.docs.iter();
+        std::iter::from_fn(move || {
+            if let Some(l) = layout.take() {
+                return Some(l);
+            }
+            let mut w = record::Writer::new(true);
+            for (id, d) in docs.by_ref() {
+                w.doc(id, &d.metadata, d.slots.len());
+                for &slot in &d.slots {
+                    w.chunk(Some(slot), self.texts[slot].as_deref(), &self.vectors.get(slot));
+                }
+                if w.len() >= COMPACT_RECORD_BYTES {
+                    break;
+                }
+            }
+            (!w.is_empty()).then(|| w.finish())
+        })
+    }
+}
+
+/// Where [`compact_concurrently`] is, for a test to act (write, query) at that point; it
+/// holds no lock at either.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stage {
+    /// The live state is taken; nothing written yet.
+    Frozen,
+    /// The compacted log is written and fsynced beside the log; the last step is next.
+    Written,
+}
+
+/// Clears [`Collection::compacting`] however the compaction ends.
+struct Claim(Arc<AtomicBool>);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Compact `c`'s log if it is due and no other compaction of it runs, holding its lock only
+/// briefly: under the read lock (queries go on) the live state is taken ([`Frozen`]: the
+/// vectors are copied); with no lock the compacted log is written and fsynced to a temp file;
+/// under the write lock the records written meanwhile are appended to it, and it replaces the
+/// log (see [`wal::Wal::finish_rewrite`]). Runs on the calling thread (a write call's, after it
+/// let go of the lock); stops early, keeping the log as it is, once `cancelled` answers true.
+/// Answers whether it compacted. On an error the old log stays in use and the next try waits
+/// until the log has grown by [`COMPACT_MIN_BYTES`] again.
+pub fn compact_concurrently(
+    c: &RwLock<Collection>,
+    cancelled: &dyn Fn() -> bool,
+) -> std::io::Result<bool> {
+    compact_concurrently_at(c, cancelled, wal::Failpoint::from_env(), &mut |_| {})
+}
+
+/// [`compact_concurrently`] with a failpoint and a hook called at each [`Stage`] (tests).
+pub fn compact_concurrently_at(
+    c: &RwLock<Collection>,
+    cancelled: &dyn Fn() -> bool,
+    failpoint: Option<wal::Failpoint>,
+    hook: &mut dyn FnMut(Stage),
+) -> std::io::Result<bool> {
+    let poisoned = || std::io::Error::other("the collection's lock was poisoned");
+    let (frozen, _claim) = {
+        let g = c.read().map_err(|_| poisoned())?;
+        if g.dropped || !g.should_compact() {
+            return Ok(false);
+        }
+        if g.compacting.swap(true, Ordering::SeqCst) {
+            return Ok(false); // another call is compacting it
+        }
+        let claim = Claim(g.compacting.clone());
+        (g.freeze(), claim)
+    };
+    hook(Stage::Frozen);
+    let written = wal::write_rewrite(&frozen.log, &mut frozen.records(), failpoint, cancelled);
+    let from = frozen.from;
+    drop(frozen);
+    let finished = written.and_then(|new| {
+        hook(Stage::Written);
+        let mut g = c.write().map_err(|_| poisoned())?;
+        g.finish_compaction(new, from, failpoint)
+    });
+    match finished {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                if let Ok(mut g) = c.write() {
+                    // Try again once the log has grown by as much again.
+                    g.compact_at = g.wal.len() + COMPACT_MIN_BYTES;
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+impl Collection {
+    /// Compact from this log length on (when the live documents take under half the log).
+    pub(crate) fn compact_from(&mut self, bytes: u64) {
+        self.compact_at = bytes;
     }
 }
 
