@@ -60,8 +60,9 @@ pub struct ChatModel {
     pub compute_type: String,
     /// Why the plugin's own forward pass does not run this file (`None`: it does).
     pub fallback_reason: Option<String>,
-    /// The generations decoding together (the plugin's own forward pass only).
-    pub batch: Batcher,
+    /// The generations decoding together (the plugin's own forward pass only; boxed: it is
+    /// large and the registry's model enum holds a chat model inline).
+    pub batch: Box<Batcher>,
 }
 
 /// A request checked and tokenized.
@@ -208,7 +209,7 @@ impl ChatModel {
             file_type,
             compute_type,
             fallback_reason,
-            batch: Batcher::default(),
+            batch: Box::default(),
         })
     }
 

@@ -4,14 +4,24 @@
 //! request (a [`Job`]) into the model's [`Batcher`] and then, on its own (the host's) thread,
 //! loops: it hands the caller the tokens and text the steps made for it (streaming, the token
 //! counter), polls the caller's cancel flag, and, when no other caller is running a step, runs
-//! one itself on the plugin's pool (`Runtime::install`). A step prefills the newcomers, then
-//! runs one `decode_step` over every active sequence (each with its own KV cache) and samples
-//! each request's next token with its own sampler; finished and cancelled requests leave
-//! between steps. So there is no batching thread: whichever caller is waiting runs the next
-//! step for all of them, and nothing is left running once the last caller has its answer (the
-//! plugin stays unloadable). Each sequence's numbers are those it gets decoded alone, so a
-//! greedy answer does not depend on what else is in the batch.
+//! one itself on the plugin's pool (`Runtime::install`). A step first spends its prefill
+//! budget ([`Batcher::prefill_budget`], [`DEFAULT_PREFILL_BUDGET`] prompt tokens): the
+//! prompts not yet processed, in arrival order, advance by one chunk each while the budget
+//! lasts, so a long prompt is processed over several steps; a request whose prompt is done
+//! gets its first token and joins the decoding ones. Then the step runs one `decode_step` over
+//! every decoding sequence (each with its own KV cache) and samples each request's next token
+//! with its own sampler. So a long prompt that arrives delays the others' next token by one
+//! chunk per step, not by its whole prefill. Finished and cancelled requests (also one
+//! cancelled halfway through its prompt) leave between steps. There is no batching thread:
+//! whichever caller is waiting runs the next step for all of them, and nothing is left
+//! running once the last caller has its answer (the plugin stays unloadable).
+//!
+//! Each sequence's numbers are those it gets decoded alone, so a greedy answer does not depend
+//! on what else is in the batch: a prompt's chunk boundaries are fixed when it joins (every
+//! `budget` tokens from its start: with the default, exactly the chunks `Model::prefill`
+//! runs), never by what else a step does.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
@@ -22,7 +32,7 @@ use tokenizers::Tokenizer;
 
 use crate::chat::{argmax, Finish, Generation};
 use crate::error::{candle_msg, Error, Result};
-use crate::gen::model::{Model, Scratch, Sequence};
+use crate::gen::model::{Model, Scratch, Sequence, MAX_CONTEXT, PREFILL_CHUNK};
 use crate::runtime::Runtime;
 
 /// One generation request, checked and tokenized.
@@ -60,9 +70,33 @@ pub struct Vocab<'a> {
     pub eos: &'a [u32],
 }
 
+/// Prompt tokens a step processes at most, unless set otherwise
+/// ([`Batcher::set_prefill_budget`]): one [`PREFILL_CHUNK`].
+pub const DEFAULT_PREFILL_BUDGET: usize = PREFILL_CHUNK;
+
+/// Steps kept in [`Batcher::steps`] (the oldest are dropped).
+const TRACE_STEPS: usize = 512;
+
+/// What one step did (see [`Batcher::steps`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepTrace {
+    /// Prompt tokens processed.
+    pub prefill_tokens: usize,
+    /// Prompt chunks run (one per request that advanced).
+    pub prefill_chunks: usize,
+    /// Sequences that got a token from the decode pass.
+    pub decoded: usize,
+    /// Requests whose prompt was still partly unprocessed after the step.
+    pub prefilling: usize,
+}
+
 struct Slot {
     job: Job,
     seq: Sequence,
+    /// Prompt tokens already in `seq`.
+    prefilled: usize,
+    /// The prompt's chunk length (the budget when the request came).
+    chunk: usize,
     generated: Vec<u32>,
     /// The token to feed at the next step.
     next: u32,
@@ -75,18 +109,36 @@ struct Slot {
 
 #[derive(Default)]
 struct Active {
+    /// Decoding: the prompt is done.
     slots: Vec<Slot>,
+    /// The prompt is not yet (all) processed; in arrival order.
+    prefilling: Vec<Slot>,
     scratch: Box<Scratch>,
 }
 
 /// A chat model's shared batch (see the module docs).
-#[derive(Default)]
 pub struct Batcher {
     queue: Mutex<Vec<Slot>>,
     /// The running sequences; whoever holds this lock runs the step.
     active: Mutex<Active>,
     /// The most sequences one decode step has run.
     widest: AtomicUsize,
+    /// Prompt tokens a step processes at most.
+    prefill_budget: AtomicUsize,
+    /// The last [`TRACE_STEPS`] steps that did something.
+    trace: Mutex<VecDeque<StepTrace>>,
+}
+
+impl Default for Batcher {
+    fn default() -> Self {
+        Self {
+            queue: Mutex::default(),
+            active: Mutex::default(),
+            widest: AtomicUsize::new(0),
+            prefill_budget: AtomicUsize::new(DEFAULT_PREFILL_BUDGET),
+            trace: Mutex::default(),
+        }
+    }
 }
 
 fn internal(e: candle_core::Error) -> Error {
@@ -99,10 +151,33 @@ impl Batcher {
         self.widest.load(Ordering::SeqCst)
     }
 
-    /// Requests in the batch (waiting or active); waits for a running step.
+    /// Requests in the batch (waiting, prefilling or decoding); waits for a running step.
     pub fn held(&self) -> usize {
         let queued = self.queue.lock().map(|q| q.len()).unwrap_or(0);
-        queued + self.active.lock().map(|a| a.slots.len()).unwrap_or(0)
+        queued + self.active.lock().map(|a| a.slots.len() + a.prefilling.len()).unwrap_or(0)
+    }
+
+    /// Prompt tokens one step processes at most (besides decoding every active sequence).
+    pub fn prefill_budget(&self) -> usize {
+        self.prefill_budget.load(Ordering::SeqCst)
+    }
+
+    /// Set [`Batcher::prefill_budget`] (1 to the context length, 4096): smaller keeps the
+    /// others' tokens coming more evenly while a long prompt arrives, larger processes it in
+    /// fewer, wider (more efficient) steps. A request keeps the chunk length it came with.
+    pub fn set_prefill_budget(&self, tokens: usize) -> Result<()> {
+        if !(1..=MAX_CONTEXT).contains(&tokens) {
+            return Err(Error::bad_request(format!(
+                "the prefill budget must be 1 to {MAX_CONTEXT} tokens per step, not {tokens}"
+            )));
+        }
+        self.prefill_budget.store(tokens, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// What the last steps did (up to 512, oldest first; steps that did nothing are left out).
+    pub fn steps(&self) -> Vec<StepTrace> {
+        self.trace.lock().map(|t| t.iter().copied().collect()).unwrap_or_default()
     }
 
     /// Run `job` in the batch; returns once it is done. `on_text` gets each certain piece of
@@ -125,6 +200,8 @@ impl Batcher {
         let cancel = Arc::new(AtomicBool::new(false));
         let slot = Slot {
             seq: model.sequence(job.prompt.len() + job.max_tokens),
+            prefilled: 0,
+            chunk: self.prefill_budget(),
             job,
             generated: Vec::new(),
             next: 0,
@@ -191,7 +268,8 @@ impl Batcher {
                 Err(TryLockError::Poisoned(p)) => {
                     // A step panicked: its sequences end with an error, the batch goes on.
                     let mut g = p.into_inner();
-                    for s in g.slots.drain(..) {
+                    let prefilling = std::mem::take(&mut g.prefilling);
+                    for s in g.slots.drain(..).chain(prefilling) {
                         let _ = s.tx.send(Event::Done(Err(Error::internal(
                             "a generation step failed; this generation was dropped",
                         ))));
@@ -219,31 +297,65 @@ impl Batcher {
         })
     }
 
-    /// One step (on the pool): prefill the newcomers, drop the cancelled, decode the rest.
+    /// One step (on the pool): drop the cancelled, spend the prefill budget on the prompts
+    /// not yet processed (in arrival order, a chunk each), decode the rest.
     fn step(&self, model: &Model, vocab: &Vocab, active: &mut Active) {
         let newcomers = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()));
-        for mut slot in newcomers {
-            if slot.cancel.load(Ordering::SeqCst) {
-                slot.finish(Finish::Cancelled);
+        active.prefilling.extend(newcomers);
+        for slots in [&mut active.prefilling, &mut active.slots] {
+            slots.retain_mut(|s| {
+                let leave = s.cancel.load(Ordering::SeqCst);
+                if leave {
+                    s.finish(Finish::Cancelled);
+                }
+                !leave
+            });
+        }
+        let budget = self.prefill_budget();
+        let mut trace =
+            StepTrace { prefill_tokens: 0, prefill_chunks: 0, decoded: 0, prefilling: 0 };
+        let mut i = 0;
+        while i < active.prefilling.len() && trace.prefill_tokens < budget {
+            let slot = &mut active.prefilling[i];
+            let end = slot.job.prompt.len().min(slot.prefilled + slot.chunk);
+            let n = end - slot.prefilled;
+            // A chunk that does not fit waits for the next step (unless the step has done
+            // nothing yet: a request that came with a larger budget still advances).
+            if trace.prefill_tokens > 0 && trace.prefill_tokens + n > budget {
+                i += 1;
                 continue;
             }
-            let prompt = std::mem::take(&mut slot.job.prompt);
-            let r = model.prefill(&mut active.scratch, &mut slot.seq, &prompt);
-            match r.and_then(|()| slot.take_token(vocab)) {
-                Ok(false) => active.slots.push(slot),
-                Ok(true) => {}
+            let r = if n == 0 {
+                Err(Error::bad_request("the prompt has no tokens"))
+            } else {
+                let chunk = &slot.job.prompt[slot.prefilled..end];
+                model.prefill_chunk(&mut active.scratch, &mut slot.seq, chunk)
+            };
+            trace.prefill_tokens += n;
+            trace.prefill_chunks += 1;
+            slot.prefilled = end;
+            let r = r.and_then(|()| {
+                if end < slot.job.prompt.len() {
+                    return Ok(None);
+                }
+                slot.job.prompt = Vec::new();
+                slot.take_token(vocab).map(Some)
+            });
+            match r {
+                Ok(None) => i += 1,
+                Ok(Some(ended)) => {
+                    let slot = active.prefilling.remove(i);
+                    if !ended {
+                        active.slots.push(slot);
+                    }
+                }
                 Err(e) => {
+                    let slot = active.prefilling.remove(i);
                     let _ = slot.tx.send(Event::Done(Err(e)));
                 }
             }
         }
-        active.slots.retain_mut(|s| {
-            let leave = s.cancel.load(Ordering::SeqCst);
-            if leave {
-                s.finish(Finish::Cancelled);
-            }
-            !leave
-        });
+        trace.prefilling = active.prefilling.len();
         if !active.slots.is_empty() {
             let tokens: Vec<u32> = active.slots.iter().map(|s| s.next).collect();
             let mut seqs: Vec<&mut Sequence> =
@@ -257,6 +369,7 @@ impl Batcher {
                 }
                 Ok(()) => {
                     self.widest.fetch_max(n, Ordering::SeqCst);
+                    trace.decoded = n;
                     let mut keep = Vec::with_capacity(n);
                     for mut s in active.slots.drain(..) {
                         match s.take_token(vocab) {
@@ -271,10 +384,18 @@ impl Batcher {
                 }
             }
         }
-        if active.slots.is_empty() {
+        if trace.prefill_chunks > 0 || trace.decoded > 0 {
+            let mut t = self.trace.lock().unwrap_or_else(|p| p.into_inner());
+            if t.len() == TRACE_STEPS {
+                t.pop_front();
+            }
+            t.push_back(trace);
+        }
+        if active.slots.is_empty() && active.prefilling.is_empty() {
             // Nothing of a finished batch stays behind (the buffers grow again as needed).
             *active.scratch = Scratch::default();
             active.slots = Vec::new();
+            active.prefilling = Vec::new();
         }
     }
 }

@@ -370,6 +370,22 @@ impl Model {
         Ok(())
     }
 
+    /// One piece of a prompt (the tokens after those already in `seq`) as one batch; the
+    /// continuous batch calls this once per chunk, a chunk per step, so that a long prompt is
+    /// processed over several steps. Chunks of [`PREFILL_CHUNK`] from the prompt's start are
+    /// exactly what [`Model::prefill`] runs.
+    pub fn prefill_chunk(
+        &self,
+        scratch: &mut Scratch,
+        seq: &mut Sequence,
+        tokens: &[u32],
+    ) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::bad_request("the prompt has no tokens"));
+        }
+        self.forward(scratch, &mut [seq], tokens, tokens.len())
+    }
+
     /// One token for each of `seqs` at once (each at its own position, over its own cache);
     /// each sequence's `logits()` then holds its next-token logits.
     pub fn decode_step(
