@@ -108,6 +108,63 @@ pub struct Config {
     /// every process and thread of the user running the host, the host's own included).
     #[arg(long, env = "BKG_PROCESS_MAX_PROCESSES")]
     pub process_max_processes: Option<u64>,
+    /// Retention: events older than this are deleted (`30d`, `12h`, `90m`, `45s`; `0` keeps
+    /// them whatever their age).
+    #[arg(long, env = "BKG_EVENTS_MAX_AGE", default_value = "30d", value_parser = parse_duration)]
+    pub events_max_age: Duration,
+    /// Retention: the most events kept in the database (the newest, of every host on it; `0`
+    /// keeps them all).
+    #[arg(long, env = "BKG_EVENTS_MAX_ROWS", default_value_t = 100_000)]
+    pub events_max_rows: u64,
+    /// Retention: changes (what hosts on one PostgreSQL apply from each other) older than this
+    /// that every host seen within this time has applied are deleted; a host away longer
+    /// reloads its state in full when it is back (`0` keeps them all).
+    #[arg(long, env = "BKG_CHANGES_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    pub changes_retention: Duration,
+    /// How often the host prunes events and changes (in batches of 1000 rows).
+    #[arg(long, env = "BKG_PRUNE_EVERY", default_value = "1m", value_parser = parse_positive_duration)]
+    pub prune_every: Duration,
+}
+
+/// A duration with its unit: `30d`, `24h`, `90m`, `45s`, `500ms`, or `0`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "" => {
+            return Err(format!(
+                "{text:?} has no unit: write it as 30d, 24h, 90m, 45s or 500ms (or 0)"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?}: write it as 30d, 24h, 90m, 45s or 500ms (or 0)"
+            ))
+        }
+    };
+    let n: u64 = number.parse().map_err(|_| {
+        format!("{text:?} is not a duration: write it as 30d, 24h, 90m, 45s or 500ms (or 0)")
+    })?;
+    n.checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long a duration"))
+}
+
+/// A duration above zero (see `parse_duration`).
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!("{text:?} must be above zero (e.g. 1m)")),
+        d => Ok(d),
+    }
 }
 
 impl Config {
@@ -161,6 +218,17 @@ impl Config {
     pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
     }
+
+    /// The retention policy of events and changes (`0` flags: keep).
+    pub fn retention(&self) -> crate::store::Retention {
+        let set = |d: Duration| (!d.is_zero()).then_some(d);
+        crate::store::Retention {
+            events_max_age: set(self.events_max_age),
+            events_max_rows: (self.events_max_rows > 0).then_some(self.events_max_rows),
+            changes: set(self.changes_retention),
+            every: self.prune_every,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -176,5 +244,37 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("DatabaseUrl(..)"), "{shown}");
         assert!(config.database().is_ok());
+    }
+
+    #[test]
+    fn retention_flags_take_durations_with_units_and_zero_keeps() {
+        let config = Config::try_parse_from(["bkg"]).unwrap();
+        let r = config.retention();
+        assert_eq!(r.events_max_age, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(r.events_max_rows, Some(100_000));
+        assert_eq!(r.changes, Some(Duration::from_secs(24 * 3_600)));
+        assert_eq!(r.every, Duration::from_secs(60));
+        let config = Config::try_parse_from([
+            "bkg",
+            "--events-max-age",
+            "0",
+            "--events-max-rows",
+            "0",
+            "--changes-retention",
+            "90m",
+            "--prune-every",
+            "500ms",
+        ])
+        .unwrap();
+        let r = config.retention();
+        assert_eq!((r.events_max_age, r.events_max_rows), (None, None));
+        assert_eq!(r.changes, Some(Duration::from_secs(5_400)));
+        assert_eq!(r.every, Duration::from_millis(500));
+        for bad in ["24", "1w", "h", "-1h", "1.5h", "99999999999999999999d"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+        let e = Config::try_parse_from(["bkg", "--prune-every", "0"]).unwrap_err().to_string();
+        assert!(e.contains("above zero"), "{e}");
     }
 }

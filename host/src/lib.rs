@@ -51,6 +51,8 @@ pub struct Core {
     sync: Option<sync::SyncHandle>,
     /// On PostgreSQL: plugin files shared through the database (`distribute`).
     distribute: Option<distribute::Distributor>,
+    /// Deletes old events and changes (`store::Pruner`); none when everything is kept.
+    pruner: Option<store::Pruner>,
 }
 
 impl Core {
@@ -84,6 +86,8 @@ impl Core {
             "host",
             serde_json::json!({ "pid": std::process::id() }),
         )?;
+        let pruner = store::Pruner::start(store.clone(), config.retention())
+            .context("cannot start the pruning of events and changes")?;
         let routing = Arc::new(dispatch::Routing::default());
         routing.watch_provider(&config.auth_provider);
         let logs = Arc::new(logs::LogHub::default());
@@ -196,13 +200,22 @@ impl Core {
             store::Database::Sqlite(_) => None,
         };
         tracing::info!(plugins_dir = %plugins_dir.display(), data_dir = %data_dir.display(), "bkg started");
-        Ok(Core { state, plugins_dir, registry_thread, watcher, sync, distribute: distributor })
+        Ok(Core {
+            state,
+            plugins_dir,
+            registry_thread,
+            watcher,
+            sync,
+            distribute: distributor,
+            pruner,
+        })
     }
 
     /// Stop watching, then drain, stop and unload every plugin.
     pub async fn shutdown(self) {
         tracing::info!("shutting down: unloading plugins");
         drop(self.watcher);
+        drop(self.pruner);
         // The change listener first: nothing it applies lands on a registry going away.
         drop(self.sync);
         self.state.registry.shutdown().await;

@@ -16,9 +16,20 @@
 //! twice is harmless. A lost connection is reconnected with backoff (`BACKOFF_FIRST` doubling to
 //! `BACKOFF_MAX`), with a log line per state change. The thread is joined on shutdown.
 //!
+//! Old changes are pruned (`store/retention.rs`) once every live host has applied them: the
+//! listener reports the last version it applied (`Store::report_applied`, its row of
+//! `sync_hosts`) after each read and at least every `CHECK_EVERY`, and deletes its row when
+//! it stops. A host away longer than the retention (its database connection down, the process
+//! suspended) no longer holds changes back, so it may find that changes after its version are
+//! gone: each read of the changes is followed by a read of the pruning watermark, and when the
+//! last applied version is below it, nothing is applied piecemeal: every kind of state is
+//! reloaded in full (`reload_all`: what a start reads), with a warning and a
+//! `changes_reloaded` event.
+//!
 //! What it must never do: change state itself (it only calls the owners), write to the store
-//! (the owners do, and they record nothing when a value is already what the store holds), or
-//! block the registry thread (it waits for the registry's answers on its own thread).
+//! (the owners do, and they record nothing when a value is already what the store holds; its
+//! own progress row and the `changes_reloaded` event are the exceptions), or block the
+//! registry thread (it waits for the registry's answers on its own thread).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -53,6 +64,7 @@ pub struct SyncHandle {
     stop: Arc<AtomicBool>,
     applied: Arc<AtomicI64>,
     thread: Option<JoinHandle<()>>,
+    store: Arc<Store>,
 }
 
 impl SyncHandle {
@@ -66,18 +78,23 @@ impl SyncHandle {
     ) -> std::io::Result<SyncHandle> {
         let stop = Arc::new(AtomicBool::new(false));
         let applied = Arc::new(AtomicI64::new(from));
+        // Counted as live from now on: the changes after `from` are kept for this host.
+        if let Err(e) = store.report_applied(from) {
+            tracing::warn!("cannot record this host's applied version: {e}");
+        }
         let listener = Listener {
             url: url.to_string(),
-            store,
+            store: store.clone(),
             targets,
             stop: stop.clone(),
             applied: applied.clone(),
             store_failing: false,
+            reported: None,
         };
         let thread =
             std::thread::Builder::new().name("bkg-sync".into()).spawn(move || listener.run())?;
         tracing::info!(version = from, "applying changes made by other hosts from this version on");
-        Ok(SyncHandle { stop, applied, thread: Some(thread) })
+        Ok(SyncHandle { stop, applied, thread: Some(thread), store })
     }
 
     /// The last version this host applied.
@@ -92,6 +109,10 @@ impl Drop for SyncHandle {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        // Stopped: this host holds no change back any more (a start reads the whole state).
+        if let Err(e) = self.store.forget_applied() {
+            tracing::debug!("cannot delete this host's applied version: {e}");
+        }
     }
 }
 
@@ -103,6 +124,8 @@ struct Listener {
     applied: Arc<AtomicI64>,
     /// Whether the last read of the changes failed (logged once per state change).
     store_failing: bool,
+    /// The version last reported to the store as applied, and when.
+    reported: Option<(i64, Instant)>,
 }
 
 impl Listener {
@@ -227,26 +250,62 @@ impl Listener {
         Ok(client)
     }
 
-    /// Apply every change after the last applied version, oldest first.
+    /// A failed read of the store: logged once until reading works again.
+    fn store_failed(&mut self, what: &str, e: crate::store::StoreError) {
+        if !self.store_failing {
+            tracing::warn!("cannot read {what}: {e}");
+            self.store_failing = true;
+        }
+    }
+
+    /// Apply every change after the last applied version, oldest first (or reload everything
+    /// when some of them were pruned), then report the version applied.
     fn catch_up(&mut self, rt: &tokio::runtime::Runtime) {
+        self.catch_up_changes(rt);
+        self.report();
+    }
+
+    /// Tell the store the version applied: when it moved, and else at each periodic check
+    /// (every `CHECK_EVERY`: what keeps this host counted as live by the pruning).
+    fn report(&mut self) {
+        let applied = self.applied.load(Ordering::SeqCst);
+        if let Some((version, at)) = self.reported {
+            if version == applied && at.elapsed() < CHECK_EVERY / 2 {
+                return;
+            }
+        }
+        match self.store.report_applied(applied) {
+            Ok(()) => self.reported = Some((applied, Instant::now())),
+            Err(e) => tracing::debug!("cannot record this host's applied version: {e}"),
+        }
+    }
+
+    fn catch_up_changes(&mut self, rt: &tokio::runtime::Runtime) {
         loop {
             let after = self.applied.load(Ordering::SeqCst);
             let changes = match self.store.changes_after(after, BATCH) {
-                Ok(changes) => {
-                    if self.store_failing {
-                        tracing::info!("reading changes works again");
-                        self.store_failing = false;
-                    }
-                    changes
-                }
+                Ok(changes) => changes,
                 Err(e) => {
-                    if !self.store_failing {
-                        tracing::warn!("cannot read the changes after version {after}: {e}");
-                        self.store_failing = true;
-                    }
-                    return;
+                    return self.store_failed(&format!("the changes after version {after}"), e)
                 }
             };
+            // Read after the changes: a prune that removed any of those after `after` raised
+            // the watermark above `after` before this read.
+            let pruned_through = match self.store.changes_pruned_through() {
+                Ok(through) => through,
+                Err(e) => return self.store_failed("the pruned changes' watermark", e),
+            };
+            if self.store_failing {
+                tracing::info!("reading changes works again");
+                self.store_failing = false;
+            }
+            if after < pruned_through {
+                // Changes this host never applied may be gone: none is applied piecemeal.
+                if !self.reload_all(rt, after, pruned_through) {
+                    return;
+                }
+                continue;
+            }
             let n = changes.len();
             for (i, change) in changes.iter().enumerate() {
                 // The owners read what the store holds now: one apply covers every earlier
@@ -263,6 +322,88 @@ impl Listener {
                 return;
             }
         }
+    }
+
+    /// Changes after `after` were pruned (through `pruned_through`) before this host applied
+    /// them: every kind of state is handed to its owner as if each had changed, the owners
+    /// reading what the store holds now (what a start reads), and the applied version set to
+    /// the database's version read before. False when the store could not be read (tried
+    /// again at the next check).
+    fn reload_all(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        after: i64,
+        pruned_through: i64,
+    ) -> bool {
+        tracing::warn!(
+            applied = after,
+            pruned_through,
+            "changes this host had not applied were pruned (it was away longer than \
+             --changes-retention): reloading the whole shared state"
+        );
+        let read = (|| {
+            Ok((self.store.last_change()?, self.store.plugin_ids()?, self.store.deployments()?))
+        })();
+        let (version, ids, deployments) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                self.store_failed("the state to reload", e);
+                return false;
+            }
+        };
+        let reload = |kind: &str, subject: &str| Change {
+            id: version,
+            kind: kind.to_string(),
+            subject: subject.to_string(),
+            origin: "reload".to_string(),
+            at_ms: 0,
+        };
+        for id in &ids {
+            for kind in [change_kind::CONFIG, change_kind::DESIRED_STATE] {
+                self.apply(rt, &reload(kind, id));
+            }
+            if self.isolation_differs(id) {
+                self.apply(rt, &reload(change_kind::ISOLATION, id));
+            }
+        }
+        // Every cached key verification is dropped.
+        let provider = self.targets.auth.provider.clone();
+        self.apply(rt, &reload(change_kind::KV, &provider));
+        for d in &deployments {
+            self.apply(rt, &reload(change_kind::PLUGIN_DEPLOYED, &d.file));
+        }
+        self.applied.store(version, Ordering::SeqCst);
+        let details = serde_json::json!({
+            "host": self.store.origin(),
+            "applied": after,
+            "pruned_through": pruned_through,
+            "version": version,
+            "plugins": ids.len(),
+            "deployments": deployments.len(),
+        });
+        if let Err(e) = self.store.add_event(None, "changes_reloaded", "sync", details) {
+            tracing::warn!("the changes_reloaded event was dropped: {e}");
+        }
+        tracing::info!(version, plugins = ids.len(), "the whole shared state was reloaded");
+        true
+    }
+
+    /// Whether the operator's stored isolation of `id` (if any) is not what its loaded
+    /// generation runs with: a reload swaps only such plugins.
+    fn isolation_differs(&self, id: &str) -> bool {
+        let Some(view) = self.targets.registry.view(id) else { return false };
+        let Ok(setting) = self.store.isolation(id) else { return true };
+        let Some(mode) = setting.mode else { return false };
+        let operator = |v: &crate::isolation::LimitValue| {
+            (v.source == crate::isolation::LimitSource::Operator).then_some(v.value).flatten()
+        };
+        let limits = &view.isolation_limits;
+        view.isolation != mode
+            || view.isolation_source != crate::isolation::IsolationSource::Operator
+            || operator(&limits.memory_mb) != setting.limits.memory_mb
+            || operator(&limits.open_files) != setting.limits.open_files
+            || operator(&limits.processes) != setting.limits.processes
+            || operator(&limits.call_deadline_ms) != setting.limits.call_deadline_ms
     }
 
     /// Hand one change to the owner of its kind of state.

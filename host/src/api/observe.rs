@@ -200,13 +200,15 @@ fn database_metrics(db: &crate::store::DbHealth) -> String {
 pub(crate) struct EventsQuery {
     plugin: Option<String>,
     limit: Option<i64>,
+    before: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/api/core/events", tag = "events", security(("bearer" = [])),
     params(("plugin" = Option<String>, Query, description = "only this plugin"),
-      ("limit" = Option<i64>, Query, description = "newest first, 1 to 1000 (default 100)")),
+      ("limit" = Option<i64>, Query, description = "newest first, 1 to 1000 (default 100)"),
+      ("before" = Option<i64>, Query, description = "only events with a `seq` below this: the next page after one whose last event had this `seq` (pruned events are gone: the last page ends early)")),
     responses((status = 200, description = "the event log, newest first", body = EventListSchema), (status = 401, description = "no or invalid API key", body = ErrorSchema), (status = 403, description = "the key lacks the scope", body = ErrorSchema)))]
-/// `GET /api/core/events?plugin=&limit=`: the event log, newest first.
+/// `GET /api/core/events?plugin=&limit=&before=`: the event log, newest first.
 pub(crate) async fn events(
     state: Data<AppState>,
     q: web::Query<EventsQuery>,
@@ -214,8 +216,9 @@ pub(crate) async fn events(
     let q = q.into_inner();
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let store = state.store.clone();
-    let events =
-        blocking(move || store.events(q.plugin.as_deref().filter(|p| !p.is_empty()), limit))
-            .await?;
+    let events = blocking(move || {
+        store.events_before(q.plugin.as_deref().filter(|p| !p.is_empty()), q.before, limit)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "events": events })))
 }

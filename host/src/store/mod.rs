@@ -66,6 +66,8 @@ mod link;
 pub use link::DbHealth;
 mod blobs;
 pub use blobs::{DeployError, Deployment, BLOB_CHUNK};
+mod retention;
+pub use retention::{Pruned, Pruner, Retention, PRUNE_BATCH};
 
 /// Create the record of a plugin id if it has none (inside the caller's transaction).
 macro_rules! ensure_plugin {
@@ -499,12 +501,21 @@ impl Store {
         self.kv_changes_of.read().unwrap_or_else(|p| p.into_inner()).iter().any(|p| p == plugin)
     }
 
-    /// The newest change's id (0 with none): the database's version.
+    /// The newest change's id, or the highest one pruned if that is higher (every change
+    /// pruned: `retention.rs`), 0 with none: the database's version.
     pub fn last_change(&self) -> StoreResult<i64> {
         let max: Option<i64> = on_conn!(&mut *self.conn(), c => changes::table
             .select(diesel::dsl::max(changes::id))
             .first(c))?;
-        Ok(max.unwrap_or(0))
+        Ok(max.unwrap_or(0).max(self.changes_pruned_through()?))
+    }
+
+    /// Every plugin id the store holds a record of, sorted.
+    pub fn plugin_ids(&self) -> StoreResult<Vec<String>> {
+        Ok(on_conn!(&mut *self.conn(), c => plugins::table
+            .select(plugins::id)
+            .order(plugins::id.asc())
+            .load(c))?)
     }
 
     /// The changes after version `after`, oldest first, at most `limit`.
@@ -808,10 +819,26 @@ impl Store {
 
     /// The newest events (optionally of one plugin), newest first.
     pub fn events(&self, plugin: Option<&str>, limit: i64) -> StoreResult<Vec<Event>> {
+        self.events_before(plugin, None, limit)
+    }
+
+    /// The newest events with a `seq` below `before` (a page after the one that ended at
+    /// `before`; none: the newest), optionally of one plugin, newest first. Pages of events
+    /// pruned meanwhile (`retention.rs`) just end.
+    pub fn events_before(
+        &self,
+        plugin: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<Event>> {
         let rows: Vec<EventRow> = on_conn!(&mut *self.conn(), c => {
             let mut query = events::table.select(EventRow::as_select()).into_boxed();
             if let Some(p) = plugin {
                 query = query.filter(events::plugin_id.eq(p));
+            }
+            if let Some(before) = before {
+                let before = i32::try_from(before.max(0)).unwrap_or(i32::MAX);
+                query = query.filter(events::seq.lt(before));
             }
             query.order(events::seq.desc()).limit(limit).load(c)
         })?;

@@ -111,3 +111,18 @@ diesel::table! {
 
 diesel::allow_tables_to_appear_in_same_query!(plugin_blobs, plugin_files);
 diesel::allow_tables_to_appear_in_same_query!(plugin_blob_chunks, plugin_files);
+
+diesel::table! {
+    sync_hosts (origin) {
+        origin -> Text,
+        applied -> BigInt,
+        seen_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    changes_pruned (id) {
+        id -> Integer,
+        pruned_through -> BigInt,
+    }
+}

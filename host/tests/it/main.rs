@@ -38,6 +38,7 @@ mod repoagent_metrics;
 mod repoagent_rag;
 mod repoagent_stats;
 mod repoagent_symbols;
+mod retention;
 mod routes;
 mod rustyface_align;
 mod rustyface_bad_input;

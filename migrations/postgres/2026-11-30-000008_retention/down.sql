@@ -1,0 +1,3 @@
+DROP INDEX events_by_at;
+DROP TABLE changes_pruned;
+DROP TABLE sync_hosts;
