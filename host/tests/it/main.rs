@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod brainml;
 mod brainml_ann;
+mod brainml_compaction;
 mod brainml_quality;
 mod brainml_rag;
 mod brainml_snapshots;

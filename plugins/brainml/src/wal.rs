@@ -379,7 +379,7 @@ impl Wal {
         failpoint: Option<Failpoint>,
     ) -> std::io::Result<()> {
         let new = write_rewrite(&self.path, records, failpoint, &|| false)?;
-        self.finish_rewrite(new, self.len, failpoint)
+        self.finish_rewrite(new, self.len, failpoint).map(drop)
     }
 
     /// Complete a compaction whose records hold the live state as of log length `from`:
@@ -387,12 +387,14 @@ impl Wal {
     /// the temp file, fsync it, rename it over the log, fsync the folder, and append to the
     /// new file from then on. Run it under the lock that orders appends (no append may come
     /// between). On an error before the rename the old log stays as it was and in use.
+    /// Answers the old file's handle: drop it after letting go of the lock (closing the last
+    /// handle of a large unlinked file frees its blocks, which takes a while).
     pub fn finish_rewrite(
         &mut self,
         new: Rewrite,
         from: u64,
         failpoint: Option<Failpoint>,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<File> {
         if from > self.len {
             new.abandon();
             return Err(std::io::Error::other(format!(
@@ -432,9 +434,9 @@ impl Wal {
         if failpoint == Some(Failpoint::AfterRename) {
             return Err(Failpoint::AfterRename.hit());
         }
-        self.file = new.file;
+        let old = std::mem::replace(&mut self.file, new.file);
         self.len = new.len + tail;
-        synced
+        synced.map(|_| old)
     }
 }
 

@@ -599,7 +599,7 @@ impl Collection {
         let failpoint = wal::Failpoint::from_env();
         let frozen = self.freeze();
         let new = wal::write_rewrite(self.wal.path(), &mut frozen.records(), failpoint, &|| false)?;
-        self.finish_compaction(new, frozen.from, failpoint)
+        self.finish_compaction(new, frozen.from, failpoint).map(drop)
     }
 
     /// The live state now, for a compaction (see [`Frozen`]).
@@ -617,20 +617,21 @@ impl Collection {
     }
 
     /// The last step of a compaction, under the write lock: the records written since the
-    /// snapshot are appended to the new log, which then replaces the old one.
+    /// snapshot are appended to the new log, which then replaces the old one. Answers the old
+    /// log's handle, to be closed once the lock is let go (see [`Wal::finish_rewrite`]).
     fn finish_compaction(
         &mut self,
         new: wal::Rewrite,
         from: u64,
         failpoint: Option<wal::Failpoint>,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<std::fs::File> {
         if self.dropped {
             new.abandon();
             return Err(gone(&self.meta.name));
         }
-        self.wal.finish_rewrite(new, from, failpoint)?;
+        let old = self.wal.finish_rewrite(new, from, failpoint)?;
         self.compact_at = COMPACT_MIN_BYTES;
-        Ok(())
+        Ok(old)
     }
 
     /// The log's length in bytes.
@@ -755,7 +756,10 @@ pub fn compact_concurrently_at(
         g.finish_compaction(new, from, failpoint)
     });
     match finished {
-        Ok(()) => Ok(true),
+        Ok(old) => {
+            drop(old); // the old log's blocks are freed here, with no lock held
+            Ok(true)
+        }
         Err(e) => {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 if let Ok(mut g) = c.write() {
