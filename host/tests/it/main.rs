@@ -36,6 +36,7 @@ mod postgres_outage;
 mod repoagent_core;
 mod repoagent_map;
 mod repoagent_metrics;
+mod repoagent_persist;
 mod repoagent_rag;
 mod repoagent_stats;
 mod repoagent_symbols;

@@ -85,6 +85,9 @@ pub struct RepoInfo {
     pub generation: u64,
     /// Whole walks of the repository started (the add, each reindex, a changed ignore file).
     pub builds: u64,
+    /// State `ready` from an index saved before a restart or a swap, while a walk checks it
+    /// against the files (changed ones are read again; the watcher's changes wait until then).
+    pub verifying: bool,
     pub skipped_large: u64,
     pub skipped_binary: u64,
     /// While indexing: progress of the build.

@@ -5,10 +5,11 @@
 //! watcher (`apply_changes`, inside `Pool::install`): tokei and rayon never run elsewhere.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bkg_abi::Error;
 use rayon::prelude::*;
@@ -29,6 +30,8 @@ pub struct FileEntry {
     pub tokei: Option<tokei::LanguageType>,
     pub bytes: u64,
     pub mtime_ns: i128,
+    /// With `bytes` and `mtime_ns`: what a restart compares to tell the file unchanged.
+    pub inode: u64,
     /// tokei's counts (files tokei does not know have none).
     pub counts: Option<stats::Counts>,
     pub symbols: Arc<symbols::FileSymbols>,
@@ -136,13 +139,6 @@ pub enum Read {
     Gone,
 }
 
-fn mtime_ns(m: &std::fs::Metadata) -> i128 {
-    m.modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as i128)
-}
-
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -156,13 +152,23 @@ pub fn read_file(abs: &Path, max_file_bytes: u64, extractor: &symbols::Extractor
     if meta.len() > max_file_bytes {
         return Read::TooLarge;
     }
-    let Ok(bytes) = std::fs::read(abs) else { return Read::Gone };
+    // The first bytes alone first: a binary file is told apart without reading the rest.
+    let Ok(mut file) = std::fs::File::open(abs) else { return Read::Gone };
+    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+    if (&mut file).take(BINARY_PROBE as u64).read_to_end(&mut bytes).is_err() {
+        return Read::Gone;
+    }
+    if bytes.contains(&0) {
+        return Read::Binary;
+    }
+    let rest = (max_file_bytes + 1).saturating_sub(bytes.len() as u64);
+    if file.take(rest).read_to_end(&mut bytes).is_err() {
+        return Read::Gone;
+    }
     if bytes.len() as u64 > max_file_bytes {
         return Read::TooLarge;
     }
-    if bytes[..bytes.len().min(BINARY_PROBE)].contains(&0) {
-        return Read::Binary;
-    }
+    let (mtime_ns, inode) = walk::stamp(&meta);
     let lang = Lang::of_path(abs);
     let tokei = stats::language_of(abs);
     let counts = tokei.map(|t| stats::count(t, &bytes));
@@ -175,7 +181,8 @@ pub fn read_file(abs: &Path, max_file_bytes: u64, extractor: &symbols::Extractor
         lang,
         tokei,
         bytes: bytes.len() as u64,
-        mtime_ns: mtime_ns(&meta),
+        mtime_ns,
+        inode,
         counts,
         symbols: Arc::new(symbols),
         metrics: None,
@@ -223,6 +230,95 @@ pub fn build(
     }
     index.indexed_ms = started.elapsed().as_millis() as u64;
     Ok(index)
+}
+
+/// What `refresh` found.
+#[derive(Debug)]
+pub struct Refreshed {
+    /// The index brought up to date; None when nothing changed (the saved one stands).
+    pub index: Option<RepoIndex>,
+    /// Files of the index whose size, modification time or inode differ (read again).
+    pub changed: usize,
+    /// Files new to the index (read).
+    pub added: usize,
+    /// Files of the index gone from the walk.
+    pub removed: usize,
+}
+
+/// Bring a loaded index (`old`, saved before a restart or a swap) up to date with a new walk of
+/// its repository: a file whose (size, mtime, inode) the walk sees unchanged keeps its entry,
+/// every other one is read (on the pool: call it there), files gone are dropped. Binary files
+/// (not in `files`) are probed again: their first bytes only.
+pub fn refresh(
+    old: &RepoIndex,
+    walked: Walked,
+    max_file_bytes: u64,
+    extractor: &symbols::Extractor,
+    done: &AtomicUsize,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<Refreshed, Error> {
+    let started = Instant::now();
+    let mut index = RepoIndex {
+        name: old.name.clone(),
+        root: old.root.clone(),
+        files: BTreeMap::new(),
+        generation: old.generation,
+        dirs: walked.dirs,
+        skipped_large: walked.large.into_iter().collect(),
+        skipped_binary: BTreeSet::new(),
+        indexed_at: old.indexed_at,
+        indexed_ms: old.indexed_ms,
+    };
+    let (mut changed, mut added) = (0, 0);
+    let mut to_read = Vec::new();
+    for f in walked.files {
+        match old.files.get(&f.rel) {
+            Some(e) if (e.bytes, e.mtime_ns, e.inode) == (f.bytes, f.mtime_ns, f.inode) => {
+                index.files.insert(f.rel, e.clone());
+            }
+            Some(_) => {
+                changed += 1;
+                to_read.push(f);
+            }
+            None => {
+                if !old.skipped_binary.contains(&f.rel) {
+                    added += 1;
+                }
+                to_read.push(f);
+            }
+        }
+    }
+    let read: Option<Vec<(String, Read)>> = to_read
+        .into_par_iter()
+        .map(|f| {
+            if cancelled() {
+                return None;
+            }
+            let r = read_file(&f.abs, max_file_bytes, extractor);
+            done.fetch_add(1, Ordering::Relaxed);
+            Some((f.rel, r))
+        })
+        .collect();
+    let read = read.ok_or_else(Error::cancelled)?;
+    // A binary file read again and binary still changes nothing.
+    let mut entries_read = 0;
+    for (rel, r) in read {
+        entries_read += usize::from(matches!(r, Read::Entry(_)));
+        index.put(rel, r);
+    }
+    let removed = old.files.keys().filter(|k| !index.files.contains_key(*k)).count();
+    let same = entries_read == 0
+        && index.files.len() == old.files.len()
+        && index.dirs == old.dirs
+        && index.skipped_large == old.skipped_large
+        && index.skipped_binary == old.skipped_binary;
+    if same {
+        return Ok(Refreshed { index: None, changed, added, removed });
+    }
+    index.generation = old.generation + 1;
+    index.indexed_at = now_ms();
+    index.indexed_ms = started.elapsed().as_millis() as u64;
+    Ok(Refreshed { index: Some(index), changed, added, removed })
 }
 
 /// What `apply_changes` did.
@@ -310,6 +406,41 @@ mod tests {
         let index = build("t", root, walked, 1000, extractor, &done, &|| false).unwrap();
         assert_eq!(done.load(Ordering::SeqCst), index.files.len() + index.skipped_binary.len());
         index
+    }
+
+    #[test]
+    fn refresh_reads_only_the_files_that_differ_from_a_loaded_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(root.join("src/a.rs"), "fn a() {}\n").unwrap();
+        std::fs::write(root.join("src/b.rs"), "fn b() {}\n").unwrap();
+        std::fs::write(root.join("src/c.rs"), "fn c() {}\n").unwrap();
+        std::fs::write(root.join("bin.dat"), b"ab\0cd").unwrap();
+        let extractor = symbols::Extractor::new();
+        let old = index_of(&root, &extractor);
+        let refresh_now = |old: &RepoIndex| {
+            let walked = walk::walk(&root, &root, 1000, &|| false).unwrap();
+            let done = AtomicUsize::new(0);
+            let r = refresh(old, walked, 1000, &extractor, &done, &|| false).unwrap();
+            (r, done.load(Ordering::SeqCst))
+        };
+        // Nothing changed: no new index; only the binary file is probed again.
+        let (r, read) = refresh_now(&old);
+        assert!(r.index.is_none());
+        assert_eq!((r.changed, r.added, r.removed, read), (0, 0, 0, 1));
+        // An edit, a deletion, a new file.
+        std::fs::write(root.join("src/a.rs"), "fn a() {}\nfn a2() {}\n").unwrap();
+        std::fs::remove_file(root.join("src/b.rs")).unwrap();
+        std::fs::write(root.join("src/d.rs"), "fn d() {}\n").unwrap();
+        let (r, read) = refresh_now(&old);
+        assert_eq!((r.changed, r.added, r.removed, read), (1, 1, 1, 3));
+        let new = r.index.unwrap();
+        assert_eq!(new.generation, old.generation + 1);
+        assert_eq!(new.files.keys().collect::<Vec<_>>(), ["src/a.rs", "src/c.rs", "src/d.rs"]);
+        assert_eq!(new.files["src/a.rs"].symbols.defs.len(), 2);
+        assert!(Arc::ptr_eq(&new.files["src/c.rs"].symbols, &old.files["src/c.rs"].symbols));
+        assert!(new.skipped_binary.contains("bin.dat"));
     }
 
     #[test]

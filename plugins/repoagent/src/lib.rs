@@ -14,6 +14,7 @@ pub mod index;
 pub mod lang;
 pub mod map;
 pub mod metrics;
+pub mod persist;
 pub mod pool;
 pub mod rag;
 pub mod repos;
@@ -44,6 +45,10 @@ pub(crate) const NDJSON: &str = "application/x-ndjson";
 
 /// A streamed build sends a progress line at least this often.
 const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// A repository's index is saved at most this often while the watcher applies changes (a build
+/// or a verify that changed something saves at once).
+pub const SAVE_EVERY: Duration = Duration::from_secs(3);
 
 /// One NDJSON line.
 pub(crate) fn ndjson<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
@@ -177,6 +182,8 @@ pub struct Core {
     pub(crate) rag: rag::Rag,
     stopping: AtomicBool,
     persisting: Mutex<()>,
+    /// Some repository has a change the watcher applied that is not saved yet.
+    saves_due: AtomicBool,
 }
 
 /// The plugin. Derefs to its [`Core`] (`self.repos`, `self.extractor`, `self.pool`).
@@ -222,6 +229,7 @@ impl Core {
         entry.builds.fetch_add(1, Ordering::SeqCst);
         entry.files_done.store(0, Ordering::SeqCst);
         entry.files_total.store(0, Ordering::SeqCst);
+        entry.verifying.store(false, Ordering::SeqCst);
         entry.set_state(BuildState::Indexing { epoch });
         let (core, job) = (self.clone(), entry.clone());
         if let Err(e) = self.pool.spawn(move || core.build_job(&job, epoch)) {
@@ -269,6 +277,8 @@ impl Core {
                 entry.store(index);
                 entry.set_state(BuildState::Ready { epoch });
                 self.host.debug(&format!("repository {} indexed: {files} files", entry.name));
+                // After `Ready`: the add's answer does not wait for the save.
+                self.save_index(entry);
             }
             Err(e) => {
                 self.host.warn(&format!("repository {}: indexing failed: {e}", entry.name));
@@ -402,6 +412,7 @@ impl Core {
             }
         }
         entry.removed.store(true, Ordering::SeqCst);
+        self.delete_index(entry);
     }
 
     fn repo_remove(&self, r: RepoName) -> Result<Response, Error> {
@@ -411,6 +422,7 @@ impl Core {
             self.watcher.unwatch(&entry.root);
         }
         self.persist()?;
+        self.delete_index(&entry);
         let (collections_deleted, collections_left) =
             rag::forget_repo(&self.host, &entry.name, r.keep_index);
         self.host.info(&format!(
@@ -445,7 +457,177 @@ impl Core {
         self.finish("repo.reindex", stream, result, 200)
     }
 
-    /// Bring the saved repositories back (at start): each indexed again in the background.
+    /// Save `entry`'s index now (unless it is saved at this generation already, removed, or the
+    /// plugin is stopping). Runs on the pool or the watcher's thread; one at a time per
+    /// repository.
+    fn save_index(&self, entry: &RepoEntry) {
+        let Ok(mut saved) = entry.saving.lock() else { return };
+        if self.is_stopping() || entry.removed.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(index) = entry.snapshot() else { return };
+        if saved.generation == Some(index.generation) {
+            return;
+        }
+        saved.at = Some(Instant::now());
+        let started = Instant::now();
+        match persist::save(&self.host.data_dir(), &index) {
+            Ok(bytes) => {
+                saved.generation = Some(index.generation);
+                self.host.debug(&format!(
+                    "repository {}: index saved (generation {}, {} files, {bytes} bytes, {} ms)",
+                    entry.name,
+                    index.generation,
+                    index.files.len(),
+                    started.elapsed().as_millis()
+                ));
+            }
+            Err(e) => {
+                self.host.warn(&format!("repository {}: saving its index failed: {e}", entry.name))
+            }
+        }
+    }
+
+    /// A change the watcher applied: saved soon (`flush_saves`, at most every `SAVE_EVERY`).
+    fn request_save(&self, entry: &RepoEntry) {
+        entry.save_wanted.store(true, Ordering::SeqCst);
+        self.saves_due.store(true, Ordering::SeqCst);
+    }
+
+    /// Called by the watcher's thread on every tick: queue the saves that are due on the pool.
+    pub(crate) fn flush_saves(self: &Arc<Self>) {
+        if !self.saves_due.swap(false, Ordering::SeqCst) || self.is_stopping() {
+            return;
+        }
+        let mut again = false;
+        for e in self.repos.all() {
+            if !e.save_wanted.load(Ordering::SeqCst) {
+                continue;
+            }
+            // A save in progress (the lock held) or one begun lately: later.
+            let due =
+                e.saving.try_lock().is_ok_and(|s| s.at.is_none_or(|at| at.elapsed() >= SAVE_EVERY));
+            if !due {
+                again = true;
+                continue;
+            }
+            e.save_wanted.store(false, Ordering::SeqCst);
+            let (core, job) = (self.clone(), e.clone());
+            if self.pool.spawn(move || core.save_index(&job)).is_err() {
+                return;
+            }
+        }
+        if again {
+            self.saves_due.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Delete `entry`'s saved index (a removed repository), after a save in progress.
+    fn delete_index(&self, entry: &RepoEntry) {
+        let Ok(mut saved) = entry.saving.lock() else { return };
+        saved.generation = None;
+        if let Err(e) = persist::remove(&self.host.data_dir(), &entry.name) {
+            self.host.warn(&format!("repository {}: {e}", entry.name));
+        }
+    }
+
+    /// The index saved for `entry`, if there is one that can be used (else logged why not).
+    fn load_index(&self, entry: &RepoEntry) -> Option<index::RepoIndex> {
+        let dir = self.host.data_dir();
+        let started = Instant::now();
+        match persist::load(&dir, &entry.name, &entry.root) {
+            Ok(Some(index)) => {
+                self.host.info(&format!(
+                    "repository {}: saved index loaded ({} files, generation {}, {} ms); \
+                     verifying it against the files",
+                    entry.name,
+                    index.files.len(),
+                    index.generation,
+                    started.elapsed().as_millis()
+                ));
+                Some(index)
+            }
+            Ok(None) => None,
+            Err(why) => {
+                self.host.warn(&format!(
+                    "repository {}: saved index {} not used: {why}; indexing it from scratch",
+                    entry.name,
+                    persist::path(&dir, &entry.name).display()
+                ));
+                None
+            }
+        }
+    }
+
+    /// Answer from a loaded index at once and check it against the files on the pool: state
+    /// `ready` with `verifying` until done.
+    fn start_verify(self: &Arc<Self>, entry: &Arc<RepoEntry>, index: index::RepoIndex) {
+        let generation = index.generation;
+        entry.store(index);
+        if let Ok(mut saved) = entry.saving.lock() {
+            saved.generation = Some(generation);
+        }
+        let epoch = entry.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        entry.verifying.store(true, Ordering::SeqCst);
+        entry.set_state(BuildState::Ready { epoch });
+        let (core, job) = (self.clone(), entry.clone());
+        if let Err(e) = self.pool.spawn(move || core.verify_job(&job, epoch)) {
+            entry.verifying.store(false, Ordering::SeqCst);
+            self.host.warn(&format!("repository {}: not verified: {e}", entry.name));
+        }
+    }
+
+    /// A pool job: walk the repository, read again the files that differ from the loaded
+    /// index, and put the result in unless a build, a removal or `stop` came first.
+    fn verify_job(&self, entry: &RepoEntry, epoch: u64) {
+        let current = || {
+            !self.is_stopping()
+                && !entry.removed.load(Ordering::SeqCst)
+                && entry.epoch.load(Ordering::SeqCst) == epoch
+        };
+        let cancelled = || !current();
+        let Some(old) = entry.snapshot() else { return };
+        let max = self.settings().max_file_bytes;
+        let started = Instant::now();
+        let result = walk::walk(&entry.root, &entry.root, max, &cancelled).and_then(|walked| {
+            index::refresh(&old, walked, max, &self.extractor, &entry.files_done, &cancelled)
+        });
+        drop(old);
+        if !current() {
+            return;
+        }
+        match result {
+            Ok(r) => {
+                self.host.info(&format!(
+                    "repository {} verified against the files: {} changed, {} new, {} removed \
+                     ({} ms)",
+                    entry.name,
+                    r.changed,
+                    r.added,
+                    r.removed,
+                    started.elapsed().as_millis()
+                ));
+                let changed = r.index.is_some();
+                if let Some(index) = r.index {
+                    entry.store(index);
+                }
+                entry.verifying.store(false, Ordering::SeqCst);
+                entry.set_state(BuildState::Ready { epoch });
+                if changed {
+                    self.save_index(entry);
+                }
+            }
+            Err(e) => {
+                // The loaded index still answers; the next build or a restart tries again.
+                self.host.warn(&format!("repository {}: verifying failed: {e}", entry.name));
+                entry.verifying.store(false, Ordering::SeqCst);
+                entry.set_state(BuildState::Ready { epoch });
+            }
+        }
+    }
+
+    /// Bring the saved repositories back (at start): each answers from its saved index at once
+    /// (verified against the files in the background), or is indexed again in the background.
     fn restore(self: &Arc<Self>) {
         let dir = self.host.data_dir();
         let saved = match repos::load(&dir) {
@@ -469,7 +651,12 @@ impl Core {
             match checked {
                 Ok(_) => {
                     self.watch(&entry);
-                    let _ = self.start_build(&entry);
+                    match self.load_index(&entry) {
+                        Some(index) => self.start_verify(&entry, index),
+                        None => {
+                            let _ = self.start_build(&entry);
+                        }
+                    }
                 }
                 Err(e) => {
                     self.host.warn(&format!("repository {} not indexed: {}", s.name, e.message));
@@ -510,6 +697,11 @@ impl Core {
         let max = self.settings().max_file_bytes;
         for (_, (entry, paths)) in by_repo {
             match entry.state() {
+                // Applied once the verify ends (on its index).
+                BuildState::Ready { .. } if entry.verifying.load(Ordering::SeqCst) => {
+                    pending.paths.extend(paths);
+                    continue;
+                }
                 BuildState::Ready { .. } => {}
                 // Applied once the build ends.
                 BuildState::Indexing { .. } => {
@@ -550,6 +742,7 @@ impl Core {
                         entry.set_state(BuildState::Error { epoch, message });
                     }
                     Ok(index::Applied::Changed) if !entry.swap_if(&old, copy) => continue,
+                    Ok(index::Applied::Changed) => self.request_save(&entry),
                     Ok(_) => {}
                     Err(e) => {
                         self.host.warn(&format!("repository {}: update failed: {e}", entry.name))
@@ -695,6 +888,7 @@ impl Plugin for RepoAgent {
                 rag: rag::Rag::default(),
                 stopping: AtomicBool::new(false),
                 persisting: Mutex::new(()),
+                saves_due: AtomicBool::new(false),
             }),
         })
     }

@@ -1001,6 +1001,7 @@ mod tests {
                 tokei: None,
                 bytes: 0,
                 mtime_ns: 0,
+                inode: 0,
                 counts: None,
                 symbols: s.clone(),
                 metrics: None,

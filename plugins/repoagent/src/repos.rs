@@ -53,6 +53,22 @@ pub struct RepoEntry {
     pub(crate) watching: AtomicBool,
     /// Whole walks started.
     pub(crate) builds: AtomicU64,
+    /// Answering from an index loaded from disk while a walk checks it against the files
+    /// (state `ready`, `verifying: true`); the watcher's changes wait until it is done.
+    pub(crate) verifying: AtomicBool,
+    /// The saved index (`persist.rs`): held while one is written or deleted.
+    pub(crate) saving: Mutex<SaveState>,
+    /// A change the watcher applied is not saved yet (saved at most every `SAVE_EVERY`).
+    pub(crate) save_wanted: AtomicBool,
+}
+
+/// What is saved of a repository's index.
+#[derive(Debug, Default)]
+pub struct SaveState {
+    /// The generation on disk (None: unknown or none).
+    pub generation: Option<u64>,
+    /// When the last save began.
+    pub at: Option<std::time::Instant>,
 }
 
 impl RepoEntry {
@@ -69,6 +85,9 @@ impl RepoEntry {
             files_total: AtomicUsize::new(0),
             watching: AtomicBool::new(false),
             builds: AtomicU64::new(0),
+            verifying: AtomicBool::new(false),
+            saving: Mutex::new(SaveState::default()),
+            save_wanted: AtomicBool::new(false),
         }
     }
 
@@ -150,6 +169,8 @@ impl RepoEntry {
             watching: self.watching.load(Ordering::SeqCst),
             generation: index.map_or(0, |i| i.generation),
             builds: self.builds.load(Ordering::SeqCst),
+            verifying: matches!(state, BuildState::Ready { .. })
+                && self.verifying.load(Ordering::SeqCst),
             skipped_large: index.map_or(0, |i| i.skipped_large.len() as u64),
             skipped_binary: index.map_or(0, |i| i.skipped_binary.len() as u64),
             progress: matches!(state, BuildState::Indexing { .. }).then(|| self.progress()),

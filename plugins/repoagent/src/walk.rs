@@ -17,6 +17,21 @@ pub struct WalkedFile {
     pub rel: String,
     pub abs: PathBuf,
     pub bytes: u64,
+    /// Modified (ns since the Unix epoch) and inode, as the walk saw them: with `bytes`, what
+    /// tells a saved index's entry is still the file's (`index::refresh`).
+    pub mtime_ns: i128,
+    pub inode: u64,
+}
+
+/// A file's modification time (ns since the Unix epoch, 0 when unknown) and inode.
+pub fn stamp(m: &std::fs::Metadata) -> (i128, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mtime = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128);
+    (mtime, m.ino())
 }
 
 /// What a walk found.
@@ -79,12 +94,15 @@ pub fn walk(
         if ft.is_dir() {
             out.dirs.insert(rel);
         } else if ft.is_file() {
-            let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            let meta = entry.metadata().ok();
+            let bytes = meta.as_ref().map_or(0, |m| m.len());
             if bytes > max_file_bytes {
                 out.large.push(rel);
                 continue;
             }
-            out.files.push(WalkedFile { rel, abs: entry.path().to_path_buf(), bytes });
+            let (mtime_ns, inode) = meta.as_ref().map_or((0, 0), stamp);
+            let abs = entry.path().to_path_buf();
+            out.files.push(WalkedFile { rel, abs, bytes, mtime_ns, inode });
         }
         // Symbolic links and special files are left out.
     }

@@ -132,6 +132,10 @@ fn run(rx: Receiver<notify::Result<notify::Event>>, core: Weak<Core>) {
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
+        // The indexes changed lately, saved once due (`Core::flush_saves`).
+        if let Some(core) = core.upgrade() {
+            core.flush_saves();
+        }
         let due = first.is_some_and(|f| f.elapsed() >= MAX_DELAY) || last.elapsed() >= DEBOUNCE;
         if pending.is_empty() || !due {
             continue;
