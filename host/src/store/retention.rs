@@ -32,6 +32,10 @@ use super::{now_ms, Conn, Store, StoreError, StoreResult};
 /// The most rows one delete takes.
 pub const PRUNE_BATCH: i64 = 1000;
 
+/// A changes retention below this is warned about: it is close to how often hosts report
+/// what they applied (`crate::sync::CHECK_EVERY`).
+const SHORT_RETENTION: Duration = Duration::from_secs(10);
+
 /// The advisory lock key the change pruning holds on PostgreSQL ("bkg-prun").
 const PG_PRUNE_LOCK: i64 = 0x626b_672d_7072_756e;
 
@@ -250,6 +254,13 @@ impl Pruner {
         {
             tracing::info!("retention: events and changes are kept forever");
             return Ok(None);
+        }
+        if let Some(retention) = policy.changes.filter(|r| *r < SHORT_RETENTION) {
+            tracing::warn!(
+                "--changes-retention {} ms is short: hosts report what they applied every 2 s, so \
+                 a live host late by more than that may have to reload its whole state",
+                retention.as_millis()
+            );
         }
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flag = stop.clone();
