@@ -20,8 +20,13 @@
 #          llama-server -np 4 -cb (4 slots, continuous batching)
 #   memory host RSS with both models loaded, and the delta of a second load of the same model;
 #          then the chat model alone: bkg's host vs llama-server vs llama-cpp-python
+#   gap    the worst gap between two streamed tokens of 3 clients while a ~1,300-token prompt
+#          arrives (chunked prefill): candle in process with the prefill budget at 256 (the
+#          default) and at 4096 (the whole prompt in one step, as before), then bkg's
+#          /v1/chat/completions vs llama-server -np 4 -cb
 #
-# Usage: scripts/bench-ml.sh [embed] [http] [chat] [ttft] [parallel] [memory]  (default: all)
+# Usage: scripts/bench-ml.sh [embed] [http] [chat] [ttft] [parallel] [memory] [gap]
+#        (default: all)
 # Knobs (environment):
 #   BENCH_VENV    the PyTorch venv of embed and http (default target/venv-embed, which
 #                 scripts/reference-embeddings.sh makes too)
@@ -31,6 +36,7 @@
 #   BENCH_PARALLEL_ROUNDS  timed rounds of the 4 concurrent clients per setting (default 3)
 #   BENCH_PARALLEL_VALUES  bkg's max_parallel_generations values tried (default "1 2 4")
 #   BENCH_QUIET_WAIT_S     how long each section waits for a quiet machine (default 120)
+#   BENCH_GAP_ROUNDS       timed rounds per side in gap (default 5)
 #   CARGO_TARGET_DIR  where the release build, the venvs and llama.cpp go (default target/)
 set -euo pipefail
 
@@ -45,11 +51,11 @@ pairs=${BENCH_PAIRS:-2}
 threads=${BENCH_THREADS:-2}
 work=$(mktemp -d /tmp/bkg-bench-ml.XXXXXX)
 models=$root/models
-sections=${*:-embed http chat ttft parallel memory}
+sections=${*:-embed http chat ttft parallel memory gap}
 for s in $sections; do
   case $s in
-    embed | http | chat | ttft | parallel | memory) ;;
-    *) echo "unknown section $s (embed http chat ttft parallel memory)" >&2; exit 2 ;;
+    embed | http | chat | ttft | parallel | memory | gap) ;;
+    *) echo "unknown section $s (embed http chat ttft parallel memory gap)" >&2; exit 2 ;;
   esac
 done
 has() { [[ " $sections " == *" $1 "* ]]; }
@@ -132,7 +138,7 @@ setup_llama() {
   CMAKE_ARGS=$no_build "$lvenv/bin/pip" install -q --force-reinstall --no-deps "$sdist"
   CMAKE_ARGS=$no_build "$lvenv/bin/pip" install -q "$sdist" # its dependencies (numpy, jinja2, ...)
 }
-if has chat || has ttft || has parallel || has memory; then
+if has chat || has ttft || has parallel || has memory || has gap; then
   setup_llama
   echo "llama.cpp: llama-cpp-python $("$lpy" -c 'import llama_cpp; print(llama_cpp.__version__)')," \
     "$("$llama_server" --version 2>&1 | grep -m1 version)"
@@ -142,7 +148,7 @@ gguf=$(ls "$models"/HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/*.gguf | head -1)
 
 section "build (release)"
 cargo build --release -p bkg-plugin-candle --examples
-if has http || has memory || has chat || has ttft || has parallel; then
+if has http || has memory || has chat || has ttft || has parallel || has gap; then
   cargo build --release -p bkg-host -p bkg-plugin-candle -p bkg-plugin-llmserver
 fi
 
@@ -544,6 +550,125 @@ if has memory; then
   stop_llama_server
   "$lpy" "$chat_py" llama-rss "$gguf" "$threads" | tee -a "$work/memory-results.jsonl"
   "$lpy" "$chat_py" summary "$work/memory-results.jsonl"
+fi
+
+cat >"$work/gap.py" <<'EOF'
+"""gap: 3 streaming clients, then a long prompt; the worst gap between two of their chunks.
+
+  long OUT WORDS                       write the long user message (CPython's own prose: the
+                                       first WORDS words of the "assignment" topic of
+                                       pydoc_data.topics, the text of help("assignment"))
+  http CHAT_PY KIND BASE KEY LONG ROUNDS LABEL
+                                       KIND bkg or llama-server, through bench-ml-chat.py's
+                                       client (the same text and sampling on both sides)
+  summary FILE                         RESULT lines
+"""
+import importlib.util, json, statistics, sys, threading, time
+
+
+def long_message(words):
+    import pydoc_data.topics
+
+    w = pydoc_data.topics.topics["assignment"].split()[:words]
+    return "Summarize the following text in one paragraph.\n\n" + " ".join(w)
+
+
+def http(chat_py, kind, base, key, long_file, rounds, label):
+    spec = importlib.util.spec_from_file_location("bench_ml_chat", chat_py)
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    long = open(long_file, encoding="utf-8").read()
+    clients = [m.Client(base, key) for _ in range(4)]
+    path, body = m.request(kind, long, 1)
+    prompt_tokens = clients[3].post(path, body)["usage"]["prompt_tokens"]  # warm-up, the count
+
+    def one_round():
+        times = [[] for _ in range(3)]
+
+        def streamer(i):
+            path, body = m.request(kind, m.STORIES[i], 256, stream=True)
+            for chunk in clients[i].stream(path, body):
+                if m.content(kind, chunk):
+                    times[i].append(time.perf_counter())
+
+        ths = [threading.Thread(target=streamer, args=(i,)) for i in range(3)]
+        for th in ths:
+            th.start()
+        deadline = time.perf_counter() + 600
+        while any(len(t) < 8 for t in times):
+            if time.perf_counter() > deadline or not all(th.is_alive() for th in ths):
+                raise SystemExit("the streaming clients did not get 8 chunks each")
+            time.sleep(0.001)
+        sent = time.perf_counter()
+        first = None
+        path, body = m.request(kind, long, 8, stream=True)
+        for chunk in clients[3].stream(path, body):
+            if m.content(kind, chunk):
+                first = first or time.perf_counter()
+        for th in ths:
+            th.join()
+        worst, before = 0.0, []
+        for t in times:
+            if first is None or not t or t[-1] <= first:
+                raise SystemExit("a client ended before the long prompt's first token")
+            for a, b in zip(t, t[1:]):
+                if b <= sent:
+                    before.append(b - a)
+                elif a < first:
+                    worst = max(worst, b - a)
+        return worst, statistics.median(before), first - sent
+
+    one_round()  # warm-up
+    rows = [one_round() for _ in range(rounds)]
+    print(json.dumps({"side": f"gap http {kind}", "label": label, "prompt_tokens": prompt_tokens,
+                      "worst_gap_s": [r[0] for r in rows], "usual_gap_s": [r[1] for r in rows],
+                      "long_ttft_s": [r[2] for r in rows]}))
+
+
+def summary(path):
+    med = statistics.median
+    for line in open(path):
+        if not line.strip().startswith("{"):
+            continue
+        r = json.loads(line)
+        print(f"RESULT {r['side']} ({r['label']}): 3 streaming clients while a "
+              f"{r['prompt_tokens']}-token prompt arrives: worst gap between two tokens median "
+              f"{med(r['worst_gap_s']) * 1e3:.0f} ms (max {max(r['worst_gap_s']) * 1e3:.0f}), "
+              f"usual gap median {med(r['usual_gap_s']) * 1e3:.1f} ms, the long prompt's first "
+              f"token after {med(r['long_ttft_s']) * 1e3:.0f} ms ({len(r['worst_gap_s'])} rounds)")
+
+
+mode, a = sys.argv[1], sys.argv[2:]
+if mode == "long":
+    open(a[0], "w", encoding="utf-8").write(long_message(int(a[1])))
+elif mode == "http":
+    http(a[0], a[1], a[2], a[3] or None, a[4], int(a[5]), a[6])
+elif mode == "summary":
+    summary(a[0])
+else:
+    raise SystemExit(__doc__)
+EOF
+
+if has gap; then
+  grounds=${BENCH_GAP_ROUNDS:-5}
+  section "gap: 3 streaming clients while a long prompt arrives, $threads threads, $grounds rounds"
+  wait_quiet
+  "$lpy" "$work/gap.py" long "$work/gap-long.txt" 1000
+  : >"$work/gap-results.jsonl"
+  for b in 256 4096; do
+    "$release/examples/bench_chat" --gap "$work/gap-long.txt" --prefill-budget "$b" \
+      --rounds "$grounds" --threads "$threads" --json | tee -a "$work/gap-results.jsonl"
+  done
+  start_host
+  admin_post /api/core/plugins/llmserver/config '{"max_parallel_generations": 4}' >/dev/null
+  "$lpy" "$work/gap.py" http "$chat_py" bkg "$base" "$key" "$work/gap-long.txt" "$grounds" \
+    "max_parallel_generations 4" | tee -a "$work/gap-results.jsonl"
+  stop_host
+  start_llama_server 4 $((4 * 2048)) -cb
+  "$lpy" "$work/gap.py" http "$chat_py" llama-server "$server_base" "" "$work/gap-long.txt" \
+    "$grounds" "-np 4 -cb -c $((4 * 2048))" | tee -a "$work/gap-results.jsonl"
+  stop_llama_server
+  "$lpy" "$work/gap.py" summary "$work/gap-results.jsonl"
 fi
 
 section "done"
