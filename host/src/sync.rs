@@ -50,6 +50,11 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Changes read from the store at once.
 const BATCH: i64 = 500;
+/// How long an id skipped in the sequence is looked for again: a transaction that took an id
+/// and committed after a later one was read (a rolled back one never fills its id).
+const HOLE_WAIT: Duration = Duration::from_secs(60);
+/// The most skipped ids looked for at once.
+const MAX_HOLES: usize = 10_000;
 
 /// The owners the listener dispatches changes to.
 pub struct Targets {
@@ -90,6 +95,7 @@ impl SyncHandle {
             applied: applied.clone(),
             store_failing: false,
             reported: None,
+            holes: Default::default(),
         };
         let thread =
             std::thread::Builder::new().name("bkg-sync".into()).spawn(move || listener.run())?;
@@ -126,6 +132,9 @@ struct Listener {
     store_failing: bool,
     /// The version last reported to the store as applied, and when.
     reported: Option<(i64, Instant)>,
+    /// Ids below the applied version that no change had when it was read, and when they were
+    /// first missed: a change committed after a later one lands there (`fill_holes`).
+    holes: std::collections::BTreeMap<i64, Instant>,
 }
 
 impl Listener {
@@ -262,7 +271,43 @@ impl Listener {
     /// when some of them were pruned), then report the version applied.
     fn catch_up(&mut self, rt: &tokio::runtime::Runtime) {
         self.catch_up_changes(rt);
+        self.fill_holes(rt);
         self.report();
+    }
+
+    /// Remember the ids in `from..to` as holes (no change had them when read).
+    fn note_holes(&mut self, from: i64, to: i64) {
+        let now = Instant::now();
+        for id in from..to {
+            if self.holes.len() >= MAX_HOLES {
+                tracing::warn!(
+                    "more than {MAX_HOLES} change ids skipped: those after {id} are not looked for again"
+                );
+                return;
+            }
+            self.holes.insert(id, now);
+        }
+    }
+
+    /// Apply the changes that have filled a hole since (their transaction committed after a
+    /// later change was read); holes older than `HOLE_WAIT` are given up.
+    fn fill_holes(&mut self, rt: &tokio::runtime::Runtime) {
+        self.holes.retain(|_, missed| missed.elapsed() < HOLE_WAIT);
+        if self.holes.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = self.holes.keys().copied().collect();
+        let found = match self.store.changes_in(&ids) {
+            Ok(found) => found,
+            Err(e) => return self.store_failed("the changes committed late", e),
+        };
+        for change in found {
+            self.holes.remove(&change.id);
+            if change.origin != self.store.origin() {
+                tracing::debug!(version = change.id, "a change committed after a later one");
+                self.apply(rt, &change);
+            }
+        }
     }
 
     /// Tell the store the version applied: when it moved, and else at each periodic check
@@ -307,6 +352,11 @@ impl Listener {
                 continue;
             }
             let n = changes.len();
+            let mut expected = after + 1;
+            for change in &changes {
+                self.note_holes(expected, change.id);
+                expected = change.id + 1;
+            }
             for (i, change) in changes.iter().enumerate() {
                 // The owners read what the store holds now: one apply covers every earlier
                 // change of the same thing in this batch.
@@ -373,6 +423,8 @@ impl Listener {
             self.apply(rt, &reload(change_kind::PLUGIN_DEPLOYED, &d.file));
         }
         self.applied.store(version, Ordering::SeqCst);
+        // Everything up to `version` was read as it is now.
+        self.holes.clear();
         let details = serde_json::json!({
             "host": self.store.origin(),
             "applied": after,

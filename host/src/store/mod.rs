@@ -510,6 +510,20 @@ impl Store {
         Ok(max.unwrap_or(0).max(self.changes_pruned_through()?))
     }
 
+    /// The changes among `ids` (ids skipped when read: a change whose transaction committed
+    /// after a later one's), oldest first.
+    pub fn changes_in(&self, ids: &[i64]) -> StoreResult<Vec<Change>> {
+        let mut found = Vec::new();
+        for ids in ids.chunks(1000) {
+            found.extend(on_conn!(&mut *self.conn(), c => changes::table
+                .filter(changes::id.eq_any(ids))
+                .order(changes::id.asc())
+                .select(Change::as_select())
+                .load(c))?);
+        }
+        Ok(found)
+    }
+
     /// Every plugin id the store holds a record of, sorted.
     pub fn plugin_ids(&self) -> StoreResult<Vec<String>> {
         Ok(on_conn!(&mut *self.conn(), c => plugins::table

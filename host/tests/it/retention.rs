@@ -199,3 +199,46 @@ fn a_host_away_longer_than_the_retention_reloads_the_whole_state_when_back() {
     set_greeting(&a, "after");
     wait_greeting(&b, "after after");
 }
+
+/// Change ids are taken when a transaction inserts its row, not when it commits: a change
+/// whose transaction commits after a later one was read leaves a hole in what a listener
+/// read. The listener looks for such ids again (`fill_holes`), so the late change is applied
+/// by every host all the same.
+#[test]
+fn a_change_committed_after_a_later_one_was_applied_is_still_applied() {
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    let url = postgres_database();
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| echo_host_on(&url, &[]));
+        let b = s.spawn(|| echo_host_on(&url, &[]));
+        (a.join().expect("host a"), b.join().expect("host b"))
+    });
+    let mut c = PgConnection::establish(&url).expect("connect to the test database");
+    c.transaction(|c| -> QueryResult<()> {
+        // What `Store::set_config` writes, in a transaction that takes its change id first and
+        // commits last.
+        let late: Id = diesel::sql_query(
+            "INSERT INTO changes (kind, subject, origin, at_ms) \
+             VALUES ('config', 'echo', 'a-slow-host', 1) RETURNING id",
+        )
+        .get_result(c)?;
+        set_greeting(&a, "from a");
+        wait_greeting(&b, "from a from a");
+        let read = pg_number(&url, "SELECT max(id) AS n FROM changes");
+        assert!(read > late.id, "the later change was committed: {read} > {}", late.id);
+        diesel::sql_query(
+            "UPDATE plugins SET config = '{\"greeting\": \"late\", \"repeat\": 2}', \
+             config_version = config_version + 1 WHERE id = 'echo'",
+        )
+        .execute(c)?;
+        diesel::sql_query(format!("SELECT pg_notify('bkg_changes', '{}')", late.id)).execute(c)?;
+        Ok(())
+    })
+    .expect("the slow transaction");
+    wait_greeting(&b, "late late");
+    wait_greeting(&a, "late late");
+}
