@@ -1,10 +1,11 @@
 //! One collection in memory: its documents, chunk slots, contiguous vectors and BM25 index,
 //! rebuilt at start from its write-ahead log and kept in step with it on every write.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -102,6 +103,9 @@ pub struct Collection {
     compact_at: u64,
     /// Set while a compaction runs outside the lock (see [`compact_concurrently`]).
     compacting: Arc<AtomicBool>,
+    /// While a compaction runs: the vectors it still needs that writes replaced since its
+    /// snapshot (a `Mutex` so that the snapshot, taken under the read lock, can set it up).
+    preserve: Mutex<Option<Preserved>>,
     /// ANN: the trained HNSW index (None: exact search); see `crate::ann`.
     pub ann: Option<crate::ann::AnnIndex>,
     /// ANN: the slots written while a train runs (it inserts them before switching in).
@@ -203,6 +207,7 @@ impl Collection {
             live_bytes: 0,
             compact_at: COMPACT_MIN_BYTES,
             compacting: Arc::new(AtomicBool::new(false)),
+            preserve: Mutex::new(None),
             ann: None,
             ann_pending: None,
             ann_rebuild: None,
@@ -323,6 +328,13 @@ impl Collection {
             }
             let want = placed.and_then(|p| p.get(index).copied());
             let slot = self.take_slot(want);
+            let preserve = self.preserve.get_mut().unwrap_or_else(PoisonError::into_inner);
+            if let Some(p) = preserve {
+                // A compaction still needs this slot's vector as of its snapshot.
+                if p.live.get(slot).copied().unwrap_or(false) {
+                    p.saved.entry(slot).or_insert_with(|| self.vectors.get(slot).into_owned());
+                }
+            }
             self.vectors.set(slot, &ch.vector);
             if let Some(t) = &ch.text {
                 self.bm25.insert(slot, t);
@@ -597,14 +609,23 @@ impl Collection {
     /// the old log stays in use. The chunks keep their slots.
     pub fn compact(&mut self) -> std::io::Result<()> {
         let failpoint = wal::Failpoint::from_env();
-        let frozen = self.freeze();
-        let new = wal::write_rewrite(self.wal.path(), &mut frozen.records(), failpoint, &|| false)?;
+        let frozen = self.freeze(false);
+        let mut at = 0;
+        let vectors = &self.vectors;
+        let mut records = std::iter::from_fn(|| frozen.record(&mut at, &|s| vectors.get(s)));
+        let new = wal::write_rewrite(self.wal.path(), &mut records, failpoint, &|| false)?;
         self.finish_compaction(new, frozen.from, failpoint).map(drop)
     }
 
-    /// The live state now, for a compaction (see [`Frozen`]).
-    fn freeze(&self) -> Frozen {
+    /// The live state now, for a compaction (see [`Frozen`]); with `preserve`, writes from now
+    /// on keep the vectors they replace for it (it runs without the lock).
+    fn freeze(&self, preserve: bool) -> Frozen {
         let docs = self.docs.iter().map(|(id, d)| (id.clone(), d.clone())).collect();
+        if preserve {
+            let live = self.chunks.iter().map(Option::is_some).collect();
+            *self.preserve.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(Preserved { live, saved: HashMap::new() });
+        }
         Frozen {
             from: self.wal.len(),
             log: self.wal.path().to_path_buf(),
@@ -612,7 +633,14 @@ impl Collection {
             free: self.free.clone(),
             docs,
             texts: self.chunks.iter().map(|c| c.as_ref().and_then(|c| c.text.clone())).collect(),
-            vectors: crate::ann::vectors::Vectors::from_vec(self.meta.dim, self.vectors.copy_all()),
+        }
+    }
+
+    /// Slot `slot`'s vector as of the running compaction's snapshot.
+    fn frozen_vector(&self, saved: Option<&Preserved>, slot: usize) -> Cow<'_, [f32]> {
+        match saved.and_then(|p| p.saved.get(&slot)) {
+            Some(v) => Cow::Owned(v.clone()),
+            None => self.vectors.get(slot),
         }
     }
 
@@ -631,6 +659,7 @@ impl Collection {
         }
         let old = self.wal.finish_rewrite(new, from, failpoint)?;
         self.compact_at = COMPACT_MIN_BYTES;
+        *self.preserve.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
         Ok(old)
     }
 
@@ -654,8 +683,10 @@ fn gone(name: &str) -> std::io::Error {
 }
 
 /// The live state of a collection as of one log length, taken for a compaction under the
-/// read lock: the documents and texts are shared with the collection (no copy), the vectors
-/// copied. The compacted log is written from it with no lock held.
+/// read lock without copying much: the documents and texts are shared with the collection.
+/// The vectors are not copied: the compaction reads them from the collection a record at a
+/// time (under the read lock), and a write that replaces one it still needs keeps the old
+/// one aside first ([`Preserved`]).
 struct Frozen {
     /// The log's length when it was taken: the records after it are appended at the end.
     from: u64,
@@ -665,31 +696,41 @@ struct Frozen {
     docs: Vec<(String, Arc<Doc>)>,
     /// Slot `i`'s text.
     texts: Vec<Option<Arc<str>>>,
-    vectors: crate::ann::vectors::Vectors,
+}
+
+/// The vectors a running compaction still needs that writes replaced since its snapshot.
+struct Preserved {
+    /// The slots live at the snapshot.
+    live: Vec<bool>,
+    /// Their vectors as of the snapshot, kept when a write replaced them.
+    saved: HashMap<usize, Vec<f32>>,
 }
 
 impl Frozen {
-    /// The compacted log's records: a layout record, then every live document in the slots
-    /// it holds, about [`COMPACT_RECORD_BYTES`] a record.
-    fn records(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
-        let mut layout = Some(record::encode_layout(self.slots, &self.free));
-        let mut docs = self.docs.iter();
-        std::iter::from_fn(move || {
-            if let Some(l) = layout.take() {
-                return Some(l);
+    /// The compacted log's next record (`at`: the records made so far): a layout record,
+    /// then every live document in the slots it holds, about [`COMPACT_RECORD_BYTES`] a
+    /// record, each slot's vector as of the snapshot through `vector`; `None` at the end.
+    fn record<'v>(
+        &self,
+        at: &mut usize,
+        vector: &dyn Fn(usize) -> Cow<'v, [f32]>,
+    ) -> Option<Vec<u8>> {
+        if *at == 0 {
+            *at = 1;
+            return Some(record::encode_layout(self.slots, &self.free));
+        }
+        let mut w = record::Writer::new(true);
+        while let Some((id, d)) = self.docs.get(*at - 1) {
+            *at += 1;
+            w.doc(id, &d.metadata, d.slots.len());
+            for &slot in &d.slots {
+                w.chunk(Some(slot), self.texts[slot].as_deref(), &vector(slot));
             }
-            let mut w = record::Writer::new(true);
-            for (id, d) in docs.by_ref() {
-                w.doc(id, &d.metadata, d.slots.len());
-                for &slot in &d.slots {
-                    w.chunk(Some(slot), self.texts[slot].as_deref(), &self.vectors.get(slot));
-                }
-                if w.len() >= COMPACT_RECORD_BYTES {
-                    break;
-                }
+            if w.len() >= COMPACT_RECORD_BYTES {
+                break;
             }
-            (!w.is_empty()).then(|| w.finish())
-        })
+        }
+        (!w.is_empty()).then(|| w.finish())
     }
 }
 
@@ -701,6 +742,8 @@ pub enum Stage {
     Frozen,
     /// The compacted log is written and fsynced beside the log; the last step is next.
     Written,
+    /// The new log is in use; the old one's handle is closed next.
+    Switched,
 }
 
 /// Clears [`Collection::compacting`] however the compaction ends.
@@ -744,10 +787,19 @@ pub fn compact_concurrently_at(
             return Ok(false); // another call is compacting it
         }
         let claim = Claim(g.compacting.clone());
-        (g.freeze(), claim)
+        (g.freeze(true), claim)
     };
     hook(Stage::Frozen);
-    let written = wal::write_rewrite(&frozen.log, &mut frozen.records(), failpoint, cancelled);
+    // Each record is made under the read lock (its vectors are read from the collection, or
+    // from those writes kept aside), and written to the file with no lock held. A poisoned
+    // lock is read through: the last step, which needs the write lock, then refuses.
+    let mut at = 0;
+    let mut records = std::iter::from_fn(|| {
+        let g = c.read().unwrap_or_else(PoisonError::into_inner);
+        let saved = g.preserve.lock().unwrap_or_else(PoisonError::into_inner);
+        frozen.record(&mut at, &|slot| g.frozen_vector(saved.as_ref(), slot))
+    });
+    let written = wal::write_rewrite(&frozen.log, &mut records, failpoint, cancelled);
     let from = frozen.from;
     drop(frozen);
     let finished = written.and_then(|new| {
@@ -757,12 +809,14 @@ pub fn compact_concurrently_at(
     });
     match finished {
         Ok(old) => {
+            hook(Stage::Switched);
             drop(old); // the old log's blocks are freed here, with no lock held
             Ok(true)
         }
         Err(e) => {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                if let Ok(mut g) = c.write() {
+            if let Ok(mut g) = c.write() {
+                *g.preserve.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
+                if e.kind() != std::io::ErrorKind::Interrupted {
                     // Try again once the log has grown by as much again.
                     g.compact_at = g.wal.len() + COMPACT_MIN_BYTES;
                 }
