@@ -24,8 +24,11 @@
 #          arrives (chunked prefill): candle in process with the prefill budget at 256 (the
 #          default) and at 4096 (the whole prompt in one step, as before), then bkg's
 #          /v1/chat/completions vs llama-server -np 4 -cb
+#   greedy the greedy answers (48 tokens) to the 9 prompts of plugins/candle/tests/chat_reference.rs:
+#          bkg now (model.infer on a release host) vs llama.cpp (llama-cpp-python, same prompt
+#          tokens) vs the pinned pre-issue-17 reference (scripts/bench-ml-greedy.py)
 #
-# Usage: scripts/bench-ml.sh [embed] [http] [chat] [ttft] [parallel] [memory] [gap]
+# Usage: scripts/bench-ml.sh [embed] [http] [chat] [ttft] [parallel] [memory] [gap] [greedy]
 #        (default: all)
 # Knobs (environment):
 #   BENCH_VENV    the PyTorch venv of embed and http (default target/venv-embed, which
@@ -51,11 +54,11 @@ pairs=${BENCH_PAIRS:-2}
 threads=${BENCH_THREADS:-2}
 work=$(mktemp -d /tmp/bkg-bench-ml.XXXXXX)
 models=$root/models
-sections=${*:-embed http chat ttft parallel memory gap}
+sections=${*:-embed http chat ttft parallel memory gap greedy}
 for s in $sections; do
   case $s in
-    embed | http | chat | ttft | parallel | memory | gap) ;;
-    *) echo "unknown section $s (embed http chat ttft parallel memory gap)" >&2; exit 2 ;;
+    embed | http | chat | ttft | parallel | memory | gap | greedy) ;;
+    *) echo "unknown section $s (embed http chat ttft parallel memory gap greedy)" >&2; exit 2 ;;
   esac
 done
 has() { [[ " $sections " == *" $1 "* ]]; }
@@ -138,7 +141,7 @@ setup_llama() {
   CMAKE_ARGS=$no_build "$lvenv/bin/pip" install -q --force-reinstall --no-deps "$sdist"
   CMAKE_ARGS=$no_build "$lvenv/bin/pip" install -q "$sdist" # its dependencies (numpy, jinja2, ...)
 }
-if has chat || has ttft || has parallel || has memory || has gap; then
+if has chat || has ttft || has parallel || has memory || has gap || has greedy; then
   setup_llama
   echo "llama.cpp: llama-cpp-python $("$lpy" -c 'import llama_cpp; print(llama_cpp.__version__)')," \
     "$("$llama_server" --version 2>&1 | grep -m1 version)"
@@ -148,7 +151,7 @@ gguf=$(ls "$models"/HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/*.gguf | head -1)
 
 section "build (release)"
 cargo build --release -p bkg-plugin-candle --examples
-if has http || has memory || has chat || has ttft || has parallel || has gap; then
+if has http || has memory || has chat || has ttft || has parallel || has gap || has greedy; then
   cargo build --release -p bkg-host -p bkg-plugin-candle -p bkg-plugin-llmserver
 fi
 
@@ -669,6 +672,14 @@ if has gap; then
     "$grounds" "-np 4 -cb -c $((4 * 2048))" | tee -a "$work/gap-results.jsonl"
   stop_llama_server
   "$lpy" "$work/gap.py" summary "$work/gap-results.jsonl"
+fi
+
+if has greedy; then
+  section "greedy answers: bkg vs llama.cpp vs the pinned pre-issue-17 reference, $threads threads"
+  start_host candle
+  "$lpy" "$root/scripts/bench-ml-greedy.py" "$base" "$key" "$gguf" \
+    "$root/plugins/candle/tests/chat_reference.rs" "$threads"
+  stop_host
 fi
 
 section "done"

@@ -1,4 +1,4 @@
-//! Chat generation speed in process: SmolLM2-135M-Instruct (Q4_1 GGUF, run as Q8_0), greedy,
+//! Chat generation speed in process: SmolLM2-135M-Instruct (Q4_1 GGUF, its blocks run as stored), greedy,
 //! on the plugin's pool (`--threads`, default 2), `--rounds` times (default 5); prints the
 //! median time to first token (prompt processing + first token) and the median generation
 //! speed after the first token (the `timing` of `model.infer`). Each round is a new generation
