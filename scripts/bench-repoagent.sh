@@ -26,12 +26,23 @@
 # RSS from /usr/bin/time (the host's from its VmHWM). Prints markdown tables; raw output
 # stays in the work folder it names.
 #
-# Usage: scripts/bench-repoagent.sh
+# Usage: scripts/bench-repoagent.sh [restart]
+#
+# `restart` mode (the saved index, plugins/repoagent/src/persist.rs): the same tree added once to
+# a release host (watch off), then BENCH_RESTART_RUNS rounds of two restarts (SIGTERM, start),
+# taking turns:
+#   scratch    the saved index deleted first: what every restart did before the index was saved
+#              (indexed again from scratch, each capability a 409 until then)
+#   saved      with the saved index: answered from it, then verified against the files
+# each timed from the host's process start to the first 200 of code.stats (polled every 20 ms,
+# the 409s counted) and to the repository's state `ready` without `verifying`; both sides'
+# answers must be equal. Prints a markdown table; needs neither scc nor tokei.
 # Knobs (environment):
 #   BENCH_THREADS   threads of every tool (default 2)
 #   BENCH_RUNS      timed runs (default 5)
 #   BENCH_TREE      the tree to copy (default: every ~/.cargo/registry/src/*/ folder, merged)
 #   BENCH_CACHE     venv and tokei's CLI (default ~/.cache/bkg-bench/repoagent)
+#   BENCH_RESTART_RUNS  rounds of the restart mode (default 2)
 #   CARGO_TARGET_DIR  where the release build goes (default target/)
 set -euo pipefail
 
@@ -52,6 +63,170 @@ cleanup() {
 trap cleanup EXIT
 section() { printf '\n=== %s ===\n' "$*" >&2; }
 
+# The tree of both modes: every crate source in the registry (or BENCH_TREE), a git repository.
+make_tree() {
+  tree=$work/tree
+  mkdir -p "$tree"
+  if [ -n "${BENCH_TREE:-}" ]; then
+    cp -a "$BENCH_TREE/." "$tree/"
+  else
+    for d in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do cp -a "$d." "$tree/"; done
+  fi
+  git -C "$tree" init -q
+  files=$(find "$tree" -type f -not -path "$tree/.git/*" | wc -l)
+  crates=$(find "$tree" -mindepth 1 -maxdepth 1 -type d -not -name .git | wc -l)
+  bytes=$(du -sb --exclude=.git "$tree" | cut -f1)
+}
+
+if [ "${1:-}" = restart ]; then
+  section "release build"
+  cargo build --release -p bkg-host -p bkg-plugin-repoagent >&2
+  section "the tree"
+  make_tree
+  {
+    echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "cpu:     $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1), $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "memory:  $(free -m | awk '/^Mem:/ {print $2 " MiB"}')"
+    echo "commit:  $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- plugins/repoagent || echo ' (+ uncommitted changes in plugins/repoagent)')"
+    echo "tree:    $crates folders, $files files, $((bytes / 1048576)) MiB (every crate source in the cargo registry)"
+    echo "threads: $threads; rounds: ${BENCH_RESTART_RUNS:-2}"
+  } | tee "$work/machine.txt" >&2
+  section "restarts: no saved index and a saved one, taking turns"
+  mkdir -p "$work/host/plugins"
+  cp "$release/libbkg_plugin_repoagent.so" "$work/host/plugins/"
+  python3 - "$release/bkg" "$work" "$tree" "$threads" "${BENCH_RESTART_RUNS:-2}" >"$work/restart.md" <<'EOF'
+# stdlib only. Starts and stops the host itself (timed from the process start).
+import http.client, json, os, signal, statistics, subprocess, sys, time, urllib.parse
+bkg, work, tree, threads, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+key = "bench-admin-key-0123456789abcdef"
+hostdir = f"{work}/host"
+index_file = f"{hostdir}/data/plugin-data/repoagent/index/tree.bin"
+log = open(f"{hostdir}/log", "ab")
+proc = None
+conn = None
+def start():
+    global proc, conn
+    t0 = time.perf_counter()
+    env = dict(os.environ, BKG_ADMIN_KEY=key, RUST_LOG="info", NO_COLOR="1")
+    proc = subprocess.Popen([bkg, "--listen", "127.0.0.1:0", "--data-dir", f"{hostdir}/data",
+                             "--plugins-dir", f"{hostdir}/plugins", "--call-timeout-ms", "3600000"],
+                            stdout=subprocess.PIPE, stderr=log, env=env)
+    for line in proc.stdout:
+        line = line.decode().strip()
+        if line.startswith("bkg listening on "):
+            u = urllib.parse.urlparse(line[len("bkg listening on "):])
+            conn = http.client.HTTPConnection(u.hostname, u.port, timeout=3600)
+            return t0
+    sys.exit("the host did not start")
+def stop():
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+def call(method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else b""
+    conn.request(method, path, data, {"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    r = conn.getresponse()
+    return r.status, r.read()
+def poll(what, cond, limit=3600):
+    deadline = time.perf_counter() + limit
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.perf_counter() > deadline:
+            sys.exit(f"timed out waiting for {what}")
+        time.sleep(0.02)
+def running():
+    s, d = call("GET", "/api/core/plugins/repoagent")
+    return s == 200 and json.loads(d).get("state") == "running"
+def repo():
+    s, d = call("POST", "/api/plugins/repoagent/repo.list", {})
+    if s != 200:
+        return None
+    return next((r for r in json.loads(d)["repos"] if r["name"] == "tree"), None)
+def ready():
+    i = repo()
+    return i if i and i["state"] == "ready" and not i.get("verifying") else None
+start()
+poll("repoagent", running)
+s, d = call("POST", "/api/core/plugins/repoagent/config",
+            {"roots": [work], "threads": threads, "watch": False})
+if s >= 300:
+    sys.exit(f"config: {s} {d[:300]!r}")
+poll("repoagent", running)
+t = time.perf_counter()
+s, d = call("POST", "/api/plugins/repoagent/repo.add", {"path": tree, "name": "tree"})
+if s != 201:
+    sys.exit(f"repo.add: {s} {d[:300]!r}")
+add_s = time.perf_counter() - t
+poll("the saved index", lambda: os.path.exists(index_file))
+rows = {"scratch": [], "saved": []}
+answers = {}
+for r in range(rounds):
+    for side in ["scratch", "saved"]:
+        stop()
+        if side == "scratch":
+            os.remove(index_file)
+        t0 = start()
+        conflicts = [0]
+        def first():
+            s, d = call("POST", "/api/plugins/repoagent/code.stats", {"repo": "tree"})
+            if s == 409:
+                conflicts[0] += 1
+                return None
+            # The host answers before its plugins are loaded: 404 "not loaded" until then.
+            if s in (404, 503) and b"not loaded" in d or s == 503:
+                return None
+            if s != 200:
+                sys.exit(f"code.stats: {s} {d[:300]!r}")
+            return d
+        answer = poll("the first answer", first)
+        first_s = time.perf_counter() - t0
+        info = poll("ready", ready)
+        ready_s = time.perf_counter() - t0
+        s, final = call("POST", "/api/plugins/repoagent/code.stats", {"repo": "tree"})
+        answers.setdefault(side, json.loads(final)["totals"])
+        rows[side].append({"first_s": first_s, "ready_s": ready_s, "conflicts": conflicts[0],
+                           "files": info["files"]})
+        print(f"round {r + 1} {side}: first answer {first_s:.2f} s ({conflicts[0]} x 409), "
+              f"ready {ready_s:.2f} s", file=sys.stderr)
+        # The next round's scratch side deletes it: the build's save must have landed.
+        poll("the index saved", lambda: os.path.exists(index_file))
+stop()
+if answers["scratch"] != answers["saved"]:
+    sys.exit(f"the answers differ: {answers}")
+size = os.path.getsize(index_file)
+lines = [l for l in open(f"{hostdir}/log", errors="replace")
+         if "saved index loaded" in l or "verified against" in l]
+print(f"repo.add (the first index, watch off): {add_s:.1f} s; saved index: {size / 1048576:.1f} MiB")
+print()
+print("| restart | first code.stats answer, s (median; min-max) | 409s before it (median) | "
+      "ready and verified, s (median; min-max) | files |")
+print("|---|---|---|---|---|")
+labels = [("scratch", "no saved index (as before: indexed from scratch)"),
+          ("saved", "saved index (answered from it, verified in the background)")]
+for side, label in labels:
+    rs = rows[side]
+    f = [x["first_s"] for x in rs]
+    rd = [x["ready_s"] for x in rs]
+    print(f"| {label} | {statistics.median(f):.2f}; {min(f):.2f}-{max(f):.2f} | "
+          f"{statistics.median(x['conflicts'] for x in rs):.0f} | "
+          f"{statistics.median(rd):.2f}; {min(rd):.2f}-{max(rd):.2f} | {rs[0]['files']} |")
+f0 = statistics.median(x["first_s"] for x in rows["scratch"])
+f1 = statistics.median(x["first_s"] for x in rows["saved"])
+print()
+print(f"restart to first answer, saved / scratch: {f1 / f0:.3f}x; the answers (code.stats totals) equal")
+print()
+print("The plugin's own lines (last round):")
+print()
+for l in lines[-2:]:
+    print("    " + l.strip()[-240:])
+EOF
+  section "results (raw output in $work)"
+  cat "$work/machine.txt"
+  cat "$work/restart.md"
+  exit 0
+fi
+
 section "tools (cached in $cache)"
 mkdir -p "$cache"
 venv=$cache/venv
@@ -70,17 +245,7 @@ cargo build --release -p bkg-host -p bkg-plugin-repoagent >&2
 cargo build --release -p bkg-plugin-repoagent --example bench_stats >&2
 
 section "the tree"
-tree=$work/tree
-mkdir -p "$tree"
-if [ -n "${BENCH_TREE:-}" ]; then
-  cp -a "$BENCH_TREE/." "$tree/"
-else
-  for d in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do cp -a "$d." "$tree/"; done
-fi
-git -C "$tree" init -q
-files=$(find "$tree" -type f -not -path "$tree/.git/*" | wc -l)
-crates=$(find "$tree" -mindepth 1 -maxdepth 1 -type d -not -name .git | wc -l)
-bytes=$(du -sb --exclude=.git "$tree" | cut -f1)
+make_tree
 
 {
   echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"

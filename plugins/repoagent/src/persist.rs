@@ -10,7 +10,8 @@
 //! format u32 LE                 FORMAT: bumped when the layout or what an entry means changes
 //! rules  u64 LE                 fingerprint(): the queries' text and FORMAT (a new query set
 //!                               makes every saved index foreign)
-//! body                          the index (varints, length-prefixed strings)
+//! body                          the index (varints, length-prefixed strings; per file its
+//!                               names once, its definitions and references by index)
 //! check  u64 LE                 a 64-bit FNV-1a of everything before it
 //! ```
 //!
@@ -19,7 +20,7 @@
 //! built: a damaged or foreign file is an `Err` naming why, never a panic. Metrics are not saved
 //! (computed again on first use).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -182,25 +183,34 @@ fn write_body(e: &mut Enc, index: &RepoIndex) -> std::io::Result<()> {
             None => e.u8(0)?,
         }
         let s = &f.symbols;
+        // The file's names once (a name is referenced on many lines), then indices into them.
+        let mut names: Vec<&str> = Vec::new();
+        let mut ids: HashMap<&str, u64> = HashMap::new();
+        let all =
+            s.defs.iter().flat_map(|d| std::iter::once(d.name.as_str()).chain(d.parent.as_deref()));
+        for n in all.chain(s.refs.iter().map(|r| r.name.as_str())) {
+            ids.entry(n).or_insert_with(|| {
+                names.push(n);
+                names.len() as u64 - 1
+            });
+        }
+        e.var(names.len() as u64)?;
+        for n in &names {
+            e.str(n.as_bytes())?;
+        }
         e.var(s.defs.len() as u64)?;
         for d in &s.defs {
             e.u8(kind_index(d.kind))?;
-            e.str(d.name.as_bytes())?;
+            e.var(ids[d.name.as_str()])?;
             e.var(u64::from(d.line))?;
             e.var(u64::from(d.end_line))?;
-            match &d.parent {
-                Some(p) => {
-                    e.u8(1)?;
-                    e.str(p.as_bytes())?;
-                }
-                None => e.u8(0)?,
-            }
+            e.var(d.parent.as_deref().map_or(0, |p| ids[p] + 1))?;
             e.str(d.signature.as_bytes())?;
             e.opt_index(d.parent_index.map(|i| i as usize))?;
         }
         e.var(s.refs.len() as u64)?;
         for r in &s.refs {
-            e.str(r.name.as_bytes())?;
+            e.var(ids[r.name.as_str()])?;
             e.var(u64::from(r.line))?;
             e.u8(ref_kind_index(r.kind))?;
         }
@@ -352,17 +362,21 @@ fn read_body(d: &mut Dec<'_>) -> R<RepoIndex> {
             }),
             x => return Err(format!("a counts flag is {x}")),
         };
+        let nn = d.count(1)?;
+        let names: Vec<String> = (0..nn).map(|_| d.string()).collect::<R<_>>()?;
+        let name_at = |i: u64| {
+            names.get(i as usize).cloned().ok_or_else(|| format!("name {i} is out of range"))
+        };
         let nd = d.count(6)?;
         let mut defs = Vec::with_capacity(nd);
         for _ in 0..nd {
             let k = usize::from(d.u8()?);
             let kind = *Kind::ALL.get(k).ok_or_else(|| format!("kind {k} is out of range"))?;
-            let name = d.string()?;
+            let name = name_at(d.var()?)?;
             let (line, end_line) = (d.u32()?, d.u32()?);
-            let parent = match d.u8()? {
+            let parent = match d.var()? {
                 0 => None,
-                1 => Some(d.string()?),
-                x => return Err(format!("a parent flag is {x}")),
+                i => Some(name_at(i - 1)?),
             };
             let signature = d.string()?;
             let parent_index = d.opt_index(nd, "a parent index")?.map(|i| i as u32);
@@ -371,7 +385,7 @@ fn read_body(d: &mut Dec<'_>) -> R<RepoIndex> {
         let nr = d.count(3)?;
         let mut refs = Vec::with_capacity(nr);
         for _ in 0..nr {
-            let name = d.string()?;
+            let name = name_at(d.var()?)?;
             let line = d.u32()?;
             let k = usize::from(d.u8()?);
             let kind = *REF_KINDS.get(k).ok_or_else(|| format!("ref kind {k} is out of range"))?;
