@@ -365,10 +365,6 @@ fn brainml_refuses_bad_input_with_a_4xx_and_keeps_answering_then_unloads() {
 
     // (6) Removing the file unloads the plugin: no thread of its own keeps it mapped.
     host.remove(&lib_name("bkg_plugin_brainml"));
-    host.wait_state("brainml", "unloaded");
-    host.wait_for("the generation's residency", || {
-        !host.plugin("brainml")["history"][0]["residency"].is_null()
-    });
-    let p = host.plugin("brainml");
+    let p = host.wait_residency("brainml");
     assert_eq!(p["history"][0]["residency"], "unloaded", "{p}");
 }

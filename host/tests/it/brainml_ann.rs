@@ -323,10 +323,6 @@ fn brainml_ann_train_keeps_recall_freshness_and_deletions_and_survives_a_restart
 
     // The plugin still unloads cleanly: the train threads were joined.
     host.remove(&lib_name("bkg_plugin_brainml"));
-    host.wait_state("brainml", "unloaded");
-    host.wait_for("the generation's residency", || {
-        !host.plugin("brainml")["history"][0]["residency"].is_null()
-    });
-    let p = host.plugin("brainml");
+    let p = host.wait_residency("brainml");
     assert_eq!(p["history"][0]["residency"], "unloaded", "{p}");
 }

@@ -123,11 +123,7 @@ fn brainml_compacts_a_mostly_dead_log_on_the_write_call_and_keeps_every_document
 
     // Removing the file unloads the plugin: the compaction left no thread behind.
     host.remove(&lib_name("bkg_plugin_brainml"));
-    host.wait_state("brainml", "unloaded");
-    host.wait_for("the generation's residency", || {
-        !host.plugin("brainml")["history"][0]["residency"].is_null()
-    });
-    let p = host.plugin("brainml");
+    let p = host.wait_residency("brainml");
     assert_eq!(p["history"][0]["residency"], "unloaded", "{p}");
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -58,7 +58,7 @@ fn expected(root: &Path, ignored: &[&str]) -> (Vec<String>, usize, usize) {
     (files, binary, large)
 }
 
-fn call(host: &Host, capability: &str, body: Value) -> (u16, Value) {
+pub(crate) fn call(host: &Host, capability: &str, body: Value) -> (u16, Value) {
     host.post_json(&format!("/api/plugins/repoagent/{capability}"), &body.to_string())
 }
 
@@ -67,7 +67,7 @@ fn configure(host: &Host, config: Value) -> (u16, Value) {
 }
 
 /// The repository `name` as `repo.list` shows it (Null when absent).
-fn info(host: &Host, name: &str) -> Value {
+pub(crate) fn info(host: &Host, name: &str) -> Value {
     let (status, v) = call(host, "repo.list", json!({}));
     assert_eq!(status, 200, "{v}");
     v["repos"]
@@ -81,14 +81,7 @@ fn info(host: &Host, name: &str) -> Value {
 
 /// Poll `cond` for at most 10 s (an upper bound, not a requirement).
 fn within(host: &Host, what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for {what}\n--- host log ---\n{}", host.log());
+    host.wait_for_up_to(what, Duration::from_secs(10), cond)
 }
 
 fn path_str(p: &Path) -> &str {

@@ -267,10 +267,6 @@ fn repoagent_map_ranks_a_real_crate_fits_budgets_follows_focus_and_edits_and_unl
 
     // (7) Deleting the plugin's file unloads it after all that.
     host.remove(&repoagent_lib());
-    host.wait_state("repoagent", "unloaded");
-    host.wait_for("the generation's residency", || {
-        !host.plugin("repoagent")["history"][0]["residency"].is_null()
-    });
-    let p = host.plugin("repoagent");
+    let p = host.wait_residency("repoagent");
     assert_eq!(p["history"][0]["residency"], "unloaded", "{p}");
 }

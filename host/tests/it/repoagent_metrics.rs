@@ -259,10 +259,6 @@ fn repoagent_metrics_hotspots_and_cache_invalidation_on_a_real_crate() {
 
     // (6) After all that work (git runs included), deleting the file unloads the library.
     host.remove(&repoagent_lib());
-    host.wait_state("repoagent", "unloaded");
-    host.wait_for("the generation's residency", || {
-        !host.plugin("repoagent")["history"][0]["residency"].is_null()
-    });
-    let p = host.plugin("repoagent");
+    let p = host.wait_residency("repoagent");
     assert_eq!(p["history"][0]["residency"], "unloaded", "{p}");
 }

@@ -5,11 +5,12 @@
 //! from scratch; `repo.remove` deletes the file; and the library still unloads after all that.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::code_trees::{copy_tree, registry_crate, repoagent_lib};
+use crate::repoagent_core::{call, info};
 use crate::support::{product_plugin, Host};
 
 fn start_host(root: &Path) -> Host {
@@ -23,33 +24,9 @@ fn start_host(root: &Path) -> Host {
     host
 }
 
-fn call(host: &Host, capability: &str, body: Value) -> (u16, Value) {
-    host.post_json(&format!("/api/plugins/repoagent/{capability}"), &body.to_string())
-}
-
-/// The repository `name` as `repo.list` shows it (Null when absent).
-fn info(host: &Host, name: &str) -> Value {
-    let (status, v) = call(host, "repo.list", json!({}));
-    assert_eq!(status, 200, "{v}");
-    v["repos"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 /// Poll `cond` for at most 60 s (an upper bound, not a requirement).
 fn within(host: &Host, what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for {what}\n--- host log ---\n{}", host.log());
+    host.wait_for_up_to(what, Duration::from_secs(60), cond)
 }
 
 fn saved_index(data: &Path, name: &str) -> PathBuf {

@@ -488,10 +488,6 @@ fn code_rag_indexes_walkdir_finds_functions_by_meaning_and_embeds_only_changes()
 
     // (7) After all that work, deleting the library unloads it.
     host.remove(&repoagent_lib());
-    host.wait_state("repoagent", "unloaded");
-    host.wait_for("the generation's residency", || {
-        !host.plugin("repoagent")["history"][0]["residency"].is_null()
-    });
-    let p = host.plugin("repoagent");
+    let p = host.wait_residency("repoagent");
     assert_eq!(p["history"][0]["residency"], "unloaded", "{p}");
 }

@@ -345,10 +345,6 @@ fn code_search_on_a_real_crate_literal_regex_glob_max_context_and_symbol() {
     // Counting (tokei) and searching ran on the plugin's own threads: removing the file
     // unloads the library.
     host.remove(&repoagent_lib());
-    host.wait_state("repoagent", "unloaded");
-    host.wait_for("the generation's residency", || {
-        !host.plugin("repoagent")["history"][0]["residency"].is_null()
-    });
-    let p = host.plugin("repoagent");
+    let p = host.wait_residency("repoagent");
     assert_eq!(p["history"][0]["residency"], "unloaded", "{p}");
 }

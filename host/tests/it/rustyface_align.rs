@@ -273,10 +273,6 @@ fn rustyface_align_separates_obama_from_biden_matches_a_rotated_photo_and_unload
 
     // After detection, landmarks and embedding, deleting the plugin file unloads the library.
     host.remove(&lib_name("bkg_plugin_rustyface"));
-    host.wait_state("rustyface", "unloaded");
-    host.wait_for("the generation's residency", || {
-        !host.plugin("rustyface")["history"][0]["residency"].is_null()
-    });
-    let p = host.plugin("rustyface");
+    let p = host.wait_residency("rustyface");
     assert_eq!(p["history"][0]["residency"], "unloaded", "{p}");
 }

@@ -234,10 +234,6 @@ fn rustyface_embeds_aligned_chips_like_face_api_refuses_bad_images_and_unloads()
 
     // (5) The recognizer ran on the plugin's own threads: removing the file unloads the library.
     host.remove(&lib_name("bkg_plugin_rustyface"));
-    host.wait_state("rustyface", "unloaded");
-    host.wait_for("the generation's residency", || {
-        !host.plugin("rustyface")["history"][0]["residency"].is_null()
-    });
-    let p = host.plugin("rustyface");
+    let p = host.wait_residency("rustyface");
     assert_eq!(p["history"][0]["residency"], "unloaded", "{p}");
 }

@@ -203,11 +203,7 @@ fn rustyface_detects_the_faces_face_api_finds_and_none_in_a_landscape_then_unloa
 
     // (6) The detectors ran on the plugin's own threads: removing the file unloads the library.
     host.remove(&lib_name("bkg_plugin_rustyface"));
-    host.wait_state("rustyface", "unloaded");
-    host.wait_for("the generation's residency", || {
-        !host.plugin("rustyface")["history"][0]["residency"].is_null()
-    });
-    let p = host.plugin("rustyface");
+    let p = host.wait_residency("rustyface");
     assert_eq!(p["history"][0]["residency"], "unloaded", "{p}");
 }
 

@@ -287,7 +287,12 @@ impl Host {
 
     /// Poll until `cond` holds (bounded at 20 s; a failure prints what was awaited and the log).
     pub fn wait_for(&self, what: &str, cond: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_for_up_to(what, Duration::from_secs(20), cond)
+    }
+
+    /// `wait_for` with another bound (for work that may take long on a busy machine).
+    pub fn wait_for_up_to(&self, what: &str, bound: Duration, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + bound;
         while Instant::now() < deadline {
             if cond() {
                 return;
@@ -299,6 +304,16 @@ impl Host {
 
     pub fn wait_state(&self, id: &str, state: &str) {
         self.wait_for(&format!("{id} to be {state}"), || self.state(id) == state);
+    }
+
+    /// Wait until `id` is unloaded (its file deleted) and the host has found out whether its
+    /// last generation's library left memory; the plugin's view then (`history[0].residency`).
+    pub fn wait_residency(&self, id: &str) -> Value {
+        self.wait_state(id, "unloaded");
+        self.wait_for("the generation's residency", || {
+            !self.plugin(id)["history"][0]["residency"].is_null()
+        });
+        self.plugin(id)
     }
 
     /// Send SIGTERM and wait for the process to exit.

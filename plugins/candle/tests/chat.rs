@@ -30,25 +30,12 @@ fn greedy_answer_names_paris_and_streaming_matches() {
     assert!(a["usage"]["prompt_tokens"].as_u64().unwrap() > 5);
 
     // Streaming: the chunks concatenate to the same text.
-    let mut chunks = Vec::new();
-    let s = e
-        .invoke_json(
-            "model.infer",
-            json!({ "model": "smol", "messages": [{ "role": "user", "content": "What is the capital of France?" }],
-                    "temperature": 0, "max_tokens": 24, "stream": true }),
-            &mut |c| {
-                chunks.push(String::from_utf8(c.to_vec()).unwrap());
-                Ok(())
-            },
-            &|| false,
-        )
-        .expect("stream");
-    let streamed: String = chunks
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<Value>(l.trim()).unwrap()["text"].as_str().unwrap().to_string()
-        })
-        .collect();
+    let (chunks, s) = infer_streamed(
+        &e,
+        json!({ "model": "smol", "messages": [{ "role": "user", "content": "What is the capital of France?" }],
+                "temperature": 0, "max_tokens": 24, "stream": true }),
+    );
+    let streamed = chunks.concat();
     assert!(chunks.len() > 3, "{chunks:?}");
     assert_eq!(streamed, text);
     assert_eq!(s["text"], a["text"]);

@@ -9,7 +9,7 @@
 //! tests that count threads or heap.
 mod common;
 
-use bkg_abi::serde_json::{json, Value};
+use bkg_abi::serde_json::json;
 use bkg_plugin_candle::registry::Model;
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::Device;
@@ -79,26 +79,10 @@ fn a_llama_gguf_of_other_weight_types_runs_through_candle_transformers() {
     let text = a["text"].as_str().unwrap();
     assert!(text.contains("Paris"), "{text:?}");
 
-    let mut chunks = Vec::new();
     let mut streamed_body = body;
     streamed_body["stream"] = json!(true);
-    let s = e
-        .invoke_json(
-            "model.infer",
-            streamed_body,
-            &mut |c| {
-                chunks.push(String::from_utf8(c.to_vec()).unwrap());
-                Ok(())
-            },
-            &|| false,
-        )
-        .expect("stream");
-    let streamed: String = chunks
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<Value>(l.trim()).unwrap()["text"].as_str().unwrap().to_string()
-        })
-        .collect();
+    let (chunks, s) = infer_streamed(&e, streamed_body);
+    let streamed = chunks.concat();
     assert!(chunks.len() > 3, "{chunks:?}");
     assert_eq!(streamed, text);
     assert_eq!(s["text"], a["text"]);

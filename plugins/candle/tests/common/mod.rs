@@ -35,6 +35,24 @@ pub fn call(e: &Engine, capability: &str, body: Value) -> Result<Value, Error> {
     e.invoke_json(capability, body, &mut |_| Ok(()), &|| false)
 }
 
+/// `model.infer` streamed: the texts of its chunks (one JSON object a chunk) and the answer.
+pub fn infer_streamed(e: &Engine, body: Value) -> (Vec<String>, Value) {
+    let mut chunks = Vec::new();
+    let answer = e
+        .invoke_json(
+            "model.infer",
+            body,
+            &mut |c| {
+                let chunk: Value = bkg_abi::serde_json::from_slice(c).expect("a JSON chunk");
+                chunks.push(chunk["text"].as_str().expect("a chunk's text").to_string());
+                Ok(())
+            },
+            &|| false,
+        )
+        .expect("stream");
+    (chunks, answer)
+}
+
 pub fn load(e: &Engine, name: &str, path: &str) -> Value {
     call(e, "model.load", json!({ "name": name, "path": path })).expect("model.load")
 }
