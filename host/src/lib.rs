@@ -76,8 +76,9 @@ impl Core {
         let database = config.database().map_err(anyhow::Error::msg)?;
         let store = Arc::new(store::Store::connect(&database)?);
         tracing::info!(database = %database, "store opened");
-        // The version this host's state is read at: `sync` applies what changes after it.
-        let version = store.last_change()?;
+        // The version this host's state is read at: `sync` applies what changes after it (and
+        // what commits late below it).
+        let version = sync::start_version(&store)?;
         // The auth provider's keys are shared state: its writes are changes other hosts apply.
         store.record_kv_changes_of(&config.auth_provider);
         store.add_event(

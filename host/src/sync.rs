@@ -16,6 +16,11 @@
 //! twice is harmless. A lost connection is reconnected with backoff (`BACKOFF_FIRST` doubling to
 //! `BACKOFF_MAX`), with a log line per state change. The thread is joined on shutdown.
 //!
+//! Change ids are taken when a transaction inserts its change, not when it commits, so a
+//! change may appear below one already read: the ids skipped by a read (and, at a start, those
+//! missing below the version the state was read at: `start_version`) are looked for again for
+//! `HOLE_WAIT` and applied when they appear.
+//!
 //! Old changes are pruned (`store/retention.rs`) once every live host has applied them: the
 //! listener reports the last version it applied (`Store::report_applied`, its row of
 //! `sync_hosts`) after each read and at least every `CHECK_EVERY`, and deletes its row when
@@ -55,6 +60,29 @@ const BATCH: i64 = 500;
 const HOLE_WAIT: Duration = Duration::from_secs(60);
 /// The most skipped ids looked for at once.
 const MAX_HOLES: usize = 10_000;
+/// How far below the version a start reads its state at ids are checked for gaps: a
+/// transaction that took its id before that version was read may commit after it.
+const START_GAP_WINDOW: i64 = 1000;
+
+/// The version a host reads its state at, and the ids below it no change has yet (taken by
+/// transactions still running, or rolled back: `SyncHandle::start` looks for them a while).
+/// Read both before the state, so that a change committed after this is either in the state
+/// read or applied later.
+pub fn start_version(store: &Store) -> crate::store::StoreResult<(i64, Vec<i64>)> {
+    let version = store.last_change()?;
+    let after = (version - START_GAP_WINDOW).max(store.changes_pruned_through()?);
+    let present = store.change_ids_between(after, version)?;
+    let mut present = present.into_iter().peekable();
+    let mut gaps = Vec::new();
+    for id in after + 1..=version {
+        if present.peek() == Some(&id) {
+            present.next();
+        } else {
+            gaps.push(id);
+        }
+    }
+    Ok((version, gaps))
+}
 
 /// The owners the listener dispatches changes to.
 pub struct Targets {
@@ -74,11 +102,12 @@ pub struct SyncHandle {
 
 impl SyncHandle {
     /// Start listening on the PostgreSQL database `url` and applying the changes after version
-    /// `from` (the version the host read its state at).
+    /// `from` (the version the host read its state at), and those that fill one of `gaps` (ids
+    /// below `from` no change had then: see [`start_version`]).
     pub fn start(
         url: &str,
         store: Arc<Store>,
-        from: i64,
+        (from, gaps): (i64, Vec<i64>),
         targets: Targets,
     ) -> std::io::Result<SyncHandle> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -87,7 +116,7 @@ impl SyncHandle {
         if let Err(e) = store.report_applied(from) {
             tracing::warn!("cannot record this host's applied version: {e}");
         }
-        let listener = Listener {
+        let mut listener = Listener {
             url: url.to_string(),
             store: store.clone(),
             targets,
@@ -97,6 +126,9 @@ impl SyncHandle {
             reported: None,
             holes: Default::default(),
         };
+        for id in gaps {
+            listener.note_holes(id, id + 1);
+        }
         let thread =
             std::thread::Builder::new().name("bkg-sync".into()).spawn(move || listener.run())?;
         tracing::info!(version = from, "applying changes made by other hosts from this version on");

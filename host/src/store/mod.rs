@@ -510,6 +510,17 @@ impl Store {
         Ok(max.unwrap_or(0).max(self.changes_pruned_through()?))
     }
 
+    /// The ids of the changes in `after+1..=through` (for the gaps a start may have to wait
+    /// for: ids taken by transactions that had not committed when the version was read).
+    pub fn change_ids_between(&self, after: i64, through: i64) -> StoreResult<Vec<i64>> {
+        Ok(on_conn!(&mut *self.conn(), c => changes::table
+            .filter(changes::id.gt(after))
+            .filter(changes::id.le(through))
+            .order(changes::id.asc())
+            .select(changes::id)
+            .load(c))?)
+    }
+
     /// The changes among `ids` (ids skipped when read: a change whose transaction committed
     /// after a later one's), oldest first.
     pub fn changes_in(&self, ids: &[i64]) -> StoreResult<Vec<Change>> {

@@ -242,3 +242,42 @@ fn a_change_committed_after_a_later_one_was_applied_is_still_applied() {
     wait_greeting(&b, "late late");
     wait_greeting(&a, "late late");
 }
+
+/// The same at a start: a host reads its state at the newest change id, while a transaction
+/// that took a lower id commits only after that. The new host still applies it.
+#[test]
+fn a_change_committed_late_while_a_host_started_is_applied_by_that_host() {
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    let url = postgres_database();
+    let a = echo_host_on(&url, &[]);
+    let mut c = PgConnection::establish(&url).expect("connect to the test database");
+    let b = c
+        .transaction(|c| -> QueryResult<Host> {
+            let late: Id = diesel::sql_query(
+                "INSERT INTO changes (kind, subject, origin, at_ms) \
+                 VALUES ('config', 'echo', 'a-slow-host', 1) RETURNING id",
+            )
+            .get_result(c)?;
+            set_greeting(&a, "from a");
+            let read = pg_number(&url, "SELECT max(id) AS n FROM changes");
+            assert!(read > late.id, "the later change was committed: {read} > {}", late.id);
+            // Host b starts now: it reads its state and version with the slow change unseen.
+            let b = echo_host_on(&url, &[]);
+            wait_greeting(&b, "from a from a");
+            diesel::sql_query(
+                "UPDATE plugins SET config = '{\"greeting\": \"late\", \"repeat\": 2}', \
+                 config_version = config_version + 1 WHERE id = 'echo'",
+            )
+            .execute(c)?;
+            diesel::sql_query(format!("SELECT pg_notify('bkg_changes', '{}')", late.id))
+                .execute(c)?;
+            Ok(b)
+        })
+        .expect("the slow transaction");
+    wait_greeting(&b, "late late");
+    wait_greeting(&a, "late late");
+}
