@@ -28,6 +28,7 @@
 pub mod ffi;
 pub mod heap;
 pub mod isolation;
+pub mod panic_hook;
 mod sdk;
 
 pub use abi_stable;
@@ -44,6 +45,7 @@ pub const INTERFACE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::panic_hook::install as install_panic_hook;
     pub use crate::sdk::{create_entry, manifest_entry, root_module};
     /// The exported symbol name abi_stable's loader looks up (checked by a unit test).
     pub const ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
@@ -145,6 +147,9 @@ macro_rules! export_plugin {
 
         #[doc(hidden)]
         fn __bkg_root_module() -> $crate::ffi::PluginModRef {
+            // The library is being loaded: its panics get the SDK's hook (no symbolized
+            // backtrace, which would keep the library mapped; see `bkg_abi::panic_hook`).
+            $crate::__private::install_panic_hook();
             $crate::ffi::PluginModRef(__BKG_MODULE.static_as_prefix())
         }
 

@@ -30,6 +30,7 @@ mod lockout;
 mod logs;
 mod models;
 mod openapi;
+mod panics;
 mod persistence;
 mod postgres;
 mod postgres_outage;
