@@ -426,9 +426,10 @@ fn requests_decoded_in_one_batch_each_get_their_answer_alone_and_a_cancelled_one
             assert!(text.is_empty(), "request {i} was not streamed: {text:?}");
         }
     }
-    // The stop string cuts the haiku ("The waves of the sea are a mirror ...").
+    // The stop string cuts the haiku ("The sea is a mirror ..."; "The waves of the sea are a
+    // mirror" before the tiled attention: " waves" trails " sea" by 0.17 logits, a near-tie).
     assert_eq!(alone[1]["finish_reason"], "stop");
-    assert!(alone[1]["text"].as_str().unwrap().ends_with("are a "), "{}", alone[1]["text"]);
+    assert!(alone[1]["text"].as_str().unwrap().ends_with(" a "), "{}", alone[1]["text"]);
     assert!(chat.batch.widest() >= 2, "widest step: {}", chat.batch.widest());
     assert_eq!(chat.batch.held(), 0, "nothing stays in the batch");
     let c = counters(&e);

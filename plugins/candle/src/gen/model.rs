@@ -1,6 +1,7 @@
 //! The plugin's own llama forward pass (issue 17): the quantized weights as they are in the
 //! GGUF ([`QMatrix`], Q4_1 / Q8_0 blocks, no requantization, no F32 embedding table), a KV
-//! cache per [`Sequence`] in flat `Vec<f32>`s written in place, attention as plain loops, and
+//! cache per [`Sequence`] in flat `Vec<f32>`s written in place, attention as a tiled online
+//! softmax over key blocks ([`super::attention`]: keys cached block-transposed), and
 //! every step on the current rayon pool (the plugin's own: callers run inside
 //! `Runtime::install`; nothing here starts a thread or touches candle's barrier pool).
 //!
@@ -12,18 +13,18 @@
 //!
 //! Numerics follow candle_transformers' `quantized_llama` (the path this replaces): RMSNorm as
 //! `x / sqrt(mean(x^2) + eps) * w`, interleaved ("normal", GGML) RoPE with `pos * theta` in
-//! f32, attention scores scaled by 1/sqrt(head_dim) with a two-pass softmax, SiLU as
+//! f32, attention scores scaled by 1/sqrt(head_dim) with an online (flash-attention style)
+//! softmax over blocks of 64 positions, SiLU as
 //! `x / (1 + exp(-x))`, the output projection tied to the token embedding unless the file has
 //! `output.weight`.
 
 use candle_core::quantized::gguf_file;
-use rayon::prelude::*;
 
+use super::attention::{self, Cache, Heads};
 use super::quant::{QActs, QMatrix, QType};
 use crate::error::{candle_msg, Error, Result};
 
-/// The longest context served (the old path's `MAX_SEQ_LEN`); the attention score buffer of a
-/// head lives on the stack at this size.
+/// The longest context served (the old path's `MAX_SEQ_LEN`).
 pub const MAX_CONTEXT: usize = 4096;
 
 /// Prompts are processed in chunks of at most this many tokens (bounds the scratch memory).
@@ -129,8 +130,9 @@ pub struct Model {
     sin: Vec<f32>,
 }
 
-/// One sequence's state: its KV cache (position-major: `[pos][kv_head][head_dim]` per layer,
-/// appended in place) and the logits of its last token.
+/// One sequence's state: its KV cache (per layer, written in place: the keys block-transposed,
+/// see [`attention::k_index`], the values position-major `[pos][kv_head][head_dim]`) and the
+/// logits of its last token.
 pub struct Sequence {
     pos: usize,
     k: Vec<Vec<f32>>,
@@ -160,9 +162,12 @@ impl Sequence {
 
     /// Make room for `more` positions; grows by at least [`KV_GROW`] positions at a time, so
     /// appending a token never copies the cache in the steady state.
-    fn reserve(&mut self, more: usize, kv_dim: usize) {
-        let need = (self.pos + more) * kv_dim;
-        for c in self.k.iter_mut().chain(self.v.iter_mut()) {
+    fn reserve(&mut self, more: usize, heads: &Heads) {
+        let kv_dim = heads.n_kv_head * heads.head_dim;
+        let need_k = attention::k_len(heads, self.pos + more);
+        let need_v = (self.pos + more) * kv_dim;
+        let caches = self.k.iter_mut().map(|c| (c, need_k));
+        for (c, need) in caches.chain(self.v.iter_mut().map(|c| (c, need_v))) {
             if c.capacity() < need {
                 let want = need.max(c.capacity() + KV_GROW * kv_dim);
                 c.reserve_exact(want - c.len());
@@ -185,10 +190,8 @@ pub struct Scratch {
     up: Vec<f32>,
     last: Vec<f32>,
     logits: Vec<f32>,
-    /// Per attention row: (sequence, positions it sees).
+    /// Per attention row: (sequence, its position).
     rows: Vec<(usize, usize)>,
-    /// Attention scores, one `[seen]` buffer per attention task.
-    scores: Vec<f32>,
     acts: QActs,
 }
 
@@ -436,7 +439,7 @@ impl Model {
                     cfg.vocab
                 )));
             }
-            seq.reserve(run.len(), kv);
+            seq.reserve(run.len(), &self.heads());
         }
         let x = fit(&mut s.x, n * dim);
         for (row, t) in x.chunks_exact_mut(dim).zip(tokens) {
@@ -460,11 +463,16 @@ impl Model {
                     self.rope(&mut s.q[(row + i) * dim..(row + i + 1) * dim], pos);
                     self.rope(&mut s.k[(row + i) * kv..(row + i + 1) * kv], pos);
                 }
-                seq.k[li].extend_from_slice(&s.k[row * kv..(row + run) * kv]);
+                attention::store_keys(
+                    &self.heads(),
+                    &mut seq.k[li],
+                    seq.pos,
+                    &s.k[row * kv..(row + run) * kv],
+                );
                 seq.v[li].extend_from_slice(&s.v[row * kv..(row + run) * kv]);
             }
             let att = fit(&mut s.att, n * dim);
-            self.attention(seqs, run, li, &s.q[..n * dim], att, &mut s.rows, &mut s.scores);
+            self.attention(seqs, run, li, &s.q[..n * dim], att, &mut s.rows);
             s.acts.quantize_into(att, n, dim, layer.wo.qtype)?;
             let tmp = fit(&mut s.tmp, n * dim);
             layer.wo.matmul(&s.acts, tmp)?;
@@ -527,11 +535,17 @@ impl Model {
         }
     }
 
+    fn heads(&self) -> Heads {
+        Heads {
+            n_head: self.cfg.n_head,
+            n_kv_head: self.cfg.n_kv_head,
+            head_dim: self.cfg.head_dim,
+        }
+    }
+
     /// Causal attention of each run's rows over its sequence's cache (which already holds the
-    /// run's keys and values and not yet its new position): one item per (row, head), split
-    /// into tasks on the current pool when there is enough work, each task with its own score
-    /// buffer from `scores`.
-    #[allow(clippy::too_many_arguments)]
+    /// run's keys and values and not yet its new position), on the current pool
+    /// ([`attention::attend`]).
     fn attention(
         &self,
         seqs: &[&mut Sequence],
@@ -540,73 +554,14 @@ impl Model {
         q: &[f32],
         out: &mut [f32],
         rows: &mut Vec<(usize, usize)>,
-        scores: &mut Vec<f32>,
     ) {
-        let cfg = &self.cfg;
-        let (dim, hd, kv, n_head) = (cfg.dim, cfg.head_dim, cfg.kv_dim(), cfg.n_head);
-        let group = n_head / cfg.n_kv_head;
-        let scale = 1.0 / (hd as f32).sqrt();
         rows.clear();
-        let (mut work, mut seen_max) = (0usize, 0usize);
         for (si, seq) in seqs.iter().enumerate() {
-            for i in 0..run {
-                let seen = seq.pos + i + 1;
-                rows.push((si, seen));
-                work += seen;
-                seen_max = seen_max.max(seen);
-            }
+            rows.extend((0..run).map(|i| (si, seq.pos + i)));
         }
-        let rows = &rows[..];
-        let items = rows.len() * n_head;
-        // A few microseconds of work is not worth a trip through the pool; outside a pool
-        // (no rayon worker) everything runs here: rayon's global pool is never used.
-        let tasks = if work * n_head * hd < 1 << 16 || rayon::current_thread_index().is_none() {
-            1
-        } else {
-            (rayon::current_num_threads() * 8).min(items)
-        };
-        let per = items.div_ceil(tasks);
-        let scores = fit(scores, tasks * seen_max);
-        let task = |(ti, (out, scores)): (usize, (&mut [f32], &mut [f32]))| {
-            for (j, out) in out.chunks_exact_mut(hd).enumerate() {
-                let item = ti * per + j;
-                let (r, h) = (item / n_head, item % n_head);
-                let (si, seen) = rows[r];
-                let kvh = h / group;
-                let q = &q[r * dim + h * hd..r * dim + (h + 1) * hd];
-                let keys = &seqs[si].k[layer];
-                let values = &seqs[si].v[layer];
-                let scores = &mut scores[..seen];
-                let mut max = f32::NEG_INFINITY;
-                for (t, sc) in scores.iter_mut().enumerate() {
-                    let k = &keys[t * kv + kvh * hd..t * kv + (kvh + 1) * hd];
-                    *sc = dot(q, k) * scale;
-                    max = max.max(*sc);
-                }
-                let mut sum = 0f32;
-                for sc in scores.iter_mut() {
-                    *sc = (*sc - max).exp();
-                    sum += *sc;
-                }
-                out.fill(0.0);
-                for (t, sc) in scores.iter().enumerate() {
-                    let p = *sc / sum;
-                    let v = &values[t * kv + kvh * hd..t * kv + (kvh + 1) * hd];
-                    for (o, v) in out.iter_mut().zip(v) {
-                        *o += p * v;
-                    }
-                }
-            }
-        };
-        let out = &mut out[..items * hd];
-        if tasks == 1 {
-            task((0, (out, scores)));
-        } else {
-            out.par_chunks_mut(per * hd)
-                .zip(scores.par_chunks_mut(seen_max))
-                .enumerate()
-                .for_each(task);
-        }
+        let caches: Vec<Cache> =
+            seqs.iter().map(|s| Cache { k: &s.k[layer], v: &s.v[layer] }).collect();
+        attention::attend(&self.heads(), &caches, rows, q, out);
     }
 }
 
