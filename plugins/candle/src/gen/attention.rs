@@ -113,10 +113,11 @@ pub fn attend(h: &Heads, caches: &[Cache], rows: &[(usize, usize)], q: &[f32], o
         };
         pulp::Arch::new().dispatch(task)
     };
-    // A few microseconds of work is not worth a trip through the pool; rayon's global pool is
+    // Under ~2M multiply-adds (a decode step over a few hundred positions: tens of
+    // microseconds) a trip through the pool costs more than it saves; rayon's global pool is
     // never used (no worker thread: everything runs here).
     let results: Vec<Vec<f32>> =
-        if work * dim < 1 << 16 || tasks.len() == 1 || rayon::current_thread_index().is_none() {
+        if work * dim < 1 << 21 || tasks.len() == 1 || rayon::current_thread_index().is_none() {
             tasks.iter().map(run).collect()
         } else {
             tasks.par_iter().map(run).collect()
@@ -233,7 +234,9 @@ impl Task<'_> {
                         *l = *l * corr[j] + *pt;
                     }
                 }
-                // o = o * corr + sum_t p_t v_t, t in order, 16 dimensions at a time.
+                // o = o * corr + sum_t p_t v_t, t in order, 16 dimensions at a time (the
+                // filler queries of a short group have valid 0: they never join).
+                let vmin = (0..QN).filter(|j| i0 + j < nq).map(|j| valid[j]).min().unwrap_or(0);
                 for dc in (0..hd16).step_by(16) {
                     let mut acc = [[simd.splat_f32s(0.0); 16]; QN];
                     for j in 0..QN {
@@ -245,7 +248,18 @@ impl Task<'_> {
                             }
                         }
                     }
-                    for t in 0..vmax {
+                    // Positions every query of the group sees, without a test per query.
+                    for t in 0..vmin {
+                        let at = (b0 + t) * kv + kvh * hd + dc;
+                        let (vv, _) = S::as_simd_f32s(&cache.v[at..at + 16]);
+                        for j in 0..QN {
+                            let pj = simd.splat_f32s(p[j][t]);
+                            for c in 0..nc {
+                                acc[j][c] = simd.mul_add_e_f32s(pj, vv[c], acc[j][c]);
+                            }
+                        }
+                    }
+                    for t in vmin..vmax {
                         let at = (b0 + t) * kv + kvh * hd + dc;
                         let (vv, _) = S::as_simd_f32s(&cache.v[at..at + 16]);
                         for j in 0..QN {
@@ -273,11 +287,7 @@ impl Task<'_> {
                     for d in hd16..hd {
                         let mut acc = o[i * hd + d] * corr[j];
                         for t in 0..valid[j] {
-                            acc = mul_then_add(
-                                p[j][t],
-                                cache.v[(b0 + t) * kv + kvh * hd + d],
-                                acc,
-                            );
+                            acc = mul_then_add(p[j][t], cache.v[(b0 + t) * kv + kvh * hd + d], acc);
                         }
                         o[i * hd + d] = acc;
                     }
