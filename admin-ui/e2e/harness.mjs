@@ -163,6 +163,14 @@ export async function startHost({ plugins = [], modelsFrom = null, hubEndpoint =
   return host;
 }
 
+function removeProfile(dir) {
+  try {
+    rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+  } catch (e) {
+    console.warn(`could not remove Chromium's profile folder ${dir}: ${e.message}`);
+  }
+}
+
 export async function launchChromium() {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium`);
   const userDataDir = mkdtempSync(join(tmpdir(), 'bkg-ui-chromium-'));
@@ -182,6 +190,17 @@ export async function launchChromium() {
     ],
   });
   // The profile folder is Chromium's scratch space, never a result: gone with the browser.
-  context.on('close', () => rmSync(userDataDir, { recursive: true, force: true }));
+  // Removed once `close()` has waited for the browser to exit (on the context's 'close'
+  // event Chromium may still be writing into it: rmSync then failed with ENOTEMPTY and took
+  // the whole run down after every test had passed), and never fatal.
+  const close = context.close.bind(context);
+  context.close = async (...args) => {
+    try {
+      await close(...args);
+    } finally {
+      removeProfile(userDataDir);
+    }
+  };
+  process.once('exit', () => removeProfile(userDataDir));
   return context;
 }
