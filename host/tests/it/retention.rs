@@ -3,28 +3,13 @@
 //! Every wait polls for a condition with a generous bound (support's `wait_for`).
 
 use diesel::prelude::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use crate::scale::{set_greeting, wait_greeting};
 use crate::support::{fixture, lib_name, postgres_database, Host};
 
 /// Prune often, so that the tests wait for little.
 const PRUNE_EVERY: &str = "100ms";
-
-fn set_greeting(host: &Host, greeting: &str) {
-    let body = json!({ "greeting": greeting, "repeat": 2 }).to_string();
-    let (status, v) = host.post_json("/api/core/plugins/echo/config", &body);
-    assert_eq!(status, 200, "{v}");
-    assert_eq!(v["changed"], true, "{v}");
-}
-
-/// What the plugin itself answers: the config it applied, not the stored one.
-fn greeting(host: &Host) -> String {
-    host.post("/api/plugins/echo/greet", "").1
-}
-
-fn wait_greeting(host: &Host, expected: &str) {
-    host.wait_for(&format!("echo to greet {expected:?}"), || greeting(host) == expected);
-}
 
 fn events(host: &Host, query: &str) -> Vec<Value> {
     let (status, v) = host.get_json(&format!("/api/core/events?{query}"));
@@ -206,11 +191,6 @@ fn a_host_away_longer_than_the_retention_reloads_the_whole_state_when_back() {
 /// by every host all the same.
 #[test]
 fn a_change_committed_after_a_later_one_was_applied_is_still_applied() {
-    #[derive(QueryableByName)]
-    struct Id {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        id: i64,
-    }
     let url = postgres_database();
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| echo_host_on(&url, &[]));
@@ -221,21 +201,12 @@ fn a_change_committed_after_a_later_one_was_applied_is_still_applied() {
     c.transaction(|c| -> QueryResult<()> {
         // What `Store::set_config` writes, in a transaction that takes its change id first and
         // commits last.
-        let late: Id = diesel::sql_query(
-            "INSERT INTO changes (kind, subject, origin, at_ms) \
-             VALUES ('config', 'echo', 'a-slow-host', 1) RETURNING id",
-        )
-        .get_result(c)?;
+        let late = take_change_id(c)?;
         set_greeting(&a, "from a");
         wait_greeting(&b, "from a from a");
         let read = pg_number(&url, "SELECT max(id) AS n FROM changes");
-        assert!(read > late.id, "the later change was committed: {read} > {}", late.id);
-        diesel::sql_query(
-            "UPDATE plugins SET config = '{\"greeting\": \"late\", \"repeat\": 2}', \
-             config_version = config_version + 1 WHERE id = 'echo'",
-        )
-        .execute(c)?;
-        diesel::sql_query(format!("SELECT pg_notify('bkg_changes', '{}')", late.id)).execute(c)?;
+        assert!(read > late, "the later change was committed: {read} > {}", late);
+        commit_late_config(c, late)?;
         Ok(())
     })
     .expect("the slow transaction");
@@ -243,38 +214,50 @@ fn a_change_committed_after_a_later_one_was_applied_is_still_applied() {
     wait_greeting(&a, "late late");
 }
 
-/// The same at a start: a host reads its state at the newest change id, while a transaction
-/// that took a lower id commits only after that. The new host still applies it.
-#[test]
-fn a_change_committed_late_while_a_host_started_is_applied_by_that_host() {
+/// What `Store::set_config` writes first, in a slow transaction: the change row, which takes
+/// its id now (committed only with the transaction).
+fn take_change_id(c: &mut PgConnection) -> QueryResult<i64> {
     #[derive(QueryableByName)]
     struct Id {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         id: i64,
     }
+    let late: Id = diesel::sql_query(
+        "INSERT INTO changes (kind, subject, origin, at_ms) \
+         VALUES ('config', 'echo', 'a-slow-host', 1) RETURNING id",
+    )
+    .get_result(c)?;
+    Ok(late.id)
+}
+
+/// The rest of that transaction: echo's new config ("late") and the notification of change `id`.
+fn commit_late_config(c: &mut PgConnection, id: i64) -> QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE plugins SET config = '{\"greeting\": \"late\", \"repeat\": 2}', \
+         config_version = config_version + 1 WHERE id = 'echo'",
+    )
+    .execute(c)?;
+    diesel::sql_query(format!("SELECT pg_notify('bkg_changes', '{id}')")).execute(c)?;
+    Ok(())
+}
+
+/// The same at a start: a host reads its state at the newest change id, while a transaction
+/// that took a lower id commits only after that. The new host still applies it.
+#[test]
+fn a_change_committed_late_while_a_host_started_is_applied_by_that_host() {
     let url = postgres_database();
     let a = echo_host_on(&url, &[]);
     let mut c = PgConnection::establish(&url).expect("connect to the test database");
     let b = c
         .transaction(|c| -> QueryResult<Host> {
-            let late: Id = diesel::sql_query(
-                "INSERT INTO changes (kind, subject, origin, at_ms) \
-                 VALUES ('config', 'echo', 'a-slow-host', 1) RETURNING id",
-            )
-            .get_result(c)?;
+            let late = take_change_id(c)?;
             set_greeting(&a, "from a");
             let read = pg_number(&url, "SELECT max(id) AS n FROM changes");
-            assert!(read > late.id, "the later change was committed: {read} > {}", late.id);
+            assert!(read > late, "the later change was committed: {read} > {}", late);
             // Host b starts now: it reads its state and version with the slow change unseen.
             let b = echo_host_on(&url, &[]);
             wait_greeting(&b, "from a from a");
-            diesel::sql_query(
-                "UPDATE plugins SET config = '{\"greeting\": \"late\", \"repeat\": 2}', \
-                 config_version = config_version + 1 WHERE id = 'echo'",
-            )
-            .execute(c)?;
-            diesel::sql_query(format!("SELECT pg_notify('bkg_changes', '{}')", late.id))
-                .execute(c)?;
+            commit_late_config(c, late)?;
             Ok(b)
         })
         .expect("the slow transaction");

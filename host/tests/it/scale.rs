@@ -20,7 +20,7 @@ fn three_hosts(url: &str) -> [Host; 3] {
     })
 }
 
-fn set_greeting(host: &Host, greeting: &str) {
+pub(crate) fn set_greeting(host: &Host, greeting: &str) {
     let body = json!({ "greeting": greeting, "repeat": 2 }).to_string();
     let (status, v) = host.post_json("/api/core/plugins/echo/config", &body);
     assert_eq!(status, 200, "{v}");
@@ -28,11 +28,11 @@ fn set_greeting(host: &Host, greeting: &str) {
 }
 
 /// What the plugin itself answers: the config it applied, not the stored one.
-fn greeting(host: &Host) -> String {
+pub(crate) fn greeting(host: &Host) -> String {
     host.post("/api/plugins/echo/greet", "").1
 }
 
-fn wait_greeting(host: &Host, expected: &str) {
+pub(crate) fn wait_greeting(host: &Host, expected: &str) {
     host.wait_for(&format!("echo to greet {expected:?}"), || greeting(host) == expected);
 }
 
