@@ -640,7 +640,7 @@ test('models: a slow download can be cancelled from the page', async () => {
 
 // --- llmserver: chat and embeddings through candle -----------------------------------------------
 
-test('llmserver: with the default settings (greedy, shown), the README question streams an answer naming Paris; embeddings', async () => {
+test('llmserver: with the default settings (greedy, shown), the README question is answered naming Paris and a longer answer is seen streaming in; embeddings', async () => {
   await page.goto(ui.url + '/plugins/llmserver/panel');
   const modelSelect = page.getByTestId('chat-model');
   await expectEventually('chat models listed', async () => (await modelSelect.inputValue()) === 'SmolLM2-135M-Instruct');
@@ -652,20 +652,39 @@ test('llmserver: with the default settings (greedy, shown), the README question 
   }
   const summary = (await page.getByTestId('chat-settings-summary').textContent()).replace(/\s+/g, ' ');
   if (!summary.includes('temperature 0 · top_p 1 · max_tokens 256') || !/greedy/.test(summary)) throw new Error(`settings not shown: ${summary}`);
-  await page.getByTestId('chat-input').fill('What is the capital of France?');
-  await page.getByRole('button', { name: 'Send' }).click();
-  const answer = page.locator('[data-role=assistant]').last();
-  // Watch it grow: a partial answer while the stream is still open.
-  let partial = null;
-  await expectEventually('the answer streamed in', async () => {
-    const streaming = (await page.getByTestId('chat-log').getAttribute('data-streaming')) === 'true';
-    const text = ((await answer.count()) ? await answer.textContent() : '').trim();
-    if (streaming && text && partial == null) partial = text;
-    return !streaming && text.length > 0;
-  }, 120_000);
-  const text = (await answer.textContent()).trim();
-  if (await page.getByText('Chat failed').count()) throw new Error(await page.getByText('Chat failed').textContent());
-  if (!/Paris/.test(text)) throw new Error(`no Paris in: ${text}`);
+  // The README question: the answer names Paris.
+  const ask = async (question) => {
+    await page.getByTestId('chat-input').fill(question);
+    // Every text the answer shows while the stream is open, recorded in the page as it
+    // renders (polling from here could miss a stream of ~100 ms).
+    await page.evaluate(() => {
+      const log = document.querySelector('[data-testid=chat-log]');
+      window.__answerTexts = [];
+      window.__answerObserver?.disconnect();
+      window.__answerObserver = new MutationObserver(() => {
+        if (log.getAttribute('data-streaming') !== 'true') return;
+        const last = [...log.querySelectorAll('[data-role=assistant]')].pop();
+        const text = last ? last.textContent.trim() : '';
+        if (text) window.__answerTexts.push(text);
+      });
+      window.__answerObserver.observe(log, { subtree: true, childList: true, characterData: true, attributes: true });
+    });
+    await page.getByRole('button', { name: 'Send' }).click();
+    const answer = page.locator('[data-role=assistant]').last();
+    await expectEventually('the answer streamed in', async () => {
+      const streaming = (await page.getByTestId('chat-log').getAttribute('data-streaming')) === 'true';
+      const text = ((await answer.count()) ? await answer.textContent() : '').trim();
+      return !streaming && text.length > 0;
+    }, 120_000);
+    if (await page.getByText('Chat failed').count()) throw new Error(await page.getByText('Chat failed').textContent());
+    const text = (await answer.textContent()).trim();
+    const partial = (await page.evaluate(() => window.__answerTexts)).find((t) => t.length < text.length) ?? null;
+    return { text, partial };
+  };
+  const { text: paris } = await ask('What is the capital of France?');
+  if (!/Paris/.test(paris)) throw new Error(`no Paris in: ${paris}`);
+  // Watch an answer grow: one long enough (up to 256 tokens) to arrive in several renders.
+  const { text, partial } = await ask('Write a short story about a lighthouse keeper.');
   if (partial == null || partial.length >= text.length) throw new Error(`not seen streaming (partial: ${partial})`);
   console.log(`    (partial "${partial}" -> "${text}"; ${await page.getByTestId('chat-stats').textContent()})`);
   // Embeddings: the embedding model, two texts, their cosine similarity.
