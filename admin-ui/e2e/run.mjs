@@ -507,7 +507,9 @@ test('stopping the auth provider asks first: cancel keeps it running, "Stop anyw
     await dialog.waitFor({ state: 'detached' });
     if (stopSent.length !== 1) throw new Error(`stops sent: ${stopSent.join(', ')}`);
     if ((await apikeysState()) !== 'running') throw new Error('apikeys stopped after Cancel');
-    await other.unroute('**/api/core/plugins');
+    // Waits for a handler still in flight (a poll's fetch): unrouting under it made its fulfill
+    // throw "Route is already handled", an unhandled rejection that ended a run.
+    await other.unrouteAll({ behavior: 'wait' });
     await otherCard('apikeys').getByTestId('auth-provider').waitFor();
 
     // 3. Stop anyway: apikeys stops, and this session learns at once that its key is refused.
@@ -669,8 +671,11 @@ test('llmserver: with the default settings (greedy, shown), the README question 
       });
       window.__answerObserver.observe(log, { subtree: true, childList: true, characterData: true, attributes: true });
     });
+    // This question's answer is the next assistant message: waiting on "the last one" could
+    // take the previous answer, finished and shown before this one had started (CI did).
+    const before = await page.locator('[data-role=assistant]').count();
     await page.getByRole('button', { name: 'Send' }).click();
-    const answer = page.locator('[data-role=assistant]').last();
+    const answer = page.locator('[data-role=assistant]').nth(before);
     await expectEventually('the answer streamed in', async () => {
       const streaming = (await page.getByTestId('chat-log').getAttribute('data-streaming')) === 'true';
       const text = ((await answer.count()) ? await answer.textContent() : '').trim();
