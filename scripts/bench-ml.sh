@@ -23,7 +23,8 @@
 #   gap    the worst gap between two streamed tokens of 3 clients while a ~1,300-token prompt
 #          arrives (chunked prefill): candle in process with the prefill budget at 256 (the
 #          default) and at 4096 (the whole prompt in one step, as before), then bkg's
-#          /v1/chat/completions vs llama-server -np 4 -cb
+#          /v1/chat/completions vs llama-server -np 4 -cb; and a short question's time to
+#          first token when it is sent 100 ms after the long prompt, alone (nothing streaming)
 #   greedy the greedy answers (48 tokens) to the 9 prompts of plugins/candle/tests/chat_reference.rs:
 #          bkg now (model.infer on a release host) vs llama.cpp (llama-cpp-python, same prompt
 #          tokens) vs the pinned pre-issue-17 reference (scripts/bench-ml-greedy.py)
@@ -568,6 +569,8 @@ cat >"$work/gap.py" <<'EOF'
 """
 import importlib.util, json, statistics, sys, threading, time
 
+SHORT = "What is the capital of France?"
+
 
 def long_message(words):
     import pydoc_data.topics
@@ -621,11 +624,33 @@ def http(chat_py, kind, base, key, long_file, rounds, label):
                     worst = max(worst, b - a)
         return worst, statistics.median(before), first - sent
 
+    def behind_round():
+        # The long prompt alone, then (100 ms later, while it is being read) a short question:
+        # the short one's time to first token.
+        def long_request():
+            path, body = m.request(kind, long, 8, stream=True)
+            for _ in clients[3].stream(path, body):
+                pass
+
+        th = threading.Thread(target=long_request)
+        th.start()
+        time.sleep(0.1)
+        sent, first = time.perf_counter(), None
+        path, body = m.request(kind, SHORT, 8, stream=True)
+        for chunk in clients[0].stream(path, body):
+            if m.content(kind, chunk):
+                first = first or time.perf_counter()
+        if not th.is_alive():
+            raise SystemExit("the long prompt ended before the short one's first token")
+        th.join()
+        return first - sent
+
     one_round()  # warm-up
     rows = [one_round() for _ in range(rounds)]
+    behind = [behind_round() for _ in range(rounds)]
     print(json.dumps({"side": f"gap http {kind}", "label": label, "prompt_tokens": prompt_tokens,
                       "worst_gap_s": [r[0] for r in rows], "usual_gap_s": [r[1] for r in rows],
-                      "long_ttft_s": [r[2] for r in rows]}))
+                      "long_ttft_s": [r[2] for r in rows], "short_behind_ttft_s": behind}))
 
 
 def summary(path):
@@ -639,6 +664,11 @@ def summary(path):
               f"{med(r['worst_gap_s']) * 1e3:.0f} ms (max {max(r['worst_gap_s']) * 1e3:.0f}), "
               f"usual gap median {med(r['usual_gap_s']) * 1e3:.1f} ms, the long prompt's first "
               f"token after {med(r['long_ttft_s']) * 1e3:.0f} ms ({len(r['worst_gap_s'])} rounds)")
+        if r.get("short_behind_ttft_s"):
+            b = r["short_behind_ttft_s"]
+            print(f"RESULT {r['side']} ({r['label']}): a short question sent 100 ms after the "
+                  f"{r['prompt_tokens']}-token prompt: its first token after {med(b) * 1e3:.0f} ms "
+                  f"median (max {max(b) * 1e3:.0f}, {len(b)} rounds)")
 
 
 mode, a = sys.argv[1], sys.argv[2:]

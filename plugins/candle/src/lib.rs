@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 use crate::chat::{ChatRequest, Generation};
 use crate::embed::EmbedOutcome;
-use crate::registry::{Model, Registry};
+use crate::registry::{Model, ModelInfo, Registry};
 use crate::runtime::{barrier_pool_threads, barrier_threads_alive, Runtime};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -41,6 +41,9 @@ pub struct Settings {
     pub threads: usize,
     #[serde(default = "default_batch")]
     pub embed_batch_size: usize,
+    /// Prompt tokens a chat model's batch step reads at most (`gen::batch`).
+    #[serde(default = "default_prefill_budget")]
+    pub prefill_budget: usize,
 }
 
 fn default_threads() -> usize {
@@ -49,10 +52,17 @@ fn default_threads() -> usize {
 fn default_batch() -> usize {
     32
 }
+fn default_prefill_budget() -> usize {
+    gen::batch::DEFAULT_PREFILL_BUDGET
+}
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { threads: default_threads(), embed_batch_size: default_batch() }
+        Self {
+            threads: default_threads(),
+            embed_batch_size: default_batch(),
+            prefill_budget: default_prefill_budget(),
+        }
     }
 }
 
@@ -158,10 +168,42 @@ impl Engine {
         if !(1..=256).contains(&new.embed_batch_size) {
             return Err(Error::bad_request("embed_batch_size must be within 1..=256"));
         }
+        if !(1..=gen::model::MAX_CONTEXT).contains(&new.prefill_budget) {
+            return Err(Error::bad_request(format!(
+                "prefill_budget must be within 1..={}",
+                gen::model::MAX_CONTEXT
+            )));
+        }
         let old = self.settings();
         *self.settings.lock().map_err(|_| Error::internal("poisoned"))? = new.clone();
         if self.running.load(Ordering::SeqCst) && old.threads != new.threads {
             self.runtime.start(new.threads)?;
+        }
+        for name in self.registry.names() {
+            self.apply_settings(&name)?;
+        }
+        Ok(())
+    }
+
+    /// Load a model (see [`Registry::load`]) and give it the settings in force.
+    pub fn load_model(
+        &self,
+        name: &str,
+        path: &str,
+        kind: Option<&str>,
+    ) -> Result<ModelInfo, Error> {
+        let info = self.registry.load(&self.models_dir, name, path, kind)?;
+        self.apply_settings(name)?;
+        Ok(info)
+    }
+
+    /// The settings a loaded model takes: a chat model's prefill budget (for the requests
+    /// that come after; one already reading its prompt keeps its chunk length).
+    fn apply_settings(&self, name: &str) -> Result<(), Error> {
+        if let Ok(model) = self.registry.get(name) {
+            if let Model::Chat(chat) = &*model {
+                chat.batch.set_prefill_budget(self.settings().prefill_budget)?;
+            }
         }
         Ok(())
     }
@@ -181,8 +223,7 @@ impl Engine {
             "model.load" => {
                 let r: LoadRequest = from_value(body)?;
                 let name = r.name.clone().unwrap_or_else(|| r.path.clone());
-                let info =
-                    self.registry.load(&self.models_dir, &name, &r.path, r.kind.as_deref())?;
+                let info = self.load_model(&name, &r.path, r.kind.as_deref())?;
                 Ok(serde_json::to_value(info).unwrap_or(Value::Null))
             }
             "model.list" => Ok(json!({ "models": self.registry.list() })),
@@ -653,7 +694,10 @@ impl Plugin for Candle {
                 "properties": {
                     "threads": { "type": "integer", "minimum": 1, "maximum": 64, "default": 2,
                                  "description": "compute threads owned by the plugin" },
-                    "embed_batch_size": { "type": "integer", "minimum": 1, "maximum": 256, "default": 32 }
+                    "embed_batch_size": { "type": "integer", "minimum": 1, "maximum": 256, "default": 32 },
+                    "prefill_budget": { "type": "integer", "minimum": 1, "maximum": gen::model::MAX_CONTEXT,
+                                        "default": gen::batch::DEFAULT_PREFILL_BUDGET,
+                                        "description": "prompt tokens a chat generation step reads at most: smaller keeps streaming clients' tokens coming while a long prompt is read, larger reads prompts in fewer, more efficient steps" }
                 },
                 "additionalProperties": false
             }))
@@ -687,7 +731,11 @@ impl Plugin for Candle {
 
     fn config(&self) -> Value {
         let s = self.engine.settings();
-        json!({ "threads": s.threads, "embed_batch_size": s.embed_batch_size })
+        json!({
+            "threads": s.threads,
+            "embed_batch_size": s.embed_batch_size,
+            "prefill_budget": s.prefill_budget
+        })
     }
 
     fn configure(&self, config: Value) -> Result<(), Error> {
@@ -781,7 +829,7 @@ impl Candle {
                 .unwrap_or(Value::Null);
             let (path, kind) = (record["path"].as_str().unwrap_or(""), record["kind"].as_str());
             let started = std::time::Instant::now();
-            match self.engine.registry.load(&self.engine.models_dir, name, path, kind) {
+            match self.engine.load_model(name, path, kind) {
                 Ok(_) => self.host.info(&format!(
                     "reloaded {name} from {path} in {:.2}s",
                     started.elapsed().as_secs_f64()

@@ -145,20 +145,27 @@ fn a_long_prompt_is_prefilled_a_chunk_per_step_while_the_others_keep_decoding() 
 
 /// A request cancelled once the first chunk of its prompt is processed leaves before the next
 /// chunk: no further prompt tokens, no token generated, nothing left in the batch; the next
-/// request is served with its usual answer. The budget is configurable and checked.
+/// request is served with its usual answer. The budget is the plugin's `prefill_budget`
+/// setting: checked, given to a model loaded after it and to one already loaded.
 #[test]
 fn a_request_cancelled_mid_prefill_leaves_and_the_next_is_served() {
     let e = engine();
+    e.configure(json!({ "prefill_budget": 64 })).expect("configured before the load");
     load(&e, "smol", SMOLLM);
     let m = e.registry.get("smol").expect("loaded");
     let chat = chat_of(&m);
+    assert_eq!(chat.batch.prefill_budget(), 64, "the setting in force at the load");
     for bad in [0, 4097, usize::MAX] {
         let err = chat.batch.set_prefill_budget(bad).expect_err("a bad budget");
         assert_eq!(err.kind.0, 400, "{err}");
         assert!(err.message.contains("prefill budget"), "{err}");
+        let err = e.configure(json!({ "prefill_budget": bad })).expect_err("a bad setting");
+        assert_eq!(err.kind.0, 400, "{err}");
+        assert!(err.message.contains("prefill_budget must be within 1..=4096"), "{err}");
     }
-    chat.batch.set_prefill_budget(128).unwrap();
-    assert_eq!(chat.batch.prefill_budget(), 128);
+    assert_eq!(chat.batch.prefill_budget(), 64, "a refused setting changes nothing");
+    e.configure(json!({ "prefill_budget": 128 })).expect("configured");
+    assert_eq!(chat.batch.prefill_budget(), 128, "given to the loaded model");
     let question = json!({ "model": "smol", "temperature": 0, "max_tokens": 16,
         "messages": [{ "role": "user", "content": "What is the capital of France?" }] });
     let alone = call(&e, "model.infer", question.clone()).expect("alone");
@@ -187,4 +194,79 @@ fn a_request_cancelled_mid_prefill_leaves_and_the_next_is_served() {
     let again = call(&e, "model.infer", question).expect("served after");
     assert_eq!(again["text"], alone["text"]);
     assert!(again["text"].as_str().unwrap().contains("Paris"), "{again}");
+}
+
+/// A short prompt that comes while a long one is being read is read in the next step, ahead
+/// of the long one's next chunk (before, it waited for the long one's whole prefill), and then
+/// decodes while the long prompt goes on: the long one is passed over for that one step only.
+/// A budget of 32 gives the long prompt dozens of chunks, so the short one comes in its middle.
+#[test]
+fn a_short_prompt_that_comes_while_a_long_one_is_read_goes_ahead_of_its_next_chunk() {
+    const BUDGET: usize = 32;
+    let e = engine();
+    load(&e, "smol", SMOLLM);
+    let m = e.registry.get("smol").expect("loaded");
+    let chat = chat_of(&m);
+    chat.batch.set_prefill_budget(BUDGET).unwrap();
+    let (short, long) = (short_body(120), long_body());
+    let short_alone = call(&e, "model.infer", short.clone()).expect("short alone");
+    let long_alone = call(&e, "model.infer", long.clone()).expect("long alone");
+    let short_len = usage(&short_alone, "prompt_tokens");
+    let long_len = usage(&long_alone, "prompt_tokens");
+    assert!(short_len < BUDGET, "the short prompt has {short_len} tokens");
+    let expected = chunks(long_len, BUDGET);
+    assert!(expected.len() >= 20, "the long prompt has only {long_len} tokens");
+
+    let before = chat.batch.steps().len();
+    let (short_answer, long_answer) = std::thread::scope(|s| {
+        let e = &e;
+        let b = s.spawn(move || call(e, "model.infer", long.clone()));
+        // The long prompt's first chunk is read before the short request comes.
+        wait_until("the long prompt's first chunk", || chat.batch.steps().len() > before);
+        let a = s.spawn(move || call(e, "model.infer", short.clone()));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (short_answer, long_answer) = (short_answer.unwrap(), long_answer.unwrap());
+    for (what, got, alone) in
+        [("short", &short_answer, &short_alone), ("long", &long_answer, &long_alone)]
+    {
+        assert_eq!(got["text"], alone["text"], "{what}");
+        assert_eq!(got["usage"], alone["usage"], "{what}");
+    }
+
+    let all = chat.batch.steps();
+    assert!(all.len() < 512, "the trace dropped steps of this test");
+    let steps: &[StepTrace] = &all[before..];
+    // The first step that decoded is the one that read the short prompt: alone (the long
+    // one's chunk would not have fitted beside it), with the long prompt still waiting.
+    let k = steps.iter().position(|s| s.decoded > 0).expect("a step decoded");
+    assert!(k >= 1, "{:?}", &steps[..=k]);
+    assert_eq!(
+        steps[k],
+        StepTrace { prefill_tokens: short_len, prefill_chunks: 1, decoded: 1, prefilling: 1 },
+        "the step that read the short prompt; steps before it: {:?}",
+        &steps[..k]
+    );
+    assert!(
+        steps[..k].iter().all(|s| *s
+            == StepTrace { prefill_tokens: BUDGET, prefill_chunks: 1, decoded: 0, prefilling: 1 }),
+        "the long prompt's chunks before the short one came: {:?}",
+        &steps[..k]
+    );
+    // Every other step with prompt tokens is one chunk of the long prompt, one step after
+    // another: it was passed over in step k only. The short request decodes in each.
+    let long_steps: Vec<(usize, &StepTrace)> =
+        steps.iter().enumerate().filter(|(i, s)| *i != k && s.prefill_tokens > 0).collect();
+    let got: Vec<usize> = long_steps.iter().map(|(_, s)| s.prefill_tokens).collect();
+    assert_eq!(got, expected, "the long prompt's chunks");
+    for (j, (i, s)) in long_steps.iter().enumerate() {
+        let want = if j < k { j } else { j + 1 };
+        assert_eq!(*i, want, "the long prompt advanced in every step but k={k}: {long_steps:?}");
+        assert_eq!(s.prefill_chunks, 1, "{s:?}");
+        if *i > k {
+            assert!(s.decoded >= 1, "step {i} did not decode the short request: {s:?}");
+        }
+    }
+    assert!(steps.iter().all(|s| s.prefill_tokens <= BUDGET), "{steps:?}");
+    assert_eq!(chat.batch.held(), 0, "nothing stays in the batch");
 }

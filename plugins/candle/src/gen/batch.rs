@@ -6,8 +6,11 @@
 //! counter), polls the caller's cancel flag, and, when no other caller is running a step, runs
 //! one itself on the plugin's pool (`Runtime::install`). A step first spends its prefill
 //! budget ([`Batcher::prefill_budget`], [`DEFAULT_PREFILL_BUDGET`] prompt tokens): the
-//! prompts not yet processed, in arrival order, advance by one chunk each while the budget
-//! lasts, so a long prompt is processed over several steps; a request whose prompt is done
+//! prompts not yet processed advance by one chunk each while the budget lasts, the one with
+//! the fewest tokens left first ([`serve_order`]: a short prompt that comes while a long one
+//! is read goes ahead of the long one's next chunk instead of waiting for its whole prefill;
+//! one passed over [`MAX_SKIPS`] steps in a row goes first), so a long prompt is processed
+//! over several steps; a request whose prompt is done
 //! gets its first token and joins the decoding ones. Then the step runs one `decode_step` over
 //! every decoding sequence (each with its own KV cache) and samples each request's next token
 //! with its own sampler. So a long prompt that arrives delays the others' next token by one
@@ -77,6 +80,27 @@ pub const DEFAULT_PREFILL_BUDGET: usize = PREFILL_CHUNK;
 /// Steps kept in [`Batcher::steps`] (the oldest are dropped).
 const TRACE_STEPS: usize = 512;
 
+/// Steps in a row a waiting prompt can be passed over by shorter ones before it goes first.
+pub const MAX_SKIPS: usize = 4;
+
+/// The order a step serves the waiting prompts in, given each one's prompt tokens left and
+/// the steps in a row it was passed over (in arrival order): those passed over
+/// [`MAX_SKIPS`] times first, in arrival order, then the rest by the tokens left, fewest
+/// first, ties in arrival order. Shortest-first gives the lowest mean time to first token;
+/// the skip bound keeps a long prompt from waiting for ever behind a stream of short ones.
+pub fn serve_order(waiting: &[(usize, usize)]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..waiting.len()).collect();
+    order.sort_by_key(|&i| {
+        let (left, skips) = waiting[i];
+        if skips >= MAX_SKIPS {
+            (0, 0, i)
+        } else {
+            (1, left, i)
+        }
+    });
+    order
+}
+
 /// What one step did (see [`Batcher::steps`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepTrace {
@@ -97,6 +121,8 @@ struct Slot {
     prefilled: usize,
     /// The prompt's chunk length (the budget when the request came).
     chunk: usize,
+    /// Steps in a row that passed this prompt over (see [`serve_order`]).
+    skips: usize,
     generated: Vec<u32>,
     /// The token to feed at the next step.
     next: u32,
@@ -202,6 +228,7 @@ impl Batcher {
             seq: model.sequence(job.prompt.len() + job.max_tokens),
             prefilled: 0,
             chunk: self.prefill_budget(),
+            skips: 0,
             job,
             generated: Vec::new(),
             next: 0,
@@ -298,7 +325,7 @@ impl Batcher {
     }
 
     /// One step (on the pool): drop the cancelled, spend the prefill budget on the prompts
-    /// not yet processed (in arrival order, a chunk each), decode the rest.
+    /// not yet processed (a chunk each, in [`serve_order`]), decode the rest.
     fn step(&self, model: &Model, vocab: &Vocab, active: &mut Active) {
         let newcomers = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()));
         active.prefilling.extend(newcomers);
@@ -314,17 +341,22 @@ impl Batcher {
         let budget = self.prefill_budget();
         let mut trace =
             StepTrace { prefill_tokens: 0, prefill_chunks: 0, decoded: 0, prefilling: 0 };
-        let mut i = 0;
-        while i < active.prefilling.len() && trace.prefill_tokens < budget {
+        let waiting: Vec<(usize, usize)> =
+            active.prefilling.iter().map(|s| (s.job.prompt.len() - s.prefilled, s.skips)).collect();
+        // What each waiting prompt's chunk led to: None (not run, or more chunks to come),
+        // Some(Ok(ended at its first token)) or Some(Err).
+        let mut outcome: Vec<Option<Result<bool>>> = waiting.iter().map(|_| None).collect();
+        for i in serve_order(&waiting) {
             let slot = &mut active.prefilling[i];
             let end = slot.job.prompt.len().min(slot.prefilled + slot.chunk);
             let n = end - slot.prefilled;
             // A chunk that does not fit waits for the next step (unless the step has done
             // nothing yet: a request that came with a larger budget still advances).
             if trace.prefill_tokens > 0 && trace.prefill_tokens + n > budget {
-                i += 1;
+                slot.skips += 1;
                 continue;
             }
+            slot.skips = 0;
             let r = if n == 0 {
                 Err(Error::bad_request("the prompt has no tokens"))
             } else {
@@ -334,23 +366,22 @@ impl Batcher {
             trace.prefill_tokens += n;
             trace.prefill_chunks += 1;
             slot.prefilled = end;
-            let r = r.and_then(|()| {
-                if end < slot.job.prompt.len() {
-                    return Ok(None);
+            outcome[i] = match r {
+                Ok(()) if end < slot.job.prompt.len() => None,
+                Ok(()) => {
+                    slot.job.prompt = Vec::new();
+                    Some(slot.take_token(vocab))
                 }
-                slot.job.prompt = Vec::new();
-                slot.take_token(vocab).map(Some)
-            });
-            match r {
-                Ok(None) => i += 1,
-                Ok(Some(ended)) => {
-                    let slot = active.prefilling.remove(i);
-                    if !ended {
-                        active.slots.push(slot);
-                    }
-                }
-                Err(e) => {
-                    let slot = active.prefilling.remove(i);
+                Err(e) => Some(Err(e)),
+            };
+        }
+        // Those whose prompt is done join the decoding ones (in arrival order).
+        for (slot, out) in std::mem::take(&mut active.prefilling).into_iter().zip(outcome) {
+            match out {
+                None => active.prefilling.push(slot),
+                Some(Ok(false)) => active.slots.push(slot),
+                Some(Ok(true)) => {}
+                Some(Err(e)) => {
                     let _ = slot.tx.send(Event::Done(Err(e)));
                 }
             }
@@ -464,5 +495,26 @@ impl Slot {
             completion_tokens: self.generated.len(),
             first_token_s: self.first_token_s,
         })));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{serve_order, MAX_SKIPS};
+
+    #[test]
+    fn fewest_tokens_left_first_ties_in_arrival_order() {
+        // A long prompt (1,000 left), then a short one (7), a middle one (300), another short.
+        assert_eq!(serve_order(&[(1000, 0), (7, 0), (300, 0), (7, 0)]), [1, 3, 2, 0]);
+        assert_eq!(serve_order(&[]), Vec::<usize>::new());
+        assert_eq!(serve_order(&[(5, 0)]), [0]);
+    }
+
+    #[test]
+    fn a_prompt_passed_over_max_skips_times_goes_first() {
+        assert_eq!(serve_order(&[(1000, MAX_SKIPS - 1), (7, 0)]), [1, 0]);
+        assert_eq!(serve_order(&[(1000, MAX_SKIPS), (7, 0)]), [0, 1]);
+        // Several passed over that often: in arrival order, before all others.
+        assert_eq!(serve_order(&[(9, 0), (1000, MAX_SKIPS + 2), (500, MAX_SKIPS)]), [1, 2, 0]);
     }
 }
