@@ -37,7 +37,8 @@ use crate::symbols::{FileSymbols, Kind, Ref, RefKind, Symbol};
 pub const DIR: &str = "index";
 const MAGIC: &[u8; 8] = b"BKGRAIDX";
 /// Bump when the layout changes or what a saved entry means does (counting or extraction
-/// rules): every saved index of another format is indexed again from scratch.
+/// rules): every saved index of another format is indexed again from scratch. A test pins
+/// what a fixed sample saves with this number, and fails until it is bumped.
 pub const FORMAT: u32 = 1;
 const HEADER: usize = 8 + 4 + 8;
 const TRAILER: usize = 8;
@@ -529,6 +530,40 @@ mod tests {
         remove(&data, "r").unwrap();
         remove(&data, "r").unwrap();
         assert!(matches!(load(&data, "r", &root), Ok(None)));
+    }
+
+    /// FORMAT and a hash of the body saved for [`sample`] (its folder, times and inodes fixed).
+    const PINNED: (u32, u64) = (1, 0x81e5c326f7fffb07);
+
+    /// What a fixed sample saves is pinned with the FORMAT it was saved under, so that a change
+    /// to the layout, or to what counting or extraction put into an entry, fails here until
+    /// FORMAT is bumped (every index saved in the old format is then indexed again) and the
+    /// pin is updated. FORMAT was bumped by hand only, and a forgotten bump would have loaded
+    /// old entries as if they were new.
+    #[test]
+    fn the_body_saved_for_a_fixed_sample_is_pinned_with_its_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap().join("repo");
+        let mut index = sample(&root);
+        index.root = PathBuf::from("/pinned/repo");
+        (index.indexed_at, index.indexed_ms) = (0, 0);
+        for f in index.files.values_mut() {
+            (f.mtime_ns, f.inode) = (0, 0);
+        }
+        let data = dir.path().join("data");
+        save(&data, &index).unwrap();
+        let bytes = std::fs::read(path(&data, "r")).unwrap();
+        let mut h = Fnv::new();
+        h.update(&bytes[HEADER..bytes.len() - TRAILER]);
+        assert_eq!(
+            (FORMAT, h.0),
+            PINNED,
+            "the saved body of the sample changed: if the layout or what an entry means \
+             changed, bump FORMAT (old indexes are then indexed again); if only the symbol \
+             queries changed (fingerprint() already makes old indexes foreign), keep FORMAT; \
+             then pin ({FORMAT}, {:#x})",
+            h.0
+        );
     }
 
     #[test]
