@@ -30,6 +30,7 @@ pub mod heap;
 pub mod isolation;
 pub mod panic_hook;
 mod sdk;
+pub mod sse;
 
 pub use abi_stable;
 pub use ffi::{ErrorKind, LogLevel};

@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use bkg_abi::sse::{event, ChatDeltas};
 use bkg_abi::{Context, Error, ErrorKind, Plugin, Request, Response, Stream};
 use serde_json::{json, Value};
 
@@ -85,41 +86,6 @@ pub fn prompt(question: &str, citations: &[Citation]) -> Vec<Value> {
         json!({ "role": "user", "content":
             format!("Sources:\n\n{sources}Question: {}", question.trim()) }),
     ]
-}
-
-/// Pulls the text deltas out of `llmserver`'s OpenAI stream (`data: {...}` events).
-#[derive(Default)]
-struct SseReader {
-    pending: Vec<u8>,
-    error: Option<String>,
-}
-
-impl SseReader {
-    /// Feed bytes; returns the text deltas of the complete events among them.
-    fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.pending.extend_from_slice(bytes);
-        let mut out = Vec::new();
-        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=end).collect();
-            let Some(data) = line.strip_prefix(b"data: ") else { continue };
-            let Ok(v) = serde_json::from_slice::<Value>(data) else { continue };
-            if let Some(message) = v["error"]["message"].as_str() {
-                self.error = Some(message.to_string());
-            } else if let Some(text) = v["choices"][0]["delta"]["content"].as_str() {
-                if !text.is_empty() {
-                    out.push(text.to_string());
-                }
-            }
-        }
-        out
-    }
-}
-
-fn event(name: Option<&str>, data: &Value) -> Vec<u8> {
-    match name {
-        Some(name) => format!("event: {name}\ndata: {data}\n\n").into_bytes(),
-        None => format!("data: {data}\n\n").into_bytes(),
-    }
 }
 
 impl BrainMl {
@@ -208,7 +174,7 @@ impl BrainMl {
         let body = json!({ "model": model, "messages": prompt(&r.question, &citations),
             "max_tokens": max_tokens, "temperature": 0, "stream": true });
         let body = serde_json::to_vec(&body).map_err(|e| Error::internal(e.to_string()))?;
-        let mut reader = SseReader::default();
+        let mut reader = ChatDeltas::default();
         let mut answer = String::new();
         // The client's stream begins with llmserver's: an error before it is a plain answer.
         let mut out: Option<Stream<'_, '_>> = None;
@@ -318,20 +284,6 @@ mod tests {
         let user = m[1]["content"].as_str().unwrap();
         assert!(user.contains("[1] Alpha text.\n") && user.contains("[2] Beta text.\n"), "{user}");
         assert!(user.ends_with("Question: Who?"), "{user}");
-    }
-
-    #[test]
-    fn the_sse_reader_takes_deltas_across_split_chunks_and_notes_errors() {
-        let mut r = SseReader::default();
-        let a =
-            b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\nda";
-        assert!(r.feed(a).is_empty());
-        let b = b"ta: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n";
-        assert_eq!(r.feed(b), ["Hel", "lo"]);
-        assert!(r.feed(b"data: [DONE]\n\n").is_empty());
-        assert!(r.error.is_none());
-        r.feed(b"data: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}\n\n");
-        assert_eq!(r.error.as_deref(), Some("boom"));
     }
 
     #[test]

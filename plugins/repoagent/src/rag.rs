@@ -24,6 +24,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use bkg_abi::serde_json::{json, Value};
+use bkg_abi::sse::{event, ChatDeltas};
 use bkg_abi::{Context, Error, ErrorKind, Host, Response, Stream};
 use serde::{Deserialize, Serialize};
 
@@ -306,40 +307,6 @@ fn fit(
         }
     }
     Ok(())
-}
-
-fn event(name: Option<&str>, data: &Value) -> Vec<u8> {
-    match name {
-        Some(name) => format!("event: {name}\ndata: {data}\n\n").into_bytes(),
-        None => format!("data: {data}\n\n").into_bytes(),
-    }
-}
-
-/// Pulls the text deltas out of llmserver's OpenAI stream (`data: {...}` events).
-#[derive(Default)]
-struct SseReader {
-    pending: Vec<u8>,
-    error: Option<String>,
-}
-
-impl SseReader {
-    fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.pending.extend_from_slice(bytes);
-        let mut out = Vec::new();
-        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=end).collect();
-            let Some(data) = line.strip_prefix(b"data: ") else { continue };
-            let Ok(v) = serde_json::from_slice::<Value>(data) else { continue };
-            if let Some(message) = v["error"]["message"].as_str() {
-                self.error = Some(message.to_string());
-            } else if let Some(text) = v["choices"][0]["delta"]["content"].as_str() {
-                if !text.is_empty() {
-                    out.push(text.to_string());
-                }
-            }
-        }
-        out
-    }
 }
 
 /// The prompt: each chunk under its `path:line`, the question, how to cite.
@@ -676,7 +643,7 @@ impl Core {
         let body = json!({ "model": model, "messages": prompt(&r.question, &sources),
             "max_tokens": max_tokens, "temperature": 0, "stream": true });
         let body = serde_json::to_vec(&body).map_err(|e| Error::internal(e.to_string()))?;
-        let mut reader = SseReader::default();
+        let mut reader = ChatDeltas::default();
         let mut answer = String::new();
         let mut out: Option<Stream<'_, '_>> = None;
         let mut client_gone = false;
