@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bkg_plugin_repoagent::lang::Lang;
-use bkg_plugin_repoagent::{index, map, symbols, walk};
+use bkg_plugin_repoagent::{index, map, walk};
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
@@ -45,12 +45,12 @@ fn main() {
     }
     let root = root.expect("--root DIR").canonicalize().expect("root exists");
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-    let extractor = symbols::Extractor::new();
+    let reader = index::Reader::default();
     let started = Instant::now();
     let walked = walk::walk(&root, &root, 1 << 20, &|| false).expect("walk");
     let done = AtomicUsize::new(0);
     let mut idx = pool
-        .install(|| index::build("bench", &root, walked, 1 << 20, &extractor, &done, &|| false))
+        .install(|| index::build("bench", &root, walked, 1 << 20, &reader, &done, &|| false))
         .expect("index");
     let index_s = started.elapsed().as_secs_f64();
     let files = idx.files.len();
@@ -84,7 +84,7 @@ fn main() {
     for (i, path) in rust.iter().step_by(step).take(edits).enumerate() {
         let mut src = std::fs::read(root.join(path)).unwrap();
         src.extend_from_slice(format!("\npub fn bench_map_edit_{i}() {{}}\n").as_bytes());
-        let fresh = extractor.extract(Lang::Rust, &src).unwrap();
+        let fresh = reader.extractor.extract(Lang::Rust, &src).unwrap();
         let mut edited = idx.clone();
         edited.files.get_mut(path).unwrap().symbols = Arc::new(fresh);
         edited.generation += 1;

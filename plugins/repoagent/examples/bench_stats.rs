@@ -1,6 +1,6 @@
 //! The counting half of repoagent's index on its own, for scripts/bench-repoagent.sh: the
 //! plugin's walk (`walk::walk`: gitignore, hidden, size limit), then per file one read, the
-//! binary probe, `stats::language_of` and `stats::count`, on a rayon pool of `--threads`
+//! binary probe, `stats::language_of` and `stats::Counter::count`, on a rayon pool of `--threads`
 //! threads (the plugin's own pool is one like it). No symbols: this is the part of `repo.add`
 //! that scc and tokei's CLI also do. Prints one JSON line per run.
 //!
@@ -9,7 +9,7 @@
 //!        bench_stats --verify --root DIR [--root DIR ...] [--threads 2] [--show N]
 //!
 //! `--verify` times nothing: it counts every file under each root (the same walk, every size)
-//! with `stats::count` and with tokei's library (`stats::tokei_counts`, after the same BOM
+//! with `stats::Counter::count` and with tokei's library (`stats::tokei_counts`, after the same BOM
 //! transcoding) and prints the number of files compared and of those that differ, listing the
 //! first N differing files with both counts (default 20); it exits 1 when any differ.
 
@@ -42,6 +42,8 @@ fn main() {
     }
     let root = root.expect("--root DIR").canonicalize().expect("root exists");
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    // One counter for all runs, as the plugin keeps one (its rules are built on first use).
+    let counter = stats::Counter::default();
     for run in 0..runs {
         let started = Instant::now();
         let walked = walk::walk(&root, &root, max_file_bytes, &|| false).expect("walk");
@@ -58,7 +60,7 @@ fn main() {
                         return None;
                     }
                     let t = Instant::now();
-                    let counts = stats::count(lang, &bytes);
+                    let counts = counter.count(lang, &bytes);
                     Some((lang, counts, t.elapsed().as_secs_f64(), bytes.len()))
                 })
                 .collect()
@@ -100,7 +102,7 @@ fn main() {
     }
 }
 
-/// `--verify`: `stats::count` against tokei's library on every file of the roots.
+/// `--verify`: `stats::Counter::count` against tokei's library on every file of the roots.
 fn verify() {
     let mut roots = Vec::new();
     let mut threads = 2usize;
@@ -118,6 +120,7 @@ fn verify() {
     }
     assert!(!roots.is_empty(), "--verify needs at least one --root DIR");
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let counter = stats::Counter::default();
     let (mut compared, mut differing) = (0usize, 0usize);
     for root in roots {
         let root = root.canonicalize().unwrap_or_else(|e| panic!("{}: {e}", root.display()));
@@ -130,7 +133,7 @@ fn verify() {
                 .map(|f| {
                     let lang = stats::language_of(&f.abs)?;
                     let bytes = std::fs::read(&f.abs).ok()?;
-                    let ours = stats::count(lang, &bytes);
+                    let ours = counter.count(lang, &bytes);
                     let text = transcoded(&bytes);
                     let theirs = stats::tokei_counts(lang, &text);
                     Some((ours != theirs).then(|| (f.rel.clone(), lang, ours, theirs)))

@@ -143,8 +143,16 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// What reading a file into its entry needs: the symbol queries and the line-count rules,
+/// each built on first use and owned by the plugin (dropped with it).
+#[derive(Default)]
+pub struct Reader {
+    pub extractor: symbols::Extractor,
+    pub counter: stats::Counter,
+}
+
 /// Read one file and make its entry (on the plugin's pool: tokei may use rayon).
-pub fn read_file(abs: &Path, max_file_bytes: u64, extractor: &symbols::Extractor) -> Read {
+pub fn read_file(abs: &Path, max_file_bytes: u64, reader: &Reader) -> Read {
     let Ok(meta) = std::fs::symlink_metadata(abs) else { return Read::Gone };
     if !meta.is_file() {
         return Read::Gone;
@@ -171,10 +179,10 @@ pub fn read_file(abs: &Path, max_file_bytes: u64, extractor: &symbols::Extractor
     let (mtime_ns, inode) = walk::stamp(&meta);
     let lang = Lang::of_path(abs);
     let tokei = stats::language_of(abs);
-    let counts = tokei.map(|t| stats::count(t, &bytes));
+    let counts = tokei.map(|t| reader.counter.count(t, &bytes));
     let symbols = match lang {
         // A file whose symbols cannot be extracted is still indexed (counts, search).
-        Some(l) => extractor.extract(l, &bytes).unwrap_or_default(),
+        Some(l) => reader.extractor.extract(l, &bytes).unwrap_or_default(),
         None => symbols::FileSymbols::default(),
     };
     Read::Entry(FileEntry {
@@ -195,7 +203,7 @@ pub fn build(
     root: &Path,
     walked: Walked,
     max_file_bytes: u64,
-    extractor: &symbols::Extractor,
+    reader: &Reader,
     done: &AtomicUsize,
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<RepoIndex, Error> {
@@ -207,7 +215,7 @@ pub fn build(
             if cancelled() {
                 return None;
             }
-            let r = read_file(&f.abs, max_file_bytes, extractor);
+            let r = read_file(&f.abs, max_file_bytes, reader);
             done.fetch_add(1, Ordering::Relaxed);
             Some((f.rel.clone(), r))
         })
@@ -253,7 +261,7 @@ pub fn refresh(
     old: &RepoIndex,
     walked: Walked,
     max_file_bytes: u64,
-    extractor: &symbols::Extractor,
+    reader: &Reader,
     done: &AtomicUsize,
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<Refreshed, Error> {
@@ -294,7 +302,7 @@ pub fn refresh(
             if cancelled() {
                 return None;
             }
-            let r = read_file(&f.abs, max_file_bytes, extractor);
+            let r = read_file(&f.abs, max_file_bytes, reader);
             done.fetch_add(1, Ordering::Relaxed);
             Some((f.rel, r))
         })
@@ -338,7 +346,7 @@ pub fn apply_changes(
     index: &mut RepoIndex,
     paths: &BTreeSet<PathBuf>,
     max_file_bytes: u64,
-    extractor: &symbols::Extractor,
+    reader: &Reader,
 ) -> Applied {
     let root = index.root.clone();
     let mut changed = false;
@@ -372,7 +380,7 @@ pub fn apply_changes(
                     };
                     for f in &walked.files {
                         index.forget_skips(&f.rel);
-                        index.put(f.rel.clone(), read_file(&f.abs, max_file_bytes, extractor));
+                        index.put(f.rel.clone(), read_file(&f.abs, max_file_bytes, reader));
                     }
                     index.dirs.extend(walked.dirs);
                     changed = true;
@@ -381,7 +389,7 @@ pub fn apply_changes(
             Ok(m) if m.is_file() && admitted => {
                 index.forget_skips(&rel);
                 index.files.remove(&rel);
-                index.put(rel, read_file(abs, max_file_bytes, extractor));
+                index.put(rel, read_file(abs, max_file_bytes, reader));
                 changed = true;
             }
             // Gone, ignored now, a symbolic link or a special file.
@@ -400,10 +408,10 @@ pub fn apply_changes(
 mod tests {
     use super::*;
 
-    fn index_of(root: &Path, extractor: &symbols::Extractor) -> RepoIndex {
+    fn index_of(root: &Path, reader: &Reader) -> RepoIndex {
         let walked = walk::walk(root, root, 1000, &|| false).unwrap();
         let done = AtomicUsize::new(0);
-        let index = build("t", root, walked, 1000, extractor, &done, &|| false).unwrap();
+        let index = build("t", root, walked, 1000, reader, &done, &|| false).unwrap();
         assert_eq!(done.load(Ordering::SeqCst), index.files.len() + index.skipped_binary.len());
         index
     }
@@ -417,12 +425,12 @@ mod tests {
         std::fs::write(root.join("src/b.rs"), "fn b() {}\n").unwrap();
         std::fs::write(root.join("src/c.rs"), "fn c() {}\n").unwrap();
         std::fs::write(root.join("bin.dat"), b"ab\0cd").unwrap();
-        let extractor = symbols::Extractor::new();
-        let old = index_of(&root, &extractor);
+        let reader = Reader::default();
+        let old = index_of(&root, &reader);
         let refresh_now = |old: &RepoIndex| {
             let walked = walk::walk(&root, &root, 1000, &|| false).unwrap();
             let done = AtomicUsize::new(0);
-            let r = refresh(old, walked, 1000, &extractor, &done, &|| false).unwrap();
+            let r = refresh(old, walked, 1000, &reader, &done, &|| false).unwrap();
             (r, done.load(Ordering::SeqCst))
         };
         // Nothing changed: no new index; only the binary file is probed again.
@@ -451,8 +459,8 @@ mod tests {
         std::fs::write(root.join(".gitignore"), "target/\n").unwrap();
         std::fs::write(root.join("src/a.rs"), "fn a() {}\n").unwrap();
         std::fs::write(root.join("bin.dat"), b"ab\0cd").unwrap();
-        let extractor = symbols::Extractor::new();
-        let mut index = index_of(&root, &extractor);
+        let reader = Reader::default();
+        let mut index = index_of(&root, &reader);
         assert_eq!(index.files.keys().collect::<Vec<_>>(), ["src/a.rs"]);
         assert!(index.skipped_binary.contains("bin.dat"));
         let a = &index.files["src/a.rs"];
@@ -461,7 +469,7 @@ mod tests {
 
         let apply = |index: &mut RepoIndex, paths: &[&str]| {
             let paths = paths.iter().map(|p| root.join(p)).collect();
-            apply_changes(index, &paths, 1000, &extractor)
+            apply_changes(index, &paths, 1000, &reader)
         };
         // An edit, a new file, a file in an ignored folder, a hidden one.
         std::fs::write(root.join("src/a.rs"), "fn a() {}\n\nfn b() {}\n").unwrap();

@@ -173,7 +173,8 @@ pub struct Core {
     configured: RwLock<Settings>,
     settings: RwLock<Settings>,
     pub(crate) pool: pool::Pool,
-    pub(crate) extractor: symbols::Extractor,
+    /// The symbol queries and line-count rules every file read uses.
+    pub(crate) reader: index::Reader,
     pub(crate) repos: Repos,
     pub(crate) watcher: watch::Watcher,
     /// `code.map`'s graphs, per repository.
@@ -186,7 +187,7 @@ pub struct Core {
     saves_due: AtomicBool,
 }
 
-/// The plugin. Derefs to its [`Core`] (`self.repos`, `self.extractor`, `self.pool`).
+/// The plugin. Derefs to its [`Core`] (`self.repos`, `self.reader`, `self.pool`).
 pub struct RepoAgent {
     core: Arc<Core>,
 }
@@ -258,7 +259,7 @@ impl Core {
                 &entry.root,
                 walked,
                 max,
-                &self.extractor,
+                &self.reader,
                 &entry.files_done,
                 &cancelled,
             )
@@ -590,7 +591,7 @@ impl Core {
         let max = self.settings().max_file_bytes;
         let started = Instant::now();
         let result = walk::walk(&entry.root, &entry.root, max, &cancelled).and_then(|walked| {
-            index::refresh(&old, walked, max, &self.extractor, &entry.files_done, &cancelled)
+            index::refresh(&old, walked, max, &self.reader, &entry.files_done, &cancelled)
         });
         drop(old);
         if !current() {
@@ -724,7 +725,7 @@ impl Core {
                 let mut copy = index::RepoIndex::clone(&old);
                 let applied = self
                     .pool
-                    .install(|| index::apply_changes(&mut copy, &paths, max, &self.extractor));
+                    .install(|| index::apply_changes(&mut copy, &paths, max, &self.reader));
                 match applied {
                     Ok(index::Applied::NeedsRebuild) => {
                         let _ = self.start_build(&entry);
@@ -881,7 +882,7 @@ impl Plugin for RepoAgent {
                 configured: RwLock::new(Settings::default()),
                 settings: RwLock::new(Settings::default()),
                 pool: pool::Pool::default(),
-                extractor: symbols::Extractor::new(),
+                reader: index::Reader::default(),
                 repos: Repos::default(),
                 watcher: watch::Watcher::default(),
                 maps: map::Maps::default(),

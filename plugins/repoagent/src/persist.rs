@@ -480,10 +480,10 @@ mod tests {
         std::fs::write(root.join("notes.txt"), "hi\n").unwrap();
         std::fs::write(root.join("bin.dat"), b"a\0b").unwrap();
         std::fs::write(root.join("big.rs"), vec![b'a'; 3000]).unwrap();
-        let extractor = crate::symbols::Extractor::new();
+        let reader = crate::index::Reader::default();
         let walked = crate::walk::walk(root, root, 1000, &|| false).unwrap();
         let done = AtomicUsize::new(0);
-        crate::index::build("r", root, walked, 1000, &extractor, &done, &|| false).unwrap()
+        crate::index::build("r", root, walked, 1000, &reader, &done, &|| false).unwrap()
     }
 
     fn same(a: &RepoIndex, b: &RepoIndex) {

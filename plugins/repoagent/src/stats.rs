@@ -50,38 +50,47 @@ pub fn language_of(path: &Path) -> Option<LanguageType> {
     LanguageType::from_path(path, &Config::default())
 }
 
-/// The counts tokei gives these bytes as `lang`, with tokei's default configuration (no
-/// `tokei.toml` is read: the same rules on every host). A file that starts with a byte order
-/// mark is transcoded first, as tokei does when it reads a file itself (UTF-16 sources count
-/// by their characters, not their bytes).
-///
-/// Most languages are counted by `tokei_rules` (tokei's state machine, which skips the bytes
-/// where none of its checks can fire; the same counts, tested file by file against tokei);
-/// those tokei embeds other languages in (Markdown, HTML and its kin, Lingua Franca, Jupyter),
-/// and a Rust doc comment holding a code fence, by tokei's library itself, which splits a text
-/// across rayon tasks: call this on the plugin's own pool (inside `install`), never on rayon's
-/// global one, or the library cannot unload.
-pub fn count(lang: LanguageType, bytes: &[u8]) -> Counts {
-    if has_bom(bytes) {
-        let mut text = Vec::with_capacity(bytes.len());
-        let mut reader = encoding_rs_io::DecodeReaderBytesBuilder::new().build(bytes);
-        if reader.read_to_end(&mut text).is_err() {
-            // Reading from memory does not fail; transcoding replaces what it cannot decode.
-            text = bytes.to_vec();
-        }
-        count_text(lang, &text)
-    } else {
-        count_text(lang, bytes)
-    }
+/// Counts lines as tokei does. Owns the counting rules (built on first use), so that they
+/// go with the plugin that made it: `Core::reader` holds the plugin's one.
+#[derive(Default)]
+pub struct Counter {
+    rules: tokei_rules::RuleSet,
 }
 
-fn count_text(lang: LanguageType, text: &[u8]) -> Counts {
-    match tokei_rules::Rules::for_language(lang) {
-        Some(rules) => {
-            let (code, comments, blanks) = rules.count(text);
-            Counts { lines: code + comments + blanks, code, comments, blanks }
+impl Counter {
+    /// The counts tokei gives these bytes as `lang`, with tokei's default configuration (no
+    /// `tokei.toml` is read: the same rules on every host). A file that starts with a byte
+    /// order mark is transcoded first, as tokei does when it reads a file itself (UTF-16
+    /// sources count by their characters, not their bytes).
+    ///
+    /// Most languages are counted by `tokei_rules` (tokei's state machine, which skips the
+    /// bytes where none of its checks can fire; the same counts, tested file by file against
+    /// tokei); those tokei embeds other languages in (Markdown, HTML and its kin, Lingua
+    /// Franca, Jupyter), and a Rust doc comment holding a code fence, by tokei's library
+    /// itself, which splits a text across rayon tasks: call this on the plugin's own pool
+    /// (inside `install`), never on rayon's global one, or the library cannot unload.
+    pub fn count(&self, lang: LanguageType, bytes: &[u8]) -> Counts {
+        if has_bom(bytes) {
+            let mut text = Vec::with_capacity(bytes.len());
+            let mut reader = encoding_rs_io::DecodeReaderBytesBuilder::new().build(bytes);
+            if reader.read_to_end(&mut text).is_err() {
+                // Reading from memory does not fail; transcoding replaces what it cannot decode.
+                text = bytes.to_vec();
+            }
+            self.count_text(lang, &text)
+        } else {
+            self.count_text(lang, bytes)
         }
-        None => tokei_counts(lang, text),
+    }
+
+    fn count_text(&self, lang: LanguageType, text: &[u8]) -> Counts {
+        match self.rules.get(lang) {
+            Some(rules) => {
+                let (code, comments, blanks) = rules.count(text);
+                Counts { lines: code + comments + blanks, code, comments, blanks }
+            }
+            None => tokei_counts(lang, text),
+        }
     }
 }
 
@@ -255,7 +264,8 @@ mod tests {
     #[test]
     fn count_follows_tokei_rules() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        let rust = |src: &str| pool.install(|| count(LanguageType::Rust, src.as_bytes()));
+        let c = Counter::default();
+        let rust = |src: &str| pool.install(|| c.count(LanguageType::Rust, src.as_bytes()));
         // A blank line inside a block comment is a comment.
         assert_eq!(rust("/*\n\n still comment\n*/\n"), counts(0, 4, 0));
         // Doc comments are comments.
@@ -268,7 +278,7 @@ mod tests {
         assert_eq!(rust("fn f() {}\n  \n\t\n"), counts(1, 0, 2));
         // Python docstrings are code (tokei's default configuration).
         let doc = "def f():\n    \"\"\"Doc.\n\n    more\n    \"\"\"\n    return 1  # why\n";
-        let py = pool.install(|| count(LanguageType::Python, doc.as_bytes()));
+        let py = pool.install(|| c.count(LanguageType::Python, doc.as_bytes()));
         assert_eq!(py, counts(6, 0, 0));
     }
 
@@ -280,8 +290,9 @@ mod tests {
             utf16.extend_from_slice(&unit.to_le_bytes());
         }
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let c = Counter::default();
         let (plain, wide) = pool.install(|| {
-            (count(LanguageType::Python, text.as_bytes()), count(LanguageType::Python, &utf16))
+            (c.count(LanguageType::Python, text.as_bytes()), c.count(LanguageType::Python, &utf16))
         });
         assert_eq!(plain, counts(1, 1, 1));
         assert_eq!(wide, plain);

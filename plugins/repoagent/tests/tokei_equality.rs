@@ -1,4 +1,4 @@
-//! `stats::count` (repoagent's own counter, `stats/tokei_rules.rs`, for most languages) gives
+//! `stats::Counter::count` (repoagent's own counter, `stats/tokei_rules.rs`, for most languages) gives
 //! every file exactly the counts tokei's library gives it, on real code nobody here wrote: crate
 //! sources of this workspace's Cargo.lock in the cargo registry (always there after the build)
 //! and CPython's standard library (which scripts/test.sh relies on; its `site-packages` left
@@ -34,7 +34,7 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The text tokei reads for a file: transcoded when it starts with a byte order mark (as
-/// `stats::count` does).
+/// `stats::Counter::count` does).
 fn transcoded(bytes: &[u8]) -> Vec<u8> {
     use std::io::Read;
     let mut text = Vec::new();
@@ -59,13 +59,14 @@ fn counts_equal_tokei_file_by_file_on_registry_crates_and_cpython() {
     }
     // Both counters on the plugin's kind of pool (tokei splits files across rayon tasks).
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let counter = stats::Counter::default();
     let results: Vec<(PathBuf, tokei::LanguageType, u64, stats::Counts, stats::Counts)> = pool
         .install(|| {
             all.par_iter()
                 .map(|p| {
                     let lang = stats::language_of(p).unwrap();
                     let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-                    let ours = stats::count(lang, &bytes);
+                    let ours = counter.count(lang, &bytes);
                     let theirs = stats::tokei_counts(lang, &transcoded(&bytes));
                     let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
                     (p.clone(), lang, lines, ours, theirs)

@@ -30,7 +30,7 @@
 //! - tokei's "simple parse" of the lines before the first important token and its `par_bridge`
 //!   give the same counts as its main loop on those lines; there is one loop here.
 //!
-//! Languages this does not take (`Rules::for_language` gives `None`, the caller uses tokei):
+//! Languages this does not take (`RuleSet::get` gives `None`, the caller uses tokei):
 //! those tokei gives an embedding family other than Rust's (Markdown, Unreal's Markdown, HTML
 //! and its kin, Lingua Franca), Jupyter (JSON), and any whose tokens are empty, start with
 //! whitespace or hold a newline (none in tokei 13; the check keeps the skipping sound).
@@ -111,6 +111,28 @@ struct Opening {
     mode: usize,
 }
 
+/// The rules of every language, built on first use and owned by whoever made the set (the
+/// plugin: a process-wide static would leave its ~1.5 MB on the heap at every unload).
+#[derive(Default)]
+pub struct RuleSet {
+    all: OnceLock<HashMap<LanguageType, Rules>>,
+}
+
+impl RuleSet {
+    /// The rules of `lang`; `None` for a language tokei itself must count (see the module's
+    /// documentation).
+    pub fn get(&self, lang: LanguageType) -> Option<&Rules> {
+        self.all
+            .get_or_init(|| {
+                LanguageType::list()
+                    .iter()
+                    .filter_map(|(l, _)| Some((*l, Rules::build(*l)?)))
+                    .collect()
+            })
+            .get(&lang)
+    }
+}
+
 /// One language's tokens (tokei's `SharedMatchers`) and the skip tables built from them.
 pub struct Rules {
     literate: bool,
@@ -137,16 +159,6 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// The rules of `lang`, built once per process; `None` for a language tokei itself must
-    /// count (see the module's documentation).
-    pub fn for_language(lang: LanguageType) -> Option<&'static Rules> {
-        static ALL: OnceLock<HashMap<LanguageType, Rules>> = OnceLock::new();
-        ALL.get_or_init(|| {
-            LanguageType::list().iter().filter_map(|(l, _)| Some((*l, Rules::build(*l)?))).collect()
-        })
-        .get(&lang)
-    }
-
     fn build(lang: LanguageType) -> Option<Rules> {
         use LanguageType::*;
         if matches!(
@@ -505,8 +517,14 @@ mod tests {
         (s.code as u64, s.comments as u64, s.blanks as u64)
     }
 
+    /// The rules of `lang` (one set for all the tests of this binary).
+    fn for_language(lang: LanguageType) -> Option<&'static Rules> {
+        static SET: OnceLock<RuleSet> = OnceLock::new();
+        SET.get_or_init(RuleSet::default).get(lang)
+    }
+
     fn ours(lang: LanguageType, text: &str) -> (u64, u64, u64) {
-        Rules::for_language(lang).expect("a language the rules take").count(text.as_bytes())
+        for_language(lang).expect("a language the rules take").count(text.as_bytes())
     }
 
     /// Ours equal tokei's on `text`, and tokei's are `expected` (so that the snippet really
@@ -627,9 +645,9 @@ mod tests {
             LanguageType::LinguaFranca,
             LanguageType::Jupyter,
         ] {
-            assert!(Rules::for_language(lang).is_none(), "{lang}");
+            assert!(for_language(lang).is_none(), "{lang}");
         }
-        assert!(Rules::for_language(LanguageType::Rust).is_some());
+        assert!(for_language(LanguageType::Rust).is_some());
     }
 
     /// A small deterministic generator (xorshift), for the random texts below.
@@ -650,7 +668,7 @@ mod tests {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let mut languages = 0;
         for (lang, _) in LanguageType::list() {
-            if Rules::for_language(*lang).is_none() {
+            if for_language(*lang).is_none() {
                 continue;
             }
             languages += 1;
