@@ -17,17 +17,23 @@ fn frames_in(log: &str, file: &str) -> usize {
         .count()
 }
 
-#[test]
-fn a_plugin_that_panics_with_backtraces_on_still_unloads() {
-    let host = Host::start_with_env(&[], &[("RUST_BACKTRACE", "1")]);
+/// A host with `env`, the panicky fixture installed and running, and one call that panicked
+/// (the caller's 500 as ever); the library's file name.
+fn host_after_a_panic(env: &[(&str, &str)]) -> (Host, String) {
+    let host = Host::start_with_env(&[], env);
     let file = lib_name("panicky");
     host.install(&fixture("panicky"), &file);
     host.wait_state("panicky", "running");
-
-    // A panic in a call: the caller's 500 as ever ...
     let (status, v) = host.post_json("/api/plugins/panicky/boom", "");
     assert_eq!(status, 500, "{v}");
     assert_eq!(v["error"]["code"], "plugin_panicked", "{v}");
+    (host, file)
+}
+
+#[test]
+fn a_plugin_that_panics_with_backtraces_on_still_unloads() {
+    // A panic in a call ...
+    let (host, file) = host_after_a_panic(&[("RUST_BACKTRACE", "1")]);
     // ... and the hook's report on the host's stderr: thread, location, message, and the
     // frames as `<file>+0x<offset>`, some of them in the plugin's own library.
     host.wait_for("the panic's report in the log", || {
@@ -56,13 +62,8 @@ fn a_plugin_that_panics_with_backtraces_on_still_unloads() {
 
 #[test]
 fn bkg_plugin_symbolize_brings_back_std_symbolized_backtrace_and_the_pin() {
-    let host = Host::start_with_env(&[], &[("RUST_BACKTRACE", "1"), ("BKG_PLUGIN_SYMBOLIZE", "1")]);
-    let file = lib_name("panicky");
-    host.install(&fixture("panicky"), &file);
-    host.wait_state("panicky", "running");
-    let (status, v) = host.post_json("/api/plugins/panicky/boom", "");
-    assert_eq!(status, 500, "{v}");
-    assert_eq!(v["error"]["code"], "plugin_panicked", "{v}");
+    let (host, file) =
+        host_after_a_panic(&[("RUST_BACKTRACE", "1"), ("BKG_PLUGIN_SYMBOLIZE", "1")]);
     host.wait_for("std's symbolized backtrace in the log", || {
         host.log().contains("fixture_panicky::")
     });
